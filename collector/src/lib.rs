@@ -1,0 +1,1 @@
+//! dozor collector library.

@@ -1,0 +1,181 @@
+//! Table-driven tests of `decode`: valid and invalid messages.
+
+use super::*;
+use crate::{ErrorClass, Header};
+use proptest::prelude::*;
+
+const MO: &str = "1.2.643.5.1.13.13.12.2.27.1234";
+const TS: i64 = 1_763_900_000_000;
+
+fn hb_json() -> serde_json::Value {
+    serde_json::json!({
+        "v": 1, "mo": MO, "host": "pc-01", "inst": "a1b2c3", "seq": 7, "ts": TS,
+        "body": {
+            "uptime_secs": 3600, "cpu_pct": 12.5, "mem_used_bytes": 1000, "mem_total_bytes": 4000,
+            "load": [0.1, 0.2, 0.3],
+            "disks": [{"mount": "/", "total_bytes": 100, "used_bytes": 50}],
+            "interval_secs": 30
+        }
+    })
+}
+
+fn probe_json() -> serde_json::Value {
+    serde_json::json!({
+        "v": 1, "mo": MO, "host": "pc-01", "inst": "a1b2c3", "seq": 8, "ts": TS, "replay": true,
+        "body": {"results": [
+            {"target": "mis", "category": "mis", "ok": true, "latency_ms": 12, "status": 200},
+            {"target": "lis", "category": "lis", "ok": false, "latency_ms": 3000, "error": "timeout"},
+            {"target": "x", "category": "something_new", "ok": false, "error": "brand_new_class"}
+        ]}
+    })
+}
+
+fn birth_json() -> serde_json::Value {
+    serde_json::json!({
+        "v": 1, "mo": MO, "host": "pc-01", "inst": "a1b2c3", "seq": 1, "ts": TS,
+        "body": {
+            "agent_version": "0.1.0", "role": "workstation", "site": "Поликлиника №1",
+            "hostname": "PC-01", "os_name": "Astra Linux", "os_version": "1.7",
+            "cpu_model": "Intel", "cpu_count": 4, "mem_total_bytes": 4000,
+            "disks": [{"mount": "/", "fs": "ext4", "total_bytes": 100}],
+            "boot_time": 1_763_890_000, "boot_id": "b-1", "seq_base": 1,
+            "interval_secs": 30, "keepalive_secs": 30,
+            "targets": [{"name": "mis", "category": "mis"}]
+        }
+    })
+}
+
+fn state_json() -> serde_json::Value {
+    serde_json::json!({
+        "v": 1, "mo": MO, "host": "pc-01", "inst": "a1b2c3", "seq": 1, "ts": TS,
+        "body": {"state": "offline", "reason": "shutdown"}
+    })
+}
+
+fn topic_of(kind: &str) -> String {
+    format!("dozor/v1/{MO}/pc-01/{kind}")
+}
+
+/// Applies `edit` to a JSON document and decodes it on `kind`'s topic.
+fn check(kind: &str, base: serde_json::Value, edit: impl FnOnce(&mut serde_json::Value), expected: Result<(), Reject>) {
+    let mut doc = base;
+    edit(&mut doc);
+    let bytes = serde_json::to_vec(&doc).expect("test json");
+    let got = decode(&topic_of(kind), &bytes, &Limits::DEFAULT).map(|_| ());
+    assert_eq!(got, expected, "{kind}: {doc}");
+}
+
+#[test]
+fn valid_messages_decode() {
+    check("hb", hb_json(), |_| {}, Ok(()));
+    check("probe", probe_json(), |_| {}, Ok(()));
+    check("birth", birth_json(), |_| {}, Ok(()));
+    check("state", state_json(), |_| {}, Ok(()));
+    check("hb", hb_json(), |d| d["body"]["load"] = serde_json::Value::Null, Ok(()));
+}
+
+#[test]
+fn decoded_fields() {
+    let bytes = serde_json::to_vec(&probe_json()).unwrap();
+    let m = decode(&topic_of("probe"), &bytes, &Limits::DEFAULT).unwrap();
+    assert_eq!(
+        m.header(),
+        Header { mo: MO, host: "pc-01", inst: "a1b2c3", seq: 8, ts: TS, replay: true }
+    );
+    let Message::Probe(p) = m else { panic!("not a probe") };
+    assert_eq!(p.body.results[1].error, Some(ErrorClass::Timeout));
+    assert_eq!(p.body.results[2].category, crate::Category::Other);
+    assert_eq!(p.body.results[2].error, Some(ErrorClass::Other));
+}
+
+#[test]
+fn invalid_messages_are_rejected_with_reason() {
+    use serde_json::json;
+    let r = Err;
+    check("hb", hb_json(), |d| d["v"] = json!(2), r(Reject::UnknownVersion));
+    check("hb", hb_json(), |d| { d["v"] = json!(9); d["body"] = json!("new shape") }, r(Reject::UnknownVersion));
+    check("hb", hb_json(), |d| d["host"] = json!("pc-02"), r(Reject::IdentityMismatch));
+    check("hb", hb_json(), |d| d["mo"] = json!("1.2.3"), r(Reject::IdentityMismatch));
+    check("hb", hb_json(), |d| d["inst"] = json!("a b"), r(Reject::BadValue));
+    check("hb", hb_json(), |d| d["body"]["cpu_pct"] = json!(-1.0), r(Reject::BadValue));
+    check("hb", hb_json(), |d| d["body"]["cpu_pct"] = json!(250.0), r(Reject::BadValue));
+    check("hb", hb_json(), |d| d["body"]["cpu_pct"] = json!(null), r(Reject::BadJson));
+    check("hb", hb_json(), |d| d["body"]["mem_used_bytes"] = json!(5000), r(Reject::BadValue));
+    check("hb", hb_json(), |d| d["body"]["mem_used_bytes"] = json!(-5), r(Reject::BadJson));
+    check("hb", hb_json(), |d| d["body"]["load"] = json!([1.0, -2.0, 0.0]), r(Reject::BadValue));
+    check("hb", hb_json(), |d| d["body"]["interval_secs"] = json!(0), r(Reject::BadValue));
+    check("hb", hb_json(), |d| d["body"]["disks"][0]["used_bytes"] = json!(101), r(Reject::BadValue));
+    check("hb", hb_json(), |d| d["body"]["uptime_secs"] = json!(u64::MAX), r(Reject::BadValue));
+    check("hb", hb_json(), |d| d["body"]["extra"] = json!(1), r(Reject::BadJson));
+    check("hb", hb_json(), |d| d["ts"] = json!(0), r(Reject::BadTimestamp));
+    check("hb", hb_json(), |d| d["ts"] = json!(i64::MAX), r(Reject::BadTimestamp));
+    check("hb", hb_json(), |d| d["body"]["disks"] = json!(vec![json!({"mount": "/", "total_bytes": 1, "used_bytes": 0}); 65]), r(Reject::BadValue));
+    check("probe", probe_json(), |d| d["body"]["results"][0]["error"] = json!("dns"), r(Reject::BadValue));
+    check("probe", probe_json(), |d| d["body"]["results"][0]["target"] = json!(""), r(Reject::BadValue));
+    check("probe", probe_json(), |d| d["body"]["results"][0]["latency_ms"] = json!(4_000_000), r(Reject::BadValue));
+    check("birth", birth_json(), |d| d["body"]["role"] = json!("router"), r(Reject::BadJson));
+    check("birth", birth_json(), |d| d["body"]["cpu_count"] = json!(0), r(Reject::BadValue));
+    check("birth", birth_json(), |d| d["body"]["site"] = json!("x".repeat(300)), r(Reject::BadValue));
+    check("birth", birth_json(), |d| d["body"]["hostname"] = json!("a\u{0007}b"), r(Reject::BadValue));
+    check("state", state_json(), |d| d["body"]["state"] = json!("zombie"), r(Reject::BadJson));
+    // A heartbeat body on the probe topic is the wrong shape.
+    check("probe", hb_json(), |_| {}, r(Reject::BadJson));
+}
+
+#[test]
+fn raw_bytes_are_rejected_with_reason() {
+    let l = Limits::DEFAULT;
+    let t = topic_of("hb");
+    assert_eq!(decode(&t, &vec![b' '; MAX_PAYLOAD_BYTES + 1], &l), Err(Reject::Oversized));
+    assert_eq!(decode(&t, b"\xff\xfe{}", &l), Err(Reject::BadUtf8));
+    assert_eq!(decode(&t, b"{not json", &l), Err(Reject::BadJson));
+    assert_eq!(decode(&t, b"", &l), Err(Reject::BadJson));
+    assert_eq!(decode(&t, b"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[", &l), Err(Reject::BadJson));
+    let body = serde_json::to_vec(&hb_json()).unwrap();
+    assert_eq!(decode("dozor/v1/mo/h", &body, &l), Err(Reject::BadTopic));
+    assert_eq!(decode(&format!("dozor/v1/{MO}/pc-01/ack"), &body, &l), Err(Reject::BadTopic));
+    // NaN cannot be written in JSON; a NaN the agent produced is serialized as null and rejected.
+    let nan = serde_json::to_string(&f32::NAN).unwrap();
+    assert_eq!(nan, "null");
+}
+
+#[test]
+fn round_trip_through_to_json() {
+    let bytes = serde_json::to_vec(&hb_json()).unwrap();
+    let Message::Hb(e) = decode(&topic_of("hb"), &bytes, &Limits::DEFAULT).unwrap() else {
+        panic!("not hb")
+    };
+    let again = decode(&topic_of("hb"), &e.to_json(), &Limits::DEFAULT).unwrap();
+    assert_eq!(again, Message::Hb(e));
+}
+
+#[test]
+fn ack_decodes() {
+    let a = br#"{"v":1,"inst":"abc","acked_seq":42,"ts":1763900000000}"#;
+    assert_eq!(decode_ack(a).map(|a| a.acked_seq), Ok(42));
+    assert_eq!(decode_ack(b"{}").map(|a| a.acked_seq), Err(Reject::BadJson));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..2048), kind in 0usize..4) {
+        let kinds = ["birth", "state", "hb", "probe"];
+        let _ = decode(&topic_of(kinds[kind]), &bytes, &Limits::DEFAULT);
+    }
+
+    #[test]
+    fn never_panics_on_mutated_valid_json(pos in 0usize..400, byte in any::<u8>()) {
+        let mut bytes = serde_json::to_vec(&birth_json()).unwrap();
+        let i = pos % bytes.len();
+        bytes[i] = byte;
+        let _ = decode(&topic_of("birth"), &bytes, &Limits::DEFAULT);
+    }
+
+    #[test]
+    fn never_panics_on_arbitrary_topics(topic in "\\PC{0,80}") {
+        let body = serde_json::to_vec(&hb_json()).unwrap();
+        let _ = decode(&topic, &body, &Limits::DEFAULT);
+    }
+}
