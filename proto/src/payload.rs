@@ -236,6 +236,11 @@ pub struct SpoolStats {
     pub bytes: u64,
     /// Messages dropped by the size/age bound since the agent was installed.
     pub dropped: u64,
+    /// Lowest sequence number the spool still holds (`None` when it is empty): every lower
+    /// number was confirmed or dropped and will never be sent again, so the collector may count
+    /// it as settled when tracking contiguous delivery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_seq: Option<u64>,
 }
 
 /// `hb`: heartbeat.

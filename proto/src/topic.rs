@@ -131,7 +131,10 @@ mod tests {
         check("dozor/v1/mo/.hidden/hb", None);
         check("dozor/v1/mo/+/hb", None);
         check(&format!("dozor/v1/mo/{}/hb", "x".repeat(65)), None);
-        check(&format!("dozor/v1/mo/{}/hb", "x".repeat(64)), Some(("mo", &"x".repeat(64), Kind::Hb)));
+        check(
+            &format!("dozor/v1/mo/{}/hb", "x".repeat(64)),
+            Some(("mo", &"x".repeat(64), Kind::Hb)),
+        );
         check("dozor/v1/мо/h/hb", None);
     }
 

@@ -149,8 +149,7 @@ fn check_birth(b: &Birth, l: &Limits) -> Result<(), Reject> {
         }
     }
     check_bytes(b.mem_total_bytes)?;
-    if b.cpu_count == 0 || b.cpu_count > 4096 || b.interval_secs == 0 || b.interval_secs > 86_400
-    {
+    if b.cpu_count == 0 || b.cpu_count > 4096 || b.interval_secs == 0 || b.interval_secs > 86_400 {
         return Err(Reject::BadValue);
     }
     if b.boot_time * 1000 < l.min_ts_ms - 86_400_000 * 365 * 10 || b.boot_time * 1000 > l.max_ts_ms
@@ -170,7 +169,9 @@ fn check_hb(h: &Heartbeat, l: &Limits) -> Result<(), Reject> {
         return Err(Reject::BadValue);
     }
     if let Some(load) = h.load
-        && load.iter().any(|x| !(x.is_finite() && *x >= 0.0 && *x < 1e6))
+        && load
+            .iter()
+            .any(|x| !(x.is_finite() && *x >= 0.0 && *x < 1e6))
     {
         return Err(Reject::BadValue);
     }

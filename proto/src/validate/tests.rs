@@ -57,7 +57,12 @@ fn topic_of(kind: &str) -> String {
 }
 
 /// Applies `edit` to a JSON document and decodes it on `kind`'s topic.
-fn check(kind: &str, base: serde_json::Value, edit: impl FnOnce(&mut serde_json::Value), expected: Result<(), Reject>) {
+fn check(
+    kind: &str,
+    base: serde_json::Value,
+    edit: impl FnOnce(&mut serde_json::Value),
+    expected: Result<(), Reject>,
+) {
     let mut doc = base;
     edit(&mut doc);
     let bytes = serde_json::to_vec(&doc).expect("test json");
@@ -71,7 +76,12 @@ fn valid_messages_decode() {
     check("probe", probe_json(), |_| {}, Ok(()));
     check("birth", birth_json(), |_| {}, Ok(()));
     check("state", state_json(), |_| {}, Ok(()));
-    check("hb", hb_json(), |d| d["body"]["load"] = serde_json::Value::Null, Ok(()));
+    check(
+        "hb",
+        hb_json(),
+        |d| d["body"]["load"] = serde_json::Value::Null,
+        Ok(()),
+    );
 }
 
 #[test]
@@ -80,9 +90,18 @@ fn decoded_fields() {
     let m = decode(&topic_of("probe"), &bytes, &Limits::DEFAULT).unwrap();
     assert_eq!(
         m.header(),
-        Header { mo: MO, host: "pc-01", inst: "a1b2c3", seq: 8, ts: TS, replay: true }
+        Header {
+            mo: MO,
+            host: "pc-01",
+            inst: "a1b2c3",
+            seq: 8,
+            ts: TS,
+            replay: true
+        }
     );
-    let Message::Probe(p) = m else { panic!("not a probe") };
+    let Message::Probe(p) = m else {
+        panic!("not a probe")
+    };
     assert_eq!(p.body.results[1].error, Some(ErrorClass::Timeout));
     assert_eq!(p.body.results[2].category, crate::Category::Other);
     assert_eq!(p.body.results[2].error, Some(ErrorClass::Other));
@@ -92,32 +111,170 @@ fn decoded_fields() {
 fn invalid_messages_are_rejected_with_reason() {
     use serde_json::json;
     let r = Err;
-    check("hb", hb_json(), |d| d["v"] = json!(2), r(Reject::UnknownVersion));
-    check("hb", hb_json(), |d| { d["v"] = json!(9); d["body"] = json!("new shape") }, r(Reject::UnknownVersion));
-    check("hb", hb_json(), |d| d["host"] = json!("pc-02"), r(Reject::IdentityMismatch));
-    check("hb", hb_json(), |d| d["mo"] = json!("1.2.3"), r(Reject::IdentityMismatch));
-    check("hb", hb_json(), |d| d["inst"] = json!("a b"), r(Reject::BadValue));
-    check("hb", hb_json(), |d| d["body"]["cpu_pct"] = json!(-1.0), r(Reject::BadValue));
-    check("hb", hb_json(), |d| d["body"]["cpu_pct"] = json!(250.0), r(Reject::BadValue));
-    check("hb", hb_json(), |d| d["body"]["cpu_pct"] = json!(null), r(Reject::BadJson));
-    check("hb", hb_json(), |d| d["body"]["mem_used_bytes"] = json!(5000), r(Reject::BadValue));
-    check("hb", hb_json(), |d| d["body"]["mem_used_bytes"] = json!(-5), r(Reject::BadJson));
-    check("hb", hb_json(), |d| d["body"]["load"] = json!([1.0, -2.0, 0.0]), r(Reject::BadValue));
-    check("hb", hb_json(), |d| d["body"]["interval_secs"] = json!(0), r(Reject::BadValue));
-    check("hb", hb_json(), |d| d["body"]["disks"][0]["used_bytes"] = json!(101), r(Reject::BadValue));
-    check("hb", hb_json(), |d| d["body"]["uptime_secs"] = json!(u64::MAX), r(Reject::BadValue));
-    check("hb", hb_json(), |d| d["body"]["extra"] = json!(1), r(Reject::BadJson));
-    check("hb", hb_json(), |d| d["ts"] = json!(0), r(Reject::BadTimestamp));
-    check("hb", hb_json(), |d| d["ts"] = json!(i64::MAX), r(Reject::BadTimestamp));
-    check("hb", hb_json(), |d| d["body"]["disks"] = json!(vec![json!({"mount": "/", "total_bytes": 1, "used_bytes": 0}); 65]), r(Reject::BadValue));
-    check("probe", probe_json(), |d| d["body"]["results"][0]["error"] = json!("dns"), r(Reject::BadValue));
-    check("probe", probe_json(), |d| d["body"]["results"][0]["target"] = json!(""), r(Reject::BadValue));
-    check("probe", probe_json(), |d| d["body"]["results"][0]["latency_ms"] = json!(4_000_000), r(Reject::BadValue));
-    check("birth", birth_json(), |d| d["body"]["role"] = json!("router"), r(Reject::BadJson));
-    check("birth", birth_json(), |d| d["body"]["cpu_count"] = json!(0), r(Reject::BadValue));
-    check("birth", birth_json(), |d| d["body"]["site"] = json!("x".repeat(300)), r(Reject::BadValue));
-    check("birth", birth_json(), |d| d["body"]["hostname"] = json!("a\u{0007}b"), r(Reject::BadValue));
-    check("state", state_json(), |d| d["body"]["state"] = json!("zombie"), r(Reject::BadJson));
+    check(
+        "hb",
+        hb_json(),
+        |d| d["v"] = json!(2),
+        r(Reject::UnknownVersion),
+    );
+    check(
+        "hb",
+        hb_json(),
+        |d| {
+            d["v"] = json!(9);
+            d["body"] = json!("new shape")
+        },
+        r(Reject::UnknownVersion),
+    );
+    check(
+        "hb",
+        hb_json(),
+        |d| d["host"] = json!("pc-02"),
+        r(Reject::IdentityMismatch),
+    );
+    check(
+        "hb",
+        hb_json(),
+        |d| d["mo"] = json!("1.2.3"),
+        r(Reject::IdentityMismatch),
+    );
+    check(
+        "hb",
+        hb_json(),
+        |d| d["inst"] = json!("a b"),
+        r(Reject::BadValue),
+    );
+    check(
+        "hb",
+        hb_json(),
+        |d| d["body"]["cpu_pct"] = json!(-1.0),
+        r(Reject::BadValue),
+    );
+    check(
+        "hb",
+        hb_json(),
+        |d| d["body"]["cpu_pct"] = json!(250.0),
+        r(Reject::BadValue),
+    );
+    check(
+        "hb",
+        hb_json(),
+        |d| d["body"]["cpu_pct"] = json!(null),
+        r(Reject::BadJson),
+    );
+    check(
+        "hb",
+        hb_json(),
+        |d| d["body"]["mem_used_bytes"] = json!(5000),
+        r(Reject::BadValue),
+    );
+    check(
+        "hb",
+        hb_json(),
+        |d| d["body"]["mem_used_bytes"] = json!(-5),
+        r(Reject::BadJson),
+    );
+    check(
+        "hb",
+        hb_json(),
+        |d| d["body"]["load"] = json!([1.0, -2.0, 0.0]),
+        r(Reject::BadValue),
+    );
+    check(
+        "hb",
+        hb_json(),
+        |d| d["body"]["interval_secs"] = json!(0),
+        r(Reject::BadValue),
+    );
+    check(
+        "hb",
+        hb_json(),
+        |d| d["body"]["disks"][0]["used_bytes"] = json!(101),
+        r(Reject::BadValue),
+    );
+    check(
+        "hb",
+        hb_json(),
+        |d| d["body"]["uptime_secs"] = json!(u64::MAX),
+        r(Reject::BadValue),
+    );
+    check(
+        "hb",
+        hb_json(),
+        |d| d["body"]["extra"] = json!(1),
+        r(Reject::BadJson),
+    );
+    check(
+        "hb",
+        hb_json(),
+        |d| d["ts"] = json!(0),
+        r(Reject::BadTimestamp),
+    );
+    check(
+        "hb",
+        hb_json(),
+        |d| d["ts"] = json!(i64::MAX),
+        r(Reject::BadTimestamp),
+    );
+    check(
+        "hb",
+        hb_json(),
+        |d| {
+            d["body"]["disks"] = json!(vec![
+                json!({"mount": "/", "total_bytes": 1, "used_bytes": 0});
+                65
+            ])
+        },
+        r(Reject::BadValue),
+    );
+    check(
+        "probe",
+        probe_json(),
+        |d| d["body"]["results"][0]["error"] = json!("dns"),
+        r(Reject::BadValue),
+    );
+    check(
+        "probe",
+        probe_json(),
+        |d| d["body"]["results"][0]["target"] = json!(""),
+        r(Reject::BadValue),
+    );
+    check(
+        "probe",
+        probe_json(),
+        |d| d["body"]["results"][0]["latency_ms"] = json!(4_000_000),
+        r(Reject::BadValue),
+    );
+    check(
+        "birth",
+        birth_json(),
+        |d| d["body"]["role"] = json!("router"),
+        r(Reject::BadJson),
+    );
+    check(
+        "birth",
+        birth_json(),
+        |d| d["body"]["cpu_count"] = json!(0),
+        r(Reject::BadValue),
+    );
+    check(
+        "birth",
+        birth_json(),
+        |d| d["body"]["site"] = json!("x".repeat(300)),
+        r(Reject::BadValue),
+    );
+    check(
+        "birth",
+        birth_json(),
+        |d| d["body"]["hostname"] = json!("a\u{0007}b"),
+        r(Reject::BadValue),
+    );
+    check(
+        "state",
+        state_json(),
+        |d| d["body"]["state"] = json!("zombie"),
+        r(Reject::BadJson),
+    );
     // A heartbeat body on the probe topic is the wrong shape.
     check("probe", hb_json(), |_| {}, r(Reject::BadJson));
 }
@@ -126,14 +283,20 @@ fn invalid_messages_are_rejected_with_reason() {
 fn raw_bytes_are_rejected_with_reason() {
     let l = Limits::DEFAULT;
     let t = topic_of("hb");
-    assert_eq!(decode(&t, &vec![b' '; MAX_PAYLOAD_BYTES + 1], &l), Err(Reject::Oversized));
+    assert_eq!(
+        decode(&t, &vec![b' '; MAX_PAYLOAD_BYTES + 1], &l),
+        Err(Reject::Oversized)
+    );
     assert_eq!(decode(&t, b"\xff\xfe{}", &l), Err(Reject::BadUtf8));
     assert_eq!(decode(&t, b"{not json", &l), Err(Reject::BadJson));
     assert_eq!(decode(&t, b"", &l), Err(Reject::BadJson));
     assert_eq!(decode(&t, b"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[", &l), Err(Reject::BadJson));
     let body = serde_json::to_vec(&hb_json()).unwrap();
     assert_eq!(decode("dozor/v1/mo/h", &body, &l), Err(Reject::BadTopic));
-    assert_eq!(decode(&format!("dozor/v1/{MO}/pc-01/ack"), &body, &l), Err(Reject::BadTopic));
+    assert_eq!(
+        decode(&format!("dozor/v1/{MO}/pc-01/ack"), &body, &l),
+        Err(Reject::BadTopic)
+    );
     // NaN cannot be written in JSON; a NaN the agent produced is serialized as null and rejected.
     let nan = serde_json::to_string(&f32::NAN).unwrap();
     assert_eq!(nan, "null");

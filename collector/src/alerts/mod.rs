@@ -1,0 +1,3 @@
+//! Outage incidents: an I/O-free engine over live state, and notification channels.
+
+pub mod config;

@@ -1,0 +1,425 @@
+//! Collector configuration: a raw TOML/CLI shape, validated into typed values before any socket
+//! is bound. Errors name the field.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The commented example configuration, also printed by `--print-default-config`.
+pub const DEFAULT_CONFIG: &str = include_str!("../../deploy/collector.toml");
+
+/// A configuration error naming the field at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("config {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    /// TOML syntax, unknown field or wrong type.
+    #[error("config: {0}")]
+    Parse(String),
+    /// A field has an invalid value.
+    #[error("config: {field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        message: message.into(),
+    }
+}
+
+/// The raw configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub mqtt: RawMqtt,
+    #[serde(default)]
+    pub http: RawHttp,
+    #[serde(default)]
+    pub roster: RawRoster,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub store: crate::store::config::RawStore,
+    #[serde(default)]
+    pub alerts: crate::alerts::config::RawAlerts,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./dozor-data")
+}
+
+/// `[mqtt]`: the embedded broker (default) or an external one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMqtt {
+    /// `embedded` (rumqttd in-process) or `external` (Mosquitto, EMQX, …).
+    #[serde(default = "default_mqtt_type", rename = "type")]
+    pub kind: String,
+    /// Embedded broker listen address.
+    #[serde(default = "default_mqtt_listen")]
+    pub listen: String,
+    /// External broker URL, `mqtt://host:port`.
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default = "default_client_id")]
+    pub client_id: String,
+    #[serde(default = "default_keepalive")]
+    pub keepalive_secs: u64,
+    /// How often confirmations of stored data are sent to each active agent.
+    #[serde(default = "default_ack_interval")]
+    pub ack_interval_ms: u64,
+}
+
+fn default_mqtt_type() -> String {
+    "embedded".into()
+}
+fn default_mqtt_listen() -> String {
+    "0.0.0.0:1883".into()
+}
+fn default_client_id() -> String {
+    "dozor-collector".into()
+}
+fn default_keepalive() -> u64 {
+    30
+}
+fn default_ack_interval() -> u64 {
+    1000
+}
+
+impl Default for RawMqtt {
+    fn default() -> Self {
+        RawMqtt {
+            kind: default_mqtt_type(),
+            listen: default_mqtt_listen(),
+            url: None,
+            client_id: default_client_id(),
+            keepalive_secs: default_keepalive(),
+            ack_interval_ms: default_ack_interval(),
+        }
+    }
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    #[serde(default = "default_http_listen")]
+    pub listen: String,
+}
+
+fn default_http_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        RawHttp {
+            listen: default_http_listen(),
+        }
+    }
+}
+
+/// `[roster]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoster {
+    /// TOML or CSV file; without it every МО is "not in the roster".
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Reject messages of МО missing from the roster instead of flagging them.
+    #[serde(default)]
+    pub strict: bool,
+}
+
+/// `[limits]`: protection against hostile or broken agents.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    #[serde(default = "d_max_hosts")]
+    pub max_hosts: usize,
+    #[serde(default = "d_max_hosts_per_mo")]
+    pub max_hosts_per_mo: usize,
+    /// Messages per host per minute above which the excess is dropped (`flood`).
+    #[serde(default = "d_max_msgs_per_host_per_min")]
+    pub max_msgs_per_host_per_min: u32,
+    /// Live messages whose agent clock differs from ours by more than this are still accepted
+    /// (clocks drift) but flagged; timestamps more than `max_future_secs` ahead after correction
+    /// or older than `max_age_days` are rejected.
+    #[serde(default = "d_max_future_secs")]
+    pub max_future_secs: u64,
+    #[serde(default = "d_max_age_days")]
+    pub max_age_days: u64,
+    /// Heartbeat intervals missed before a host is `lost`.
+    #[serde(default = "d_lost_after_intervals")]
+    pub lost_after_intervals: u32,
+}
+
+fn d_max_hosts() -> usize {
+    200_000
+}
+fn d_max_hosts_per_mo() -> usize {
+    5_000
+}
+fn d_max_msgs_per_host_per_min() -> u32 {
+    600
+}
+fn d_max_future_secs() -> u64 {
+    300
+}
+fn d_max_age_days() -> u64 {
+    30
+}
+fn d_lost_after_intervals() -> u32 {
+    3
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            max_hosts: d_max_hosts(),
+            max_hosts_per_mo: d_max_hosts_per_mo(),
+            max_msgs_per_host_per_min: d_max_msgs_per_host_per_min(),
+            max_future_secs: d_max_future_secs(),
+            max_age_days: d_max_age_days(),
+            lost_after_intervals: d_lost_after_intervals(),
+        }
+    }
+}
+
+/// Where the collector gets its MQTT messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MqttMode {
+    /// Run rumqttd in-process on this address and connect to it.
+    Embedded { listen: SocketAddr },
+    /// Connect to an external broker.
+    External { host: String, port: u16 },
+}
+
+/// Validated MQTT settings.
+#[derive(Debug, Clone)]
+pub struct MqttConfig {
+    pub mode: MqttMode,
+    pub client_id: String,
+    pub keepalive: Duration,
+    pub ack_interval: Duration,
+}
+
+/// Validated limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_hosts: usize,
+    pub max_hosts_per_mo: usize,
+    pub max_msgs_per_host_per_min: u32,
+    pub max_future: Duration,
+    pub max_age: Duration,
+    pub lost_after_intervals: u32,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub mqtt: MqttConfig,
+    pub http_listen: SocketAddr,
+    pub roster_path: Option<PathBuf>,
+    pub roster_strict: bool,
+    pub limits: Limits,
+    pub store: crate::store::config::StoreConfig,
+    pub alerts: crate::alerts::config::AlertsConfig,
+    /// Run the in-process simulated region (`--demo`).
+    pub demo: bool,
+}
+
+impl RawConfig {
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<RawConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))
+    }
+
+    /// Reads and parses a file.
+    pub fn load(path: &std::path::Path) -> Result<RawConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        RawConfig::from_toml(&text)
+    }
+
+    /// Checks every field and converts to typed values.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let mode = match self.mqtt.kind.as_str() {
+            "embedded" => MqttMode::Embedded {
+                listen: self.mqtt.listen.parse().map_err(|e| {
+                    invalid(
+                        "mqtt.listen",
+                        format!("{:?} is not host:port ({e})", self.mqtt.listen),
+                    )
+                })?,
+            },
+            "external" => {
+                let url =
+                    self.mqtt.url.as_deref().ok_or_else(|| {
+                        invalid("mqtt.url", "required when mqtt.type = \"external\"")
+                    })?;
+                let (host, port) = parse_mqtt_url(url).map_err(|m| invalid("mqtt.url", m))?;
+                MqttMode::External { host, port }
+            }
+            other => {
+                return Err(invalid(
+                    "mqtt.type",
+                    format!("{other:?} is not \"embedded\" or \"external\""),
+                ));
+            }
+        };
+        if self.mqtt.client_id.is_empty() || self.mqtt.client_id.len() > 64 {
+            return Err(invalid("mqtt.client_id", "must be 1..=64 characters"));
+        }
+        if !(5..=3600).contains(&self.mqtt.keepalive_secs) {
+            return Err(invalid("mqtt.keepalive_secs", "must be 5..=3600"));
+        }
+        if !(50..=60_000).contains(&self.mqtt.ack_interval_ms) {
+            return Err(invalid("mqtt.ack_interval_ms", "must be 50..=60000"));
+        }
+        let http_listen = self.http.listen.parse().map_err(|e| {
+            invalid(
+                "http.listen",
+                format!("{:?} is not host:port ({e})", self.http.listen),
+            )
+        })?;
+        let l = &self.limits;
+        if l.max_hosts == 0 {
+            return Err(invalid("limits.max_hosts", "must be > 0"));
+        }
+        if l.max_hosts_per_mo == 0 {
+            return Err(invalid("limits.max_hosts_per_mo", "must be > 0"));
+        }
+        if l.max_msgs_per_host_per_min == 0 {
+            return Err(invalid("limits.max_msgs_per_host_per_min", "must be > 0"));
+        }
+        if l.max_age_days == 0 || l.max_age_days > 3650 {
+            return Err(invalid("limits.max_age_days", "must be 1..=3650"));
+        }
+        if l.lost_after_intervals == 0 {
+            return Err(invalid("limits.lost_after_intervals", "must be > 0"));
+        }
+        let limits = Limits {
+            max_hosts: l.max_hosts,
+            max_hosts_per_mo: l.max_hosts_per_mo,
+            max_msgs_per_host_per_min: l.max_msgs_per_host_per_min,
+            max_future: Duration::from_secs(l.max_future_secs),
+            max_age: Duration::from_secs(l.max_age_days * 86_400),
+            lost_after_intervals: l.lost_after_intervals,
+        };
+        Ok(Config {
+            data_dir: self.data_dir,
+            mqtt: MqttConfig {
+                mode,
+                client_id: self.mqtt.client_id,
+                keepalive: Duration::from_secs(self.mqtt.keepalive_secs),
+                ack_interval: Duration::from_millis(self.mqtt.ack_interval_ms),
+            },
+            http_listen,
+            roster_path: self.roster.path,
+            roster_strict: self.roster.strict,
+            limits,
+            store: self.store.validate()?,
+            alerts: self.alerts.validate()?,
+            demo: false,
+        })
+    }
+}
+
+/// Parses `mqtt://host[:port]` (port defaults to 1883).
+pub fn parse_mqtt_url(url: &str) -> Result<(String, u16), String> {
+    let rest = url
+        .strip_prefix("mqtt://")
+        .or_else(|| url.strip_prefix("tcp://"))
+        .ok_or_else(|| format!("{url:?} must start with mqtt://"))?;
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
+            h,
+            p.parse::<u16>()
+                .map_err(|_| format!("{url:?}: bad port {p:?}"))?,
+        ),
+        _ => (rest, 1883),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("{url:?}: missing host"));
+    }
+    Ok((host.to_string(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_example_parses_and_validates() {
+        let c = RawConfig::from_toml(DEFAULT_CONFIG)
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert!(matches!(c.mqtt.mode, MqttMode::Embedded { .. }));
+    }
+
+    #[test]
+    fn empty_config_uses_defaults() {
+        let c = RawConfig::from_toml("").unwrap().validate().unwrap();
+        assert_eq!(c.http_listen.port(), 8080);
+        assert_eq!(c.limits.max_hosts, 200_000);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let check = |text: &str, field: &str| {
+            let e = RawConfig::from_toml(text)
+                .and_then(RawConfig::validate)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(field), "{e:?} should name {field}");
+        };
+        check("[mqtt]\ntype = \"carrier-pigeon\"", "mqtt.type");
+        check("[mqtt]\ntype = \"external\"", "mqtt.url");
+        check(
+            "[mqtt]\ntype = \"external\"\nurl = \"http://x\"",
+            "mqtt.url",
+        );
+        check("[mqtt]\nlisten = \"nope\"", "mqtt.listen");
+        check("[http]\nlisten = \"1.2.3.4\"", "http.listen");
+        check("[limits]\nmax_hosts = 0", "limits.max_hosts");
+        check("[limits]\nmax_hostz = 1", "max_hostz");
+        check("data_dir = 5", "data_dir");
+    }
+
+    #[test]
+    fn mqtt_urls() {
+        assert_eq!(
+            parse_mqtt_url("mqtt://localhost:1884"),
+            Ok(("localhost".into(), 1884))
+        );
+        assert_eq!(
+            parse_mqtt_url("mqtt://10.0.0.1"),
+            Ok(("10.0.0.1".into(), 1883))
+        );
+        assert_eq!(
+            parse_mqtt_url("mqtt://[::1]:1883"),
+            Ok(("::1".into(), 1883))
+        );
+        assert!(parse_mqtt_url("mqtt://:1").is_err());
+        assert!(parse_mqtt_url("mqtt://h:x").is_err());
+    }
+}

@@ -1,0 +1,398 @@
+//! Live state of every host: connection state, last seen, resources, latest probes, inventory.
+//!
+//! Pure logic with the clock passed in: the pipeline task owns one [`LiveState`], feeds it
+//! accepted messages and ticks, and publishes [`Snapshot`]s for readers (API, alerts).
+
+use dozor_proto::{Birth, Category, ConnState, ErrorClass, Heartbeat, Message, Probe, Role};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Latest resources of a host, from its last live heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Resources {
+    pub cpu_pct: f32,
+    pub mem_used_bytes: u64,
+    pub mem_total_bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load: Option<[f32; 3]>,
+    pub disks: Vec<dozor_proto::DiskUsage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spool: Option<dozor_proto::SpoolStats>,
+}
+
+/// Latest result of one probe target as seen from a host.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProbeView {
+    pub target: String,
+    pub category: Category,
+    pub ok: bool,
+    pub latency_ms: Option<u32>,
+    pub error: Option<ErrorClass>,
+    pub status: Option<u16>,
+    /// Agent time of the result, corrected by the host's clock offset, Unix ms.
+    pub at_ms: i64,
+}
+
+/// Everything the collector knows now about one host.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Host {
+    pub host_id: String,
+    pub mo: String,
+    /// Unknown until the first birth message.
+    pub role: Option<Role>,
+    pub site: String,
+    pub hostname: String,
+    pub state: ConnState,
+    /// Why the host is in `state` (`shutdown`, `last_will`, `heartbeat_timeout`).
+    pub reason: Option<String>,
+    /// Collector time the state was entered, Unix ms.
+    pub state_since_ms: i64,
+    /// Collector time of the last live message, Unix ms (0: never heard live).
+    pub last_seen_ms: i64,
+    /// Agent time of the last live message, Unix ms.
+    pub last_agent_ts_ms: i64,
+    /// Estimated agent clock offset: receive time − agent time, ms (smoothed).
+    pub clock_offset_ms: Option<i64>,
+    pub interval_secs: u32,
+    pub keepalive_secs: u32,
+    pub uptime_secs: u64,
+    /// Boot time, Unix seconds (agent clock corrected by the offset when known).
+    pub boot_time: i64,
+    pub resources: Option<Resources>,
+    pub probes: Vec<ProbeView>,
+    pub inventory: Option<Box<Birth>>,
+    /// False when the host's МО is not in the roster.
+    pub in_roster: bool,
+}
+
+impl Host {
+    fn new(mo: &str, host: &str, now_ms: i64, in_roster: bool) -> Host {
+        Host {
+            host_id: host.to_string(),
+            mo: mo.to_string(),
+            role: None,
+            site: String::new(),
+            hostname: String::new(),
+            state: ConnState::Online,
+            reason: None,
+            state_since_ms: now_ms,
+            last_seen_ms: 0,
+            last_agent_ts_ms: 0,
+            clock_offset_ms: None,
+            interval_secs: 30,
+            keepalive_secs: 30,
+            uptime_secs: 0,
+            boot_time: 0,
+            resources: None,
+            probes: Vec::new(),
+            inventory: None,
+            in_roster,
+        }
+    }
+
+    /// True if the host reaches a target of `category` by its latest result.
+    pub fn reaches(&self, category: Category) -> Option<bool> {
+        let mut any = None;
+        for p in self.probes.iter().filter(|p| p.category == category) {
+            if p.ok {
+                return Some(true);
+            }
+            any = Some(false);
+        }
+        any
+    }
+}
+
+/// A change of a host's connection state.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Transition {
+    pub mo: String,
+    pub host_id: String,
+    pub role: Option<Role>,
+    pub from: ConnState,
+    pub to: ConnState,
+    pub reason: Option<String>,
+    pub at_ms: i64,
+}
+
+/// Why a message could not be applied to the live state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    /// Tracking the host would exceed `max_hosts`.
+    #[error("too many hosts")]
+    TooManyHosts,
+    /// Tracking the host would exceed `max_hosts_per_mo`.
+    #[error("too many hosts in the МО")]
+    TooManyHostsInMo,
+}
+
+/// Limits and timing of the live state.
+#[derive(Debug, Clone, Copy)]
+pub struct StateConfig {
+    pub max_hosts: usize,
+    pub max_hosts_per_mo: usize,
+    /// A host is `lost` after this many missed heartbeat intervals (plus a 5 s grace).
+    pub lost_after_intervals: u32,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            max_hosts: 200_000,
+            max_hosts_per_mo: 5_000,
+            lost_after_intervals: 3,
+        }
+    }
+}
+
+/// The live state of all hosts, keyed by МО then host id (lookups never allocate).
+#[derive(Debug, Default)]
+pub struct LiveState {
+    cfg: StateConfig,
+    mos: HashMap<String, HashMap<String, Host>>,
+    count: usize,
+}
+
+/// Smoothing of the clock offset estimate: new = old + (sample − old) / 8.
+const OFFSET_SMOOTHING: i64 = 8;
+
+impl LiveState {
+    pub fn new(cfg: StateConfig) -> LiveState {
+        LiveState {
+            cfg,
+            mos: HashMap::new(),
+            count: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn get(&self, mo: &str, host: &str) -> Option<&Host> {
+        self.mos.get(mo)?.get(host)
+    }
+
+    pub fn hosts(&self) -> impl Iterator<Item = &Host> {
+        self.mos.values().flat_map(|m| m.values())
+    }
+
+    /// Current clock offset estimate of a host, ms (receive − agent time).
+    pub fn clock_offset(&self, mo: &str, host: &str) -> Option<i64> {
+        self.get(mo, host)?.clock_offset_ms
+    }
+
+    /// Applies an accepted message received at `now_ms`. `retained` is the MQTT retain flag on
+    /// delivery: a retained message is old news, not a sign of life. Replayed messages describe
+    /// the past and do not change the live state (they only feed history).
+    pub fn apply(
+        &mut self,
+        msg: &Message,
+        now_ms: i64,
+        retained: bool,
+        in_roster: bool,
+    ) -> Result<Option<Transition>, StateError> {
+        let h = msg.header();
+        let host = self.entry(h.mo, h.host, now_ms, in_roster)?;
+        if h.replay {
+            return Ok(None);
+        }
+        let live = !retained;
+        if live {
+            let sample = now_ms - h.ts;
+            host.clock_offset_ms = Some(match host.clock_offset_ms {
+                Some(o) if (sample - o).abs() < 60_000 => o + (sample - o) / OFFSET_SMOOTHING,
+                _ => sample,
+            });
+            host.last_seen_ms = now_ms;
+            host.last_agent_ts_ms = h.ts;
+        }
+        let offset = host.clock_offset_ms.unwrap_or(0);
+        let prev = host.state;
+        let mut next = (prev, host.reason.clone());
+        match msg {
+            Message::Birth(e) => {
+                apply_birth(host, &e.body, offset);
+                if live {
+                    next = (ConnState::Online, None);
+                }
+            }
+            Message::State(e) => {
+                let reason =
+                    e.body.reason.clone().or_else(|| {
+                        (e.body.state == ConnState::Lost).then(|| "last_will".to_string())
+                    });
+                // A retained `online` from before we started proves nothing: keep the host
+                // online only until heartbeats lapse (tick handles it).
+                next = (e.body.state, reason);
+            }
+            Message::Hb(e) => {
+                apply_hb(host, &e.body);
+                if live {
+                    next = (ConnState::Online, None);
+                }
+            }
+            Message::Probe(e) => {
+                apply_probe(host, &e.body, h.ts + offset);
+                if live {
+                    next = (ConnState::Online, None);
+                }
+            }
+        }
+        Ok(set_state(host, next.0, next.1, now_ms, prev))
+    }
+
+    /// Marks hosts whose heartbeats lapsed as `lost`. Call every second or so.
+    pub fn tick(&mut self, now_ms: i64, out: &mut Vec<Transition>) {
+        let k = i64::from(self.cfg.lost_after_intervals);
+        for host in self.mos.values_mut().flat_map(|m| m.values_mut()) {
+            if host.state != ConnState::Online {
+                continue;
+            }
+            let since = host.last_seen_ms.max(host.state_since_ms);
+            let lapse = k * i64::from(host.interval_secs) * 1000 + 5_000;
+            if now_ms - since > lapse {
+                let prev = host.state;
+                if let Some(t) = set_state(
+                    host,
+                    ConnState::Lost,
+                    Some("heartbeat_timeout".into()),
+                    now_ms,
+                    prev,
+                ) {
+                    out.push(t);
+                }
+            }
+        }
+    }
+
+    fn entry(
+        &mut self,
+        mo: &str,
+        host: &str,
+        now_ms: i64,
+        in_roster: bool,
+    ) -> Result<&mut Host, StateError> {
+        let exists = self.mos.get(mo).is_some_and(|m| m.contains_key(host));
+        if !exists {
+            if self.count >= self.cfg.max_hosts {
+                return Err(StateError::TooManyHosts);
+            }
+            if self.mos.get(mo).map_or(0, HashMap::len) >= self.cfg.max_hosts_per_mo {
+                return Err(StateError::TooManyHostsInMo);
+            }
+            self.count += 1;
+        }
+        if !self.mos.contains_key(mo) {
+            self.mos.insert(mo.to_string(), HashMap::new());
+        }
+        let hosts = self.mos.get_mut(mo).ok_or(StateError::TooManyHostsInMo)?;
+        if !hosts.contains_key(host) {
+            hosts.insert(host.to_string(), Host::new(mo, host, now_ms, in_roster));
+        }
+        hosts.get_mut(host).ok_or(StateError::TooManyHosts)
+    }
+
+    /// Builds a snapshot for readers. O(hosts); called a few times a second at most.
+    pub fn snapshot(&self, now_ms: i64) -> Snapshot {
+        let mut hosts: Vec<Host> = self.hosts().cloned().collect();
+        hosts.sort_unstable_by(|a, b| (&a.mo, &a.host_id).cmp(&(&b.mo, &b.host_id)));
+        Snapshot {
+            built_ms: now_ms,
+            hosts,
+        }
+    }
+}
+
+fn set_state(
+    host: &mut Host,
+    to: ConnState,
+    reason: Option<String>,
+    now_ms: i64,
+    prev: ConnState,
+) -> Option<Transition> {
+    if to == prev && reason == host.reason {
+        return None;
+    }
+    host.reason = reason.clone();
+    if to == prev {
+        return None;
+    }
+    host.state = to;
+    host.state_since_ms = now_ms;
+    Some(Transition {
+        mo: host.mo.clone(),
+        host_id: host.host_id.clone(),
+        role: host.role,
+        from: prev,
+        to,
+        reason,
+        at_ms: now_ms,
+    })
+}
+
+fn apply_birth(host: &mut Host, b: &Birth, offset_ms: i64) {
+    host.role = Some(b.role);
+    host.site.clone_from(&b.site);
+    host.hostname.clone_from(&b.hostname);
+    host.interval_secs = b.interval_secs;
+    host.keepalive_secs = b.keepalive_secs;
+    host.boot_time = b.boot_time + offset_ms / 1000;
+    host.inventory = Some(Box::new(b.clone()));
+}
+
+fn apply_hb(host: &mut Host, hb: &Heartbeat) {
+    host.uptime_secs = hb.uptime_secs;
+    host.interval_secs = hb.interval_secs;
+    let r = host.resources.get_or_insert_with(|| Resources {
+        cpu_pct: 0.0,
+        mem_used_bytes: 0,
+        mem_total_bytes: 0,
+        load: None,
+        disks: Vec::new(),
+        spool: None,
+    });
+    r.cpu_pct = hb.cpu_pct;
+    r.mem_used_bytes = hb.mem_used_bytes;
+    r.mem_total_bytes = hb.mem_total_bytes;
+    r.load = hb.load;
+    r.disks.clone_from(&hb.disks);
+    r.spool.clone_from(&hb.spool);
+}
+
+fn apply_probe(host: &mut Host, p: &Probe, at_ms: i64) {
+    for r in &p.results {
+        let view = ProbeView {
+            target: r.target.clone(),
+            category: r.category,
+            ok: r.ok,
+            latency_ms: r.latency_ms,
+            error: r.error,
+            status: r.status,
+            at_ms,
+        };
+        match host.probes.iter_mut().find(|p| p.target == r.target) {
+            Some(slot) => *slot = view,
+            None => host.probes.push(view),
+        }
+    }
+}
+
+/// A consistent copy of the live state for readers, rebuilt by the pipeline a few times a second.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Snapshot {
+    pub built_ms: i64,
+    /// Sorted by (mo, host_id).
+    pub hosts: Vec<Host>,
+}
+
+/// Shared handle to the latest snapshot.
+pub type SharedSnapshot = Arc<Snapshot>;
+
+#[cfg(test)]
+mod tests;
