@@ -1,9 +1,186 @@
 //! dozor collector: receives agent messages over MQTT, keeps live state, stores history,
 //! derives availability and indicators, raises alerts and serves the HTTP API.
+//!
+//! `run` wires the tasks: ingest (MQTT event loop) → pipeline (live state, dedupe, batches)
+//! → store thread; the HTTP API reads snapshots. Shutdown order: stop ingest, flush the
+//! pipeline and the store, then stop HTTP.
 
 pub mod alerts;
+pub mod api;
 pub mod config;
+pub mod delivery;
+pub mod demo;
 pub mod derive;
+pub mod ingest;
+pub mod metrics;
+pub mod pipeline;
 pub mod roster;
 pub mod state;
 pub mod store;
+
+use anyhow::Context;
+use config::{Config, MqttMode};
+use metrics::Metrics;
+use pipeline::{NoObserver, Pipeline, PipelineConfig};
+use roster::Roster;
+use state::{LiveState, Snapshot, StateConfig};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Addresses the collector actually listens on (ports may have been 0 in the config).
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub http: SocketAddr,
+    /// The MQTT broker the collector uses (embedded or external).
+    pub mqtt: (std::net::IpAddr, u16),
+}
+
+/// Opens the history store configured for `cfg`.
+fn open_store(cfg: &Config) -> anyhow::Result<Box<dyn store::Store>> {
+    let _ = cfg;
+    Ok(Box::new(store::MemoryStore::default()))
+}
+
+/// Runs the collector until `shutdown` is cancelled. `ready` receives the bound addresses once
+/// everything listens.
+pub async fn run(
+    cfg: Config,
+    roster: Roster,
+    shutdown: CancellationToken,
+    ready: Option<tokio::sync::oneshot::Sender<Bound>>,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("data_dir {}", cfg.data_dir.display()))?;
+    let roster = Arc::new(roster);
+    let metrics = Arc::new(Metrics::default());
+    let mut store = open_store(&cfg)?;
+    let marks = store.load_delivery().context("loading delivery marks")?;
+
+    let (mqtt_host, mqtt_port) = match &cfg.mqtt.mode {
+        MqttMode::Embedded { listen } => {
+            let addr = ingest::broker::start(*listen)?;
+            tracing::info!(%addr, "embedded MQTT broker listening");
+            (addr.ip().to_string(), addr.port())
+        }
+        MqttMode::External { host, port } => (host.clone(), *port),
+    };
+    let mqtt_ip: std::net::IpAddr = tokio::net::lookup_host((mqtt_host.as_str(), mqtt_port))
+        .await
+        .ok()
+        .and_then(|mut a| a.next())
+        .map_or(std::net::IpAddr::from([127, 0, 0, 1]), |a| a.ip());
+
+    let http = tokio::net::TcpListener::bind(cfg.http_listen)
+        .await
+        .with_context(|| format!("http.listen {}", cfg.http_listen))?;
+    let http_addr = http.local_addr()?;
+
+    let tasks = TaskTracker::new();
+    let ingest_cancel = CancellationToken::new();
+    let (client, eventloop) = ingest::client(&cfg.mqtt, &mqtt_host, mqtt_port);
+    let (in_tx, in_rx) = mpsc::channel(16_384);
+    tasks.spawn(ingest::run(
+        client.clone(),
+        eventloop,
+        in_tx,
+        metrics.clone(),
+        ingest_cancel.clone(),
+    ));
+
+    let state = LiveState::new(StateConfig {
+        max_hosts: cfg.limits.max_hosts,
+        max_hosts_per_mo: cfg.limits.max_hosts_per_mo,
+        lost_after_intervals: cfg.limits.lost_after_intervals,
+        max_msgs_per_min: cfg.limits.max_msgs_per_host_per_min,
+    });
+    let pcfg = PipelineConfig {
+        roster_strict: cfg.roster_strict,
+        max_future_ms: cfg.limits.max_future.as_millis() as i64,
+        max_age_ms: cfg.limits.max_age.as_millis() as i64,
+        ack_interval: cfg.mqtt.ack_interval,
+        max_insts: cfg.limits.max_hosts.saturating_mul(2),
+        ..PipelineConfig::default()
+    };
+    let pipeline = Pipeline::new(pcfg, state, marks, roster.clone(), metrics.clone());
+    let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::default()));
+    let pipeline_done = CancellationToken::new();
+    {
+        let done = pipeline_done.clone();
+        let client = client.clone();
+        let cancel = ingest_cancel.clone();
+        tasks.spawn(async move {
+            pipeline::run(
+                pipeline,
+                store,
+                client,
+                in_rx,
+                snap_tx,
+                Box::new(NoObserver),
+                cancel,
+            )
+            .await;
+            done.cancel();
+        });
+    }
+
+    let api_state = api::ApiState {
+        snapshot: snap_rx,
+        metrics: metrics.clone(),
+        roster: roster.clone(),
+        extra_metrics: Arc::new(|_: &mut String| {}),
+    };
+    let app = api::router(api_state);
+    let http_stop = CancellationToken::new();
+    {
+        let stop = http_stop.clone();
+        tasks.spawn(async move {
+            if let Err(e) = axum::serve(http, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+            {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+    }
+
+    if cfg.demo {
+        demo::spawn(
+            &tasks,
+            &roster,
+            (mqtt_ip, mqtt_port),
+            http_addr,
+            shutdown.clone(),
+        );
+    }
+
+    tracing::info!(http = %http_addr, mqtt = %format!("{mqtt_host}:{mqtt_port}"), "dozor-collector running");
+    if let Some(r) = ready {
+        let _ = r.send(Bound {
+            http: http_addr,
+            mqtt: (mqtt_ip, mqtt_port),
+        });
+    }
+
+    shutdown.cancelled().await;
+    tracing::info!("shutting down: stopping ingest, flushing the store");
+    ingest_cancel.cancel();
+    if tokio::time::timeout(Duration::from_secs(20), pipeline_done.cancelled())
+        .await
+        .is_err()
+    {
+        tracing::warn!("pipeline did not flush within 20 s");
+    }
+    http_stop.cancel();
+    tasks.close();
+    if tokio::time::timeout(Duration::from_secs(5), tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some tasks did not stop within 5 s");
+    }
+    Ok(())
+}

@@ -1,1 +1,192 @@
-fn main() {}
+//! `dozor-collector`: parses configuration, sets up logging and runs the collector.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use dozor_collector::config::{DEFAULT_CONFIG, RawConfig};
+use dozor_collector::roster::Roster;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+
+/// Exit code for configuration errors (EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "dozor-collector",
+    version,
+    about = "dozor collector: live state, history, availability, indicators and alerts of clinic hosts"
+)]
+struct Cli {
+    /// Configuration file (TOML); see --print-default-config.
+    #[arg(long, env = "DOZOR_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the commented default configuration and exit.
+    #[arg(long)]
+    print_default_config: bool,
+    /// HTTP listen address (API, status page, metrics).
+    #[arg(long, env = "DOZOR_HTTP_LISTEN")]
+    http_listen: Option<String>,
+    /// Run the embedded MQTT broker on this address (the default mode).
+    #[arg(long, env = "DOZOR_MQTT_LISTEN", conflicts_with = "mqtt_url")]
+    mqtt_listen: Option<String>,
+    /// Use an external MQTT broker (Mosquitto, EMQX) instead of the embedded one.
+    #[arg(long, env = "DOZOR_MQTT_URL")]
+    mqtt_url: Option<String>,
+    /// MQTT client id of the collector (must be unique per collector on a shared broker).
+    #[arg(long, env = "DOZOR_MQTT_CLIENT_ID")]
+    mqtt_client_id: Option<String>,
+    /// Directory for the store and state.
+    #[arg(long, env = "DOZOR_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Roster of МО, sites and planned АРМ (TOML or CSV).
+    #[arg(long, env = "DOZOR_ROSTER")]
+    roster: Option<PathBuf>,
+    /// Reject messages of МО missing from the roster.
+    #[arg(long, env = "DOZOR_ROSTER_STRICT")]
+    roster_strict: bool,
+    /// Run a simulated region (and this machine's agent, if installed next to the collector).
+    #[arg(long, env = "DOZOR_DEMO")]
+    demo: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the regional indicator table for a period (CSV or XLSX).
+    Report {
+        /// Period: 2024-Q1, 2024-03, 2024-W10, 2024-03-05 or 2024.
+        #[arg(long)]
+        period: String,
+        /// csv or xlsx.
+        #[arg(long, default_value = "csv")]
+        format: String,
+        /// Output file.
+        #[arg(short = 'o', long)]
+        output: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.print_default_config {
+        print!("{DEFAULT_CONFIG}");
+        return ExitCode::SUCCESS;
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,rumqttd=warn,rumqttc=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let (cfg, roster) = match load(&cli) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("dozor-collector: {e:#}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Some(Command::Report { .. }) = &cli.command {
+        eprintln!("dozor-collector: report is not available in this build yet");
+        return ExitCode::FAILURE;
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("dozor-collector: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let s = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            s.cancel();
+        });
+        let (tx, rx) = tokio::sync::oneshot::channel::<dozor_collector::Bound>();
+        tokio::spawn(async move {
+            if let Ok(b) = rx.await {
+                // A machine-readable line for scripts and tests that start us on port 0.
+                println!(
+                    "dozor-collector listening http={} mqtt={}:{}",
+                    b.http, b.mqtt.0, b.mqtt.1
+                );
+            }
+        });
+        dozor_collector::run(cfg, roster, shutdown, Some(tx)).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dozor-collector: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(cli: &Cli) -> anyhow::Result<(dozor_collector::config::Config, Roster)> {
+    let mut raw = match &cli.config {
+        Some(p) => RawConfig::load(p)?,
+        None => RawConfig::from_toml("")?,
+    };
+    if let Some(v) = &cli.http_listen {
+        raw.http.listen.clone_from(v);
+    }
+    if let Some(v) = &cli.mqtt_listen {
+        raw.mqtt.kind = "embedded".into();
+        raw.mqtt.listen.clone_from(v);
+    }
+    if let Some(v) = &cli.mqtt_url {
+        raw.mqtt.kind = "external".into();
+        raw.mqtt.url = Some(v.clone());
+    }
+    if let Some(v) = &cli.mqtt_client_id {
+        raw.mqtt.client_id.clone_from(v);
+    }
+    if let Some(v) = &cli.data_dir {
+        raw.data_dir.clone_from(v);
+    }
+    if let Some(v) = &cli.roster {
+        raw.roster.path = Some(v.clone());
+    }
+    if cli.roster_strict {
+        raw.roster.strict = true;
+    }
+    let mut cfg = raw.validate()?;
+    cfg.demo = cli.demo;
+    let roster = match &cfg.roster_path {
+        Some(p) => Roster::load(p).context("roster")?,
+        None if cfg.demo => Roster::from_toml(dozor_collector::demo::DEMO_ROSTER, "demo roster")
+            .context("demo roster")?,
+        None => Roster::default(),
+    };
+    Ok((cfg, roster))
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

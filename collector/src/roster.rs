@@ -386,7 +386,7 @@ planned_arm = 40
             "[[mo]]\noid = \"a\"\nname = \"x\"\n[[mo]]\noid = \"a\"\nname = \"y\"",
             "duplicate",
         );
-        let e = Roster::from_csv("h\n1.2.3;x;y;many\n", "r.csv")
+        let e = Roster::from_csv("mo_oid;mo_name;site;planned_arm\n1.2.3;x;y;many\n", "r.csv")
             .unwrap_err()
             .to_string();
         assert!(e.contains("row 2: planned_arm"), "{e}");

@@ -64,6 +64,11 @@ pub struct Host {
     pub inventory: Option<Box<Birth>>,
     /// False when the host's МО is not in the roster.
     pub in_roster: bool,
+    /// Flood control: start of the current one-minute window (collector ms) and its count.
+    #[serde(skip)]
+    window_start_ms: i64,
+    #[serde(skip)]
+    window_count: u32,
 }
 
 impl Host {
@@ -88,6 +93,8 @@ impl Host {
             probes: Vec::new(),
             inventory: None,
             in_roster,
+            window_start_ms: now_ms,
+            window_count: 0,
         }
     }
 
@@ -125,6 +132,9 @@ pub enum StateError {
     /// Tracking the host would exceed `max_hosts_per_mo`.
     #[error("too many hosts in the МО")]
     TooManyHostsInMo,
+    /// The host sent more than `max_msgs_per_min` in the current minute.
+    #[error("host is flooding")]
+    Flood,
 }
 
 /// Limits and timing of the live state.
@@ -134,6 +144,8 @@ pub struct StateConfig {
     pub max_hosts_per_mo: usize,
     /// A host is `lost` after this many missed heartbeat intervals (plus a 5 s grace).
     pub lost_after_intervals: u32,
+    /// Messages per host per minute above which the excess is refused.
+    pub max_msgs_per_min: u32,
 }
 
 impl Default for StateConfig {
@@ -142,6 +154,7 @@ impl Default for StateConfig {
             max_hosts: 200_000,
             max_hosts_per_mo: 5_000,
             lost_after_intervals: 3,
+            max_msgs_per_min: 600,
         }
     }
 }
@@ -185,6 +198,38 @@ impl LiveState {
     /// Current clock offset estimate of a host, ms (receive − agent time).
     pub fn clock_offset(&self, mo: &str, host: &str) -> Option<i64> {
         self.get(mo, host)?.clock_offset_ms
+    }
+
+    /// Admits one message of a host before it is processed: creates the host within the caps
+    /// and applies flood control. Call once per message, before [`LiveState::apply`].
+    pub fn admit(
+        &mut self,
+        mo: &str,
+        host: &str,
+        now_ms: i64,
+        in_roster: bool,
+    ) -> Result<(), StateError> {
+        let max = self.cfg.max_msgs_per_min;
+        let h = self.entry(mo, host, now_ms, in_roster)?;
+        if now_ms - h.window_start_ms >= 60_000 || now_ms < h.window_start_ms {
+            h.window_start_ms = now_ms;
+            h.window_count = 0;
+        }
+        h.window_count += 1;
+        if h.window_count > max {
+            return Err(StateError::Flood);
+        }
+        Ok(())
+    }
+
+    /// The collector lost and regained its broker: hosts could not be heard meanwhile, so give
+    /// every online host a fresh grace period instead of declaring them lost.
+    pub fn regained_broker(&mut self, now_ms: i64) {
+        for host in self.mos.values_mut().flat_map(|m| m.values_mut()) {
+            if host.state == ConnState::Online {
+                host.last_seen_ms = host.last_seen_ms.max(now_ms);
+            }
+        }
     }
 
     /// Applies an accepted message received at `now_ms`. `retained` is the MQTT retain flag on

@@ -1,1 +1,415 @@
-//! Harness for end-to-end tests: starts real binaries and servers on free ports.
+//! Harness for end-to-end tests: starts the real dozor binaries and real servers (Mosquitto)
+//! on free ports, and kills them on `Drop`.
+//!
+//! The binaries are taken from the cargo target directory the tests run from; `tests/run`
+//! builds them before running the tests.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// The directory holding the built binaries (`target/debug` or `target/release`).
+pub fn bin_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("DOZOR_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    // current_exe = target/<profile>/deps/<test>-<hash>
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
+}
+
+/// Path of a dozor binary; panics with a hint if it was not built.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} not found: build the binaries first (tests/run does)",
+        p.display()
+    );
+    p
+}
+
+/// Waits until `f` returns Some, polling every 50 ms, up to `timeout`.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if start.elapsed() > timeout {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A child process killed (SIGKILL) on drop unless stopped before.
+pub struct Proc {
+    pub name: String,
+    pub child: Option<Child>,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// SIGKILL, like a power cut of the process.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for exit (up to 10 s); returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A Mosquitto broker on a free port, without persistence, logging to a file in its dir.
+pub struct Mosquitto {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    pub proc: Proc,
+}
+
+impl Mosquitto {
+    pub fn start() -> Mosquitto {
+        Mosquitto::start_on(free_port())
+    }
+
+    /// Starts on a given port (to restart on the same port after `stop`).
+    pub fn start_on(port: u16) -> Mosquitto {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\n\
+                 max_inflight_messages 0\nmax_queued_messages 1000000\nmax_packet_size 1048576\n"
+            ),
+        )
+        .expect("write mosquitto.conf");
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto must be installed (tests/run installs it)");
+        let m = Mosquitto {
+            port,
+            dir,
+            proc: Proc {
+                name: "mosquitto".into(),
+                child: Some(child),
+            },
+        };
+        wait_port(port, Duration::from_secs(10));
+        m
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+}
+
+/// Blocks until something accepts TCP connections on 127.0.0.1:`port`.
+pub fn wait_port(port: u16, timeout: Duration) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < timeout,
+            "nothing listens on port {port} after {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Which broker a collector uses.
+#[derive(Debug, Clone)]
+pub enum Broker {
+    /// The collector's embedded broker on this port (0: any).
+    Embedded(u16),
+    /// An external broker URL.
+    External(String),
+}
+
+/// A running collector.
+pub struct Collector {
+    pub http: SocketAddr,
+    /// host:port of the MQTT broker the collector uses.
+    pub mqtt_port: u16,
+    pub data_dir: PathBuf,
+    pub proc: Proc,
+    pub client: reqwest::Client,
+}
+
+impl Collector {
+    /// Starts `dozor-collector` with `broker`, a data dir and extra args; waits until it listens.
+    pub fn start(broker: &Broker, data_dir: &Path, extra: &[&str]) -> Collector {
+        let mut cmd = Command::new(bin("dozor-collector"));
+        cmd.arg("--http-listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(data_dir);
+        match broker {
+            Broker::Embedded(port) => cmd.arg("--mqtt-listen").arg(format!("127.0.0.1:{port}")),
+            Broker::External(url) => cmd.arg("--mqtt-url").arg(url),
+        };
+        cmd.args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("DOZOR_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        );
+        let mut child = cmd.spawn().expect("start dozor-collector");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Some(Ok(line)) = lines.next() {
+                if line.starts_with("dozor-collector listening") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("collector did not start within 30 s");
+        // dozor-collector listening http=127.0.0.1:PORT mqtt=IP:PORT
+        let mut http = None;
+        let mut mqtt_port = 0;
+        for part in line.split_whitespace() {
+            if let Some(v) = part.strip_prefix("http=") {
+                http = v.parse().ok();
+            } else if let Some(v) = part.strip_prefix("mqtt=") {
+                mqtt_port = v
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(0);
+            }
+        }
+        Collector {
+            http: http.expect("http address in the listening line"),
+            mqtt_port,
+            data_dir: data_dir.to_path_buf(),
+            proc: Proc {
+                name: "dozor-collector".into(),
+                child: Some(child),
+            },
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub fn mqtt_url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.mqtt_port)
+    }
+
+    /// GET a JSON document from the API.
+    pub async fn get(&self, path: &str) -> serde_json::Value {
+        let url = format!("http://{}{}", self.http, path);
+        let r = self
+            .client
+            .get(&url)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        r.json()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
+    }
+
+    /// GET a text document.
+    pub async fn text(&self, path: &str) -> String {
+        let url = format!("http://{}{}", self.http, path);
+        self.client
+            .get(&url)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+            .text()
+            .await
+            .unwrap_or_default()
+    }
+
+    /// The live record of one host, if known.
+    pub async fn host(&self, id: &str) -> Option<serde_json::Value> {
+        let hosts = self.get("/api/v1/hosts").await;
+        hosts
+            .as_array()?
+            .iter()
+            .find(|h| h["host_id"] == id)
+            .cloned()
+    }
+
+    /// A counter or gauge from `/metrics` (exact series name including labels).
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.text("/metrics").await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
+    }
+}
+
+/// A running agent.
+pub struct Agent {
+    pub host_id: String,
+    pub data_dir: PathBuf,
+    pub proc: Proc,
+}
+
+impl Agent {
+    /// Starts `dozor-agent` against `mqtt_url` with a 1 s interval.
+    pub fn start(
+        mqtt_url: &str,
+        mo: &str,
+        host_id: &str,
+        data_dir: &Path,
+        extra: &[&str],
+    ) -> Agent {
+        let child = Command::new(bin("dozor-agent"))
+            .arg("--mqtt-url")
+            .arg(mqtt_url)
+            .arg("--mo")
+            .arg(mo)
+            .arg("--host-id")
+            .arg(host_id)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra)
+            .env(
+                "RUST_LOG",
+                std::env::var("DOZOR_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start dozor-agent");
+        Agent {
+            host_id: host_id.into(),
+            data_dir: data_dir.to_path_buf(),
+            proc: Proc {
+                name: format!("agent {host_id}"),
+                child: Some(child),
+            },
+        }
+    }
+}
+
+/// A tiny HTTP server standing in for the МИС: answers 200 on every request while `up`, 503
+/// when set to fail, and stops accepting connections when stopped.
+pub struct FakeMis {
+    pub port: u16,
+    mode: std::sync::Arc<std::sync::atomic::AtomicU8>,
+}
+
+/// Modes of [`FakeMis`].
+pub const MIS_OK: u8 = 0;
+pub const MIS_500: u8 = 1;
+/// Accept connections but never answer.
+pub const MIS_HANG: u8 = 2;
+/// Refuse connections (listener closed).
+pub const MIS_DOWN: u8 = 3;
+
+impl FakeMis {
+    pub async fn start() -> FakeMis {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let mode = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(MIS_OK));
+        let m = mode.clone();
+        tokio::spawn(async move {
+            let mut listener = Some(listener);
+            loop {
+                let current = m.load(std::sync::atomic::Ordering::SeqCst);
+                if current == MIS_DOWN {
+                    listener = None;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                if listener.is_none() {
+                    match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+                        Ok(l) => listener = Some(l),
+                        Err(_) => {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    }
+                }
+                let Some(l) = listener.as_ref() else { continue };
+                let accept = tokio::time::timeout(Duration::from_millis(100), l.accept()).await;
+                let Ok(Ok((mut sock, _))) = accept else {
+                    continue;
+                };
+                let m2 = m.clone();
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut buf = [0u8; 2048];
+                    let _ = sock.read(&mut buf).await;
+                    match m2.load(std::sync::atomic::Ordering::SeqCst) {
+                        MIS_OK => {
+                            let _ = sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok").await;
+                        }
+                        MIS_500 => {
+                            let _ = sock.write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+                        }
+                        _ => tokio::time::sleep(Duration::from_secs(120)).await,
+                    }
+                });
+            }
+        });
+        FakeMis { port, mode }
+    }
+
+    pub fn set(&self, mode: u8) {
+        self.mode.store(mode, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/health", self.port)
+    }
+}

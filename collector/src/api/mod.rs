@@ -1,0 +1,282 @@
+//! The HTTP API (axum): live hosts and МО, health, Prometheus metrics and the status page.
+
+mod status;
+
+use crate::metrics::Metrics;
+use crate::roster::Roster;
+use crate::state::{Host, Snapshot};
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use dozor_proto::{Category, ConnState, ErrorClass, Role};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Shared state of the HTTP handlers.
+#[derive(Clone)]
+pub struct ApiState {
+    pub snapshot: watch::Receiver<Arc<Snapshot>>,
+    pub metrics: Arc<Metrics>,
+    pub roster: Arc<Roster>,
+    /// Extra Prometheus text from other components (alerts, sinks), appended to `/metrics`.
+    pub extra_metrics: Arc<dyn Fn(&mut String) + Send + Sync>,
+}
+
+/// Errors of the API. 5xx are logged; bodies never leak internals.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The requested object does not exist.
+    #[error("не найдено: {0}")]
+    NotFound(String),
+    /// The request is malformed.
+    #[error("неверный запрос: {0}")]
+    BadRequest(String),
+    /// Something failed inside the collector.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, msg) = match &self {
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, self.to_string()),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, self.to_string()),
+            ApiError::Internal(e) => {
+                tracing::error!(error = %e, "API internal error");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "внутренняя ошибка".to_string(),
+                )
+            }
+        };
+        (status, Json(serde_json::json!({ "error": msg }))).into_response()
+    }
+}
+
+/// The router of the live API; other components' routers are merged in by `lib.rs`.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/", get(status::page))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/hosts", get(hosts))
+        .route("/api/v1/hosts/{id}", get(host))
+        .route("/api/v1/mos", get(mos))
+        .with_state(state)
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn metrics(State(s): State<ApiState>) -> Response {
+    let mut out = String::with_capacity(4096);
+    s.metrics.render(&mut out);
+    let snap = s.snapshot.borrow().clone();
+    let mut by_state: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for h in &snap.hosts {
+        let role = h.role.map_or("unknown", Role::as_str);
+        *by_state.entry((h.state.as_str(), role)).or_default() += 1;
+    }
+    let _ = writeln!(out, "# HELP dozor_hosts Hosts by live state and role.");
+    let _ = writeln!(out, "# TYPE dozor_hosts gauge");
+    for st in [ConnState::Online, ConnState::Offline, ConnState::Lost] {
+        for role in ["workstation", "server", "unknown"] {
+            let n = by_state.get(&(st.as_str(), role)).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "dozor_hosts{{state=\"{}\",role=\"{role}\"}} {n}",
+                st.as_str()
+            );
+        }
+    }
+    (s.extra_metrics)(&mut out);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}
+
+/// A probe result in the host list.
+#[derive(Debug, Serialize)]
+pub struct ProbeJson {
+    pub category: Category,
+    pub ok: bool,
+    pub latency_ms: Option<u32>,
+    pub error: Option<ErrorClass>,
+}
+
+/// A host in the host list.
+#[derive(Debug, Serialize)]
+pub struct HostJson<'a> {
+    pub host_id: &'a str,
+    pub mo: &'a str,
+    pub role: Option<Role>,
+    pub site: &'a str,
+    pub hostname: &'a str,
+    pub state: ConnState,
+    pub reason: Option<&'a str>,
+    pub uptime_secs: u64,
+    /// RFC 3339, UTC; null if never heard live.
+    pub last_seen: Option<String>,
+    pub last_seen_ms: i64,
+    pub clock_offset_ms: Option<i64>,
+    pub in_roster: bool,
+    pub probes: BTreeMap<&'a str, ProbeJson>,
+}
+
+fn rfc3339(ms: i64) -> Option<String> {
+    (ms > 0)
+        .then(|| {
+            chrono::DateTime::from_timestamp_millis(ms)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        })
+        .flatten()
+}
+
+fn host_json(h: &Host) -> HostJson<'_> {
+    HostJson {
+        host_id: &h.host_id,
+        mo: &h.mo,
+        role: h.role,
+        site: &h.site,
+        hostname: &h.hostname,
+        state: h.state,
+        reason: h.reason.as_deref(),
+        uptime_secs: h.uptime_secs,
+        last_seen: rfc3339(h.last_seen_ms),
+        last_seen_ms: h.last_seen_ms,
+        clock_offset_ms: h.clock_offset_ms,
+        in_roster: h.in_roster,
+        probes: h
+            .probes
+            .iter()
+            .map(|p| {
+                (
+                    p.target.as_str(),
+                    ProbeJson {
+                        category: p.category,
+                        ok: p.ok,
+                        latency_ms: p.latency_ms,
+                        error: p.error,
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
+/// Filters of `GET /api/v1/hosts`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostsQuery {
+    pub mo: Option<String>,
+    pub state: Option<String>,
+    pub role: Option<String>,
+}
+
+async fn hosts(State(s): State<ApiState>, Query(q): Query<HostsQuery>) -> Response {
+    let snap = s.snapshot.borrow().clone();
+    let list: Vec<HostJson<'_>> = snap
+        .hosts
+        .iter()
+        .filter(|h| q.mo.as_deref().is_none_or(|m| h.mo == m))
+        .filter(|h| q.state.as_deref().is_none_or(|st| h.state.as_str() == st))
+        .filter(|h| {
+            q.role
+                .as_deref()
+                .is_none_or(|r| h.role.map_or("unknown", Role::as_str) == r)
+        })
+        .map(host_json)
+        .collect();
+    Json(list).into_response()
+}
+
+/// `GET /api/v1/hosts/{id}`: the full live record, `?mo=` to disambiguate.
+async fn host(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    Query(q): Query<HostsQuery>,
+) -> Result<Response, ApiError> {
+    let snap = s.snapshot.borrow().clone();
+    let h = snap
+        .hosts
+        .iter()
+        .find(|h| h.host_id == id && q.mo.as_deref().is_none_or(|m| h.mo == m))
+        .ok_or_else(|| ApiError::NotFound(format!("хост {id}")))?;
+    Ok(Json(h).into_response())
+}
+
+/// Live figures of one МО.
+#[derive(Debug, Default, Serialize)]
+pub struct MoJson {
+    pub oid: String,
+    pub name: Option<String>,
+    pub in_roster: bool,
+    pub planned_arm: Option<u32>,
+    pub hosts: u32,
+    /// Workstations ever seen (registered).
+    pub workstations_seen: u32,
+    pub workstations_online: u32,
+    pub servers: u32,
+    pub servers_online: u32,
+    /// Online hosts whose latest МИС probe succeeded.
+    pub hosts_reaching_mis: u32,
+    /// Online hosts that probe the МИС at all.
+    pub hosts_probing_mis: u32,
+}
+
+/// Computes the per-МО live table: every roster МО, plus МО seen but not in the roster.
+pub fn mo_table(snap: &Snapshot, roster: &Roster) -> Vec<MoJson> {
+    let mut out: BTreeMap<&str, MoJson> = BTreeMap::new();
+    for m in &roster.mos {
+        out.insert(
+            &m.oid,
+            MoJson {
+                oid: m.oid.clone(),
+                name: Some(m.name.clone()),
+                in_roster: true,
+                planned_arm: Some(m.planned_arm),
+                ..Default::default()
+            },
+        );
+    }
+    for h in &snap.hosts {
+        let e = out.entry(&h.mo).or_insert_with(|| MoJson {
+            oid: h.mo.clone(),
+            ..Default::default()
+        });
+        e.hosts += 1;
+        let online = h.state == ConnState::Online;
+        match h.role {
+            Some(Role::Workstation) => {
+                e.workstations_seen += 1;
+                e.workstations_online += u32::from(online);
+            }
+            Some(Role::Server) => {
+                e.servers += 1;
+                e.servers_online += u32::from(online);
+            }
+            None => {}
+        }
+        if online && let Some(ok) = h.reaches(Category::Mis) {
+            e.hosts_probing_mis += 1;
+            e.hosts_reaching_mis += u32::from(ok);
+        }
+    }
+    out.into_values().collect()
+}
+
+async fn mos(State(s): State<ApiState>) -> Json<Vec<MoJson>> {
+    let snap = s.snapshot.borrow().clone();
+    Json(mo_table(&snap, &s.roster))
+}

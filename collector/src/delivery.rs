@@ -1,0 +1,287 @@
+//! Exactly-once counting over at-least-once delivery: per agent instance, which sequence
+//! numbers are stored. I/O-free; the store persists its marks in the same transaction as the
+//! data they describe, so a restart (even after kill -9) resumes with the same knowledge.
+
+use crate::store::DeliveryMark;
+use std::collections::{BTreeSet, HashMap};
+
+/// Largest number of out-of-order sequence numbers tracked above the contiguous mark of one
+/// instance. Beyond it, new numbers are refused (not stored, not confirmed); the agent keeps
+/// them in its spool and sends them again later.
+pub const MAX_ABOVE: usize = 100_000;
+
+/// What to do with a sequenced message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not seen before: store it.
+    New,
+    /// Already stored: count it once only (drop), but confirm again.
+    Duplicate,
+    /// Too far ahead of the contiguous mark: refuse for now.
+    WindowFull,
+}
+
+#[derive(Debug, Clone)]
+struct Inst {
+    mo: String,
+    host: String,
+    contiguous: u64,
+    above: BTreeSet<u64>,
+    /// `contiguous` as of the last committed batch.
+    committed: u64,
+    /// `committed` as last confirmed to the agent.
+    confirmed: Option<u64>,
+    /// A confirmation is due (new data committed, or a duplicate showed the agent missed one).
+    due: bool,
+    /// Touched since the last batch was cut.
+    dirty: bool,
+}
+
+/// Delivery progress of every known agent instance.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    insts: HashMap<String, Inst>,
+    max_insts: usize,
+}
+
+impl Tracker {
+    /// A tracker for at most `max_insts` instances, loaded with the store's marks.
+    pub fn new(max_insts: usize, marks: Vec<DeliveryMark>) -> Tracker {
+        let mut t = Tracker {
+            insts: HashMap::with_capacity(marks.len()),
+            max_insts,
+        };
+        for m in marks {
+            t.insts.insert(
+                m.inst,
+                Inst {
+                    mo: m.mo,
+                    host: m.host,
+                    contiguous: m.contiguous,
+                    above: m.above.into_iter().collect(),
+                    committed: m.contiguous,
+                    confirmed: None,
+                    due: true,
+                    dirty: false,
+                },
+            );
+        }
+        t
+    }
+
+    pub fn len(&self) -> usize {
+        self.insts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.insts.is_empty()
+    }
+
+    /// Classifies `seq` of `inst` without changing anything.
+    pub fn check(&self, inst: &str, seq: u64) -> Verdict {
+        match self.insts.get(inst) {
+            None => Verdict::New,
+            Some(i) if seq <= i.contiguous || i.above.contains(&seq) => Verdict::Duplicate,
+            Some(i) if i.above.len() >= MAX_ABOVE && seq > i.contiguous + 1 => Verdict::WindowFull,
+            Some(_) => Verdict::New,
+        }
+    }
+
+    /// True if a new instance can be tracked.
+    pub fn has_room(&self, inst: &str) -> bool {
+        self.insts.contains_key(inst) || self.insts.len() < self.max_insts
+    }
+
+    /// Records that `seq` of `inst` is in the batch being built.
+    pub fn record(&mut self, inst: &str, mo: &str, host: &str, seq: u64) {
+        let i = self.entry(inst, mo, host);
+        if seq <= i.contiguous {
+            return;
+        }
+        i.above.insert(seq);
+        collapse(i);
+        i.dirty = true;
+    }
+
+    /// The agent says every number below `oldest` is settled (confirmed or dropped by its bound).
+    pub fn settle_below(&mut self, inst: &str, mo: &str, host: &str, oldest: u64) {
+        let i = self.entry(inst, mo, host);
+        let settled = oldest.saturating_sub(1);
+        if settled > i.contiguous {
+            i.contiguous = settled;
+            i.above = i.above.split_off(&(settled + 1));
+            collapse(i);
+            i.dirty = true;
+        }
+    }
+
+    /// Marks that a confirmation should be sent again (a duplicate arrived).
+    pub fn confirm_again(&mut self, inst: &str) {
+        if let Some(i) = self.insts.get_mut(inst) {
+            i.due = true;
+            i.confirmed = None;
+        }
+    }
+
+    /// The marks of every instance touched since the last call, for the next batch.
+    pub fn take_dirty(&mut self) -> Vec<DeliveryMark> {
+        let mut out = Vec::new();
+        for (inst, i) in self.insts.iter_mut().filter(|(_, i)| i.dirty) {
+            i.dirty = false;
+            out.push(DeliveryMark {
+                inst: inst.clone(),
+                mo: i.mo.clone(),
+                host: i.host.clone(),
+                contiguous: i.contiguous,
+                above: i.above.iter().copied().collect(),
+            });
+        }
+        out
+    }
+
+    /// The store committed a batch carrying these marks.
+    pub fn committed(&mut self, marks: &[DeliveryMark]) {
+        for m in marks {
+            if let Some(i) = self.insts.get_mut(&m.inst)
+                && m.contiguous > i.committed
+            {
+                i.committed = m.contiguous;
+                i.due = true;
+            }
+        }
+    }
+
+    /// Confirmations to send now: (mo, host, inst, acked_seq) for each instance with one due.
+    pub fn take_due(&mut self, mut f: impl FnMut(&str, &str, &str, u64)) {
+        for (inst, i) in self.insts.iter_mut().filter(|(_, i)| i.due) {
+            i.due = false;
+            if i.confirmed != Some(i.committed) && i.committed > 0 {
+                i.confirmed = Some(i.committed);
+                f(&i.mo, &i.host, inst, i.committed);
+            }
+        }
+    }
+
+    fn entry(&mut self, inst: &str, mo: &str, host: &str) -> &mut Inst {
+        if !self.insts.contains_key(inst) {
+            self.insts.insert(
+                inst.to_string(),
+                Inst {
+                    mo: mo.to_string(),
+                    host: host.to_string(),
+                    contiguous: 0,
+                    above: BTreeSet::new(),
+                    committed: 0,
+                    confirmed: None,
+                    due: false,
+                    dirty: true,
+                },
+            );
+        }
+        // Inserted above if it was missing.
+        self.insts.get_mut(inst).expect("instance present")
+    }
+}
+
+/// Moves the contiguous mark over the numbers that now follow it without a gap.
+fn collapse(i: &mut Inst) {
+    while i.above.first() == Some(&(i.contiguous + 1)) {
+        i.above.pop_first();
+        i.contiguous += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn contiguous_and_out_of_order() {
+        let mut t = Tracker::new(10, vec![]);
+        assert_eq!(t.check("a", 1), Verdict::New);
+        t.record("a", "mo", "h", 1);
+        t.record("a", "mo", "h", 3);
+        assert_eq!(t.check("a", 1), Verdict::Duplicate);
+        assert_eq!(t.check("a", 2), Verdict::New);
+        assert_eq!(t.check("a", 3), Verdict::Duplicate);
+        let marks = t.take_dirty();
+        assert_eq!(marks[0].contiguous, 1);
+        assert_eq!(marks[0].above, vec![3]);
+        t.record("a", "mo", "h", 2);
+        let marks = t.take_dirty();
+        assert_eq!((marks[0].contiguous, marks[0].above.len()), (3, 0));
+        assert!(t.take_dirty().is_empty());
+    }
+
+    #[test]
+    fn confirmations_follow_commits_only() {
+        let mut t = Tracker::new(10, vec![]);
+        t.record("a", "mo", "h", 1);
+        t.record("a", "mo", "h", 2);
+        let mut sent = vec![];
+        t.take_due(|_, _, i, s| sent.push((i.to_string(), s)));
+        assert!(sent.is_empty(), "nothing committed yet");
+        let marks = t.take_dirty();
+        t.committed(&marks);
+        t.take_due(|_, _, i, s| sent.push((i.to_string(), s)));
+        assert_eq!(sent, vec![("a".to_string(), 2)]);
+        t.take_due(|_, _, i, s| sent.push((i.to_string(), s)));
+        assert_eq!(sent.len(), 1, "no repeat without news");
+        t.confirm_again("a");
+        t.take_due(|_, _, i, s| sent.push((i.to_string(), s)));
+        assert_eq!(sent.len(), 2, "a duplicate asks for the confirmation again");
+    }
+
+    #[test]
+    fn settle_below_skips_dropped_numbers() {
+        let mut t = Tracker::new(10, vec![]);
+        t.record("a", "mo", "h", 10);
+        t.record("a", "mo", "h", 12);
+        t.settle_below("a", "mo", "h", 10);
+        let m = t.take_dirty();
+        assert_eq!((m[0].contiguous, m[0].above.clone()), (10, vec![12]));
+        assert_eq!(t.check("a", 5), Verdict::Duplicate);
+    }
+
+    #[test]
+    fn restart_from_marks() {
+        let marks = vec![DeliveryMark {
+            inst: "a".into(),
+            mo: "mo".into(),
+            host: "h".into(),
+            contiguous: 5,
+            above: vec![7],
+        }];
+        let t = Tracker::new(10, marks);
+        assert_eq!(t.check("a", 5), Verdict::Duplicate);
+        assert_eq!(t.check("a", 6), Verdict::New);
+        assert_eq!(t.check("a", 7), Verdict::Duplicate);
+        assert!(!t.has_room("x") || t.len() < 10);
+    }
+
+    proptest! {
+        /// Any order and repetition of deliveries: each number is New exactly once.
+        #[test]
+        fn each_seq_counted_once(seqs in proptest::collection::vec(1u64..200, 0..600)) {
+            let mut t = Tracker::new(10, vec![]);
+            let mut counted = std::collections::HashSet::new();
+            for s in seqs {
+                match t.check("a", s) {
+                    Verdict::New => {
+                        prop_assert!(counted.insert(s), "seq {} counted twice", s);
+                        t.record("a", "mo", "h", s);
+                    }
+                    Verdict::Duplicate => prop_assert!(counted.contains(&s)),
+                    Verdict::WindowFull => prop_assert!(false),
+                }
+            }
+            let m = t.take_dirty();
+            if let Some(m) = m.first() {
+                for s in 1..=m.contiguous {
+                    prop_assert!(counted.contains(&s));
+                }
+            }
+        }
+    }
+}

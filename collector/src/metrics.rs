@@ -1,0 +1,267 @@
+//! Counters of the ingest path, rendered as Prometheus text on `/metrics`.
+//!
+//! Plain atomics: incremented on the hot path without locks or allocation.
+
+use dozor_proto::{Kind, Reject};
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+/// Reasons the collector itself (not the decoder) rejects a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Drop {
+    /// A decode/validation failure (see [`Reject`]).
+    Decode(Reject),
+    /// The host sent more than `max_msgs_per_host_per_min`.
+    Flood,
+    /// Tracking the host would exceed `max_hosts` or `max_hosts_per_mo`.
+    TooManyHosts,
+    /// The МО is not in the roster and the roster is strict.
+    UnknownMo,
+    /// The corrected timestamp is too far in the future or older than `max_age_days`.
+    TimestampRange,
+    /// Too many out-of-order sequence numbers pending for the instance (the agent will resend).
+    SeqWindow,
+}
+
+impl Drop {
+    pub const COLLECTOR: [Drop; 5] = [
+        Drop::Flood,
+        Drop::TooManyHosts,
+        Drop::UnknownMo,
+        Drop::TimestampRange,
+        Drop::SeqWindow,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Drop::Decode(r) => r.as_str(),
+            Drop::Flood => "flood",
+            Drop::TooManyHosts => "too_many_hosts",
+            Drop::UnknownMo => "unknown_mo",
+            Drop::TimestampRange => "timestamp_range",
+            Drop::SeqWindow => "seq_window",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Drop::Decode(r) => Reject::ALL.iter().position(|x| *x == r).unwrap_or(0),
+            Drop::Flood => Reject::ALL.len(),
+            Drop::TooManyHosts => Reject::ALL.len() + 1,
+            Drop::UnknownMo => Reject::ALL.len() + 2,
+            Drop::TimestampRange => Reject::ALL.len() + 3,
+            Drop::SeqWindow => Reject::ALL.len() + 4,
+        }
+    }
+}
+
+const N_DROPS: usize = Reject::ALL.len() + 5;
+const KINDS: [Kind; 4] = [Kind::Birth, Kind::State, Kind::Hb, Kind::Probe];
+
+/// All counters. One instance, shared by `Arc`.
+#[derive(Debug)]
+pub struct Metrics {
+    started: Instant,
+    received: AtomicU64,
+    accepted: [AtomicU64; 4],
+    replayed: AtomicU64,
+    duplicates: AtomicU64,
+    rejected: [AtomicU64; N_DROPS],
+    batches: AtomicU64,
+    batch_records: AtomicU64,
+    store_errors: AtomicU64,
+    acks_sent: AtomicU64,
+    mqtt_reconnects: AtomicU64,
+    /// Last time a rejection was logged, per reason, as ms since `started` (rate-limited log).
+    last_log_ms: [AtomicU64; N_DROPS],
+    suppressed: [AtomicU64; N_DROPS],
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            started: Instant::now(),
+            received: AtomicU64::new(0),
+            accepted: Default::default(),
+            replayed: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            rejected: std::array::from_fn(|_| AtomicU64::new(0)),
+            batches: AtomicU64::new(0),
+            batch_records: AtomicU64::new(0),
+            store_errors: AtomicU64::new(0),
+            acks_sent: AtomicU64::new(0),
+            mqtt_reconnects: AtomicU64::new(0),
+            last_log_ms: std::array::from_fn(|_| AtomicU64::new(0)),
+            suppressed: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+/// Minimum time between two log lines about the same rejection reason.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl Metrics {
+    pub fn received(&self) {
+        self.received.fetch_add(1, Relaxed);
+    }
+
+    pub fn accepted(&self, kind: Kind, replay: bool) {
+        if let Some(i) = KINDS.iter().position(|k| *k == kind) {
+            self.accepted[i].fetch_add(1, Relaxed);
+        }
+        if replay {
+            self.replayed.fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn duplicate(&self) {
+        self.duplicates.fetch_add(1, Relaxed);
+    }
+
+    pub fn batch(&self, records: usize) {
+        self.batches.fetch_add(1, Relaxed);
+        self.batch_records.fetch_add(records as u64, Relaxed);
+    }
+
+    pub fn store_error(&self) {
+        self.store_errors.fetch_add(1, Relaxed);
+    }
+
+    pub fn acks_sent(&self, n: u64) {
+        self.acks_sent.fetch_add(n, Relaxed);
+    }
+
+    pub fn mqtt_reconnect(&self) {
+        self.mqtt_reconnects.fetch_add(1, Relaxed);
+    }
+
+    /// Counts a rejection and logs it, at most once per reason every 10 s.
+    pub fn rejected(&self, why: Drop, topic: &str) {
+        let i = why.index();
+        self.rejected[i].fetch_add(1, Relaxed);
+        let now = self.started.elapsed().as_millis() as u64 + LOG_EVERY.as_millis() as u64;
+        let last = self.last_log_ms[i].load(Relaxed);
+        if now.saturating_sub(last) >= LOG_EVERY.as_millis() as u64
+            && self.last_log_ms[i]
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok()
+        {
+            let suppressed = self.suppressed[i].swap(0, Relaxed);
+            let topic: String = topic.chars().take(120).collect();
+            tracing::warn!(reason = why.as_str(), topic, suppressed, "message rejected");
+        } else {
+            self.suppressed[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn rejected_count(&self, why: Drop) -> u64 {
+        self.rejected[why.index()].load(Relaxed)
+    }
+
+    pub fn accepted_total(&self) -> u64 {
+        self.accepted.iter().map(|a| a.load(Relaxed)).sum()
+    }
+
+    pub fn duplicates_total(&self) -> u64 {
+        self.duplicates.load(Relaxed)
+    }
+
+    /// Renders the counters in the Prometheus text format.
+    pub fn render(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP dozor_messages_received_total MQTT messages received."
+        );
+        let _ = writeln!(out, "# TYPE dozor_messages_received_total counter");
+        let _ = writeln!(
+            out,
+            "dozor_messages_received_total {}",
+            self.received.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP dozor_messages_accepted_total Messages accepted, by kind."
+        );
+        let _ = writeln!(out, "# TYPE dozor_messages_accepted_total counter");
+        for (k, c) in KINDS.iter().zip(&self.accepted) {
+            let _ = writeln!(
+                out,
+                "dozor_messages_accepted_total{{kind=\"{}\"}} {}",
+                k.as_str(),
+                c.load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP dozor_messages_replayed_total Accepted messages that were replays from agent spools."
+        );
+        let _ = writeln!(out, "# TYPE dozor_messages_replayed_total counter");
+        let _ = writeln!(
+            out,
+            "dozor_messages_replayed_total {}",
+            self.replayed.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP dozor_messages_duplicate_total Messages already stored (redelivered or replayed twice), counted once."
+        );
+        let _ = writeln!(out, "# TYPE dozor_messages_duplicate_total counter");
+        let _ = writeln!(
+            out,
+            "dozor_messages_duplicate_total {}",
+            self.duplicates.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP dozor_messages_rejected_total Messages rejected, by reason."
+        );
+        let _ = writeln!(out, "# TYPE dozor_messages_rejected_total counter");
+        let reasons = Reject::ALL
+            .iter()
+            .map(|r| Drop::Decode(*r))
+            .chain(Drop::COLLECTOR);
+        for d in reasons {
+            let _ = writeln!(
+                out,
+                "dozor_messages_rejected_total{{reason=\"{}\"}} {}",
+                d.as_str(),
+                self.rejected_count(d)
+            );
+        }
+        let _ = writeln!(out, "# TYPE dozor_store_batches_total counter");
+        let _ = writeln!(
+            out,
+            "dozor_store_batches_total {}",
+            self.batches.load(Relaxed)
+        );
+        let _ = writeln!(out, "# TYPE dozor_store_records_total counter");
+        let _ = writeln!(
+            out,
+            "dozor_store_records_total {}",
+            self.batch_records.load(Relaxed)
+        );
+        let _ = writeln!(out, "# TYPE dozor_store_errors_total counter");
+        let _ = writeln!(
+            out,
+            "dozor_store_errors_total {}",
+            self.store_errors.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP dozor_delivery_acks_sent_total Confirmations of stored data sent to agents."
+        );
+        let _ = writeln!(out, "# TYPE dozor_delivery_acks_sent_total counter");
+        let _ = writeln!(
+            out,
+            "dozor_delivery_acks_sent_total {}",
+            self.acks_sent.load(Relaxed)
+        );
+        let _ = writeln!(out, "# TYPE dozor_mqtt_reconnects_total counter");
+        let _ = writeln!(
+            out,
+            "dozor_mqtt_reconnects_total {}",
+            self.mqtt_reconnects.load(Relaxed)
+        );
+    }
+}

@@ -1,0 +1,392 @@
+//! The pipeline task: the one owner of live state and delivery tracking.
+//!
+//! For each inbound message: admit (roster, caps, flood), deduplicate by (instance, seq),
+//! correct the timestamp by the host's clock offset, apply to live state, append to the batch.
+//! Batches go to the store thread; only when a batch is durable are its MQTT messages
+//! acknowledged to the broker and its sequence numbers confirmed to the agents.
+
+use crate::delivery::{Tracker, Verdict};
+use crate::ingest::{Inbound, now_ms};
+use crate::metrics::{Drop, Metrics};
+use crate::roster::Roster;
+use crate::state::{LiveState, Snapshot, StateError, Transition};
+use crate::store::{Accepted, Batch, DeliveryMark, Record, Store};
+use dozor_proto::{Ack, Kind, Message, SCHEMA_VERSION, topic};
+use rumqttc::{AsyncClient, Publish, QoS};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+/// Tunables of the pipeline.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub roster_strict: bool,
+    pub max_future_ms: i64,
+    pub max_age_ms: i64,
+    /// Cut a batch when it holds this many records…
+    pub max_batch: usize,
+    /// …or when its oldest record is this old.
+    pub max_batch_delay: Duration,
+    pub ack_interval: Duration,
+    pub snapshot_interval: Duration,
+    pub max_insts: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            roster_strict: false,
+            max_future_ms: 300_000,
+            max_age_ms: 30 * 86_400_000,
+            max_batch: 5_000,
+            max_batch_delay: Duration::from_millis(50),
+            ack_interval: Duration::from_secs(1),
+            snapshot_interval: Duration::from_millis(500),
+            max_insts: 400_000,
+        }
+    }
+}
+
+/// Hooks for components fed by the pipeline (alerts). Called on the pipeline task: keep cheap.
+pub trait Observer: Send {
+    /// A live-state transition happened.
+    fn on_transition(&mut self, _t: &Transition) {}
+    /// A replayed (past) message was accepted; `ts_ms` is its corrected time.
+    fn on_replay(&mut self, _msg: &Message, _ts_ms: i64) {}
+    /// About once a second, with the latest snapshot.
+    fn evaluate(&mut self, _now_ms: i64, _snap: &Snapshot) {}
+}
+
+/// No observers.
+pub struct NoObserver;
+impl Observer for NoObserver {}
+
+struct Job {
+    batch: Batch,
+    acks: Vec<Publish>,
+}
+
+struct Committed {
+    marks: Vec<DeliveryMark>,
+    acks: Vec<Publish>,
+}
+
+/// Runs the store on a dedicated thread: writes each batch durably (retrying until it
+/// succeeds or the process stops), then reports it committed.
+fn spawn_store(
+    mut store: Box<dyn Store>,
+    mut rx: mpsc::Receiver<Job>,
+    done: mpsc::UnboundedSender<Committed>,
+    metrics: Arc<Metrics>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        while let Some(job) = rx.blocking_recv() {
+            let mut delay = Duration::from_millis(100);
+            loop {
+                match store.write(&job.batch) {
+                    Ok(()) => break,
+                    Err(e) => {
+                        metrics.store_error();
+                        tracing::error!(error = %e, "store write failed; retrying (nothing is acknowledged meanwhile)");
+                        std::thread::sleep(delay);
+                        delay = (delay * 2).min(Duration::from_secs(10));
+                    }
+                }
+            }
+            metrics.batch(job.batch.records.len());
+            if done
+                .send(Committed {
+                    marks: job.batch.delivery,
+                    acks: job.acks,
+                })
+                .is_err()
+            {
+                break;
+            }
+        }
+    })
+}
+
+/// The pipeline's state.
+pub struct Pipeline {
+    cfg: PipelineConfig,
+    state: LiveState,
+    tracker: Tracker,
+    roster: Arc<Roster>,
+    metrics: Arc<Metrics>,
+    batch: Batch,
+    acks: Vec<Publish>,
+    batch_started: Option<tokio::time::Instant>,
+    transitions: Vec<Transition>,
+    connected: bool,
+}
+
+impl Pipeline {
+    pub fn new(
+        cfg: PipelineConfig,
+        state: LiveState,
+        marks: Vec<DeliveryMark>,
+        roster: Arc<Roster>,
+        metrics: Arc<Metrics>,
+    ) -> Pipeline {
+        let tracker = Tracker::new(cfg.max_insts, marks);
+        Pipeline {
+            cfg,
+            state,
+            tracker,
+            roster,
+            metrics,
+            batch: Batch::default(),
+            acks: Vec::new(),
+            batch_started: None,
+            transitions: Vec::new(),
+            connected: false,
+        }
+    }
+
+    /// Handles one decoded message received at `recv_ms`. Returns the message's publish to be
+    /// acknowledged with the current batch.
+    pub fn handle(
+        &mut self,
+        decoded: Result<Message, dozor_proto::Reject>,
+        topic: &str,
+        retained: bool,
+        recv_ms: i64,
+        obs: &mut dyn Observer,
+    ) {
+        let msg = match decoded {
+            Ok(m) => m,
+            Err(r) => return self.metrics.rejected(Drop::Decode(r), topic),
+        };
+        let h = msg.header();
+        let in_roster = self.roster.contains(h.mo);
+        if self.cfg.roster_strict && !in_roster {
+            return self.metrics.rejected(Drop::UnknownMo, topic);
+        }
+        if let Err(e) = self.state.admit(h.mo, h.host, recv_ms, in_roster) {
+            let why = match e {
+                StateError::Flood => Drop::Flood,
+                StateError::TooManyHosts | StateError::TooManyHostsInMo => Drop::TooManyHosts,
+            };
+            return self.metrics.rejected(why, topic);
+        }
+        // Correct the agent's clock: live messages define the offset; replays use the latest.
+        let offset = if h.replay || retained {
+            self.state.clock_offset(h.mo, h.host).unwrap_or(0)
+        } else {
+            recv_ms - h.ts
+        };
+        let ts_ms = h.ts.saturating_add(offset);
+        if ts_ms > recv_ms + self.cfg.max_future_ms || ts_ms < recv_ms - self.cfg.max_age_ms {
+            return self.metrics.rejected(Drop::TimestampRange, topic);
+        }
+        if msg.is_sequenced() {
+            if !self.tracker.has_room(h.inst) {
+                return self.metrics.rejected(Drop::TooManyHosts, topic);
+            }
+            match self.tracker.check(h.inst, h.seq) {
+                Verdict::Duplicate => {
+                    self.metrics.duplicate();
+                    self.tracker.confirm_again(h.inst);
+                    return;
+                }
+                Verdict::WindowFull => return self.metrics.rejected(Drop::SeqWindow, topic),
+                Verdict::New => self.tracker.record(h.inst, h.mo, h.host, h.seq),
+            }
+            if let Message::Hb(e) = &msg
+                && let Some(oldest) = e.body.spool.as_ref().and_then(|s| s.oldest_seq)
+            {
+                self.tracker.settle_below(h.inst, h.mo, h.host, oldest);
+            }
+        }
+        let replay = h.replay;
+        match self.state.apply(&msg, recv_ms, retained, in_roster) {
+            Ok(Some(t)) => {
+                obs.on_transition(&t);
+                self.push(Record::Transition(t));
+            }
+            Ok(None) => {}
+            // admit() created the host above; apply cannot hit the caps.
+            Err(_) => {}
+        }
+        self.metrics.accepted(msg.kind(), replay);
+        if replay {
+            obs.on_replay(&msg, ts_ms);
+        }
+        self.push(Record::Msg(Arc::new(Accepted {
+            msg,
+            recv_ms,
+            ts_ms,
+        })));
+    }
+
+    fn push(&mut self, r: Record) {
+        if self.batch.records.is_empty() {
+            self.batch_started = Some(tokio::time::Instant::now());
+        }
+        self.batch.records.push(r);
+    }
+
+    fn batch_due(&self) -> bool {
+        self.batch.records.len() >= self.cfg.max_batch
+            || self.acks.len() >= self.cfg.max_batch
+            || self
+                .batch_started
+                .is_some_and(|t| t.elapsed() >= self.cfg.max_batch_delay)
+            || (self.batch.records.is_empty() && !self.acks.is_empty())
+    }
+
+    fn cut(&mut self) -> Job {
+        let mut batch = std::mem::take(&mut self.batch);
+        batch.delivery = self.tracker.take_dirty();
+        self.batch_started = None;
+        Job {
+            batch,
+            acks: std::mem::take(&mut self.acks),
+        }
+    }
+
+    /// Periodic work: lost detection.
+    fn tick(&mut self, now_ms: i64, obs: &mut dyn Observer) {
+        if !self.connected {
+            return;
+        }
+        let mut ts = std::mem::take(&mut self.transitions);
+        self.state.tick(now_ms, &mut ts);
+        for t in ts.drain(..) {
+            obs.on_transition(&t);
+            self.push(Record::Transition(t));
+        }
+        self.transitions = ts;
+    }
+
+    pub fn state(&self) -> &LiveState {
+        &self.state
+    }
+}
+
+/// Handles to the running pipeline.
+pub struct PipelineHandles {
+    pub snapshot: watch::Receiver<Arc<Snapshot>>,
+}
+
+/// Runs the pipeline until cancelled and the inbound channel is drained; flushes the last
+/// batch before returning.
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    mut p: Pipeline,
+    store: Box<dyn Store>,
+    client: AsyncClient,
+    mut rx: mpsc::Receiver<Inbound>,
+    snapshot_tx: watch::Sender<Arc<Snapshot>>,
+    mut obs: Box<dyn Observer>,
+    cancel: CancellationToken,
+) {
+    let (job_tx, job_rx) = mpsc::channel::<Job>(2);
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Committed>();
+    let store_thread = spawn_store(store, job_rx, done_tx, p.metrics.clone());
+    let start = now_ms();
+    p.push(Record::CollectorStart { at_ms: start });
+    let mut flush = tokio::time::interval(Duration::from_millis(10));
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut second = tokio::time::interval(Duration::from_secs(1));
+    let mut snap = tokio::time::interval(p.cfg.snapshot_interval);
+    let mut ack = tokio::time::interval(p.cfg.ack_interval);
+    let mut in_flight = 0usize;
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            biased;
+            Some(c) = done_rx.recv() => {
+                in_flight -= 1;
+                p.tracker.committed(&c.marks);
+                for publish in &c.acks {
+                    if client.try_ack(publish).is_err() {
+                        let _ = client.ack(publish).await;
+                    }
+                }
+            }
+            _ = cancel.cancelled(), if !stopping => {
+                stopping = true;
+                rx.close();
+            }
+            msg = rx.recv(), if in_flight < 2 || p.batch.records.len() < p.cfg.max_batch => {
+                match msg {
+                    Some(Inbound::Msg { publish, recv_ms, decoded }) => {
+                        p.handle(decoded, &publish.topic, publish.retain, recv_ms, obs.as_mut());
+                        p.acks.push(publish);
+                    }
+                    Some(Inbound::Connected) => {
+                        let now = now_ms();
+                        if !p.connected && now - start > 1_000 {
+                            p.push(Record::CollectorStart { at_ms: now });
+                        }
+                        p.connected = true;
+                        p.state.regained_broker(now);
+                    }
+                    Some(Inbound::Disconnected) => {
+                        p.connected = false;
+                        p.push(Record::CollectorStop { at_ms: now_ms() });
+                    }
+                    None => break,
+                }
+                if in_flight < 2 && p.batch.records.len() >= p.cfg.max_batch {
+                    let job = p.cut();
+                    in_flight += 1;
+                    if job_tx.send(job).await.is_err() { break; }
+                }
+            }
+            _ = flush.tick() => {
+                if in_flight < 2 && p.batch_due() {
+                    let job = p.cut();
+                    in_flight += 1;
+                    if job_tx.send(job).await.is_err() { break; }
+                }
+            }
+            _ = second.tick() => {
+                let now = now_ms();
+                p.tick(now, obs.as_mut());
+                let s = snapshot_tx.borrow().clone();
+                obs.evaluate(now, &s);
+            }
+            _ = snap.tick() => {
+                let _ = snapshot_tx.send(Arc::new(p.state.snapshot(now_ms())));
+            }
+            _ = ack.tick() => {
+                let mut out = Vec::new();
+                p.tracker.take_due(|mo, host, inst, seq| out.push((topic(mo, host, Kind::Ack), Ack { v: SCHEMA_VERSION, inst: inst.to_string(), acked_seq: seq, ts: 0 })));
+                let now = now_ms();
+                let n = out.len() as u64;
+                for (t, mut a) in out {
+                    a.ts = now;
+                    let body = serde_json::to_vec(&a).unwrap_or_default();
+                    if client.try_publish(t.clone(), QoS::AtLeastOnce, true, body.clone()).is_err() {
+                        let _ = client.publish(t, QoS::AtLeastOnce, true, body).await;
+                    }
+                }
+                p.metrics.acks_sent(n);
+            }
+        }
+    }
+    // Final flush: everything received is written and acknowledged before we go.
+    p.push(Record::CollectorStop { at_ms: now_ms() });
+    let job = p.cut();
+    in_flight += 1;
+    let _ = job_tx.send(job).await;
+    drop(job_tx);
+    while in_flight > 0 {
+        match done_rx.recv().await {
+            Some(c) => {
+                in_flight -= 1;
+                p.tracker.committed(&c.marks);
+                for publish in &c.acks {
+                    let _ = client.try_ack(publish);
+                }
+            }
+            None => break,
+        }
+    }
+    let _ = snapshot_tx.send(Arc::new(p.state.snapshot(now_ms())));
+    let _ = tokio::task::spawn_blocking(move || store_thread.join()).await;
+}
