@@ -162,14 +162,14 @@ impl Pipeline {
         let h = msg.header();
         let in_roster = self.roster.contains(h.mo);
         if self.cfg.roster_strict && !in_roster {
-            return self.metrics.rejected(Drop::UnknownMo, topic);
+            return self.reject_settled(&msg, Drop::UnknownMo, topic);
         }
         if let Err(e) = self.state.admit(h.mo, h.host, recv_ms, in_roster) {
             let why = match e {
                 StateError::Flood => Drop::Flood,
                 StateError::TooManyHosts | StateError::TooManyHostsInMo => Drop::TooManyHosts,
             };
-            return self.metrics.rejected(why, topic);
+            return self.reject_settled(&msg, why, topic);
         }
         // Correct the agent's clock: live messages define the offset; replays use the latest.
         let offset = if h.replay || retained {
@@ -179,7 +179,7 @@ impl Pipeline {
         };
         let ts_ms = h.ts.saturating_add(offset);
         if ts_ms > recv_ms + self.cfg.max_future_ms || ts_ms < recv_ms - self.cfg.max_age_ms {
-            return self.metrics.rejected(Drop::TimestampRange, topic);
+            return self.reject_settled(&msg, Drop::TimestampRange, topic);
         }
         if msg.is_sequenced() {
             if !self.tracker.has_room(h.inst) {
@@ -219,6 +219,20 @@ impl Pipeline {
             recv_ms,
             ts_ms,
         })));
+    }
+
+    /// Rejects a well-formed message by policy. Its sequence number is settled (counted as
+    /// delivered without being stored) so that the agent's spool is not blocked by a message
+    /// that would be refused again on every resend.
+    fn reject_settled(&mut self, msg: &Message, why: Drop, topic: &str) {
+        self.metrics.rejected(why, topic);
+        let h = msg.header();
+        if msg.is_sequenced()
+            && self.tracker.has_room(h.inst)
+            && self.tracker.check(h.inst, h.seq) == Verdict::New
+        {
+            self.tracker.record(h.inst, h.mo, h.host, h.seq);
+        }
     }
 
     fn push(&mut self, r: Record) {
