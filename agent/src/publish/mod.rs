@@ -1,0 +1,505 @@
+//! The publisher: the one task that owns the spool. It numbers every message, commits it, sends
+//! it live when connected, announces itself (`birth`, `state`) on every CONNACK, applies the
+//! collector's acks, replays the backlog at a bounded rate and says `offline` on shutdown.
+
+pub mod mqtt;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use dozor_proto::{
+    Birth, ConnState, Envelope, Heartbeat, Kind, Probe, Role, SCHEMA_VERSION, SpoolStats, State,
+    TargetInfo, decode_ack, topic,
+};
+use rumqttc::{AsyncClient, Event, LastWill, Outgoing, Packet, QoS};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+
+use crate::collect::{Inventory, Sample};
+use crate::spool::{Replay, Spool, SpoolError};
+use crate::wall_ms;
+pub use mqtt::Net;
+
+/// How long shutdown waits for the broker to confirm the `offline` state.
+pub const OFFLINE_ACK_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often the age bound of the spool is applied.
+const EXPIRE_EVERY: Duration = Duration::from_secs(60);
+
+/// What the producer tasks hand to the publisher.
+#[derive(Debug)]
+pub enum Input {
+    /// A resource sample: becomes a heartbeat (and refreshes the inventory for `birth`).
+    Sample { ts_ms: i64, sample: Box<Sample> },
+    /// One probe round.
+    Probe { ts_ms: i64, probe: Probe },
+}
+
+/// Who this agent is on the wire.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub mo: String,
+    pub host: String,
+    pub inst: String,
+}
+
+impl Identity {
+    pub fn topic(&self, kind: Kind) -> String {
+        topic(&self.mo, &self.host, kind)
+    }
+
+    pub fn client_id(&self) -> String {
+        format!("dozor-{}-{}", self.mo, self.host)
+    }
+
+    fn envelope<B>(&self, seq: u64, ts: i64, body: B) -> Envelope<B> {
+        Envelope {
+            v: SCHEMA_VERSION,
+            mo: self.mo.clone(),
+            host: self.host.clone(),
+            inst: self.inst.clone(),
+            seq,
+            ts,
+            replay: false,
+            body,
+        }
+    }
+
+    /// A `state` message; it carries the latest sequence number issued and takes none.
+    pub fn state_json(&self, last_seq: u64, state: ConnState, reason: Option<&str>) -> Vec<u8> {
+        self.envelope(
+            last_seq,
+            wall_ms(),
+            State {
+                state,
+                reason: reason.map(str::to_owned),
+            },
+        )
+        .to_json()
+    }
+
+    /// The last will: retained `state` `lost`, QoS 1.
+    pub fn last_will(&self, last_seq: u64) -> LastWill {
+        LastWill::new(
+            self.topic(Kind::State),
+            self.state_json(last_seq, ConnState::Lost, None),
+            QoS::AtLeastOnce,
+            true,
+        )
+    }
+}
+
+/// Fixed facts announced in every `birth`.
+#[derive(Debug, Clone)]
+pub struct Announce {
+    pub role: Role,
+    pub site: String,
+    pub interval_secs: u32,
+    pub keepalive_secs: u32,
+    pub targets: Vec<TargetInfo>,
+}
+
+/// Re-serializes a stored envelope with `replay: true`, keeping its header and body as stored.
+/// `None` if the bytes are not an envelope (they are then discarded).
+pub fn as_replay(stored: &[u8]) -> Option<Vec<u8>> {
+    let mut env: Envelope<Box<RawValue>> = serde_json::from_slice(stored).ok()?;
+    env.replay = true;
+    serde_json::to_vec(&env).ok()
+}
+
+/// The publisher task's state.
+pub struct Publisher {
+    id: Identity,
+    announce: Announce,
+    client: AsyncClient,
+    spool: Arc<Mutex<Spool>>,
+    last_seq: Arc<AtomicU64>,
+    inventory: Inventory,
+    connected: bool,
+    /// A failure to (re)connect has been logged at warn since the last connection.
+    down_reported: bool,
+    /// Publishes handed to rumqttc and not yet written to the socket.
+    queued: usize,
+    /// Packet ids written and not yet acknowledged by the broker.
+    unacked: HashSet<u16>,
+    replay_at: Instant,
+}
+
+fn lock(spool: &Mutex<Spool>) -> MutexGuard<'_, Spool> {
+    // A panic while holding the lock cannot leave the spool half-updated in a way that matters
+    // more than stopping would: the file is transactional and the index is rebuilt at start.
+    spool.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Publisher {
+    pub fn new(
+        id: Identity,
+        announce: Announce,
+        client: AsyncClient,
+        spool: Arc<Mutex<Spool>>,
+        last_seq: Arc<AtomicU64>,
+        inventory: Inventory,
+    ) -> Publisher {
+        Publisher {
+            id,
+            announce,
+            client,
+            spool,
+            last_seq,
+            inventory,
+            connected: false,
+            down_reported: false,
+            queued: 0,
+            unacked: HashSet::new(),
+            replay_at: Instant::now(),
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled, then publishes `offline`, waits (bounded) for the
+    /// broker's PUBACK and disconnects.
+    pub async fn run(
+        mut self,
+        mut inputs: mpsc::Receiver<Input>,
+        mut net: mpsc::Receiver<Net>,
+        shutdown: CancellationToken,
+    ) {
+        let mut expire = tokio::time::interval(EXPIRE_EVERY);
+        expire.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                n = net.recv() => match n {
+                    Some(n) => self.on_net(n).await,
+                    None => break,
+                },
+                Some(input) = inputs.recv() => self.on_input(input).await,
+                _ = sleep_until(self.replay_at), if self.connected => self.replay_step().await,
+                _ = expire.tick() => {
+                    let now = wall_ms();
+                    if let Some(Err(e)) = self.with_spool(move |s| s.expire(now)).await {
+                        tracing::error!(error = %e, "spool expiry failed");
+                    }
+                }
+            }
+        }
+        self.shutdown(&mut net).await;
+    }
+
+    /// Runs a spool operation on the blocking pool (SQLite commits fsync), so the event loop
+    /// task keeps answering the broker meanwhile. `None` if the operation panicked.
+    async fn with_spool<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Spool) -> R + Send + 'static,
+    ) -> Option<R> {
+        let spool = self.spool.clone();
+        match tokio::task::spawn_blocking(move || f(&mut lock(&spool))).await {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::error!(error = %e, "spool operation failed");
+                None
+            }
+        }
+    }
+
+    fn spool(&self) -> MutexGuard<'_, Spool> {
+        lock(&self.spool)
+    }
+
+    async fn on_input(&mut self, input: Input) {
+        match input {
+            Input::Sample { ts_ms, sample } => {
+                let Sample {
+                    inventory,
+                    uptime_secs,
+                    cpu_pct,
+                    mem_used_bytes,
+                    mem_total_bytes,
+                    load,
+                    disks,
+                } = *sample;
+                self.inventory = inventory;
+                let interval_secs = self.announce.interval_secs;
+                let hb = move |_, stats| Heartbeat {
+                    uptime_secs,
+                    cpu_pct,
+                    mem_used_bytes,
+                    mem_total_bytes,
+                    load,
+                    disks,
+                    interval_secs,
+                    spool: Some(stats),
+                };
+                self.send_sequenced(Kind::Hb, ts_ms, false, hb).await;
+            }
+            Input::Probe { ts_ms, probe } => {
+                self.send_sequenced(Kind::Probe, ts_ms, false, move |_, _| probe)
+                    .await;
+            }
+        }
+    }
+
+    /// Numbers, commits and (when connected) publishes one message. Returns its number.
+    async fn send_sequenced<B: Serialize + Send + 'static>(
+        &mut self,
+        kind: Kind,
+        ts_ms: i64,
+        retain: bool,
+        body: impl FnOnce(u64, SpoolStats) -> B + Send + 'static,
+    ) -> Option<u64> {
+        let id = self.id.clone();
+        let now_ms = wall_ms();
+        let spooled = self
+            .with_spool(move |s| {
+                s.append(kind, ts_ms, now_ms, |seq, stats| {
+                    id.envelope(seq, ts_ms, body(seq, stats)).to_json()
+                })
+            })
+            .await?;
+        self.last_seq.store(spooled.seq, Ordering::Relaxed);
+        if let Some(e) = &spooled.error {
+            tracing::error!(seq = spooled.seq, error = %e, "spool write failed: sending live only");
+        }
+        if self.connected {
+            let seq = spooled.seq;
+            let sent = self.publish(self.id.topic(kind), retain, spooled.bytes);
+            let now = Instant::now();
+            let mut spool = self.spool();
+            if sent {
+                spool.index_mut().mark_sent(seq, now);
+            } else {
+                spool.index_mut().send_failed(seq);
+            }
+        }
+        self.replay_at = Instant::now();
+        Some(spooled.seq)
+    }
+
+    /// Hands a QoS 1 publish to rumqttc; false if its queue is full.
+    fn publish(&mut self, topic: String, retain: bool, payload: Vec<u8>) -> bool {
+        match self
+            .client
+            .try_publish(topic, QoS::AtLeastOnce, retain, payload)
+        {
+            Ok(()) => {
+                self.queued += 1;
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "MQTT queue full; will retry from the spool");
+                false
+            }
+        }
+    }
+
+    async fn on_net(&mut self, n: Net) {
+        match n {
+            Net::Event(Event::Incoming(Packet::ConnAck(ack))) => {
+                tracing::info!(
+                    session_present = ack.session_present,
+                    "connected to the broker"
+                );
+                self.on_connected().await;
+            }
+            Net::Event(Event::Incoming(Packet::Publish(p))) => {
+                if p.topic == self.id.topic(Kind::Ack) {
+                    self.on_ack(&p.payload).await;
+                } else {
+                    tracing::debug!(topic = %p.topic, "ignoring message on unexpected topic");
+                }
+            }
+            Net::Event(Event::Incoming(Packet::PubAck(a))) => {
+                self.unacked.remove(&a.pkid);
+            }
+            Net::Event(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                self.queued = self.queued.saturating_sub(1);
+                self.unacked.insert(pkid);
+            }
+            Net::Event(_) => {}
+            Net::Down { error, retry_in } => {
+                if self.connected {
+                    tracing::info!(%error, ?retry_in, "disconnected from the broker; reconnecting");
+                } else if self.down_reported {
+                    tracing::debug!(%error, ?retry_in, "broker still unreachable");
+                } else {
+                    // Say it once per outage; the spool keeps everything until the broker is back.
+                    tracing::warn!(%error, ?retry_in, "cannot connect to the broker; retrying");
+                }
+                self.down_reported = true;
+                self.connected = false;
+                self.queued = 0;
+                self.unacked.clear();
+                self.spool().index_mut().disconnected();
+            }
+        }
+    }
+
+    /// On every CONNACK: subscribe to acks, publish `birth` (retained, sequenced) and
+    /// `state` online (retained), and schedule the backlog.
+    async fn on_connected(&mut self) {
+        self.connected = true;
+        self.down_reported = false;
+        self.queued = 0;
+        self.unacked.clear();
+        self.spool().index_mut().connected(Instant::now());
+        if let Err(e) = self
+            .client
+            .try_subscribe(self.id.topic(Kind::Ack), QoS::AtLeastOnce)
+        {
+            tracing::warn!(error = %e, "could not queue the ack subscription");
+        }
+        let inv = self.inventory.clone();
+        let a = self.announce.clone();
+        let birth = move |seq_base, _| Birth {
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            role: a.role,
+            site: a.site,
+            hostname: inv.hostname,
+            os_name: inv.os_name,
+            os_version: inv.os_version,
+            cpu_model: inv.cpu_model,
+            cpu_count: inv.cpu_count,
+            mem_total_bytes: inv.mem_total_bytes,
+            disks: inv.disks,
+            boot_time: inv.boot_time,
+            boot_id: inv.boot_id,
+            seq_base,
+            interval_secs: a.interval_secs,
+            keepalive_secs: a.keepalive_secs,
+            targets: a.targets,
+        };
+        self.send_sequenced(Kind::Birth, wall_ms(), true, birth)
+            .await;
+        let last = self.spool().index().last_seq();
+        let online = self.id.state_json(last, ConnState::Online, None);
+        self.publish(self.id.topic(Kind::State), true, online);
+    }
+
+    async fn on_ack(&mut self, payload: &[u8]) {
+        let ack = match decode_ack(payload) {
+            Ok(ack) => ack,
+            Err(reason) => {
+                tracing::warn!(reason = reason.as_str(), "ignoring a malformed ack");
+                return;
+            }
+        };
+        if ack.inst != self.id.inst {
+            tracing::debug!(inst = %ack.inst, "ignoring an ack for another instance");
+            return;
+        }
+        let acked = ack.acked_seq;
+        match self.with_spool(move |s| s.ack(acked)).await {
+            Some(Ok(n)) => {
+                tracing::debug!(acked, confirmed = n, "collector confirmed messages");
+                self.replay_at = Instant::now();
+            }
+            Some(Err(SpoolError::Ack(e))) => tracing::warn!(error = %e, "ignoring an ack"),
+            Some(Err(e)) => tracing::error!(error = %e, "could not delete confirmed messages"),
+            None => {}
+        }
+    }
+
+    /// Sends at most one backlog message, as the index's pacing allows.
+    async fn replay_step(&mut self) {
+        let now = Instant::now();
+        let poll = self.spool().index_mut().poll_replay(now);
+        let seq = match poll {
+            Replay::Send(seq) => seq,
+            Replay::WaitUntil(t) => {
+                self.replay_at = t;
+                return;
+            }
+            Replay::Idle => {
+                self.replay_at = now + Duration::from_secs(3600);
+                return;
+            }
+        };
+        self.replay_at = now;
+        let Some(kind) = self.spool().index().get(seq).map(|e| e.kind) else {
+            return;
+        };
+        match self.with_spool(move |s| s.body(seq)).await {
+            Some(Ok(Some(stored))) => match as_replay(&stored) {
+                Some(bytes) => {
+                    let sent = self.publish(self.id.topic(kind), false, bytes);
+                    let mut spool = self.spool();
+                    if sent {
+                        spool.index_mut().mark_sent(seq, Instant::now());
+                    } else {
+                        spool.index_mut().send_failed(seq);
+                    }
+                }
+                None => {
+                    tracing::error!(seq, "spooled message is not an envelope; discarding it");
+                    if let Some(Err(e)) = self.with_spool(move |s| s.discard(seq)).await {
+                        tracing::error!(error = %e, "could not discard a message");
+                    }
+                }
+            },
+            Some(Ok(None)) => tracing::warn!(seq, "spooled message vanished; counted as dropped"),
+            Some(Err(e)) => {
+                tracing::error!(seq, error = %e, "could not read a spooled message");
+                // Retry on the resend schedule rather than at the replay rate.
+                self.spool().index_mut().mark_sent(seq, Instant::now());
+            }
+            None => {}
+        }
+    }
+
+    /// Publishes `offline` (retained), waits for its PUBACK up to [`OFFLINE_ACK_TIMEOUT`] and
+    /// disconnects. Without a connection there is nothing to say: the will covers it.
+    async fn shutdown(&mut self, net: &mut mpsc::Receiver<Net>) {
+        if !self.connected {
+            tracing::info!("shutting down (not connected)");
+            return;
+        }
+        let last = self.spool().index().last_seq();
+        let offline = self
+            .id
+            .state_json(last, ConnState::Offline, Some("shutdown"));
+        if self.publish(self.id.topic(Kind::State), true, offline) {
+            let deadline = Instant::now() + OFFLINE_ACK_TIMEOUT;
+            while self.connected && (self.queued > 0 || !self.unacked.is_empty()) {
+                tokio::select! {
+                    _ = sleep_until(deadline) => {
+                        tracing::warn!("the broker did not confirm the offline state in time");
+                        break;
+                    }
+                    n = net.recv() => match n {
+                        Some(n @ (Net::Event(Event::Incoming(Packet::PubAck(_)))
+                            | Net::Event(Event::Outgoing(Outgoing::Publish(_)))
+                            | Net::Down { .. })) => self.on_net(n).await,
+                        Some(Net::Event(Event::Incoming(Packet::Publish(p)))) => {
+                            if p.topic == self.id.topic(Kind::Ack) {
+                                self.on_ack(&p.payload).await;
+                            }
+                        }
+                        Some(_) => {}
+                        None => break,
+                    }
+                }
+            }
+        }
+        if self.connected {
+            let _ = self.client.try_disconnect();
+            let deadline = Instant::now() + Duration::from_secs(1);
+            loop {
+                tokio::select! {
+                    _ = sleep_until(deadline) => break,
+                    n = net.recv() => match n {
+                        Some(Net::Event(Event::Outgoing(Outgoing::Disconnect))) | Some(Net::Down { .. }) | None => break,
+                        Some(_) => {}
+                    }
+                }
+            }
+        }
+        tracing::info!("disconnected from the broker: shutdown");
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,499 @@
+//! Publisher tests: the task runs for real against a stand-in for rumqttc's request queue and
+//! scripted broker events, with a real spool in a temporary directory.
+
+use std::path::Path;
+
+use dozor_proto::{Ack, DiskInfo, Limits as ProtoLimits, Message, decode};
+use rumqttc::{ConnAck, ConnectReturnCode, PubAck, Publish, Request};
+use serde_json::{Value, json};
+
+use super::*;
+use crate::config::{SpoolConfig, Synchronous};
+
+const MO: &str = "1.2.643.5.1.13.13.12.2.27.1234";
+const HOST: &str = "pc-01";
+const WAIT: Duration = Duration::from_secs(5);
+
+fn inventory() -> Inventory {
+    Inventory {
+        hostname: "reg-01".into(),
+        os_name: "Astra Linux".into(),
+        os_version: "1.7".into(),
+        cpu_model: "Intel Core i3".into(),
+        cpu_count: 4,
+        mem_total_bytes: 8 << 30,
+        disks: vec![DiskInfo {
+            mount: "/".into(),
+            fs: "ext4".into(),
+            total_bytes: 100 << 30,
+        }],
+        boot_time: 1_750_000_000,
+        boot_id: "b1".into(),
+    }
+}
+
+fn sample() -> Input {
+    Input::Sample {
+        ts_ms: wall_ms(),
+        sample: Box::new(Sample {
+            inventory: inventory(),
+            uptime_secs: 100,
+            cpu_pct: 12.5,
+            mem_used_bytes: 1 << 30,
+            mem_total_bytes: 8 << 30,
+            load: Some([0.5, 0.4, 0.3]),
+            disks: vec![],
+        }),
+    }
+}
+
+fn probe() -> Input {
+    Input::Probe {
+        ts_ms: wall_ms(),
+        probe: Probe { results: vec![] },
+    }
+}
+
+struct Harness {
+    requests: flume::Receiver<Request>,
+    net: mpsc::Sender<Net>,
+    inputs: mpsc::Sender<Input>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    spool: Arc<Mutex<Spool>>,
+    inst: String,
+}
+
+fn spool_config(rate: u32) -> SpoolConfig {
+    SpoolConfig {
+        max_bytes: 64 << 20,
+        max_age: Duration::from_secs(14 * 86_400),
+        resend_after: Duration::from_secs(60),
+        replay_rate_per_sec: rate,
+        synchronous: Synchronous::Normal,
+    }
+}
+
+fn start(dir: &Path, rate: u32) -> Harness {
+    let spool = Spool::open(dir, &spool_config(rate), Instant::now(), wall_ms()).expect("spool");
+    let inst = spool.inst().to_owned();
+    let id = Identity {
+        mo: MO.into(),
+        host: HOST.into(),
+        inst: inst.clone(),
+    };
+    let last_seq = Arc::new(AtomicU64::new(spool.index().last_seq()));
+    let spool = Arc::new(Mutex::new(spool));
+    let (req_tx, requests) = flume::bounded(64);
+    let client = AsyncClient::from_senders(req_tx);
+    let announce = Announce {
+        role: Role::Workstation,
+        site: "Поликлиника №1".into(),
+        interval_secs: 1,
+        keepalive_secs: 2,
+        targets: vec![TargetInfo {
+            name: "mis".into(),
+            category: dozor_proto::Category::Mis,
+        }],
+    };
+    let (net, net_rx) = mpsc::channel(64);
+    let (inputs, in_rx) = mpsc::channel(64);
+    let shutdown = CancellationToken::new();
+    let publisher = Publisher::new(id, announce, client, spool.clone(), last_seq, inventory());
+    let task = tokio::spawn(publisher.run(in_rx, net_rx, shutdown.clone()));
+    Harness {
+        requests,
+        net,
+        inputs,
+        shutdown,
+        task,
+        spool,
+        inst,
+    }
+}
+
+impl Harness {
+    async fn connack(&self) {
+        let ack = ConnAck::new(ConnectReturnCode::Success, false);
+        self.net
+            .send(Net::Event(Event::Incoming(Packet::ConnAck(ack))))
+            .await
+            .expect("publisher alive");
+    }
+
+    async fn down(&self) {
+        self.net
+            .send(Net::Down {
+                error: "test".into(),
+                retry_in: Duration::from_secs(1),
+            })
+            .await
+            .expect("publisher alive");
+    }
+
+    async fn ack_payload(&self, payload: Vec<u8>) {
+        let p = Publish::new(topic(MO, HOST, Kind::Ack), QoS::AtLeastOnce, payload);
+        self.net
+            .send(Net::Event(Event::Incoming(Packet::Publish(p))))
+            .await
+            .expect("publisher alive");
+    }
+
+    async fn ack(&self, acked_seq: u64) {
+        let ack = Ack {
+            v: SCHEMA_VERSION,
+            inst: self.inst.clone(),
+            acked_seq,
+            ts: wall_ms(),
+        };
+        self.ack_payload(serde_json::to_vec(&ack).expect("json"))
+            .await;
+    }
+
+    /// The next request, skipping nothing.
+    async fn request(&self) -> Request {
+        tokio::time::timeout(WAIT, self.requests.recv_async())
+            .await
+            .expect("a request in time")
+            .expect("client alive")
+    }
+
+    /// The next publish (subscriptions are checked and skipped).
+    async fn publish(&self) -> Publish {
+        loop {
+            match self.request().await {
+                Request::Publish(p) => return p,
+                Request::Subscribe(s) => {
+                    assert_eq!(s.filters[0].path, topic(MO, HOST, Kind::Ack));
+                    assert_eq!(s.filters[0].qos, QoS::AtLeastOnce);
+                }
+                other => panic!("unexpected request {other:?}"),
+            }
+        }
+    }
+
+    async fn no_request_for(&self, d: Duration) {
+        if let Ok(r) = tokio::time::timeout(d, self.requests.recv_async()).await {
+            panic!("unexpected request {r:?}");
+        }
+    }
+
+    fn pending(&self) -> Vec<u64> {
+        lock(&self.spool).index().entries().map(|e| e.seq).collect()
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("stops in time")
+            .expect("no panic");
+    }
+}
+
+/// Decodes a publish as the collector would, and returns its JSON.
+fn check(p: &Publish) -> (Message, Value) {
+    let msg = decode(&p.topic, &p.payload, &ProtoLimits::DEFAULT)
+        .unwrap_or_else(|r| panic!("collector would reject {}: {r:?}", p.topic));
+    let json = serde_json::from_slice(&p.payload).expect("json");
+    (msg, json)
+}
+
+async fn wait_for(mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "condition not reached in time");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn connect_announces_then_streams_and_acks_drain_the_spool() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = start(dir.path(), 1000);
+    h.connack().await;
+
+    match h.request().await {
+        Request::Subscribe(s) => assert_eq!(s.filters[0].path, topic(MO, HOST, Kind::Ack)),
+        other => panic!("expected the ack subscription first, got {other:?}"),
+    }
+    let birth = h.publish().await;
+    assert_eq!(birth.topic, topic(MO, HOST, Kind::Birth));
+    assert!(birth.retain);
+    assert_eq!(birth.qos, QoS::AtLeastOnce);
+    let (msg, json) = check(&birth);
+    assert_eq!(msg.header().seq, 1);
+    assert!(!msg.header().replay);
+    assert_eq!(json["body"]["seq_base"], 1);
+    assert_eq!(
+        json["body"]["targets"],
+        json!([{"name": "mis", "category": "mis"}])
+    );
+
+    let state = h.publish().await;
+    assert_eq!(state.topic, topic(MO, HOST, Kind::State));
+    assert!(state.retain);
+    let (_, json) = check(&state);
+    assert_eq!(
+        json["seq"], 1,
+        "state carries the latest number and takes none"
+    );
+    assert_eq!(json["body"], json!({"state": "online"}));
+
+    h.inputs.send(sample()).await.expect("send");
+    let hb = h.publish().await;
+    assert_eq!(hb.topic, topic(MO, HOST, Kind::Hb));
+    assert!(!hb.retain);
+    let (_, json) = check(&hb);
+    assert_eq!(json["seq"], 2);
+    assert_eq!(
+        json["body"]["spool"],
+        json!({"pending": 1, "bytes": birth.payload.len(), "dropped": 0, "oldest_seq": 1})
+    );
+
+    h.inputs.send(probe()).await.expect("send");
+    let (_, json) = check(&h.publish().await);
+    assert_eq!(json["seq"], 3);
+    wait_for(|| h.pending() == [1, 2, 3]).await;
+
+    h.ack(2).await;
+    wait_for(|| h.pending() == [3]).await;
+    h.ack(3).await;
+    wait_for(|| h.pending().is_empty()).await;
+    // Nothing left to replay.
+    h.no_request_for(Duration::from_millis(100)).await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn offline_messages_are_spooled_and_replayed_after_live_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = start(dir.path(), 1000);
+    h.down().await;
+    for _ in 0..3 {
+        h.inputs.send(sample()).await.expect("send");
+        h.inputs.send(probe()).await.expect("send");
+    }
+    wait_for(|| h.pending().len() == 6).await;
+    h.no_request_for(Duration::from_millis(50)).await;
+    let stored: Vec<Vec<u8>> = (1..=6)
+        .map(|s| lock(&h.spool).body(s).expect("read").expect("stored"))
+        .collect();
+
+    h.connack().await;
+    let birth = h.publish().await;
+    assert_eq!(birth.topic, topic(MO, HOST, Kind::Birth));
+    let (msg, _) = check(&birth);
+    assert_eq!(msg.header().seq, 7);
+    assert!(!msg.header().replay);
+    assert_eq!(h.publish().await.topic, topic(MO, HOST, Kind::State));
+
+    for (i, original) in stored.iter().enumerate() {
+        let p = h.publish().await;
+        assert!(!p.retain, "replays are never retained");
+        let (msg, json) = check(&p);
+        assert_eq!(msg.header().seq, i as u64 + 1, "oldest first");
+        assert!(msg.header().replay);
+        // Same message as stored, only flagged as a replay.
+        let mut orig: Value = serde_json::from_slice(original).expect("json");
+        orig["replay"] = json!(true);
+        assert_eq!(json, orig);
+        let kind = if i % 2 == 0 { Kind::Hb } else { Kind::Probe };
+        assert_eq!(p.topic, topic(MO, HOST, kind));
+    }
+    h.no_request_for(Duration::from_millis(100)).await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn replay_is_paced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = start(dir.path(), 20);
+    h.down().await;
+    for _ in 0..6 {
+        h.inputs.send(probe()).await.expect("send");
+    }
+    wait_for(|| h.pending().len() == 6).await;
+    h.connack().await;
+    h.publish().await; // birth
+    h.publish().await; // state
+    let start = Instant::now();
+    for _ in 0..6 {
+        assert!(check(&h.publish().await).0.header().replay);
+    }
+    // 20 msg/s: six replays take at least 5 intervals of 50 ms after the first one's 50 ms.
+    assert!(
+        start.elapsed() >= Duration::from_millis(280),
+        "{:?}",
+        start.elapsed()
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn bad_acks_never_panic_nor_delete() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = start(dir.path(), 1000);
+    h.connack().await;
+    h.publish().await;
+    h.publish().await;
+    h.inputs.send(probe()).await.expect("send");
+    h.publish().await;
+    wait_for(|| h.pending() == [1, 2]).await;
+
+    h.ack_payload(b"not json".to_vec()).await;
+    h.ack_payload(vec![0xff; 20_000]).await;
+    h.ack_payload(br#"{"v":2,"inst":"x","acked_seq":1,"ts":0}"#.to_vec())
+        .await;
+    h.ack_payload(br#"{"v":1,"inst":"other","acked_seq":2,"ts":0}"#.to_vec())
+        .await;
+    h.ack_payload(br#"{"v":1,"inst":"x","acked_seq":-1,"ts":0}"#.to_vec())
+        .await;
+    h.ack(99).await; // beyond anything issued
+    h.ack(u64::MAX).await;
+    h.ack(0).await;
+    // An unrelated topic.
+    let p = Publish::new("dozor/v1/x/y/cfg", QoS::AtLeastOnce, b"{}".to_vec());
+    h.net
+        .send(Net::Event(Event::Incoming(Packet::Publish(p))))
+        .await
+        .expect("alive");
+    h.ack(1).await;
+    wait_for(|| h.pending() == [2]).await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_says_offline_waits_for_puback_and_disconnects() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = start(dir.path(), 1000);
+    h.connack().await;
+    h.publish().await;
+    h.publish().await;
+    h.shutdown.cancel();
+    let offline = h.publish().await;
+    assert_eq!(offline.topic, topic(MO, HOST, Kind::State));
+    assert!(offline.retain);
+    let (_, json) = check(&offline);
+    assert_eq!(
+        json["body"],
+        json!({"state": "offline", "reason": "shutdown"})
+    );
+    // The broker has not confirmed yet: no disconnect.
+    h.no_request_for(Duration::from_millis(100)).await;
+    assert!(!h.task.is_finished());
+    for (pkid, ev) in [
+        (1, Event::Outgoing(Outgoing::Publish(1))),
+        (2, Event::Outgoing(Outgoing::Publish(2))),
+        (3, Event::Outgoing(Outgoing::Publish(3))),
+        (1, Event::Incoming(Packet::PubAck(PubAck::new(1)))),
+        (2, Event::Incoming(Packet::PubAck(PubAck::new(2)))),
+    ] {
+        let _ = pkid;
+        h.net.send(Net::Event(ev)).await.expect("alive");
+    }
+    h.no_request_for(Duration::from_millis(100)).await;
+    h.net
+        .send(Net::Event(Event::Incoming(Packet::PubAck(PubAck::new(3)))))
+        .await
+        .expect("alive");
+    assert!(matches!(h.request().await, Request::Disconnect(_)));
+    h.net
+        .send(Net::Event(Event::Outgoing(Outgoing::Disconnect)))
+        .await
+        .expect("alive");
+    tokio::time::timeout(WAIT, h.task)
+        .await
+        .expect("stops")
+        .expect("no panic");
+}
+
+#[tokio::test]
+async fn shutdown_gives_up_waiting_after_the_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = start(dir.path(), 1000);
+    h.connack().await;
+    h.publish().await;
+    h.publish().await;
+    let start = Instant::now();
+    h.shutdown.cancel();
+    h.publish().await; // offline
+    assert!(matches!(h.request().await, Request::Disconnect(_)));
+    assert!(start.elapsed() >= OFFLINE_ACK_TIMEOUT - Duration::from_millis(100));
+    tokio::time::timeout(WAIT, h.task)
+        .await
+        .expect("stops")
+        .expect("no panic");
+}
+
+#[tokio::test]
+async fn restart_resends_what_was_not_confirmed_and_keeps_numbering() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = start(dir.path(), 1000);
+    let inst = h.inst.clone();
+    h.connack().await;
+    h.publish().await;
+    h.publish().await;
+    for _ in 0..3 {
+        h.inputs.send(probe()).await.expect("send");
+        h.publish().await;
+    }
+    h.ack(2).await;
+    wait_for(|| h.pending() == [3, 4]).await;
+    // Simulate a crash: the task goes away without any goodbye.
+    h.task.abort();
+    drop(h.spool);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let h = start(dir.path(), 1000);
+    assert_eq!(h.inst, inst, "the instance id survives restarts");
+    assert_eq!(h.pending(), [3, 4]);
+    h.connack().await;
+    let (msg, _) = check(&h.publish().await);
+    assert_eq!(msg.header().seq, 5, "numbering continues");
+    h.publish().await; // state
+    let seqs = [h.publish().await, h.publish().await].map(|p| check(&p).0.header().seq);
+    assert_eq!(seqs, [3, 4]);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn reconnect_resends_unconfirmed_and_announces_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = start(dir.path(), 1000);
+    h.connack().await;
+    h.publish().await;
+    h.publish().await;
+    h.inputs.send(sample()).await.expect("send");
+    h.publish().await;
+    h.down().await;
+    h.no_request_for(Duration::from_millis(50)).await;
+    h.connack().await;
+    let (birth, _) = check(&h.publish().await);
+    assert_eq!(birth.header().seq, 3);
+    h.publish().await; // state
+    let seqs = [h.publish().await, h.publish().await].map(|p| {
+        let (m, _) = check(&p);
+        assert!(m.header().replay);
+        m.header().seq
+    });
+    assert_eq!(
+        seqs,
+        [1, 2],
+        "the first birth and the heartbeat, not the new birth"
+    );
+    h.stop().await;
+}
+
+#[test]
+fn replay_rewrite_keeps_everything_but_the_flag() {
+    let stored = br#"{"v":1,"mo":"m","host":"h","inst":"i","seq":7,"ts":1750000000000,"body":{"results":[{"target":"mis","category":"mis","ok":true,"latency_ms":3}]}}"#;
+    let out = as_replay(stored).expect("envelope");
+    let a: Value = serde_json::from_slice(stored).expect("json");
+    let mut b: Value = serde_json::from_slice(&out).expect("json");
+    assert_eq!(b["replay"], json!(true));
+    b.as_object_mut().expect("object").remove("replay");
+    assert_eq!(a, b);
+    assert!(as_replay(b"garbage").is_none());
+    assert!(as_replay(br#"{"v":1}"#).is_none());
+}

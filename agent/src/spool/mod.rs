@@ -1,0 +1,267 @@
+//! Durable store-and-forward spool: every sequenced message (birth, hb, probe) is committed to
+//! `spool.db` before it is published and stays there until the collector confirms it with an
+//! `ack`, or until the size/age bounds drop it. The rules live in [`index`]; SQLite in
+//! [`store`]; [`Spool`] keeps the two in step.
+
+mod index;
+mod store;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use dozor_proto::{Kind, SpoolStats};
+use tokio::time::Instant;
+
+pub use index::{AckError, Appended, Entry, Limits, MAX_BACKOFF_EXP, Replay, SpoolIndex};
+pub use store::{Loaded, Row, Store};
+
+use crate::config::SpoolConfig;
+
+/// File name of the spool inside the data directory.
+pub const FILE_NAME: &str = "spool.db";
+
+/// A spool failure. Writes that fail are logged and the message is still sent live (without
+/// the delivery guarantee); a spool that cannot be opened stops the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// The data directory could not be created.
+    #[error("data_dir {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// SQLite reported an error (disk full, I/O error, locked by another agent, …).
+    #[error("spool {path}: {source}")]
+    Db {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    /// An ack that cannot be right; it is ignored.
+    #[error(transparent)]
+    Ack(#[from] AckError),
+}
+
+/// Converts the configuration into index limits.
+pub fn limits(cfg: &SpoolConfig) -> Limits {
+    Limits {
+        max_bytes: cfg.max_bytes,
+        max_age_ms: i64::try_from(cfg.max_age.as_millis()).unwrap_or(i64::MAX),
+        resend_after: cfg.resend_after,
+        replay_interval: Duration::from_secs(1) / cfg.replay_rate_per_sec.max(1),
+    }
+}
+
+/// The result of [`Spool::append`].
+#[derive(Debug)]
+pub struct Spooled {
+    pub seq: u64,
+    pub bytes: Vec<u8>,
+    /// Set when the message could not be written; it is then sent live only.
+    pub error: Option<SpoolError>,
+}
+
+/// The spool: SQLite file plus in-memory index, owned by the publisher task.
+pub struct Spool {
+    path: PathBuf,
+    store: Store,
+    index: SpoolIndex,
+    inst: String,
+}
+
+impl Spool {
+    /// Opens (or creates) `dir/spool.db` and loads its index. A file SQLite declares corrupt
+    /// or not a database is moved aside (`spool.db.corrupt-<unix secs>`) and a new spool, with
+    /// a new instance id, is started.
+    pub fn open(
+        dir: &Path,
+        cfg: &SpoolConfig,
+        now: Instant,
+        now_ms: i64,
+    ) -> Result<Spool, SpoolError> {
+        std::fs::create_dir_all(dir).map_err(|source| SpoolError::Dir {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let path = dir.join(FILE_NAME);
+        let db = |source| SpoolError::Db {
+            path: path.clone(),
+            source,
+        };
+        let (store, loaded) = match Self::open_store(&path, cfg) {
+            Ok(ok) => ok,
+            Err(e) if is_corrupt(&e) => {
+                let aside = path.with_extension(format!("db.corrupt-{}", now_ms / 1000));
+                tracing::error!(
+                    path = %path.display(),
+                    aside = %aside.display(),
+                    error = %e,
+                    "spool is corrupt: moving it aside and starting a new one"
+                );
+                std::fs::rename(&path, &aside).map_err(|source| SpoolError::Dir {
+                    path: aside.clone(),
+                    source,
+                })?;
+                for ext in ["db-wal", "db-shm"] {
+                    let _ = std::fs::remove_file(path.with_extension(ext));
+                }
+                Self::open_store(&path, cfg).map_err(db)?
+            }
+            Err(e) => return Err(db(e)),
+        };
+        let index = SpoolIndex::new(
+            limits(cfg),
+            loaded.entries,
+            loaded.next_seq,
+            loaded.dropped,
+            now,
+        );
+        let mut spool = Spool {
+            path,
+            store,
+            index,
+            inst: loaded.inst,
+        };
+        spool.expire(now_ms)?;
+        Ok(spool)
+    }
+
+    fn open_store(path: &Path, cfg: &SpoolConfig) -> rusqlite::Result<(Store, Loaded)> {
+        let store = Store::open(path, cfg.synchronous)?;
+        let loaded = store.load()?;
+        Ok((store, loaded))
+    }
+
+    fn db(&self, source: rusqlite::Error) -> SpoolError {
+        SpoolError::Db {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// The agent instance id: created with the spool, the space of its sequence numbers.
+    pub fn inst(&self) -> &str {
+        &self.inst
+    }
+
+    pub fn index(&self) -> &SpoolIndex {
+        &self.index
+    }
+
+    /// The send-state bookkeeping (connect, sent, replay polling) needs no I/O.
+    pub fn index_mut(&mut self) -> &mut SpoolIndex {
+        &mut self.index
+    }
+
+    pub fn stats(&self) -> SpoolStats {
+        self.index.stats()
+    }
+
+    /// Takes the next sequence number, lets `make` serialize the message with it, and commits
+    /// the message before returning. `make` also gets the spool's figures for the heartbeat:
+    /// `oldest_seq` counts the new message, so it is never `None` there.
+    pub fn append(
+        &mut self,
+        kind: Kind,
+        ts_ms: i64,
+        now_ms: i64,
+        make: impl FnOnce(u64, SpoolStats) -> Vec<u8>,
+    ) -> Spooled {
+        let seq = self.index.next_seq();
+        let mut stats = self.index.stats();
+        stats.oldest_seq = Some(stats.oldest_seq.unwrap_or(seq));
+        let bytes = make(seq, stats);
+        let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+        let appended = self.index.append(kind, ts_ms, len, now_ms);
+        debug_assert_eq!(appended.seq, seq);
+        let row = Row {
+            seq,
+            kind,
+            ts_ms,
+            body: &bytes,
+        };
+        let result = self.store.append(
+            &row,
+            appended.drop_through,
+            self.index.next_seq(),
+            self.index.dropped(),
+        );
+        let error = match result {
+            Ok(()) => None,
+            Err(e) => {
+                // Keep the index true to the file: the message is not spooled. Its number stays
+                // used (next_seq is stored with the next successful write).
+                self.index.forget(seq);
+                Some(self.db(e))
+            }
+        };
+        if let Some(through) = appended.drop_through {
+            tracing::warn!(
+                through,
+                dropped_total = self.index.dropped(),
+                "spool bound reached: oldest messages dropped"
+            );
+        }
+        Spooled { seq, bytes, error }
+    }
+
+    /// Applies a collector acknowledgement; returns how many messages were confirmed.
+    pub fn ack(&mut self, acked_seq: u64) -> Result<usize, SpoolError> {
+        let before = self.index.stats().pending;
+        let Some(through) = self.index.ack(acked_seq)? else {
+            return Ok(0);
+        };
+        let removed = usize::try_from(before - self.index.stats().pending).unwrap_or(0);
+        self.store
+            .delete_through(through, self.index.next_seq(), self.index.dropped())
+            .map_err(|e| self.db(e))?;
+        Ok(removed)
+    }
+
+    /// Drops messages past the age bound.
+    pub fn expire(&mut self, now_ms: i64) -> Result<(), SpoolError> {
+        if let Some(through) = self.index.expire(now_ms) {
+            tracing::warn!(
+                through,
+                dropped_total = self.index.dropped(),
+                "spool age bound reached: old messages dropped"
+            );
+            self.store
+                .delete_through(through, self.index.next_seq(), self.index.dropped())
+                .map_err(|e| self.db(e))?;
+        }
+        Ok(())
+    }
+
+    /// The stored payload of a message in the index. A message whose payload is missing is
+    /// removed from the index (and counted as dropped) so the replayer moves on.
+    pub fn body(&mut self, seq: u64) -> Result<Option<Vec<u8>>, SpoolError> {
+        let body = self.store.body(seq).map_err(|e| self.db(e))?;
+        if body.is_none() {
+            self.index.forget(seq);
+        }
+        Ok(body)
+    }
+
+    /// Removes a message whose payload cannot be replayed, counting it as dropped.
+    pub fn discard(&mut self, seq: u64) -> Result<(), SpoolError> {
+        self.index.forget(seq);
+        self.store
+            .delete_one(seq, self.index.next_seq(), self.index.dropped())
+            .map_err(|e| self.db(e))
+    }
+
+    /// Direct access to the file, for tools (`examples/fill_spool.rs`) and tests.
+    pub fn store_mut(&mut self) -> &mut Store {
+        &mut self.store
+    }
+}
+
+fn is_corrupt(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,294 @@
+//! Spool tests against real SQLite files: persistence across reopen, locking, corruption,
+//! and a model-based property test of append / ack / crash / send-next.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::config::Synchronous;
+
+const T0: i64 = 1_750_000_000_000;
+
+fn cfg(max_bytes: u64) -> SpoolConfig {
+    SpoolConfig {
+        max_bytes,
+        max_age: Duration::from_secs(14 * 86_400),
+        resend_after: Duration::from_secs(60),
+        replay_rate_per_sec: 5,
+        synchronous: Synchronous::Normal,
+    }
+}
+
+fn open(dir: &Path, max_bytes: u64) -> Spool {
+    Spool::open(dir, &cfg(max_bytes), Instant::now(), T0).expect("open")
+}
+
+fn body(seq: u64, size: usize) -> Vec<u8> {
+    let mut b = format!("{{\"seq\":{seq},\"pad\":\"").into_bytes();
+    b.resize(size.max(b.len() + 2), b'x');
+    b.extend_from_slice(b"\"}");
+    b
+}
+
+#[test]
+fn survives_reopen_with_inst_counter_and_payloads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = open(dir.path(), 1 << 20);
+    let inst = s.inst().to_owned();
+    assert!(dozor_proto::valid_id(&inst));
+    for _ in 0..5 {
+        let r = s.append(Kind::Hb, T0, T0, |seq, _| body(seq, 50));
+        assert!(r.error.is_none());
+    }
+    assert_eq!(s.ack(2).expect("ack"), 2);
+    drop(s);
+
+    let mut s = open(dir.path(), 1 << 20);
+    assert_eq!(s.inst(), inst);
+    assert_eq!(s.index().last_seq(), 5);
+    let seqs: Vec<u64> = s.index().entries().map(|e| e.seq).collect();
+    assert_eq!(seqs, [3, 4, 5]);
+    assert_eq!(s.body(4).expect("read"), Some(body(4, 50)));
+    assert_eq!(s.append(Kind::Probe, T0, T0, |seq, _| body(seq, 10)).seq, 6);
+
+    // Everything confirmed: the counter alone keeps numbering monotonic.
+    s.ack(6).expect("ack");
+    drop(s);
+    let mut s = open(dir.path(), 1 << 20);
+    assert_eq!(s.stats().pending, 0);
+    assert_eq!(s.append(Kind::Hb, T0, T0, |seq, _| body(seq, 10)).seq, 7);
+}
+
+#[test]
+fn stats_passed_to_the_message_count_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = open(dir.path(), 1 << 20);
+    let mut seen = None;
+    s.append(Kind::Hb, T0, T0, |seq, st| {
+        seen = Some(st);
+        body(seq, 10)
+    });
+    assert_eq!(
+        seen,
+        Some(SpoolStats {
+            pending: 0,
+            bytes: 0,
+            dropped: 0,
+            oldest_seq: Some(1)
+        })
+    );
+}
+
+#[test]
+fn drops_are_persisted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = open(dir.path(), 1000);
+    for _ in 0..25 {
+        s.append(Kind::Hb, T0, T0, |seq, _| body(seq, 100));
+    }
+    assert_eq!(s.stats().dropped, 16);
+    assert_eq!(
+        s.store_mut().seqs().expect("seqs"),
+        (17..=25).collect::<Vec<_>>()
+    );
+    drop(s);
+    let s = open(dir.path(), 1000);
+    assert_eq!(s.stats().dropped, 16);
+    assert_eq!(s.stats().pending, 9);
+}
+
+#[test]
+fn age_bound_applies_at_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = open(dir.path(), 1 << 20);
+    s.append(Kind::Hb, T0, T0, |seq, _| body(seq, 10));
+    s.append(Kind::Hb, T0, T0, |seq, _| body(seq, 10));
+    drop(s);
+    let fifteen_days = 15 * 86_400_000;
+    let s =
+        Spool::open(dir.path(), &cfg(1 << 20), Instant::now(), T0 + fifteen_days).expect("open");
+    assert_eq!(s.index().entries().map(|e| e.seq).collect::<Vec<_>>(), [2]);
+    assert_eq!(s.stats().dropped, 1);
+}
+
+#[test]
+fn a_second_agent_on_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _first = open(dir.path(), 1 << 20);
+    let second = Spool::open(dir.path(), &cfg(1 << 20), Instant::now(), T0);
+    assert!(
+        matches!(second, Err(SpoolError::Db { .. })),
+        "{:?}",
+        second.err()
+    );
+}
+
+#[test]
+fn a_corrupt_file_is_moved_aside() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join(FILE_NAME), vec![0x42; 8192]).expect("write");
+    let mut s = open(dir.path(), 1 << 20);
+    assert_eq!(s.append(Kind::Hb, T0, T0, |seq, _| body(seq, 10)).seq, 1);
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.starts_with("spool.db.corrupt-")),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn missing_payload_is_counted_and_skipped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = open(dir.path(), 1 << 20);
+    s.append(Kind::Hb, T0, T0, |seq, _| body(seq, 10));
+    s.append(Kind::Hb, T0, T0, |seq, _| body(seq, 10));
+    s.discard(1).expect("discard");
+    assert_eq!(s.body(1).expect("read"), None);
+    assert_eq!(s.stats().dropped, 1);
+    assert_eq!(s.stats().pending, 1);
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append(u16),
+    /// Ack the n-th pending message (modulo), or beyond the last issued if there is none.
+    Ack(u8),
+    AckFuture(u8),
+    Crash,
+    Connect,
+    Disconnect,
+    SendNext,
+    Advance(u16),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (1u16..600).prop_map(Op::Append),
+        3 => any::<u8>().prop_map(Op::Ack),
+        1 => any::<u8>().prop_map(Op::AckFuture),
+        1 => Just(Op::Crash),
+        1 => Just(Op::Connect),
+        1 => Just(Op::Disconnect),
+        4 => Just(Op::SendNext),
+        2 => (1u16..5000).prop_map(Op::Advance),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+
+    /// No unacked message is ever lost (only the bounds drop, and they are counted), no
+    /// sequence number is reused, numbers strictly increase, the index always matches the
+    /// file, and the replayer only ever offers pending messages with their stored payload.
+    #[test]
+    fn spool_model(ops in proptest::collection::vec(op(), 1..60), max_bytes in 2_000u64..20_000) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = open(dir.path(), max_bytes);
+        let inst = s.inst().to_owned();
+        let mut model: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+        let mut last_seq = 0u64;
+        let mut dropped = 0u64;
+        let mut now = Instant::now();
+        let mut connected = false;
+
+        for op in ops {
+            match op {
+                Op::Append(size) => {
+                    let r = s.append(Kind::Probe, T0, T0, |seq, _| body(seq, size.into()));
+                    prop_assert!(r.error.is_none());
+                    prop_assert!(r.seq > last_seq, "seq {} after {}", r.seq, last_seq);
+                    last_seq = r.seq;
+                    model.insert(r.seq, r.bytes);
+                    // The bound drops the oldest first, never the newest.
+                    while model.values().map(|b| b.len() as u64).sum::<u64>() > max_bytes
+                        && model.len() > 1
+                    {
+                        model.pop_first();
+                        dropped += 1;
+                    }
+                }
+                Op::Ack(n) => {
+                    if let Some(&seq) = model.keys().nth(usize::from(n) % model.len().max(1)) {
+                        s.ack(seq).expect("ack");
+                        model.retain(|k, _| *k > seq);
+                    }
+                }
+                Op::AckFuture(n) => {
+                    let r = s.ack(last_seq + 1 + u64::from(n));
+                    prop_assert!(matches!(r, Err(SpoolError::Ack(_))));
+                }
+                Op::Crash => {
+                    drop(s);
+                    s = open(dir.path(), max_bytes);
+                    prop_assert_eq!(s.inst(), inst.as_str());
+                    connected = false;
+                }
+                Op::Connect => {
+                    s.index_mut().connected(now);
+                    connected = true;
+                }
+                Op::Disconnect => {
+                    s.index_mut().disconnected();
+                    connected = false;
+                }
+                Op::SendNext => match s.index_mut().poll_replay(now) {
+                    Replay::Send(seq) => {
+                        prop_assert!(connected);
+                        let stored = s.body(seq).expect("read");
+                        prop_assert_eq!(stored.as_ref(), model.get(&seq));
+                        s.index_mut().mark_sent(seq, now);
+                    }
+                    Replay::WaitUntil(t) => prop_assert!(connected && t > now),
+                    Replay::Idle => {}
+                },
+                Op::Advance(ms) => now += Duration::from_millis(ms.into()),
+            }
+            let in_file = s.store_mut().seqs().expect("seqs");
+            let in_index: Vec<u64> = s.index().entries().map(|e| e.seq).collect();
+            let expected: Vec<u64> = model.keys().copied().collect();
+            prop_assert_eq!(&in_file, &expected);
+            prop_assert_eq!(&in_index, &expected);
+            prop_assert!(in_file.windows(2).all(|w| w[0] < w[1]));
+            prop_assert_eq!(s.index().last_seq(), last_seq);
+            let st = s.stats();
+            prop_assert_eq!(st.dropped, dropped);
+            prop_assert_eq!(st.pending, model.len() as u64);
+            prop_assert_eq!(st.bytes, model.values().map(|b| b.len() as u64).sum::<u64>());
+            prop_assert_eq!(st.oldest_seq, model.keys().next().copied());
+        }
+    }
+
+    /// Connected and polled long enough, the replayer offers every pending message, oldest
+    /// first, exactly once per pass.
+    #[test]
+    fn replay_offers_every_pending_message(appends in 1usize..40, acked in 0usize..40) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = open(dir.path(), 1 << 20);
+        for _ in 0..appends {
+            s.append(Kind::Hb, T0, T0, |seq, _| body(seq, 20));
+        }
+        let acked = (acked.min(appends)) as u64;
+        if acked > 0 {
+            s.ack(acked).expect("ack");
+        }
+        let mut now = Instant::now();
+        s.index_mut().connected(now);
+        let mut offered = Vec::new();
+        for _ in 0..1000 {
+            match s.index_mut().poll_replay(now) {
+                Replay::Send(seq) => {
+                    s.index_mut().mark_sent(seq, now);
+                    offered.push(seq);
+                }
+                Replay::WaitUntil(t) if t - now < Duration::from_secs(1) => now = t,
+                _ => break,
+            }
+        }
+        let expected: Vec<u64> = (acked + 1..=appends as u64).collect();
+        prop_assert_eq!(offered, expected);
+    }
+}
