@@ -42,8 +42,8 @@ fn config(listen: SocketAddr) -> Config {
         router: RouterConfig {
             max_connections: 100_000,
             max_outgoing_packet_count: 10_000,
-            max_segment_size: 16 * 1024 * 1024,
-            max_segment_count: 4,
+            max_segment_size: 4 * 1024 * 1024,
+            max_segment_count: 3,
             custom_segment: None,
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),
@@ -80,8 +80,10 @@ pub fn start(listen: SocketAddr) -> Result<SocketAddr, BrokerError> {
     } else {
         bound
     };
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(connect_to).is_ok() {
+    // Wait until rumqttd holds the port: binding it ourselves then fails. (Connecting to test
+    // readiness would make rumqttd log an aborted connection as an error.)
+    for _ in 0..500 {
+        if std::net::TcpListener::bind(bound).is_err() {
             return Ok(connect_to);
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
