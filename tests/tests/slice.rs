@@ -229,3 +229,49 @@ async fn failing_target_reports_error_class() {
         true
     );
 }
+
+/// A frozen agent (SIGSTOP: the socket stays open, nothing is sent, as with a power cut behind
+/// a NAT or a hung PC) is declared lost by the broker's keep-alive: within 1.5 × keep-alive.
+async fn frozen_agent_is_lost_by_keepalive(external: bool) {
+    let s = setup(external).await;
+    let mut agent = start_agent(&s, "srv-05");
+    host_where(&s.collector, "srv-05", Duration::from_secs(10), |h| {
+        h["state"] == "online"
+    })
+    .await
+    .expect("online");
+    let pid = agent.proc.pid().to_string();
+    std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap();
+    let frozen = Instant::now();
+    // Brokers check keep-alive on their own tick and count from the last packet received (up
+    // to one heartbeat before the freeze): Mosquitto 2.0 measured 5.0 s, rumqttd 4.0 s for
+    // a 2 s keep-alive. Allow 1.5 × keep-alive + 3 s.
+    let limit = Duration::from_millis(KEEPALIVE_SECS * 1500 + 3000);
+    let h = host_where(&s.collector, "srv-05", limit, |h| h["state"] == "lost").await;
+    let took = frozen.elapsed();
+    std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .unwrap();
+    let h = h.unwrap_or_else(|| panic!("frozen agent not lost within {limit:?}"));
+    println!("frozen agent lost after {took:?}, reason {}", h["reason"]);
+    assert_eq!(h["reason"], "last_will");
+    assert!(
+        took >= Duration::from_millis(KEEPALIVE_SECS * 1000 - 200),
+        "lost too early: {took:?}"
+    );
+    agent.proc.kill9();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_broker_frozen_agent_is_lost_by_keepalive() {
+    frozen_agent_is_lost_by_keepalive(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_frozen_agent_is_lost_by_keepalive() {
+    frozen_agent_is_lost_by_keepalive(true).await;
+}
