@@ -1,0 +1,716 @@
+use super::*;
+use crate::alerts::config::RawAlerts;
+use crate::alerts::model::{Severity, SilenceMatch};
+use crate::state::{Host, ProbeView, Resources};
+use dozor_proto::{Category, DiskUsage};
+
+/// Tuesday 2024-01-09 11:00 MSK (08:00 UTC): working hours.
+const TUE_11: i64 = 1_704_787_200_000;
+/// Tuesday 2024-01-09 21:00 MSK: after hours.
+const TUE_21: i64 = TUE_11 + 10 * 3_600_000;
+const STEP: i64 = 5_000;
+
+fn roster(n: usize) -> Roster {
+    let mut text = String::new();
+    for i in 1..=n {
+        text.push_str(&format!(
+            "[[mo]]\noid = \"mo{i}\"\nname = \"Поликлиника № {i}\"\ntz = \"Europe/Moscow\"\n"
+        ));
+    }
+    Roster::from_toml(&text, "test").unwrap()
+}
+
+fn config(f: impl FnOnce(&mut RawAlerts)) -> AlertsConfig {
+    let mut raw = RawAlerts {
+        startup_grace_secs: 0,
+        ..RawAlerts::default()
+    };
+    f(&mut raw);
+    raw.validate().unwrap()
+}
+
+/// A simulated region: hosts whose liveness and probe results the test sets, and a clock.
+struct World {
+    now: i64,
+    hosts: Vec<Host>,
+    roster: Roster,
+    engine: Engine,
+    /// Every change the engine produced.
+    log: Vec<Change>,
+}
+
+/// A host as the live state makes it from a birth, then shaped by the test (fields are public).
+fn mk_host(mo: &str, id: &str, role: Role, now: i64) -> Host {
+    let birth = dozor_proto::Envelope {
+        v: 1,
+        mo: mo.into(),
+        host: id.into(),
+        inst: "i".into(),
+        seq: 1,
+        ts: now,
+        replay: false,
+        body: dozor_proto::Birth {
+            agent_version: "t".into(),
+            role,
+            site: String::new(),
+            hostname: id.into(),
+            os_name: "Astra Linux".into(),
+            os_version: "1.7".into(),
+            cpu_model: String::new(),
+            cpu_count: 1,
+            mem_total_bytes: 1,
+            disks: Vec::new(),
+            boot_time: (now - 86_400_000) / 1000,
+            boot_id: "b".into(),
+            seq_base: 1,
+            interval_secs: 30,
+            keepalive_secs: 30,
+            targets: Vec::new(),
+        },
+    };
+    let mut live = crate::state::LiveState::new(crate::state::StateConfig::default());
+    live.apply(&dozor_proto::Message::Birth(birth), now, false, true)
+        .unwrap();
+    let mut h = live.snapshot(now).hosts.remove(0);
+    h.state_since_ms = now - 3_600_000;
+    h.clock_offset_ms = Some(0);
+    h.uptime_secs = 86_400;
+    h.boot_time = (now - 86_400_000) / 1000;
+    h.probes = vec![ProbeView {
+        target: "mis-main".into(),
+        category: Category::Mis,
+        ok: true,
+        latency_ms: Some(20),
+        error: None,
+        status: Some(200),
+        at_ms: now,
+    }];
+    h
+}
+
+impl World {
+    fn new(mos: usize, per_mo: usize, start: i64, cfg: AlertsConfig) -> World {
+        let mut hosts = Vec::new();
+        for m in 1..=mos {
+            for h in 1..=per_mo {
+                hosts.push(mk_host(
+                    &format!("mo{m}"),
+                    &format!("pc-{m}-{h:02}"),
+                    Role::Workstation,
+                    start,
+                ));
+            }
+        }
+        World {
+            now: start,
+            hosts,
+            roster: roster(mos),
+            engine: Engine::new(cfg, start),
+            log: Vec::new(),
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let mut hosts = self.hosts.clone();
+        hosts.sort_by(|a, b| (&a.mo, &a.host_id).cmp(&(&b.mo, &b.host_id)));
+        Snapshot {
+            built_ms: self.now,
+            hosts,
+        }
+    }
+
+    /// Advances the clock by `secs` in 5 s steps: online hosts report fresh probes.
+    fn run(&mut self, secs: i64) {
+        let end = self.now + secs * 1000;
+        while self.now < end {
+            self.now += STEP;
+            for h in self
+                .hosts
+                .iter_mut()
+                .filter(|h| h.state == ConnState::Online)
+            {
+                h.last_seen_ms = self.now;
+                for p in &mut h.probes {
+                    p.at_ms = self.now;
+                }
+            }
+            let snap = self.snapshot();
+            let changes = self.engine.evaluate(self.now, &snap, &self.roster);
+            self.log.extend(changes);
+        }
+    }
+
+    fn host_mut(&mut self, id: &str) -> &mut Host {
+        self.hosts.iter_mut().find(|h| h.host_id == id).unwrap()
+    }
+
+    fn set_target(&mut self, mo: &str, ok: bool) {
+        for h in self.hosts.iter_mut().filter(|h| h.mo == mo) {
+            for p in &mut h.probes {
+                p.ok = ok;
+                p.error = (!ok).then_some(dozor_proto::ErrorClass::Timeout);
+            }
+        }
+    }
+
+    fn set_state(&mut self, id: &str, state: ConnState) -> Transition {
+        let now = self.now;
+        let h = self.host_mut(id);
+        let t = Transition {
+            mo: h.mo.clone(),
+            host_id: h.host_id.clone(),
+            role: h.role,
+            from: h.state,
+            to: state,
+            reason: (state == ConnState::Lost).then(|| "last_will".into()),
+            at_ms: now,
+        };
+        h.state = state;
+        h.state_since_ms = now;
+        if state == ConnState::Online {
+            h.last_seen_ms = now;
+        }
+        t
+    }
+
+    /// Notifications sent: (kind, rule, incident id).
+    fn sent(&self) -> Vec<(ChangeKind, Rule, u64)> {
+        self.log
+            .iter()
+            .filter(|c| c.notify)
+            .map(|c| (c.kind, c.incident.rule, c.incident.id))
+            .collect()
+    }
+
+    fn incidents(&self, rule: Rule) -> Vec<&Incident> {
+        self.engine.incidents().filter(|i| i.rule == rule).collect()
+    }
+}
+
+#[test]
+fn mo_channel_cut_gives_one_incident_then_one_recovery() {
+    let mut w = World::new(5, 4, TUE_11, config(|_| {}));
+    w.run(60);
+    w.set_target("mo2", false);
+    w.run(600);
+    w.set_target("mo2", true);
+    w.run(600);
+    let inc = w.incidents(Rule::MoChannel);
+    assert_eq!(inc.len(), 1, "{inc:#?}");
+    let id = inc[0].id;
+    assert_eq!(
+        w.sent(),
+        vec![
+            (ChangeKind::Firing, Rule::MoChannel, id),
+            (ChangeKind::Resolved, Rule::MoChannel, id)
+        ]
+    );
+    let i = inc[0];
+    assert_eq!(i.state, IncidentState::Resolved);
+    assert_eq!(i.mos[0].oid, "mo2");
+    assert_eq!(i.host_count, 4);
+    assert_eq!(i.target.as_deref(), Some("mis-main"));
+    assert_eq!(
+        i.title,
+        "МО «Поликлиника № 2» потеряла связь с МИС (mis-main)"
+    );
+    // Fired after for_secs (180 s), resolved when the channel came back.
+    assert_eq!(i.fired_ms, Some(TUE_11 + 65_000 + 180_000));
+    assert_eq!(i.resolved_ms, Some(TUE_11 + 665_000));
+    assert_eq!(i.duration_ms(0), 600_000);
+    let resolved = w
+        .log
+        .iter()
+        .find(|c| c.notify && c.kind == ChangeKind::Resolved)
+        .unwrap();
+    let msg = text::render(resolved, chrono_tz::Europe::Moscow);
+    assert!(msg.text.contains("Длительность: 10 мин"), "{}", msg.text);
+    assert!(
+        w.engine.incidents().all(|i| i.rule == Rule::MoChannel),
+        "no other incidents"
+    );
+}
+
+#[test]
+fn target_down_everywhere_gives_one_central_incident_only() {
+    let mut w = World::new(6, 4, TUE_11, config(|_| {}));
+    w.run(30);
+    for m in 1..=6 {
+        w.set_target(&format!("mo{m}"), false);
+    }
+    w.run(600);
+    for m in 1..=6 {
+        w.set_target(&format!("mo{m}"), true);
+    }
+    w.run(600);
+    let central = w.incidents(Rule::CentralOutage);
+    assert_eq!(central.len(), 1);
+    let c = central[0];
+    assert_eq!(c.mo_count, 6);
+    assert_eq!(c.host_count, 24);
+    assert_eq!(
+        c.title,
+        "МИС (mis-main) недоступна для всего региона (не достигают МО: 6)"
+    );
+    assert!(w.incidents(Rule::MoChannel).is_empty());
+    assert!(w.incidents(Rule::HostTarget).is_empty());
+    assert_eq!(
+        w.sent(),
+        vec![
+            (ChangeKind::Firing, Rule::CentralOutage, c.id),
+            (ChangeKind::Resolved, Rule::CentralOutage, c.id)
+        ]
+    );
+}
+
+#[test]
+fn central_outage_absorbs_per_mo_incidents_that_began_first() {
+    let mut w = World::new(6, 4, TUE_11, config(|_| {}));
+    w.run(30);
+    // One МО fails first; the others follow 60 s later, before its for_secs.
+    w.set_target("mo1", false);
+    w.run(60);
+    for m in 2..=6 {
+        w.set_target(&format!("mo{m}"), false);
+    }
+    w.run(600);
+    let central = w.incidents(Rule::CentralOutage);
+    assert_eq!(central.len(), 1);
+    let per_mo = w.incidents(Rule::MoChannel);
+    assert_eq!(per_mo.len(), 1);
+    assert_eq!(per_mo[0].merged_into, Some(central[0].id));
+    assert_eq!(per_mo[0].fired_ms, None);
+    assert_eq!(central[0].merged, vec![per_mo[0].id]);
+    assert_eq!(
+        w.sent(),
+        vec![(ChangeKind::Firing, Rule::CentralOutage, central[0].id)]
+    );
+}
+
+#[test]
+fn lost_server_gives_one_incident() {
+    let mut w = World::new(2, 3, TUE_21, config(|_| {}));
+    w.hosts.push(mk_host("mo1", "srv-1", Role::Server, TUE_21));
+    w.run(30);
+    let t = w.set_state("srv-1", ConnState::Lost);
+    // The transition opens the incident at once, before any snapshot shows it.
+    let ch = w.engine.on_transition(&t, &w.roster);
+    assert_eq!(ch.len(), 1);
+    assert_eq!(ch[0].kind, ChangeKind::Opened);
+    let stale = Snapshot {
+        built_ms: w.now - 1000,
+        hosts: Vec::new(),
+    };
+    let now = w.now;
+    assert!(
+        w.engine.evaluate(now, &stale, &w.roster).is_empty(),
+        "an older snapshot cancels nothing"
+    );
+    w.log.extend(ch);
+    w.run(300);
+    w.set_state("srv-1", ConnState::Online);
+    w.run(300);
+    let inc = w.incidents(Rule::ServerLost);
+    assert_eq!(inc.len(), 1);
+    assert_eq!(
+        inc[0].title,
+        "Сервер srv-1 (МО «Поликлиника № 1») не на связи"
+    );
+    assert_eq!(
+        w.sent(),
+        vec![
+            (ChangeKind::Firing, Rule::ServerLost, inc[0].id),
+            (ChangeKind::Resolved, Rule::ServerLost, inc[0].id)
+        ]
+    );
+    // Down 300 s, seen back at the next evaluation.
+    assert_eq!(inc[0].duration_ms(0), 305_000);
+    // It came back without a reboot: it was up but cut off, told in the recovery message.
+    assert_eq!(inc[0].cause, Cause::Channel);
+    let resolved = w
+        .log
+        .iter()
+        .find(|c| c.notify && c.kind == ChangeKind::Resolved)
+        .unwrap();
+    let msg = text::render(resolved, chrono_tz::Europe::Moscow);
+    assert!(
+        msg.text.contains("Причина: обрыв канала связи"),
+        "{}",
+        msg.text
+    );
+}
+
+#[test]
+fn workstations_going_silent_one_by_one_raise_nothing() {
+    // In working hours, one every 10 minutes.
+    let mut w = World::new(1, 10, TUE_11, config(|_| {}));
+    w.run(30);
+    for i in 1..=10 {
+        w.set_state(&format!("pc-1-{i:02}"), ConnState::Lost);
+        w.run(600);
+    }
+    assert_eq!(w.engine.incidents().count(), 0);
+    // After hours, all at once (switched off at the wall).
+    let mut w = World::new(1, 10, TUE_21, config(|_| {}));
+    w.run(30);
+    for i in 1..=10 {
+        w.set_state(&format!("pc-1-{i:02}"), ConnState::Lost);
+    }
+    w.run(3600);
+    assert_eq!(w.engine.incidents().count(), 0);
+    // Graceful shutdowns in working hours are no outage either.
+    let mut w = World::new(1, 10, TUE_11, config(|_| {}));
+    w.run(30);
+    for i in 1..=10 {
+        w.set_state(&format!("pc-1-{i:02}"), ConnState::Offline);
+    }
+    w.run(600);
+    assert_eq!(w.engine.incidents().count(), 0);
+}
+
+/// An МО goes dark at 11:00 on a Tuesday: one incident; how it is relabelled depends on what the
+/// hosts show when they come back.
+fn mo_goes_dark(w: &mut World) -> u64 {
+    w.run(30);
+    for i in 1..=8 {
+        w.set_state(&format!("pc-1-{i:02}"), ConnState::Lost);
+        w.run(5);
+    }
+    w.run(300);
+    let inc = w.incidents(Rule::MoUnreachable);
+    assert_eq!(inc.len(), 1);
+    assert_eq!(inc[0].state, IncidentState::Firing);
+    assert_eq!(inc[0].cause, Cause::Unknown);
+    assert_eq!(inc[0].host_count, 8);
+    assert_eq!(
+        inc[0].title,
+        "МО «Поликлиника № 1» недоступна (не на связи хостов: 8)"
+    );
+    inc[0].id
+}
+
+#[test]
+fn unreachable_mo_relabelled_as_channel_from_replayed_backlog() {
+    let mut w = World::new(2, 10, TUE_11, config(|_| {}));
+    let id = mo_goes_dark(&mut w);
+    let start = w.engine.incident(id).unwrap().episode_started_ms;
+    // Replayed data never opens incidents.
+    let now = w.now;
+    assert!(
+        w.engine
+            .on_replay(now, "mo2", "pc-2-01", start..=now, ReplayKind::Heartbeat)
+            .is_empty()
+    );
+    // The channel comes back; these agents do not tell their boot time.
+    for i in 1..=8 {
+        let h = format!("pc-1-{i:02}");
+        w.host_mut(&h).boot_time = 0;
+        w.set_state(&h, ConnState::Online);
+    }
+    w.run(180);
+    assert_eq!(
+        w.engine.incident(id).unwrap().state,
+        IncidentState::Resolved
+    );
+    // Their backlogs arrive: heartbeats made while they were cut off.
+    for i in 1..=8 {
+        let now = w.now;
+        let ch = w.engine.on_replay(
+            now,
+            "mo1",
+            &format!("pc-1-{i:02}"),
+            start + 10_000..=start + 60_000,
+            ReplayKind::Heartbeat,
+        );
+        w.log.extend(ch);
+    }
+    w.run(600);
+    let inc = w.engine.incident(id).unwrap();
+    assert_eq!(inc.cause, Cause::Channel);
+    assert_eq!(inc.evidence, Some(Evidence { up: 8, down: 0 }));
+    assert_eq!(
+        w.sent(),
+        vec![
+            (ChangeKind::Firing, Rule::MoUnreachable, id),
+            (ChangeKind::Resolved, Rule::MoUnreachable, id),
+            (ChangeKind::Relabelled, Rule::MoUnreachable, id)
+        ]
+    );
+    let relabel = w
+        .log
+        .iter()
+        .find(|c| c.notify && c.kind == ChangeKind::Relabelled)
+        .unwrap();
+    let msg = text::render(relabel, chrono_tz::Europe::Moscow);
+    assert!(
+        msg.text.contains("Причина: обрыв канала связи"),
+        "{}",
+        msg.text
+    );
+    assert!(
+        msg.subject
+            .starts_with("[dozor] УТОЧНЕНА ПРИЧИНА: МО «Поликлиника № 1»"),
+        "{}",
+        msg.subject
+    );
+}
+
+#[test]
+fn unreachable_mo_relabelled_as_power_when_hosts_rebooted() {
+    let mut w = World::new(2, 10, TUE_11, config(|_| {}));
+    let id = mo_goes_dark(&mut w);
+    w.run(600);
+    // Power returns: hosts boot and report, with no backlog from the gap.
+    for i in 1..=8 {
+        let now = w.now;
+        let h = w.host_mut(&format!("pc-1-{i:02}"));
+        h.boot_time = (now - 60_000) / 1000;
+        w.set_state(&format!("pc-1-{i:02}"), ConnState::Online);
+    }
+    w.run(600);
+    let inc = w.engine.incident(id).unwrap();
+    assert_eq!(inc.cause, Cause::Power);
+    assert_eq!(inc.state, IncidentState::Resolved);
+    assert_eq!(inc.evidence, Some(Evidence { up: 0, down: 8 }));
+    // The hosts came back rebooted while it was recovering: the recovery message tells why.
+    let kinds: Vec<ChangeKind> = w.sent().into_iter().map(|s| s.0).collect();
+    assert_eq!(kinds, vec![ChangeKind::Firing, ChangeKind::Resolved]);
+    let resolved = w
+        .log
+        .iter()
+        .find(|c| c.notify && c.kind == ChangeKind::Resolved)
+        .unwrap();
+    assert_eq!(resolved.incident.cause, Cause::Power);
+    let msg = text::render(resolved, chrono_tz::Europe::Moscow);
+    assert!(
+        msg.text.contains("Причина: отключение электропитания"),
+        "{}",
+        msg.text
+    );
+}
+
+#[test]
+fn unreachable_only_in_working_hours_and_with_enough_hosts() {
+    // Two of three hosts lost: below min_hosts = 3.
+    let mut w = World::new(1, 3, TUE_11, config(|_| {}));
+    w.run(30);
+    w.set_state("pc-1-01", ConnState::Lost);
+    w.set_state("pc-1-02", ConnState::Lost);
+    w.run(600);
+    assert_eq!(w.engine.incidents().count(), 0);
+    // Working hours can be ignored (tests, 24/7 hospitals).
+    let mut w = World::new(
+        1,
+        3,
+        TUE_21,
+        config(|r| r.mo_unreachable.working_hours_only = false),
+    );
+    w.run(30);
+    for i in 1..=3 {
+        w.set_state(&format!("pc-1-{i:02}"), ConnState::Lost);
+    }
+    w.run(600);
+    assert_eq!(w.incidents(Rule::MoUnreachable).len(), 1);
+}
+
+#[test]
+fn unreachable_mo_absorbs_its_lost_server() {
+    let mut w = World::new(1, 6, TUE_11, config(|_| {}));
+    w.hosts.push(mk_host("mo1", "srv-1", Role::Server, TUE_11));
+    w.run(30);
+    let mut ts = Vec::new();
+    for h in [
+        "srv-1", "pc-1-01", "pc-1-02", "pc-1-03", "pc-1-04", "pc-1-05",
+    ] {
+        ts.push(w.set_state(h, ConnState::Lost));
+    }
+    for t in &ts {
+        let ch = w.engine.on_transition(t, &w.roster);
+        w.log.extend(ch);
+    }
+    w.run(600);
+    let sent = w.sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].1, Rule::MoUnreachable);
+    assert!(
+        w.incidents(Rule::ServerLost)
+            .iter()
+            .all(|i| i.fired_ms.is_none())
+    );
+}
+
+#[test]
+fn flapping_target_gives_bounded_notifications_on_one_incident() {
+    let mut w = World::new(
+        1,
+        4,
+        TUE_11,
+        config(|r| {
+            r.mo_channel.for_secs = 30;
+            r.mo_channel.resolve_after_secs = 30;
+        }),
+    );
+    w.run(30);
+    // Down 2 minutes, up 2 minutes, for two hours.
+    for _ in 0..30 {
+        w.set_target("mo1", false);
+        w.run(120);
+        w.set_target("mo1", true);
+        w.run(120);
+    }
+    let inc = w.incidents(Rule::MoChannel);
+    assert_eq!(inc.len(), 1, "reopened, not new");
+    assert!(inc[0].reopened >= 29);
+    let sent = w.sent();
+    // At most 4 per hour (flap_max_notifications per flap_window_secs).
+    assert!(sent.len() <= 8, "{} notifications: {sent:?}", sent.len());
+    // The last thing people were told is the truth: it recovered.
+    w.run(3600);
+    assert_eq!(w.sent().last().map(|s| s.0), Some(ChangeKind::Resolved));
+}
+
+#[test]
+fn silenced_incidents_are_recorded_not_notified() {
+    let silence = |mo: &str, ends_ms: i64| Silence {
+        id: "s-1".into(),
+        matcher: SilenceMatch {
+            mo: Some(mo.into()),
+            ..SilenceMatch::default()
+        },
+        starts_ms: 0,
+        ends_ms,
+        comment: "работы на канале".into(),
+        created_by: "test".into(),
+        created_ms: 0,
+    };
+    let mut w = World::new(3, 4, TUE_11, config(|_| {}));
+    w.engine
+        .set_api_silences(vec![silence("mo1", TUE_11 + 1_800_000)]);
+    w.run(30);
+    w.set_target("mo1", false);
+    w.run(600);
+    let inc = w.incidents(Rule::MoChannel);
+    assert_eq!(inc.len(), 1);
+    assert_eq!(inc[0].state, IncidentState::Firing);
+    assert_eq!(inc[0].silenced_by.as_deref(), Some("s-1"));
+    assert!(w.sent().is_empty());
+    // The silence expires while it still fires: now people are told.
+    w.run(1_800);
+    assert_eq!(
+        w.sent(),
+        vec![(ChangeKind::Firing, Rule::MoChannel, inc_id(&w))]
+    );
+    // A configured silence by rule covers another МО.
+    let mut w = World::new(
+        3,
+        4,
+        TUE_11,
+        config(|r| {
+            r.silence.push(crate::alerts::config::RawSilence {
+                mo: None,
+                target: Some("mis-main".into()),
+                host: None,
+                rule: Some("mo_channel".into()),
+                from: None,
+                until: "2030-01-01T00:00:00+03:00".into(),
+                comment: String::new(),
+            });
+        }),
+    );
+    w.run(30);
+    w.set_target("mo3", false);
+    w.run(600);
+    w.set_target("mo3", true);
+    w.run(600);
+    assert_eq!(w.incidents(Rule::MoChannel).len(), 1);
+    assert!(w.sent().is_empty());
+}
+
+fn inc_id(w: &World) -> u64 {
+    w.incidents(Rule::MoChannel)[0].id
+}
+
+#[test]
+fn single_host_failure_is_recorded_not_paged() {
+    let mut w = World::new(2, 4, TUE_11, config(|_| {}));
+    w.run(30);
+    for p in &mut w.host_mut("pc-1-03").probes {
+        p.ok = false;
+    }
+    w.run(600);
+    let inc = w.incidents(Rule::HostTarget);
+    assert_eq!(inc.len(), 1);
+    assert_eq!(inc[0].state, IncidentState::Firing);
+    assert_eq!(inc[0].severity, Severity::Info);
+    assert_eq!(
+        inc[0].title,
+        "Хост pc-1-03 (МО «Поликлиника № 1») не достигает МИС (mis-main)"
+    );
+    assert!(w.sent().is_empty());
+    assert_eq!(w.engine.incidents().count(), 1);
+}
+
+#[test]
+fn disk_full_and_clock_skew() {
+    let mut w = World::new(1, 3, TUE_11, config(|_| {}));
+    let mut srv = mk_host("mo1", "srv-1", Role::Server, TUE_11);
+    srv.resources = Some(Resources {
+        cpu_pct: 1.0,
+        mem_used_bytes: 1,
+        mem_total_bytes: 2,
+        load: None,
+        disks: vec![
+            DiskUsage {
+                mount: "/".into(),
+                total_bytes: 100,
+                used_bytes: 50,
+            },
+            DiskUsage {
+                mount: "/var".into(),
+                total_bytes: 1000,
+                used_bytes: 955,
+            },
+        ],
+        spool: None,
+    });
+    w.hosts.push(srv);
+    w.host_mut("pc-1-01").clock_offset_ms = Some(-600_000);
+    w.host_mut("pc-1-02").clock_offset_ms = Some(30_000);
+    w.run(900);
+    let disk = w.incidents(Rule::DiskFull);
+    assert_eq!(disk.len(), 1);
+    assert_eq!(
+        disk[0].title,
+        "На сервере srv-1 (МО «Поликлиника № 1») заканчивается место: /var заполнен на 96 %"
+    );
+    let skew = w.incidents(Rule::ClockSkew);
+    assert_eq!(skew.len(), 1);
+    assert_eq!(skew[0].hosts, vec!["pc-1-01".to_string()]);
+    assert_eq!(
+        skew[0].title,
+        "Расхождение часов в МО «Поликлиника № 1» (хостов: 1, до 600 с)"
+    );
+    assert_eq!(w.sent().len(), 2);
+}
+
+#[test]
+fn restored_incidents_do_not_page_again_nor_resolve_during_grace() {
+    let mut w = World::new(3, 4, TUE_11, config(|_| {}));
+    w.run(30);
+    w.set_target("mo1", false);
+    w.run(600);
+    assert_eq!(w.sent().len(), 1);
+    let tracks: Vec<Track> = w.engine.tracks.values().cloned().collect();
+    let next = w.engine.next_id();
+    // Restart: a new engine with the journal's tracks and an empty live state at first.
+    let mut e = Engine::new(config(|r| r.startup_grace_secs = 120), w.now);
+    e.restore(tracks, next, w.now);
+    w.engine = e;
+    w.log.clear();
+    let saved = std::mem::take(&mut w.hosts);
+    w.run(60);
+    w.hosts = saved;
+    w.run(600);
+    assert!(w.sent().is_empty(), "{:?}", w.sent());
+    assert_eq!(w.incidents(Rule::MoChannel)[0].state, IncidentState::Firing);
+}
