@@ -35,6 +35,23 @@ struct Inst {
     due: bool,
     /// Touched since the last batch was cut.
     dirty: bool,
+    /// Messages of this instance written to the store (each number once).
+    stored: u64,
+    /// Numbers settled without storing: refused by policy.
+    refused: u64,
+}
+
+/// Delivery progress of one instance, for the API and the fault drills.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeliveryView {
+    pub inst: String,
+    pub mo: String,
+    pub host: String,
+    pub contiguous: u64,
+    pub committed: u64,
+    pub pending_above: usize,
+    pub stored: u64,
+    pub refused: u64,
 }
 
 /// Delivery progress of every known agent instance.
@@ -63,6 +80,8 @@ impl Tracker {
                     confirmed: None,
                     due: true,
                     dirty: false,
+                    stored: m.stored,
+                    refused: m.refused,
                 },
             );
         }
@@ -94,13 +113,46 @@ impl Tracker {
 
     /// Records that `seq` of `inst` is in the batch being built.
     pub fn record(&mut self, inst: &str, mo: &str, host: &str, seq: u64) {
-        let i = self.entry(inst, mo, host);
-        if seq <= i.contiguous {
-            return;
+        if self.mark(inst, mo, host, seq) {
+            self.entry(inst, mo, host).stored += 1;
         }
-        i.above.insert(seq);
+    }
+
+    /// Records that `seq` of `inst` was refused by policy: settled, never stored.
+    pub fn refuse(&mut self, inst: &str, mo: &str, host: &str, seq: u64) {
+        if self.mark(inst, mo, host, seq) {
+            self.entry(inst, mo, host).refused += 1;
+        }
+    }
+
+    fn mark(&mut self, inst: &str, mo: &str, host: &str, seq: u64) -> bool {
+        let i = self.entry(inst, mo, host);
+        if seq <= i.contiguous || !i.above.insert(seq) {
+            return false;
+        }
         collapse(i);
         i.dirty = true;
+        true
+    }
+
+    /// Progress of every instance, sorted by (mo, host, inst).
+    pub fn views(&self) -> Vec<DeliveryView> {
+        let mut v: Vec<DeliveryView> = self
+            .insts
+            .iter()
+            .map(|(inst, i)| DeliveryView {
+                inst: inst.clone(),
+                mo: i.mo.clone(),
+                host: i.host.clone(),
+                contiguous: i.contiguous,
+                committed: i.committed,
+                pending_above: i.above.len(),
+                stored: i.stored,
+                refused: i.refused,
+            })
+            .collect();
+        v.sort_unstable_by(|a, b| (&a.mo, &a.host, &a.inst).cmp(&(&b.mo, &b.host, &b.inst)));
+        v
     }
 
     /// The agent says every number below `oldest` is settled (confirmed or dropped by its bound).
@@ -134,6 +186,8 @@ impl Tracker {
                 host: i.host.clone(),
                 contiguous: i.contiguous,
                 above: i.above.iter().copied().collect(),
+                stored: i.stored,
+                refused: i.refused,
             });
         }
         out
@@ -175,6 +229,8 @@ impl Tracker {
                     confirmed: None,
                     due: false,
                     dirty: true,
+                    stored: 0,
+                    refused: 0,
                 },
             );
         }

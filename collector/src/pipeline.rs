@@ -231,7 +231,7 @@ impl Pipeline {
             && self.tracker.has_room(h.inst)
             && self.tracker.check(h.inst, h.seq) == Verdict::New
         {
-            self.tracker.record(h.inst, h.mo, h.host, h.seq);
+            self.tracker.refuse(h.inst, h.mo, h.host, h.seq);
         }
     }
 
@@ -365,7 +365,9 @@ pub async fn run(
                 obs.evaluate(now, &s);
             }
             _ = snap.tick() => {
-                let _ = snapshot_tx.send(Arc::new(p.state.snapshot(now_ms())));
+                let mut s = p.state.snapshot(now_ms());
+                s.delivery = p.tracker.views();
+                let _ = snapshot_tx.send(Arc::new(s));
             }
             _ = ack.tick() => {
                 let mut out = Vec::new();
@@ -401,6 +403,8 @@ pub async fn run(
             None => break,
         }
     }
-    let _ = snapshot_tx.send(Arc::new(p.state.snapshot(now_ms())));
+    let mut s = p.state.snapshot(now_ms());
+    s.delivery = p.tracker.views();
+    let _ = snapshot_tx.send(Arc::new(s));
     let _ = tokio::task::spawn_blocking(move || store_thread.join()).await;
 }

@@ -350,6 +350,7 @@ impl LiveState {
         Snapshot {
             built_ms: now_ms,
             hosts,
+            delivery: Vec::new(),
         }
     }
 }
@@ -434,6 +435,8 @@ pub struct Snapshot {
     pub built_ms: i64,
     /// Sorted by (mo, host_id).
     pub hosts: Vec<Host>,
+    /// Delivery progress per agent instance.
+    pub delivery: Vec<crate::delivery::DeliveryView>,
 }
 
 /// Shared handle to the latest snapshot.

@@ -67,6 +67,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/hosts", get(hosts))
         .route("/api/v1/hosts/{id}", get(host))
         .route("/api/v1/mos", get(mos))
+        .route("/api/v1/delivery", get(delivery))
         .with_state(state)
 }
 
@@ -279,4 +280,11 @@ pub fn mo_table(snap: &Snapshot, roster: &Roster) -> Vec<MoJson> {
 async fn mos(State(s): State<ApiState>) -> Json<Vec<MoJson>> {
     let snap = s.snapshot.borrow().clone();
     Json(mo_table(&snap, &s.roster))
+}
+
+/// `GET /api/v1/delivery`: per agent instance, what is stored (contiguous mark, out-of-order
+/// numbers waiting, messages stored, numbers refused by policy).
+async fn delivery(State(s): State<ApiState>) -> Response {
+    let snap = s.snapshot.borrow().clone();
+    Json(&snap.delivery).into_response()
 }

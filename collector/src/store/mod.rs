@@ -50,6 +50,11 @@ pub struct DeliveryMark {
     pub contiguous: u64,
     /// Stored seqs above `contiguous + 1`, ascending, bounded.
     pub above: Vec<u64>,
+    /// Messages of this instance stored so far (each sequence number once): the ledger the
+    /// fault drills compare with what agents produced.
+    pub stored: u64,
+    /// Sequence numbers settled without storing (refused by policy).
+    pub refused: u64,
 }
 
 /// A batch written in one transaction.
