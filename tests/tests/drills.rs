@@ -1,0 +1,433 @@
+//! Fault drills (issue: nothing lost, nothing counted twice). Several agents publish at a 1 s
+//! interval through real brokers to a real collector; faults are injected with real process
+//! kills and restarts; then what the agents produced is compared with what the collector holds.
+//!
+//! For each agent instance: `produced` = sequence numbers issued (the agent's persisted
+//! `next_seq − 1`), `stored` = numbers the collector stored (its ledger, persisted in the same
+//! transaction as the data), `in_spool` = numbers still waiting in the agent's spool (not lost:
+//! they are sent at its next start), `lost` = produced − stored − refused − in_spool − dropped,
+//! `duplicated` = numbers counted more than once: heartbeats in the collector's history (5-minute
+//! rollups, an independent count) beyond the heartbeats it stored.
+
+use dozor_tests::*;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const MO: &str = "1.2.643.5.1.13.13.12.2.27.3001";
+const AGENTS: usize = 4;
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Tally {
+    produced: u64,
+    stored: u64,
+    refused: u64,
+    in_spool: u64,
+    dropped: u64,
+    lost: i64,
+    duplicated: i64,
+    redelivered: u64,
+}
+
+struct Fleet {
+    dir: PathBuf,
+    agents: Vec<Agent>,
+    mis_port: u16,
+}
+
+fn agent_args(mis_port: u16) -> Vec<String> {
+    [
+        "--role",
+        "workstation",
+        "--site",
+        "Корпус 1",
+        "--interval-secs",
+        "1",
+        "--probe-interval-secs",
+        "1",
+        "--keepalive-secs",
+        "5",
+        "--spool-resend-after-secs",
+        "5",
+        "--spool-replay-rate-per-sec",
+        "200",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([
+        "--probe".to_string(),
+        format!("mis=tcp://127.0.0.1:{mis_port}"),
+    ])
+    .collect()
+}
+
+impl Fleet {
+    async fn start(dir: &Path, mqtt_url: &str) -> Fleet {
+        let mis = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mis_port = mis.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            loop {
+                let _ = mis.accept().await;
+            }
+        });
+        let mut f = Fleet {
+            dir: dir.to_path_buf(),
+            agents: Vec::new(),
+            mis_port,
+        };
+        for i in 0..AGENTS {
+            f.agents.push(f.start_agent(i, mqtt_url));
+        }
+        f
+    }
+
+    fn host(i: usize) -> String {
+        format!("drill-{i:02}")
+    }
+
+    fn start_agent(&self, i: usize, mqtt_url: &str) -> Agent {
+        let args = agent_args(self.mis_port);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Agent::start(
+            mqtt_url,
+            MO,
+            &Fleet::host(i),
+            &self.dir.join(Fleet::host(i)),
+            &args,
+        )
+    }
+
+    /// SIGTERM every agent: they publish `offline` and exit; their spools keep what is unconfirmed.
+    fn stop(&mut self) {
+        for a in &mut self.agents {
+            assert_eq!(a.proc.terminate(), Some(0), "{} exits cleanly", a.host_id);
+        }
+    }
+}
+
+/// (inst, produced, spooled seqs, dropped) of a stopped agent, read from its spool.
+fn spool_of(dir: &Path) -> (String, u64, Vec<u64>, u64) {
+    let conn = rusqlite::Connection::open(dir.join("spool.db")).expect("spool.db");
+    let meta = |k: &str| -> String {
+        conn.query_row(
+            "SELECT CAST(value AS TEXT) FROM meta WHERE key = ?1",
+            [k],
+            |r| r.get(0),
+        )
+        .unwrap_or_default()
+    };
+    let inst = meta("inst");
+    let next: u64 = meta("next_seq").parse().unwrap_or(1);
+    let dropped: u64 = meta("dropped").parse().unwrap_or(0);
+    let mut st = conn.prepare("SELECT seq FROM msg ORDER BY seq").unwrap();
+    let seqs: Vec<u64> = st
+        .query_map([], |r| r.get::<_, i64>(0))
+        .unwrap()
+        .map(|r| r.unwrap() as u64)
+        .collect();
+    (inst, next.saturating_sub(1), seqs, dropped)
+}
+
+/// Heartbeats counted in the collector's history (sum of 5-minute rollup counts) per host.
+fn history_heartbeats(db: &Path, host: &str) -> i64 {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("dozor.db");
+    conn.query_row(
+        "SELECT COALESCE(SUM(r.n), 0) FROM rollups r JOIN hosts h ON h.id = r.host_id WHERE h.host = ?1",
+        [host],
+        |r| r.get(0),
+    )
+    .unwrap_or(0)
+}
+
+/// Waits until the collector has stored everything the (stopped) agents produced, or 60 s.
+async fn tally(c: &Collector, fleet: &Fleet, name: &str) -> Tally {
+    let mut t = Tally::default();
+    let spools: Vec<_> = (0..AGENTS)
+        .map(|i| spool_of(&fleet.dir.join(Fleet::host(i))))
+        .collect();
+    // Let the last confirmed batch land.
+    let _ = wait_for(Duration::from_secs(20), || async {
+        let d = c.get("/api/v1/delivery").await;
+        let all = spools.iter().all(|(inst, produced, spooled, _)| {
+            d.as_array()
+                .into_iter()
+                .flatten()
+                .find(|v| v["inst"] == inst.as_str())
+                .is_some_and(|v| {
+                    let c = v["contiguous"].as_u64().unwrap_or(0);
+                    c >= *produced
+                        || spooled.iter().all(|s| *s <= c) && c + spooled.len() as u64 >= *produced
+                })
+        });
+        all.then_some(())
+    })
+    .await;
+    let d = c.get("/api/v1/delivery").await;
+    for (inst, produced, spooled, dropped) in &spools {
+        let v = d
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| v["inst"] == inst.as_str())
+            .cloned()
+            .unwrap_or_default();
+        let stored = v["stored"].as_u64().unwrap_or(0);
+        let refused = v["refused"].as_u64().unwrap_or(0);
+        let contiguous = v["contiguous"].as_u64().unwrap_or(0);
+        let in_spool = spooled.iter().filter(|s| **s > contiguous).count() as u64;
+        t.produced += produced;
+        t.stored += stored;
+        t.refused += refused;
+        t.in_spool += in_spool;
+        t.dropped += dropped;
+        t.lost += *produced as i64 - (stored + refused + in_spool + dropped) as i64;
+    }
+    t.redelivered = c.metric("dozor_messages_duplicate_total").await as u64;
+    // Double counting: heartbeats in history must not exceed heartbeats stored. Each agent
+    // sends about one heartbeat per probe round, so hb ≤ stored / 2 + births.
+    let db = c.data_dir.join("dozor.db");
+    for (i, (_, _, _, _)) in spools.iter().enumerate() {
+        let hist = history_heartbeats(&db, &Fleet::host(i));
+        let v = d
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| v["host"] == Fleet::host(i))
+            .cloned()
+            .unwrap_or_default();
+        let stored = v["stored"].as_i64().unwrap_or(0);
+        t.duplicated += (hist - stored).max(0);
+    }
+    println!(
+        "DRILL {name}: produced {} stored {} refused {} in_spool {} dropped {} lost {} duplicated {} (redelivered and dropped as duplicates: {})",
+        t.produced, t.stored, t.refused, t.in_spool, t.dropped, t.lost, t.duplicated, t.redelivered
+    );
+    t
+}
+
+fn assert_clean(t: &Tally) {
+    assert!(t.produced > 0);
+    assert_eq!(t.lost, 0, "messages lost: {t:?}");
+    assert_eq!(t.duplicated, 0, "messages counted twice: {t:?}");
+}
+
+async fn wait_all_online(c: &Collector) {
+    let ok = wait_for(Duration::from_secs(15), || async {
+        let hosts = c.get(&format!("/api/v1/hosts?mo={MO}&state=online")).await;
+        (hosts.as_array().map_or(0, Vec::len) == AGENTS).then_some(())
+    })
+    .await;
+    assert!(ok.is_some(), "not all agents online");
+}
+
+/// 1. Mosquitto stopped for 60 s, then restarted on the same port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_1_mosquitto_down_60s() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = Mosquitto::start();
+    let port = m.port;
+    let c = Collector::start(
+        &Broker::External(m.url()),
+        &dir.path().join("collector"),
+        &[],
+    );
+    let mut fleet = Fleet::start(dir.path(), &m.url()).await;
+    wait_all_online(&c).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    m.proc.kill9();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let _m2 = Mosquitto::start_on(port);
+    wait_all_online(&c).await;
+    // Let the backlog replay (60 s × 2 msgs/s per agent at 200 msgs/s).
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    fleet.stop();
+    let t = tally(&c, &fleet, "1 mosquitto down 60 s").await;
+    assert_clean(&t);
+    assert!(
+        t.stored >= (AGENTS as u64) * 120,
+        "the outage's backlog arrived: {t:?}"
+    );
+}
+
+async fn collector_kill9(external: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let m = external.then(Mosquitto::start);
+    let cdir = dir.path().join("collector");
+    let (broker, url) = match &m {
+        Some(m) => (Broker::External(m.url()), m.url()),
+        None => {
+            let port = free_port();
+            (Broker::Embedded(port), format!("mqtt://127.0.0.1:{port}"))
+        }
+    };
+    let mut c = Collector::start(&broker, &cdir, &[]);
+    let mut fleet = Fleet::start(dir.path(), &url).await;
+    wait_all_online(&c).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    c.proc.kill9();
+    let down = Instant::now();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let c = Collector::start(&broker, &cdir, &[]);
+    println!("collector restarted after {:?}", down.elapsed());
+    wait_all_online(&c).await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    fleet.stop();
+    let name = if external {
+        "2a collector kill -9 (Mosquitto)"
+    } else {
+        "2b collector kill -9 (embedded broker)"
+    };
+    let t = tally(&c, &fleet, name).await;
+    assert_clean(&t);
+}
+
+/// 2a. Collector kill -9 mid-stream, then restarted, with Mosquitto.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_2a_collector_kill9_mosquitto() {
+    collector_kill9(true).await;
+}
+
+/// 2b. Collector kill -9 with the embedded broker, which dies with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_2b_collector_kill9_embedded() {
+    collector_kill9(false).await;
+}
+
+/// 3. Agent kill -9 with an unsent backlog (its broker was unreachable), then restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_3_agent_kill9_with_backlog() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = Mosquitto::start();
+    let port = m.port;
+    let c = Collector::start(
+        &Broker::External(m.url()),
+        &dir.path().join("collector"),
+        &[],
+    );
+    let mut fleet = Fleet::start(dir.path(), &m.url()).await;
+    wait_all_online(&c).await;
+    // Cut the broker so that the agents build a backlog, then kill them hard.
+    m.proc.kill9();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    for a in &mut fleet.agents {
+        a.proc.kill9();
+    }
+    let _m2 = Mosquitto::start_on(port);
+    wait_port(port, Duration::from_secs(5));
+    let url = format!("mqtt://127.0.0.1:{port}");
+    for i in 0..AGENTS {
+        fleet.agents[i] = fleet.start_agent(i, &url);
+    }
+    wait_all_online(&c).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    fleet.stop();
+    let t = tally(&c, &fleet, "3 agent kill -9 with backlog").await;
+    assert_clean(&t);
+    assert!(t.redelivered + t.stored > 0);
+}
+
+/// 4. A long outage of the agent's broker: the spool stays within its byte bound by dropping
+/// the oldest messages (counted), the backlog is replayed at the configured rate, and the drop
+/// counter matches exactly what is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_4_long_outage_bounded_spool_and_paced_replay() {
+    const MAX_BYTES: u64 = 24 * 1024;
+    const RATE: f64 = 5.0;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let mis = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mis_port = mis.local_addr().unwrap().port();
+    let adir = dir.path().join("agent");
+    let max = MAX_BYTES.to_string();
+    let rate = RATE.to_string();
+    let probe = format!("mis=tcp://127.0.0.1:{mis_port}");
+    // The broker is not there yet: the agent spools everything.
+    let mut agent = Agent::start(
+        &url,
+        MO,
+        "drill-long",
+        &adir,
+        &[
+            "--interval-secs",
+            "1",
+            "--probe-interval-secs",
+            "1",
+            "--probe",
+            &probe,
+            "--spool-max-bytes",
+            &max,
+            "--spool-replay-rate-per-sec",
+            &rate,
+            "--spool-resend-after-secs",
+            "30",
+        ],
+    );
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    let m = Mosquitto::start_on(port);
+    let c = Collector::start(
+        &Broker::External(m.url()),
+        &dir.path().join("collector"),
+        &[],
+    );
+    // Measure the replay rate while the backlog drains.
+    let t0 = Instant::now();
+    let r0 = c.metric("dozor_messages_replayed_total").await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let r1 = c.metric("dozor_messages_replayed_total").await;
+    let rate_seen = (r1 - r0) / t0.elapsed().as_secs_f64();
+    println!("replay rate over 10 s: {rate_seen:.1} msgs/s (limit {RATE})");
+    assert!(
+        rate_seen <= RATE * 1.2 + 0.5,
+        "replay exceeds its rate: {rate_seen:.1}/s"
+    );
+    assert!(rate_seen >= RATE * 0.5, "replay too slow: {rate_seen:.1}/s");
+    assert!(c.host("drill-long").await.is_some(), "host known");
+    let full = c.get("/api/v1/hosts/drill-long").await;
+    let bytes = full["resources"]["spool"]["bytes"].as_u64().unwrap_or(0);
+    let reported_dropped = full["resources"]["spool"]["dropped"].as_u64().unwrap_or(0);
+    println!(
+        "agent spool while draining: {bytes} bytes (bound {MAX_BYTES}), dropped {reported_dropped}"
+    );
+    assert!(bytes <= MAX_BYTES, "spool over its bound");
+    assert!(
+        reported_dropped > 0,
+        "40 s at 2 msgs/s must overflow a {MAX_BYTES}-byte spool"
+    );
+    // Drain the rest, then stop and count.
+    let _ = wait_for(Duration::from_secs(60), || async {
+        let v = c.get("/api/v1/hosts/drill-long").await;
+        (v["resources"]["spool"]["pending"].as_u64() == Some(0)
+            || v["resources"]["spool"]["pending"].as_u64() <= Some(3))
+        .then_some(())
+    })
+    .await;
+    assert_eq!(agent.proc.terminate(), Some(0));
+    let fleet = Fleet {
+        dir: dir.path().to_path_buf(),
+        agents: Vec::new(),
+        mis_port,
+    };
+    let (inst, produced, spooled, dropped) = spool_of(&adir);
+    let d = c.get("/api/v1/delivery").await;
+    let v = d
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["inst"] == inst.as_str())
+        .cloned()
+        .unwrap_or_default();
+    let stored = v["stored"].as_u64().unwrap_or(0);
+    let contiguous = v["contiguous"].as_u64().unwrap_or(0);
+    let in_spool = spooled.iter().filter(|s| **s > contiguous).count() as u64;
+    let lost = produced as i64 - (stored + dropped + in_spool) as i64;
+    println!(
+        "DRILL 4 long outage: produced {produced} stored {stored} dropped {dropped} (reported {reported_dropped}) in_spool {in_spool} lost {lost}"
+    );
+    assert_eq!(
+        lost, 0,
+        "every message is stored, dropped-and-counted, or still spooled"
+    );
+    assert!(dropped >= reported_dropped);
+}
