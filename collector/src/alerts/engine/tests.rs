@@ -116,6 +116,7 @@ impl World {
         Snapshot {
             built_ms: self.now,
             hosts,
+            ..Snapshot::default()
         }
     }
 
@@ -299,7 +300,7 @@ fn lost_server_gives_one_incident() {
     assert_eq!(ch[0].kind, ChangeKind::Opened);
     let stale = Snapshot {
         built_ms: w.now - 1000,
-        hosts: Vec::new(),
+        ..Snapshot::default()
     };
     let now = w.now;
     assert!(

@@ -1,0 +1,236 @@
+//! HTTP API of alerting: incidents and silences (maintenance windows), JSON.
+//!
+//! - `GET /api/v1/incidents?state=pending|firing|resolved&rule=…&mo=…&limit=N` (newest first)
+//! - `GET /api/v1/incidents/{id}`
+//! - `GET /api/v1/silences`, `POST /api/v1/silences`, `DELETE /api/v1/silences/{id}`
+
+use super::config::parse_time;
+use super::model::{IncidentState, Rule, Silence, SilenceMatch};
+use super::service::AlertHandle;
+use crate::api::ApiError;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+/// The routes, to be merged into the collector's router.
+pub fn router(handle: AlertHandle) -> Router {
+    Router::new()
+        .route("/api/v1/incidents", get(incidents))
+        .route("/api/v1/incidents/{id}", get(incident))
+        .route("/api/v1/silences", get(silences).post(create_silence))
+        .route("/api/v1/silences/{id}", get(silence).delete(delete_silence))
+        .with_state(handle)
+}
+
+#[derive(Debug, Deserialize)]
+struct IncidentQuery {
+    state: Option<String>,
+    rule: Option<String>,
+    mo: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn incidents(
+    State(h): State<AlertHandle>,
+    Query(q): Query<IncidentQuery>,
+) -> Result<Response, ApiError> {
+    let state = match q.state.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(IncidentState::parse(s).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "state {s:?}: ожидается pending, firing или resolved"
+            ))
+        })?),
+    };
+    let rule = match q.rule.as_deref() {
+        None | Some("") => None,
+        Some(r) => Some(
+            Rule::parse(r)
+                .ok_or_else(|| ApiError::BadRequest(format!("неизвестное правило {r:?}")))?,
+        ),
+    };
+    let all = h.incidents();
+    let list: Vec<_> = all
+        .iter()
+        .rev()
+        .filter(|i| state.is_none_or(|s| i.state == s))
+        .filter(|i| rule.is_none_or(|r| i.rule == r))
+        .filter(|i| {
+            q.mo.as_deref()
+                .is_none_or(|m| i.mos.iter().any(|x| x.oid == m))
+        })
+        .take(q.limit.unwrap_or(1000).min(10_000))
+        .collect();
+    Ok(Json(list).into_response())
+}
+
+async fn incident(State(h): State<AlertHandle>, Path(id): Path<u64>) -> Result<Response, ApiError> {
+    let all = h.incidents();
+    let i = all
+        .iter()
+        .find(|i| i.id == id)
+        .ok_or_else(|| ApiError::NotFound(format!("инцидент {id}")))?;
+    Ok(Json(i).into_response())
+}
+
+/// A silence as listed, with whether it is in force now.
+#[derive(Serialize)]
+struct SilenceView {
+    #[serde(flatten)]
+    silence: Silence,
+    active: bool,
+}
+
+async fn silences(State(h): State<AlertHandle>) -> Json<Vec<SilenceView>> {
+    let now = h.now_ms();
+    Json(
+        h.silences()
+            .into_iter()
+            .map(|s| SilenceView {
+                active: s.active(now),
+                silence: s,
+            })
+            .collect(),
+    )
+}
+
+async fn silence(
+    State(h): State<AlertHandle>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let now = h.now_ms();
+    let s = h
+        .silences()
+        .into_iter()
+        .find(|s| s.id == id)
+        .ok_or_else(|| ApiError::NotFound(format!("silence {id}")))?;
+    Ok(Json(SilenceView {
+        active: s.active(now),
+        silence: s,
+    })
+    .into_response())
+}
+
+/// Body of `POST /api/v1/silences`: matchers, and an end as `until` (RFC 3339), `ends_ms` or
+/// `duration_secs`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewSilence {
+    mo: Option<String>,
+    target: Option<String>,
+    host: Option<String>,
+    rule: Option<String>,
+    from: Option<String>,
+    until: Option<String>,
+    ends_ms: Option<i64>,
+    duration_secs: Option<u64>,
+    #[serde(default)]
+    comment: String,
+    #[serde(default)]
+    created_by: String,
+}
+
+/// Longest maintenance window accepted over the API.
+const MAX_SILENCE_MS: i64 = 366 * 86_400_000;
+/// Most API silences kept at once.
+const MAX_SILENCES: usize = 10_000;
+
+async fn create_silence(
+    State(h): State<AlertHandle>,
+    body: Result<Json<NewSilence>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(b) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let now = h.now_ms();
+    let rule = match b.rule.as_deref() {
+        Some(r) => Some(
+            Rule::parse(r)
+                .ok_or_else(|| ApiError::BadRequest(format!("неизвестное правило {r:?}")))?,
+        ),
+        None => None,
+    };
+    let matcher = SilenceMatch {
+        mo: b.mo,
+        target: b.target,
+        host: b.host,
+        rule,
+    };
+    if matcher.is_empty() {
+        return Err(ApiError::BadRequest(
+            "укажите хотя бы одно из: mo, target, host, rule".into(),
+        ));
+    }
+    let starts_ms = match &b.from {
+        Some(f) => parse_time(f)
+            .ok_or_else(|| ApiError::BadRequest(format!("from {f:?}: ожидается RFC 3339")))?,
+        None => now,
+    };
+    let ends_ms = match (&b.until, b.ends_ms, b.duration_secs) {
+        (Some(u), None, None) => parse_time(u)
+            .ok_or_else(|| ApiError::BadRequest(format!("until {u:?}: ожидается RFC 3339")))?,
+        (None, Some(e), None) => e,
+        (None, None, Some(d)) => {
+            starts_ms.saturating_add(i64::try_from(d.saturating_mul(1000)).unwrap_or(i64::MAX))
+        }
+        _ => {
+            return Err(ApiError::BadRequest(
+                "укажите ровно одно из: until, ends_ms, duration_secs".into(),
+            ));
+        }
+    };
+    if ends_ms <= starts_ms.max(now) {
+        return Err(ApiError::BadRequest(
+            "окончание должно быть в будущем".into(),
+        ));
+    }
+    if ends_ms - starts_ms.max(now) > MAX_SILENCE_MS {
+        return Err(ApiError::BadRequest("не дольше 366 дней".into()));
+    }
+    let mut book = h.book();
+    if book.list.len() >= MAX_SILENCES {
+        return Err(ApiError::BadRequest("слишком много тишин".into()));
+    }
+    let id = format!("s-{}", book.next);
+    book.next += 1;
+    let s = Silence {
+        id,
+        matcher,
+        starts_ms,
+        ends_ms,
+        comment: b.comment.chars().take(1000).collect(),
+        created_by: b.created_by.chars().take(200).collect(),
+        created_ms: now,
+    };
+    book.list.push(s.clone());
+    book.version += 1;
+    drop(book);
+    Ok((
+        StatusCode::CREATED,
+        Json(SilenceView {
+            active: s.active(now),
+            silence: s,
+        }),
+    )
+        .into_response())
+}
+
+async fn delete_silence(
+    State(h): State<AlertHandle>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    if id.starts_with("config-") {
+        return Err(ApiError::BadRequest(
+            "тишина из конфигурации удаляется только в конфигурации".into(),
+        ));
+    }
+    let mut book = h.book();
+    let before = book.list.len();
+    book.list.retain(|s| s.id != id);
+    if book.list.len() == before {
+        return Err(ApiError::NotFound(format!("silence {id}")));
+    }
+    book.version += 1;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,340 @@
+//! [`AlertService`]: the engine with its journal and notifier, owned by the pipeline task, and
+//! [`AlertHandle`], the cheap shared view the HTTP API and `/metrics` read.
+
+use super::config::AlertsConfig;
+use super::engine::{Engine, ReplayKind};
+use super::journal::{Journal, JournalError};
+use super::model::{Change, Incident, Silence};
+use super::notify::{ChannelStats, Notification, Notifier, NotifyError};
+use super::text;
+use crate::roster::Roster;
+use crate::state::{Snapshot, Transition};
+use std::ops::RangeInclusive;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Errors starting the alert service.
+#[derive(Debug, thiserror::Error)]
+pub enum AlertsError {
+    /// The incident journal could not be opened or read.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// A notification channel could not be set up.
+    #[error(transparent)]
+    Notify(#[from] NotifyError),
+}
+
+/// A clock returning Unix ms (injected in tests).
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| chrono::Utc::now().timestamp_millis())
+}
+
+/// Silences made over the API, shared with the engine's owner.
+#[derive(Debug, Default)]
+pub(crate) struct SilenceBook {
+    pub list: Vec<Silence>,
+    pub version: u64,
+    pub next: u64,
+}
+
+pub(crate) struct Shared {
+    pub incidents: RwLock<Arc<Vec<Incident>>>,
+    pub silences: Mutex<SilenceBook>,
+    pub config_silences: Vec<Silence>,
+    pub stats: Vec<Arc<ChannelStats>>,
+    pub clock: Clock,
+    pub journal_errors: AtomicU64,
+}
+
+/// What the HTTP API and `/metrics` use. Cheap to clone; never blocks the engine for long
+/// (locks are held only to copy or swap an `Arc`).
+#[derive(Clone)]
+pub struct AlertHandle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for AlertHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlertHandle").finish_non_exhaustive()
+    }
+}
+
+impl AlertHandle {
+    /// Incidents as of the latest evaluation (open and recently resolved), by id.
+    pub fn incidents(&self) -> Arc<Vec<Incident>> {
+        self.shared
+            .incidents
+            .read()
+            .map_or_else(|e| e.into_inner().clone(), |g| g.clone())
+    }
+
+    /// Configured and API silences.
+    pub fn silences(&self) -> Vec<Silence> {
+        let mut all = self.shared.config_silences.clone();
+        all.extend(self.book().list.iter().cloned());
+        all
+    }
+
+    pub(crate) fn book(&self) -> std::sync::MutexGuard<'_, SilenceBook> {
+        // A poisoned book is still a consistent list of silences.
+        self.shared
+            .silences
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn now_ms(&self) -> i64 {
+        (self.shared.clock)()
+    }
+
+    /// Appends the alerting metrics in Prometheus text format (for `/metrics`).
+    pub fn write_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        super::notify::write_metrics(&self.shared.stats, out);
+        let inc = self.incidents();
+        let _ = writeln!(
+            out,
+            "# HELP dozor_alert_incidents Incidents by state.\n# TYPE dozor_alert_incidents gauge"
+        );
+        for st in ["pending", "firing", "resolved"] {
+            let n = inc.iter().filter(|i| i.state.as_str() == st).count();
+            let _ = writeln!(out, "dozor_alert_incidents{{state=\"{st}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP dozor_alert_journal_errors_total Failed writes of the incident journal.\n\
+             # TYPE dozor_alert_journal_errors_total counter\n\
+             dozor_alert_journal_errors_total {}",
+            self.shared.journal_errors.load(Ordering::Relaxed)
+        );
+    }
+
+    /// Prometheus text of the alerting metrics.
+    pub fn metrics_text(&self) -> String {
+        let mut s = String::new();
+        self.write_metrics(&mut s);
+        s
+    }
+}
+
+/// The alerting component: call [`AlertService::evaluate`] about once a second,
+/// [`AlertService::on_transition`] and [`AlertService::on_replay`] as things happen.
+pub struct AlertService {
+    engine: Engine,
+    journal: Journal,
+    notifier: Notifier,
+    roster: Arc<Roster>,
+    handle: AlertHandle,
+    silences_seen: u64,
+    last_now: i64,
+    last_publish: i64,
+}
+
+impl std::fmt::Debug for AlertService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlertService").finish_non_exhaustive()
+    }
+}
+
+/// How often the shared incident list is refreshed when nothing changed state (values such
+/// as disk use or host counts still move).
+const PUBLISH_EVERY_MS: i64 = 5_000;
+
+impl AlertService {
+    /// Opens the journal in `data_dir` (`incidents.db`), restores incidents and silences, and
+    /// builds the channels. Uses the system clock.
+    pub fn new(
+        cfg: AlertsConfig,
+        data_dir: &Path,
+        roster: Arc<Roster>,
+    ) -> Result<AlertService, AlertsError> {
+        AlertService::with_clock(cfg, data_dir, roster, system_clock())
+    }
+
+    /// As [`AlertService::new`] with an injected clock (used by the API for silences and by
+    /// `on_replay` from the pipeline's observer).
+    pub fn with_clock(
+        cfg: AlertsConfig,
+        data_dir: &Path,
+        roster: Arc<Roster>,
+        clock: Clock,
+    ) -> Result<AlertService, AlertsError> {
+        let now = clock();
+        let journal = Journal::open(data_dir)?;
+        let restored = journal.load()?;
+        let notifier = Notifier::new(&cfg.channels)?;
+        let config_silences = cfg.silences.clone();
+        let mut engine = Engine::new(cfg, now);
+        let next_api = restored
+            .silences
+            .iter()
+            .filter_map(|s| s.id.strip_prefix("s-")?.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0)
+            + 1;
+        engine.set_api_silences(restored.silences.clone());
+        engine.restore(restored.tracks, restored.next_id, now);
+        let incidents: Vec<Incident> = engine.incidents().cloned().collect();
+        let handle = AlertHandle {
+            shared: Arc::new(Shared {
+                incidents: RwLock::new(Arc::new(incidents)),
+                silences: Mutex::new(SilenceBook {
+                    list: restored.silences,
+                    version: 0,
+                    next: next_api,
+                }),
+                config_silences,
+                stats: notifier.stats(),
+                clock,
+                journal_errors: AtomicU64::new(0),
+            }),
+        };
+        Ok(AlertService {
+            engine,
+            journal,
+            notifier,
+            roster,
+            handle,
+            silences_seen: 0,
+            last_now: now,
+            last_publish: now,
+        })
+    }
+
+    /// The shared view for the API router and `/metrics`.
+    pub fn handle(&self) -> AlertHandle {
+        self.handle.clone()
+    }
+
+    /// Starts the notification channels, one task each, on `tracker`.
+    pub fn spawn_notifiers(&mut self, tracker: &TaskTracker, cancel: CancellationToken) {
+        self.notifier.spawn(tracker, cancel);
+    }
+
+    /// Replaces the roster (names in new incidents).
+    pub fn set_roster(&mut self, roster: Arc<Roster>) {
+        self.roster = roster;
+    }
+
+    /// The engine, for inspection.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Evaluates every rule over the latest snapshot. O(hosts); call about once a second.
+    pub fn evaluate(&mut self, now_ms: i64, snap: &Snapshot) -> Vec<Change> {
+        self.last_now = now_ms;
+        self.sync_silences(now_ms);
+        let changes = self.engine.evaluate(now_ms, snap, &self.roster);
+        self.after(now_ms, &changes);
+        changes
+    }
+
+    /// A host changed connection state (opens "server lost" at once).
+    pub fn on_transition(&mut self, t: &Transition) -> Vec<Change> {
+        let changes = self.engine.on_transition(t, &self.roster);
+        self.after(t.at_ms.max(self.last_now), &changes);
+        changes
+    }
+
+    /// A replayed (past) message of `host` in `mo` was accepted; `ts` is its corrected time
+    /// range. Updates the cause of outages it was part of; never opens incidents.
+    pub fn on_replay(
+        &mut self,
+        mo: &str,
+        host: &str,
+        ts: RangeInclusive<i64>,
+        kind: ReplayKind,
+    ) -> Vec<Change> {
+        let now = self.last_now;
+        let changes = self.engine.on_replay(now, mo, host, ts, kind);
+        self.after(now, &changes);
+        changes
+    }
+
+    fn sync_silences(&mut self, now: i64) {
+        let mut book = self.handle.book();
+        let before = book.list.len();
+        book.list.retain(|s| s.ends_ms > now);
+        if book.list.len() != before {
+            book.version += 1;
+        }
+        if book.version == self.silences_seen {
+            return;
+        }
+        self.silences_seen = book.version;
+        let list = book.list.clone();
+        drop(book);
+        if let Err(e) = self.journal.save_silences(&list) {
+            self.journal_error(&e);
+        }
+        self.engine.set_api_silences(list);
+    }
+
+    fn after(&mut self, now: i64, changes: &[Change]) {
+        let tz = self.engine.config().tz;
+        for c in changes.iter().filter(|c| c.notify) {
+            let n = Notification::new(c, text::render(c, tz));
+            self.notifier.dispatch(Arc::new(n));
+        }
+        let next = self.engine.next_id();
+        let (dirty, removed) = self.engine.take_dirty();
+        if (!dirty.is_empty() || !removed.is_empty())
+            && let Err(e) = self.journal.save(&dirty, &removed, next)
+        {
+            self.handle
+                .shared
+                .journal_errors
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, "incident journal write failed");
+        }
+        if !changes.is_empty() || now - self.last_publish >= PUBLISH_EVERY_MS {
+            self.last_publish = now;
+            let list: Vec<Incident> = self.engine.incidents().cloned().collect();
+            let mut g = self
+                .handle
+                .shared
+                .incidents
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            *g = Arc::new(list);
+        }
+    }
+
+    fn journal_error(&self, e: &JournalError) {
+        self.handle
+            .shared
+            .journal_errors
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::error!(error = %e, "incident journal write failed");
+    }
+}
+
+/// The pipeline feeds alerts through its observer hooks.
+impl crate::pipeline::Observer for AlertService {
+    fn on_transition(&mut self, t: &Transition) {
+        AlertService::on_transition(self, t);
+    }
+
+    fn on_replay(&mut self, msg: &dozor_proto::Message, ts_ms: i64) {
+        use dozor_proto::Message;
+        let kind = match msg {
+            Message::Hb(_) => ReplayKind::Heartbeat,
+            Message::Probe(_) => ReplayKind::Probe,
+            Message::Birth(_) => ReplayKind::Birth,
+            Message::State(_) => return,
+        };
+        let h = msg.header();
+        AlertService::on_replay(self, h.mo, h.host, ts_ms..=ts_ms, kind);
+    }
+
+    fn evaluate(&mut self, now_ms: i64, snap: &Snapshot) {
+        AlertService::evaluate(self, now_ms, snap);
+    }
+}
