@@ -152,8 +152,9 @@ fn check_birth(b: &Birth, l: &Limits) -> Result<(), Reject> {
     if b.cpu_count == 0 || b.cpu_count > 4096 || b.interval_secs == 0 || b.interval_secs > 86_400 {
         return Err(Reject::BadValue);
     }
-    if b.boot_time * 1000 < l.min_ts_ms - 86_400_000 * 365 * 10 || b.boot_time * 1000 > l.max_ts_ms
-    {
+    // Saturating: a boot time of ±9.2e15 s or more would overflow in milliseconds.
+    let boot_ms = b.boot_time.saturating_mul(1000);
+    if boot_ms < l.min_ts_ms.saturating_sub(86_400_000 * 365 * 10) || boot_ms > l.max_ts_ms {
         return Err(Reject::BadTimestamp);
     }
     Ok(())

@@ -279,6 +279,37 @@ fn invalid_messages_are_rejected_with_reason() {
     check("probe", hb_json(), |_| {}, r(Reject::BadJson));
 }
 
+/// Found by `fuzz/` (target `decode_fields`): `boot_time * 1000` overflowed and panicked (debug
+/// builds) or wrapped (release builds), where 18_446_745_773_709_552 became 1_700_000_000_384
+/// ms (2023) and was accepted.
+#[test]
+fn absurd_boot_time_is_rejected_without_overflow() {
+    use serde_json::json;
+    for t in [
+        i64::MAX,
+        i64::MIN,
+        i64::MAX / 1000 + 1,
+        i64::MIN / 1000 - 1,
+        18_234_469_427_758_375,
+        18_446_745_773_709_552,
+    ] {
+        check(
+            "birth",
+            birth_json(),
+            |d| d["body"]["boot_time"] = json!(t),
+            Err(Reject::BadTimestamp),
+        );
+    }
+    // Limits at the edge of the range do not overflow either.
+    let bytes = serde_json::to_vec(&birth_json()).unwrap();
+    let wide = Limits {
+        min_ts_ms: i64::MIN,
+        max_ts_ms: i64::MAX,
+        ..Limits::DEFAULT
+    };
+    assert!(decode(&topic_of("birth"), &bytes, &wide).is_ok());
+}
+
 #[test]
 fn raw_bytes_are_rejected_with_reason() {
     let l = Limits::DEFAULT;
