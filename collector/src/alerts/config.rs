@@ -1249,6 +1249,16 @@ mod tests {
     }
 
     #[test]
+    fn shipped_example_states_the_defaults() {
+        let raw = crate::config::RawConfig::from_toml(crate::config::DEFAULT_CONFIG).unwrap();
+        let shipped = raw.alerts.validate().unwrap();
+        assert_eq!(
+            format!("{shipped:?}"),
+            format!("{:?}", AlertsConfig::default())
+        );
+    }
+
+    #[test]
     fn channels_and_silences_parse() {
         let c = parse(
             r#"

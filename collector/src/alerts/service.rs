@@ -338,3 +338,6 @@ impl crate::pipeline::Observer for AlertService {
         AlertService::evaluate(self, now_ms, snap);
     }
 }
+
+#[cfg(test)]
+mod tests;

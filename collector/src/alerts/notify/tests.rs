@@ -426,7 +426,13 @@ async fn email_arrives_at_a_real_smtp_server() {
         ),
         "{body}"
     );
-    assert_eq!(count(&n.stats()[0]), (1, 0, 0, 0));
+    // The server stores the message before it answers: the count follows shortly.
+    let stats = n.stats();
+    eventually("sent count", 10, || {
+        (stats[0].sent.load(Ordering::Relaxed) == 1).then_some(())
+    })
+    .await;
+    assert_eq!(count(&stats[0]), (1, 0, 0, 0));
     cancel.cancel();
 }
 
