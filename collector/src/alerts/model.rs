@@ -334,7 +334,8 @@ impl SilenceMatch {
     }
 
     /// True if the incident is covered. An МО or host matcher matches when the incident's
-    /// (bounded) lists name it; a central outage is silenced only by target or rule.
+    /// (bounded) lists name it; a central outage is silenced only by target or rule (one МО's
+    /// maintenance must not hide a region-wide outage).
     pub fn matches(&self, inc: &Incident) -> bool {
         if self.is_empty() {
             return false;
@@ -355,7 +356,7 @@ impl SilenceMatch {
             return false;
         }
         if let Some(h) = &self.host
-            && !inc.hosts.iter().any(|x| x == h)
+            && (inc.rule == Rule::CentralOutage || !inc.hosts.iter().any(|x| x == h))
         {
             return false;
         }
