@@ -1,6 +1,8 @@
 //! Host facts from sysinfo: inventory for `birth`, resources for `hb`. Refreshes only CPU usage,
 //! memory and disks (never the process list), so a sample costs well under a millisecond.
 
+use std::path::Path;
+
 use dozor_proto::{DiskInfo, DiskUsage};
 use sysinfo::{CpuRefreshKind, DiskRefreshKind, Disks, MemoryRefreshKind, System};
 
@@ -78,7 +80,8 @@ pub struct Collector {
 
 impl Collector {
     /// Takes the first CPU reading; the first [`Collector::sample`] reports usage since now.
-    pub fn new() -> Result<Collector, CollectError> {
+    /// `state_dir` keeps the derived boot id where the OS has none (see [`derived_boot_id`]).
+    pub fn new(state_dir: &Path) -> Result<Collector, CollectError> {
         let mut sys = System::new()?;
         sys.refresh_cpu_list(CpuRefreshKind::nothing().with_usage());
         sys.refresh_cpu_usage();
@@ -90,7 +93,7 @@ impl Collector {
             .unwrap_or(0);
         let boot_id = os::boot_id()
             .map(|s| clean(&s))
-            .unwrap_or_else(|| format!("boot-{boot_time}"));
+            .unwrap_or_else(|| derived_boot_id(&state_dir.join(BOOT_FILE), boot_time));
         Ok(Collector {
             sys,
             disks,
@@ -182,6 +185,28 @@ impl Collector {
     }
 }
 
+/// File in the data directory remembering the derived boot id.
+const BOOT_FILE: &str = "boot_id";
+
+/// A boot id for an OS without one (Windows): `boot-<boot time>`, remembered in `path` and
+/// reused while the computed boot time stays within a minute of the remembered one. The boot
+/// time is "now − uptime" and moves by a second between agent restarts; without this the
+/// collector would see a reboot on every restart.
+fn derived_boot_id(path: &Path, boot_time: i64) -> String {
+    let remembered = std::fs::read_to_string(path).ok().and_then(|s| {
+        let (t, id) = s.trim().split_once(' ')?;
+        let t: i64 = t.parse().ok()?;
+        ((t - boot_time).abs() <= 60 && !id.is_empty()).then(|| clean(id))
+    });
+    remembered.unwrap_or_else(|| {
+        let id = format!("boot-{boot_time}");
+        if let Err(e) = std::fs::write(path, format!("{boot_time} {id}\n")) {
+            tracing::debug!(error = %e, "cannot remember the boot id");
+        }
+        id
+    })
+}
+
 /// 1/5/15-minute load averages; `None` where the OS has none (Windows).
 fn load_average() -> Option<[f32; 3]> {
     if cfg!(windows) {
@@ -222,7 +247,8 @@ mod tests {
 
     #[test]
     fn samples_this_machine() {
-        let mut c = Collector::new().expect("sysinfo works here");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut c = Collector::new(dir.path()).expect("sysinfo works here");
         std::thread::sleep(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL);
         let s = c.sample();
         assert!(s.uptime_secs > 0);
@@ -236,6 +262,19 @@ mod tests {
         assert!(s.disks.iter().all(|d| d.used_bytes <= d.total_bytes));
         assert!(s.disks.iter().all(|d| !d.mount.starts_with("/proc")));
         assert!(s.inventory.disks.len() <= MAX_DISKS);
+    }
+
+    #[test]
+    fn derived_boot_id_survives_jitter_and_changes_on_reboot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(BOOT_FILE);
+        let a = derived_boot_id(&path, 1_750_000_000);
+        assert_eq!(a, "boot-1750000000");
+        assert_eq!(derived_boot_id(&path, 1_750_000_001), a);
+        assert_eq!(derived_boot_id(&path, 1_749_999_999), a);
+        let b = derived_boot_id(&path, 1_750_003_600);
+        assert_ne!(b, a);
+        assert_eq!(derived_boot_id(&path, 1_750_003_601), b);
     }
 
     #[test]

@@ -102,8 +102,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let last_seq = Arc::new(AtomicU64::new(spool.index().last_seq()));
     let spool = Arc::new(Mutex::new(spool));
 
-    let (collector, first) = blocking(|| {
-        Collector::new().map(|mut c| {
+    let dir = config.data_dir.clone();
+    let (collector, first) = blocking(move || {
+        Collector::new(&dir).map(|mut c| {
             let s = c.sample();
             (c, s)
         })

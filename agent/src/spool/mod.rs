@@ -66,7 +66,12 @@ pub struct Spool {
     store: Store,
     index: SpoolIndex,
     inst: String,
+    /// When a drop was last logged at warn level (a full spool drops on every append).
+    drop_logged: Option<std::time::Instant>,
 }
+
+/// A full spool is reported at warn level at most this often; other drops go to debug.
+const DROP_LOG_EVERY: Duration = Duration::from_secs(600);
 
 impl Spool {
     /// Opens (or creates) `dir/spool.db` and loads its index. A file SQLite declares corrupt
@@ -120,6 +125,7 @@ impl Spool {
             store,
             index,
             inst: loaded.inst,
+            drop_logged: None,
         };
         spool.expire(now_ms)?;
         Ok(spool)
@@ -195,11 +201,7 @@ impl Spool {
             }
         };
         if let Some(through) = appended.drop_through {
-            tracing::warn!(
-                through,
-                dropped_total = self.index.dropped(),
-                "spool bound reached: oldest messages dropped"
-            );
+            self.log_drop(through);
         }
         Spooled { seq, bytes, error }
     }
@@ -217,14 +219,33 @@ impl Spool {
         Ok(removed)
     }
 
+    fn log_drop(&mut self, through: u64) {
+        let dropped_total = self.index.dropped();
+        let now = std::time::Instant::now();
+        if self
+            .drop_logged
+            .is_none_or(|t| now.duration_since(t) >= DROP_LOG_EVERY)
+        {
+            self.drop_logged = Some(now);
+            tracing::warn!(
+                through,
+                dropped_total,
+                "spool bound reached: oldest messages dropped (the collector has not confirmed \
+                 them for a long time)"
+            );
+        } else {
+            tracing::debug!(
+                through,
+                dropped_total,
+                "spool bound: oldest messages dropped"
+            );
+        }
+    }
+
     /// Drops messages past the age bound.
     pub fn expire(&mut self, now_ms: i64) -> Result<(), SpoolError> {
         if let Some(through) = self.index.expire(now_ms) {
-            tracing::warn!(
-                through,
-                dropped_total = self.index.dropped(),
-                "spool age bound reached: old messages dropped"
-            );
+            self.log_drop(through);
             self.store
                 .delete_through(through, self.index.next_seq(), self.index.dropped())
                 .map_err(|e| self.db(e))?;
