@@ -127,6 +127,12 @@ impl Tracker {
 
     fn mark(&mut self, inst: &str, mo: &str, host: &str, seq: u64) -> bool {
         let i = self.entry(inst, mo, host);
+        // Fast path: the next number in order (the common case) touches no tree node.
+        if seq == i.contiguous + 1 && i.above.is_empty() {
+            i.contiguous = seq;
+            i.dirty = true;
+            return true;
+        }
         if seq <= i.contiguous || !i.above.insert(seq) {
             return false;
         }

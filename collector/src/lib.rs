@@ -14,6 +14,7 @@ pub mod derive;
 pub mod ingest;
 pub mod metrics;
 pub mod pipeline;
+pub mod report;
 pub mod roster;
 pub mod state;
 pub mod store;
@@ -21,7 +22,7 @@ pub mod store;
 use anyhow::Context;
 use config::{Config, MqttMode};
 use metrics::Metrics;
-use pipeline::{NoObserver, Pipeline, PipelineConfig};
+use pipeline::{Pipeline, PipelineConfig};
 use roster::Roster;
 use state::{LiveState, Snapshot, StateConfig};
 use std::net::SocketAddr;
@@ -106,6 +107,12 @@ pub async fn run(
         ..PipelineConfig::default()
     };
     let pipeline = Pipeline::new(pcfg, state, marks, roster.clone(), metrics.clone());
+    let mut alerts = alerts::AlertService::new(cfg.alerts.clone(), &cfg.data_dir, roster.clone())
+        .context("alerts")?;
+    let alert_handle = alerts.handle();
+    // Notifiers outlive the pipeline so that the last incident changes are still delivered.
+    let notify_cancel = CancellationToken::new();
+    alerts.spawn_notifiers(&tasks, notify_cancel.clone());
     let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::default()));
     let pipeline_done = CancellationToken::new();
     {
@@ -119,7 +126,7 @@ pub async fn run(
                 client,
                 in_rx,
                 snap_tx,
-                Box::new(NoObserver),
+                Box::new(alerts),
                 cancel,
             )
             .await;
@@ -131,9 +138,12 @@ pub async fn run(
         snapshot: snap_rx,
         metrics: metrics.clone(),
         roster: roster.clone(),
-        extra_metrics: Arc::new(|_: &mut String| {}),
+        extra_metrics: {
+            let h = alert_handle.clone();
+            Arc::new(move |out: &mut String| h.write_metrics(out))
+        },
     };
-    let app = api::router(api_state);
+    let app = api::router(api_state).merge(alerts::router(alert_handle));
     let http_stop = CancellationToken::new();
     {
         let stop = http_stop.clone();
@@ -175,6 +185,7 @@ pub async fn run(
         tracing::warn!("pipeline did not flush within 20 s");
     }
     http_stop.cancel();
+    notify_cancel.cancel();
     tasks.close();
     if tokio::time::timeout(Duration::from_secs(5), tasks.wait())
         .await
