@@ -1,0 +1,364 @@
+//! `dozor-loadgen`: a simulated fleet publishing heartbeats of many hosts to an MQTT broker, to
+//! measure the collector's ingest (see `bench/ingest.sh` and `docs/benchmarks.md`).
+//!
+//! The hosts of a [`Fleet`] are dealt over a few MQTT connections, like a region behind few
+//! links; each connection publishes for its hosts round-robin, at an optional total rate. The
+//! run ends when every message is acknowledged by the broker (QoS 1) or written (QoS 0); the
+//! last line of stdout is machine-readable:
+//! `dozor-loadgen published=N acked=N secs=S rate=R cpu_secs=C reconnects=K`.
+
+#[path = "loadgen/fleet.rs"]
+mod fleet;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use fleet::{Fleet, FleetSpec, SimHost};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+use tokio::sync::{oneshot, watch};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "dozor-loadgen",
+    about = "Publishes heartbeats of a simulated fleet to an MQTT broker (ingest benchmark)"
+)]
+struct Args {
+    /// Broker, `mqtt://host:port`.
+    #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+    mqtt_url: String,
+    /// Simulated hosts.
+    #[arg(long, default_value_t = 10_000)]
+    hosts: usize,
+    /// МО the hosts are spread over.
+    #[arg(long, default_value_t = 100)]
+    mo_count: usize,
+    /// Heartbeats to publish in total.
+    #[arg(long, default_value_t = 100_000)]
+    messages: u64,
+    /// MQTT connections the hosts are spread over.
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    /// QoS of the publishes: 0 or 1.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+    qos: u8,
+    /// Total messages per second; 0: as fast as the broker takes them.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Unacknowledged QoS 1 publishes per connection.
+    #[arg(long, default_value_t = 1_000)]
+    inflight: u16,
+    /// Runtime worker threads.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout_secs: u64,
+    /// Run id in the instance ids (default: the current time), so that repeated runs against
+    /// one collector are new data, not duplicates.
+    #[arg(long)]
+    run_id: Option<u64>,
+}
+
+/// Progress of one connection, shared between its publisher and its event loop.
+#[derive(Debug, Default)]
+struct Progress {
+    /// Publishes written to the socket.
+    written: AtomicU64,
+    /// PubAcks received.
+    acked: AtomicU64,
+    reconnects: AtomicU64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let (host, port) = parse_mqtt_url(&args.mqtt_url)?;
+    let qos = if args.qos == 0 {
+        QoS::AtMostOnce
+    } else {
+        QoS::AtLeastOnce
+    };
+    let spec = FleetSpec {
+        hosts: args.hosts.max(1),
+        mo_count: args.mo_count.max(1),
+        run_id: args.run_id.unwrap_or_else(|| now_ms() as u64 / 1000),
+    };
+    let connections = args.connections.clamp(1, spec.hosts);
+    eprintln!(
+        "dozor-loadgen: {} hosts in {} МО (≤ {} per МО) over {connections} connections to {host}:{port}, {} heartbeats, QoS {}, rate {}",
+        spec.hosts,
+        spec.mo_count,
+        Fleet::max_hosts_per_mo(&spec),
+        args.messages,
+        args.qos,
+        if args.rate == 0 {
+            "unlimited".to_string()
+        } else {
+            format!("{}/s", args.rate)
+        },
+    );
+    let fleet = Fleet::new(&spec);
+    if let Err(e) = fleet.self_check(now_ms()) {
+        bail!("self-check: {e}");
+    }
+    let groups = fleet.split(connections);
+
+    let (go_tx, go_rx) = watch::channel::<Option<Instant>>(None);
+    let mut conns = Vec::new();
+    for (c, hosts) in groups.into_iter().enumerate() {
+        let share = share(args.messages, connections, c);
+        let mut opts =
+            MqttOptions::new(format!("dozor-loadgen-{:x}-{c}", spec.run_id), &host, port);
+        opts.set_keep_alive(Duration::from_secs(30))
+            .set_clean_session(true)
+            .set_inflight(args.inflight.max(1))
+            .set_max_packet_size(64 * 1024, 64 * 1024)
+            .set_request_channel_capacity(4_096);
+        let (client, eventloop) = AsyncClient::new(opts, 4_096);
+        let progress = Arc::new(Progress::default());
+        let (conn_tx, conn_rx) = oneshot::channel();
+        let driver = tokio::spawn(drive(eventloop, qos, share, progress.clone(), conn_tx));
+        let rate = (args.rate > 0).then(|| args.rate as f64 / connections as f64);
+        let publisher = tokio::spawn(publish(client, hosts, qos, share, rate, go_rx.clone()));
+        conns.push((conn_rx, driver, publisher, progress, share));
+    }
+
+    // Start the clock once every connection is up.
+    for (conn_rx, ..) in &mut conns {
+        tokio::time::timeout(Duration::from_secs(30), conn_rx)
+            .await
+            .context("connecting to the broker timed out")?
+            .context("connection task ended")?;
+    }
+    let start = Instant::now();
+    let cpu_start = self_cpu_secs();
+    let _ = go_tx.send(Some(start));
+
+    let deadline = Duration::from_secs(args.timeout_secs);
+    let mut timed_out = false;
+    for (_, driver, publisher, ..) in &mut conns {
+        let left = deadline.saturating_sub(start.elapsed());
+        match tokio::time::timeout(left, async {
+            let _ = publisher.await;
+            let _ = driver.await;
+        })
+        .await
+        {
+            Ok(()) => {}
+            Err(_) => {
+                timed_out = true;
+                break;
+            }
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = self_cpu_secs() - cpu_start;
+    let sum = |f: &dyn Fn(&Progress) -> u64| conns.iter().map(|c| f(&c.3)).sum::<u64>();
+    let written = sum(&|p| p.written.load(Relaxed));
+    let acked = sum(&|p| p.acked.load(Relaxed));
+    let reconnects = sum(&|p| p.reconnects.load(Relaxed));
+    let done = if qos == QoS::AtMostOnce {
+        written
+    } else {
+        acked
+    };
+    let rate = done as f64 / secs.max(1e-9);
+    eprintln!(
+        "dozor-loadgen: {done} of {} heartbeats {} in {secs:.2} s: {rate:.0} msgs/s, own CPU {cpu:.2} s ({:.0} %)",
+        args.messages,
+        if qos == QoS::AtMostOnce {
+            "written"
+        } else {
+            "acknowledged by the broker"
+        },
+        cpu / secs.max(1e-9) * 100.0,
+    );
+    println!(
+        "dozor-loadgen published={written} acked={acked} secs={secs:.3} rate={rate:.0} cpu_secs={cpu:.2} reconnects={reconnects}"
+    );
+    if timed_out || done < args.messages {
+        bail!(
+            "only {done} of {} heartbeats completed{}",
+            args.messages,
+            if timed_out { " (timed out)" } else { "" }
+        );
+    }
+    Ok(())
+}
+
+/// Messages connection `c` of `n` publishes out of `total`.
+fn share(total: u64, n: usize, c: usize) -> u64 {
+    total / n as u64 + u64::from((c as u64) < total % n as u64)
+}
+
+/// Publishes `count` heartbeats of `hosts` round-robin once the go signal is given, at
+/// `rate` messages per second if set.
+async fn publish(
+    client: AsyncClient,
+    mut hosts: Vec<SimHost>,
+    qos: QoS,
+    count: u64,
+    rate: Option<f64>,
+    mut go: watch::Receiver<Option<Instant>>,
+) {
+    let Ok(start) = go
+        .wait_for(Option::is_some)
+        .await
+        .map(|s| s.unwrap_or_else(Instant::now))
+    else {
+        return;
+    };
+    let mut buf = Vec::with_capacity(1024);
+    let mut ts = now_ms();
+    for i in 0..count {
+        if i % 64 == 0 {
+            ts = now_ms();
+            if let Some(r) = rate {
+                let due = start + Duration::from_secs_f64(i as f64 / r);
+                tokio::time::sleep_until(due.into()).await;
+            }
+        }
+        let n = hosts.len();
+        let h = &mut hosts[(i % n as u64) as usize];
+        h.heartbeat_json(ts, &mut buf);
+        // The topic and payload are moved into the request: one copy each, no serialization.
+        if client
+            .publish(h.hb_topic.as_str(), qos, false, buf.as_slice())
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Drives the event loop of one connection until `count` publishes are acknowledged (QoS 1)
+/// or written (QoS 0), then disconnects. Reports the first ConnAck on `connected`.
+async fn drive(
+    mut eventloop: EventLoop,
+    qos: QoS,
+    count: u64,
+    progress: Arc<Progress>,
+    connected: oneshot::Sender<()>,
+) {
+    let mut connected = Some(connected);
+    let finished = |p: &Progress| {
+        let done = if qos == QoS::AtMostOnce {
+            &p.written
+        } else {
+            &p.acked
+        };
+        done.load(Relaxed) >= count
+    };
+    while !finished(&progress) {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                if let Some(tx) = connected.take() {
+                    let _ = tx.send(());
+                }
+            }
+            Ok(Event::Incoming(Packet::PubAck(_))) => {
+                progress.acked.fetch_add(1, Relaxed);
+            }
+            Ok(Event::Outgoing(Outgoing::Publish(_))) => {
+                progress.written.fetch_add(1, Relaxed);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                // A clean session loses its in-flight messages on reconnect: the run then
+                // times out short, which the summary reports.
+                progress.reconnects.fetch_add(1, Relaxed);
+                eprintln!("dozor-loadgen: connection error: {e}; reconnecting");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    // Let the broker see a clean DISCONNECT rather than a dropped socket.
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+}
+
+/// Parses `mqtt://host:port` (port 1883 if absent).
+fn parse_mqtt_url(url: &str) -> anyhow::Result<(String, u16)> {
+    let rest = url
+        .strip_prefix("mqtt://")
+        .or_else(|| url.strip_prefix("tcp://"))
+        .with_context(|| format!("--mqtt-url {url}: expected mqtt://host:port"))?;
+    let rest = rest.trim_end_matches('/');
+    match rest.rsplit_once(':') {
+        Some((h, p)) => Ok((
+            h.trim_matches(['[', ']']).to_string(),
+            p.parse()
+                .with_context(|| format!("--mqtt-url {url}: bad port"))?,
+        )),
+        None => Ok((rest.to_string(), 1883)),
+    }
+}
+
+/// Unix time now, ms.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// CPU time (user + system) this process has used, seconds; 0 where /proc is unavailable.
+fn self_cpu_secs() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the parenthesized command name; utime and stime are fields 14 and 15.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // Fields 14/15 are at 11/12 after the state field (3); Linux uses 100 ticks per second
+    // on every architecture we run on (USER_HZ).
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_add_up() {
+        for (total, n) in [(1_000_000, 8), (7, 3), (5, 8), (0, 2)] {
+            let s: Vec<u64> = (0..n).map(|c| share(total, n, c)).collect();
+            assert_eq!(s.iter().sum::<u64>(), total);
+            assert!(s.iter().max().unwrap_or(&0) - s.iter().min().unwrap_or(&0) <= 1);
+        }
+    }
+
+    #[test]
+    fn parses_urls() {
+        assert_eq!(
+            parse_mqtt_url("mqtt://127.0.0.1:1884").ok(),
+            Some(("127.0.0.1".into(), 1884))
+        );
+        assert_eq!(
+            parse_mqtt_url("mqtt://broker").ok(),
+            Some(("broker".into(), 1883))
+        );
+        assert!(parse_mqtt_url("http://x:1").is_err());
+        assert!(parse_mqtt_url("mqtt://x:notaport").is_err());
+    }
+}
