@@ -88,8 +88,25 @@ async fn wait_for_signal() {
     }
 }
 
-#[cfg(not(unix))]
+#[cfg(windows)]
 async fn wait_for_signal() {
-    // Windows services get Ctrl-C/close events through the console control handler.
+    // Service wrappers and logoff/shutdown deliver console control events.
+    use tokio::signal::windows::{ctrl_close, ctrl_shutdown};
+    match (ctrl_close(), ctrl_shutdown()) {
+        (Ok(mut close), Ok(mut shut)) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = close.recv() => {}
+                _ = shut.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(not(any(unix, windows)))]
+async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }

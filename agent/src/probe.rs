@@ -284,6 +284,20 @@ mod tests {
         port
     }
 
+    /// Reads the request, then closes the connection without a word.
+    async fn hangup_server() -> u16 {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut chunk = [0u8; 1024];
+                let _ = s.read(&mut chunk).await;
+                drop(s);
+            }
+        });
+        port
+    }
+
     async fn closed_port() -> u16 {
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = l.local_addr().expect("addr").port();
@@ -443,6 +457,19 @@ mod tests {
             2000,
             false,
             Some(ErrorClass::Tls),
+            None,
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn reachable_but_hanging_up_is_other() {
+        let p = hangup_server().await;
+        check(
+            &format!("http://127.0.0.1:{p}/"),
+            2000,
+            false,
+            Some(ErrorClass::Other),
             None,
         )
         .await;

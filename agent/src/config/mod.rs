@@ -389,10 +389,12 @@ fn validate_mqtt(m: RawMqtt) -> Result<MqttConfig, ConfigError> {
 }
 
 fn validate_spool(s: RawSpool) -> Result<SpoolConfig, ConfigError> {
-    if s.max_bytes < 64 * 1024 {
+    // At least one message of the largest size the protocol allows.
+    let min = dozor_proto::MAX_PAYLOAD_BYTES as u64;
+    if s.max_bytes < min {
         return Err(invalid(
             "spool.max_bytes",
-            format!("{} is below the minimum of 65536", s.max_bytes),
+            format!("{} is below the minimum of {min}", s.max_bytes),
         ));
     }
     let max_age_days = check_range("spool.max_age_days", s.max_age_days, 1, 366)?;
