@@ -1,0 +1,684 @@
+//! The report tables built from a period's aggregates: availability by host / МО / target,
+//! counts per МО and site, and the regional indicator table.
+
+use super::{HostAgg, HostInfo, PeriodData, ReachAgg, cat_bit, pct};
+use crate::roster::{Mo, Roster};
+use crate::store::config::IndicatorsConfig;
+use dozor_proto::{Category, Role};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::Period;
+
+/// Grouping of the availability report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AvailabilityBy {
+    Host,
+    Mo,
+    Target,
+}
+
+impl AvailabilityBy {
+    pub fn parse(s: &str) -> Option<AvailabilityBy> {
+        match s {
+            "host" => Some(AvailabilityBy::Host),
+            "mo" => Some(AvailabilityBy::Mo),
+            "target" => Some(AvailabilityBy::Target),
+            _ => None,
+        }
+    }
+}
+
+/// Up / down / unknown sums and the availability `up / (up + down)`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Avail {
+    pub up_ms: i64,
+    pub down_ms: i64,
+    pub unknown_ms: i64,
+    /// `None` when nothing was observed (up + down = 0).
+    pub availability_pct: Option<f64>,
+}
+
+impl Avail {
+    fn add(&mut self, (up, down, unknown): (i64, i64, i64)) {
+        self.up_ms += up;
+        self.down_ms += down;
+        self.unknown_ms += unknown;
+        self.availability_pct = pct(self.up_ms as f64, (self.up_ms + self.down_ms) as f64);
+    }
+}
+
+/// Availability of one host.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HostAvail {
+    pub mo: String,
+    pub host: String,
+    pub hostname: String,
+    pub role: Option<Role>,
+    pub site: String,
+    /// `around_the_clock` (servers) or `working_hours` (workstations, unknown role).
+    pub basis: &'static str,
+    #[serde(flatten)]
+    pub avail: Avail,
+}
+
+/// Availability of one МО's workstations and servers.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MoAvail {
+    pub mo: String,
+    pub mo_name: String,
+    pub in_roster: bool,
+    pub workstations: Avail,
+    pub servers: Avail,
+}
+
+/// Reachability of a target category from one МО.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MoReach {
+    pub mo: String,
+    pub mo_name: String,
+    pub reach_ms: i64,
+    pub unreach_ms: i64,
+    pub availability_pct: Option<f64>,
+}
+
+/// Availability of a target category: regional (over the МО observing it) and per МО.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TargetAvail {
+    pub category: Category,
+    pub title: &'static str,
+    pub reach_ms: i64,
+    pub unreach_ms: i64,
+    pub availability_pct: Option<f64>,
+    /// МО that observed the target at some time in the period.
+    pub mo_observing: usize,
+    pub mos: Vec<MoReach>,
+}
+
+/// The availability report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "by", rename_all = "snake_case")]
+pub enum Availability {
+    Host {
+        from_ms: i64,
+        to_ms: i64,
+        rows: Vec<HostAvail>,
+    },
+    Mo {
+        from_ms: i64,
+        to_ms: i64,
+        rows: Vec<MoAvail>,
+    },
+    Target {
+        from_ms: i64,
+        to_ms: i64,
+        rows: Vec<TargetAvail>,
+    },
+}
+
+fn mo_name(roster: &Roster, oid: &str) -> (String, bool) {
+    match roster.get(oid) {
+        Some(m) => (m.name.clone(), true),
+        None => (oid.to_string(), false),
+    }
+}
+
+fn is_server(h: &HostInfo) -> bool {
+    h.role == Some(Role::Server)
+}
+
+/// Availability over the period grouped `by`.
+pub fn availability(data: &PeriodData, roster: &Roster, by: AvailabilityBy) -> Availability {
+    let (from_ms, to_ms) = (data.from, data.to);
+    match by {
+        AvailabilityBy::Host => {
+            let rows = data
+                .hosts
+                .iter()
+                .map(|(h, a)| {
+                    let mut avail = Avail::default();
+                    avail.add(a.for_role(is_server(h)));
+                    HostAvail {
+                        mo: h.mo.clone(),
+                        host: h.host.clone(),
+                        hostname: h.hostname.clone(),
+                        role: h.role,
+                        site: h.site.clone(),
+                        basis: if is_server(h) {
+                            "around_the_clock"
+                        } else {
+                            "working_hours"
+                        },
+                        avail,
+                    }
+                })
+                .collect();
+            Availability::Host {
+                from_ms,
+                to_ms,
+                rows,
+            }
+        }
+        AvailabilityBy::Mo => {
+            let mut by_mo: BTreeMap<&str, (Avail, Avail)> = BTreeMap::new();
+            for m in &roster.mos {
+                by_mo.entry(&m.oid).or_default();
+            }
+            for (h, a) in &data.hosts {
+                let e = by_mo.entry(&h.mo).or_default();
+                if is_server(h) {
+                    e.1.add(a.for_role(true));
+                } else if h.role == Some(Role::Workstation) {
+                    e.0.add(a.for_role(false));
+                }
+            }
+            let rows = by_mo
+                .into_iter()
+                .map(|(mo, (w, s))| {
+                    let (mo_name, in_roster) = mo_name(roster, mo);
+                    MoAvail {
+                        mo: mo.to_string(),
+                        mo_name,
+                        in_roster,
+                        workstations: w,
+                        servers: s,
+                    }
+                })
+                .collect();
+            Availability::Mo {
+                from_ms,
+                to_ms,
+                rows,
+            }
+        }
+        AvailabilityBy::Target => Availability::Target {
+            from_ms,
+            to_ms,
+            rows: targets(data, roster, |_| true),
+        },
+    }
+}
+
+/// Per-category reachability, regional sums over the МО accepted by `keep`.
+fn targets(data: &PeriodData, roster: &Roster, keep: impl Fn(&str) -> bool) -> Vec<TargetAvail> {
+    let mut out: BTreeMap<Category, TargetAvail> = BTreeMap::new();
+    for ((mo, cat), r) in &data.mo_reach {
+        if r.is_zero() || !keep(mo) {
+            continue;
+        }
+        let t = out.entry(*cat).or_insert_with(|| TargetAvail {
+            category: *cat,
+            title: cat.title_ru(),
+            reach_ms: 0,
+            unreach_ms: 0,
+            availability_pct: None,
+            mo_observing: 0,
+            mos: Vec::new(),
+        });
+        t.reach_ms += r.reach_ms;
+        t.unreach_ms += r.unreach_ms;
+        t.mo_observing += 1;
+        let (mo_name, _) = mo_name(roster, mo);
+        t.mos.push(MoReach {
+            mo: mo.clone(),
+            mo_name,
+            reach_ms: r.reach_ms,
+            unreach_ms: r.unreach_ms,
+            availability_pct: pct(r.reach_ms as f64, r.observed_ms() as f64),
+        });
+    }
+    out.into_values()
+        .map(|mut t| {
+            t.availability_pct = pct(t.reach_ms as f64, (t.reach_ms + t.unreach_ms) as f64);
+            t
+        })
+        .collect()
+}
+
+/// Counts of one site (or of an МО as a whole).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CountRow {
+    pub planned_arm: u64,
+    /// Workstations known by the end of the period.
+    pub workstations_registered: u64,
+    /// Workstations that sent at least one message in the period.
+    pub workstations_active: u64,
+    /// Workstations with at least one successful МИС probe in the period.
+    pub workstations_reaching_mis: u64,
+    pub servers_registered: u64,
+    pub servers_active: u64,
+    /// Hosts whose role is not known yet (no birth message stored).
+    pub unknown_role: u64,
+}
+
+impl CountRow {
+    fn count(&mut self, h: &HostInfo, a: &HostAgg, to: i64) {
+        let registered = h.first_ms < to;
+        match h.role {
+            Some(Role::Workstation) => {
+                self.workstations_registered += u64::from(registered);
+                self.workstations_active += u64::from(a.active);
+                self.workstations_reaching_mis +=
+                    u64::from(a.active && a.reached & cat_bit(Category::Mis) != 0);
+            }
+            Some(Role::Server) => {
+                self.servers_registered += u64::from(registered);
+                self.servers_active += u64::from(a.active);
+            }
+            None => self.unknown_role += u64::from(registered),
+        }
+    }
+
+    fn add(&mut self, o: &CountRow) {
+        self.planned_arm += o.planned_arm;
+        self.workstations_registered += o.workstations_registered;
+        self.workstations_active += o.workstations_active;
+        self.workstations_reaching_mis += o.workstations_reaching_mis;
+        self.servers_registered += o.servers_registered;
+        self.servers_active += o.servers_active;
+        self.unknown_role += o.unknown_role;
+    }
+}
+
+/// Counts of one site.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SiteCounts {
+    pub site: String,
+    /// False for a site named by hosts but missing from the roster.
+    pub in_roster: bool,
+    #[serde(flatten)]
+    pub counts: CountRow,
+}
+
+/// Counts of one МО and its sites.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MoCounts {
+    pub mo: String,
+    pub mo_name: String,
+    pub in_roster: bool,
+    #[serde(flatten)]
+    pub counts: CountRow,
+    pub sites: Vec<SiteCounts>,
+}
+
+/// The counts report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub from_ms: i64,
+    pub to_ms: i64,
+    /// Region totals over the roster's МО.
+    pub total: CountRow,
+    pub mos: Vec<MoCounts>,
+}
+
+fn norm(s: &str) -> String {
+    s.trim().to_lowercase()
+}
+
+/// Counts per МО and site over the period.
+pub fn counts(data: &PeriodData, roster: &Roster) -> Counts {
+    let mut mos: BTreeMap<String, MoCounts> = BTreeMap::new();
+    for m in &roster.mos {
+        let sites = m
+            .sites
+            .iter()
+            .map(|s| SiteCounts {
+                site: s.name.clone(),
+                in_roster: true,
+                counts: CountRow {
+                    planned_arm: u64::from(s.planned_arm),
+                    ..CountRow::default()
+                },
+            })
+            .collect();
+        mos.insert(
+            m.oid.clone(),
+            MoCounts {
+                mo: m.oid.clone(),
+                mo_name: m.name.clone(),
+                in_roster: true,
+                counts: CountRow {
+                    planned_arm: u64::from(m.planned_arm),
+                    ..CountRow::default()
+                },
+                sites,
+            },
+        );
+    }
+    for (h, a) in &data.hosts {
+        let m = mos.entry(h.mo.clone()).or_insert_with(|| MoCounts {
+            mo: h.mo.clone(),
+            mo_name: h.mo.clone(),
+            in_roster: false,
+            counts: CountRow::default(),
+            sites: Vec::new(),
+        });
+        m.counts.count(h, a, data.to);
+        let key = norm(&h.site);
+        let site = match m.sites.iter_mut().position(|s| norm(&s.site) == key) {
+            Some(i) => &mut m.sites[i],
+            None => {
+                m.sites.push(SiteCounts {
+                    site: h.site.clone(),
+                    in_roster: false,
+                    counts: CountRow::default(),
+                });
+                let last = m.sites.len() - 1;
+                &mut m.sites[last]
+            }
+        };
+        site.counts.count(h, a, data.to);
+    }
+    let mut total = CountRow::default();
+    for m in mos
+        .values()
+        .filter(|m| m.in_roster || roster.mos.is_empty())
+    {
+        total.add(&m.counts);
+    }
+    Counts {
+        from_ms: data.from,
+        to_ms: data.to,
+        total,
+        mos: mos.into_values().collect(),
+    }
+}
+
+/// Unit of an indicator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unit {
+    /// Items (ед.).
+    Count,
+    /// Percent.
+    Percent,
+}
+
+impl Unit {
+    pub fn ru(self) -> &'static str {
+        match self {
+            Unit::Count => "ед.",
+            Unit::Percent => "%",
+        }
+    }
+}
+
+/// One row of the indicator table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IndicatorRow {
+    /// Stable machine id: `arm`, `mo_mis`, `mo_subsystems`, `mo_subsystem_lis`, `sites_mis`,
+    /// `availability_servers`, `availability_mis`, …
+    pub id: String,
+    /// Wording of the regional reports.
+    pub name: String,
+    pub unit: Unit,
+    pub plan: Option<f64>,
+    /// `None` when nothing could be measured (e.g. no server reported).
+    pub fact: Option<f64>,
+    /// `fact / plan × 100`.
+    pub pct_of_plan: Option<f64>,
+    /// What the fact is made of: «95 из 100 МО».
+    pub basis: String,
+}
+
+/// The regional indicator table of a period.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IndicatorTable {
+    pub period: Period,
+    /// Actual end of the data (the period's end, or now for a period in progress).
+    pub computed_to_ms: i64,
+    pub rows: Vec<IndicatorRow>,
+    /// Remarks on the data (МО outside the roster, …), Russian.
+    pub notes: Vec<String>,
+}
+
+fn row(
+    id: impl Into<String>,
+    name: impl Into<String>,
+    unit: Unit,
+    plan: Option<f64>,
+    fact: Option<f64>,
+    basis: String,
+) -> IndicatorRow {
+    let pct_of_plan = match (plan, fact) {
+        (Some(p), Some(f)) if p > 0.0 => Some(f / p * 100.0),
+        _ => None,
+    };
+    IndicatorRow {
+        id: id.into(),
+        name: name.into(),
+        unit,
+        plan,
+        fact,
+        pct_of_plan,
+        basis,
+    }
+}
+
+/// Per-МО facts for the shares.
+#[derive(Default)]
+struct MoFacts {
+    /// Union of categories reached by any host.
+    reached_any: u16,
+    /// A workstation was active and reached the МИС.
+    ws_mis: bool,
+    /// Normalized sites with an active workstation reaching the МИС.
+    sites_mis: BTreeSet<String>,
+}
+
+/// The regional indicator table.
+pub fn indicators(
+    data: &PeriodData,
+    roster: &Roster,
+    cfg: &IndicatorsConfig,
+    period: &Period,
+) -> IndicatorTable {
+    let mut notes = Vec::new();
+    let use_all = roster.mos.is_empty();
+    if use_all {
+        notes.push(
+            "Реестр МО не загружен: доли рассчитаны по МО, приславшим данные, план АРМ не задан."
+                .to_string(),
+        );
+    }
+    let in_scope = |mo: &str| use_all || roster.contains(mo);
+    let mut facts: HashMap<&str, MoFacts> = HashMap::new();
+    let mut outside: BTreeSet<&str> = BTreeSet::new();
+    let mut arm_active = 0u64;
+    let mut servers = Avail::default();
+    let mut probed_any: u16 = 0;
+    for (h, a) in &data.hosts {
+        if !in_scope(&h.mo) {
+            outside.insert(&h.mo);
+            continue;
+        }
+        let f = facts.entry(&h.mo).or_default();
+        f.reached_any |= a.reached;
+        probed_any |= a.probed;
+        match h.role {
+            Some(Role::Workstation) => {
+                arm_active += u64::from(a.active);
+                if a.active && a.reached & cat_bit(Category::Mis) != 0 {
+                    f.ws_mis = true;
+                    f.sites_mis.insert(norm(&h.site));
+                }
+            }
+            Some(Role::Server) => servers.add(a.for_role(true)),
+            None => {}
+        }
+    }
+    if !outside.is_empty() {
+        notes.push(format!(
+            "Данные {} МО, отсутствующих в реестре, в показатели не включены.",
+            outside.len()
+        ));
+    }
+    let mo_list: Vec<&str> = if use_all {
+        let mut v: Vec<&str> = facts.keys().copied().collect();
+        v.sort_unstable();
+        v
+    } else {
+        roster.mos.iter().map(|m| m.oid.as_str()).collect()
+    };
+    let n_mo = mo_list.len() as f64;
+    let mut rows = Vec::new();
+
+    // 1. АРМ.
+    let plan_arm = (!use_all).then(|| roster.planned_arm() as f64);
+    rows.push(row(
+        "arm",
+        "Организовано автоматизированных рабочих мест медицинских работников (АРМ, передававших данные в периоде)",
+        Unit::Count,
+        plan_arm,
+        Some(arm_active as f64),
+        format!("{arm_active} АРМ передавали данные"),
+    ));
+
+    // 2. МО using the МИС.
+    let mo_mis = mo_list
+        .iter()
+        .filter(|m| facts.get(*m).is_some_and(|f| f.ws_mis))
+        .count();
+    rows.push(row(
+        "mo_mis",
+        "Доля МО, использующих медицинские информационные системы, обеспечивающие информационное взаимодействие с ЕГИСЗ",
+        Unit::Percent,
+        Some(cfg.plan_mo_mis_pct),
+        pct(mo_mis as f64, n_mo),
+        format!("{mo_mis} из {} МО: хотя бы один АРМ обращался к МИС", mo_list.len()),
+    ));
+
+    // 3. МО connected to the centralized subsystems.
+    let subsystems: Vec<Category> = if cfg.subsystems.is_empty() {
+        Category::ALL
+            .into_iter()
+            .filter(|c| *c != Category::Mis && probed_any & cat_bit(*c) != 0)
+            .collect()
+    } else {
+        cfg.subsystems.clone()
+    };
+    if subsystems.is_empty() {
+        notes.push(
+            "Централизованные подсистемы не заданы и не проверялись агентами в периоде."
+                .to_string(),
+        );
+    } else {
+        let mask: u16 = subsystems.iter().map(|c| cat_bit(*c)).fold(0, |a, b| a | b);
+        let all = mo_list
+            .iter()
+            .filter(|m| facts.get(*m).is_some_and(|f| f.reached_any & mask == mask))
+            .count();
+        let names: Vec<&str> = subsystems.iter().map(|c| c.title_ru()).collect();
+        rows.push(row(
+            "mo_subsystems",
+            "Доля МО, подключенных к централизованным подсистемам государственной информационной системы в сфере здравоохранения субъекта",
+            Unit::Percent,
+            Some(cfg.plan_mo_subsystems_pct),
+            pct(all as f64, n_mo),
+            format!(
+                "{all} из {} МО обращались ко всем подсистемам: {}",
+                mo_list.len(),
+                names.join(", ")
+            ),
+        ));
+        for c in &subsystems {
+            let bit = cat_bit(*c);
+            let n = mo_list
+                .iter()
+                .filter(|m| facts.get(*m).is_some_and(|f| f.reached_any & bit != 0))
+                .count();
+            rows.push(row(
+                format!("mo_subsystem_{}", c.as_str()),
+                format!("Доля МО, подключенных к подсистеме «{}»", c.title_ru()),
+                Unit::Percent,
+                Some(cfg.plan_mo_subsystems_pct),
+                pct(n as f64, n_mo),
+                format!("{n} из {} МО", mo_list.len()),
+            ));
+        }
+    }
+
+    // 4. Sites keeping the electronic medical record.
+    let (mut sites_total, mut sites_ok) = (0usize, 0usize);
+    for oid in &mo_list {
+        let f = facts.get(oid);
+        let roster_mo: Option<&Mo> = roster.get(oid);
+        match roster_mo.filter(|m| !m.sites.is_empty()) {
+            Some(m) => {
+                for s in &m.sites {
+                    sites_total += 1;
+                    sites_ok +=
+                        usize::from(f.is_some_and(|f| f.sites_mis.contains(&norm(&s.name))));
+                }
+            }
+            None => {
+                sites_total += 1;
+                sites_ok += usize::from(f.is_some_and(|f| f.ws_mis));
+            }
+        }
+    }
+    rows.push(row(
+        "sites_mis",
+        "Доля подразделений МО, в которых ведется электронная медицинская карта (АРМ подключены к МИС)",
+        Unit::Percent,
+        Some(cfg.plan_sites_pct),
+        pct(sites_ok as f64, sites_total as f64),
+        format!("{sites_ok} из {sites_total} подразделений"),
+    ));
+
+    // 5. Availability of servers and of each target.
+    rows.push(row(
+        "availability_servers",
+        "Работоспособность серверного оборудования МО (доступность серверов)",
+        Unit::Percent,
+        Some(cfg.plan_availability_pct),
+        servers.availability_pct,
+        format!(
+            "работали {} ч, простой {} ч, нет данных {} ч",
+            hours(servers.up_ms),
+            hours(servers.down_ms),
+            hours(servers.unknown_ms)
+        ),
+    ));
+    for t in targets(data, roster, in_scope) {
+        rows.push(row(
+            format!("availability_{}", t.category.as_str()),
+            format!(
+                "Работоспособность информационного ресурса «{}» (доступность из МО)",
+                t.title
+            ),
+            Unit::Percent,
+            Some(cfg.plan_availability_pct),
+            t.availability_pct,
+            format!(
+                "доступен {} ч, недоступен {} ч; наблюдали {} МО",
+                hours(t.reach_ms),
+                hours(t.unreach_ms),
+                t.mo_observing
+            ),
+        ));
+    }
+    IndicatorTable {
+        period: period.clone(),
+        computed_to_ms: data.to,
+        rows,
+        notes,
+    }
+}
+
+fn hours(ms: i64) -> String {
+    let h = ms as f64 / 3_600_000.0;
+    if h >= 100.0 {
+        format!("{h:.0}")
+    } else {
+        format!("{h:.1}")
+    }
+    .replace('.', ",")
+}
+
+#[allow(dead_code)]
+fn _assert_reach_used(_: ReachAgg) {}
+
+#[cfg(test)]
+mod tests;

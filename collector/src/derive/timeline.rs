@@ -1,0 +1,309 @@
+//! A host's timeline: stored "up" segments and the causes of the gaps between them, turned into
+//! labelled pieces (up / down with cause / unknown) over a window, and integrated into the
+//! per-role availability sums.
+//!
+//! Rules (see `docs/indicators.md`):
+//! - between the first and the last message of a segment the host is **up**;
+//! - the latest segment's open gap is up for `tol` after the last message (the next heartbeat is
+//!   not overdue yet), lost after that;
+//! - time the collector was not running is **unknown**, never down; a silence nobody marked
+//!   (`reboot`, `silent`, overdue `pending`) within `tol` of a collector outage is unknown too
+//!   (the collector could not have noticed it);
+//! - servers: every down second counts; workstations: only working hours count, a graceful
+//!   shutdown is never down, and a lost/reboot silence is down only within the working window
+//!   in which it began.
+
+use super::{GapCause, Ms, ProbeRow, SegRow};
+use serde::Serialize;
+
+/// Time the collector was not running, as sorted disjoint spans.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outages {
+    spans: Vec<(Ms, Ms)>,
+}
+
+impl Outages {
+    /// No outage at all.
+    pub fn none() -> Outages {
+        Outages::default()
+    }
+
+    /// Outages from the collector's runs `(start, end)`: before the first run, between runs and
+    /// after the last one up to `horizon`. Without any run there is no outage (the store was
+    /// filled without collector start records).
+    pub fn from_runs(runs: &[(Ms, Ms)], horizon: Ms) -> Outages {
+        let mut runs: Vec<(Ms, Ms)> = runs.iter().copied().filter(|r| r.1 >= r.0).collect();
+        runs.sort_unstable();
+        let mut spans = Vec::new();
+        let Some(first) = runs.first() else {
+            return Outages { spans };
+        };
+        spans.push((Ms::MIN, first.0));
+        let mut covered = first.1;
+        for r in &runs[1..] {
+            if r.0 > covered {
+                spans.push((covered, r.0));
+            }
+            covered = covered.max(r.1);
+        }
+        if covered < horizon {
+            spans.push((covered, Ms::MAX));
+        }
+        Outages { spans }
+    }
+
+    pub fn spans(&self) -> &[(Ms, Ms)] {
+        &self.spans
+    }
+
+    /// Splits `[x, y)` into sub-spans inside (true) and outside (false) the outages, each
+    /// outage widened by `pad` on both sides.
+    fn split(&self, x: Ms, y: Ms, pad: Ms, mut f: impl FnMut(Ms, Ms, bool)) {
+        let mut at = x;
+        for &(s, e) in &self.spans {
+            if at >= y {
+                break;
+            }
+            let (s, e) = (s.saturating_sub(pad), e.saturating_add(pad));
+            if e <= at {
+                continue;
+            }
+            if s >= y {
+                break;
+            }
+            if s > at {
+                f(at, s, false);
+                at = s;
+            }
+            let end = e.min(y);
+            if end > at {
+                f(at, end, true);
+                at = end;
+            }
+        }
+        if at < y {
+            f(at, y, false);
+        }
+    }
+}
+
+/// State of a piece of a host's timeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PieceState {
+    Up,
+    /// Down, with the cause of the gap (`Silent` and overdue `Pending` are reported as `Lost`).
+    Down(GapCause),
+    /// The collector could not observe the host.
+    Unknown,
+}
+
+/// A labelled piece `[start, end)` of a host's timeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Piece {
+    pub start: Ms,
+    pub end: Ms,
+    pub state: PieceState,
+    /// For pieces of a gap: when the silence began (the last message before it).
+    pub gap_start: Ms,
+}
+
+/// The labelled pieces of `[a, b)` from a host's segments (ascending by start; must include the
+/// segment whose gap covers `a`, if any). Time before the first segment is not part of the
+/// host's life and yields no piece. `b` must not be after the horizon ("now").
+pub fn host_pieces(
+    segs: &[SegRow],
+    tol: Ms,
+    outages: &Outages,
+    a: Ms,
+    b: Ms,
+    mut emit: impl FnMut(Piece),
+) {
+    let mut piece = |start: Ms, end: Ms, state: PieceState, gap_start: Ms| {
+        let (s, e) = (start.max(a), end.min(b));
+        if s < e {
+            emit(Piece {
+                start: s,
+                end: e,
+                state,
+                gap_start,
+            });
+        }
+    };
+    for seg in segs {
+        if seg.start >= b {
+            break;
+        }
+        piece(seg.start, seg.end, PieceState::Up, seg.start);
+        let g0 = seg.end;
+        let g1 = seg.next.unwrap_or(Ms::MAX);
+        if g1 <= a || g0 >= b {
+            continue;
+        }
+        let cause = match (seg.cause, seg.next) {
+            (GapCause::Pending, Some(_)) => GapCause::Silent,
+            (c, _) => c,
+        };
+        let (x, y) = (g0.max(a), g1.min(b));
+        match cause {
+            GapCause::Shutdown | GapCause::Lost => outages.split(x, y, 0, |s, e, out| {
+                let st = if out {
+                    PieceState::Unknown
+                } else {
+                    PieceState::Down(cause)
+                };
+                piece(s, e, st, g0);
+            }),
+            GapCause::Reboot | GapCause::Silent => outages.split(x, y, tol, |s, e, out| {
+                let st = if out {
+                    PieceState::Unknown
+                } else {
+                    PieceState::Down(if cause == GapCause::Silent {
+                        GapCause::Lost
+                    } else {
+                        cause
+                    })
+                };
+                piece(s, e, st, g0);
+            }),
+            GapCause::Pending => {
+                let due = g0.saturating_add(tol);
+                if x < due {
+                    outages.split(x, due.min(y), 0, |s, e, out| {
+                        let st = if out {
+                            PieceState::Unknown
+                        } else {
+                            PieceState::Up
+                        };
+                        piece(s, e, st, g0);
+                    });
+                }
+                if y > due {
+                    outages.split(x.max(due), y, tol, |s, e, out| {
+                        let st = if out {
+                            PieceState::Unknown
+                        } else {
+                            PieceState::Down(GapCause::Lost)
+                        };
+                        piece(s, e, st, g0);
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// A host's sums over a window, for both readings of its role; additive over disjoint windows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct HostAgg {
+    /// Around the clock (servers): up, down (any cause), unknown, ms.
+    pub up_ms: i64,
+    pub down_ms: i64,
+    pub unknown_ms: i64,
+    /// Within the МО's working hours (workstations): up, down (lost/reboot that began in the
+    /// same working window), unknown, ms. Graceful shutdowns are excluded.
+    pub up_w_ms: i64,
+    pub down_w_ms: i64,
+    pub unknown_w_ms: i64,
+    /// The host sent at least one message in the window.
+    pub active: bool,
+    /// Categories (bits of [`super::cat_bit`]) with an ok result in the window.
+    pub reached: u16,
+    /// Categories with any result in the window.
+    pub probed: u16,
+}
+
+impl HostAgg {
+    pub fn add(&mut self, o: &HostAgg) {
+        self.up_ms += o.up_ms;
+        self.down_ms += o.down_ms;
+        self.unknown_ms += o.unknown_ms;
+        self.up_w_ms += o.up_w_ms;
+        self.down_w_ms += o.down_w_ms;
+        self.unknown_w_ms += o.unknown_w_ms;
+        self.active |= o.active;
+        self.reached |= o.reached;
+        self.probed |= o.probed;
+    }
+
+    /// Up, down, unknown for the role: servers around the clock, workstations (and hosts of
+    /// unknown role) in working hours.
+    pub fn for_role(&self, server: bool) -> (i64, i64, i64) {
+        if server {
+            (self.up_ms, self.down_ms, self.unknown_ms)
+        } else {
+            (self.up_w_ms, self.down_w_ms, self.unknown_w_ms)
+        }
+    }
+
+    pub fn is_zero(&self) -> bool {
+        *self == HostAgg::default()
+    }
+}
+
+/// Integrates a host's window `[a, b)`: `work` are the МО's working windows overlapping it
+/// ([`super::WorkCal::windows`]), `probes` the host's reachability rows touching it.
+pub fn host_agg(
+    segs: &[SegRow],
+    probes: &[ProbeRow],
+    tol: Ms,
+    outages: &Outages,
+    work: &[(Ms, Ms)],
+    a: Ms,
+    b: Ms,
+) -> HostAgg {
+    let mut agg = HostAgg {
+        active: segs.iter().any(|s| s.start < b && s.end >= a),
+        ..HostAgg::default()
+    };
+    for p in probes.iter().filter(|p| p.touches(a, b)) {
+        let bit = 1u16 << p.cat;
+        agg.probed |= bit;
+        if p.ok {
+            agg.reached |= bit;
+        }
+    }
+    host_pieces(segs, tol, outages, a, b, |p| {
+        let len = p.end - p.start;
+        match p.state {
+            PieceState::Up => agg.up_ms += len,
+            PieceState::Down(_) => agg.down_ms += len,
+            PieceState::Unknown => agg.unknown_ms += len,
+        }
+        for &(w0, w1) in work {
+            let (s, e) = (p.start.max(w0), p.end.min(w1));
+            if s >= e {
+                continue;
+            }
+            let len = e - s;
+            match p.state {
+                PieceState::Up => agg.up_w_ms += len,
+                PieceState::Unknown => agg.unknown_w_ms += len,
+                PieceState::Down(GapCause::Shutdown) => {}
+                PieceState::Down(_) => {
+                    if (w0..w1).contains(&p.gap_start) {
+                        agg.down_w_ms += len;
+                    }
+                }
+            }
+        }
+    });
+    agg
+}
+
+/// The up intervals of `[a, b)`, ascending.
+pub fn up_spans(segs: &[SegRow], tol: Ms, outages: &Outages, a: Ms, b: Ms) -> Vec<(Ms, Ms)> {
+    let mut out: Vec<(Ms, Ms)> = Vec::new();
+    host_pieces(segs, tol, outages, a, b, |p| {
+        if p.state == PieceState::Up {
+            match out.last_mut() {
+                Some(l) if l.1 == p.start => l.1 = p.end,
+                _ => out.push((p.start, p.end)),
+            }
+        }
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,214 @@
+use super::*;
+use crate::derive::{GapCause, ProbeRow, SegRow, WorkCal};
+use crate::roster::WorkHours;
+
+const S: Ms = 1000;
+const MIN: Ms = 60 * S;
+const H: Ms = 60 * MIN;
+
+fn seg(start: Ms, end: Ms, cause: GapCause, next: Option<Ms>) -> SegRow {
+    SegRow {
+        start,
+        end,
+        cause,
+        next,
+    }
+}
+
+fn pieces(segs: &[SegRow], tol: Ms, out: &Outages, a: Ms, b: Ms) -> Vec<(Ms, Ms, PieceState)> {
+    let mut v = Vec::new();
+    host_pieces(segs, tol, out, a, b, |p| v.push((p.start, p.end, p.state)));
+    v
+}
+
+#[test]
+fn up_then_graceful_shutdown() {
+    let s = [seg(10 * MIN, 50 * MIN, GapCause::Shutdown, None)];
+    assert_eq!(
+        pieces(&s, 75 * S, &Outages::none(), 0, 60 * MIN),
+        vec![
+            (10 * MIN, 50 * MIN, PieceState::Up),
+            (50 * MIN, 60 * MIN, PieceState::Down(GapCause::Shutdown)),
+        ]
+    );
+}
+
+#[test]
+fn pending_tail_is_up_until_overdue() {
+    let s = [seg(0, 10 * MIN, GapCause::Pending, None)];
+    assert_eq!(
+        pieces(&s, 75 * S, &Outages::none(), 0, 20 * MIN),
+        vec![
+            (0, 10 * MIN, PieceState::Up),
+            (10 * MIN, 10 * MIN + 75 * S, PieceState::Up),
+            (
+                10 * MIN + 75 * S,
+                20 * MIN,
+                PieceState::Down(GapCause::Lost)
+            ),
+        ]
+    );
+}
+
+#[test]
+fn collector_outage_is_unknown() {
+    // Lost (marked) at 10 min, collector down 20..30 min: unknown exactly there.
+    let s = [
+        seg(0, 10 * MIN, GapCause::Lost, Some(40 * MIN)),
+        seg(40 * MIN, 50 * MIN, GapCause::Pending, None),
+    ];
+    let out = Outages::from_runs(&[(0, 20 * MIN), (30 * MIN, 60 * MIN)], 60 * MIN);
+    assert_eq!(
+        pieces(&s, 75 * S, &out, 0, 50 * MIN),
+        vec![
+            (0, 10 * MIN, PieceState::Up),
+            (10 * MIN, 20 * MIN, PieceState::Down(GapCause::Lost)),
+            (20 * MIN, 30 * MIN, PieceState::Unknown),
+            (30 * MIN, 40 * MIN, PieceState::Down(GapCause::Lost)),
+            (40 * MIN, 50 * MIN, PieceState::Up),
+        ]
+    );
+    // Unmarked silence: unknown within tol of the outage as well.
+    let s = [
+        seg(0, 10 * MIN, GapCause::Silent, Some(40 * MIN)),
+        seg(40 * MIN, 50 * MIN, GapCause::Pending, None),
+    ];
+    assert_eq!(
+        pieces(&s, MIN, &out, 0, 50 * MIN),
+        vec![
+            (0, 10 * MIN, PieceState::Up),
+            (10 * MIN, 19 * MIN, PieceState::Down(GapCause::Lost)),
+            (19 * MIN, 31 * MIN, PieceState::Unknown),
+            (31 * MIN, 40 * MIN, PieceState::Down(GapCause::Lost)),
+            (40 * MIN, 50 * MIN, PieceState::Up),
+        ]
+    );
+}
+
+#[test]
+fn outages_from_runs() {
+    let o = Outages::from_runs(&[(10, 20), (15, 30), (40, 50)], 100);
+    assert_eq!(o.spans(), &[(Ms::MIN, 10), (30, 40), (50, Ms::MAX)]);
+    assert!(Outages::from_runs(&[], 100).spans().is_empty());
+    // The last run reaching the horizon: no trailing outage.
+    assert_eq!(
+        Outages::from_runs(&[(0, 100)], 100).spans(),
+        &[(Ms::MIN, 0)]
+    );
+}
+
+fn utc(d: u32, h: u32, m: u32) -> Ms {
+    use chrono::TimeZone;
+    chrono::Utc
+        .with_ymd_and_hms(2024, 3, d, h, m, 0)
+        .single()
+        .unwrap()
+        .timestamp_millis()
+}
+
+#[test]
+fn workstation_rules() {
+    // UTC calendar, Mon–Fri 08:00–20:00. 2024-03-04 is a Monday.
+    let w = WorkCal {
+        tz: chrono_tz::UTC,
+        hours: WorkHours::default(),
+    };
+    let (a, b) = (utc(4, 0, 0), utc(6, 0, 0));
+    let work = w.windows(a, b);
+    // Mon: up 08:10–12:00, lost at 12:00 (in working hours) until Tue 09:00; up 09:00–18:00,
+    // graceful shutdown at 18:00.
+    let s = [
+        seg(
+            utc(4, 8, 10),
+            utc(4, 12, 0),
+            GapCause::Lost,
+            Some(utc(5, 9, 0)),
+        ),
+        seg(utc(5, 9, 0), utc(5, 18, 0), GapCause::Shutdown, None),
+    ];
+    let agg = host_agg(&s, &[], 75 * S, &Outages::none(), &work, a, b);
+    // Working hours: up 3h50 + 9h; down only 12:00–20:00 Monday (the window the silence began
+    // in); Tuesday 08:00–09:00 and 18:00–20:00 are excluded.
+    assert_eq!(agg.up_w_ms, 3 * H + 50 * MIN + 9 * H);
+    assert_eq!(agg.down_w_ms, 8 * H);
+    assert_eq!(agg.unknown_w_ms, 0);
+    // Around the clock (if it were a server): everything after the first message.
+    assert_eq!(agg.up_ms, 3 * H + 50 * MIN + 9 * H);
+    assert_eq!(agg.down_ms, b - utc(4, 8, 10) - agg.up_ms);
+    assert!(agg.active);
+}
+
+#[test]
+fn flags_and_probes() {
+    let s = [seg(10 * MIN, 20 * MIN, GapCause::Shutdown, None)];
+    let p = [
+        ProbeRow {
+            cat: 0,
+            start: 10 * MIN,
+            end: 15 * MIN,
+            ok: true,
+            closed: false,
+        },
+        ProbeRow {
+            cat: 0,
+            start: 15 * MIN,
+            end: 20 * MIN,
+            ok: false,
+            closed: true,
+        },
+        ProbeRow {
+            cat: 2,
+            start: 20 * MIN,
+            end: 20 * MIN,
+            ok: true,
+            closed: true,
+        },
+    ];
+    let a = host_agg(&s, &p, MIN, &Outages::none(), &[], 0, 15 * MIN);
+    assert_eq!((a.reached, a.probed), (1, 1));
+    let a = host_agg(&s, &p, MIN, &Outages::none(), &[], 15 * MIN, 20 * MIN);
+    assert_eq!((a.reached, a.probed), (0, 1));
+    let a = host_agg(&s, &p, MIN, &Outages::none(), &[], 20 * MIN, 30 * MIN);
+    assert_eq!((a.reached, a.probed), (4, 5));
+    assert!(a.active, "the last message at 20 min is in [20, 30)");
+    let a = host_agg(&s, &p, MIN, &Outages::none(), &[], 21 * MIN, 30 * MIN);
+    assert!(!a.active);
+}
+
+proptest::proptest! {
+    /// Integration is additive: any split of a window gives the same sums.
+    #[test]
+    fn additive_over_windows(
+        raw in proptest::collection::vec((0i64..200, 0i64..30, 0u8..5), 1..8),
+        cut in 1i64..999,
+        out_s in 0i64..1000, out_len in 0i64..100,
+    ) {
+        let mut segs = Vec::new();
+        let mut t = 0;
+        for (gap, len, cause) in &raw {
+            let start = t + gap * MIN;
+            segs.push(seg(start, start + len * MIN, GapCause::from_i64(i64::from(*cause)), None));
+            t = start + len * MIN;
+        }
+        for i in 0..segs.len() - 1 {
+            segs[i].next = Some(segs[i + 1].start);
+            if segs[i].cause == GapCause::Pending { segs[i].cause = GapCause::Silent; }
+        }
+        let out = Outages::from_runs(&[(0, out_s * MIN), ((out_s + out_len) * MIN, 10_000 * MIN)], 2000 * MIN);
+        let w = WorkCal { tz: chrono_tz::UTC, hours: WorkHours { days: [true; 7], start_min: 60, end_min: 600 } };
+        let (a, b) = (0, 1000 * MIN);
+        let m = cut * MIN;
+        let whole = host_agg(&segs, &[], 2 * MIN, &out, &w.windows(a, b), a, b);
+        let mut parts = host_agg(&segs, &[], 2 * MIN, &out, &w.windows(a, m), a, m);
+        parts.add(&host_agg(&segs, &[], 2 * MIN, &out, &w.windows(m, b), m, b));
+        proptest::prop_assert_eq!(whole.up_ms, parts.up_ms);
+        proptest::prop_assert_eq!(whole.down_ms, parts.down_ms);
+        proptest::prop_assert_eq!(whole.unknown_ms, parts.unknown_ms);
+        proptest::prop_assert_eq!(whole.up_w_ms, parts.up_w_ms);
+        proptest::prop_assert_eq!(whole.down_w_ms, parts.down_w_ms);
+        proptest::prop_assert_eq!(whole.unknown_w_ms, parts.unknown_w_ms);
+        // Pieces tile the host's life inside the window.
+        let first = segs[0].start.max(a);
+        proptest::prop_assert_eq!(whole.up_ms + whole.down_ms + whole.unknown_ms, b - first);
+    }
+}

@@ -1,0 +1,379 @@
+//! CSV and XLSX files with Russian headers.
+//!
+//! CSV is written for Russian Excel: UTF-8 with a byte-order mark, `;` between fields, decimal
+//! comma. XLSX keeps numbers as numbers (one decimal shown).
+
+use crate::derive::indicators::{Avail, CountRow};
+use crate::derive::{Availability, Counts, IndicatorTable};
+use rust_xlsxwriter::{Format as XFormat, Workbook, XlsxError};
+
+/// A cell of an exported table.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    Text(String),
+    Num(f64),
+    Empty,
+}
+
+impl From<&str> for Cell {
+    fn from(s: &str) -> Cell {
+        Cell::Text(s.to_string())
+    }
+}
+
+impl From<String> for Cell {
+    fn from(s: String) -> Cell {
+        Cell::Text(s)
+    }
+}
+
+impl From<Option<f64>> for Cell {
+    fn from(v: Option<f64>) -> Cell {
+        v.filter(|v| v.is_finite()).map_or(Cell::Empty, Cell::Num)
+    }
+}
+
+impl From<u64> for Cell {
+    fn from(v: u64) -> Cell {
+        Cell::Num(v as f64)
+    }
+}
+
+/// A titled table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Table {
+    pub sheet: String,
+    /// Lines above the header (XLSX only).
+    pub title: Vec<String>,
+    pub headers: Vec<String>,
+    pub rows: Vec<Vec<Cell>>,
+    /// Lines below the table (XLSX only).
+    pub notes: Vec<String>,
+    /// Decimals shown for numbers.
+    pub decimals: usize,
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([';', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+impl Table {
+    /// CSV for Russian Excel.
+    pub fn to_csv(&self) -> Vec<u8> {
+        let mut out = String::from("\u{feff}");
+        let line = |cells: Vec<String>| cells.join(";") + "\r\n";
+        out.push_str(&line(self.headers.iter().map(|h| csv_field(h)).collect()));
+        for r in &self.rows {
+            out.push_str(&line(
+                r.iter()
+                    .map(|c| match c {
+                        Cell::Text(s) => csv_field(s),
+                        Cell::Num(v) => format!("{:.*}", self.decimals, v).replace('.', ","),
+                        Cell::Empty => String::new(),
+                    })
+                    .collect(),
+            ));
+        }
+        out.into_bytes()
+    }
+
+    /// An XLSX workbook with one sheet.
+    pub fn to_xlsx(&self) -> Result<Vec<u8>, XlsxError> {
+        let mut wb = Workbook::new();
+        let bold = XFormat::new().set_bold();
+        let head = XFormat::new()
+            .set_bold()
+            .set_text_wrap()
+            .set_border(rust_xlsxwriter::FormatBorder::Thin);
+        let text = XFormat::new()
+            .set_text_wrap()
+            .set_border(rust_xlsxwriter::FormatBorder::Thin);
+        let num_fmt = if self.decimals == 0 {
+            "0".to_string()
+        } else {
+            format!("0.{}", "0".repeat(self.decimals))
+        };
+        let num = XFormat::new()
+            .set_num_format(num_fmt)
+            .set_border(rust_xlsxwriter::FormatBorder::Thin);
+        let ws = wb.add_worksheet();
+        ws.set_name(&self.sheet)?;
+        let mut row: u32 = 0;
+        for (i, t) in self.title.iter().enumerate() {
+            if i == 0 {
+                ws.write_string_with_format(row, 0, t, &bold)?;
+            } else {
+                ws.write_string(row, 0, t)?;
+            }
+            row += 1;
+        }
+        if !self.title.is_empty() {
+            row += 1;
+        }
+        for (c, h) in self.headers.iter().enumerate() {
+            ws.write_string_with_format(row, c as u16, h, &head)?;
+            let width = if c == 0 { 60.0 } else { 16.0 };
+            ws.set_column_width(c as u16, width)?;
+        }
+        row += 1;
+        for r in &self.rows {
+            for (c, cell) in r.iter().enumerate() {
+                match cell {
+                    Cell::Text(s) => ws.write_string_with_format(row, c as u16, s, &text)?,
+                    Cell::Num(v) => ws.write_number_with_format(row, c as u16, *v, &num)?,
+                    Cell::Empty => ws.write_blank(row, c as u16, &text)?,
+                };
+            }
+            row += 1;
+        }
+        row += 1;
+        for n in &self.notes {
+            ws.write_string(row, 0, n)?;
+            row += 1;
+        }
+        wb.save_to_buffer()
+    }
+}
+
+fn ru_time(ms: i64, tz: chrono_tz::Tz) -> String {
+    use chrono::TimeZone;
+    tz.timestamp_millis_opt(ms)
+        .single()
+        .map_or_else(String::new, |d| d.format("%d.%m.%Y %H:%M").to_string())
+}
+
+/// The indicator table: «Показатель; Ед. изм.; План; Факт; % выполнения; Расчёт».
+pub fn indicators_table(t: &IndicatorTable) -> Table {
+    Table {
+        sheet: "Показатели".into(),
+        title: vec![
+            format!(
+                "Показатели регионального проекта за период: {}",
+                t.period.label
+            ),
+            "Источник: dozor (данные агентов на АРМ и серверах МО)".into(),
+        ],
+        headers: [
+            "Показатель",
+            "Ед. изм.",
+            "План",
+            "Факт",
+            "% выполнения плана",
+            "Расчёт",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: t
+            .rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.name.as_str().into(),
+                    r.unit.ru().into(),
+                    r.plan.into(),
+                    r.fact.into(),
+                    r.pct_of_plan.into(),
+                    r.basis.as_str().into(),
+                ]
+            })
+            .collect(),
+        notes: t.notes.clone(),
+        decimals: 1,
+    }
+}
+
+fn count_cells(c: &CountRow) -> Vec<Cell> {
+    vec![
+        c.planned_arm.into(),
+        c.workstations_registered.into(),
+        c.workstations_active.into(),
+        c.workstations_reaching_mis.into(),
+        c.servers_registered.into(),
+        c.servers_active.into(),
+    ]
+}
+
+/// Counts per МО and site.
+pub fn counts_table(c: &Counts, tz: chrono_tz::Tz) -> Table {
+    let mut rows = Vec::new();
+    for m in &c.mos {
+        let mut r: Vec<Cell> = vec![m.mo.as_str().into(), m.mo_name.as_str().into(), "".into()];
+        r.extend(count_cells(&m.counts));
+        rows.push(r);
+        for s in &m.sites {
+            let mut r: Vec<Cell> = vec![
+                m.mo.as_str().into(),
+                m.mo_name.as_str().into(),
+                s.site.as_str().into(),
+            ];
+            r.extend(count_cells(&s.counts));
+            rows.push(r);
+        }
+    }
+    let mut total: Vec<Cell> = vec!["".into(), "Итого по региону".into(), "".into()];
+    total.extend(count_cells(&c.total));
+    rows.push(total);
+    Table {
+        sheet: "АРМ".into(),
+        title: vec![format!(
+            "Количество АРМ и серверов с {} по {}",
+            ru_time(c.from_ms, tz),
+            ru_time(c.to_ms, tz)
+        )],
+        headers: [
+            "ОИД МО",
+            "МО",
+            "Подразделение",
+            "План АРМ",
+            "АРМ зарегистрировано",
+            "АРМ передавали данные",
+            "АРМ обращались к МИС",
+            "Серверов зарегистрировано",
+            "Серверов передавали данные",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows,
+        notes: Vec::new(),
+        decimals: 0,
+    }
+}
+
+fn hours(ms: i64) -> Cell {
+    Cell::Num(ms as f64 / 3_600_000.0)
+}
+
+fn avail_cells(a: &Avail) -> Vec<Cell> {
+    vec![
+        hours(a.up_ms),
+        hours(a.down_ms),
+        hours(a.unknown_ms),
+        a.availability_pct.into(),
+    ]
+}
+
+/// The availability report.
+pub fn availability_table(a: &Availability, tz: chrono_tz::Tz) -> Table {
+    let (from, to, headers, rows): (i64, i64, Vec<&str>, Vec<Vec<Cell>>) = match a {
+        Availability::Host {
+            from_ms,
+            to_ms,
+            rows,
+        } => (
+            *from_ms,
+            *to_ms,
+            vec![
+                "ОИД МО",
+                "Хост",
+                "Имя",
+                "Роль",
+                "Подразделение",
+                "Работал, ч",
+                "Простой, ч",
+                "Нет данных, ч",
+                "Доступность, %",
+            ],
+            rows.iter()
+                .map(|r| {
+                    let role = match r.role {
+                        Some(dozor_proto::Role::Server) => "сервер",
+                        Some(dozor_proto::Role::Workstation) => "АРМ",
+                        None => "",
+                    };
+                    let mut v: Vec<Cell> = vec![
+                        r.mo.as_str().into(),
+                        r.host.as_str().into(),
+                        r.hostname.as_str().into(),
+                        role.into(),
+                        r.site.as_str().into(),
+                    ];
+                    v.extend(avail_cells(&r.avail));
+                    v
+                })
+                .collect(),
+        ),
+        Availability::Mo {
+            from_ms,
+            to_ms,
+            rows,
+        } => (
+            *from_ms,
+            *to_ms,
+            vec![
+                "ОИД МО",
+                "МО",
+                "АРМ: работали, ч",
+                "АРМ: простой, ч",
+                "АРМ: нет данных, ч",
+                "АРМ: доступность, %",
+                "Серверы: работали, ч",
+                "Серверы: простой, ч",
+                "Серверы: нет данных, ч",
+                "Серверы: доступность, %",
+            ],
+            rows.iter()
+                .map(|r| {
+                    let mut v: Vec<Cell> = vec![r.mo.as_str().into(), r.mo_name.as_str().into()];
+                    v.extend(avail_cells(&r.workstations));
+                    v.extend(avail_cells(&r.servers));
+                    v
+                })
+                .collect(),
+        ),
+        Availability::Target {
+            from_ms,
+            to_ms,
+            rows,
+        } => (
+            *from_ms,
+            *to_ms,
+            vec![
+                "Ресурс",
+                "ОИД МО",
+                "МО",
+                "Доступен, ч",
+                "Недоступен, ч",
+                "Доступность, %",
+            ],
+            rows.iter()
+                .flat_map(|t| {
+                    let mut v = vec![vec![
+                        t.title.into(),
+                        "".into(),
+                        "Регион".into(),
+                        hours(t.reach_ms),
+                        hours(t.unreach_ms),
+                        t.availability_pct.into(),
+                    ]];
+                    v.extend(t.mos.iter().map(|m| {
+                        vec![
+                            t.title.into(),
+                            m.mo.as_str().into(),
+                            m.mo_name.as_str().into(),
+                            hours(m.reach_ms),
+                            hours(m.unreach_ms),
+                            m.availability_pct.into(),
+                        ]
+                    }));
+                    v
+                })
+                .collect(),
+        ),
+    };
+    Table {
+        sheet: "Доступность".into(),
+        title: vec![format!(
+            "Доступность с {} по {}",
+            ru_time(from, tz),
+            ru_time(to, tz)
+        )],
+        headers: headers.into_iter().map(String::from).collect(),
+        rows,
+        notes: Vec::new(),
+        decimals: 2,
+    }
+}

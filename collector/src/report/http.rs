@@ -1,0 +1,262 @@
+//! HTTP handlers of the reports, merged into the collector's API router:
+//!
+//! - `GET /api/v1/availability?from=&to=&by=host|mo|target[&format=csv|xlsx]`
+//! - `GET /api/v1/counts?from=&to=[&format=csv|xlsx]`
+//! - `GET /api/v1/indicators?period=2024-Q1` (or `from=&to=`) `[&format=csv|xlsx]`
+//!
+//! `from`/`to` accept RFC 3339 instants, Unix ms or dates (a date `to` is inclusive); `period`
+//! accepts `2024`, `2024-Q1`, `2024-03`, `2024-W10`, `2024-03-05`. JSON by default; `format`
+//! gives a file download with Russian headers.
+
+use super::{Format, export};
+use crate::derive::{AvailabilityBy, Ms, Period};
+use crate::roster::Roster;
+use crate::store::config::StoreConfig;
+use crate::store::{Reader, StoreError};
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// What the report handlers need.
+#[derive(Clone)]
+pub struct ReportState {
+    /// The SQLite store (`data_dir/dozor.db`).
+    pub db: PathBuf,
+    pub roster: Arc<Roster>,
+    pub cfg: Arc<StoreConfig>,
+    /// Current time, Unix ms (injected for tests).
+    pub clock: Arc<dyn Fn() -> Ms + Send + Sync>,
+}
+
+impl std::fmt::Debug for ReportState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReportState")
+            .field("db", &self.db)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReportState {
+    pub fn new(db: PathBuf, roster: Arc<Roster>, cfg: StoreConfig) -> ReportState {
+        ReportState {
+            db,
+            roster,
+            cfg: Arc::new(cfg),
+            clock: Arc::new(super::now_ms),
+        }
+    }
+}
+
+/// Errors of the report endpoints.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// A parameter is missing or malformed; the message says which (Russian and English).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The store has not been created yet (no data).
+    #[error("history store not available")]
+    NoStore,
+    /// Anything else: logged, answered without details.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for ReportError {
+    fn from(e: StoreError) -> ReportError {
+        match e {
+            StoreError::Io(io) if io.kind() == std::io::ErrorKind::NotFound => ReportError::NoStore,
+            e => ReportError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ReportError {
+    fn into_response(self) -> Response {
+        let (status, msg) = match &self {
+            ReportError::BadRequest(m) => (StatusCode::BAD_REQUEST, m.clone()),
+            ReportError::NoStore => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "хранилище истории ещё не создано (history store not available yet)".into(),
+            ),
+            ReportError::Internal(e) => {
+                tracing::error!(error = %e, "report failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "внутренняя ошибка (internal error)".into(),
+                )
+            }
+        };
+        (status, axum::Json(serde_json::json!({ "error": msg }))).into_response()
+    }
+}
+
+/// Query parameters of the report endpoints.
+#[derive(Debug, Default, Deserialize)]
+pub struct ReportQuery {
+    pub period: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub by: Option<String>,
+    pub format: Option<String>,
+}
+
+impl ReportQuery {
+    fn period(&self, cfg: &StoreConfig) -> Result<Period, ReportError> {
+        let bad = |e: crate::derive::PeriodError| ReportError::BadRequest(e.0);
+        match (&self.period, &self.from, &self.to) {
+            (Some(p), None, None) => super::parse_period(p, cfg).map_err(bad),
+            (None, Some(f), Some(t)) => Period::range(f, t, cfg.region_tz).map_err(bad),
+            (Some(_), _, _) => Err(ReportError::BadRequest(
+                "give either period or from and to, not both".into(),
+            )),
+            _ => Err(ReportError::BadRequest(
+                "period (2024-Q1, 2024-03, 2024-W10, 2024-03-05, 2024) or from and to are required"
+                    .into(),
+            )),
+        }
+    }
+
+    fn format(&self) -> Result<Format, ReportError> {
+        match self.format.as_deref() {
+            None => Ok(Format::Json),
+            Some(f) => Format::parse(f).ok_or_else(|| {
+                ReportError::BadRequest(format!("format {f:?} is not json, csv or xlsx"))
+            }),
+        }
+    }
+}
+
+/// The report routes; merge into the API router.
+pub fn router(state: ReportState) -> Router {
+    Router::new()
+        .route("/api/v1/availability", get(availability))
+        .route("/api/v1/counts", get(counts))
+        .route("/api/v1/indicators", get(indicators))
+        .with_state(state)
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ReportError> + Send + 'static,
+) -> Result<T, ReportError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ReportError::Internal(format!("report task: {e}")))?
+}
+
+fn file(format: Format, name: &str, t: &export::Table) -> Result<Response, ReportError> {
+    // JSON is answered by the handlers before a file is built.
+    let (bytes, ctype) = if format == Format::Xlsx {
+        (
+            t.to_xlsx()
+                .map_err(|e| ReportError::Internal(format!("xlsx: {e}")))?,
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        )
+    } else {
+        (t.to_csv(), "text/csv; charset=utf-8")
+    };
+    let disposition = format!("attachment; filename=\"{name}.{}\"", format.extension());
+    Ok((
+        [
+            (header::CONTENT_TYPE, ctype.to_string()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+/// A file name from a period spec: ASCII letters, digits, `-`.
+fn safe(spec: &str) -> String {
+    spec.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(60)
+        .collect()
+}
+
+async fn availability(
+    State(s): State<ReportState>,
+    Query(q): Query<ReportQuery>,
+) -> Result<Response, ReportError> {
+    let period = q.period(&s.cfg)?;
+    let format = q.format()?;
+    let by = match q.by.as_deref() {
+        None => AvailabilityBy::Mo,
+        Some(b) => AvailabilityBy::parse(b).ok_or_else(|| {
+            ReportError::BadRequest(format!("by {b:?} is not host, mo or target"))
+        })?,
+    };
+    let now = (s.clock)();
+    let st = s.clone();
+    let (from, to) = (period.from_ms, period.to_ms);
+    let a = blocking(move || {
+        let r = Reader::open(&st.db, &st.cfg)?;
+        Ok(super::availability(&r, &st.roster, from, to, by, now)?)
+    })
+    .await?;
+    if format == Format::Json {
+        return Ok(axum::Json(a).into_response());
+    }
+    let t = export::availability_table(&a, s.cfg.region_tz);
+    file(
+        format,
+        &format!("dozor-availability-{}", safe(&period.spec)),
+        &t,
+    )
+}
+
+async fn counts(
+    State(s): State<ReportState>,
+    Query(q): Query<ReportQuery>,
+) -> Result<Response, ReportError> {
+    let period = q.period(&s.cfg)?;
+    let format = q.format()?;
+    let now = (s.clock)();
+    let st = s.clone();
+    let (from, to) = (period.from_ms, period.to_ms);
+    let c = blocking(move || {
+        let r = Reader::open(&st.db, &st.cfg)?;
+        Ok(super::counts(&r, &st.roster, from, to, now)?)
+    })
+    .await?;
+    if format == Format::Json {
+        return Ok(axum::Json(c).into_response());
+    }
+    let t = export::counts_table(&c, s.cfg.region_tz);
+    file(format, &format!("dozor-counts-{}", safe(&period.spec)), &t)
+}
+
+async fn indicators(
+    State(s): State<ReportState>,
+    Query(q): Query<ReportQuery>,
+) -> Result<Response, ReportError> {
+    let period = q.period(&s.cfg)?;
+    let format = q.format()?;
+    let now = (s.clock)();
+    let st = s.clone();
+    let p = period.clone();
+    let t = blocking(move || {
+        let r = Reader::open(&st.db, &st.cfg)?;
+        Ok(super::indicators(&r, &st.roster, &st.cfg, &p, now)?)
+    })
+    .await?;
+    if format == Format::Json {
+        return Ok(axum::Json(t).into_response());
+    }
+    let table = export::indicators_table(&t);
+    file(
+        format,
+        &format!("dozor-indicators-{}", safe(&period.spec)),
+        &table,
+    )
+}

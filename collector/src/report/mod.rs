@@ -1,0 +1,135 @@
+//! Reports from the embedded store: availability, counts and the regional indicator table, as
+//! JSON (HTTP API), CSV and XLSX with Russian headers (API downloads and the
+//! `dozor-collector report` command).
+//!
+//! Everything here is blocking (SQLite): the HTTP handlers in [`http`] run it in
+//! `spawn_blocking`.
+
+pub mod export;
+pub mod http;
+
+use crate::derive::{self, Availability, AvailabilityBy, Counts, IndicatorTable, Ms, Period};
+use crate::roster::Roster;
+use crate::store::config::StoreConfig;
+use crate::store::{Reader, StoreError};
+use anyhow::Context;
+use std::path::Path;
+
+/// Output format of a report file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Csv,
+    Xlsx,
+    Json,
+}
+
+impl Format {
+    pub fn parse(s: &str) -> Option<Format> {
+        match s.to_ascii_lowercase().as_str() {
+            "csv" => Some(Format::Csv),
+            "xlsx" => Some(Format::Xlsx),
+            "json" => Some(Format::Json),
+            _ => None,
+        }
+    }
+
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::Xlsx => "xlsx",
+            Format::Json => "json",
+        }
+    }
+}
+
+/// Current time, Unix ms.
+pub fn now_ms() -> Ms {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as Ms)
+}
+
+/// Availability over `[from, to)` (clamped to `now`), grouped `by` host, МО or target.
+pub fn availability(
+    reader: &Reader,
+    roster: &Roster,
+    from: Ms,
+    to: Ms,
+    by: AvailabilityBy,
+    now: Ms,
+) -> Result<Availability, StoreError> {
+    let data = reader.period_data(roster, from, to, now)?;
+    Ok(derive::availability(&data, roster, by))
+}
+
+/// Counts per МО and site over `[from, to)` (clamped to `now`).
+pub fn counts(
+    reader: &Reader,
+    roster: &Roster,
+    from: Ms,
+    to: Ms,
+    now: Ms,
+) -> Result<Counts, StoreError> {
+    let data = reader.period_data(roster, from, to, now)?;
+    Ok(derive::counts(&data, roster))
+}
+
+/// The regional indicator table of a period (a period in progress is computed up to `now`).
+pub fn indicators(
+    reader: &Reader,
+    roster: &Roster,
+    cfg: &StoreConfig,
+    period: &Period,
+    now: Ms,
+) -> Result<IndicatorTable, StoreError> {
+    let data = reader.period_data(roster, period.from_ms, period.to_ms, now)?;
+    Ok(derive::indicators(&data, roster, &cfg.indicators, period))
+}
+
+/// Parses a period: `2024-Q1`, `2024-03`, `2024-W10`, `2024-03-05`, `2024`, or `FROM..TO`.
+pub fn parse_period(spec: &str, cfg: &StoreConfig) -> Result<Period, derive::PeriodError> {
+    match spec.split_once("..") {
+        Some((f, t)) => Period::range(f, t, cfg.region_tz),
+        None => Period::parse(spec, cfg.region_tz),
+    }
+}
+
+/// `dozor-collector report --period 2024-Q1 --format xlsx -o FILE` with the default store
+/// settings (region time zone Europe/Moscow). Prefer [`run_report_with`] when the collector's
+/// configuration is at hand.
+pub fn run_report(
+    db: &Path,
+    roster: &Roster,
+    period: &str,
+    format: Format,
+    out: &Path,
+) -> anyhow::Result<()> {
+    run_report_with(db, roster, &StoreConfig::default(), period, format, out)
+}
+
+/// Writes the indicator table of `period` to `out` in `format`.
+pub fn run_report_with(
+    db: &Path,
+    roster: &Roster,
+    cfg: &StoreConfig,
+    period: &str,
+    format: Format,
+    out: &Path,
+) -> anyhow::Result<()> {
+    let p = parse_period(period, cfg).map_err(|e| anyhow::anyhow!("--period: {e}"))?;
+    let reader =
+        Reader::open(db, cfg).with_context(|| format!("opening the store {}", db.display()))?;
+    let table = indicators(&reader, roster, cfg, &p, now_ms()).context("computing indicators")?;
+    let bytes = match format {
+        Format::Csv => export::indicators_table(&table).to_csv(),
+        Format::Xlsx => export::indicators_table(&table)
+            .to_xlsx()
+            .context("building the XLSX file")?,
+        Format::Json => serde_json::to_vec_pretty(&table)?,
+    };
+    std::fs::write(out, bytes).with_context(|| format!("writing {}", out.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,341 @@
+//! A small fleet's day written through the store, reported as the indicator table, exported
+//! and read back.
+
+use super::*;
+use crate::store::config::RawStore;
+use crate::store::sim::Sim;
+use crate::store::{Batch, SqliteStore, Store, db_path};
+use calamine::{Data, Reader as _, Xlsx};
+use chrono::TimeZone;
+use dozor_proto::{Category, Role};
+use std::sync::Arc;
+
+const MIN: i64 = 60_000;
+const H: i64 = 60 * MIN;
+
+fn at(d: u32, h: u32, m: u32) -> i64 {
+    chrono::Utc
+        .with_ymd_and_hms(2024, 3, d, h, m, 0)
+        .single()
+        .unwrap()
+        .timestamp_millis()
+}
+
+const ROSTER: &str = r#"
+[[mo]]
+oid = "1.2.643.5.1.13.13.12.2.77.1"
+name = "Городская поликлиника № 1"
+[[mo.site]]
+name = "Главный корпус"
+planned_arm = 2
+[[mo.site]]
+name = "ФАП Вознесенское"
+planned_arm = 1
+
+[[mo]]
+oid = "1.2.643.5.1.13.13.12.2.77.2"
+name = "Районная больница"
+planned_arm = 2
+"#;
+const MO1: &str = "1.2.643.5.1.13.13.12.2.77.1";
+const MO2: &str = "1.2.643.5.1.13.13.12.2.77.2";
+
+/// Every minute over `[from, to]`: a heartbeat and, when `probe` is not empty, a probe round.
+#[allow(clippy::too_many_arguments)]
+fn run(
+    s: &mut Sim,
+    mo: &str,
+    host: &str,
+    from: i64,
+    to: i64,
+    boot: i64,
+    probe: &[(&str, Category, bool)],
+) {
+    let mut t = from;
+    while t <= to {
+        s.hb(mo, host, t, boot, false);
+        if !probe.is_empty() {
+            s.probe(mo, host, t, probe, false);
+        }
+        t += MIN;
+    }
+}
+
+/// Writes the fleet; returns (temp dir, db path, config, roster).
+pub(crate) fn fleet() -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    StoreConfig,
+    Arc<Roster>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(dir.path());
+    let cfg = RawStore::default().validate().unwrap();
+    let roster = Arc::new(Roster::from_toml(ROSTER, "roster").unwrap());
+    let mut store = SqliteStore::open(&path, &cfg, roster.clone()).unwrap();
+    let mut s = Sim::new();
+    s.interval_secs = 60;
+    s.start(at(4, 20, 0));
+    let mis_ok = [("МИС", Category::Mis, true)];
+    let mis_fail = [("МИС", Category::Mis, false)];
+    // Servers from 2024-03-04 20:00 UTC (23:00 MSK, before the reported day).
+    let boot = at(1, 0, 0);
+    s.birth(
+        MO1,
+        "s1",
+        Role::Server,
+        "Главный корпус",
+        at(4, 20, 0),
+        boot,
+    );
+    s.birth(MO2, "s2", Role::Server, "", at(4, 20, 0), boot);
+    run(&mut s, MO1, "s1", at(4, 20, 0), at(5, 10, 0), boot, &[]);
+    s.lost(MO1, "s1", at(5, 10, 3));
+    run(&mut s, MO1, "s1", at(5, 11, 0), at(5, 21, 0), boot, &[]);
+    run(&mut s, MO2, "s2", at(4, 20, 0), at(5, 21, 0), boot, &mis_ok);
+    // Workstations on 2024-03-05 (MSK = UTC+3).
+    let b = at(5, 4, 55);
+    s.birth(
+        MO1,
+        "a",
+        Role::Workstation,
+        "Главный корпус",
+        at(5, 5, 0),
+        b,
+    );
+    run(&mut s, MO1, "a", at(5, 5, 0), at(5, 15, 0), b, &mis_ok);
+    s.offline(MO1, "a", at(5, 15, 0) + 5_000);
+    let b = at(5, 3, 55);
+    s.birth(
+        MO1,
+        "b",
+        Role::Workstation,
+        "ФАП Вознесенское",
+        at(5, 4, 0),
+        b,
+    );
+    run(&mut s, MO1, "b", at(5, 4, 0), at(5, 14, 0), b, &mis_fail);
+    s.offline(MO1, "b", at(5, 14, 0) + 5_000);
+    let b = at(5, 5, 55);
+    s.birth(MO2, "c", Role::Workstation, "", at(5, 6, 0), b);
+    run(
+        &mut s,
+        MO2,
+        "c",
+        at(5, 6, 0),
+        at(5, 14, 0),
+        b,
+        &[("МИС", Category::Mis, true), ("ЛИС", Category::Lis, true)],
+    );
+    s.offline(MO2, "c", at(5, 14, 0) + 5_000);
+    s.stop(at(5, 21, 1));
+    let mut recs = s.take();
+    recs.sort_by_key(|r| match r {
+        crate::store::Record::Msg(a) => a.recv_ms,
+        crate::store::Record::Transition(t) => t.at_ms,
+        crate::store::Record::CollectorStart { at_ms }
+        | crate::store::Record::CollectorStop { at_ms } => *at_ms,
+    });
+    for chunk in recs.chunks(2000) {
+        store
+            .write(&Batch {
+                records: chunk.to_vec(),
+                delivery: Vec::new(),
+            })
+            .unwrap();
+    }
+    (dir, path, cfg, roster)
+}
+
+fn row<'a>(t: &'a IndicatorTable, id: &str) -> &'a derive::IndicatorRow {
+    t.rows.iter().find(|r| r.id == id).unwrap()
+}
+
+fn round3(v: Option<f64>) -> Option<f64> {
+    v.map(|v| (v * 1000.0).round() / 1000.0)
+}
+
+#[test]
+fn indicator_table_of_a_day() {
+    let (_dir, path, cfg, roster) = fleet();
+    let reader = Reader::open(&path, &cfg).unwrap();
+    let p = parse_period("2024-03-05", &cfg).unwrap();
+    let t = indicators(&reader, &roster, &cfg, &p, at(6, 12, 0)).unwrap();
+    assert_eq!(row(&t, "arm").plan, Some(5.0));
+    assert_eq!(row(&t, "arm").fact, Some(3.0));
+    assert_eq!(row(&t, "arm").pct_of_plan, Some(60.0));
+    assert_eq!(row(&t, "mo_mis").fact, Some(100.0));
+    assert_eq!(row(&t, "mo_subsystems").fact, Some(50.0));
+    assert_eq!(row(&t, "mo_subsystem_lis").fact, Some(50.0));
+    assert_eq!(round3(row(&t, "sites_mis").fact), Some(66.667));
+    // Servers: 23 h + 24 h up, 1 h down.
+    assert_eq!(round3(row(&t, "availability_servers").fact), Some(97.917));
+    // МИС: МО 1 reachable 10 h, unreachable 1 h (only "b", failing, was up 04:00–05:00 UTC);
+    // МО 2 reachable 24 h.
+    assert_eq!(round3(row(&t, "availability_mis").fact), Some(97.143));
+    assert_eq!(row(&t, "availability_lis").fact, Some(100.0));
+    assert!(t.notes.is_empty(), "{:?}", t.notes);
+
+    // The same through the availability and counts reports.
+    let Availability::Target { rows, .. } = availability(
+        &reader,
+        &roster,
+        p.from_ms,
+        p.to_ms,
+        AvailabilityBy::Target,
+        at(6, 12, 0),
+    )
+    .unwrap() else {
+        panic!()
+    };
+    let mis = rows.iter().find(|r| r.category == Category::Mis).unwrap();
+    assert_eq!((mis.reach_ms, mis.unreach_ms), (34 * H, H));
+    let c = counts(&reader, &roster, p.from_ms, p.to_ms, at(6, 12, 0)).unwrap();
+    assert_eq!(c.total.workstations_active, 3);
+    assert_eq!(c.total.workstations_reaching_mis, 2);
+    assert_eq!(c.total.servers_active, 2);
+}
+
+fn cell_f64(d: &Data) -> Option<f64> {
+    match d {
+        Data::Float(f) => Some(*f),
+        Data::Int(i) => Some(*i as f64),
+        _ => None,
+    }
+}
+
+#[test]
+fn xlsx_and_csv_files() {
+    let (dir, path, _cfg, roster) = fleet();
+    let out = dir.path().join("report.xlsx");
+    run_report(&path, &roster, "2024-03-05", Format::Xlsx, &out).unwrap();
+    let mut wb: Xlsx<_> = calamine::open_workbook(&out).unwrap();
+    let range = wb.worksheet_range("Показатели").unwrap();
+    let rows: Vec<&[Data]> = range.rows().collect();
+    assert!(
+        rows[0][0].to_string().contains("05.03.2024"),
+        "{:?}",
+        rows[0]
+    );
+    let header = rows
+        .iter()
+        .position(|r| matches!(&r[0], Data::String(s) if s == "Показатель"))
+        .unwrap();
+    assert_eq!(rows[header][3].to_string(), "Факт");
+    let find = |prefix: &str| {
+        rows.iter()
+            .find(|r| r[0].to_string().starts_with(prefix))
+            .unwrap_or_else(|| panic!("no row {prefix}"))
+    };
+    let arm = find("Организовано автоматизированных рабочих мест");
+    assert_eq!(
+        (cell_f64(&arm[2]), cell_f64(&arm[3]), cell_f64(&arm[4])),
+        (Some(5.0), Some(3.0), Some(60.0))
+    );
+    assert_eq!(arm[1].to_string(), "ед.");
+    let mis = find("Доля МО, использующих медицинские информационные системы");
+    assert_eq!(cell_f64(&mis[3]), Some(100.0));
+    let srv = find("Работоспособность серверного оборудования");
+    assert_eq!(
+        cell_f64(&srv[3]).map(|v| (v * 1000.0).round()),
+        Some(97917.0)
+    );
+    let res = find("Работоспособность информационного ресурса «МИС»");
+    assert_eq!(cell_f64(&res[2]), Some(99.0));
+
+    let out = dir.path().join("report.csv");
+    run_report(&path, &roster, "2024-03-05", Format::Csv, &out).unwrap();
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        text.starts_with("\u{feff}Показатель;Ед. изм.;План;Факт;% выполнения плана;Расчёт\r\n")
+    );
+    assert!(text.contains(";ед.;5,0;3,0;60,0;"), "{text}");
+    assert!(run_report(&path, &roster, "2024-13", Format::Csv, &out).is_err());
+}
+
+#[tokio::test]
+async fn http_endpoints() {
+    let (_dir, path, cfg, roster) = fleet();
+    let mut state = http::ReportState::new(path.clone(), roster.clone(), cfg.clone());
+    state.clock = Arc::new(|| at(6, 12, 0));
+    let app = http::router(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let base = format!("http://{addr}");
+    let client = reqwest::Client::new();
+    let get = |q: &str| client.get(format!("{base}{q}")).send();
+
+    let r = get("/api/v1/indicators?period=2024-03-05").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let j: serde_json::Value = r.json().await.unwrap();
+    let rows = j["rows"].as_array().unwrap();
+    let arm = rows.iter().find(|r| r["id"] == "arm").unwrap();
+    assert_eq!(arm["fact"], 3.0);
+    assert_eq!(j["period"]["label"], "05.03.2024");
+
+    let r = get("/api/v1/indicators?from=2024-03-05&to=2024-03-05&format=xlsx")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()[reqwest::header::CONTENT_DISPOSITION]
+            .to_str()
+            .unwrap()
+            .ends_with(".xlsx\"")
+    );
+    let bytes = r.bytes().await.unwrap();
+    let mut wb: Xlsx<_> =
+        calamine::open_workbook_from_rs(std::io::Cursor::new(bytes.to_vec())).unwrap();
+    assert!(wb.worksheet_range("Показатели").is_ok());
+
+    let r = get("/api/v1/counts?period=2024-03-05&format=csv")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("Итого по региону;;5;3;3;2;2;2"), "{text}");
+
+    let r = get("/api/v1/availability?period=2024-03-05&by=host")
+        .await
+        .unwrap();
+    let j: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(j["by"], "host");
+    let s1 = j["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["host"] == "s1")
+        .unwrap();
+    assert_eq!(s1["down_ms"], H);
+
+    for (q, needle) in [
+        ("/api/v1/indicators", "period"),
+        ("/api/v1/indicators?period=2024-Q7", "2024-Q7"),
+        ("/api/v1/availability?period=2024-03&by=planet", "planet"),
+        ("/api/v1/counts?period=2024-03&format=pdf", "pdf"),
+        ("/api/v1/counts?from=2024-03-05", "required"),
+    ] {
+        let r = get(q).await.unwrap();
+        assert_eq!(r.status(), 400, "{q}");
+        let j: serde_json::Value = r.json().await.unwrap();
+        assert!(j["error"].as_str().unwrap().contains(needle), "{q}: {j}");
+    }
+}
+
+#[tokio::test]
+async fn missing_store_is_503() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = http::ReportState::new(
+        dir.path().join("dozor.db"),
+        Arc::new(Roster::default()),
+        StoreConfig::default(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, http::router(state)).await });
+    let r = reqwest::get(format!("http://{addr}/api/v1/indicators?period=2024"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+}

@@ -1,0 +1,305 @@
+//! Loading stored intervals for a window and computing their aggregates: shared by the reader
+//! (for days not materialized yet) and by maintenance (which materializes days).
+
+use super::StoreError;
+use crate::derive::timeline::up_spans;
+use crate::derive::{
+    Calendar, GapCause, HostAgg, Ms, Outages, ProbeRow, ReachAgg, SegRow, WorkCal, host_agg,
+    mo_reach, reach::HostReach,
+};
+use crate::roster::Roster;
+use dozor_proto::Role;
+use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::HashMap;
+
+/// A host of the registry as stored.
+#[derive(Debug, Clone)]
+pub struct HostRow {
+    pub id: i64,
+    pub mo_id: i64,
+    pub mo: String,
+    pub host: String,
+    pub role: Option<Role>,
+    pub site: String,
+    pub hostname: String,
+    pub interval_s: i64,
+    pub first_ms: Ms,
+}
+
+pub fn role_of(v: Option<i64>) -> Option<Role> {
+    match v {
+        Some(0) => Some(Role::Workstation),
+        Some(1) => Some(Role::Server),
+        _ => None,
+    }
+}
+
+pub fn role_code(r: Option<Role>) -> Option<i64> {
+    r.map(|r| match r {
+        Role::Workstation => 0,
+        Role::Server => 1,
+    })
+}
+
+/// Loads the host registry, ordered by (МО, host).
+pub fn load_hosts(conn: &Connection) -> Result<Vec<HostRow>, StoreError> {
+    let mut st = conn.prepare_cached(
+        "SELECT h.id, h.mo_id, m.oid, h.host, h.role, h.site, h.hostname, h.interval_s, h.first_ms
+         FROM hosts h JOIN mos m ON m.id = h.mo_id ORDER BY m.oid, h.host",
+    )?;
+    let rows = st.query_map([], |r| {
+        Ok(HostRow {
+            id: r.get(0)?,
+            mo_id: r.get(1)?,
+            mo: r.get(2)?,
+            host: r.get(3)?,
+            role: role_of(r.get(4)?),
+            site: r.get(5)?,
+            hostname: r.get(6)?,
+            interval_s: r.get(7)?,
+            first_ms: r.get(8)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Loads the МО table: id → oid.
+pub fn load_mos(conn: &Connection) -> Result<Vec<(i64, String, i64)>, StoreError> {
+    let mut st = conn.prepare_cached("SELECT id, oid, wfp FROM mos")?;
+    let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Collector runs `(start, end, stopped)`.
+pub fn load_runs(conn: &Connection) -> Result<Vec<(Ms, Ms, bool)>, StoreError> {
+    let mut st =
+        conn.prepare_cached("SELECT start_ms, end_ms, stopped FROM runs ORDER BY start_ms")?;
+    let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? != 0)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// A run not stopped is taken as still running when it was alive this recently.
+pub const ALIVE_GRACE_MS: Ms = 120_000;
+
+/// Outages as seen at `now`.
+pub fn outages(runs: &[(Ms, Ms, bool)], now: Ms) -> Outages {
+    let spans: Vec<(Ms, Ms)> = runs
+        .iter()
+        .map(|&(s, e, stopped)| {
+            if !stopped && now - e <= ALIVE_GRACE_MS {
+                (s, e.max(now))
+            } else {
+                (s, e)
+            }
+        })
+        .collect();
+    Outages::from_runs(&spans, now)
+}
+
+/// Working calendars of the МО, by oid (roster, or the default).
+pub fn workcal(roster: &Roster, oid: &str) -> WorkCal {
+    roster.get(oid).map_or_else(WorkCal::default, |m| WorkCal {
+        tz: m.tz,
+        hours: m.work,
+    })
+}
+
+fn seg_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, SegRow)> {
+    Ok((
+        r.get(0)?,
+        SegRow {
+            start: r.get(1)?,
+            end: r.get(2)?,
+            cause: GapCause::from_i64(r.get(3)?),
+            next: r.get(4)?,
+        },
+    ))
+}
+
+fn probe_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, ProbeRow)> {
+    Ok((
+        r.get(0)?,
+        ProbeRow {
+            cat: r.get::<_, i64>(1)?.clamp(0, 11) as u8,
+            start: r.get(2)?,
+            end: r.get(3)?,
+            ok: r.get::<_, i64>(4)? != 0,
+            closed: r.get::<_, i64>(5)? != 0,
+        },
+    ))
+}
+
+/// The rows of a window `[a, b)`: per host, its segments (including the one whose gap covers
+/// `a`) and its reachability rows touching the window.
+#[derive(Debug, Default)]
+pub struct WindowRows {
+    pub segs: HashMap<i64, Vec<SegRow>>,
+    pub probes: HashMap<i64, Vec<ProbeRow>>,
+}
+
+/// Loads a window for the given hosts (`None`: all `hosts`).
+pub fn load_window(
+    conn: &Connection,
+    cal: &Calendar,
+    hosts: &[HostRow],
+    only: Option<&[i64]>,
+    a: Ms,
+    b: Ms,
+) -> Result<WindowRows, StoreError> {
+    let mut w = WindowRows::default();
+    // Reachability rows never cross a region midnight: those touching [a, b) start in [day
+    // start of a, b).
+    let pa = cal.day_start(cal.day_of(a));
+    let mut prev = conn.prepare_cached(
+        "SELECT host_id, start_ms, end_ms, cause, next_ms FROM segs
+         WHERE host_id = ?1 AND start_ms < ?2 ORDER BY start_ms DESC LIMIT 1",
+    )?;
+    match only {
+        None => {
+            let mut st = conn.prepare_cached(
+                "SELECT host_id, start_ms, end_ms, cause, next_ms FROM segs
+                 WHERE start_ms >= ?1 AND start_ms < ?2",
+            )?;
+            for r in st.query_map(params![a, b], seg_row)? {
+                let (h, s) = r?;
+                w.segs.entry(h).or_default().push(s);
+            }
+            let mut st = conn.prepare_cached(
+                "SELECT host_id, cat, start_ms, end_ms, ok, closed FROM probes
+                 WHERE start_ms >= ?1 AND start_ms < ?2",
+            )?;
+            for r in st.query_map(params![pa, b], probe_row)? {
+                let (h, p) = r?;
+                if p.touches(a, b) {
+                    w.probes.entry(h).or_default().push(p);
+                }
+            }
+            for h in hosts {
+                if let Some((id, s)) = prev.query_row(params![h.id, a], seg_row).optional()? {
+                    w.segs.entry(id).or_default().push(s);
+                }
+            }
+        }
+        Some(ids) => {
+            let mut st = conn.prepare_cached(
+                "SELECT host_id, start_ms, end_ms, cause, next_ms FROM segs
+                 WHERE host_id = ?1 AND start_ms >= ?2 AND start_ms < ?3",
+            )?;
+            let mut pst = conn.prepare_cached(
+                "SELECT host_id, cat, start_ms, end_ms, ok, closed FROM probes
+                 WHERE host_id = ?1 AND start_ms >= ?2 AND start_ms < ?3",
+            )?;
+            for &id in ids {
+                for r in st.query_map(params![id, a, b], seg_row)? {
+                    let (h, s) = r?;
+                    w.segs.entry(h).or_default().push(s);
+                }
+                if let Some((h, s)) = prev.query_row(params![id, a], seg_row).optional()? {
+                    w.segs.entry(h).or_default().push(s);
+                }
+                for r in pst.query_map(params![id, pa, b], probe_row)? {
+                    let (h, p) = r?;
+                    if p.touches(a, b) {
+                        w.probes.entry(h).or_default().push(p);
+                    }
+                }
+            }
+        }
+    }
+    for v in w.segs.values_mut() {
+        v.sort_unstable_by_key(|s| s.start);
+    }
+    Ok(w)
+}
+
+/// Shared inputs of window computations.
+pub struct Ctx<'a> {
+    pub roster: &'a Roster,
+    pub outages: &'a Outages,
+    pub gap_factor: f64,
+}
+
+impl Ctx<'_> {
+    pub fn tol(&self, h: &HostRow) -> Ms {
+        (self.gap_factor * h.interval_s.max(1) as f64 * 1000.0) as Ms
+    }
+}
+
+/// Aggregates of a window: per host, and per (МО id, category index).
+#[derive(Debug, Default)]
+pub struct WindowAggs {
+    pub hosts: HashMap<i64, HostAgg>,
+    pub mos: HashMap<(i64, u8), ReachAgg>,
+}
+
+/// Computes the aggregates of `[a, b)` for `hosts` (every host of an МО must be given when its
+/// МО reachability is wanted).
+pub fn compute_window(
+    ctx: &Ctx<'_>,
+    rows: &WindowRows,
+    hosts: &[&HostRow],
+    a: Ms,
+    b: Ms,
+    want_hosts: bool,
+    want_mos: bool,
+) -> WindowAggs {
+    let mut out = WindowAggs::default();
+    let mut work: HashMap<i64, Vec<(Ms, Ms)>> = HashMap::new();
+    type UpAndProbes<'r> = (Vec<(Ms, Ms)>, &'r [ProbeRow]);
+    let mut by_mo: HashMap<i64, Vec<UpAndProbes<'_>>> = HashMap::new();
+    let empty_s: Vec<SegRow> = Vec::new();
+    let empty_p: Vec<ProbeRow> = Vec::new();
+    for h in hosts {
+        let segs = rows.segs.get(&h.id).unwrap_or(&empty_s);
+        let probes = rows.probes.get(&h.id).unwrap_or(&empty_p);
+        if segs.is_empty() && probes.is_empty() {
+            continue;
+        }
+        let tol = ctx.tol(h);
+        if want_hosts {
+            let w = work
+                .entry(h.mo_id)
+                .or_insert_with(|| workcal(ctx.roster, &h.mo).windows(a, b));
+            let agg = host_agg(segs, probes, tol, ctx.outages, w, a, b);
+            if !agg.is_zero() {
+                out.hosts.insert(h.id, agg);
+            }
+        }
+        if want_mos && !probes.is_empty() {
+            let up = up_spans(segs, tol, ctx.outages, a, b);
+            by_mo.entry(h.mo_id).or_default().push((up, probes));
+        }
+    }
+    for (mo, list) in by_mo {
+        let hr: Vec<HostReach<'_>> = list
+            .iter()
+            .map(|(up, p)| HostReach { up, probes: p })
+            .collect();
+        for (c, r) in mo_reach(&hr, a, b).into_iter().enumerate() {
+            if !r.is_zero() {
+                out.mos.insert((mo, c as u8), r);
+            }
+        }
+    }
+    out
+}
+
+/// Packs the flags of a host aggregate.
+pub fn pack_flags(a: &HostAgg) -> i64 {
+    i64::from(a.active) | i64::from(a.reached) << 1 | i64::from(a.probed) << 13
+}
+
+pub fn unpack_agg(v: [i64; 7]) -> HostAgg {
+    let flags = v[6];
+    HostAgg {
+        up_ms: v[0],
+        down_ms: v[1],
+        unknown_ms: v[2],
+        up_w_ms: v[3],
+        down_w_ms: v[4],
+        unknown_w_ms: v[5],
+        active: flags & 1 != 0,
+        reached: ((flags >> 1) & 0xfff) as u16,
+        probed: ((flags >> 13) & 0xfff) as u16,
+    }
+}

@@ -1,0 +1,399 @@
+//! Read-only access to the store for reports: the aggregates of a period, from monthly and
+//! daily aggregates where they are materialized and current, from the raw intervals elsewhere
+//! (the current day, partial days at the period's edges, days changed by late data).
+//!
+//! A [`Reader`] is a blocking type: open one per request inside
+//! `tokio::task::spawn_blocking` (opening is cheap), or keep one per worker thread.
+
+use super::config::StoreConfig;
+use super::load::{
+    Ctx, HostRow, compute_window, load_hosts, load_mos, load_runs, load_window, outages,
+    unpack_agg, workcal,
+};
+use super::{StoreError, schema};
+use crate::derive::{Calendar, HostAgg, HostInfo, Ms, PeriodData, ReachAgg, cat_of};
+use crate::roster::Roster;
+use rusqlite::{Connection, OpenFlags, params};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::Path;
+
+/// A read-only connection to the store.
+pub struct Reader {
+    conn: Connection,
+    cal: Calendar,
+    gap_factor: f64,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader").finish_non_exhaustive()
+    }
+}
+
+/// Days of a period and how each is read.
+#[derive(Debug, Default)]
+struct Plan {
+    /// Windows read from the raw intervals for every host.
+    raw: Vec<(Ms, Ms)>,
+    /// Whole months read from monthly aggregates.
+    months: Vec<i32>,
+    /// Whole days read from daily aggregates.
+    days: Vec<i32>,
+}
+
+impl Reader {
+    /// Opens the store at `path` read-only.
+    pub fn open(path: &Path, cfg: &StoreConfig) -> Result<Reader, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::Io(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("store {} does not exist", path.display()),
+            )));
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if v != schema::VERSION {
+            return Err(StoreError::Corrupt(format!(
+                "store schema version {v}, expected {}",
+                schema::VERSION
+            )));
+        }
+        Ok(Reader {
+            conn,
+            cal: Calendar::new(cfg.region_tz),
+            gap_factor: cfg.gap_factor,
+        })
+    }
+
+    pub fn calendar(&self) -> Calendar {
+        self.cal
+    }
+
+    /// The aggregates of `[from, min(to, now))` for every host registered before its end.
+    pub fn period_data(
+        &self,
+        roster: &Roster,
+        from: Ms,
+        to: Ms,
+        now: Ms,
+    ) -> Result<PeriodData, StoreError> {
+        let to = to.min(now);
+        let tx = self.conn.unchecked_transaction()?;
+        let r = self.period_data_tx(roster, from, to, now);
+        tx.finish()?;
+        r
+    }
+
+    fn period_data_tx(
+        &self,
+        roster: &Roster,
+        from: Ms,
+        to: Ms,
+        now: Ms,
+    ) -> Result<PeriodData, StoreError> {
+        let c = &self.conn;
+        let mut data = PeriodData {
+            from,
+            to: to.max(from),
+            ..PeriodData::default()
+        };
+        let hosts = load_hosts(c)?;
+        if to <= from || hosts.is_empty() {
+            data.hosts = hosts
+                .iter()
+                .filter(|h| h.first_ms < data.to)
+                .map(|h| (info(h), HostAgg::default()))
+                .collect();
+            return Ok(data);
+        }
+        let mos = load_mos(c)?;
+        let oid_of: HashMap<i64, String> = mos.iter().map(|(id, o, _)| (*id, o.clone())).collect();
+        let stale: HashSet<i64> = mos
+            .iter()
+            .filter(|(_, oid, wfp)| workcal(roster, oid).fingerprint() != *wfp)
+            .map(|(id, _, _)| *id)
+            .collect();
+        let runs = load_runs(c)?;
+        let out = outages(&runs, now);
+        let ctx = Ctx {
+            roster,
+            outages: &out,
+            gap_factor: self.gap_factor,
+        };
+        let wm = schema::meta_get(c, "watermark_day")?.map(|d| d as i32);
+        let plan = self.plan(from, to, wm);
+        let mut dirty_h: HashMap<i64, BTreeSet<i32>> = HashMap::new();
+        let mut dirty_m: HashMap<i64, BTreeSet<i32>> = HashMap::new();
+        if !plan.months.is_empty() || !plan.days.is_empty() {
+            let (d0, d1) = (self.cal.day_of(from), self.cal.day_of(to - 1));
+            let mut st = c.prepare_cached(
+                "SELECT host_id, day FROM dirty_host WHERE day BETWEEN ?1 AND ?2",
+            )?;
+            for r in st.query_map(params![d0, d1], |r| Ok((r.get(0)?, r.get(1)?)))? {
+                let (h, d): (i64, i32) = r?;
+                dirty_h.entry(h).or_default().insert(d);
+            }
+            let mut st =
+                c.prepare_cached("SELECT mo_id, day FROM dirty_mo WHERE day BETWEEN ?1 AND ?2")?;
+            for r in st.query_map(params![d0, d1], |r| Ok((r.get(0)?, r.get(1)?)))? {
+                let (m, d): (i64, i32) = r?;
+                dirty_m.entry(m).or_default().insert(d);
+            }
+        }
+        let by_id: HashMap<i64, &HostRow> = hosts.iter().map(|h| (h.id, h)).collect();
+        let mut hacc: HashMap<i64, HostAgg> = HashMap::new();
+        let mut macc: HashMap<(i64, u8), ReachAgg> = HashMap::new();
+        // Host-days and МО-days to compute from raw intervals.
+        let mut raw_h: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+        let mut raw_m: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+        let host_exc = |h: &HostRow, d: i32| -> bool {
+            stale.contains(&h.mo_id) || dirty_h.get(&h.id).is_some_and(|s| s.contains(&d))
+        };
+
+        for &m in &plan.months {
+            let (f, l) = self.cal.month_days(m);
+            // Hosts with a dirty day in the month or of an МО whose calendar changed.
+            let exc: HashSet<i64> = hosts
+                .iter()
+                .filter(|h| {
+                    stale.contains(&h.mo_id)
+                        || dirty_h
+                            .get(&h.id)
+                            .is_some_and(|s| s.range(f..l).next().is_some())
+                })
+                .map(|h| h.id)
+                .collect();
+            let mut st = c.prepare_cached(
+                "SELECT host_id, up, down, unk, up_w, down_w, unk_w, flags FROM host_month WHERE month = ?1",
+            )?;
+            for r in st.query_map([m], agg_row)? {
+                let (id, a) = r?;
+                if exc.contains(&id) || !by_id.contains_key(&id) {
+                    continue;
+                }
+                hacc.entry(id).or_default().add(&a);
+            }
+            // Hosts with exceptions in the month: day by day.
+            for id in &exc {
+                let Some(h) = by_id.get(id) else { continue };
+                for d in f..l {
+                    if host_exc(h, d) {
+                        raw_h.entry(d).or_default().push(h.id);
+                    } else {
+                        self.add_host_day(c, h.id, d, &mut hacc)?;
+                    }
+                }
+            }
+            let mut st = c.prepare_cached(
+                "SELECT mo_id, cat, reach, unreach FROM mo_month WHERE month = ?1",
+            )?;
+            let mut mseen = HashSet::new();
+            for r in st.query_map([m], mo_row)? {
+                let (mo, cat, a) = r?;
+                mseen.insert(mo);
+                if dirty_m
+                    .get(&mo)
+                    .is_some_and(|s| s.range(f..l).next().is_some())
+                {
+                    continue;
+                }
+                macc.entry((mo, cat)).or_default().add(&a);
+            }
+            for (mo, days) in &dirty_m {
+                if days.range(f..l).next().is_none() {
+                    continue;
+                }
+                for d in f..l {
+                    if days.contains(&d) {
+                        raw_m.entry(d).or_default().push(*mo);
+                    } else if mseen.contains(mo) {
+                        self.add_mo_day(c, *mo, d, &mut macc)?;
+                    }
+                }
+            }
+        }
+        for &d in &plan.days {
+            let mut st = c.prepare_cached(
+                "SELECT host_id, up, down, unk, up_w, down_w, unk_w, flags FROM host_day WHERE day = ?1",
+            )?;
+            for r in st.query_map([d], agg_row)? {
+                let (id, a) = r?;
+                if by_id.get(&id).is_some_and(|h| !host_exc(h, d)) {
+                    hacc.entry(id).or_default().add(&a);
+                }
+            }
+            for h in &hosts {
+                if host_exc(h, d) {
+                    raw_h.entry(d).or_default().push(h.id);
+                }
+            }
+            let mut st =
+                c.prepare_cached("SELECT mo_id, cat, reach, unreach FROM mo_day WHERE day = ?1")?;
+            for r in st.query_map([d], mo_row)? {
+                let (mo, cat, a) = r?;
+                if !dirty_m.get(&mo).is_some_and(|s| s.contains(&d)) {
+                    macc.entry((mo, cat)).or_default().add(&a);
+                }
+            }
+            for (mo, days) in &dirty_m {
+                if days.contains(&d) {
+                    raw_m.entry(d).or_default().push(*mo);
+                }
+            }
+        }
+        // Raw windows for every host.
+        let all: Vec<&HostRow> = hosts.iter().collect();
+        for &(a, b) in &plan.raw {
+            let rows = load_window(c, &self.cal, &hosts, None, a, b)?;
+            let w = compute_window(&ctx, &rows, &all, a, b, true, true);
+            for (id, x) in w.hosts {
+                hacc.entry(id).or_default().add(&x);
+            }
+            for (k, x) in w.mos {
+                macc.entry(k).or_default().add(&x);
+            }
+        }
+        // Raw host-days and МО-days.
+        for (d, ids) in raw_h {
+            let (a, b) = (self.cal.day_start(d), self.cal.day_start(d + 1));
+            let rows = load_window(c, &self.cal, &hosts, Some(&ids), a, b)?;
+            let hs: Vec<&HostRow> = ids.iter().filter_map(|i| by_id.get(i).copied()).collect();
+            for (id, x) in compute_window(&ctx, &rows, &hs, a, b, true, false).hosts {
+                hacc.entry(id).or_default().add(&x);
+            }
+        }
+        for (d, mos_d) in raw_m {
+            let (a, b) = (self.cal.day_start(d), self.cal.day_start(d + 1));
+            let hs: Vec<&HostRow> = hosts.iter().filter(|h| mos_d.contains(&h.mo_id)).collect();
+            let ids: Vec<i64> = hs.iter().map(|h| h.id).collect();
+            let rows = load_window(c, &self.cal, &hosts, Some(&ids), a, b)?;
+            for (k, x) in compute_window(&ctx, &rows, &hs, a, b, false, true).mos {
+                macc.entry(k).or_default().add(&x);
+            }
+        }
+        data.hosts = hosts
+            .iter()
+            .filter(|h| h.first_ms < to)
+            .map(|h| (info(h), hacc.get(&h.id).copied().unwrap_or_default()))
+            .collect();
+        for ((mo, cat), r) in macc {
+            if let Some(oid) = oid_of.get(&mo)
+                && !r.is_zero()
+            {
+                data.mo_reach.insert((oid.clone(), cat_of(cat)), r);
+            }
+        }
+        Ok(data)
+    }
+
+    fn add_host_day(
+        &self,
+        c: &Connection,
+        host: i64,
+        day: i32,
+        acc: &mut HashMap<i64, HostAgg>,
+    ) -> Result<(), StoreError> {
+        let mut st = c.prepare_cached(
+            "SELECT host_id, up, down, unk, up_w, down_w, unk_w, flags FROM host_day
+             WHERE day = ?1 AND host_id = ?2",
+        )?;
+        for r in st.query_map(params![day, host], agg_row)? {
+            let (id, a) = r?;
+            acc.entry(id).or_default().add(&a);
+        }
+        Ok(())
+    }
+
+    fn add_mo_day(
+        &self,
+        c: &Connection,
+        mo: i64,
+        day: i32,
+        acc: &mut HashMap<(i64, u8), ReachAgg>,
+    ) -> Result<(), StoreError> {
+        let mut st = c.prepare_cached(
+            "SELECT mo_id, cat, reach, unreach FROM mo_day WHERE day = ?1 AND mo_id = ?2",
+        )?;
+        for r in st.query_map(params![day, mo], mo_row)? {
+            let (m, cat, a) = r?;
+            acc.entry((m, cat)).or_default().add(&a);
+        }
+        Ok(())
+    }
+
+    /// Splits `[from, to)` into whole materialized months, whole materialized days and raw
+    /// windows.
+    fn plan(&self, from: Ms, to: Ms, wm: Option<i32>) -> Plan {
+        let mut p = Plan::default();
+        let (d0, d1) = (self.cal.day_of(from), self.cal.day_of(to - 1));
+        let mut mat: Vec<i32> = Vec::new();
+        for d in d0..=d1 {
+            let (ds, de) = (self.cal.day_start(d), self.cal.day_start(d + 1));
+            let (a, b) = (from.max(ds), to.min(de));
+            if a >= b {
+                continue;
+            }
+            if a == ds && b == de && wm.is_some_and(|w| d < w) {
+                mat.push(d);
+            } else {
+                match p.raw.last_mut() {
+                    Some(last) if last.1 == a => last.1 = b,
+                    _ => p.raw.push((a, b)),
+                }
+            }
+        }
+        let set: BTreeSet<i32> = mat.iter().copied().collect();
+        let mut covered: HashSet<i32> = HashSet::new();
+        let months: BTreeSet<i32> = mat.iter().map(|d| self.cal.month_of_day(*d)).collect();
+        for m in months {
+            let (f, l) = self.cal.month_days(m);
+            if (f..l).all(|d| set.contains(&d)) {
+                p.months.push(m);
+                covered.extend(f..l);
+            }
+        }
+        p.days = mat.into_iter().filter(|d| !covered.contains(d)).collect();
+        p
+    }
+}
+
+fn info(h: &HostRow) -> HostInfo {
+    HostInfo {
+        mo: h.mo.clone(),
+        host: h.host.clone(),
+        role: h.role,
+        site: h.site.clone(),
+        hostname: h.hostname.clone(),
+        first_ms: h.first_ms,
+    }
+}
+
+fn agg_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, HostAgg)> {
+    Ok((
+        r.get(0)?,
+        unpack_agg([
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+            r.get(6)?,
+            r.get(7)?,
+        ]),
+    ))
+}
+
+fn mo_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, u8, ReachAgg)> {
+    Ok((
+        r.get(0)?,
+        r.get::<_, i64>(1)?.clamp(0, 11) as u8,
+        ReachAgg {
+            reach_ms: r.get(2)?,
+            unreach_ms: r.get(3)?,
+        },
+    ))
+}

@@ -1,0 +1,196 @@
+//! The SQLite schema of the embedded store (`dozor.db`). See `docs/storage.md`.
+
+use super::StoreError;
+use rusqlite::Connection;
+
+/// Schema version in `PRAGMA user_version`.
+pub const VERSION: i64 = 1;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS meta(
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS mos(
+    id INTEGER PRIMARY KEY,
+    oid TEXT NOT NULL UNIQUE,
+    -- fingerprint of the working-hours calendar the daily aggregates were computed with
+    wfp INTEGER NOT NULL DEFAULT 0
+);
+
+CREATE TABLE IF NOT EXISTS hosts(
+    id INTEGER PRIMARY KEY,
+    mo_id INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    role INTEGER,               -- NULL unknown, 0 workstation, 1 server
+    site TEXT NOT NULL DEFAULT '',
+    hostname TEXT NOT NULL DEFAULT '',
+    interval_s INTEGER NOT NULL DEFAULT 30,
+    first_ms INTEGER NOT NULL,
+    inventory TEXT,             -- the last birth body, JSON
+    UNIQUE(mo_id, host)
+);
+
+CREATE TABLE IF NOT EXISTS targets(
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    cat INTEGER NOT NULL,
+    UNIQUE(name, cat)
+);
+
+-- "Up" segments of a host: first..last message, and the gap after it until next_ms.
+CREATE TABLE IF NOT EXISTS segs(
+    id INTEGER PRIMARY KEY,
+    host_id INTEGER NOT NULL,
+    start_ms INTEGER NOT NULL,
+    end_ms INTEGER NOT NULL,
+    boot_id INTEGER,
+    boot_ms INTEGER,
+    cause INTEGER NOT NULL,     -- GapCause of [end_ms, next_ms)
+    next_ms INTEGER             -- NULL: latest segment
+);
+CREATE INDEX IF NOT EXISTS segs_host ON segs(host_id, start_ms);
+CREATE INDEX IF NOT EXISTS segs_start ON segs(start_ms);
+
+-- offline (1) / lost (3) seen for a host.
+CREATE TABLE IF NOT EXISTS markers(
+    host_id INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    kind INTEGER NOT NULL,
+    PRIMARY KEY(host_id, at_ms, kind)
+) WITHOUT ROWID;
+
+-- Reachability intervals of (host, target); never cross a region midnight.
+CREATE TABLE IF NOT EXISTS probes(
+    id INTEGER PRIMARY KEY,
+    host_id INTEGER NOT NULL,
+    target_id INTEGER NOT NULL,
+    cat INTEGER NOT NULL,
+    start_ms INTEGER NOT NULL,
+    end_ms INTEGER NOT NULL,
+    ok INTEGER NOT NULL,
+    err INTEGER NOT NULL,       -- 0 none, else ErrorClass index + 1
+    closed INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    lat_sum INTEGER NOT NULL,
+    lat_n INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS probes_host ON probes(host_id, start_ms);
+CREATE INDEX IF NOT EXISTS probes_start ON probes(start_ms);
+
+-- Collector runs; the time between runs is unknown.
+CREATE TABLE IF NOT EXISTS runs(
+    id INTEGER PRIMARY KEY,
+    start_ms INTEGER NOT NULL,
+    end_ms INTEGER NOT NULL,    -- last time the collector was known alive
+    stopped INTEGER NOT NULL    -- 1 after a clean stop or once a crash was detected
+);
+
+-- 5-minute resource rollups; percent values in hundredths.
+CREATE TABLE IF NOT EXISTS rollups(
+    host_id INTEGER NOT NULL,
+    bucket INTEGER NOT NULL,    -- Unix time / 300 s
+    n INTEGER NOT NULL,
+    cpu_min INTEGER NOT NULL, cpu_sum INTEGER NOT NULL, cpu_max INTEGER NOT NULL,
+    mem_min INTEGER NOT NULL, mem_sum INTEGER NOT NULL, mem_max INTEGER NOT NULL,
+    disk_min INTEGER NOT NULL, disk_sum INTEGER NOT NULL, disk_max INTEGER NOT NULL,
+    PRIMARY KEY(host_id, bucket)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS delivery(
+    inst TEXT PRIMARY KEY,
+    mo TEXT NOT NULL,
+    host TEXT NOT NULL,
+    contiguous INTEGER NOT NULL,
+    above TEXT NOT NULL,
+    stored INTEGER NOT NULL DEFAULT 0,
+    refused INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+
+-- Daily (region time zone) and monthly aggregates; flags = active | reached << 1 | probed << 13.
+CREATE TABLE IF NOT EXISTS host_day(
+    day INTEGER NOT NULL, host_id INTEGER NOT NULL,
+    up INTEGER NOT NULL, down INTEGER NOT NULL, unk INTEGER NOT NULL,
+    up_w INTEGER NOT NULL, down_w INTEGER NOT NULL, unk_w INTEGER NOT NULL,
+    flags INTEGER NOT NULL,
+    PRIMARY KEY(day, host_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS host_month(
+    month INTEGER NOT NULL, host_id INTEGER NOT NULL,
+    up INTEGER NOT NULL, down INTEGER NOT NULL, unk INTEGER NOT NULL,
+    up_w INTEGER NOT NULL, down_w INTEGER NOT NULL, unk_w INTEGER NOT NULL,
+    flags INTEGER NOT NULL,
+    PRIMARY KEY(month, host_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS mo_day(
+    day INTEGER NOT NULL, mo_id INTEGER NOT NULL, cat INTEGER NOT NULL,
+    reach INTEGER NOT NULL, unreach INTEGER NOT NULL,
+    PRIMARY KEY(day, mo_id, cat)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS mo_month(
+    month INTEGER NOT NULL, mo_id INTEGER NOT NULL, cat INTEGER NOT NULL,
+    reach INTEGER NOT NULL, unreach INTEGER NOT NULL,
+    PRIMARY KEY(month, mo_id, cat)
+) WITHOUT ROWID;
+
+-- Materialized days whose history changed since (late data): recomputed by maintenance,
+-- computed from the raw intervals by readers meanwhile.
+CREATE TABLE IF NOT EXISTS dirty_host(
+    host_id INTEGER NOT NULL, day INTEGER NOT NULL, PRIMARY KEY(host_id, day)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dirty_mo(
+    mo_id INTEGER NOT NULL, day INTEGER NOT NULL, PRIMARY KEY(mo_id, day)
+) WITHOUT ROWID;
+
+-- Line protocol waiting for the InfluxDB sink.
+CREATE TABLE IF NOT EXISTS outbox(
+    id INTEGER PRIMARY KEY,
+    created_ms INTEGER NOT NULL,
+    lines INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+"#;
+
+/// Opens the settings every connection needs.
+pub fn configure(conn: &Connection, sync_full: bool) -> Result<(), StoreError> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        if sync_full { "FULL" } else { "NORMAL" },
+    )?;
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    conn.pragma_update(None, "cache_size", -65_536)?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    Ok(())
+}
+
+/// Creates or checks the schema.
+pub fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if v > VERSION {
+        return Err(StoreError::Corrupt(format!(
+            "store schema version {v} is newer than this collector's {VERSION}"
+        )));
+    }
+    conn.execute_batch(SCHEMA)?;
+    conn.pragma_update(None, "user_version", VERSION)?;
+    Ok(())
+}
+
+pub fn meta_get(conn: &Connection, key: &str) -> Result<Option<i64>, StoreError> {
+    use rusqlite::OptionalExtension;
+    Ok(conn
+        .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))
+        .optional()?)
+}
+
+pub fn meta_set(conn: &Connection, key: &str, value: i64) -> Result<(), StoreError> {
+    conn.prepare_cached("INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)")?
+        .execute(rusqlite::params![key, value])?;
+    Ok(())
+}

@@ -1,0 +1,593 @@
+//! The embedded SQLite store: host registry, state intervals, reachability intervals, resource
+//! rollups, collector runs, delivery marks, daily aggregates and the InfluxDB outbox, all in
+//! `dozor.db` (WAL). One batch = one transaction. See `docs/storage.md`.
+//!
+//! Changes are stored, not every heartbeat: the latest segment of each host and the latest
+//! interval of each (host, target) live in memory and are written once per batch; messages
+//! older than those (replays) go through the database.
+
+mod apply;
+mod maintain;
+#[cfg(test)]
+mod tests;
+
+use super::config::StoreConfig;
+use super::intervals::{PIv, Seg};
+use super::{Batch, DeliveryMark, Record, Store, StoreError, schema};
+use crate::derive::{Calendar, GapCause, Ms};
+use crate::roster::Roster;
+use dozor_proto::Role;
+use rusqlite::{Connection, params};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use maintain::MaintainReport;
+
+/// File name of the store in the data directory.
+pub const DB_FILE: &str = "dozor.db";
+
+/// Path of the store in a data directory.
+pub fn db_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(DB_FILE)
+}
+
+/// Counters of the store, for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    pub batches: u64,
+    pub records: u64,
+    /// Messages placed through the database (older than the in-memory latest interval).
+    pub out_of_order: u64,
+    /// Probe results that contradicted the interval they fell in (ignored).
+    pub probe_conflicts: u64,
+    /// Lines written to the InfluxDB outbox.
+    pub outbox_lines: u64,
+    /// Lines dropped from the outbox by its bounds (also kept in the database).
+    pub outbox_dropped_lines: u64,
+}
+
+/// The latest segment of a host.
+#[derive(Debug, Clone, Copy)]
+struct Tail {
+    id: i64,
+    seg: Seg,
+    cause: GapCause,
+    /// Latest `offline` and `lost` marker times (at or after the segment's end count).
+    offline_at: Option<Ms>,
+    lost_at: Option<Ms>,
+}
+
+impl Tail {
+    fn tail_cause(&self) -> GapCause {
+        let end = self.seg.end;
+        if self.offline_at.is_some_and(|t| t >= end) {
+            GapCause::Shutdown
+        } else if self.lost_at.is_some_and(|t| t >= end) {
+            GapCause::Lost
+        } else {
+            GapCause::Pending
+        }
+    }
+}
+
+/// The latest reachability interval of a (host, target).
+#[derive(Debug, Clone, Copy)]
+struct PTail {
+    id: i64,
+    iv: PIv,
+    cat: u8,
+    dirty: bool,
+}
+
+/// A host as the writer keeps it.
+#[derive(Debug)]
+struct HostMem {
+    id: i64,
+    mo_id: i64,
+    mo: String,
+    role: Option<Role>,
+    site: String,
+    hostname: String,
+    interval_s: i64,
+    first_ms: Ms,
+    inventory: Option<String>,
+    reg_dirty: bool,
+    tail: Option<Tail>,
+    tail_dirty: bool,
+    probes: HashMap<i64, Option<PTail>>,
+    queued: bool,
+}
+
+/// 5-minute rollup accumulator (hundredths of percent).
+#[derive(Debug, Clone, Copy)]
+struct Roll {
+    n: i64,
+    min: [i64; 3],
+    sum: [i64; 3],
+    max: [i64; 3],
+}
+
+impl Roll {
+    fn of(v: [i64; 3]) -> Roll {
+        Roll {
+            n: 1,
+            min: v,
+            sum: v,
+            max: v,
+        }
+    }
+
+    fn add(&mut self, v: [i64; 3]) {
+        self.n += 1;
+        for (i, x) in v.into_iter().enumerate() {
+            self.min[i] = self.min[i].min(x);
+            self.sum[i] += x;
+            self.max[i] = self.max[i].max(x);
+        }
+    }
+}
+
+/// Per-batch scratch state.
+#[derive(Debug, Default)]
+struct Scratch {
+    /// Hosts with something to flush (indices into `hosts`).
+    queued: Vec<usize>,
+    /// Changed history before the watermark: host index → (from, to).
+    touched: HashMap<usize, (Ms, Ms)>,
+    rollups: HashMap<(i64, i64), Roll>,
+    lines: String,
+    nlines: i64,
+    /// Latest collector time seen in the batch.
+    now: Ms,
+}
+
+/// The writer's state besides the connection.
+struct Writer {
+    cfg: StoreConfig,
+    roster: Arc<Roster>,
+    cal: Calendar,
+    mos: HashMap<String, i64>,
+    host_ix: HashMap<String, HashMap<String, usize>>,
+    hosts: Vec<HostMem>,
+    targets: HashMap<(String, u8), i64>,
+    /// The open run: (id, end).
+    run: Option<(i64, Ms)>,
+    /// Days before this are materialized (None until the first batch).
+    wm: Option<i32>,
+    wm_start: Ms,
+    scratch: Scratch,
+    last_mo_emit: Ms,
+    last_maintain: Ms,
+    auto_maintain: bool,
+    stats: StoreStats,
+}
+
+/// The embedded store. Construct with [`SqliteStore::open`]; use from one thread.
+pub struct SqliteStore {
+    conn: Connection,
+    path: PathBuf,
+    w: Writer,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .field("hosts_cached", &self.w.hosts.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Maintenance runs from `write` at most this often (collector time).
+const AUTO_MAINTAIN_MS: Ms = 10_000;
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path` (see [`db_path`]). The roster gives the
+    /// МО working hours used by the daily aggregates; when an МО's calendar differs from the
+    /// one its aggregates were computed with, they are recomputed in the background.
+    pub fn open(
+        path: &Path,
+        cfg: &StoreConfig,
+        roster: Arc<Roster>,
+    ) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir)?;
+        }
+        let conn = Connection::open(path)?;
+        schema::configure(&conn, cfg.sync_full)?;
+        schema::migrate(&conn)?;
+        let mut w = Writer {
+            cfg: cfg.clone(),
+            cal: Calendar::new(cfg.region_tz),
+            roster,
+            mos: HashMap::new(),
+            host_ix: HashMap::new(),
+            hosts: Vec::new(),
+            targets: HashMap::new(),
+            run: None,
+            wm: None,
+            wm_start: Ms::MIN,
+            scratch: Scratch::default(),
+            last_mo_emit: 0,
+            last_maintain: 0,
+            auto_maintain: true,
+            stats: StoreStats::default(),
+        };
+        w.load_meta(&conn)?;
+        w.check_calendars(&conn)?;
+        Ok(SqliteStore {
+            conn,
+            path: path.to_path_buf(),
+            w,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Turns the maintenance run from `write` on or off (tools that load history in bulk run
+    /// [`SqliteStore::maintain_now`] once at the end).
+    pub fn set_auto_maintain(&mut self, on: bool) {
+        self.w.auto_maintain = on;
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        self.w.stats.clone()
+    }
+
+    /// Runs maintenance now: materializes finished days and days changed by late data,
+    /// applies retention, bounds the outbox. Also runs from `write` every 10 s.
+    pub fn maintain_now(&mut self, now_ms: Ms) -> Result<MaintainReport, StoreError> {
+        self.w.maintain(&self.conn, now_ms, usize::MAX)
+    }
+
+    fn write_batch(&mut self, batch: &Batch) -> Result<(), StoreError> {
+        let c = &self.conn;
+        c.execute_batch("BEGIN IMMEDIATE")?;
+        let r = self.w.apply_batch(c, batch).and_then(|()| {
+            c.execute_batch("COMMIT")?;
+            Ok(())
+        });
+        if let Err(e) = r {
+            let _ = c.execute_batch("ROLLBACK");
+            // Caches may hold state of the rolled-back transaction.
+            self.w.reset(c)?;
+            return Err(e);
+        }
+        self.w.stats.batches += 1;
+        self.w.stats.records += batch.records.len() as u64;
+        let now = self.w.scratch.now;
+        if self.w.auto_maintain && now - self.w.last_maintain >= AUTO_MAINTAIN_MS {
+            self.w.last_maintain = now;
+            // The batch is committed; a failed maintenance is retried later.
+            if let Err(e) = self.w.maintain(c, now, 5_000) {
+                tracing::warn!(error = %e, "store maintenance failed");
+                let _ = c.execute_batch("ROLLBACK");
+                self.w.reset(c)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Store for SqliteStore {
+    fn write(&mut self, batch: &Batch) -> Result<(), StoreError> {
+        self.write_batch(batch)
+    }
+
+    fn load_delivery(&mut self) -> Result<Vec<DeliveryMark>, StoreError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT inst, mo, host, contiguous, above, stored, refused FROM delivery",
+        )?;
+        let rows = st.query_map([], |r| {
+            let above: String = r.get(4)?;
+            Ok(DeliveryMark {
+                inst: r.get(0)?,
+                mo: r.get(1)?,
+                host: r.get(2)?,
+                contiguous: r.get::<_, i64>(3)? as u64,
+                above: above
+                    .split(',')
+                    .filter_map(|s| s.parse::<u64>().ok())
+                    .collect(),
+                stored: r.get::<_, i64>(5)? as u64,
+                refused: r.get::<_, i64>(6)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn maintain(&mut self, now_ms: i64) -> Result<(), StoreError> {
+        self.w.maintain(&self.conn, now_ms, 5_000).map(|_| ())
+    }
+}
+
+impl Writer {
+    fn load_meta(&mut self, c: &Connection) -> Result<(), StoreError> {
+        self.wm = schema::meta_get(c, "watermark_day")?.map(|d| d as i32);
+        self.wm_start = self.wm.map_or(Ms::MIN, |d| self.cal.day_start(d));
+        self.run = c
+            .query_row(
+                "SELECT id, end_ms FROM runs WHERE stopped = 0 ORDER BY start_ms DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .ok();
+        self.stats.outbox_dropped_lines =
+            schema::meta_get(c, "outbox_dropped_lines")?.unwrap_or(0) as u64;
+        Ok(())
+    }
+
+    /// Drops every cache (after a rolled-back transaction).
+    fn reset(&mut self, c: &Connection) -> Result<(), StoreError> {
+        self.mos.clear();
+        self.host_ix.clear();
+        self.hosts.clear();
+        self.targets.clear();
+        self.scratch = Scratch::default();
+        self.load_meta(c)
+    }
+
+    fn apply_batch(&mut self, c: &Connection, batch: &Batch) -> Result<(), StoreError> {
+        self.scratch = Scratch {
+            now: self.scratch.now,
+            ..Scratch::default()
+        };
+        let first_time = batch.records.iter().map(record_time).min();
+        for r in &batch.records {
+            self.scratch.now = self.scratch.now.max(record_time(r));
+        }
+        if let Some(t) = first_time {
+            if self.wm.is_none() {
+                let d = self.cal.day_of(t);
+                self.set_watermark(c, d)?;
+            }
+            if self.run.is_none()
+                && !matches!(batch.records.first(), Some(Record::CollectorStart { .. }))
+            {
+                self.start_run(c, t)?;
+            }
+        }
+        for r in &batch.records {
+            self.apply(c, r)?;
+        }
+        self.flush(c)?;
+        for m in &batch.delivery {
+            let above: Vec<String> = m.above.iter().map(u64::to_string).collect();
+            c.prepare_cached(
+                "INSERT OR REPLACE INTO delivery(inst, mo, host, contiguous, above, stored, refused)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                m.inst,
+                m.mo,
+                m.host,
+                m.contiguous as i64,
+                above.join(","),
+                m.stored as i64,
+                m.refused as i64
+            ])?;
+        }
+        Ok(())
+    }
+
+    fn set_watermark(&mut self, c: &Connection, day: i32) -> Result<(), StoreError> {
+        schema::meta_set(c, "watermark_day", i64::from(day))?;
+        self.wm = Some(day);
+        self.wm_start = self.cal.day_start(day);
+        Ok(())
+    }
+
+    fn start_run(&mut self, c: &Connection, at: Ms) -> Result<(), StoreError> {
+        c.prepare_cached("INSERT INTO runs(start_ms, end_ms, stopped) VALUES (?1, ?1, 0)")?
+            .execute([at])?;
+        self.run = Some((c.last_insert_rowid(), at));
+        Ok(())
+    }
+
+    fn apply(&mut self, c: &Connection, r: &Record) -> Result<(), StoreError> {
+        match r {
+            Record::Msg(a) => self.apply_msg(c, a),
+            Record::Transition(t) => self.apply_transition(c, t),
+            Record::CollectorStart { at_ms } => {
+                if let Some((id, end)) = self.run.take() {
+                    // Not stopped cleanly: a crash. The collector was last alive at `end`.
+                    c.prepare_cached("UPDATE runs SET stopped = 1 WHERE id = ?1")?
+                        .execute([id])?;
+                    self.outage_changed(c, end, *at_ms)?;
+                }
+                self.start_run(c, *at_ms)
+            }
+            Record::CollectorStop { at_ms } => {
+                if let Some((id, end)) = self.run.take() {
+                    c.prepare_cached("UPDATE runs SET end_ms = ?2, stopped = 1 WHERE id = ?1")?
+                        .execute(params![id, end.max(*at_ms)])?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// A collector outage `[from, to)` was discovered: materialized days it covers are stale
+    /// for every host.
+    fn outage_changed(&mut self, c: &Connection, from: Ms, to: Ms) -> Result<(), StoreError> {
+        let Some(wm) = self.wm else { return Ok(()) };
+        if from >= self.wm_start || to <= from {
+            return Ok(());
+        }
+        let (d0, d1) = (self.cal.day_of(from), self.cal.day_of(to - 1).min(wm - 1));
+        c.execute(
+            "INSERT OR IGNORE INTO dirty_host(host_id, day)
+             SELECT h.id, d.day FROM hosts h, (WITH RECURSIVE r(day) AS (SELECT ?1 UNION ALL SELECT day + 1 FROM r WHERE day < ?2) SELECT day FROM r) d",
+            params![d0, d1],
+        )?;
+        c.execute(
+            "INSERT OR IGNORE INTO dirty_mo(mo_id, day)
+             SELECT m.id, d.day FROM mos m, (WITH RECURSIVE r(day) AS (SELECT ?1 UNION ALL SELECT day + 1 FROM r WHERE day < ?2) SELECT day FROM r) d",
+            params![d0, d1],
+        )?;
+        Ok(())
+    }
+
+    /// Records that a host's history changed over `[from, to]`.
+    fn touch(&mut self, hi: usize, from: Ms, to: Ms) {
+        if from >= self.wm_start || self.wm.is_none() {
+            return;
+        }
+        let e = self.scratch.touched.entry(hi).or_insert((from, to));
+        e.0 = e.0.min(from);
+        e.1 = e.1.max(to);
+    }
+
+    fn queue(&mut self, hi: usize) {
+        if !self.hosts[hi].queued {
+            self.hosts[hi].queued = true;
+            self.scratch.queued.push(hi);
+        }
+    }
+
+    /// Writes the batch's buffered changes.
+    fn flush(&mut self, c: &Connection) -> Result<(), StoreError> {
+        let queued = std::mem::take(&mut self.scratch.queued);
+        for hi in queued {
+            let h = &mut self.hosts[hi];
+            h.queued = false;
+            if h.tail_dirty
+                && let Some(t) = &h.tail
+            {
+                c.prepare_cached(
+                    "UPDATE segs SET start_ms = ?2, end_ms = ?3, boot_id = ?4, boot_ms = ?5,
+                     cause = ?6, next_ms = NULL WHERE id = ?1",
+                )?
+                .execute(params![
+                    t.id,
+                    t.seg.start,
+                    t.seg.end,
+                    t.seg.boot_id,
+                    t.seg.boot_ms,
+                    t.cause as i64
+                ])?;
+            }
+            h.tail_dirty = false;
+            for p in h.probes.values_mut().flatten().filter(|p| p.dirty) {
+                write_probe(c, p.id, &p.iv)?;
+                p.dirty = false;
+            }
+            if h.reg_dirty {
+                c.prepare_cached(
+                    "UPDATE hosts SET role = ?2, site = ?3, hostname = ?4, interval_s = ?5,
+                     first_ms = ?6, inventory = coalesce(?7, inventory) WHERE id = ?1",
+                )?
+                .execute(params![
+                    h.id,
+                    super::load::role_code(h.role),
+                    h.site,
+                    h.hostname,
+                    h.interval_s,
+                    h.first_ms,
+                    h.inventory.take()
+                ])?;
+                h.reg_dirty = false;
+            }
+        }
+        for ((host, bucket), r) in self.scratch.rollups.drain() {
+            c.prepare_cached(
+                "INSERT INTO rollups(host_id, bucket, n, cpu_min, cpu_sum, cpu_max, mem_min, mem_sum,
+                 mem_max, disk_min, disk_sum, disk_max)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                 ON CONFLICT(host_id, bucket) DO UPDATE SET n = n + excluded.n,
+                 cpu_min = min(cpu_min, excluded.cpu_min), cpu_sum = cpu_sum + excluded.cpu_sum,
+                 cpu_max = max(cpu_max, excluded.cpu_max),
+                 mem_min = min(mem_min, excluded.mem_min), mem_sum = mem_sum + excluded.mem_sum,
+                 mem_max = max(mem_max, excluded.mem_max),
+                 disk_min = min(disk_min, excluded.disk_min), disk_sum = disk_sum + excluded.disk_sum,
+                 disk_max = max(disk_max, excluded.disk_max)",
+            )?
+            .execute(params![
+                host, bucket, r.n, r.min[0], r.sum[0], r.max[0], r.min[1], r.sum[1], r.max[1],
+                r.min[2], r.sum[2], r.max[2]
+            ])?;
+        }
+        let touched: Vec<(usize, (Ms, Ms))> = self.scratch.touched.drain().collect();
+        if let Some(wm) = self.wm {
+            for (hi, (from, to)) in touched {
+                let (id, mo) = (self.hosts[hi].id, self.hosts[hi].mo_id);
+                let d0 = self.cal.day_of(from);
+                let d1 = if to >= self.wm_start {
+                    wm - 1
+                } else {
+                    self.cal.day_of(to).min(wm - 1)
+                };
+                for d in d0..=d1 {
+                    c.prepare_cached(
+                        "INSERT OR IGNORE INTO dirty_host(host_id, day) VALUES (?1, ?2)",
+                    )?
+                    .execute(params![id, d])?;
+                    c.prepare_cached("INSERT OR IGNORE INTO dirty_mo(mo_id, day) VALUES (?1, ?2)")?
+                        .execute(params![mo, d])?;
+                }
+            }
+        }
+        if let Some(influx) = &self.cfg.influx {
+            let now = self.scratch.now;
+            if now - self.last_mo_emit >= influx.mo_interval.as_millis() as Ms {
+                self.last_mo_emit = now;
+                self.emit_mo_lines(now);
+            }
+        }
+        if !self.scratch.lines.is_empty() {
+            let body = std::mem::take(&mut self.scratch.lines);
+            c.prepare_cached(
+                "INSERT INTO outbox(created_ms, lines, bytes, body) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![
+                self.scratch.now,
+                self.scratch.nlines,
+                body.len() as i64,
+                body
+            ])?;
+            self.stats.outbox_lines += self.scratch.nlines as u64;
+            self.scratch.nlines = 0;
+        }
+        if let Some((id, end)) = &mut self.run
+            && self.scratch.now > *end
+        {
+            *end = self.scratch.now;
+            c.prepare_cached("UPDATE runs SET end_ms = ?2 WHERE id = ?1")?
+                .execute(params![*id, *end])?;
+        }
+        Ok(())
+    }
+}
+
+fn write_probe(c: &Connection, id: i64, iv: &PIv) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "UPDATE probes SET start_ms = ?2, end_ms = ?3, ok = ?4, err = ?5, closed = ?6, n = ?7,
+         lat_sum = ?8, lat_n = ?9 WHERE id = ?1",
+    )?
+    .execute(params![
+        id,
+        iv.start,
+        iv.end,
+        i64::from(iv.ok),
+        i64::from(iv.err),
+        i64::from(iv.closed),
+        iv.n,
+        iv.lat_sum,
+        iv.lat_n
+    ])?;
+    Ok(())
+}
+
+/// Collector time of a record: receipt for messages, the decision time for the others.
+fn record_time(r: &Record) -> Ms {
+    match r {
+        Record::Msg(a) => a.recv_ms,
+        Record::Transition(t) => t.at_ms,
+        Record::CollectorStart { at_ms } | Record::CollectorStop { at_ms } => *at_ms,
+    }
+}

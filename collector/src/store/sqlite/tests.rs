@@ -1,0 +1,855 @@
+//! Scenario tests of the SQLite store and the reader: history written through `write` with
+//! synthetic records, read back as exact sums.
+
+use super::*;
+use crate::derive::{HostAgg, PeriodData, ReachAgg};
+use crate::store::config::{RawStore, StoreConfig};
+use crate::store::sim::Sim;
+use crate::store::{Batch, Reader, Store};
+use chrono::TimeZone;
+use dozor_proto::{Category, Role};
+
+const S: Ms = 1000;
+const MIN: Ms = 60 * S;
+const H: Ms = 60 * MIN;
+
+/// UTC instant of 2024-03-`d` `h`:`m`:`s` (2024-03-04 is a Monday).
+fn at(d: u32, h: u32, m: u32, s: u32) -> Ms {
+    chrono::Utc
+        .with_ymd_and_hms(2024, 3, d, h, m, s)
+        .single()
+        .unwrap()
+        .timestamp_millis()
+}
+
+const ROSTER_UTC: &str = r#"
+[[mo]]
+oid = "mo1"
+name = "Поликлиника 1"
+tz = "UTC"
+planned_arm = 10
+"#;
+
+struct T {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    store: SqliteStore,
+    cfg: StoreConfig,
+    roster: Arc<Roster>,
+}
+
+impl T {
+    fn new(region_tz: &str, roster: &str) -> T {
+        let raw: RawStore = toml::from_str(&format!("region_tz = \"{region_tz}\"")).unwrap();
+        T::with_cfg(raw.validate().unwrap(), roster)
+    }
+
+    fn with_cfg(cfg: StoreConfig, roster: &str) -> T {
+        let dir = tempfile::tempdir().unwrap();
+        let path = db_path(dir.path());
+        let roster = Arc::new(Roster::from_toml(roster, "roster").unwrap());
+        let store = SqliteStore::open(&path, &cfg, roster.clone()).unwrap();
+        T {
+            _dir: dir,
+            path,
+            store,
+            cfg,
+            roster,
+        }
+    }
+
+    fn write(&mut self, recs: Vec<Record>) {
+        for chunk in recs.chunks(500) {
+            self.store
+                .write(&Batch {
+                    records: chunk.to_vec(),
+                    delivery: Vec::new(),
+                })
+                .unwrap();
+        }
+    }
+
+    fn data(&self, from: Ms, to: Ms, now: Ms) -> PeriodData {
+        Reader::open(&self.path, &self.cfg)
+            .unwrap()
+            .period_data(&self.roster, from, to, now)
+            .unwrap()
+    }
+}
+
+fn agg(d: &PeriodData, host: &str) -> HostAgg {
+    d.hosts
+        .iter()
+        .find(|(h, _)| h.host == host)
+        .map(|(_, a)| *a)
+        .unwrap_or_else(|| panic!("no host {host}"))
+}
+
+fn reach(d: &PeriodData, mo: &str, c: Category) -> ReachAgg {
+    d.mo_reach
+        .get(&(mo.to_string(), c))
+        .copied()
+        .unwrap_or_default()
+}
+
+const MIS: &[(&str, Category, bool)] = &[("mis", Category::Mis, true)];
+const MIS_DOWN: &[(&str, Category, bool)] = &[("mis", Category::Mis, false)];
+
+#[test]
+fn server_reboot_and_lost_channel() {
+    let mut t = T::new("UTC", ROSTER_UTC);
+    let mut s = Sim::new();
+    s.start(at(4, 0, 0, 0));
+    let boot1 = at(3, 0, 0, 0);
+    s.birth("mo1", "srv", Role::Server, "", at(4, 0, 0, 0), boot1);
+    s.hbs(
+        "mo1",
+        "srv",
+        at(4, 0, 0, 0),
+        at(4, 10, 0, 0),
+        30 * S,
+        boot1,
+        false,
+    );
+    // Planned reboot: offline, boot at 10:01, birth 10:01:30.
+    s.offline("mo1", "srv", at(4, 10, 0, 10));
+    let boot2 = at(4, 10, 1, 0);
+    s.birth("mo1", "srv", Role::Server, "", at(4, 10, 1, 30), boot2);
+    s.hbs(
+        "mo1",
+        "srv",
+        at(4, 10, 2, 0),
+        at(4, 12, 0, 0),
+        30 * S,
+        boot2,
+        false,
+    );
+    // The channel drops at 12:00; the collector declares it lost; back at 12:30.
+    s.lost("mo1", "srv", at(4, 12, 1, 35));
+    s.hbs(
+        "mo1",
+        "srv",
+        at(4, 12, 30, 0),
+        at(4, 14, 0, 0),
+        30 * S,
+        boot2,
+        false,
+    );
+    t.write(s.take());
+    let d = t.data(at(4, 0, 0, 0), at(4, 14, 0, 0), at(4, 14, 0, 0));
+    let a = agg(&d, "srv");
+    assert_eq!(a.up_ms, 10 * H + (H + 58 * MIN + 30 * S) + 90 * MIN);
+    assert_eq!(a.down_ms, 90 * S + 30 * MIN);
+    assert_eq!(a.unknown_ms, 0);
+    assert!(a.active);
+    // A crash reboot (no offline): labelled reboot, still down.
+    let mut s = Sim::new();
+    let boot3 = at(4, 14, 1, 0);
+    s.birth("mo1", "srv", Role::Server, "", at(4, 14, 1, 40), boot3);
+    s.hbs(
+        "mo1",
+        "srv",
+        at(4, 14, 2, 10),
+        at(4, 15, 0, 0),
+        30 * S,
+        boot3,
+        false,
+    );
+    t.write(s.take());
+    let d = t.data(at(4, 14, 0, 0), at(4, 15, 0, 0), at(4, 15, 0, 0));
+    assert_eq!(agg(&d, "srv").down_ms, 100 * S);
+    assert_eq!(agg(&d, "srv").up_ms, H - 100 * S);
+}
+
+#[test]
+fn workstation_night_shutdown_and_lost() {
+    let mut t = T::new("UTC", ROSTER_UTC);
+    let mut s = Sim::new();
+    s.start(at(4, 0, 0, 0));
+    // Monday 08:00–18:00, shut down for the night.
+    let b = at(4, 7, 55, 0);
+    s.birth("mo1", "pc", Role::Workstation, "Корпус", at(4, 8, 0, 0), b);
+    s.hbs(
+        "mo1",
+        "pc",
+        at(4, 8, 0, 0),
+        at(4, 18, 0, 0),
+        30 * S,
+        b,
+        false,
+    );
+    s.offline("mo1", "pc", at(4, 18, 0, 5));
+    // Tuesday 08:30–11:00, power cut until 13:00, 13:00–19:00, switched off at the wall.
+    let b = at(5, 8, 25, 0);
+    s.birth("mo1", "pc", Role::Workstation, "Корпус", at(5, 8, 30, 0), b);
+    s.hbs(
+        "mo1",
+        "pc",
+        at(5, 8, 30, 0),
+        at(5, 11, 0, 0),
+        30 * S,
+        b,
+        false,
+    );
+    s.lost("mo1", "pc", at(5, 11, 1, 35));
+    let b = at(5, 12, 58, 0);
+    s.birth("mo1", "pc", Role::Workstation, "Корпус", at(5, 13, 0, 0), b);
+    s.hbs(
+        "mo1",
+        "pc",
+        at(5, 13, 0, 0),
+        at(5, 19, 0, 0),
+        30 * S,
+        b,
+        false,
+    );
+    s.lost("mo1", "pc", at(5, 19, 1, 35));
+    // Wednesday 08:10–17:00.
+    let b = at(6, 8, 5, 0);
+    s.birth("mo1", "pc", Role::Workstation, "Корпус", at(6, 8, 10, 0), b);
+    s.hbs(
+        "mo1",
+        "pc",
+        at(6, 8, 10, 0),
+        at(6, 17, 0, 0),
+        30 * S,
+        b,
+        false,
+    );
+    s.offline("mo1", "pc", at(6, 17, 0, 3));
+    s.stop(at(7, 0, 0, 0));
+    t.write(s.take());
+    let now = at(7, 0, 0, 0);
+    let d = t.data(at(4, 0, 0, 0), at(7, 0, 0, 0), now);
+    let a = agg(&d, "pc");
+    assert_eq!(
+        a.up_w_ms,
+        10 * H + (2 * H + 30 * MIN + 6 * H) + (8 * H + 50 * MIN)
+    );
+    // Down: Tuesday 11:00–13:00 and 19:00–20:00 (the silence began in working hours; the next
+    // morning is not counted).
+    assert_eq!(a.down_w_ms, 3 * H);
+    assert_eq!(a.unknown_w_ms, 0);
+    // Tuesday alone.
+    let d = t.data(at(5, 0, 0, 0), at(6, 0, 0, 0), now);
+    let a = agg(&d, "pc");
+    assert_eq!((a.up_w_ms, a.down_w_ms), (8 * H + 30 * MIN, 3 * H));
+    // The same after the days are materialized.
+    t.store.maintain_now(now).unwrap();
+    let d2 = t.data(at(5, 0, 0, 0), at(6, 0, 0, 0), now);
+    assert_eq!(agg(&d2, "pc"), a);
+}
+
+#[test]
+fn collector_gap_is_unknown_until_replay_fills_it() {
+    let mut t = T::new("UTC", ROSTER_UTC);
+    let mut s = Sim::new();
+    let b = at(3, 0, 0, 0);
+    s.start(at(4, 0, 0, 0));
+    s.birth("mo1", "srv", Role::Server, "", at(4, 0, 0, 0), b);
+    s.hbs(
+        "mo1",
+        "srv",
+        at(4, 0, 0, 0),
+        at(4, 2, 0, 0),
+        30 * S,
+        b,
+        false,
+    );
+    t.write(s.take());
+    // Crash: no stop. Restart at 03:00.
+    s.start(at(4, 3, 0, 0));
+    s.hbs(
+        "mo1",
+        "srv",
+        at(4, 3, 0, 30),
+        at(4, 5, 0, 0),
+        30 * S,
+        b,
+        false,
+    );
+    t.write(s.take());
+    let now = at(4, 5, 0, 0);
+    let d = t.data(at(4, 0, 0, 0), now, now);
+    let a = agg(&d, "srv");
+    assert_eq!(a.up_ms, 2 * H + (H + 59 * MIN + 30 * S));
+    assert_eq!(a.down_ms, 0);
+    assert_eq!(a.unknown_ms, H + 30 * S);
+    // The agent replays what it spooled while the collector was down.
+    s.replay_recv_ms = Some(at(4, 5, 0, 0));
+    s.hbs(
+        "mo1",
+        "srv",
+        at(4, 2, 0, 30),
+        at(4, 3, 0, 0),
+        30 * S,
+        b,
+        true,
+    );
+    t.write(s.take());
+    let a = agg(&t.data(at(4, 0, 0, 0), now, now), "srv");
+    assert_eq!((a.up_ms, a.down_ms, a.unknown_ms), (5 * H, 0, 0));
+}
+
+#[test]
+fn clean_collector_stop_is_unknown_too() {
+    let mut t = T::new("UTC", ROSTER_UTC);
+    let mut s = Sim::new();
+    let b = at(3, 0, 0, 0);
+    s.start(at(4, 0, 0, 0));
+    s.birth("mo1", "srv", Role::Server, "", at(4, 0, 0, 0), b);
+    s.hbs(
+        "mo1",
+        "srv",
+        at(4, 0, 0, 0),
+        at(4, 1, 0, 0),
+        30 * S,
+        b,
+        false,
+    );
+    s.stop(at(4, 1, 0, 10));
+    s.start(at(4, 2, 0, 0));
+    s.hbs(
+        "mo1",
+        "srv",
+        at(4, 2, 0, 20),
+        at(4, 3, 0, 0),
+        30 * S,
+        b,
+        false,
+    );
+    t.write(s.take());
+    let now = at(4, 3, 0, 0);
+    let a = agg(&t.data(at(4, 0, 0, 0), now, now), "srv");
+    assert_eq!(
+        (a.up_ms, a.down_ms, a.unknown_ms),
+        (2 * H - 20 * S, 0, H + 20 * S)
+    );
+}
+
+#[test]
+fn host_replaying_a_day_of_backlog_is_up_that_day() {
+    let mut t = T::new("UTC", ROSTER_UTC);
+    let mut s = Sim::new();
+    let b = at(3, 0, 0, 0);
+    s.start(at(4, 0, 0, 0));
+    s.birth("mo1", "srv", Role::Server, "", at(4, 0, 0, 0), b);
+    for m in 0..=600 {
+        let ts = at(4, 0, 0, 0) + m * MIN;
+        s.hb("mo1", "srv", ts, b, false);
+        s.probe("mo1", "srv", ts, MIS, false);
+    }
+    // The МО's channel fails at 10:00; lost at 10:03:05.
+    s.lost("mo1", "srv", at(4, 10, 3, 5));
+    t.write(s.take());
+    // Next day at 10:00 the channel is back: live messages…
+    for m in 0..=120 {
+        let ts = at(5, 10, 0, 0) + m * MIN;
+        s.hb("mo1", "srv", ts, b, false);
+        s.probe("mo1", "srv", ts, MIS, false);
+    }
+    t.write(s.take());
+    let now = at(5, 12, 0, 0);
+    let day4 = |t: &T| t.data(at(4, 0, 0, 0), at(5, 0, 0, 0), now);
+    let before = day4(&t);
+    assert_eq!(
+        (agg(&before, "srv").up_ms, agg(&before, "srv").down_ms),
+        (10 * H, 14 * H)
+    );
+    // …and the spooled day, replayed (interleaved with live traffic in real life).
+    s.replay_recv_ms = Some(now);
+    for m in 1..(24 * 60) {
+        let ts = at(4, 10, 0, 0) + m * MIN;
+        s.hb("mo1", "srv", ts, b, true);
+        s.probe("mo1", "srv", ts, MIS, true);
+    }
+    t.write(s.take());
+    let after = day4(&t);
+    let a = agg(&after, "srv");
+    assert_eq!((a.up_ms, a.down_ms, a.unknown_ms), (24 * H, 0, 0));
+    assert_eq!(reach(&after, "mo1", Category::Mis).reach_ms, 24 * H);
+    assert_eq!(reach(&after, "mo1", Category::Mis).unreach_ms, 0);
+    // Day 4 was materialized when day 5 began; the replay marked it dirty. Recomputing it
+    // changes nothing for readers.
+    assert!(t.store.maintain_now(now).unwrap().dirty_host_days > 0);
+    let again = day4(&t);
+    assert_eq!(agg(&again, "srv"), a);
+    assert_eq!(again.mo_reach, after.mo_reach);
+    assert!(t.store.stats().out_of_order > 0);
+}
+
+#[test]
+fn mis_reachability_from_an_mo() {
+    let mut t = T::new("UTC", ROSTER_UTC);
+    let mut s = Sim::new();
+    s.start(at(4, 0, 0, 0));
+    let b = at(4, 7, 0, 0);
+    for h in ["a", "b"] {
+        s.birth("mo1", h, Role::Workstation, "", at(4, 8, 0, 0), b);
+    }
+    for m in 0..=240 {
+        let ts = at(4, 8, 0, 0) + m * MIN;
+        s.hb("mo1", "a", ts, b, false);
+        // "a": МИС fails 09:00–10:00.
+        let down = (at(4, 9, 0, 0)..at(4, 10, 0, 0)).contains(&ts);
+        s.probe("mo1", "a", ts, if down { MIS_DOWN } else { MIS }, false);
+        // "b" is up 08:00–09:30 only and fails from 09:00.
+        if ts <= at(4, 9, 30, 0) {
+            s.hb("mo1", "b", ts, b, false);
+            s.probe(
+                "mo1",
+                "b",
+                ts,
+                if ts >= at(4, 9, 0, 0) { MIS_DOWN } else { MIS },
+                false,
+            );
+        }
+    }
+    s.offline("mo1", "b", at(4, 9, 30, 5));
+    s.offline("mo1", "a", at(4, 12, 0, 5));
+    t.write(s.take());
+    let now = at(4, 13, 0, 0);
+    let d = t.data(at(4, 0, 0, 0), now, now);
+    let r = reach(&d, "mo1", Category::Mis);
+    // Reachable 08:00–09:00 and 10:00–12:00; unreachable 09:00–10:00; nobody up after 12:00.
+    assert_eq!((r.reach_ms, r.unreach_ms), (3 * H, H));
+    let a = agg(&d, "a");
+    assert_eq!(a.reached, crate::derive::cat_bit(Category::Mis));
+    // Windows inside the outage: probed but not reached.
+    let d = t.data(at(4, 9, 5, 0), at(4, 9, 55, 0), now);
+    assert_eq!(agg(&d, "a").reached, 0);
+    assert_eq!(agg(&d, "a").probed, 1);
+    assert_eq!(reach(&d, "mo1", Category::Mis).unreach_ms, 50 * MIN);
+}
+
+#[test]
+fn clock_skew_changes_nothing() {
+    let run = |skew: Ms| {
+        let mut t = T::new("UTC", ROSTER_UTC);
+        let mut s = Sim::new();
+        s.skew_ms = skew;
+        s.start(at(4, 0, 0, 0));
+        let b = at(3, 0, 0, 0);
+        s.birth("mo1", "srv", Role::Server, "", at(4, 0, 0, 0), b);
+        s.hbs(
+            "mo1",
+            "srv",
+            at(4, 0, 0, 0),
+            at(4, 2, 0, 0),
+            30 * S,
+            b,
+            false,
+        );
+        // A fast crash reboot inside the gap tolerance: must still split.
+        let b2 = at(4, 2, 0, 20);
+        s.birth("mo1", "srv", Role::Server, "", at(4, 2, 0, 50), b2);
+        s.hbs(
+            "mo1",
+            "srv",
+            at(4, 2, 1, 0),
+            at(4, 3, 0, 0),
+            30 * S,
+            b2,
+            false,
+        );
+        t.write(s.take());
+        agg(
+            &t.data(at(4, 0, 0, 0), at(4, 3, 0, 0), at(4, 3, 0, 0)),
+            "srv",
+        )
+    };
+    let exact = run(0);
+    assert_eq!(exact.down_ms, 50 * S);
+    assert_eq!(run(2 * H), exact);
+    assert_eq!(run(-7 * H - 13 * S), exact);
+}
+
+#[test]
+fn period_boundaries_in_region_and_mo_time_zones() {
+    let roster = r#"
+[[mo]]
+oid = "vl"
+name = "Владивосток"
+tz = "Asia/Vladivostok"
+planned_arm = 1
+"#;
+    let mut t = T::new("Europe/Moscow", roster);
+    let mut s = Sim::new();
+    s.start(at(4, 0, 0, 0));
+    // Workstation: 2024-03-04 23:00 UTC (Tue 09:00 in Vladivostok, 02:00 in Moscow) until
+    // 09:30 UTC (19:30 local).
+    let b = at(4, 22, 55, 0);
+    s.birth("vl", "pc", Role::Workstation, "", at(4, 23, 0, 0), b);
+    s.hbs(
+        "vl",
+        "pc",
+        at(4, 23, 0, 0),
+        at(5, 9, 30, 0),
+        30 * S,
+        b,
+        false,
+    );
+    s.offline("vl", "pc", at(5, 9, 30, 2));
+    // Server: 20:00–22:00 UTC = 23:00–01:00 Moscow, then shut down.
+    let b = at(4, 19, 0, 0);
+    s.birth("vl", "srv", Role::Server, "", at(4, 20, 0, 0), b);
+    s.hbs(
+        "vl",
+        "srv",
+        at(4, 20, 0, 0),
+        at(4, 22, 0, 0),
+        30 * S,
+        b,
+        false,
+    );
+    s.offline("vl", "srv", at(4, 22, 0, 1));
+    s.stop(at(5, 10, 0, 0));
+    t.write(s.take());
+    let tz = chrono_tz::Europe::Moscow;
+    let now = chrono::Utc
+        .with_ymd_and_hms(2024, 4, 2, 12, 0, 0)
+        .unwrap()
+        .timestamp_millis();
+    let q = |t: &T, spec: &str| {
+        let p = crate::derive::Period::parse(spec, tz).unwrap();
+        t.data(p.from_ms, p.to_ms, now)
+    };
+    let d4 = q(&t, "2024-03-04");
+    assert_eq!(agg(&d4, "srv").up_ms, H);
+    assert!(
+        d4.hosts.iter().all(|(h, _)| h.host != "pc"),
+        "pc appears on the 5th (MSK)"
+    );
+    let d5 = q(&t, "2024-03-05");
+    assert_eq!(agg(&d5, "srv").up_ms, H);
+    let pc = agg(&d5, "pc");
+    assert_eq!(
+        (pc.up_ms, pc.up_w_ms, pc.down_w_ms),
+        (10 * H + 30 * MIN, 10 * H + 30 * MIN, 0)
+    );
+    let raw_month = q(&t, "2024-03");
+    let raw_week = q(&t, "2024-W10");
+    // Materialize March (and the 1st of April): the month is then read from monthly rows.
+    let rep = t.store.maintain_now(now).unwrap();
+    assert!(rep.days >= 28, "{rep:?}");
+    let month = q(&t, "2024-03");
+    assert_eq!(month.hosts, raw_month.hosts);
+    assert_eq!(month.mo_reach, raw_month.mo_reach);
+    assert_eq!(q(&t, "2024-W10").hosts, raw_week.hosts);
+    assert_eq!(agg(&month, "srv").up_ms, 2 * H);
+}
+
+/// A deterministic pseudo-random fleet over 12 days.
+fn fleet(s: &mut Sim, seed: u64, replay_only: bool) {
+    let mut x = seed;
+    let mut rnd = move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    for h in 0..6 {
+        let host = format!("h{h}");
+        let mo = if h < 3 { "mo1" } else { "mo2" };
+        let server = h % 3 == 0;
+        let role = if server {
+            Role::Server
+        } else {
+            Role::Workstation
+        };
+        for day in 4..16u32 {
+            let (from, to) = if server {
+                (at(day, 0, 0, 0), at(day, 23, 59, 0))
+            } else {
+                let st = at(day, 7, 0, 0) + rnd(180) as Ms * MIN;
+                (st, st + (4 + rnd(8)) as Ms * H)
+            };
+            let boot = from - 5 * MIN;
+            if !replay_only {
+                s.birth(mo, &host, role, "", from, boot);
+            }
+            let mut ts = from;
+            let lost_at = (rnd(4) == 0).then(|| from + rnd(((to - from) / MIN) as u64) as Ms * MIN);
+            while ts <= to {
+                let in_loss = lost_at.is_some_and(|l| ts > l && ts < l + 3 * H);
+                let ok = rnd(10) != 0;
+                if in_loss == replay_only {
+                    s.hb(mo, &host, ts, boot, replay_only);
+                    s.probe(
+                        mo,
+                        &host,
+                        ts,
+                        &[("mis", Category::Mis, ok), ("lis", Category::Lis, true)],
+                        replay_only,
+                    );
+                }
+                ts += 2 * MIN;
+            }
+            let off = rnd(2) == 0;
+            if !replay_only {
+                if let Some(l) = lost_at {
+                    s.lost(mo, &host, l + 7 * MIN);
+                }
+                if off {
+                    s.offline(mo, &host, to + 10 * S);
+                }
+            }
+        }
+    }
+    if !replay_only {
+        s.records.sort_by_key(super::record_time);
+    }
+}
+
+#[test]
+fn materialized_aggregates_equal_raw_intervals() {
+    let roster = "[[mo]]\noid = \"mo1\"\nname = \"A\"\ntz = \"UTC\"\n[[mo]]\noid = \"mo2\"\nname = \"B\"\ntz = \"Asia/Yekaterinburg\"\n";
+    // In April: March is materialized as a month, and late data makes days of it dirty.
+    let now = chrono::Utc
+        .with_ymd_and_hms(2024, 4, 2, 12, 0, 0)
+        .unwrap()
+        .timestamp_millis();
+    let march = crate::derive::Period::parse("2024-03", chrono_tz::Europe::Moscow).unwrap();
+    let periods = [
+        (at(4, 0, 0, 0), at(17, 0, 0, 0)),
+        (at(6, 0, 0, 0), at(7, 0, 0, 0)),
+        (at(5, 13, 17, 0), at(11, 2, 0, 0)),
+        (at(1, 0, 0, 0), now),
+        (march.from_ms, march.to_ms),
+    ];
+    let mut live = Sim::new();
+    live.interval_secs = 60;
+    live.start(at(4, 0, 0, 0));
+    fleet(&mut live, 7, false);
+    live.stop(now);
+    let live = live.take();
+    // The replay arrives while the collector runs again, at `now`.
+    let mut replay = Sim::new();
+    replay.interval_secs = 60;
+    replay.replay_recv_ms = Some(now);
+    replay.start(now);
+    fleet(&mut replay, 7, true);
+    replay.stop(now);
+    let replay = replay.take();
+
+    // Raw only (no maintenance ever).
+    let mut raw = T::new("Europe/Moscow", roster);
+    raw.store.set_auto_maintain(false);
+    raw.write(live.clone());
+    let raw_live: Vec<PeriodData> = periods.iter().map(|p| raw.data(p.0, p.1, now)).collect();
+    raw.write(replay.clone());
+    let raw_all: Vec<PeriodData> = periods.iter().map(|p| raw.data(p.0, p.1, now)).collect();
+    assert_ne!(
+        raw_live[0].hosts, raw_all[0].hosts,
+        "the replay must change history"
+    );
+
+    // Maintained while writing, then late data, then maintained again.
+    let mut m = T::new("Europe/Moscow", roster);
+    m.write(live);
+    m.store.maintain_now(now).unwrap();
+    for (p, want) in periods.iter().zip(&raw_live) {
+        let got = m.data(p.0, p.1, now);
+        assert_eq!(got.hosts, want.hosts, "{p:?}");
+        assert_eq!(got.mo_reach, want.mo_reach, "{p:?}");
+    }
+    m.write(replay);
+    for (p, want) in periods.iter().zip(&raw_all) {
+        let got = m.data(p.0, p.1, now);
+        assert_eq!(got.hosts, want.hosts, "dirty {p:?}");
+        assert_eq!(got.mo_reach, want.mo_reach, "dirty {p:?}");
+    }
+    m.store.maintain_now(now).unwrap();
+    for (p, want) in periods.iter().zip(&raw_all) {
+        let got = m.data(p.0, p.1, now);
+        assert_eq!(got.hosts, want.hosts, "rematerialized {p:?}");
+        assert_eq!(got.mo_reach, want.mo_reach, "rematerialized {p:?}");
+    }
+}
+
+#[test]
+fn delivery_marks_and_history_survive_reopen() {
+    let mut t = T::new("UTC", ROSTER_UTC);
+    let mut s = Sim::new();
+    s.start(at(4, 0, 0, 0));
+    let b = at(3, 0, 0, 0);
+    s.birth("mo1", "srv", Role::Server, "", at(4, 0, 0, 0), b);
+    s.hbs(
+        "mo1",
+        "srv",
+        at(4, 0, 0, 0),
+        at(4, 1, 0, 0),
+        30 * S,
+        b,
+        false,
+    );
+    let mark = DeliveryMark {
+        inst: "i1".into(),
+        mo: "mo1".into(),
+        host: "srv".into(),
+        contiguous: 42,
+        above: vec![44, 47],
+        stored: 45,
+        refused: 1,
+    };
+    t.store
+        .write(&Batch {
+            records: s.take(),
+            delivery: vec![mark.clone()],
+        })
+        .unwrap();
+    drop(std::mem::replace(
+        &mut t.store,
+        SqliteStore::open(&t.path, &t.cfg, t.roster.clone()).unwrap(),
+    ));
+    assert_eq!(t.store.load_delivery().unwrap(), vec![mark]);
+    // The reopened store continues the same segment (its tail is loaded from disk).
+    s.hbs(
+        "mo1",
+        "srv",
+        at(4, 1, 0, 30),
+        at(4, 2, 0, 0),
+        30 * S,
+        b,
+        false,
+    );
+    t.write(s.take());
+    let a = agg(
+        &t.data(at(4, 0, 0, 0), at(4, 2, 0, 0), at(4, 2, 0, 0)),
+        "srv",
+    );
+    assert_eq!((a.up_ms, a.down_ms), (2 * H, 0));
+    let segs: i64 = t
+        .store
+        .conn
+        .query_row("SELECT count(*) FROM segs", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(segs, 1, "one segment, updated in place");
+}
+
+#[test]
+fn rollups_of_five_minutes() {
+    let mut t = T::new("UTC", ROSTER_UTC);
+    let mut s = Sim::new();
+    s.start(at(4, 0, 0, 0));
+    let b = at(3, 0, 0, 0);
+    s.hbs(
+        "mo1",
+        "srv",
+        at(4, 0, 0, 0),
+        at(4, 0, 9, 30),
+        30 * S,
+        b,
+        false,
+    );
+    t.write(s.take());
+    s.replay_recv_ms = Some(at(4, 1, 0, 0));
+    s.hb("mo1", "srv", at(4, 0, 4, 59), b, true);
+    t.write(s.take());
+    let rows: Vec<(i64, i64, i64)> = t
+        .store
+        .conn
+        .prepare("SELECT n, cpu_sum, disk_max FROM rollups ORDER BY bucket")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows, vec![(11, 11 * 1250, 4000), (10, 10 * 1250, 4000)]);
+}
+
+#[test]
+fn retention_removes_old_history() {
+    let raw: RawStore =
+        toml::from_str("region_tz = \"UTC\"\nretention_days = 2\nrollup_retention_days = 1")
+            .unwrap();
+    let mut t = T::with_cfg(raw.validate().unwrap(), ROSTER_UTC);
+    let mut s = Sim::new();
+    s.start(at(4, 0, 0, 0));
+    let b = at(3, 0, 0, 0);
+    for d in [4, 5, 9] {
+        s.birth(
+            "mo1",
+            "srv",
+            Role::Server,
+            "",
+            at(d, 0, 0, 0),
+            b + i64::from(d) * H,
+        );
+        s.hbs(
+            "mo1",
+            "srv",
+            at(d, 0, 0, 0),
+            at(d, 1, 0, 0),
+            30 * S,
+            b + i64::from(d) * H,
+            false,
+        );
+        s.probe("mo1", "srv", at(d, 0, 0, 0), MIS, false);
+        s.offline("mo1", "srv", at(d, 1, 0, 1));
+    }
+    t.write(s.take());
+    t.store.maintain_now(at(10, 2, 0, 0)).unwrap();
+    let count = |sql: &str| -> i64 { t.store.conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+    // Day 4's segment and its gap are older than two days; day 5's gap lasts until day 9.
+    assert_eq!(count("SELECT count(*) FROM segs"), 2);
+    assert_eq!(count("SELECT count(*) FROM probes"), 1);
+    assert_eq!(count("SELECT count(*) FROM host_day WHERE day < 19787"), 0);
+    assert_eq!(count("SELECT count(*) FROM rollups"), 0);
+}
+
+#[test]
+fn outbox_holds_influx_lines_and_is_bounded() {
+    let raw: RawStore = toml::from_str(
+        "region_tz = \"UTC\"\n[influxdb]\nurl = \"http://127.0.0.1:1\"\norg = \"o\"\nbucket = \"b\"",
+    )
+    .unwrap();
+    let mut t = T::with_cfg(raw.validate().unwrap(), ROSTER_UTC);
+    let mut s = Sim::new();
+    s.start(at(4, 0, 0, 0));
+    let b = at(3, 0, 0, 0);
+    s.birth(
+        "mo1",
+        "srv",
+        Role::Server,
+        "Главный корпус",
+        at(4, 0, 0, 0),
+        b,
+    );
+    s.hbs(
+        "mo1",
+        "srv",
+        at(4, 0, 0, 0),
+        at(4, 0, 1, 0),
+        30 * S,
+        b,
+        false,
+    );
+    s.probe("mo1", "srv", at(4, 0, 1, 0), MIS, false);
+    t.write(s.take());
+    let body: String = t
+        .store
+        .conn
+        .query_row("SELECT group_concat(body, '') FROM outbox", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let lines: Vec<&str> = body.lines().collect();
+    assert_eq!(
+        lines.iter().filter(|l| l.starts_with("dozor_hb,")).count(),
+        3
+    );
+    assert!(
+        lines.contains(&"dozor_probe,category=mis,error=none,host=srv,mo=mo1,target=mis latency_ms=40i,ok=1i,status=200i 1709510460000"),
+        "{body}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("dozor_mo,mo=mo1 ")),
+        "{body}"
+    );
+    assert!(body.contains("site=Главный\\ корпус"), "{body}");
+    // Eight days later the outbox (7-day bound) is emptied and the drop counted.
+    let rep = t.store.maintain_now(at(12, 0, 0, 0)).unwrap();
+    assert_eq!(rep.outbox_dropped_lines as usize, lines.len());
+    assert_eq!(t.store.stats().outbox_dropped_lines as usize, lines.len());
+}
