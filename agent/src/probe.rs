@@ -485,19 +485,23 @@ mod tests {
     async fn round_runs_targets_in_parallel() {
         let slow = silent_server().await;
         let fast = http_server(204).await;
-        let targets = vec![
-            target(&format!("http://127.0.0.1:{slow}/"), 500),
-            target(&format!("http://127.0.0.1:{slow}/"), 500),
-            target(&format!("http://127.0.0.1:{fast}/"), 500),
-        ];
+        let mut targets: Vec<Target> = (0..4)
+            .map(|_| target(&format!("http://127.0.0.1:{slow}/"), 500))
+            .collect();
+        targets.push(target(&format!("http://127.0.0.1:{fast}/"), 500));
         let prober = Prober::new(targets, None).expect("client");
         let start = Instant::now();
         let round = prober.round().await;
-        assert_eq!(round.results.len(), 3);
-        assert!(round.results[2].ok);
-        // Sequential would take at least 1 s.
+        assert_eq!(round.results.len(), 5);
+        assert!(round.results[4].ok);
         assert!(
-            start.elapsed() < Duration::from_millis(950),
+            round.results[..4]
+                .iter()
+                .all(|r| r.error == Some(ErrorClass::Timeout))
+        );
+        // Sequential would take at least 2 s.
+        assert!(
+            start.elapsed() < Duration::from_millis(1800),
             "{:?}",
             start.elapsed()
         );

@@ -486,6 +486,24 @@ async fn reconnect_resends_unconfirmed_and_announces_again() {
 }
 
 #[test]
+fn last_will_is_a_retained_lost_state() {
+    let id = Identity {
+        mo: MO.into(),
+        host: HOST.into(),
+        inst: "0123456789abcdef".into(),
+    };
+    assert_eq!(id.client_id(), format!("dozor-{MO}-{HOST}"));
+    let will = id.last_will(41);
+    assert_eq!(will.topic, topic(MO, HOST, Kind::State));
+    assert!(will.retain);
+    assert_eq!(will.qos, QoS::AtLeastOnce);
+    let p = Publish::new(will.topic.clone(), will.qos, will.message.to_vec());
+    let (msg, json) = check(&p);
+    assert_eq!(msg.header().seq, 41);
+    assert_eq!(json["body"], json!({"state": "lost"}));
+}
+
+#[test]
 fn replay_rewrite_keeps_everything_but_the_flag() {
     let stored = br#"{"v":1,"mo":"m","host":"h","inst":"i","seq":7,"ts":1750000000000,"body":{"results":[{"target":"mis","category":"mis","ok":true,"latency_ms":3}]}}"#;
     let out = as_replay(stored).expect("envelope");
