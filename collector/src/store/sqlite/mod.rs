@@ -179,6 +179,9 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
+/// Largest outbox row (the sink sends whole rows).
+const OUTBOX_ROW_BYTES: usize = 256 * 1024;
+
 /// Maintenance runs from `write` at most this often (collector time).
 const AUTO_MAINTAIN_MS: Ms = 10_000;
 
@@ -541,15 +544,28 @@ impl Writer {
         }
         if !self.scratch.lines.is_empty() {
             let body = std::mem::take(&mut self.scratch.lines);
-            c.prepare_cached(
-                "INSERT INTO outbox(created_ms, lines, bytes, body) VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![
-                self.scratch.now,
-                self.scratch.nlines,
-                body.len() as i64,
-                body
-            ])?;
+            // Rows of at most OUTBOX_ROW_BYTES (whole lines), so the sink's requests stay small.
+            let mut rest = body.as_str();
+            while !rest.is_empty() {
+                let cut = if rest.len() <= OUTBOX_ROW_BYTES {
+                    rest.len()
+                } else {
+                    rest[..OUTBOX_ROW_BYTES]
+                        .rfind('\n')
+                        .map_or(rest.len(), |i| i + 1)
+                };
+                let (row, tail) = rest.split_at(cut);
+                c.prepare_cached(
+                    "INSERT INTO outbox(created_ms, lines, bytes, body) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![
+                    self.scratch.now,
+                    row.matches('\n').count() as i64,
+                    row.len() as i64,
+                    row
+                ])?;
+                rest = tail;
+            }
             self.stats.outbox_lines += self.scratch.nlines as u64;
             self.scratch.nlines = 0;
         }
