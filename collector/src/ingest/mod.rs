@@ -13,6 +13,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// What the ingest task hands to the pipeline.
+// `Msg` is nearly every value sent; boxing it would add an allocation per message.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Inbound {
     /// A publish and its decoding. The publish is kept to acknowledge it once its effect is
