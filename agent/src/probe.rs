@@ -197,28 +197,45 @@ async fn tcp_connect(host: &str, port: u16) -> Result<(), ErrorClass> {
 ///
 /// Order matters: a TLS failure happens inside the connect step, and a connection reset after
 /// the connection was made is `other` (the service is reachable but misbehaves), not `connect`.
+/// An `https` peer that accepts TCP and then hangs up during the handshake (no TLS alert) is
+/// `tls` too: the port is open, TLS is what failed.
 pub fn classify_http(err: &reqwest::Error) -> ErrorClass {
+    use io::ErrorKind as K;
     if err.is_timeout() {
         return ErrorClass::Timeout;
     }
     if err.is_dns() {
         return ErrorClass::Dns;
     }
+    let mut io_kind = None;
     let mut next: Option<&(dyn StdError + 'static)> = Some(err);
     while let Some(e) = next {
         if e.downcast_ref::<rustls::Error>().is_some() {
             return ErrorClass::Tls;
         }
-        if let Some(inner) = e.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
-            next = Some(inner);
-            continue;
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            // The innermost definite kind is the cause (outer layers wrap it as `Other`).
+            if io.kind() != K::Other {
+                io_kind = Some(io.kind());
+            }
+            if let Some(inner) = io.get_ref() {
+                next = Some(inner);
+                continue;
+            }
         }
         next = e.source();
     }
-    if err.is_connect() {
-        ErrorClass::Connect
-    } else {
-        ErrorClass::Other
+    if !err.is_connect() {
+        return ErrorClass::Other;
+    }
+    let https = err.url().is_some_and(|u| u.scheme() == "https");
+    match io_kind {
+        Some(K::UnexpectedEof | K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe)
+            if https =>
+        {
+            ErrorClass::Tls
+        }
+        _ => ErrorClass::Connect,
     }
 }
 
@@ -463,13 +480,22 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn reachable_but_hanging_up_is_other() {
+    async fn reachable_but_hanging_up_is_other_or_tls() {
         let p = hangup_server().await;
         check(
             &format!("http://127.0.0.1:{p}/"),
             2000,
             false,
             Some(ErrorClass::Other),
+            None,
+        )
+        .await;
+        // Over https the hang-up happens in the handshake.
+        check(
+            &format!("https://127.0.0.1:{p}/"),
+            2000,
+            false,
+            Some(ErrorClass::Tls),
             None,
         )
         .await;
