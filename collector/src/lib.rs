@@ -40,10 +40,12 @@ pub struct Bound {
     pub mqtt: (std::net::IpAddr, u16),
 }
 
-/// Opens the history store configured for `cfg`.
-fn open_store(cfg: &Config) -> anyhow::Result<Box<dyn store::Store>> {
-    let _ = cfg;
-    Ok(Box::new(store::MemoryStore::default()))
+/// Opens the embedded SQLite history store in the data dir.
+fn open_store(cfg: &Config, roster: Arc<Roster>) -> anyhow::Result<Box<dyn store::Store>> {
+    let path = store::db_path(&cfg.data_dir);
+    let s = store::SqliteStore::open(&path, &cfg.store, roster)
+        .with_context(|| format!("opening the store {}", path.display()))?;
+    Ok(Box::new(s))
 }
 
 /// Runs the collector until `shutdown` is cancelled. `ready` receives the bound addresses once
@@ -58,7 +60,7 @@ pub async fn run(
         .with_context(|| format!("data_dir {}", cfg.data_dir.display()))?;
     let roster = Arc::new(roster);
     let metrics = Arc::new(Metrics::default());
-    let mut store = open_store(&cfg)?;
+    let mut store = open_store(&cfg, roster.clone())?;
     let marks = store.load_delivery().context("loading delivery marks")?;
 
     let (mqtt_host, mqtt_port) = match &cfg.mqtt.mode {
@@ -134,16 +136,38 @@ pub async fn run(
         });
     }
 
+    // The InfluxDB sink drains the store's durable outbox; it stops after the pipeline.
+    let sink_cancel = CancellationToken::new();
+    let sink_stats = cfg.store.influx.clone().map(|icfg| {
+        let sink = store::InfluxSink::new(&store::db_path(&cfg.data_dir), icfg);
+        let stats = sink.stats();
+        tasks.spawn(sink.run(sink_cancel.clone()));
+        stats
+    });
+
     let api_state = api::ApiState {
         snapshot: snap_rx,
         metrics: metrics.clone(),
         roster: roster.clone(),
         extra_metrics: {
             let h = alert_handle.clone();
-            Arc::new(move |out: &mut String| h.write_metrics(out))
+            let sink = sink_stats.clone();
+            Arc::new(move |out: &mut String| {
+                h.write_metrics(out);
+                if let Some(s) = &sink {
+                    write_sink_metrics(s, out);
+                }
+            })
         },
     };
-    let app = api::router(api_state).merge(alerts::router(alert_handle));
+    let reports = report::http::ReportState::new(
+        store::db_path(&cfg.data_dir),
+        roster.clone(),
+        cfg.store.clone(),
+    );
+    let app = api::router(api_state)
+        .merge(alerts::router(alert_handle))
+        .merge(report::http::router(reports));
     let http_stop = CancellationToken::new();
     {
         let stop = http_stop.clone();
@@ -186,6 +210,7 @@ pub async fn run(
     }
     http_stop.cancel();
     notify_cancel.cancel();
+    sink_cancel.cancel();
     tasks.close();
     if tokio::time::timeout(Duration::from_secs(5), tasks.wait())
         .await
@@ -194,4 +219,41 @@ pub async fn run(
         tracing::warn!("some tasks did not stop within 5 s");
     }
     Ok(())
+}
+
+fn write_sink_metrics(s: &store::SinkStats, out: &mut String) {
+    use std::fmt::Write;
+    use std::sync::atomic::Ordering::Relaxed;
+    let _ = writeln!(
+        out,
+        "# HELP dozor_influx_lines_total Lines handled by the InfluxDB sink, by outcome."
+    );
+    let _ = writeln!(out, "# TYPE dozor_influx_lines_total counter");
+    let _ = writeln!(
+        out,
+        "dozor_influx_lines_total{{outcome=\"sent\"}} {}",
+        s.sent_lines.load(Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "dozor_influx_lines_total{{outcome=\"rejected\"}} {}",
+        s.rejected_lines.load(Relaxed)
+    );
+    let _ = writeln!(out, "# TYPE dozor_influx_requests_total counter");
+    let _ = writeln!(
+        out,
+        "dozor_influx_requests_total{{outcome=\"sent\"}} {}",
+        s.sent_requests.load(Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "dozor_influx_requests_total{{outcome=\"failed\"}} {}",
+        s.failed_requests.load(Relaxed)
+    );
+    let _ = writeln!(out, "# TYPE dozor_influx_pending_lines gauge");
+    let _ = writeln!(
+        out,
+        "dozor_influx_pending_lines {}",
+        s.pending_lines.load(Relaxed)
+    );
 }

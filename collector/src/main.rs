@@ -88,9 +88,25 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Some(Command::Report { .. }) = &cli.command {
-        eprintln!("dozor-collector: report is not available in this build yet");
-        return ExitCode::FAILURE;
+    if let Some(Command::Report {
+        period,
+        format,
+        output,
+    }) = &cli.command
+    {
+        use dozor_collector::report::{Format, run_report_with};
+        let Some(fmt) = Format::parse(format) else {
+            eprintln!("dozor-collector: --format: {format:?} is not csv or xlsx");
+            return ExitCode::from(EXIT_CONFIG);
+        };
+        let db = dozor_collector::store::db_path(&cfg.data_dir);
+        return match run_report_with(&db, &roster, &cfg.store, period, fmt, output) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("dozor-collector: report: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
