@@ -314,6 +314,8 @@ mod tests {
             host: "h".into(),
             contiguous: 5,
             above: vec![7],
+            stored: 6,
+            refused: 0,
         }];
         let t = Tracker::new(10, marks);
         assert_eq!(t.check("a", 5), Verdict::Duplicate);
