@@ -212,6 +212,43 @@ fn assert_clean(t: &Tally) {
     assert_eq!(t.duplicated, 0, "messages counted twice: {t:?}");
 }
 
+/// Waits until every drill agent reports (in a fresh heartbeat) an almost empty spool: its
+/// backlog has been replayed and confirmed. Agents back off up to 30 s between reconnects.
+async fn wait_drained(c: &Collector, hosts: &[String], timeout: Duration) {
+    let start = Instant::now();
+    let since = now_ms() + 1_000;
+    let ok = wait_for(timeout, || async {
+        for h in hosts {
+            let v = c.get(&format!("/api/v1/hosts/{h}")).await;
+            let pending = v["resources"]["spool"]["pending"]
+                .as_u64()
+                .unwrap_or(u64::MAX);
+            // A heartbeat made after recovery (the agent's clock is this machine's).
+            let fresh = v["last_agent_ts_ms"].as_i64().unwrap_or(0) > since;
+            if pending > 5 || !fresh {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    assert!(
+        ok.is_some(),
+        "agents' spools did not drain within {timeout:?}"
+    );
+    println!("backlog drained {:?} after recovery", start.elapsed());
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn all_hosts() -> Vec<String> {
+    (0..AGENTS).map(Fleet::host).collect()
+}
+
 async fn wait_all_online(c: &Collector) {
     let ok = wait_for(Duration::from_secs(15), || async {
         let hosts = c.get(&format!("/api/v1/hosts?mo={MO}&state=online")).await;
@@ -238,9 +275,7 @@ async fn drill_1_mosquitto_down_60s() {
     m.proc.kill9();
     tokio::time::sleep(Duration::from_secs(60)).await;
     let _m2 = Mosquitto::start_on(port);
-    wait_all_online(&c).await;
-    // Let the backlog replay (60 s × 2 msgs/s per agent at 200 msgs/s).
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    wait_drained(&c, &all_hosts(), Duration::from_secs(90)).await;
     fleet.stop();
     let t = tally(&c, &fleet, "1 mosquitto down 60 s").await;
     assert_clean(&t);
@@ -270,8 +305,7 @@ async fn collector_kill9(external: bool) {
     tokio::time::sleep(Duration::from_secs(10)).await;
     let c = Collector::start(&broker, &cdir, &[]);
     println!("collector restarted after {:?}", down.elapsed());
-    wait_all_online(&c).await;
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    wait_drained(&c, &all_hosts(), Duration::from_secs(90)).await;
     fleet.stop();
     let name = if external {
         "2a collector kill -9 (Mosquitto)"
@@ -319,8 +353,7 @@ async fn drill_3_agent_kill9_with_backlog() {
     for i in 0..AGENTS {
         fleet.agents[i] = fleet.start_agent(i, &url);
     }
-    wait_all_online(&c).await;
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    wait_drained(&c, &all_hosts(), Duration::from_secs(90)).await;
     fleet.stop();
     let t = tally(&c, &fleet, "3 agent kill -9 with backlog").await;
     assert_clean(&t);
@@ -371,6 +404,15 @@ async fn drill_4_long_outage_bounded_spool_and_paced_replay() {
         &dir.path().join("collector"),
         &[],
     );
+    // The agent reconnects on its own backoff (up to 30 s); measure once it is back.
+    let back = wait_for(Duration::from_secs(45), || async {
+        c.host("drill-long")
+            .await
+            .filter(|h| h["state"] == "online")
+            .map(|_| ())
+    })
+    .await;
+    assert!(back.is_some(), "agent did not reconnect");
     // Measure the replay rate while the backlog drains.
     let t0 = Instant::now();
     let r0 = c.metric("dozor_messages_replayed_total").await;
