@@ -95,7 +95,8 @@ CREATE TABLE IF NOT EXISTS rollups(
     cpu_min INTEGER NOT NULL, cpu_sum INTEGER NOT NULL, cpu_max INTEGER NOT NULL,
     mem_min INTEGER NOT NULL, mem_sum INTEGER NOT NULL, mem_max INTEGER NOT NULL,
     disk_min INTEGER NOT NULL, disk_sum INTEGER NOT NULL, disk_max INTEGER NOT NULL,
-    PRIMARY KEY(host_id, bucket)
+    -- Bucket first: the current buckets of all hosts are appended together.
+    PRIMARY KEY(bucket, host_id)
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS delivery(

@@ -12,6 +12,9 @@ use std::process::{Child, Command, Stdio};
 
 const VM: &str = "/usr/bin/victoria-metrics";
 
+/// Exported series: name with labels → (labels, points).
+type Series = HashMap<String, (HashMap<String, String>, Vec<(i64, f64)>)>;
+
 /// A VictoriaMetrics process on a port, killed on drop.
 struct Victoria {
     child: Child,
@@ -56,7 +59,7 @@ impl Victoria {
     }
 
     /// Every series matching `dozor_.*`: name and labels → (timestamp → value).
-    async fn export(&self) -> HashMap<String, (HashMap<String, String>, Vec<(i64, f64)>)> {
+    async fn export(&self) -> Series {
         let c = reqwest::Client::new();
         c.get(format!("{}/internal/force_flush", self.url()))
             .send()
@@ -176,7 +179,7 @@ async fn wait_drained(db: &Path, stats: &SinkStats) {
     panic!("outbox not drained: {} lines left", outbox_lines(db));
 }
 
-fn check_points(got: &HashMap<String, (HashMap<String, String>, Vec<(i64, f64)>)>, t0: i64) {
+fn check_points(got: &Series, t0: i64) {
     let cpu = &got["dozor_hb_cpu_pct{host=srv,mo=mo1,role=server,site=Главный корпус}"];
     assert_eq!(cpu.1.len(), 10);
     assert_eq!(cpu.1[0], (t0, 12.5));

@@ -86,7 +86,7 @@ impl Writer {
     }
 
     fn target_id(&mut self, c: &Connection, name: &str, cat: u8) -> Result<i64, StoreError> {
-        if let Some(&id) = self.targets.get(&(name.to_string(), cat)) {
+        if let Some(&id) = self.targets.get(&cat).and_then(|m| m.get(name)) {
             return Ok(id);
         }
         c.prepare_cached("INSERT OR IGNORE INTO targets(name, cat) VALUES (?1, ?2)")?
@@ -94,7 +94,10 @@ impl Writer {
         let id: i64 = c
             .prepare_cached("SELECT id FROM targets WHERE name = ?1 AND cat = ?2")?
             .query_row(params![name, i64::from(cat)], |r| r.get(0))?;
-        self.targets.insert((name.to_string(), cat), id);
+        self.targets
+            .entry(cat)
+            .or_default()
+            .insert(name.to_string(), id);
         Ok(id)
     }
 
@@ -374,6 +377,19 @@ impl Writer {
         prev: &SegDb,
         next: Option<&Seg>,
     ) -> Result<GapCause, StoreError> {
+        let cause = self.relabel_quiet(c, hi, prev, next)?;
+        self.touch(hi, prev.seg.end, next.map_or(Ms::MAX, |n| n.start));
+        Ok(cause)
+    }
+
+    /// [`Writer::relabel`] without recording the change (the caller does).
+    fn relabel_quiet(
+        &mut self,
+        c: &Connection,
+        hi: usize,
+        prev: &SegDb,
+        next: Option<&Seg>,
+    ) -> Result<GapCause, StoreError> {
         let id = self.hosts[hi].id;
         let until = next.map_or(Ms::MAX, |n| n.start);
         let mut marks = Marks::default();
@@ -402,7 +418,6 @@ impl Writer {
             cause as i64,
             next.map(|n| n.start)
         ])?;
-        self.touch(hi, prev.seg.end, until);
         Ok(cause)
     }
 
@@ -469,7 +484,15 @@ impl Writer {
                     )?
                     .execute(params![id, s.start, s.boot_id, s.boot_ms])?;
                         let new_id = c.last_insert_rowid();
-                        self.relabel(c, hi, &prev, Some(&s))?;
+                        let closed = self.relabel_quiet(c, hi, &prev, Some(&s))?;
+                        // A shutdown or lost gap reads the same open or closed: only the time
+                        // from the new segment on changed (a morning start does not make
+                        // yesterday dirty).
+                        let changed_from = if closed == tail.cause && closed.is_marked() {
+                            s.start
+                        } else {
+                            tail.seg.end
+                        };
                         let mut t = Tail {
                             id: new_id,
                             seg: s,
@@ -481,7 +504,7 @@ impl Writer {
                         self.hosts[hi].tail = Some(t);
                         self.hosts[hi].tail_dirty = t.cause != GapCause::Pending;
                         self.queue(hi);
-                        self.touch(hi, tail.seg.end, Ms::MAX);
+                        self.touch(hi, changed_from, Ms::MAX);
                     }
                     // `next` is None for the tail.
                     Place::ExtendNext(_) | Place::Bridge(_) => {}
@@ -611,7 +634,8 @@ impl Writer {
         cat: u8,
         r: &PResult,
     ) -> Result<(), StoreError> {
-        let tol = self.cfg.probe_gap.as_millis() as Ms;
+        // Probe rounds come every heartbeat interval unless configured otherwise.
+        let tol = (self.cfg.probe_gap.as_millis() as Ms).max(self.tol(hi));
         let id = self.hosts[hi].id;
         if let std::collections::hash_map::Entry::Vacant(v) = self.hosts[hi].probes.entry(tid) {
             let t = load_probe_tail(c, id, tid)?.map(|(pid, iv)| PTail {

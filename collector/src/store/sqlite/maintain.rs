@@ -27,6 +27,10 @@ pub struct MaintainReport {
 
 const DAY_MS: Ms = 86_400_000;
 
+/// A day is aggregated this long after it ends, when the messages that extend its last
+/// intervals past midnight have arrived (otherwise they would make it dirty again at once).
+const SETTLE_MS: Ms = 30 * 60_000;
+
 impl Writer {
     /// Marks every materialized day of МО whose working calendar changed as stale.
     pub(super) fn check_calendars(&mut self, c: &Connection) -> Result<(), StoreError> {
@@ -121,7 +125,7 @@ impl Writer {
         };
         // Finished days.
         while let Some(wm) = self.wm {
-            if self.cal.day_start(wm + 1) > now {
+            if self.cal.day_start(wm + 1) + SETTLE_MS > now {
                 break;
             }
             self.materialize_day(c, &ctx, &hosts, wm)?;

@@ -150,7 +150,8 @@ struct Writer {
     mos: HashMap<String, i64>,
     host_ix: HashMap<String, HashMap<String, usize>>,
     hosts: Vec<HostMem>,
-    targets: HashMap<(String, u8), i64>,
+    /// Target ids by category, then name.
+    targets: HashMap<u8, HashMap<String, i64>>,
     /// The open run: (id, end).
     run: Option<(i64, Ms)>,
     /// Days before this are materialized (None until the first batch).
@@ -502,7 +503,7 @@ impl Writer {
                 "INSERT INTO rollups(host_id, bucket, n, cpu_min, cpu_sum, cpu_max, mem_min, mem_sum,
                  mem_max, disk_min, disk_sum, disk_max)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-                 ON CONFLICT(host_id, bucket) DO UPDATE SET n = n + excluded.n,
+                 ON CONFLICT(bucket, host_id) DO UPDATE SET n = n + excluded.n,
                  cpu_min = min(cpu_min, excluded.cpu_min), cpu_sum = cpu_sum + excluded.cpu_sum,
                  cpu_max = max(cpu_max, excluded.cpu_max),
                  mem_min = min(mem_min, excluded.mem_min), mem_sum = mem_sum + excluded.mem_sum,
