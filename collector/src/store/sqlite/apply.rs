@@ -153,6 +153,7 @@ impl Writer {
             tail,
             tail_dirty: false,
             probes: HashMap::new(),
+            probe_period: HashMap::new(),
             queued: false,
         };
         let i = self.hosts.len();
@@ -634,8 +635,13 @@ impl Writer {
         cat: u8,
         r: &PResult,
     ) -> Result<(), StoreError> {
-        // Probe rounds come every heartbeat interval unless configured otherwise.
-        let tol = (self.cfg.probe_gap.as_millis() as Ms).max(self.tol(hi));
+        // Results join while at most gap_factor probe periods apart (capped by probe_gap). The
+        // period starts as the heartbeat interval (the agent's default) and follows what the
+        // target's in-order results show.
+        let base = self.hosts[hi].interval_s.max(1) * 1000;
+        let (period, cand) = *self.hosts[hi].probe_period.entry(tid).or_insert((base, 0));
+        let tol =
+            ((self.cfg.gap_factor * period as f64) as Ms).min(self.cfg.probe_gap.as_millis() as Ms);
         let id = self.hosts[hi].id;
         if let std::collections::hash_map::Entry::Vacant(v) = self.hosts[hi].probes.entry(tid) {
             let t = load_probe_tail(c, id, tid)?.map(|(pid, iv)| PTail {
@@ -649,6 +655,20 @@ impl Writer {
         let tail = self.hosts[hi].probes.get(&tid).copied().flatten();
         match tail {
             Some(t) if r.t >= t.iv.start => {
+                if t.iv.closed && r.t > t.iv.end {
+                    let d = r.t - t.iv.end;
+                    let next = if d * 2 <= period * 3 {
+                        // Not longer than usual: the period (shrinks at once).
+                        (d, 0)
+                    } else if cand > 0 && (d - cand).abs() * 10 <= cand {
+                        // The same longer spacing twice in a row: the agent probes less often.
+                        (d, 0)
+                    } else {
+                        // A gap, or a new period to confirm.
+                        (period, d)
+                    };
+                    self.hosts[hi].probe_period.insert(tid, next);
+                }
                 let Some(edit) = place_probe(Some(&t.iv), None, r, tol) else {
                     self.stats.probe_conflicts += 1;
                     return Ok(());

@@ -96,6 +96,8 @@ struct HostMem {
     tail: Option<Tail>,
     tail_dirty: bool,
     probes: HashMap<i64, Option<PTail>>,
+    /// Estimated probe period of each target and a candidate new period, ms.
+    probe_period: HashMap<i64, (Ms, Ms)>,
     queued: bool,
 }
 

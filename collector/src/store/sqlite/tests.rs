@@ -853,3 +853,43 @@ fn outbox_holds_influx_lines_and_is_bounded() {
     assert_eq!(rep.outbox_dropped_lines as usize, lines.len());
     assert_eq!(t.store.stats().outbox_dropped_lines as usize, lines.len());
 }
+
+#[test]
+fn replayed_failures_of_a_short_channel_outage_count() {
+    // The МО's uplink is down 10:00–10:10: the agent keeps probing (the МИС is unreachable from
+    // the clinic), spools, and replays after live traffic resumed.
+    let mut t = T::new("UTC", ROSTER_UTC);
+    let mut s = Sim::new();
+    s.start(at(4, 8, 0, 0));
+    let b = at(4, 7, 0, 0);
+    s.birth("mo1", "srv", Role::Server, "", at(4, 8, 0, 0), b);
+    let step = 30 * S;
+    let mut ts = at(4, 8, 0, 0);
+    while ts <= at(4, 11, 0, 0) {
+        let down = ts > at(4, 10, 0, 0) && ts < at(4, 10, 10, 0);
+        if !down {
+            s.hb("mo1", "srv", ts, b, false);
+            s.probe("mo1", "srv", ts, MIS, false);
+        }
+        ts += step;
+    }
+    t.write(s.take());
+    s.replay_recv_ms = Some(at(4, 11, 0, 0));
+    let mut ts = at(4, 10, 0, 30);
+    while ts < at(4, 10, 10, 0) {
+        s.hb("mo1", "srv", ts, b, true);
+        s.probe("mo1", "srv", ts, MIS_DOWN, true);
+        ts += step;
+    }
+    t.write(s.take());
+    let now = at(4, 11, 0, 0);
+    let d = t.data(at(4, 8, 0, 0), now, now);
+    let r = reach(&d, "mo1", Category::Mis);
+    assert_eq!(
+        (r.reach_ms, r.unreach_ms),
+        (3 * H - 9 * MIN - 30 * S, 9 * MIN + 30 * S)
+    );
+    let a = agg(&d, "srv");
+    assert_eq!((a.up_ms, a.down_ms), (3 * H, 0));
+    assert_eq!(t.store.stats().probe_conflicts, 0);
+}
