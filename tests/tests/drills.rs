@@ -440,17 +440,13 @@ async fn drill_4_long_outage_bounded_spool_and_paced_replay() {
     // Drain the rest, then stop and count.
     let _ = wait_for(Duration::from_secs(60), || async {
         let v = c.get("/api/v1/hosts/drill-long").await;
-        (v["resources"]["spool"]["pending"].as_u64() == Some(0)
-            || v["resources"]["spool"]["pending"].as_u64() <= Some(3))
-        .then_some(())
+        v["resources"]["spool"]["pending"]
+            .as_u64()
+            .is_some_and(|p| p <= 3)
+            .then_some(())
     })
     .await;
     assert_eq!(agent.proc.terminate(), Some(0));
-    let fleet = Fleet {
-        dir: dir.path().to_path_buf(),
-        agents: Vec::new(),
-        mis_port,
-    };
     let (inst, produced, spooled, dropped) = spool_of(&adir);
     let d = c.get("/api/v1/delivery").await;
     let v = d
