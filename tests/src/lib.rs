@@ -413,3 +413,88 @@ impl FakeMis {
         format!("http://127.0.0.1:{}/health", self.port)
     }
 }
+
+/// A TCP relay standing in for one МО's channel to the МИС: forwards 127.0.0.1:`port` to
+/// 127.0.0.1:`upstream` while on. [`Relay::set`]`(false)` cuts the channel: the listener is
+/// closed (new connections are refused) and connections in flight are dropped; `set(true)`
+/// listens again on the same port.
+pub struct Relay {
+    pub port: u16,
+    pub upstream: u16,
+    on: tokio::sync::watch::Sender<bool>,
+}
+
+impl Relay {
+    pub async fn start(upstream: u16) -> Relay {
+        let first = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind relay");
+        let port = first.local_addr().expect("relay addr").port();
+        let (on, mut rx) = tokio::sync::watch::channel(true);
+        let conn_rx = on.subscribe();
+        tokio::spawn(async move {
+            let mut listener = Some(first);
+            loop {
+                // Off (or just turned on): wait for "on", then listen again on the same port.
+                if rx.wait_for(|on| *on).await.is_err() {
+                    return;
+                }
+                let l = match listener.take() {
+                    Some(l) => l,
+                    None => match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+                        Ok(l) => l,
+                        Err(_) => {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            continue;
+                        }
+                    },
+                };
+                loop {
+                    tokio::select! {
+                        r = rx.wait_for(|on| !*on) => {
+                            if r.is_err() {
+                                return;
+                            }
+                            break; // drops the listener: refused from now on
+                        }
+                        a = l.accept() => {
+                            if let Ok((sock, _)) = a {
+                                tokio::spawn(relay_conn(sock, upstream, conn_rx.clone()));
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Relay { port, upstream, on }
+    }
+
+    /// On: forward; off: refuse and drop connections in flight.
+    pub fn set(&self, on: bool) {
+        self.on.send_replace(on);
+    }
+
+    pub fn is_on(&self) -> bool {
+        *self.on.borrow()
+    }
+
+    /// `http://127.0.0.1:{port}{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+async fn relay_conn(
+    mut down: tokio::net::TcpStream,
+    upstream: u16,
+    mut on: tokio::sync::watch::Receiver<bool>,
+) {
+    // Upstream refused: dropping `down` closes the client's connection.
+    let Ok(mut up) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else {
+        return;
+    };
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut down, &mut up) => {}
+        _ = on.wait_for(|on| !*on) => {}
+    }
+}
