@@ -39,6 +39,10 @@ pub struct RawAlerts {
     /// are recorded, and the latest state is sent once the window allows it.
     #[serde(default = "d_flap_max")]
     pub flap_max_notifications: u32,
+    /// A firing held back by `flap_max_notifications` is sent anyway once the incident has been
+    /// firing continuously this long (the flap limit must not hide a sustained outage).
+    #[serde(default = "d_flap_hold")]
+    pub flap_hold_secs: u64,
     /// Longest list of hosts (and МО) carried by an incident; the counts are always complete.
     #[serde(default = "d_max_listed")]
     pub max_hosts_listed: usize,
@@ -91,6 +95,9 @@ fn d_flap_window() -> u64 {
 fn d_flap_max() -> u32 {
     4
 }
+fn d_flap_hold() -> u64 {
+    300
+}
 fn d_max_listed() -> usize {
     20
 }
@@ -112,6 +119,7 @@ impl Default for RawAlerts {
             startup_grace_secs: d_startup_grace(),
             flap_window_secs: d_flap_window(),
             flap_max_notifications: d_flap_max(),
+            flap_hold_secs: d_flap_hold(),
             max_hosts_listed: d_max_listed(),
             probe_fresh_secs: d_probe_fresh(),
             resolved_retention_hours: d_retention_hours(),
@@ -585,6 +593,7 @@ pub struct AlertsConfig {
     pub startup_grace_ms: i64,
     pub flap_window_ms: i64,
     pub flap_max_notifications: u32,
+    pub flap_hold_ms: i64,
     pub max_hosts_listed: usize,
     pub probe_fresh_ms: i64,
     pub resolved_retention_ms: i64,
@@ -931,6 +940,7 @@ impl RawAlerts {
             startup_grace_ms: secs_ms(self.startup_grace_secs),
             flap_window_ms: secs_ms(self.flap_window_secs),
             flap_max_notifications: self.flap_max_notifications,
+            flap_hold_ms: secs_ms(self.flap_hold_secs),
             max_hosts_listed: self.max_hosts_listed,
             probe_fresh_ms: secs_ms(self.probe_fresh_secs),
             resolved_retention_ms: secs_ms(self.resolved_retention_hours.saturating_mul(3600)),

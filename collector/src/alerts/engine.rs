@@ -48,6 +48,12 @@ pub struct Track {
     /// opened from a transition must not be cancelled by an older snapshot).
     #[serde(default)]
     pub guard_ms: i64,
+    /// Firing messages sent for this incident (episodes people were told about).
+    #[serde(default)]
+    pub notified_firings: u32,
+    /// Since when the current episode has been firing.
+    #[serde(default)]
+    pub firing_since_ms: Option<i64>,
 }
 
 /// Most incidents merged into one that are listed by id.
@@ -228,7 +234,7 @@ impl Engine {
         }
         self.settle_watch(now, &mut out);
         self.apply_silences(now, &mut out);
-        self.sync_all(now, &mut out);
+        self.sync_all(now, true, &mut out);
         if now - self.last_prune_ms >= 60_000 {
             self.prune(now);
         }
@@ -274,7 +280,7 @@ impl Engine {
         {
             tr.guard_ms = tr.guard_ms.max(t.at_ms);
         }
-        self.sync_all(t.at_ms, &mut out);
+        self.sync_all(t.at_ms, false, &mut out);
         out
     }
 
@@ -305,7 +311,10 @@ impl Engine {
         for id in hits {
             self.record_evidence(id, host, kind != ReplayKind::Birth, now, &mut out);
         }
-        self.sync_all(now, &mut out);
+        // A relabel of a firing incident waits for the next evaluation: a host replaying its
+        // backlog is back, and the evaluation that notices it holds the relabel for the
+        // recovery message.
+        self.sync_all(now, false, &mut out);
         out
     }
 
@@ -338,6 +347,7 @@ impl Engine {
             resolved_ms: None,
             updated_ms: now,
             reopened: 0,
+            repeat: 0,
             silenced_by: None,
             merged_into: None,
             merged: Vec::new(),
@@ -354,6 +364,8 @@ impl Engine {
             affected: c.affected.iter().cloned().collect(),
             evidence: BTreeMap::new(),
             guard_ms: 0,
+            notified_firings: 0,
+            firing_since_ms: None,
         }
     }
 
@@ -379,6 +391,13 @@ impl Engine {
                         t.inc.resolved_ms = None;
                         t.inc.merged_into = None;
                         t.inc.cause = c.cause;
+                        // A new episode: nobody has been told about it (nor its cause) yet.
+                        // Only a firing still believed (its recovery never went out) stays.
+                        t.notified_cause = c.cause;
+                        if t.notified != Some(IncidentState::Firing) {
+                            t.notified = None;
+                        }
+                        t.firing_since_ms = None;
                         t.clear_since = None;
                         t.evidence.clear();
                         t.inc.evidence = None;
@@ -432,6 +451,7 @@ impl Engine {
                 inc.state = IncidentState::Firing;
                 inc.fired_ms.get_or_insert(now);
                 inc.updated_ms = now;
+                t.firing_since_ms = Some(now);
                 self.dirty.insert(id);
                 self.unsynced.insert(id);
                 out.push(change(ChangeKind::Firing, now, inc));
@@ -613,19 +633,30 @@ impl Engine {
     }
 
     /// Tells people what changed, within the silences and the per-incident rate limit.
-    fn sync_all(&mut self, now: i64, out: &mut Vec<Change>) {
+    /// `evaluated`: called from an evaluation, which has just judged whether every open
+    /// condition is still present (only then may a firing incident be relabelled).
+    fn sync_all(&mut self, now: i64, evaluated: bool, out: &mut Vec<Change>) {
         let ids: Vec<u64> = self.unsynced.iter().copied().collect();
         for id in ids {
-            if self.sync(id, now, out) {
+            if self.sync(id, now, evaluated, out) {
                 self.unsynced.remove(&id);
             }
         }
     }
 
     /// Returns true when the track needs no more attention.
-    fn sync(&mut self, id: u64, now: i64, out: &mut Vec<Change>) -> bool {
+    ///
+    /// - A firing is sent within the flap limit, or regardless of it once the episode has been
+    ///   firing for `flap_hold_secs` (a sustained outage is never hidden).
+    /// - The recovery of a firing that was sent is always sent (not counted against the limit
+    ///   when it is reached: nobody must be left believing something is down).
+    /// - A relabel is sent only when people know the current state (a firing or its recovery
+    ///   was sent) and were told another cause; never while pending, and not while recovering
+    ///   (the recovery carries the cause). Relabels do not count against the limit.
+    fn sync(&mut self, id: u64, now: i64, evaluated: bool, out: &mut Vec<Change>) -> bool {
         let window = self.cfg.flap_window_ms;
         let max = self.cfg.flap_max_notifications as usize;
+        let hold = self.cfg.flap_hold_ms;
         let Some(t) = self.tracks.get_mut(&id) else {
             return true;
         };
@@ -642,21 +673,37 @@ impl Engine {
                 }
                 ChangeKind::Resolved
             }
-            (_, Some(_)) if t.notified_cause != t.inc.cause => ChangeKind::Relabelled,
+            (s, Some(n))
+                if s == n && s != IncidentState::Pending && t.notified_cause != t.inc.cause =>
+            {
+                ChangeKind::Relabelled
+            }
             _ => return true,
         };
         if t.inc.silenced_by.is_some() {
             return false;
         }
-        if kind == ChangeKind::Relabelled && t.clear_since.is_some() {
-            // Recovering: the recovery message will carry the cause.
+        if kind == ChangeKind::Relabelled
+            && t.inc.state == IncidentState::Firing
+            && (t.clear_since.is_some() || !evaluated)
+        {
+            // Recovering (or maybe: not judged yet): the recovery message will carry the cause.
             return false;
         }
         t.sends.retain(|&s| now - s < window);
-        if kind != ChangeKind::Relabelled && t.sends.len() >= max {
-            return false;
+        match kind {
+            ChangeKind::Firing => {
+                let since = t.firing_since_ms.unwrap_or(t.inc.episode_started_ms);
+                if t.sends.len() >= max && now - since < hold {
+                    return false;
+                }
+                t.sends.push(now);
+                t.inc.repeat = t.notified_firings;
+                t.notified_firings += 1;
+            }
+            ChangeKind::Resolved => t.sends.push(now),
+            _ => {}
         }
-        t.sends.push(now);
         t.notified_cause = t.inc.cause;
         if kind != ChangeKind::Relabelled {
             t.notified = Some(t.inc.state);

@@ -187,6 +187,7 @@ mod tests {
             resolved_ms: None,
             updated_ms: 2,
             reopened: 0,
+            repeat: 0,
             silenced_by: None,
             merged_into: None,
             merged: Vec::new(),
@@ -202,6 +203,8 @@ mod tests {
             affected: BTreeSet::from([format!("srv-{id}")]),
             evidence: BTreeMap::new(),
             guard_ms: 0,
+            notified_firings: 0,
+            firing_since_ms: None,
         }
     }
 

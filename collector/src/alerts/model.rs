@@ -241,6 +241,11 @@ pub struct Incident {
     pub updated_ms: i64,
     /// Times the incident came back within the flap window after resolving.
     pub reopened: u32,
+    /// Earlier episodes of this incident whose firing people were told about: the
+    /// «(повторно: N)» of a firing message (episodes that stayed pending, were merged or were
+    /// not sent do not count).
+    #[serde(default)]
+    pub repeat: u32,
     /// The silence that keeps it from being notified, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub silenced_by: Option<String>,

@@ -131,11 +131,9 @@ pub fn render(change: &Change, tz: Tz) -> Rendered {
     let head = match change.kind {
         ChangeKind::Resolved => "ВОССТАНОВЛЕНО".to_string(),
         ChangeKind::Relabelled => "УТОЧНЕНА ПРИЧИНА".to_string(),
-        _ if inc.reopened > 0 => format!(
-            "{} (повторно: {})",
-            severity_word(inc.severity),
-            inc.reopened
-        ),
+        _ if inc.repeat > 0 => {
+            format!("{} (повторно: {})", severity_word(inc.severity), inc.repeat)
+        }
         _ => severity_word(inc.severity).to_string(),
     };
     let subject = format!("[dozor] {head}: {title}");

@@ -715,3 +715,321 @@ fn restored_incidents_do_not_page_again_nor_resolve_during_grace() {
     assert!(w.sent().is_empty(), "{:?}", w.sent());
     assert_eq!(w.incidents(Rule::MoChannel)[0].state, IncidentState::Firing);
 }
+
+impl World {
+    /// A server goes lost: the pipeline's transition opens the incident at once.
+    fn lose(&mut self, id: &str) {
+        let t = self.set_state(id, ConnState::Lost);
+        let ch = self.engine.on_transition(&t, &self.roster);
+        self.log.extend(ch);
+    }
+
+    /// A host comes back and replays its backlog (heartbeats from the outage) before the next
+    /// evaluation notices it is back, as the pipeline does on reconnect.
+    fn back_with_backlog(&mut self, id: &str) {
+        self.set_state(id, ConnState::Online);
+        let (now, mo) = (self.now, self.host_mut(id).mo.clone());
+        let ch = self.engine.on_replay(
+            now,
+            &mo,
+            id,
+            now - 20_000..=now - 10_000,
+            ReplayKind::Heartbeat,
+        );
+        self.log.extend(ch);
+    }
+
+    /// Heads of the messages sent (`АВАРИЯ`, `АВАРИЯ (повторно: 1)`, `ВОССТАНОВЛЕНО`, …).
+    fn heads(&self) -> Vec<String> {
+        self.log
+            .iter()
+            .filter(|c| c.notify)
+            .map(|c| {
+                let r = text::render(c, chrono_tz::Europe::Moscow);
+                let s = r.subject.strip_prefix("[dozor] ").unwrap_or(&r.subject);
+                let title = format!(": {}", c.incident.title);
+                s.strip_suffix(&title).unwrap_or(s).to_string()
+            })
+            .collect()
+    }
+}
+
+/// A world with one server `srv-1` in МО 1 (server_lost: for 60 s, resolve 60 s).
+fn server_world(f: impl FnOnce(&mut RawAlerts)) -> World {
+    let mut w = World::new(1, 3, TUE_21, config(f));
+    w.hosts.push(mk_host("mo1", "srv-1", Role::Server, TUE_21));
+    w.run(30);
+    w
+}
+
+fn server_lost_id(w: &World) -> u64 {
+    let inc = w.incidents(Rule::ServerLost);
+    assert_eq!(inc.len(), 1, "{inc:#?}");
+    inc[0].id
+}
+
+#[test]
+fn same_server_lost_twice_within_flap_window_gives_two_firings_and_two_recoveries() {
+    let mut w = server_world(|_| {});
+    // First outage, told; it comes back with its backlog: cause "channel".
+    w.lose("srv-1");
+    w.run(120);
+    w.back_with_backlog("srv-1");
+    w.run(120);
+    let id = server_lost_id(&w);
+    assert_eq!(w.engine.incident(id).unwrap().cause, Cause::Channel);
+    // The same server again within the flap window: the incident reopens.
+    w.lose("srv-1");
+    w.run(120);
+    w.back_with_backlog("srv-1");
+    w.run(120);
+    use ChangeKind::*;
+    assert_eq!(
+        w.sent(),
+        vec![
+            (Firing, Rule::ServerLost, id),
+            (Resolved, Rule::ServerLost, id),
+            (Firing, Rule::ServerLost, id),
+            (Resolved, Rule::ServerLost, id),
+        ]
+    );
+    assert_eq!(
+        w.heads(),
+        vec![
+            "АВАРИЯ",
+            "ВОССТАНОВЛЕНО",
+            "АВАРИЯ (повторно: 1)",
+            "ВОССТАНОВЛЕНО"
+        ]
+    );
+    let inc = w.engine.incident(id).unwrap();
+    assert_eq!(inc.state, IncidentState::Resolved);
+    assert_eq!(inc.reopened, 1);
+    // Both recoveries say why.
+    for c in w.log.iter().filter(|c| c.notify && c.kind == Resolved) {
+        assert_eq!(c.incident.cause, Cause::Channel);
+        let msg = text::render(c, chrono_tz::Europe::Moscow);
+        assert!(
+            msg.text.contains("Причина: обрыв канала связи"),
+            "{}",
+            msg.text
+        );
+    }
+}
+
+#[test]
+fn relabel_not_sent_while_pending() {
+    let mut w = server_world(|_| {});
+    w.lose("srv-1");
+    w.run(120);
+    w.back_with_backlog("srv-1");
+    w.run(120);
+    let id = server_lost_id(&w);
+    let told = w.sent().len();
+    assert_eq!(told, 2);
+    // Lost again: the reopened incident is pending with cause "host silent"; people were last
+    // told "channel", but nothing is sent before it fires.
+    w.lose("srv-1");
+    let inc = w.engine.incident(id).unwrap();
+    assert_eq!(inc.state, IncidentState::Pending);
+    assert_eq!(inc.cause, Cause::HostSilent);
+    w.run(30);
+    assert_eq!(w.sent().len(), told, "{:?}", w.sent());
+    // It is back before for_secs: a blip, resolved unsent, even though its cause is labelled.
+    w.back_with_backlog("srv-1");
+    w.run(300);
+    let inc = w.engine.incident(id).unwrap();
+    assert_eq!(inc.state, IncidentState::Resolved);
+    assert_eq!(inc.cause, Cause::Channel);
+    assert_eq!(w.sent().len(), told, "{:?}", w.sent());
+}
+
+#[test]
+fn recovery_carries_the_cause_instead_of_a_separate_relabel() {
+    let mut w = server_world(|_| {});
+    w.lose("srv-1");
+    w.run(120);
+    let id = server_lost_id(&w);
+    // The backlog arrives before the next evaluation has seen the server back.
+    let before = w.log.len();
+    w.back_with_backlog("srv-1");
+    assert!(
+        w.log[before..].iter().all(|c| !c.notify),
+        "{:?}",
+        &w.log[before..]
+    );
+    assert_eq!(w.engine.incident(id).unwrap().cause, Cause::Channel);
+    w.run(120);
+    use ChangeKind::*;
+    assert_eq!(
+        w.sent(),
+        vec![
+            (Firing, Rule::ServerLost, id),
+            (Resolved, Rule::ServerLost, id)
+        ]
+    );
+    let resolved = w.log.iter().rfind(|c| c.notify).unwrap();
+    assert_eq!(resolved.incident.cause, Cause::Channel);
+    let msg = text::render(resolved, chrono_tz::Europe::Moscow);
+    assert!(
+        msg.text.contains("Причина: обрыв канала связи"),
+        "{}",
+        msg.text
+    );
+}
+
+#[test]
+fn relabel_of_a_firing_incident_is_sent_once_the_outage_goes_on() {
+    // Evidence while the outage still holds (the host replayed, yet stays lost): once an
+    // evaluation sees the condition still present, the relabel goes out.
+    let mut w = server_world(|_| {});
+    w.lose("srv-1");
+    w.run(120);
+    let id = server_lost_id(&w);
+    let now = w.now;
+    let ch = w.engine.on_replay(
+        now,
+        "mo1",
+        "srv-1",
+        now - 20_000..=now - 10_000,
+        ReplayKind::Heartbeat,
+    );
+    assert!(ch.iter().all(|c| !c.notify), "{ch:?}");
+    w.log.extend(ch);
+    w.run(5);
+    use ChangeKind::*;
+    assert_eq!(
+        w.sent(),
+        vec![
+            (Firing, Rule::ServerLost, id),
+            (Relabelled, Rule::ServerLost, id)
+        ]
+    );
+}
+
+#[test]
+fn sustained_outage_after_flap_budget_is_sent_after_flap_hold_secs() {
+    let mut w = server_world(|r| r.flap_hold_secs = 120);
+    // Two told episodes use the budget of 4.
+    for _ in 0..2 {
+        w.lose("srv-1");
+        w.run(120);
+        w.back_with_backlog("srv-1");
+        w.run(120);
+    }
+    let id = server_lost_id(&w);
+    assert_eq!(w.sent().len(), 4);
+    // A short episode over the budget: fires, but is not told, nor is its recovery.
+    w.lose("srv-1");
+    w.run(90);
+    assert_eq!(w.engine.incident(id).unwrap().state, IncidentState::Firing);
+    w.back_with_backlog("srv-1");
+    w.run(120);
+    assert_eq!(w.sent().len(), 4, "{:?}", w.sent());
+    // Then a real outage: held back at first, sent once it has fired for flap_hold_secs.
+    w.lose("srv-1");
+    w.run(100);
+    assert_eq!(w.engine.incident(id).unwrap().state, IncidentState::Firing);
+    assert_eq!(w.sent().len(), 4, "{:?}", w.sent());
+    let fired_at = w.now - 40_000;
+    w.run(120);
+    assert_eq!(w.sent().len(), 5, "{:?}", w.sent());
+    let firing = w.log.iter().rfind(|c| c.notify).unwrap();
+    assert_eq!(firing.kind, ChangeKind::Firing);
+    assert_eq!(firing.at_ms, fired_at + 120_000);
+    // Its recovery is always sent, over the budget too.
+    w.back_with_backlog("srv-1");
+    w.run(120);
+    use ChangeKind::*;
+    assert_eq!(
+        w.sent(),
+        vec![
+            (Firing, Rule::ServerLost, id),
+            (Resolved, Rule::ServerLost, id),
+            (Firing, Rule::ServerLost, id),
+            (Resolved, Rule::ServerLost, id),
+            (Firing, Rule::ServerLost, id),
+            (Resolved, Rule::ServerLost, id),
+        ]
+    );
+    assert_eq!(
+        w.heads(),
+        vec![
+            "АВАРИЯ",
+            "ВОССТАНОВЛЕНО",
+            "АВАРИЯ (повторно: 1)",
+            "ВОССТАНОВЛЕНО",
+            "АВАРИЯ (повторно: 2)",
+            "ВОССТАНОВЛЕНО"
+        ]
+    );
+    assert_eq!(w.engine.incident(id).unwrap().reopened, 3);
+}
+
+#[test]
+fn recovery_of_a_told_firing_is_never_held_by_the_flap_limit() {
+    // flap_max_notifications = 2: a firing sent after the window freed one slot still gets its
+    // recovery although that makes three in the window.
+    let mut w = server_world(|r| {
+        r.flap_max_notifications = 2;
+        r.flap_window_secs = 600;
+    });
+    w.lose("srv-1");
+    w.run(120);
+    w.back_with_backlog("srv-1");
+    w.run(120);
+    // Firing at +60 s and recovery at +180 s are in the window; a second outage at +240 s
+    // fires at +300 s (held), and is sent at +660 s when the first firing left the window.
+    w.lose("srv-1");
+    w.run(480);
+    assert_eq!(w.sent().len(), 3, "{:?}", w.sent());
+    w.back_with_backlog("srv-1");
+    w.run(120);
+    let kinds: Vec<ChangeKind> = w.sent().into_iter().map(|s| s.0).collect();
+    use ChangeKind::*;
+    assert_eq!(kinds, vec![Firing, Resolved, Firing, Resolved]);
+}
+
+#[test]
+fn first_notified_firing_says_no_repeat() {
+    let mut w = server_world(|_| {});
+    // A blip: pending, back before for_secs; nobody is told.
+    w.lose("srv-1");
+    w.run(30);
+    w.back_with_backlog("srv-1");
+    w.run(120);
+    assert!(w.sent().is_empty(), "{:?}", w.sent());
+    // A real outage within the flap window reopens the same incident.
+    w.lose("srv-1");
+    w.run(120);
+    let id = server_lost_id(&w);
+    assert_eq!(w.engine.incident(id).unwrap().reopened, 1);
+    assert_eq!(w.heads(), vec!["АВАРИЯ"]);
+    let firing = w.log.iter().find(|c| c.notify).unwrap();
+    assert_eq!(firing.incident.repeat, 0);
+}
+
+#[test]
+fn per_mo_incident_merged_before_firing_is_no_repeat_later() {
+    let mut w = World::new(6, 4, TUE_11, config(|_| {}));
+    w.run(30);
+    // МО 1 fails first; its pending incident is absorbed by the central outage.
+    w.set_target("mo1", false);
+    w.run(60);
+    for m in 2..=6 {
+        w.set_target(&format!("mo{m}"), false);
+    }
+    w.run(300);
+    for m in 1..=6 {
+        w.set_target(&format!("mo{m}"), true);
+    }
+    w.run(300);
+    // Later only МО 1 loses the МИС: the same per-МО incident reopens and is told first time.
+    w.set_target("mo1", false);
+    w.run(300);
+    let per_mo = w.incidents(Rule::MoChannel);
+    assert_eq!(per_mo.len(), 1);
+    assert!(per_mo[0].reopened >= 1);
+    assert_eq!(per_mo[0].state, IncidentState::Firing);
+    assert_eq!(w.heads(), vec!["АВАРИЯ", "ВОССТАНОВЛЕНО", "АВАРИЯ"]);
+}

@@ -37,6 +37,7 @@ fn incident(state: IncidentState) -> Incident {
         resolved_ms: None,
         updated_ms: 1_704_787_380_000,
         reopened: 0,
+        repeat: 0,
         silenced_by: None,
         merged_into: None,
         merged: Vec::new(),
