@@ -6,15 +6,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-600}
 TARGET=${CARGO_TARGET_DIR:-target}
-echo "+ cargo build --release -p dozor-agent -p dozor-collector"
-cargo build --release -p dozor-agent -p dozor-collector >/dev/null 2>&1
+PROFILE=${AGENT_PROFILE:-release}
+# The collector only serves as the broker here: a debug build is enough.
+echo "+ cargo build --profile $PROFILE -p dozor-agent && cargo build -p dozor-collector"
+cargo build --profile "$PROFILE" -p dozor-agent >/dev/null 2>&1
+cargo build -p dozor-collector >/dev/null 2>&1
+AGENT="$TARGET/$PROFILE/dozor-agent"
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 mqtt=$(free_port); http=$(free_port); mis=$(free_port); lis=$(free_port)
-"$TARGET/release/dozor-collector" --mqtt-listen 127.0.0.1:$mqtt --http-listen 127.0.0.1:$http --data-dir "$work/c" >/dev/null 2>&1 & pids+=($!)
+"$TARGET/debug/dozor-collector" --mqtt-listen 127.0.0.1:$mqtt --http-listen 127.0.0.1:$http --data-dir "$work/c" >/dev/null 2>&1 & pids+=($!)
 (cd "$work" && python3 -m http.server $mis --bind 127.0.0.1 >/dev/null 2>&1) & pids+=($!)
 python3 -c "
 import socket
@@ -22,7 +26,7 @@ s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bi
 while True:
     c,_=s.accept(); c.close()" & pids+=($!)
 sleep 2
-"$TARGET/release/dozor-agent" --mqtt-url mqtt://127.0.0.1:$mqtt --mo 1.2.643.5.1.13.13.12.2.27.9999 \
+"$AGENT" --mqtt-url mqtt://127.0.0.1:$mqtt --mo 1.2.643.5.1.13.13.12.2.27.9999 \
   --role workstation --site bench --data-dir "$work/a" \
   --probe mis=http://127.0.0.1:$mis/ --probe lis=tcp://127.0.0.1:$lis --probe pacs=dns://localhost >/dev/null 2>&1 &
 agent=$!; pids+=($agent)
@@ -42,9 +46,9 @@ hwm=$(awk '/VmHWM/{print $2}' /proc/$agent/status)
 secs=$(echo "$t1 - $t0" | bc -l)
 cpus=$(echo "($c1 - $c0) / $tck" | bc -l)
 state=$(curl -s "http://127.0.0.1:$http/api/v1/hosts" | python3 -c 'import json,sys; h=json.load(sys.stdin)[0]; print(h["state"], {k:v["ok"] for k,v in h["probes"].items()})')
-cp "$TARGET/release/dozor-agent" "$work/agent-stripped" && strip "$work/agent-stripped"
-printf 'duration_s=%.0f interval=30s probes=3 (http,tcp,dns)\n' "$secs"
+cp "$AGENT" "$work/agent-stripped" && strip "$work/agent-stripped"
+printf 'profile=%s duration_s=%.0f interval=30s probes=3 (http,tcp,dns)\n' "$PROFILE" "$secs"
 printf 'rss_avg_kb=%d rss_max_kb=%d vmhwm_kb=%d\n' $((sum / n)) "$max" "$hwm"
 printf 'cpu_s=%.3f cpu_pct=%.4f\n' "$cpus" "$(echo "100 * $cpus / $secs" | bc -l)"
-printf 'binary_bytes=%d stripped_bytes=%d\n' "$(stat -c %s "$TARGET/release/dozor-agent")" "$(stat -c %s "$work/agent-stripped")"
+printf 'binary_bytes=%d stripped_bytes=%d\n' "$(stat -c %s "$AGENT")" "$(stat -c %s "$work/agent-stripped")"
 echo "host at the end: $state"
