@@ -114,29 +114,39 @@ impl Writer {
             let d = self.cal.day_of(now);
             self.set_watermark(c, d)?;
         }
-        let hosts = load_hosts(c)?;
-        let runs = load_runs(c)?;
-        let out = outages(&runs, now);
-        let roster = self.roster.clone();
-        let ctx = Ctx {
-            roster: &roster,
-            outages: &out,
-            gap_factor: self.cfg.gap_factor,
-        };
-        // Finished days.
-        while let Some(wm) = self.wm {
-            if self.cal.day_start(wm + 1) + SETTLE_MS > now {
-                break;
+        let day_due = self
+            .wm
+            .is_some_and(|wm| self.cal.day_start(wm + 1) + SETTLE_MS <= now);
+        let dirty: bool = c.query_row(
+            "SELECT EXISTS(SELECT 1 FROM dirty_host) OR EXISTS(SELECT 1 FROM dirty_mo)",
+            [],
+            |r| r.get(0),
+        )?;
+        if day_due || dirty {
+            let hosts = load_hosts(c)?;
+            let runs = load_runs(c)?;
+            let out = outages(&runs, now);
+            let roster = self.roster.clone();
+            let ctx = Ctx {
+                roster: &roster,
+                outages: &out,
+                gap_factor: self.cfg.gap_factor,
+            };
+            // Finished days.
+            while let Some(wm) = self.wm {
+                if self.cal.day_start(wm + 1) + SETTLE_MS > now {
+                    break;
+                }
+                self.materialize_day(c, &ctx, &hosts, wm)?;
+                rep.days += 1;
+                self.set_watermark(c, wm + 1)?;
             }
-            self.materialize_day(c, &ctx, &hosts, wm)?;
-            rep.days += 1;
-            self.set_watermark(c, wm + 1)?;
+            // Days changed by late data.
+            rep.dirty_host_days = self.recompute_dirty_hosts(c, &ctx, &hosts, budget)?;
+            rep.dirty_mo_days = self.recompute_dirty_mos(c, &ctx, &hosts, budget)?;
         }
-        // Days changed by late data.
-        rep.dirty_host_days = self.recompute_dirty_hosts(c, &ctx, &hosts, budget)?;
-        rep.dirty_mo_days = self.recompute_dirty_mos(c, &ctx, &hosts, budget)?;
-        // Retention, about once an hour.
-        if now - schema::meta_get(c, "retention_ms")?.unwrap_or(0) >= 3_600_000 {
+        // Retention, once a day.
+        if now - schema::meta_get(c, "retention_ms")?.unwrap_or(0) >= DAY_MS {
             rep.expired_rows = self.retention(c, now)?;
             schema::meta_set(c, "retention_ms", now)?;
         }
@@ -350,11 +360,16 @@ impl Writer {
         // Keep whole months that are still partly retained.
         let cmonth = self.cal.month_of_day(cday);
         let mut n = 0usize;
+        // (Range conditions on indexed columns: a segment whose gap ended before the cutoff
+        // started before it; a reachability row never crosses a midnight.)
         n += c.execute(
-            "DELETE FROM segs WHERE next_ms IS NOT NULL AND next_ms < ?1",
+            "DELETE FROM segs WHERE start_ms < ?1 AND next_ms IS NOT NULL AND next_ms < ?1",
             [cutoff],
         )?;
-        n += c.execute("DELETE FROM probes WHERE end_ms < ?1", [cutoff])?;
+        n += c.execute(
+            "DELETE FROM probes WHERE start_ms < ?1",
+            [self.cal.day_start(cday)],
+        )?;
         n += c.execute("DELETE FROM markers WHERE at_ms < ?1", [cutoff])?;
         n += c.execute("DELETE FROM host_day WHERE day < ?1", [cday])?;
         n += c.execute("DELETE FROM mo_day WHERE day < ?1", [cday])?;
