@@ -893,3 +893,87 @@ fn replayed_failures_of_a_short_channel_outage_count() {
     assert_eq!((a.up_ms, a.down_ms), (3 * H, 0));
     assert_eq!(t.store.stats().probe_conflicts, 0);
 }
+
+#[test]
+fn an_outage_over_aggregated_days_makes_them_dirty() {
+    let mut t = T::new("UTC", ROSTER_UTC);
+    let mut s = Sim::new();
+    s.start(at(4, 0, 0, 0));
+    let b = at(3, 0, 0, 0);
+    s.hbs(
+        "mo1",
+        "srv",
+        at(4, 0, 0, 0),
+        at(6, 1, 0, 0),
+        10 * MIN,
+        b,
+        false,
+    );
+    t.write(s.take());
+    // Days 4 and 5 are aggregated; an outage discovered over them (clock trouble) dirties both.
+    let w = &mut t.store.w;
+    w.outage_changed(&t.store.conn, at(4, 12, 0, 0), at(5, 12, 0, 0))
+        .unwrap();
+    let n: i64 = t
+        .store
+        .conn
+        .query_row("SELECT count(*) FROM dirty_host", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 2);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+    /// Late data fills history exactly: any arrival order gives the segments of in-order
+    /// arrival.
+    #[test]
+    fn arrival_order_does_not_matter(
+        steps in proptest::collection::vec((0usize..4, proptest::bool::weighted(0.15)), 5..60),
+        seed in 0u64..1000,
+    ) {
+        let gaps = [30 * S, 60 * S, 80 * S, 10 * MIN];
+        let mut s = Sim::new();
+        let mut t = at(4, 8, 0, 0);
+        let mut boot = t - H;
+        for (g, reboot) in &steps {
+            let gap = gaps[*g];
+            if *reboot {
+                boot = t + gap / 2;
+            }
+            t += gap;
+            s.hb("mo1", "srv", t, boot, false);
+            if *reboot {
+                s.birth("mo1", "srv", Role::Server, "", t, boot);
+            }
+        }
+        let recs = s.take();
+        let mut shuffled = recs.clone();
+        // Deterministic shuffle.
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        for i in (1..shuffled.len()).rev() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            shuffled.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+        let segs = |recs: Vec<Record>| {
+            let mut t = T::new("UTC", ROSTER_UTC);
+            t.store.set_auto_maintain(false);
+            let mut all = vec![Record::CollectorStart { at_ms: at(4, 0, 0, 0) }];
+            all.extend(recs);
+            t.write(all);
+            let v: Vec<(Ms, Ms, i64, Option<Ms>)> = t
+                .store
+                .conn
+                .prepare("SELECT start_ms, end_ms, cause, next_ms FROM segs ORDER BY start_ms")
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            v
+        };
+        proptest::prop_assert_eq!(segs(shuffled), segs(recs));
+    }
+}
