@@ -37,9 +37,9 @@ pub struct RawStore {
     /// "up" segment; a longer silence is a gap.
     #[serde(default = "d_gap_factor")]
     pub gap_factor: f64,
-    /// Longest time a probe result's state holds until the next result: results join one
-    /// reachability interval while at most `gap_factor` probe periods apart (the period is
-    /// learnt per target from its results), and never more than this.
+    /// Longest time a probe result's state holds until the next result (unless the heartbeat
+    /// tolerance is longer): results join one reachability interval while at most
+    /// `gap_factor` probe periods apart (the period is learnt per target from its results).
     #[serde(default = "d_probe_gap_secs")]
     pub probe_gap_secs: u64,
     /// A gap without a graceful `offline` that ends with a new boot within this time is a

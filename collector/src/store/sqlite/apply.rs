@@ -635,13 +635,14 @@ impl Writer {
         cat: u8,
         r: &PResult,
     ) -> Result<(), StoreError> {
-        // Results join while at most gap_factor probe periods apart (capped by probe_gap). The
+        // Results join while at most gap_factor probe periods apart (capped by probe_gap, or
+        // the heartbeat tolerance when that is longer). The
         // period starts as the heartbeat interval (the agent's default) and follows what the
         // target's in-order results show.
         let base = self.hosts[hi].interval_s.max(1) * 1000;
         let (period, cand) = *self.hosts[hi].probe_period.entry(tid).or_insert((base, 0));
-        let tol =
-            ((self.cfg.gap_factor * period as f64) as Ms).min(self.cfg.probe_gap.as_millis() as Ms);
+        let cap = (self.cfg.probe_gap.as_millis() as Ms).max(self.tol(hi));
+        let tol = ((self.cfg.gap_factor * period as f64) as Ms).min(cap);
         let id = self.hosts[hi].id;
         if let std::collections::hash_map::Entry::Vacant(v) = self.hosts[hi].probes.entry(tid) {
             let t = load_probe_tail(c, id, tid)?.map(|(pid, iv)| PTail {
