@@ -6,6 +6,8 @@
 //! run ends when every message is acknowledged by the broker (QoS 1) or written (QoS 0); the
 //! last line of stdout is machine-readable:
 //! `dozor-loadgen published=N acked=N secs=S rate=R cpu_secs=C reconnects=K`.
+//! With `--bench-decode` it does not connect and times `dozor_proto::decode` on the same
+//! heartbeats instead.
 
 #[path = "loadgen/fleet.rs"]
 mod fleet;
@@ -55,6 +57,10 @@ struct Args {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 600)]
     timeout_secs: u64,
+    /// Do not connect: time `dozor_proto::decode` on `--messages` generated heartbeats (the
+    /// collector's parse and validation cost per message, without I/O) and exit.
+    #[arg(long)]
+    bench_decode: bool,
     /// Run id in the instance ids (default: the current time), so that repeated runs against
     /// one collector are new data, not duplicates.
     #[arg(long)]
@@ -111,6 +117,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Err(e) = fleet.self_check(now_ms()) {
         bail!("self-check: {e}");
     }
+    if args.bench_decode {
+        bench_decode(fleet, args.messages);
+        return Ok(());
+    }
     let groups = fleet.split(connections);
 
     let (go_tx, go_rx) = watch::channel::<Option<Instant>>(None);
@@ -127,7 +137,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let (client, eventloop) = AsyncClient::new(opts, 4_096);
         let progress = Arc::new(Progress::default());
         let (conn_tx, conn_rx) = oneshot::channel();
-        let driver = tokio::spawn(drive(eventloop, qos, share, progress.clone(), conn_tx));
+        let driver = tokio::spawn(drive(
+            eventloop,
+            client.clone(),
+            qos,
+            share,
+            progress.clone(),
+            conn_tx,
+        ));
         let rate = (args.rate > 0).then(|| args.rate as f64 / connections as f64);
         let publisher = tokio::spawn(publish(client, hosts, qos, share, rate, go_rx.clone()));
         conns.push((conn_rx, driver, publisher, progress, share));
@@ -146,22 +163,28 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let deadline = Duration::from_secs(args.timeout_secs);
     let mut timed_out = false;
+    // When the last connection had everything acknowledged (not counting the disconnect).
+    let mut finished = start;
     for (_, driver, publisher, ..) in &mut conns {
         let left = deadline.saturating_sub(start.elapsed());
         match tokio::time::timeout(left, async {
             let _ = publisher.await;
-            let _ = driver.await;
+            driver.await
         })
         .await
         {
-            Ok(()) => {}
+            Ok(Ok(at)) => finished = finished.max(at),
+            Ok(Err(_)) => finished = Instant::now(),
             Err(_) => {
                 timed_out = true;
                 break;
             }
         }
     }
-    let secs = start.elapsed().as_secs_f64();
+    if timed_out {
+        finished = Instant::now();
+    }
+    let secs = (finished - start).as_secs_f64();
     let cpu = self_cpu_secs() - cpu_start;
     let sum = |f: &dyn Fn(&Progress) -> u64| conns.iter().map(|c| f(&c.3)).sum::<u64>();
     let written = sum(&|p| p.written.load(Relaxed));
@@ -194,6 +217,43 @@ async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Decodes `count` heartbeats of the fleet (up to 100,000 distinct ones, cycled) on one thread
+/// and reports the time per message.
+fn bench_decode(fleet: Fleet, count: u64) {
+    let mut hosts = fleet.hosts;
+    let ts = now_ms();
+    let n = hosts.len();
+    let samples: Vec<(String, Vec<u8>)> = (0..count.clamp(1, 100_000) as usize)
+        .map(|i| {
+            let h = &mut hosts[i % n];
+            let mut buf = Vec::new();
+            h.heartbeat_json(ts, &mut buf);
+            (h.hb_topic.clone(), buf)
+        })
+        .collect();
+    let bytes: usize = samples.iter().map(|(_, p)| p.len()).sum();
+    let start = Instant::now();
+    let mut ok = 0u64;
+    for i in 0..count {
+        let (topic, payload) = &samples[(i % samples.len() as u64) as usize];
+        if let Ok(m) = dozor_proto::decode(topic, payload, &dozor_proto::Limits::DEFAULT) {
+            ok += 1;
+            std::hint::black_box(m);
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!(
+        "dozor-loadgen: decoded {ok} of {count} heartbeats (avg {} bytes) in {secs:.3} s: {:.0} ns per message, {:.0} msgs/s on one core",
+        bytes / samples.len(),
+        secs * 1e9 / count.max(1) as f64,
+        count as f64 / secs.max(1e-9),
+    );
+    println!(
+        "dozor-loadgen decoded={ok} secs={secs:.3} ns_per_msg={:.0}",
+        secs * 1e9 / count.max(1) as f64
+    );
 }
 
 /// Messages connection `c` of `n` publishes out of `total`.
@@ -243,14 +303,16 @@ async fn publish(
 }
 
 /// Drives the event loop of one connection until `count` publishes are acknowledged (QoS 1)
-/// or written (QoS 0), then disconnects. Reports the first ConnAck on `connected`.
+/// or written (QoS 0), then disconnects. Reports the first ConnAck on `connected`; returns
+/// when the last message was done.
 async fn drive(
     mut eventloop: EventLoop,
+    client: AsyncClient,
     qos: QoS,
     count: u64,
     progress: Arc<Progress>,
     connected: oneshot::Sender<()>,
-) {
+) -> Instant {
     let mut connected = Some(connected);
     let finished = |p: &Progress| {
         let done = if qos == QoS::AtMostOnce {
@@ -283,7 +345,9 @@ async fn drive(
             }
         }
     }
+    let finished_at = Instant::now();
     // Let the broker see a clean DISCONNECT rather than a dropped socket.
+    let _ = client.try_disconnect();
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         loop {
             match eventloop.poll().await {
@@ -293,6 +357,7 @@ async fn drive(
         }
     })
     .await;
+    finished_at
 }
 
 /// Parses `mqtt://host:port` (port 1883 if absent).
