@@ -144,6 +144,15 @@ impl Reader {
                 dirty_m.entry(m).or_default().insert(d);
             }
         }
+        // МО being recomputed after a change of working hours: their range of days is raw.
+        let mut stale_days: HashMap<i64, (i32, i32)> = HashMap::new();
+        if !plan.months.is_empty() || !plan.days.is_empty() {
+            let mut st = c.prepare_cached("SELECT mo_id, from_day, to_day FROM stale_mo")?;
+            for r in st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))? {
+                let (m, f, t): (i64, i32, i32) = r?;
+                stale_days.insert(m, (f, t));
+            }
+        }
         let by_id: HashMap<i64, &HostRow> = hosts.iter().map(|h| (h.id, h)).collect();
         let mut hacc: HashMap<i64, HostAgg> = HashMap::new();
         let mut macc: HashMap<(i64, u8), ReachAgg> = HashMap::new();
@@ -151,7 +160,11 @@ impl Reader {
         let mut raw_h: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
         let mut raw_m: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
         let host_exc = |h: &HostRow, d: i32| -> bool {
-            stale.contains(&h.mo_id) || dirty_h.get(&h.id).is_some_and(|s| s.contains(&d))
+            stale.contains(&h.mo_id)
+                || stale_days
+                    .get(&h.mo_id)
+                    .is_some_and(|&(f, t)| f <= d && d < t)
+                || dirty_h.get(&h.id).is_some_and(|s| s.contains(&d))
         };
 
         for &m in &plan.months {
@@ -161,6 +174,9 @@ impl Reader {
                 .iter()
                 .filter(|h| {
                     stale.contains(&h.mo_id)
+                        || stale_days
+                            .get(&h.mo_id)
+                            .is_some_and(|&(sf, st)| sf < l && f < st)
                         || dirty_h
                             .get(&h.id)
                             .is_some_and(|s| s.range(f..l).next().is_some())

@@ -144,6 +144,14 @@ CREATE TABLE IF NOT EXISTS dirty_mo(
     mo_id INTEGER NOT NULL, day INTEGER NOT NULL, PRIMARY KEY(mo_id, day)
 ) WITHOUT ROWID;
 
+-- МО whose working calendar changed: their hosts' aggregated days [from_day, to_day) are
+-- recomputed by maintenance (from_day advances), read from the raw intervals meanwhile.
+CREATE TABLE IF NOT EXISTS stale_mo(
+    mo_id INTEGER PRIMARY KEY,
+    from_day INTEGER NOT NULL,
+    to_day INTEGER NOT NULL
+);
+
 -- Line protocol waiting for the InfluxDB sink.
 CREATE TABLE IF NOT EXISTS outbox(
     id INTEGER PRIMARY KEY,

@@ -19,6 +19,8 @@ pub struct MaintainReport {
     /// Host-days and МО-days recomputed after late data.
     pub dirty_host_days: usize,
     pub dirty_mo_days: usize,
+    /// Host-days recomputed because their МО's working hours changed.
+    pub stale_host_days: usize,
     /// Rows deleted by retention.
     pub expired_rows: u64,
     /// Outbox lines dropped by its bounds.
@@ -41,22 +43,19 @@ impl Writer {
                 continue;
             }
             tracing::info!(mo = %oid, "working hours changed: recomputing daily aggregates");
+            let first: Option<Ms> = c.query_row(
+                "SELECT min(first_ms) FROM hosts WHERE mo_id = ?1",
+                [id],
+                |r| r.get(0),
+            )?;
+            let oldest = self.wm_start - self.cfg.retention.as_millis() as Ms;
+            let from = self.cal.day_of(first.unwrap_or(self.wm_start).max(oldest));
             c.execute_batch("BEGIN IMMEDIATE")?;
             let r = (|| -> Result<(), StoreError> {
-                let mut st = c.prepare("SELECT id, first_ms FROM hosts WHERE mo_id = ?1")?;
-                let hosts: Vec<(i64, Ms)> = st
-                    .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
-                    .collect::<Result<_, _>>()?;
-                let oldest = self.wm_start - self.cfg.retention.as_millis() as Ms;
-                for (h, first) in hosts {
-                    let d0 = self.cal.day_of(first.max(oldest));
-                    for d in d0..wm {
-                        c.prepare_cached(
-                            "INSERT OR IGNORE INTO dirty_host(host_id, day) VALUES (?1, ?2)",
-                        )?
-                        .execute(params![h, d])?;
-                    }
-                }
+                c.execute(
+                    "INSERT OR REPLACE INTO stale_mo(mo_id, from_day, to_day) VALUES (?1, ?2, ?3)",
+                    params![id, from, wm],
+                )?;
                 c.execute("UPDATE mos SET wfp = ?2 WHERE id = ?1", params![id, cur])?;
                 Ok(())
             })();
@@ -69,6 +68,47 @@ impl Writer {
             }
         }
         Ok(())
+    }
+
+    /// Recomputes the days of МО whose calendar changed, oldest first, until `deadline`.
+    /// Returns the host-days recomputed.
+    fn recompute_stale(
+        &mut self,
+        c: &Connection,
+        ctx: &Ctx<'_>,
+        hosts: &[HostRow],
+        deadline: Option<std::time::Instant>,
+    ) -> Result<usize, StoreError> {
+        let mut done = 0;
+        loop {
+            let mut st = c.prepare_cached("SELECT mo_id, from_day, to_day FROM stale_mo")?;
+            let stale: Vec<(i64, i32, i32)> = st
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
+            drop(st);
+            let Some(day) = stale.iter().map(|s| s.1).min() else {
+                return Ok(done);
+            };
+            let mos: Vec<i64> = stale.iter().filter(|s| s.1 == day).map(|s| s.0).collect();
+            let hs: Vec<&HostRow> = hosts.iter().filter(|h| mos.contains(&h.mo_id)).collect();
+            let ids: Vec<i64> = hs.iter().map(|h| h.id).collect();
+            let (a, b) = (self.cal.day_start(day), self.cal.day_start(day + 1));
+            let rows = load_window(c, &self.cal, hosts, Some(&ids), a, b)?;
+            let aggs = compute_window(ctx, &rows, &hs, a, b, true, false);
+            for id in &ids {
+                let agg = aggs.hosts.get(id).copied().unwrap_or_default();
+                self.put_host_day(c, *id, day, &agg)?;
+            }
+            done += ids.len();
+            for mo in &mos {
+                c.prepare_cached("UPDATE stale_mo SET from_day = from_day + 1 WHERE mo_id = ?1")?
+                    .execute([mo])?;
+            }
+            c.execute("DELETE FROM stale_mo WHERE from_day >= to_day", [])?;
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                return Ok(done);
+            }
+        }
     }
 
     /// One maintenance pass at collector time `now`, recomputing at most `budget` dirty
@@ -118,7 +158,8 @@ impl Writer {
             .wm
             .is_some_and(|wm| self.cal.day_start(wm + 1) + SETTLE_MS <= now);
         let dirty: bool = c.query_row(
-            "SELECT EXISTS(SELECT 1 FROM dirty_host) OR EXISTS(SELECT 1 FROM dirty_mo)",
+            "SELECT EXISTS(SELECT 1 FROM dirty_host) OR EXISTS(SELECT 1 FROM dirty_mo)
+             OR EXISTS(SELECT 1 FROM stale_mo)",
             [],
             |r| r.get(0),
         )?;
@@ -144,6 +185,10 @@ impl Writer {
             // Days changed by late data.
             rep.dirty_host_days = self.recompute_dirty_hosts(c, &ctx, &hosts, budget)?;
             rep.dirty_mo_days = self.recompute_dirty_mos(c, &ctx, &hosts, budget)?;
+            // Days of МО whose working hours changed: about a second per pass from `write`.
+            let deadline = (budget != usize::MAX)
+                .then(|| std::time::Instant::now() + std::time::Duration::from_secs(1));
+            rep.stale_host_days = self.recompute_stale(c, &ctx, &hosts, deadline)?;
         }
         // Retention, once a day.
         if now - schema::meta_get(c, "retention_ms")?.unwrap_or(0) >= DAY_MS {
@@ -377,6 +422,7 @@ impl Writer {
         n += c.execute("DELETE FROM mo_month WHERE month < ?1", [cmonth])?;
         n += c.execute("DELETE FROM dirty_host WHERE day < ?1", [cday])?;
         n += c.execute("DELETE FROM dirty_mo WHERE day < ?1", [cday])?;
+        c.execute("UPDATE stale_mo SET from_day = max(from_day, ?1)", [cday])?;
         n += c.execute(
             "DELETE FROM runs WHERE stopped = 1 AND end_ms < ?1",
             [cutoff],

@@ -977,3 +977,48 @@ proptest::proptest! {
         proptest::prop_assert_eq!(segs(shuffled), segs(recs));
     }
 }
+
+#[test]
+fn changed_working_hours_recompute_aggregated_days() {
+    let mut t = T::new("UTC", ROSTER_UTC);
+    let mut s = Sim::new();
+    s.start(at(4, 0, 0, 0));
+    let b = at(4, 7, 0, 0);
+    s.birth("mo1", "pc", Role::Workstation, "", at(4, 8, 0, 0), b);
+    s.hbs(
+        "mo1",
+        "pc",
+        at(4, 8, 0, 0),
+        at(4, 19, 0, 0),
+        30 * S,
+        b,
+        false,
+    );
+    s.lost("mo1", "pc", at(4, 19, 1, 35));
+    s.stop(at(6, 0, 0, 0));
+    t.write(s.take());
+    let now = at(6, 0, 0, 0);
+    t.store.maintain_now(now).unwrap();
+    let day = |t: &T| agg(&t.data(at(4, 0, 0, 0), at(5, 0, 0, 0), now), "pc");
+    let before = day(&t);
+    assert_eq!((before.up_w_ms, before.down_w_ms), (11 * H, H));
+    // The МО now works until 18:00: the silence at 19:00 is outside working hours.
+    let roster = format!("{ROSTER_UTC}work_end = \"18:00\"\n");
+    t.roster = Arc::new(Roster::from_toml(&roster, "roster").unwrap());
+    drop(std::mem::replace(
+        &mut t.store,
+        SqliteStore::open(&t.path, &t.cfg, t.roster.clone()).unwrap(),
+    ));
+    let raw = day(&t);
+    assert_eq!((raw.up_w_ms, raw.down_w_ms), (10 * H, 0));
+    let rep = t.store.maintain_now(now).unwrap();
+    assert_eq!(rep.stale_host_days, 1, "{rep:?}");
+    assert_eq!(day(&t), raw);
+    // A reader with the old roster recomputes with the old hours.
+    let old = Roster::from_toml(ROSTER_UTC, "old").unwrap();
+    let d = Reader::open(&t.path, &t.cfg)
+        .unwrap()
+        .period_data(&old, at(4, 0, 0, 0), at(5, 0, 0, 0), now)
+        .unwrap();
+    assert_eq!(agg(&d, "pc"), before);
+}
