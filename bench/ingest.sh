@@ -109,7 +109,7 @@ start_mosquitto() {
 listener $MOSQ_PORT 127.0.0.1
 allow_anonymous true
 persistence false
-max_inflight_messages 0
+max_inflight_messages 20000
 max_queued_messages 0
 log_dest stderr
 log_type error

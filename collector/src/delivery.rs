@@ -57,7 +57,8 @@ pub struct DeliveryView {
 /// Delivery progress of every known agent instance.
 #[derive(Debug, Default)]
 pub struct Tracker {
-    insts: HashMap<String, Inst>,
+    /// foldhash: fast on short strings, randomly seeded (see `state::IdMap`).
+    insts: HashMap<String, Inst, foldhash::fast::RandomState>,
     max_insts: usize,
 }
 
@@ -65,7 +66,7 @@ impl Tracker {
     /// A tracker for at most `max_insts` instances, loaded with the store's marks.
     pub fn new(max_insts: usize, marks: Vec<DeliveryMark>) -> Tracker {
         let mut t = Tracker {
-            insts: HashMap::with_capacity(marks.len()),
+            insts: HashMap::with_capacity_and_hasher(marks.len(), Default::default()),
             max_insts,
         };
         for m in marks {

@@ -106,6 +106,7 @@ pub async fn run(
         max_age_ms: cfg.limits.max_age.as_millis() as i64,
         ack_interval: cfg.mqtt.ack_interval,
         max_insts: cfg.limits.max_hosts.saturating_mul(2),
+        acks_after_commit: ingest::acks_after_commit(&cfg.mqtt),
         ..PipelineConfig::default()
     };
     let pipeline = Pipeline::new(pcfg, state, marks, roster.clone(), metrics.clone());

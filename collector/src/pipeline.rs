@@ -31,6 +31,9 @@ pub struct PipelineConfig {
     pub ack_interval: Duration,
     pub snapshot_interval: Duration,
     pub max_insts: usize,
+    /// Acknowledge MQTT publishes only after their batch is committed (manual acks); when
+    /// false the MQTT client acknowledged them on receipt (see `ingest::acks_after_commit`).
+    pub acks_after_commit: bool,
 }
 
 impl Default for PipelineConfig {
@@ -44,6 +47,7 @@ impl Default for PipelineConfig {
             ack_interval: Duration::from_secs(1),
             snapshot_interval: Duration::from_millis(500),
             max_insts: 400_000,
+            acks_after_commit: true,
         }
     }
 }
@@ -79,8 +83,10 @@ fn spawn_store(
     mut rx: mpsc::Receiver<Job>,
     done: mpsc::UnboundedSender<Committed>,
     metrics: Arc<Metrics>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("store".into())
+        .spawn(move || {
         while let Some(job) = rx.blocking_recv() {
             let mut delay = Duration::from_millis(100);
             loop {
@@ -117,6 +123,8 @@ pub struct Pipeline {
     metrics: Arc<Metrics>,
     batch: Batch,
     acks: Vec<Publish>,
+    /// Committed publishes whose PUBACK did not fit into the MQTT client's request queue yet.
+    unacked: std::collections::VecDeque<Publish>,
     batch_started: Option<tokio::time::Instant>,
     transitions: Vec<Transition>,
     connected: bool,
@@ -139,14 +147,14 @@ impl Pipeline {
             metrics,
             batch: Batch::default(),
             acks: Vec::new(),
+            unacked: std::collections::VecDeque::new(),
             batch_started: None,
             transitions: Vec::new(),
             connected: false,
         }
     }
 
-    /// Handles one decoded message received at `recv_ms`. Returns the message's publish to be
-    /// acknowledged with the current batch.
+    /// Handles one decoded message received at `recv_ms`.
     pub fn handle(
         &mut self,
         decoded: Result<Message, dozor_proto::Reject>,
@@ -235,6 +243,23 @@ impl Pipeline {
         }
     }
 
+    /// Hands committed publishes' PUBACKs to the MQTT client without ever waiting for it.
+    ///
+    /// Awaiting the client here deadlocks under load: rumqttc's event loop takes one request
+    /// per poll but reads up to ten publishes, so PUBACKs pile up in its request queue; once
+    /// the queue is full an awaiting pipeline stops draining the ingest channel, the ingest task
+    /// stops polling the event loop, and the queue is never read again (docs/benchmarks.md).
+    /// What does not fit waits here for the next flush tick; the broker's window of
+    /// unacknowledged deliveries (Mosquitto `max_inflight_messages`) bounds it.
+    fn send_acks(&mut self, client: &AsyncClient) {
+        while let Some(publish) = self.unacked.front() {
+            if client.try_ack(publish).is_err() {
+                break;
+            }
+            self.unacked.pop_front();
+        }
+    }
+
     fn push(&mut self, r: Record) {
         if self.batch.records.is_empty() {
             self.batch_started = Some(tokio::time::Instant::now());
@@ -299,7 +324,13 @@ pub async fn run(
 ) {
     let (job_tx, job_rx) = mpsc::channel::<Job>(2);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Committed>();
-    let store_thread = spawn_store(store, job_rx, done_tx, p.metrics.clone());
+    let store_thread = match spawn_store(store, job_rx, done_tx, p.metrics.clone()) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the store thread; ingest stopped");
+            return;
+        }
+    };
     let start = now_ms();
     p.push(Record::CollectorStart { at_ms: start });
     let mut flush = tokio::time::interval(Duration::from_millis(10));
@@ -315,11 +346,8 @@ pub async fn run(
             Some(c) = done_rx.recv() => {
                 in_flight -= 1;
                 p.tracker.committed(&c.marks);
-                for publish in &c.acks {
-                    if client.try_ack(publish).is_err() {
-                        let _ = client.ack(publish).await;
-                    }
-                }
+                p.unacked.extend(c.acks);
+                p.send_acks(&client);
             }
             _ = cancel.cancelled(), if !stopping => {
                 stopping = true;
@@ -329,7 +357,13 @@ pub async fn run(
                 match msg {
                     Some(Inbound::Msg { publish, recv_ms, decoded }) => {
                         p.handle(decoded, &publish.topic, publish.retain, recv_ms, obs.as_mut());
-                        p.acks.push(publish);
+                        if p.cfg.acks_after_commit && publish.qos != QoS::AtMostOnce {
+                            // Only the packet id is needed to acknowledge: the topic and payload
+                            // are freed now rather than held until the commit.
+                            let mut ack = Publish::new("", publish.qos, Vec::new());
+                            ack.pkid = publish.pkid;
+                            p.acks.push(ack);
+                        }
                     }
                     Some(Inbound::Connected) => {
                         let now = now_ms();
@@ -352,6 +386,7 @@ pub async fn run(
                 }
             }
             _ = flush.tick() => {
+                p.send_acks(&client);
                 if in_flight < 2 && p.batch_due() {
                     let job = p.cut();
                     in_flight += 1;
@@ -402,13 +437,14 @@ pub async fn run(
             Some(c) => {
                 in_flight -= 1;
                 p.tracker.committed(&c.marks);
-                for publish in &c.acks {
-                    let _ = client.try_ack(publish);
-                }
+                p.unacked.extend(c.acks);
             }
             None => break,
         }
     }
+    // Best effort: what does not fit into the client's queue now is redelivered by the broker
+    // after the restart and dropped there as a duplicate.
+    p.send_acks(&client);
     let mut s = p.state.snapshot(now_ms());
     s.delivery = p.tracker.views();
     let _ = snapshot_tx.send(Arc::new(s));

@@ -125,7 +125,7 @@ impl Mosquitto {
             &conf,
             format!(
                 "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\n\
-                 max_inflight_messages 0\nmax_queued_messages 1000000\nmax_packet_size 1048576\n"
+                 max_inflight_messages 20000\nmax_queued_messages 1000000\nmax_packet_size 1048576\n"
             ),
         )
         .expect("write mosquitto.conf");

@@ -42,8 +42,8 @@ fn config(listen: SocketAddr) -> Config {
         router: RouterConfig {
             max_connections: 100_000,
             max_outgoing_packet_count: 10_000,
-            max_segment_size: 4 * 1024 * 1024,
-            max_segment_count: 3,
+            max_segment_size: 8 * 1024 * 1024,
+            max_segment_count: 8,
             custom_segment: None,
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),

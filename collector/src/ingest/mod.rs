@@ -36,12 +36,25 @@ pub const SUBSCRIBED: [Kind; 4] = [Kind::Birth, Kind::State, Kind::Hb, Kind::Pro
 /// Largest packet accepted from the broker; bigger payloads are refused by rumqttc itself.
 const MAX_PACKET: usize = 256 * 1024;
 
-/// Builds the client options: persistent session, manual acks, wide inflight window.
+/// Whether publishes are acknowledged to the broker only once their effect is durable.
+///
+/// True for an external broker: it holds what the collector has not acknowledged, so a
+/// collector `kill -9` loses nothing the broker had. False for the embedded broker: its log is
+/// in this process's memory and dies with it whatever was acknowledged, so holding the PUBACK
+/// until the commit protects nothing and only throttles delivery (rumqttd allows 100
+/// unacknowledged deliveries per connection). End to end, agents keep every message in their
+/// spool until the collector confirms it stored on the `ack` topic, in both modes.
+pub fn acks_after_commit(cfg: &MqttConfig) -> bool {
+    matches!(cfg.mode, crate::config::MqttMode::External { .. })
+}
+
+/// Builds the client options: persistent session, wide inflight window, manual acks for an
+/// external broker (see [`acks_after_commit`]).
 pub fn options(cfg: &MqttConfig, host: &str, port: u16) -> MqttOptions {
     let mut o = MqttOptions::new(cfg.client_id.clone(), host, port);
     o.set_keep_alive(cfg.keepalive)
         .set_clean_session(false)
-        .set_manual_acks(true)
+        .set_manual_acks(acks_after_commit(cfg))
         .set_max_packet_size(MAX_PACKET, MAX_PACKET)
         .set_inflight(1000)
         .set_request_channel_capacity(200_000);
@@ -129,4 +142,34 @@ pub async fn run(
         }
     }
     let _ = client.disconnect().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::MqttMode;
+
+    fn cfg(mode: MqttMode) -> MqttConfig {
+        MqttConfig {
+            mode,
+            client_id: "c".into(),
+            keepalive: Duration::from_secs(30),
+            ack_interval: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn external_broker_is_acknowledged_after_commit_embedded_on_receipt() {
+        let external = cfg(MqttMode::External {
+            host: "mq".into(),
+            port: 1883,
+        });
+        assert!(acks_after_commit(&external));
+        assert!(options(&external, "mq", 1883).manual_acks());
+        let embedded = cfg(MqttMode::Embedded {
+            listen: "127.0.0.1:1883".parse().unwrap(),
+        });
+        assert!(!acks_after_commit(&embedded));
+        assert!(!options(&embedded, "127.0.0.1", 1883).manual_acks());
+    }
 }
