@@ -164,10 +164,14 @@ impl Default for StateConfig {
 }
 
 /// The live state of all hosts, keyed by МО then host id (lookups never allocate).
+///
+/// Hosts are shared with snapshots (`Arc`): a snapshot copies pointers, and a host is copied
+/// only when it changes while a snapshot still holds it (`Arc::make_mut`), at most once per
+/// host per snapshot.
 #[derive(Debug, Default)]
 pub struct LiveState {
     cfg: StateConfig,
-    mos: IdMap<IdMap<Host>>,
+    mos: IdMap<IdMap<Arc<Host>>>,
     count: usize,
 }
 
@@ -192,11 +196,11 @@ impl LiveState {
     }
 
     pub fn get(&self, mo: &str, host: &str) -> Option<&Host> {
-        self.mos.get(mo)?.get(host)
+        self.mos.get(mo)?.get(host).map(|h| &**h)
     }
 
     pub fn hosts(&self) -> impl Iterator<Item = &Host> {
-        self.mos.values().flat_map(|m| m.values())
+        self.mos.values().flat_map(|m| m.values()).map(|h| &**h)
     }
 
     /// Current clock offset estimate of a host, ms (receive − agent time).
@@ -230,8 +234,8 @@ impl LiveState {
     /// every online host a fresh grace period instead of declaring them lost.
     pub fn regained_broker(&mut self, now_ms: i64) {
         for host in self.mos.values_mut().flat_map(|m| m.values_mut()) {
-            if host.state == ConnState::Online {
-                host.last_seen_ms = host.last_seen_ms.max(now_ms);
+            if host.state == ConnState::Online && host.last_seen_ms < now_ms {
+                Arc::make_mut(host).last_seen_ms = now_ms;
             }
         }
     }
@@ -308,7 +312,7 @@ impl LiveState {
             if now_ms - since > lapse {
                 let prev = host.state;
                 if let Some(t) = set_state(
-                    host,
+                    Arc::make_mut(host),
                     ConnState::Lost,
                     Some("heartbeat_timeout".into()),
                     now_ms,
@@ -334,6 +338,7 @@ impl LiveState {
                 .mos
                 .get_mut(mo)
                 .and_then(|m| m.get_mut(host))
+                .map(Arc::make_mut)
                 .ok_or(StateError::TooManyHosts);
         }
         if self.count >= self.cfg.max_hosts {
@@ -344,14 +349,18 @@ impl LiveState {
         }
         self.count += 1;
         let hosts = self.mos.entry(mo.to_string()).or_default();
-        Ok(hosts
-            .entry(host.to_string())
-            .or_insert_with(|| Host::new(mo, host, now_ms, in_roster)))
+        Ok(Arc::make_mut(hosts.entry(host.to_string()).or_insert_with(
+            || Arc::new(Host::new(mo, host, now_ms, in_roster)),
+        )))
     }
 
     /// Builds a snapshot for readers. O(hosts); called a few times a second at most.
     pub fn snapshot(&self, now_ms: i64) -> Snapshot {
-        let mut hosts: Vec<Host> = self.hosts().cloned().collect();
+        let mut hosts: Vec<Arc<Host>> = self
+            .mos
+            .values()
+            .flat_map(|m| m.values().cloned())
+            .collect();
         hosts.sort_unstable_by(|a, b| (&a.mo, &a.host_id).cmp(&(&b.mo, &b.host_id)));
         Snapshot {
             built_ms: now_ms,
@@ -439,8 +448,8 @@ fn apply_probe(host: &mut Host, p: &Probe, at_ms: i64) {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Snapshot {
     pub built_ms: i64,
-    /// Sorted by (mo, host_id).
-    pub hosts: Vec<Host>,
+    /// Sorted by (mo, host_id); shared with the live state until a host changes.
+    pub hosts: Vec<Arc<Host>>,
     /// Delivery progress per agent instance.
     pub delivery: Vec<crate::delivery::DeliveryView>,
 }

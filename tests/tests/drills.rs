@@ -4,8 +4,8 @@
 //!
 //! For each agent instance: `produced` = sequence numbers issued (the agent's persisted
 //! `next_seq − 1`), `stored` = numbers the collector stored (its ledger, persisted in the same
-//! transaction as the data), `in_spool` = numbers still waiting in the agent's spool (not lost:
-//! they are sent at its next start), `lost` = produced − stored − refused − in_spool − dropped,
+//! transaction as the data), `in_spool` = numbers still waiting in the agent's spool and not
+//! stored (not lost: they are sent at its next start), `lost` = produced − stored − refused − in_spool − dropped,
 //! `duplicated` = numbers counted more than once: heartbeats in the collector's history (5-minute
 //! rollups, an independent count) beyond the heartbeats it stored.
 
@@ -175,7 +175,11 @@ async fn tally(c: &Collector, fleet: &Fleet, name: &str) -> Tally {
         let stored = v["stored"].as_u64().unwrap_or(0);
         let refused = v["refused"].as_u64().unwrap_or(0);
         let contiguous = v["contiguous"].as_u64().unwrap_or(0);
-        let in_spool = spooled.iter().filter(|s| **s > contiguous).count() as u64;
+        // Numbers above a gap that are already stored stay in the spool until the gap is
+        // filled (the agent deletes only up to the contiguous mark): count them once.
+        let stored_above = v["pending_above"].as_u64().unwrap_or(0);
+        let in_spool = (spooled.iter().filter(|s| **s > contiguous).count() as u64)
+            .saturating_sub(stored_above);
         t.produced += produced;
         t.stored += stored;
         t.refused += refused;

@@ -130,7 +130,7 @@ pub(crate) fn detect(
     watch: &HashMap<&str, Vec<(i64, &BTreeSet<String>)>>,
 ) -> Detected {
     let mut out = Detected::default();
-    let mut hosts: Vec<&Host> = snap.hosts.iter().collect();
+    let mut hosts: Vec<&Host> = snap.hosts.iter().map(|h| &**h).collect();
     if !hosts.is_sorted_by(|a, b| a.mo <= b.mo) {
         hosts.sort_by(|a, b| a.mo.cmp(&b.mo));
     }

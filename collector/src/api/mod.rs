@@ -197,7 +197,7 @@ async fn hosts(State(s): State<ApiState>, Query(q): Query<HostsQuery>) -> Respon
                 .as_deref()
                 .is_none_or(|r| h.role.map_or("unknown", Role::as_str) == r)
         })
-        .map(host_json)
+        .map(|h| host_json(h))
         .collect();
     Json(list).into_response()
 }

@@ -71,7 +71,7 @@ fn mk_host(mo: &str, id: &str, role: Role, now: i64) -> Host {
     let mut live = crate::state::LiveState::new(crate::state::StateConfig::default());
     live.apply(&dozor_proto::Message::Birth(birth), now, false, true)
         .unwrap();
-    let mut h = live.snapshot(now).hosts.remove(0);
+    let mut h = std::sync::Arc::unwrap_or_clone(live.snapshot(now).hosts.remove(0));
     h.state_since_ms = now - 3_600_000;
     h.clock_offset_ms = Some(0);
     h.uptime_secs = 86_400;
@@ -111,7 +111,12 @@ impl World {
     }
 
     fn snapshot(&self) -> Snapshot {
-        let mut hosts = self.hosts.clone();
+        let mut hosts: Vec<_> = self
+            .hosts
+            .iter()
+            .cloned()
+            .map(std::sync::Arc::new)
+            .collect();
         hosts.sort_by(|a, b| (&a.mo, &a.host_id).cmp(&(&b.mo, &b.host_id)));
         Snapshot {
             built_ms: self.now,
