@@ -4,6 +4,7 @@
 
 use crate::store::DeliveryMark;
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 /// Largest number of out-of-order sequence numbers tracked above the contiguous mark of one
 /// instance. Beyond it, new numbers are refused (not stored, not confirmed); the agent keeps
@@ -23,8 +24,8 @@ pub enum Verdict {
 
 #[derive(Debug, Clone)]
 struct Inst {
-    mo: String,
-    host: String,
+    mo: Arc<str>,
+    host: Arc<str>,
     contiguous: u64,
     above: BTreeSet<u64>,
     /// `contiguous` as of the last committed batch.
@@ -44,9 +45,9 @@ struct Inst {
 /// Delivery progress of one instance, for the API and the fault drills.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DeliveryView {
-    pub inst: String,
-    pub mo: String,
-    pub host: String,
+    pub inst: Arc<str>,
+    pub mo: Arc<str>,
+    pub host: Arc<str>,
     pub contiguous: u64,
     pub committed: u64,
     pub pending_above: usize,
@@ -58,7 +59,8 @@ pub struct DeliveryView {
 #[derive(Debug, Default)]
 pub struct Tracker {
     /// foldhash: fast on short strings, randomly seeded (see `state::IdMap`).
-    insts: HashMap<String, Inst, foldhash::fast::RandomState>,
+    /// Ids are shared (`Arc<str>`) with marks and views, so that copying them is a count.
+    insts: HashMap<Arc<str>, Inst, foldhash::fast::RandomState>,
     max_insts: usize,
 }
 
@@ -142,10 +144,9 @@ impl Tracker {
         true
     }
 
-    /// Progress of every instance, sorted by (mo, host, inst).
+    /// Progress of every instance, in no particular order (readers sort what they show).
     pub fn views(&self) -> Vec<DeliveryView> {
-        let mut v: Vec<DeliveryView> = self
-            .insts
+        self.insts
             .iter()
             .map(|(inst, i)| DeliveryView {
                 inst: inst.clone(),
@@ -157,9 +158,7 @@ impl Tracker {
                 stored: i.stored,
                 refused: i.refused,
             })
-            .collect();
-        v.sort_unstable_by(|a, b| (&a.mo, &a.host, &a.inst).cmp(&(&b.mo, &b.host, &b.inst)));
-        v
+            .collect()
     }
 
     /// The agent says every number below `oldest` is settled (confirmed or dropped by its bound).
@@ -226,10 +225,10 @@ impl Tracker {
     fn entry(&mut self, inst: &str, mo: &str, host: &str) -> &mut Inst {
         if !self.insts.contains_key(inst) {
             self.insts.insert(
-                inst.to_string(),
+                Arc::from(inst),
                 Inst {
-                    mo: mo.to_string(),
-                    host: host.to_string(),
+                    mo: Arc::from(mo),
+                    host: Arc::from(host),
                     contiguous: 0,
                     above: BTreeSet::new(),
                     committed: 0,

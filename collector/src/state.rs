@@ -163,16 +163,20 @@ impl Default for StateConfig {
     }
 }
 
-/// The live state of all hosts, keyed by МО then host id (lookups never allocate).
+/// The live state of all hosts, indexed by МО then host id (lookups never allocate).
 ///
 /// Hosts are shared with snapshots (`Arc`): a snapshot copies pointers, and a host is copied
 /// only when it changes while a snapshot still holds it (`Arc::make_mut`), at most once per
-/// host per snapshot.
+/// host per snapshot. They are kept sorted by (МО, host id) so that a snapshot needs no sort;
+/// hosts seen for the first time wait at the end until the next snapshot merges them in.
 #[derive(Debug, Default)]
 pub struct LiveState {
     cfg: StateConfig,
-    mos: IdMap<IdMap<Arc<Host>>>,
-    count: usize,
+    /// МО → host id → position in `hosts`.
+    mos: IdMap<IdMap<usize>>,
+    /// `hosts[..sorted]` is sorted by (МО, host id); the rest are new since the last snapshot.
+    hosts: Vec<Arc<Host>>,
+    sorted: usize,
 }
 
 /// Smoothing of the clock offset estimate: new = old + (sample − old) / 8.
@@ -183,24 +187,26 @@ impl LiveState {
         LiveState {
             cfg,
             mos: IdMap::default(),
-            count: 0,
+            hosts: Vec::new(),
+            sorted: 0,
         }
     }
 
     pub fn len(&self) -> usize {
-        self.count
+        self.hosts.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.hosts.is_empty()
     }
 
     pub fn get(&self, mo: &str, host: &str) -> Option<&Host> {
-        self.mos.get(mo)?.get(host).map(|h| &**h)
+        let i = *self.mos.get(mo)?.get(host)?;
+        self.hosts.get(i).map(|h| &**h)
     }
 
     pub fn hosts(&self) -> impl Iterator<Item = &Host> {
-        self.mos.values().flat_map(|m| m.values()).map(|h| &**h)
+        self.hosts.iter().map(|h| &**h)
     }
 
     /// Current clock offset estimate of a host, ms (receive − agent time).
@@ -233,7 +239,7 @@ impl LiveState {
     /// The collector lost and regained its broker: hosts could not be heard meanwhile, so give
     /// every online host a fresh grace period instead of declaring them lost.
     pub fn regained_broker(&mut self, now_ms: i64) {
-        for host in self.mos.values_mut().flat_map(|m| m.values_mut()) {
+        for host in &mut self.hosts {
             if host.state == ConnState::Online && host.last_seen_ms < now_ms {
                 Arc::make_mut(host).last_seen_ms = now_ms;
             }
@@ -303,7 +309,7 @@ impl LiveState {
     /// Marks hosts whose heartbeats lapsed as `lost`. Call every second or so.
     pub fn tick(&mut self, now_ms: i64, out: &mut Vec<Transition>) {
         let k = i64::from(self.cfg.lost_after_intervals);
-        for host in self.mos.values_mut().flat_map(|m| m.values_mut()) {
+        for host in &mut self.hosts {
             if host.state != ConnState::Online {
                 continue;
             }
@@ -331,40 +337,48 @@ impl LiveState {
         now_ms: i64,
         in_roster: bool,
     ) -> Result<&mut Host, StateError> {
-        // The common case, a known host: two lookups to find it, two to borrow it mutably
-        // (returning the first borrow conditionally is not accepted by the borrow checker).
-        if self.mos.get(mo).is_some_and(|m| m.contains_key(host)) {
+        if let Some(&i) = self.mos.get(mo).and_then(|m| m.get(host)) {
             return self
-                .mos
-                .get_mut(mo)
-                .and_then(|m| m.get_mut(host))
+                .hosts
+                .get_mut(i)
                 .map(Arc::make_mut)
                 .ok_or(StateError::TooManyHosts);
         }
-        if self.count >= self.cfg.max_hosts {
+        if self.hosts.len() >= self.cfg.max_hosts {
             return Err(StateError::TooManyHosts);
         }
         if self.mos.get(mo).map_or(0, HashMap::len) >= self.cfg.max_hosts_per_mo {
             return Err(StateError::TooManyHostsInMo);
         }
-        self.count += 1;
-        let hosts = self.mos.entry(mo.to_string()).or_default();
-        Ok(Arc::make_mut(hosts.entry(host.to_string()).or_insert_with(
-            || Arc::new(Host::new(mo, host, now_ms, in_roster)),
-        )))
+        let i = self.hosts.len();
+        self.mos
+            .entry(mo.to_string())
+            .or_default()
+            .insert(host.to_string(), i);
+        self.hosts
+            .push(Arc::new(Host::new(mo, host, now_ms, in_roster)));
+        Ok(Arc::make_mut(&mut self.hosts[i]))
     }
 
-    /// Builds a snapshot for readers. O(hosts); called a few times a second at most.
-    pub fn snapshot(&self, now_ms: i64) -> Snapshot {
-        let mut hosts: Vec<Arc<Host>> = self
-            .mos
-            .values()
-            .flat_map(|m| m.values().cloned())
-            .collect();
-        hosts.sort_unstable_by(|a, b| (&a.mo, &a.host_id).cmp(&(&b.mo, &b.host_id)));
+    /// Builds a snapshot for readers, sorted by (МО, host id). Copies one pointer per host;
+    /// only when hosts were added since the last one are they merged into order (the sorted
+    /// prefix and the sorted newcomers are two runs: a linear merge) and re-indexed.
+    pub fn snapshot(&mut self, now_ms: i64) -> Snapshot {
+        if self.sorted < self.hosts.len() {
+            self.hosts[self.sorted..]
+                .sort_unstable_by(|a, b| (&a.mo, &a.host_id).cmp(&(&b.mo, &b.host_id)));
+            self.hosts
+                .sort_by(|a, b| (&a.mo, &a.host_id).cmp(&(&b.mo, &b.host_id)));
+            for (i, h) in self.hosts.iter().enumerate() {
+                if let Some(slot) = self.mos.get_mut(&h.mo).and_then(|m| m.get_mut(&h.host_id)) {
+                    *slot = i;
+                }
+            }
+            self.sorted = self.hosts.len();
+        }
         Snapshot {
             built_ms: now_ms,
-            hosts,
+            hosts: self.hosts.clone(),
             delivery: Vec::new(),
         }
     }
@@ -450,7 +464,7 @@ pub struct Snapshot {
     pub built_ms: i64,
     /// Sorted by (mo, host_id); shared with the live state until a host changes.
     pub hosts: Vec<Arc<Host>>,
-    /// Delivery progress per agent instance.
+    /// Delivery progress per agent instance, in no particular order.
     pub delivery: Vec<crate::delivery::DeliveryView>,
 }
 

@@ -219,3 +219,39 @@ fn probes_are_kept_per_target() {
     assert_eq!(h.reaches(Category::Mis), Some(false));
     assert_eq!(h.reaches(Category::Lis), None);
 }
+
+#[test]
+fn snapshots_are_sorted_and_hosts_stay_addressable_after_merges() {
+    let mut s = LiveState::new(StateConfig {
+        max_hosts: 100,
+        max_hosts_per_mo: 100,
+        lost_after_intervals: 3,
+        max_msgs_per_min: 1000,
+    });
+    let ids = |snap: &Snapshot| -> Vec<String> {
+        snap.hosts.iter().map(|h| h.host_id.clone()).collect()
+    };
+    for (i, h) in ["pc-5", "pc-1", "pc-3"].iter().enumerate() {
+        apply(&mut s, &hb(h, 1, 1_000), 1_000 + i as i64);
+    }
+    let first = s.snapshot(2_000);
+    assert_eq!(ids(&first), ["pc-1", "pc-3", "pc-5"]);
+    // Newcomers wait unsorted until the next snapshot; lookups work meanwhile.
+    for h in ["pc-4", "pc-0"] {
+        apply(&mut s, &hb(h, 1, 3_000), 3_000);
+    }
+    assert_eq!(s.get(MO, "pc-0").map(|h| h.last_seen_ms), Some(3_000));
+    apply(&mut s, &hb("pc-3", 2, 4_000), 4_000);
+    let second = s.snapshot(5_000);
+    assert_eq!(ids(&second), ["pc-0", "pc-1", "pc-3", "pc-4", "pc-5"]);
+    // After the re-index every host is found at its new place, and changing one does not
+    // change what an older snapshot shows.
+    apply(&mut s, &hb("pc-5", 2, 6_000), 6_000);
+    for h in ["pc-0", "pc-1", "pc-3", "pc-4", "pc-5"] {
+        assert_eq!(s.get(MO, h).map(|x| x.host_id.as_str()), Some(h));
+    }
+    assert_eq!(s.get(MO, "pc-5").map(|h| h.last_seen_ms), Some(6_000));
+    assert_eq!(second.hosts[4].last_seen_ms, 1_000);
+    assert_eq!(first.hosts[1].last_seen_ms, 1_002);
+    assert_eq!(s.len(), 5);
+}

@@ -54,9 +54,9 @@ pub enum Record {
 /// Contiguous delivery progress of one agent instance (see `crate::delivery`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryMark {
-    pub inst: String,
-    pub mo: String,
-    pub host: String,
+    pub inst: std::sync::Arc<str>,
+    pub mo: std::sync::Arc<str>,
+    pub host: std::sync::Arc<str>,
     /// Every seq ≤ this is stored (or settled: dropped by the agent's spool bound).
     pub contiguous: u64,
     /// Stored seqs above `contiguous + 1`, ascending, bounded.
@@ -117,7 +117,7 @@ impl Store for MemoryStore {
     fn write(&mut self, batch: &Batch) -> Result<(), StoreError> {
         self.records += batch.records.len();
         for m in &batch.delivery {
-            self.marks.insert(m.inst.clone(), m.clone());
+            self.marks.insert(m.inst.to_string(), m.clone());
         }
         Ok(())
     }

@@ -292,9 +292,9 @@ impl Store for SqliteStore {
         let rows = st.query_map([], |r| {
             let above: String = r.get(4)?;
             Ok(DeliveryMark {
-                inst: r.get(0)?,
-                mo: r.get(1)?,
-                host: r.get(2)?,
+                inst: r.get::<_, String>(0)?.into(),
+                mo: r.get::<_, String>(1)?.into(),
+                host: r.get::<_, String>(2)?.into(),
                 contiguous: r.get::<_, i64>(3)? as u64,
                 above: above
                     .split(',')
