@@ -8,6 +8,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc: ingest allocates and frees a few small objects per message on two threads (ids,
+/// decoded bodies, batch records); glibc malloc took ~20 % of the pipeline's CPU in profiles.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit code for configuration errors (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
 

@@ -277,7 +277,11 @@ impl Pipeline {
     }
 
     fn cut(&mut self) -> Job {
-        let mut batch = std::mem::take(&mut self.batch);
+        let fresh = Batch {
+            records: Vec::with_capacity(self.cfg.max_batch.min(1024)),
+            ..Batch::default()
+        };
+        let mut batch = std::mem::replace(&mut self.batch, fresh);
         batch.delivery = self.tracker.take_dirty();
         self.batch_started = None;
         Job {

@@ -228,9 +228,8 @@ fn snapshots_are_sorted_and_hosts_stay_addressable_after_merges() {
         lost_after_intervals: 3,
         max_msgs_per_min: 1000,
     });
-    let ids = |snap: &Snapshot| -> Vec<String> {
-        snap.hosts.iter().map(|h| h.host_id.clone()).collect()
-    };
+    let ids =
+        |snap: &Snapshot| -> Vec<String> { snap.hosts.iter().map(|h| h.host_id.clone()).collect() };
     for (i, h) in ["pc-5", "pc-1", "pc-3"].iter().enumerate() {
         apply(&mut s, &hb(h, 1, 1_000), 1_000 + i as i64);
     }
