@@ -2,7 +2,9 @@
 # Collector ingest benchmark (see docs/benchmarks.md, "Collector ingest").
 #
 # Publishes MESSAGES heartbeats of HOSTS simulated hosts with dozor-loadgen and measures how
-# fast they are drained, in three configurations:
+# fast they are drained, in these configurations:
+#   pipeline   the collector's ingest without a broker (dozor-pipeline-bench: decode, pipeline,
+#              SQLite store in-process), i.e. what the collector itself can take
 #   embedded   dozor-collector with its embedded broker (rumqttd)
 #   mosquitto  dozor-collector against a Mosquitto started here
 #   sub        mosquitto_sub draining the same load from a Mosquitto started here (the baseline)
@@ -14,7 +16,7 @@
 # Everything listens on 127.0.0.1 only; every process started here is killed on exit.
 #
 # Environment: MESSAGES (1000000), HOSTS (10000), MO_COUNT (100), CONNECTIONS (8), QOS (1),
-# RATE (0: unlimited), RUNS (2), CONFIGS ("embedded mosquitto sub"), TIMEOUT_SECS (300),
+# RATE (0: unlimited), RUNS (2), CONFIGS ("pipeline embedded mosquitto sub"), TIMEOUT_SECS (300),
 # STALL_SECS (20: give up when nothing more is accepted this long after the load generator
 # finished), COLLECTOR_TOML (extra lines for the collector's config file),
 # CARGO_TARGET_DIR (./target), BUILD (1; 0 to use the binaries already built).
@@ -29,7 +31,7 @@ CONNECTIONS=${CONNECTIONS:-8}
 QOS=${QOS:-1}
 RATE=${RATE:-0}
 RUNS=${RUNS:-2}
-CONFIGS=${CONFIGS:-"embedded mosquitto sub"}
+CONFIGS=${CONFIGS:-"pipeline embedded mosquitto sub"}
 TIMEOUT_SECS=${TIMEOUT_SECS:-300}
 STALL_SECS=${STALL_SECS:-20}
 COLLECTOR_TOML=${COLLECTOR_TOML:-}
@@ -42,7 +44,7 @@ if [[ $BUILD == 1 ]]; then
     CARGO_TARGET_DIR=$TARGET_DIR cargo build --release -p dozor-collector -p dozor-tests
 fi
 BIN=$TARGET_DIR/release
-for b in dozor-collector dozor-loadgen; do
+for b in dozor-collector dozor-loadgen dozor-pipeline-bench; do
     [[ -x $BIN/$b ]] || { echo "$BIN/$b not built" >&2; exit 1; }
 done
 command -v mosquitto >/dev/null || PATH=$PATH:/usr/sbin
@@ -331,6 +333,26 @@ run_sub() { # $1: run number
     stop "$MOSQ_PID"
 }
 
+run_pipeline() { # $1: run number
+    local run=$1 load line
+    load=$(cut -d' ' -f1-3 /proc/loadavg)
+    line=$("$BIN/dozor-pipeline-bench" --messages "$MESSAGES" --hosts "$HOSTS" --mo-count "$MO_COUNT" \
+        --dir "$WORK" 2>"$WORK/pipeline.err" | tail -1) || {
+        echo "  dozor-pipeline-bench failed: $(tail -1 "$WORK/pipeline.err")" >&2
+        return 1
+    }
+    local rate cpu us secs
+    rate=$(sed -n 's/.* rate=\([0-9]*\).*/\1/p' <<<"$line")
+    cpu=$(sed -n 's/.* cpu_secs=\([0-9.]*\).*/\1/p' <<<"$line")
+    us=$(sed -n 's/.* us_per_msg=\([0-9.]*\).*/\1/p' <<<"$line")
+    secs=$(sed -n 's/.* secs=\([0-9.]*\) .*/\1/p' <<<"$line")
+    echo "== pipeline run $run: $MESSAGES in $secs s (load avg $load)"
+    echo "   collector pipeline without a broker: $rate msgs/s; CPU $cpu s = $us µs per message ($(calc "%.0f" "$cpu / $secs * 100") %)"
+    printf '| %s | %s | %s | %s | %s (%s) | %s | %s | %s | %s | %s |\n' \
+        "collector pipeline, no broker" "$run" "$rate" "$rate" "$cpu" "$(calc "%.0f" "$cpu / $secs * 100")" \
+        "none" "-" "-" "pre-generated" "$load" >>"$RESULTS"
+}
+
 # --- main ----------------------------------------------------------------------------------
 
 echo "dozor ingest benchmark: $MESSAGES heartbeats of $HOSTS hosts in $MO_COUNT МО over $CONNECTIONS connections, QoS $QOS, rate ${RATE} (0: unlimited), $RUNS runs"
@@ -340,6 +362,7 @@ for run in $(seq "$RUNS"); do
         case $cfg in
         embedded | mosquitto) run_collector "$cfg" "$run" ;;
         sub) run_sub "$run" ;;
+        pipeline) run_pipeline "$run" ;;
         *) echo "unknown config $cfg" >&2; exit 2 ;;
         esac
     done
