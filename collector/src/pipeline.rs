@@ -34,6 +34,8 @@ pub struct PipelineConfig {
     /// Acknowledge MQTT publishes only after their batch is committed (manual acks); when
     /// false the MQTT client acknowledged them on receipt (see `ingest::acks_after_commit`).
     pub acks_after_commit: bool,
+    /// With nothing to write for this long, ask the store for its maintenance.
+    pub idle_maintain: Duration,
 }
 
 impl Default for PipelineConfig {
@@ -48,6 +50,7 @@ impl Default for PipelineConfig {
             snapshot_interval: Duration::from_millis(500),
             max_insts: 400_000,
             acks_after_commit: true,
+            idle_maintain: Duration::from_secs(10),
         }
     }
 }
@@ -69,6 +72,9 @@ impl Observer for NoObserver {}
 struct Job {
     batch: Batch,
     acks: Vec<Publish>,
+    /// Nothing to write: run the store's periodic maintenance as of this time instead (an idle
+    /// collector still records that it is alive, closes days, applies retention).
+    maintain_at: Option<i64>,
 }
 
 struct Committed {
@@ -88,6 +94,15 @@ fn spawn_store(
         .name("store".into())
         .spawn(move || {
         while let Some(job) = rx.blocking_recv() {
+            if let Some(at) = job.maintain_at {
+                if let Err(e) = store.maintain(at) {
+                    tracing::warn!(error = %e, "store maintenance failed; retried later");
+                }
+                if done.send(Committed { marks: Vec::new(), acks: Vec::new() }).is_err() {
+                    break;
+                }
+                continue;
+            }
             let mut delay = Duration::from_millis(100);
             loop {
                 match store.write(&job.batch) {
@@ -128,6 +143,8 @@ pub struct Pipeline {
     batch_started: Option<tokio::time::Instant>,
     transitions: Vec<Transition>,
     connected: bool,
+    /// When the last job went to the store.
+    last_job: tokio::time::Instant,
 }
 
 impl Pipeline {
@@ -151,6 +168,7 @@ impl Pipeline {
             batch_started: None,
             transitions: Vec::new(),
             connected: false,
+            last_job: tokio::time::Instant::now(),
         }
     }
 
@@ -284,9 +302,11 @@ impl Pipeline {
         let mut batch = std::mem::replace(&mut self.batch, fresh);
         batch.delivery = self.tracker.take_dirty();
         self.batch_started = None;
+        self.last_job = tokio::time::Instant::now();
         Job {
             batch,
             acks: std::mem::take(&mut self.acks),
+            maintain_at: None,
         }
     }
 
@@ -402,6 +422,16 @@ pub async fn run(
                 p.tick(now, obs.as_mut());
                 let s = snapshot_tx.borrow().clone();
                 obs.evaluate(now, &s);
+                if in_flight == 0
+                    && p.batch.records.is_empty()
+                    && p.acks.is_empty()
+                    && p.last_job.elapsed() >= p.cfg.idle_maintain
+                {
+                    p.last_job = tokio::time::Instant::now();
+                    in_flight += 1;
+                    let job = Job { batch: Batch::default(), acks: Vec::new(), maintain_at: Some(now) };
+                    if job_tx.send(job).await.is_err() { break; }
+                }
             }
             _ = snap.tick() => {
                 let mut s = p.state.snapshot(now_ms());
@@ -453,4 +483,76 @@ pub async fn run(
     s.delivery = p.tracker.views();
     let _ = snapshot_tx.send(Arc::new(s));
     let _ = tokio::task::spawn_blocking(move || store_thread.join()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::StateConfig;
+    use crate::store::StoreError;
+    use rumqttc::MqttOptions;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Counts what the pipeline asks of the store.
+    struct Counting {
+        writes: Arc<AtomicUsize>,
+        maintains: Arc<AtomicUsize>,
+    }
+
+    impl Store for Counting {
+        fn write(&mut self, _: &Batch) -> Result<(), StoreError> {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+        fn load_delivery(&mut self) -> Result<Vec<DeliveryMark>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn maintain(&mut self, _: i64) -> Result<(), StoreError> {
+            self.maintains.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn an_idle_pipeline_asks_the_store_for_maintenance() {
+        let (writes, maintains) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let store = Counting {
+            writes: writes.clone(),
+            maintains: maintains.clone(),
+        };
+        let cfg = PipelineConfig {
+            idle_maintain: Duration::from_secs(1),
+            ..PipelineConfig::default()
+        };
+        let p = Pipeline::new(
+            cfg,
+            LiveState::new(StateConfig::default()),
+            Vec::new(),
+            Arc::new(Roster::default()),
+            Arc::new(Metrics::default()),
+        );
+        // Never connected: nothing is published in this test.
+        let (client, _eventloop) = AsyncClient::new(MqttOptions::new("t", "127.0.0.1", 1), 10);
+        let (tx, rx) = mpsc::channel(8);
+        let (snap_tx, _snap_rx) = watch::channel(Arc::new(Snapshot::default()));
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run(
+            p,
+            Box::new(store),
+            client,
+            rx,
+            snap_tx,
+            Box::new(NoObserver),
+            cancel.clone(),
+        ));
+        tokio::time::sleep(Duration::from_millis(4_500)).await;
+        cancel.cancel();
+        drop(tx);
+        task.await.unwrap();
+        // The start record and the final stop record were written; in between, idle seconds
+        // turned into maintenance about once per `idle_maintain` (ticks are 1 s apart).
+        assert_eq!(writes.load(Ordering::SeqCst), 2);
+        let m = maintains.load(Ordering::SeqCst);
+        assert!((1..=4).contains(&m), "{m} maintenance calls in 4.5 s");
+    }
 }
