@@ -498,3 +498,39 @@ async fn relay_conn(
         _ = on.wait_for(|on| !*on) => {}
     }
 }
+
+/// Unix time now, ms.
+pub fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// CPU time (user + system) this process has used, seconds; 0 where /proc is unavailable.
+/// For the benchmark binaries (`dozor-loadgen`, `dozor-pipeline-bench`).
+pub fn self_cpu_secs() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the parenthesized command name; utime and stime are fields 14 and 15.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // Fields 14/15 are at 11/12 after the state field (3); Linux uses 100 ticks per second
+    // on every architecture we run on (USER_HZ).
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Runs `f` to completion on a multi-thread runtime with `threads` workers (benchmark binaries).
+pub fn block_on_threads<F: std::future::Future>(
+    threads: usize,
+    f: F,
+) -> std::io::Result<F::Output> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()?;
+    Ok(rt.block_on(f))
+}

@@ -14,6 +14,7 @@ mod fleet;
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use dozor_tests::{self_cpu_secs, unix_ms as now_ms};
 use fleet::{Fleet, FleetSpec, SimHost};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
 use std::sync::Arc;
@@ -79,12 +80,7 @@ struct Progress {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads.max(1))
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
-    rt.block_on(run(args))
+    dozor_tests::block_on_threads(args.threads, run(args)).context("starting the runtime")?
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -375,29 +371,6 @@ fn parse_mqtt_url(url: &str) -> anyhow::Result<(String, u16)> {
         )),
         None => Ok((rest.to_string(), 1883)),
     }
-}
-
-/// Unix time now, ms.
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// CPU time (user + system) this process has used, seconds; 0 where /proc is unavailable.
-fn self_cpu_secs() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    // Fields after the parenthesized command name; utime and stime are fields 14 and 15.
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0.0;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // Fields 14/15 are at 11/12 after the state field (3); Linux uses 100 ticks per second
-    // on every architecture we run on (USER_HZ).
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 #[cfg(test)]

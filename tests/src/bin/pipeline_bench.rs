@@ -25,6 +25,7 @@ use dozor_collector::roster::Roster;
 use dozor_collector::state::{LiveState, Snapshot, StateConfig};
 use dozor_collector::store::config::StoreConfig;
 use dozor_collector::store::{SqliteStore, Store};
+use dozor_tests::{self_cpu_secs, unix_ms as now_ms};
 use fleet::{Fleet, FleetSpec};
 use rumqttc::{AsyncClient, MqttOptions, Publish, QoS};
 use std::sync::Arc;
@@ -61,12 +62,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads.max(1))
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
-    rt.block_on(run(args))
+    dozor_tests::block_on_threads(args.threads, run(args)).context("starting the runtime")?
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -209,24 +205,4 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.messages
     );
     Ok(())
-}
-
-/// Unix time now, ms.
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// CPU time (user + system) this process has used, seconds; 0 where /proc is unavailable.
-fn self_cpu_secs() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0.0;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
 }
