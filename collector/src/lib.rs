@@ -223,38 +223,37 @@ pub async fn run(
 }
 
 fn write_sink_metrics(s: &store::SinkStats, out: &mut String) {
-    use std::fmt::Write;
+    use metrics::{family, sample};
     use std::sync::atomic::Ordering::Relaxed;
-    let _ = writeln!(
+    let n = "dozor_influx_lines_total";
+    family(
         out,
-        "# HELP dozor_influx_lines_total Lines handled by the InfluxDB sink, by outcome."
+        n,
+        "counter",
+        Some("Lines handled by the InfluxDB sink, by outcome."),
     );
-    let _ = writeln!(out, "# TYPE dozor_influx_lines_total counter");
-    let _ = writeln!(
+    sample(out, n, &[("outcome", "sent")], s.sent_lines.load(Relaxed));
+    sample(
         out,
-        "dozor_influx_lines_total{{outcome=\"sent\"}} {}",
-        s.sent_lines.load(Relaxed)
+        n,
+        &[("outcome", "rejected")],
+        s.rejected_lines.load(Relaxed),
     );
-    let _ = writeln!(
+    let n = "dozor_influx_requests_total";
+    family(out, n, "counter", None);
+    sample(
         out,
-        "dozor_influx_lines_total{{outcome=\"rejected\"}} {}",
-        s.rejected_lines.load(Relaxed)
+        n,
+        &[("outcome", "sent")],
+        s.sent_requests.load(Relaxed),
     );
-    let _ = writeln!(out, "# TYPE dozor_influx_requests_total counter");
-    let _ = writeln!(
+    sample(
         out,
-        "dozor_influx_requests_total{{outcome=\"sent\"}} {}",
-        s.sent_requests.load(Relaxed)
+        n,
+        &[("outcome", "failed")],
+        s.failed_requests.load(Relaxed),
     );
-    let _ = writeln!(
-        out,
-        "dozor_influx_requests_total{{outcome=\"failed\"}} {}",
-        s.failed_requests.load(Relaxed)
-    );
-    let _ = writeln!(out, "# TYPE dozor_influx_pending_lines gauge");
-    let _ = writeln!(
-        out,
-        "dozor_influx_pending_lines {}",
-        s.pending_lines.load(Relaxed)
-    );
+    let n = "dozor_influx_pending_lines";
+    family(out, n, "gauge", None);
+    sample(out, n, &[], s.pending_lines.load(Relaxed));
 }

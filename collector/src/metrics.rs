@@ -169,99 +169,80 @@ impl Metrics {
 
     /// Renders the counters in the Prometheus text format.
     pub fn render(&self, out: &mut String) {
-        let _ = writeln!(
-            out,
-            "# HELP dozor_messages_received_total MQTT messages received."
-        );
-        let _ = writeln!(out, "# TYPE dozor_messages_received_total counter");
-        let _ = writeln!(
-            out,
-            "dozor_messages_received_total {}",
-            self.received.load(Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP dozor_messages_accepted_total Messages accepted, by kind."
-        );
-        let _ = writeln!(out, "# TYPE dozor_messages_accepted_total counter");
-        for (k, c) in KINDS.iter().zip(&self.accepted) {
-            let _ = writeln!(
-                out,
-                "dozor_messages_accepted_total{{kind=\"{}\"}} {}",
-                k.as_str(),
-                c.load(Relaxed)
-            );
+        let c = "counter";
+        let n = "dozor_messages_received_total";
+        family(out, n, c, Some("MQTT messages received."));
+        sample(out, n, &[], self.received.load(Relaxed));
+        let n = "dozor_messages_accepted_total";
+        family(out, n, c, Some("Messages accepted, by kind."));
+        for (k, v) in KINDS.iter().zip(&self.accepted) {
+            sample(out, n, &[("kind", k.as_str())], v.load(Relaxed));
         }
-        let _ = writeln!(
+        let n = "dozor_messages_replayed_total";
+        family(
             out,
-            "# HELP dozor_messages_replayed_total Accepted messages that were replays from agent spools."
+            n,
+            c,
+            Some("Accepted messages that were replays from agent spools."),
         );
-        let _ = writeln!(out, "# TYPE dozor_messages_replayed_total counter");
-        let _ = writeln!(
-            out,
-            "dozor_messages_replayed_total {}",
-            self.replayed.load(Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP dozor_messages_duplicate_total Messages already stored (redelivered or replayed twice), counted once."
-        );
-        let _ = writeln!(out, "# TYPE dozor_messages_duplicate_total counter");
-        let _ = writeln!(
-            out,
-            "dozor_messages_duplicate_total {}",
-            self.duplicates.load(Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP dozor_messages_rejected_total Messages rejected, by reason."
-        );
-        let _ = writeln!(out, "# TYPE dozor_messages_rejected_total counter");
+        sample(out, n, &[], self.replayed.load(Relaxed));
+        let n = "dozor_messages_duplicate_total";
+        let help = "Messages already stored (redelivered or replayed twice), counted once.";
+        family(out, n, c, Some(help));
+        sample(out, n, &[], self.duplicates.load(Relaxed));
+        let n = "dozor_messages_rejected_total";
+        family(out, n, c, Some("Messages rejected, by reason."));
         let reasons = Reject::ALL
             .iter()
             .map(|r| Drop::Decode(*r))
             .chain(Drop::COLLECTOR);
         for d in reasons {
-            let _ = writeln!(
-                out,
-                "dozor_messages_rejected_total{{reason=\"{}\"}} {}",
-                d.as_str(),
-                self.rejected_count(d)
-            );
+            sample(out, n, &[("reason", d.as_str())], self.rejected_count(d));
         }
-        let _ = writeln!(out, "# TYPE dozor_store_batches_total counter");
-        let _ = writeln!(
+        for (n, v) in [
+            ("dozor_store_batches_total", &self.batches),
+            ("dozor_store_records_total", &self.batch_records),
+            ("dozor_store_errors_total", &self.store_errors),
+        ] {
+            family(out, n, c, None);
+            sample(out, n, &[], v.load(Relaxed));
+        }
+        let n = "dozor_delivery_acks_sent_total";
+        family(
             out,
-            "dozor_store_batches_total {}",
-            self.batches.load(Relaxed)
+            n,
+            c,
+            Some("Confirmations of stored data sent to agents."),
         );
-        let _ = writeln!(out, "# TYPE dozor_store_records_total counter");
-        let _ = writeln!(
-            out,
-            "dozor_store_records_total {}",
-            self.batch_records.load(Relaxed)
-        );
-        let _ = writeln!(out, "# TYPE dozor_store_errors_total counter");
-        let _ = writeln!(
-            out,
-            "dozor_store_errors_total {}",
-            self.store_errors.load(Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP dozor_delivery_acks_sent_total Confirmations of stored data sent to agents."
-        );
-        let _ = writeln!(out, "# TYPE dozor_delivery_acks_sent_total counter");
-        let _ = writeln!(
-            out,
-            "dozor_delivery_acks_sent_total {}",
-            self.acks_sent.load(Relaxed)
-        );
-        let _ = writeln!(out, "# TYPE dozor_mqtt_reconnects_total counter");
-        let _ = writeln!(
-            out,
-            "dozor_mqtt_reconnects_total {}",
-            self.mqtt_reconnects.load(Relaxed)
-        );
+        sample(out, n, &[], self.acks_sent.load(Relaxed));
+        let n = "dozor_mqtt_reconnects_total";
+        family(out, n, c, None);
+        sample(out, n, &[], self.mqtt_reconnects.load(Relaxed));
     }
+}
+
+/// Prometheus text format: the `# HELP` (when given) and `# TYPE` lines of a metric family.
+pub fn family(out: &mut String, name: &str, kind: &str, help: Option<&str>) {
+    if let Some(help) = help {
+        let _ = writeln!(out, "# HELP {name} {help}");
+    }
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Prometheus text format: one sample, `name{k="v",…} value`.
+pub fn sample(
+    out: &mut String,
+    name: &str,
+    labels: &[(&str, &str)],
+    value: impl std::fmt::Display,
+) {
+    out.push_str(name);
+    for (i, (k, v)) in labels.iter().enumerate() {
+        out.push(if i == 0 { '{' } else { ',' });
+        let _ = write!(out, "{k}=\"{v}\"");
+    }
+    if !labels.is_empty() {
+        out.push('}');
+    }
+    let _ = writeln!(out, " {value}");
 }

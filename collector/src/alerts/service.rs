@@ -95,23 +95,27 @@ impl AlertHandle {
 
     /// Appends the alerting metrics in Prometheus text format (for `/metrics`).
     pub fn write_metrics(&self, out: &mut String) {
-        use std::fmt::Write;
+        use crate::metrics::{family, sample};
         super::notify::write_metrics(&self.shared.stats, out);
         let inc = self.incidents();
-        let _ = writeln!(
-            out,
-            "# HELP dozor_alert_incidents Incidents by state.\n# TYPE dozor_alert_incidents gauge"
-        );
+        let n = "dozor_alert_incidents";
+        family(out, n, "gauge", Some("Incidents by state."));
         for st in ["pending", "firing", "resolved"] {
-            let n = inc.iter().filter(|i| i.state.as_str() == st).count();
-            let _ = writeln!(out, "dozor_alert_incidents{{state=\"{st}\"}} {n}");
+            let count = inc.iter().filter(|i| i.state.as_str() == st).count();
+            sample(out, n, &[("state", st)], count);
         }
-        let _ = writeln!(
+        let n = "dozor_alert_journal_errors_total";
+        family(
             out,
-            "# HELP dozor_alert_journal_errors_total Failed writes of the incident journal.\n\
-             # TYPE dozor_alert_journal_errors_total counter\n\
-             dozor_alert_journal_errors_total {}",
-            self.shared.journal_errors.load(Ordering::Relaxed)
+            n,
+            "counter",
+            Some("Failed writes of the incident journal."),
+        );
+        sample(
+            out,
+            n,
+            &[],
+            self.shared.journal_errors.load(Ordering::Relaxed),
         );
     }
 

@@ -13,7 +13,6 @@ use axum::{Json, Router};
 use dozor_proto::{Category, ConnState, ErrorClass, Role};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -84,16 +83,17 @@ async fn metrics(State(s): State<ApiState>) -> Response {
         let role = h.role.map_or("unknown", Role::as_str);
         *by_state.entry((h.state.as_str(), role)).or_default() += 1;
     }
-    let _ = writeln!(out, "# HELP dozor_hosts Hosts by live state and role.");
-    let _ = writeln!(out, "# TYPE dozor_hosts gauge");
+    crate::metrics::family(
+        &mut out,
+        "dozor_hosts",
+        "gauge",
+        Some("Hosts by live state and role."),
+    );
     for st in [ConnState::Online, ConnState::Offline, ConnState::Lost] {
         for role in ["workstation", "server", "unknown"] {
             let n = by_state.get(&(st.as_str(), role)).copied().unwrap_or(0);
-            let _ = writeln!(
-                out,
-                "dozor_hosts{{state=\"{}\",role=\"{role}\"}} {n}",
-                st.as_str()
-            );
+            let labels = [("state", st.as_str()), ("role", role)];
+            crate::metrics::sample(&mut out, "dozor_hosts", &labels, n);
         }
     }
     (s.extra_metrics)(&mut out);

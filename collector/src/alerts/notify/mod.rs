@@ -13,7 +13,6 @@ use super::model::{Change, ChangeKind, Incident};
 use super::text::Rendered;
 use serde::Serialize;
 use std::collections::VecDeque;
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -75,10 +74,13 @@ pub struct ChannelStats {
 
 /// Appends the Prometheus text of the channels' counters.
 pub fn write_metrics(stats: &[Arc<ChannelStats>], out: &mut String) {
-    let _ = writeln!(
+    use crate::metrics::{family, sample};
+    let n = "dozor_alert_notifications_total";
+    family(
         out,
-        "# HELP dozor_alert_notifications_total Alert notifications by channel and outcome.\n\
-         # TYPE dozor_alert_notifications_total counter"
+        n,
+        "counter",
+        Some("Alert notifications by channel and outcome."),
     );
     for s in stats {
         for (result, v) in [
@@ -86,42 +88,30 @@ pub fn write_metrics(stats: &[Arc<ChannelStats>], out: &mut String) {
             ("failed", &s.failed),
             ("dropped", &s.dropped),
         ] {
-            let _ = writeln!(
-                out,
-                "dozor_alert_notifications_total{{channel=\"{}\",type=\"{}\",result=\"{result}\"}} {}",
-                s.name,
-                s.kind,
-                v.load(Ordering::Relaxed)
-            );
+            let labels = [
+                ("channel", s.name.as_str()),
+                ("type", s.kind),
+                ("result", result),
+            ];
+            sample(out, n, &labels, v.load(Ordering::Relaxed));
         }
     }
-    let _ = writeln!(
+    let n = "dozor_alert_notification_retries_total";
+    family(
         out,
-        "# HELP dozor_alert_notification_retries_total Failed delivery attempts that were retried.\n\
-         # TYPE dozor_alert_notification_retries_total counter"
+        n,
+        "counter",
+        Some("Failed delivery attempts that were retried."),
     );
     for s in stats {
-        let _ = writeln!(
-            out,
-            "dozor_alert_notification_retries_total{{channel=\"{}\",type=\"{}\"}} {}",
-            s.name,
-            s.kind,
-            s.retries.load(Ordering::Relaxed)
-        );
+        let labels = [("channel", s.name.as_str()), ("type", s.kind)];
+        sample(out, n, &labels, s.retries.load(Ordering::Relaxed));
     }
-    let _ = writeln!(
-        out,
-        "# HELP dozor_alert_notification_queue Notifications waiting per channel.\n\
-         # TYPE dozor_alert_notification_queue gauge"
-    );
+    let n = "dozor_alert_notification_queue";
+    family(out, n, "gauge", Some("Notifications waiting per channel."));
     for s in stats {
-        let _ = writeln!(
-            out,
-            "dozor_alert_notification_queue{{channel=\"{}\",type=\"{}\"}} {}",
-            s.name,
-            s.kind,
-            s.queued.load(Ordering::Relaxed)
-        );
+        let labels = [("channel", s.name.as_str()), ("type", s.kind)];
+        sample(out, n, &labels, s.queued.load(Ordering::Relaxed));
     }
 }
 

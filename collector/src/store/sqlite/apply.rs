@@ -348,7 +348,7 @@ impl Writer {
     }
 
     /// Writes the in-memory tail of a host now (before database-side operations).
-    fn flush_tail(&mut self, c: &Connection, hi: usize) -> Result<(), StoreError> {
+    pub(super) fn flush_tail(&mut self, c: &Connection, hi: usize) -> Result<(), StoreError> {
         let h = &mut self.hosts[hi];
         if h.tail_dirty
             && let Some(t) = &h.tail

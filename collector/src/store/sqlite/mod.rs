@@ -460,24 +460,9 @@ impl Writer {
     fn flush(&mut self, c: &Connection) -> Result<(), StoreError> {
         let queued = std::mem::take(&mut self.scratch.queued);
         for hi in queued {
+            self.hosts[hi].queued = false;
+            self.flush_tail(c, hi)?;
             let h = &mut self.hosts[hi];
-            h.queued = false;
-            if h.tail_dirty
-                && let Some(t) = &h.tail
-            {
-                c.prepare_cached(
-                    "UPDATE segs SET start_ms = ?2, end_ms = ?3, boot_id = ?4, boot_ms = ?5,
-                     cause = ?6, next_ms = NULL WHERE id = ?1",
-                )?
-                .execute(params![
-                    t.id,
-                    t.seg.start,
-                    t.seg.end,
-                    t.seg.boot_id,
-                    t.seg.boot_ms,
-                    t.cause as i64
-                ])?;
-            }
             h.tail_dirty = false;
             for p in h.probes.values_mut().flatten().filter(|p| p.dirty) {
                 write_probe(c, p.id, &p.iv)?;
