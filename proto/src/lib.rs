@@ -1,12 +1,16 @@
 //! The dozor wire contract shared by agent and collector: topics, payloads, schema version and
 //! the validation every received message goes through. See `docs/protocol.md`.
 
+pub mod auth;
 mod payload;
 mod topic;
 mod validate;
 
 pub use payload::*;
-pub use topic::{Kind, MAX_ID_LEN, TOPIC_ROOT, Topic, topic, upstream_filter, valid_id};
+pub use topic::{
+    Kind, MAX_ID_LEN, TOPIC_ROOT, Topic, client_id, parse_username, topic, upstream_filter, username,
+    valid_id,
+};
 pub use validate::{Limits, decode, decode_ack};
 
 /// Largest payload a receiver accepts, in bytes. Agents keep their messages well below it.

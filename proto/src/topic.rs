@@ -99,6 +99,23 @@ pub fn topic(mo: &str, host: &str, kind: Kind) -> String {
     format!("{TOPIC_ROOT}/{mo}/{host}/{}", kind.as_str())
 }
 
+/// The MQTT client id an agent of this identity MUST use (brokers bind it to the username, so
+/// nobody can take over another host's session).
+pub fn client_id(mo: &str, host: &str) -> String {
+    format!("dozor-{mo}-{host}")
+}
+
+/// The MQTT username of an enrolled agent: `{mo}/{host}`.
+pub fn username(mo: &str, host: &str) -> String {
+    format!("{mo}/{host}")
+}
+
+/// Parses an MQTT username back into `(mo, host)`; `None` unless both are valid ids.
+pub fn parse_username(u: &str) -> Option<(&str, &str)> {
+    let (mo, host) = u.split_once('/')?;
+    (valid_id(mo) && valid_id(host)).then_some((mo, host))
+}
+
 /// Subscription filter for every upstream message of every agent.
 pub fn upstream_filter(kind: Kind) -> String {
     format!("{TOPIC_ROOT}/+/+/{}", kind.as_str())

@@ -53,7 +53,7 @@ impl Identity {
     }
 
     pub fn client_id(&self) -> String {
-        format!("dozor-{}-{}", self.mo, self.host)
+        dozor_proto::client_id(&self.mo, &self.host)
     }
 
     fn envelope<B>(&self, seq: u64, ts: i64, body: B) -> Envelope<B> {
