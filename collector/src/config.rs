@@ -4,6 +4,7 @@
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The commented example configuration, also printed by `--print-default-config`.
@@ -54,6 +55,25 @@ pub struct RawConfig {
     pub store: crate::store::config::RawStore,
     #[serde(default)]
     pub alerts: crate::alerts::config::RawAlerts,
+    #[serde(default)]
+    pub security: RawSecurity,
+}
+
+/// `[security]`: who may speak to the collector.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSecurity {
+    /// `enrolled` (default): only agents enrolled with an МО's token are heard, every message
+    /// signed. `open`: anyone may publish anything — for labs only, logged loudly.
+    pub mode: String,
+}
+
+impl Default for RawSecurity {
+    fn default() -> Self {
+        RawSecurity {
+            mode: "enrolled".into(),
+        }
+    }
 }
 
 fn default_data_dir() -> PathBuf {
@@ -80,6 +100,32 @@ pub struct RawMqtt {
     /// How often confirmations of stored data are sent to each active agent.
     #[serde(default = "default_ack_interval")]
     pub ack_interval_ms: u64,
+    /// Embedded broker: serve MQTT over TLS with this certificate chain and key (PEM).
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+    /// Embedded broker: most client connections at once (authenticated or not).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// External broker: CA to verify an `mqtts://` broker's certificate (PEM).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// External broker: the collector's login.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// External broker: provision enrolled agents into Mosquitto's dynamic-security plugin
+    /// (the collector's login must be a dynsec admin). See docs/security.md.
+    #[serde(default)]
+    pub dynsec: bool,
+}
+
+fn default_max_connections() -> usize {
+    20_000
 }
 
 fn default_mqtt_type() -> String {
@@ -107,6 +153,14 @@ impl Default for RawMqtt {
             client_id: default_client_id(),
             keepalive_secs: default_keepalive(),
             ack_interval_ms: default_ack_interval(),
+            tls_cert_file: None,
+            tls_key_file: None,
+            max_connections: default_max_connections(),
+            ca_file: None,
+            username: None,
+            password: None,
+            password_file: None,
+            dynsec: false,
         }
     }
 }
@@ -117,6 +171,11 @@ impl Default for RawMqtt {
 pub struct RawHttp {
     #[serde(default = "default_http_listen")]
     pub listen: String,
+    /// Serve HTTPS with this certificate chain and key (PEM); agents enroll over it.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 fn default_http_listen() -> String {
@@ -127,6 +186,8 @@ impl Default for RawHttp {
     fn default() -> Self {
         RawHttp {
             listen: default_http_listen(),
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -201,8 +262,12 @@ impl Default for RawLimits {
 /// Where the collector gets its MQTT messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MqttMode {
-    /// Run rumqttd in-process on this address and connect to it.
-    Embedded { listen: SocketAddr },
+    /// Run rumqttd in-process behind the gateway listening on this address (TLS when `tls`).
+    Embedded {
+        listen: SocketAddr,
+        tls: Option<crate::tls::ServerFiles>,
+        max_connections: usize,
+    },
     /// Connect to an external broker.
     External { host: String, port: u16 },
 }
@@ -214,6 +279,12 @@ pub struct MqttConfig {
     pub client_id: String,
     pub keepalive: Duration,
     pub ack_interval: Duration,
+    /// The collector's own login (external broker; the embedded one gets a random one).
+    pub credentials: Option<(String, String)>,
+    /// TLS towards the broker (`mqtts://`).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Provision identities into Mosquitto's dynamic-security plugin.
+    pub dynsec: bool,
 }
 
 /// Validated limits.
@@ -238,8 +309,31 @@ pub struct Config {
     pub limits: Limits,
     pub store: crate::store::config::StoreConfig,
     pub alerts: crate::alerts::config::AlertsConfig,
+    pub security: crate::identity::SecurityMode,
+    /// HTTPS on the HTTP listener.
+    pub http_tls: Option<crate::tls::ServerFiles>,
     /// Run the in-process simulated region (`--demo`).
     pub demo: bool,
+}
+
+/// Both files or neither.
+fn server_files(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    cert_field: &'static str,
+    key_field: &'static str,
+) -> Result<Option<crate::tls::ServerFiles>, ConfigError> {
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => {
+            let files = crate::tls::ServerFiles { cert, key };
+            // Load now so that a bad file is a config error naming the field.
+            crate::tls::server_config(&files).map_err(|e| invalid(cert_field, e.to_string()))?;
+            Ok(Some(files))
+        }
+        (Some(_), None) => Err(invalid(key_field, format!("required with {cert_field}"))),
+        (None, Some(_)) => Err(invalid(cert_field, format!("required with {key_field}"))),
+    }
 }
 
 impl RawConfig {
@@ -259,22 +353,69 @@ impl RawConfig {
 
     /// Checks every field and converts to typed values.
     pub fn validate(self) -> Result<Config, ConfigError> {
+        let mut tls = None;
+        let mut credentials = None;
         let mode = match self.mqtt.kind.as_str() {
-            "embedded" => MqttMode::Embedded {
-                listen: self.mqtt.listen.parse().map_err(|e| {
-                    invalid(
-                        "mqtt.listen",
-                        format!("{:?} is not host:port ({e})", self.mqtt.listen),
-                    )
-                })?,
-            },
+            "embedded" => {
+                if self.mqtt.max_connections == 0 {
+                    return Err(invalid("mqtt.max_connections", "must be > 0"));
+                }
+                MqttMode::Embedded {
+                    listen: self.mqtt.listen.parse().map_err(|e| {
+                        invalid(
+                            "mqtt.listen",
+                            format!("{:?} is not host:port ({e})", self.mqtt.listen),
+                        )
+                    })?,
+                    tls: server_files(
+                        self.mqtt.tls_cert_file.clone(),
+                        self.mqtt.tls_key_file.clone(),
+                        "mqtt.tls_cert_file",
+                        "mqtt.tls_key_file",
+                    )?,
+                    max_connections: self.mqtt.max_connections,
+                }
+            }
             "external" => {
                 let url =
                     self.mqtt.url.as_deref().ok_or_else(|| {
                         invalid("mqtt.url", "required when mqtt.type = \"external\"")
                     })?;
-                let (host, port) = parse_mqtt_url(url).map_err(|m| invalid("mqtt.url", m))?;
-                MqttMode::External { host, port }
+                let u = parse_broker_url(url).map_err(|m| invalid("mqtt.url", m))?;
+                if u.tls {
+                    let ca = self.mqtt.ca_file.as_deref().ok_or_else(|| {
+                        invalid("mqtt.ca_file", "required for an mqtts:// broker")
+                    })?;
+                    tls = Some(
+                        crate::tls::client_config(ca)
+                            .map_err(|e| invalid("mqtt.ca_file", e.to_string()))?,
+                    );
+                }
+                let user = self.mqtt.username.clone().or(u.username);
+                let password = match (&self.mqtt.password_file, &self.mqtt.password) {
+                    (Some(f), _) => Some(
+                        std::fs::read_to_string(f)
+                            .map_err(|e| invalid("mqtt.password_file", format!("{}: {e}", f.display())))?
+                            .trim_end_matches(['\r', '\n'])
+                            .to_string(),
+                    ),
+                    (None, Some(p)) => Some(p.clone()),
+                    (None, None) => u.password,
+                };
+                credentials = match (user, password) {
+                    (Some(u), p) => Some((u, p.unwrap_or_default())),
+                    (None, Some(_)) => {
+                        return Err(invalid("mqtt.username", "required with a password"));
+                    }
+                    (None, None) => None,
+                };
+                if self.mqtt.dynsec && credentials.is_none() {
+                    return Err(invalid("mqtt.username", "required with mqtt.dynsec = true"));
+                }
+                MqttMode::External {
+                    host: u.host,
+                    port: u.port,
+                }
             }
             other => {
                 return Err(invalid(
@@ -292,6 +433,22 @@ impl RawConfig {
         if !(50..=60_000).contains(&self.mqtt.ack_interval_ms) {
             return Err(invalid("mqtt.ack_interval_ms", "must be 50..=60000"));
         }
+        let security = match self.security.mode.as_str() {
+            "enrolled" => crate::identity::SecurityMode::Enrolled,
+            "open" => crate::identity::SecurityMode::Open,
+            other => {
+                return Err(invalid(
+                    "security.mode",
+                    format!("{other:?} is not \"enrolled\" or \"open\""),
+                ));
+            }
+        };
+        let http_tls = server_files(
+            self.http.tls_cert_file.clone(),
+            self.http.tls_key_file.clone(),
+            "http.tls_cert_file",
+            "http.tls_key_file",
+        )?;
         let http_listen = self.http.listen.parse().map_err(|e| {
             invalid(
                 "http.listen",
@@ -329,6 +486,9 @@ impl RawConfig {
                 client_id: self.mqtt.client_id,
                 keepalive: Duration::from_secs(self.mqtt.keepalive_secs),
                 ack_interval: Duration::from_millis(self.mqtt.ack_interval_ms),
+                credentials,
+                tls,
+                dynsec: self.mqtt.dynsec,
             },
             http_listen,
             roster_path: self.roster.path,
@@ -336,17 +496,62 @@ impl RawConfig {
             limits,
             store: self.store.validate()?,
             alerts: self.alerts.validate()?,
+            security,
+            http_tls,
             demo: false,
         })
     }
 }
 
+/// A parsed broker URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+/// Parses `mqtt://[user[:password]@]host[:port]` or `mqtts://…` (ports default to 1883 and
+/// 8883). Credentials are split off, never kept in the host (nor logged).
+pub fn parse_broker_url(url: &str) -> Result<BrokerUrl, String> {
+    let (rest, tls) = if let Some(r) = url.strip_prefix("mqtts://").or_else(|| url.strip_prefix("ssl://")) {
+        (r, true)
+    } else if let Some(r) = url.strip_prefix("mqtt://").or_else(|| url.strip_prefix("tcp://")) {
+        (r, false)
+    } else {
+        return Err("must start with mqtt:// or mqtts://".into());
+    };
+    let (userinfo, hostport) = match rest.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, rest),
+    };
+    let (username, password) = match userinfo {
+        None => (None, None),
+        Some(u) => match u.split_once(':') {
+            Some((a, b)) => (Some(a.to_string()), Some(b.to_string())),
+            None => (Some(u.to_string()), None),
+        },
+    };
+    let (host, port) = split_host_port(hostport, if tls { 8883 } else { 1883 })?;
+    Ok(BrokerUrl {
+        host,
+        port,
+        tls,
+        username,
+        password,
+    })
+}
+
 /// Parses `mqtt://host[:port]` (port defaults to 1883).
 pub fn parse_mqtt_url(url: &str) -> Result<(String, u16), String> {
-    let rest = url
-        .strip_prefix("mqtt://")
-        .or_else(|| url.strip_prefix("tcp://"))
-        .ok_or_else(|| format!("{url:?} must start with mqtt://"))?;
+    let u = parse_broker_url(url)?;
+    Ok((u.host, u.port))
+}
+
+fn split_host_port(rest: &str, default_port: u16) -> Result<(String, u16), String> {
+    let url = rest;
     let rest = rest.trim_end_matches('/');
     let (host, port) = match rest.rsplit_once(':') {
         Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
@@ -354,7 +559,7 @@ pub fn parse_mqtt_url(url: &str) -> Result<(String, u16), String> {
             p.parse::<u16>()
                 .map_err(|_| format!("{url:?}: bad port {p:?}"))?,
         ),
-        _ => (rest, 1883),
+        _ => (rest, default_port),
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {

@@ -11,6 +11,26 @@ use std::sync::Arc;
 /// them in its spool and sends them again later.
 pub const MAX_ABOVE: usize = 100_000;
 
+/// The key of an agent instance's delivery progress: `{mo}/{host}/{inst}`. Keyed by the
+/// identity that sent it and not by `inst` alone, so that a host claiming another host's `inst`
+/// (with an absurd `oldest_seq`, say) only ever moves its own marks. The store keeps marks under
+/// this key.
+pub fn key(mo: &str, host: &str, inst: &str) -> String {
+    let mut k = String::with_capacity(mo.len() + host.len() + inst.len() + 2);
+    k.push_str(mo);
+    k.push('/');
+    k.push_str(host);
+    k.push('/');
+    k.push_str(inst);
+    k
+}
+
+/// The `inst` part of a key (ids never contain `/`; marks written before keys existed are
+/// bare instance ids).
+fn inst_of(key: &str) -> &str {
+    key.rsplit('/').next().unwrap_or(key)
+}
+
 /// What to do with a sequenced message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -24,6 +44,7 @@ pub enum Verdict {
 
 #[derive(Debug, Clone)]
 struct Inst {
+    inst: Arc<str>,
     mo: Arc<str>,
     host: Arc<str>,
     contiguous: u64,
@@ -72,9 +93,19 @@ impl Tracker {
             max_insts,
         };
         for m in marks {
+            // Marks from before keys named the identity: re-key them (the larger mark wins).
+            let k: Arc<str> = if m.inst.contains('/') {
+                m.inst.clone()
+            } else {
+                key(&m.mo, &m.host, &m.inst).into()
+            };
+            if t.insts.get(&k).is_some_and(|i| i.contiguous >= m.contiguous) {
+                continue;
+            }
             t.insts.insert(
-                m.inst,
+                k,
                 Inst {
+                    inst: Arc::from(inst_of(&m.inst)),
                     mo: m.mo,
                     host: m.host,
                     contiguous: m.contiguous,
@@ -147,9 +178,9 @@ impl Tracker {
     /// Progress of every instance, in no particular order (readers sort what they show).
     pub fn views(&self) -> Vec<DeliveryView> {
         self.insts
-            .iter()
-            .map(|(inst, i)| DeliveryView {
-                inst: inst.clone(),
+            .values()
+            .map(|i| DeliveryView {
+                inst: i.inst.clone(),
                 mo: i.mo.clone(),
                 host: i.host.clone(),
                 contiguous: i.contiguous,
@@ -213,11 +244,11 @@ impl Tracker {
 
     /// Confirmations to send now: (mo, host, inst, acked_seq) for each instance with one due.
     pub fn take_due(&mut self, mut f: impl FnMut(&str, &str, &str, u64)) {
-        for (inst, i) in self.insts.iter_mut().filter(|(_, i)| i.due) {
+        for i in self.insts.values_mut().filter(|i| i.due) {
             i.due = false;
             if i.confirmed != Some(i.committed) && i.committed > 0 {
                 i.confirmed = Some(i.committed);
-                f(&i.mo, &i.host, inst, i.committed);
+                f(&i.mo, &i.host, &i.inst, i.committed);
             }
         }
     }
@@ -227,6 +258,7 @@ impl Tracker {
             self.insts.insert(
                 Arc::from(inst),
                 Inst {
+                    inst: Arc::from(inst_of(inst)),
                     mo: Arc::from(mo),
                     host: Arc::from(host),
                     contiguous: 0,
@@ -318,10 +350,30 @@ mod tests {
             refused: 0,
         }];
         let t = Tracker::new(10, marks);
-        assert_eq!(t.check("a", 5), Verdict::Duplicate);
-        assert_eq!(t.check("a", 6), Verdict::New);
-        assert_eq!(t.check("a", 7), Verdict::Duplicate);
+        let a = key("mo", "h", "a");
+        assert_eq!(t.check(&a, 5), Verdict::Duplicate);
+        assert_eq!(t.check(&a, 6), Verdict::New);
+        assert_eq!(t.check(&a, 7), Verdict::Duplicate);
         assert!(!t.has_room("x") || t.len() < 10);
+    }
+
+    #[test]
+    fn bare_marks_are_rekeyed_by_identity() {
+        let mark = |inst: &str, contiguous| DeliveryMark {
+            inst: inst.into(),
+            mo: "mo".into(),
+            host: "h".into(),
+            contiguous,
+            above: vec![],
+            stored: contiguous,
+            refused: 0,
+        };
+        let t = Tracker::new(10, vec![mark("a", 5), mark("mo/h/a", 3)]);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.check(&key("mo", "h", "a"), 5), Verdict::Duplicate);
+        assert_eq!(t.views()[0].inst.as_ref(), "a");
+        // Another host's instance of the same name is another key.
+        assert_eq!(t.check(&key("mo", "x", "a"), 1), Verdict::New);
     }
 
     proptest! {

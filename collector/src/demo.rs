@@ -11,9 +11,14 @@ use dozor_proto::{
     Birth, Category, ConnState, DiskInfo, DiskUsage, Envelope, ErrorClass, Heartbeat, Kind, Probe,
     ProbeResult, Role, SCHEMA_VERSION, State, TargetInfo, topic,
 };
+use crate::identity::SecurityMode;
+use crate::identity::service::Identities;
+use dozor_proto::auth::MacKey;
 use rand::{Rng, SeedableRng};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -35,6 +40,8 @@ struct SimHost {
     cpu: f32,
     mis_channel_down: bool,
     lis_broken: bool,
+    /// The MAC key of the identity the demo issued for this host (enrolled mode).
+    key: Option<MacKey>,
 }
 
 fn now_ms() -> i64 {
@@ -42,6 +49,16 @@ fn now_ms() -> i64 {
 }
 
 impl SimHost {
+    /// Topic and payload of a message of this host, signed with its identity when it has one.
+    fn out(&self, kind: Kind, json: Vec<u8>) -> (String, Vec<u8>) {
+        let t = topic(&self.mo, &self.host, kind);
+        let payload = match &self.key {
+            Some(k) => dozor_proto::auth::sign(k, &t, &json),
+            None => json,
+        };
+        (t, payload)
+    }
+
     fn envelope<B>(&mut self, body: B) -> Envelope<B> {
         self.seq += 1;
         Envelope {
@@ -206,6 +223,7 @@ fn fleet(roster: &Roster) -> Vec<Vec<SimHost>> {
                         cpu: rng.random_range(2.0..40.0),
                         mis_channel_down: i == 3,
                         lis_broken: k % 37 == 5,
+                        key: None,
                     });
                 }
             }
@@ -221,6 +239,7 @@ fn fleet(roster: &Roster) -> Vec<Vec<SimHost>> {
                     cpu: rng.random_range(5.0..30.0),
                     mis_channel_down: i == 3,
                     lis_broken: false,
+                    key: None,
                 });
             }
             hosts
@@ -250,23 +269,11 @@ async fn run_mo(
     let mut rng = rand::rngs::StdRng::from_os_rng();
     for h in &mut hosts {
         let b = h.birth();
-        let _ = client
-            .publish(
-                topic(&h.mo, &h.host, Kind::Birth),
-                QoS::AtLeastOnce,
-                true,
-                b,
-            )
-            .await;
+        let (t, b) = h.out(Kind::Birth, b);
+        let _ = client.publish(t, QoS::AtLeastOnce, true, b).await;
         let s = h.state(ConnState::Online);
-        let _ = client
-            .publish(
-                topic(&h.mo, &h.host, Kind::State),
-                QoS::AtLeastOnce,
-                true,
-                s,
-            )
-            .await;
+        let (t, s) = h.out(Kind::State, s);
+        let _ = client.publish(t, QoS::AtLeastOnce, true, s).await;
     }
     'outer: loop {
         for h in &mut hosts {
@@ -275,30 +282,17 @@ async fn run_mo(
                 _ = tokio::time::sleep(step) => {}
             }
             let hb = h.hb(&mut rng);
-            let _ = client
-                .publish(topic(&h.mo, &h.host, Kind::Hb), QoS::AtLeastOnce, false, hb)
-                .await;
+            let (t, hb) = h.out(Kind::Hb, hb);
+            let _ = client.publish(t, QoS::AtLeastOnce, false, hb).await;
             let p = h.probe(&mut rng);
-            let _ = client
-                .publish(
-                    topic(&h.mo, &h.host, Kind::Probe),
-                    QoS::AtLeastOnce,
-                    false,
-                    p,
-                )
-                .await;
+            let (t, p) = h.out(Kind::Probe, p);
+            let _ = client.publish(t, QoS::AtLeastOnce, false, p).await;
         }
     }
     for h in &mut hosts {
         let s = h.state(ConnState::Offline);
-        let _ = client
-            .publish(
-                topic(&h.mo, &h.host, Kind::State),
-                QoS::AtLeastOnce,
-                true,
-                s,
-            )
-            .await;
+        let (t, s) = h.out(Kind::State, s);
+        let _ = client.publish(t, QoS::AtLeastOnce, true, s).await;
     }
     let _ = client.disconnect().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -306,14 +300,40 @@ async fn run_mo(
 }
 
 /// Starts the simulated region and, if found, this machine's agent.
+///
+/// `internal` is the embedded broker itself (the simulated hosts share one connection per МО,
+/// which the gateway would refuse: one login speaks for one host); `agents` is where real
+/// agents connect. In enrolled mode the demo issues its simulated hosts' identities itself and
+/// enrolls this machine's agent with a one-use token for the first МО.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn(
     tasks: &TaskTracker,
     roster: &Roster,
-    mqtt: (IpAddr, u16),
+    internal: (IpAddr, u16),
+    agents: (IpAddr, u16),
     http: SocketAddr,
+    ids: &Arc<Identities>,
+    data_dir: &Path,
     cancel: CancellationToken,
 ) {
-    let fleet = fleet(roster);
+    let mqtt = internal;
+    let mut fleet = fleet(roster);
+    if ids.mode == SecurityMode::Enrolled {
+        let names: Vec<(String, String)> = fleet
+            .iter()
+            .flatten()
+            .map(|h| (h.mo.clone(), h.host.clone()))
+            .collect();
+        match ids.issue_many(&names, now_ms()) {
+            Ok(_) => {
+                let reg = ids.current();
+                for h in fleet.iter_mut().flatten() {
+                    h.key = reg.key_for(&h.mo, &h.host).ok().cloned();
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "demo: cannot issue identities for the simulated hosts"),
+        }
+    }
     let n: usize = fleet.iter().map(Vec::len).sum();
     tracing::info!(
         hosts = n,
@@ -336,15 +356,35 @@ pub fn spawn(
         );
         return;
     };
-    let data_dir = std::env::temp_dir().join("dozor-demo-agent");
+    // The demo's agent keeps its spool and identity in the demo's own data dir.
+    let data_dir = data_dir.join("demo-agent");
+    let token = if ids.mode == SecurityMode::Enrolled
+        && !data_dir.join("identity.json").exists()
+    {
+        match ids.create_token(&mo, Some(1), now_ms()) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::error!(error = %e, "demo: cannot create an enrollment token for the local agent");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let http_host = if http.ip().is_unspecified() {
         SocketAddr::from(([127, 0, 0, 1], http.port()))
     } else {
         http
     };
     let mut cmd = tokio::process::Command::new(&agent);
+    if let Some(t) = token {
+        // Through the environment, never the command line (visible to every local user).
+        cmd.env("DOZOR_ENROLL_TOKEN", t)
+            .env("DOZOR_ENROLL_URL", format!("http://{http_host}"))
+            .env("DOZOR_ENROLL_ALLOW_PLAIN_HTTP", "true");
+    }
     cmd.arg("--mqtt-url")
-        .arg(format!("mqtt://{}:{}", mqtt.0, mqtt.1))
+        .arg(format!("mqtt://{}:{}", agents.0, agents.1))
         .arg("--mo")
         .arg(&mo)
         .arg("--role")

@@ -11,6 +11,7 @@ pub mod config;
 pub mod delivery;
 pub mod demo;
 pub mod derive;
+pub mod identity;
 pub mod ingest;
 pub mod metrics;
 pub mod pipeline;
@@ -18,6 +19,7 @@ pub mod report;
 pub mod roster;
 pub mod state;
 pub mod store;
+pub mod tls;
 
 use anyhow::Context;
 use config::{Config, MqttMode};
@@ -60,37 +62,82 @@ pub async fn run(
         .with_context(|| format!("data_dir {}", cfg.data_dir.display()))?;
     let roster = Arc::new(roster);
     let metrics = Arc::new(Metrics::default());
+    restrict_dir(&cfg.data_dir);
     let mut store = open_store(&cfg, roster.clone())?;
     let marks = store.load_delivery().context("loading delivery marks")?;
+    let ids = identity::service::Identities::open(&cfg.data_dir, cfg.security)
+        .context("identity.db")?;
+    if cfg.security == identity::SecurityMode::Open {
+        tracing::warn!(
+            "security.mode = \"open\": ANY client may publish as ANY host and МО, messages are not \
+             authenticated, acks are unsigned. For labs only; never run a region like this."
+        );
+    }
+    let tasks = TaskTracker::new();
+    let ids_cancel = CancellationToken::new();
+    tasks.spawn(ids.clone().watch(Duration::from_secs(1), ids_cancel.clone()));
 
-    let (mqtt_host, mqtt_port) = match &cfg.mqtt.mode {
-        MqttMode::Embedded { listen } => {
-            let addr = ingest::broker::start(*listen)?;
-            tracing::info!(%addr, "embedded MQTT broker listening");
-            (addr.ip().to_string(), addr.port())
+    // The collector's own client connects to the broker itself; agents connect to `public`.
+    let (mqtt_host, mqtt_port, public, gate_stats) = match &cfg.mqtt.mode {
+        MqttMode::Embedded {
+            listen,
+            tls,
+            max_connections,
+        } => {
+            let e = ingest::broker::start_secured(
+                *listen,
+                tls.as_ref(),
+                *max_connections,
+                ids.clone(),
+                &tasks,
+                ids_cancel.clone(),
+            )
+            .await?;
+            (
+                e.internal.ip().to_string(),
+                e.internal.port(),
+                Some(e.public),
+                Some(e.stats),
+            )
         }
-        MqttMode::External { host, port } => (host.clone(), *port),
+        MqttMode::External { host, port } => (host.clone(), *port, None, None),
     };
     let mqtt_ip: std::net::IpAddr = tokio::net::lookup_host((mqtt_host.as_str(), mqtt_port))
         .await
         .ok()
         .and_then(|mut a| a.next())
         .map_or(std::net::IpAddr::from([127, 0, 0, 1]), |a| a.ip());
+    // What agents are told: the gateway of the embedded broker, or the external broker.
+    let agents_mqtt = match public {
+        Some(p) if p.ip().is_unspecified() => (std::net::IpAddr::from([127, 0, 0, 1]), p.port()),
+        Some(p) => (p.ip(), p.port()),
+        None => (mqtt_ip, mqtt_port),
+    };
 
     let http = tokio::net::TcpListener::bind(cfg.http_listen)
         .await
         .with_context(|| format!("http.listen {}", cfg.http_listen))?;
     let http_addr = http.local_addr()?;
 
-    let tasks = TaskTracker::new();
     let ingest_cancel = CancellationToken::new();
     let (client, eventloop) = ingest::client(&cfg.mqtt, &mqtt_host, mqtt_port);
     let (in_tx, in_rx) = mpsc::channel(16_384);
+    // With Mosquitto's dynamic security, the collector gives itself its role before it
+    // subscribes, then keeps the broker's clients in step with the identities.
+    let provision = match (&cfg.mqtt.mode, cfg.mqtt.dynsec, &cfg.mqtt.credentials) {
+        (MqttMode::External { .. }, true, Some((user, _))) => {
+            tasks.spawn(identity::dynsec::run(client.clone(), ids.receiver(), ids_cancel.clone()));
+            Some(serde_json::to_vec(&identity::dynsec::collector_commands(user))?)
+        }
+        _ => None,
+    };
     tasks.spawn(ingest::run(
         client.clone(),
         eventloop,
         in_tx,
         metrics.clone(),
+        ids.subscribe(),
+        provision,
         ingest_cancel.clone(),
     ));
 
@@ -109,7 +156,8 @@ pub async fn run(
         acks_after_commit: ingest::acks_after_commit(&cfg.mqtt),
         ..PipelineConfig::default()
     };
-    let pipeline = Pipeline::new(pcfg, state, marks, roster.clone(), metrics.clone());
+    let pipeline = Pipeline::new(pcfg, state, marks, roster.clone(), metrics.clone())
+        .with_registry(ids.subscribe());
     let mut alerts = alerts::AlertService::new(cfg.alerts.clone(), &cfg.data_dir, roster.clone())
         .context("alerts")?;
     let alert_handle = alerts.handle();
@@ -153,8 +201,13 @@ pub async fn run(
         extra_metrics: {
             let h = alert_handle.clone();
             let sink = sink_stats.clone();
+            let ids = ids.clone();
             Arc::new(move |out: &mut String| {
                 h.write_metrics(out);
+                ids.write_metrics(out);
+                if let Some(g) = &gate_stats {
+                    ingest::broker::write_metrics(g, out);
+                }
                 if let Some(s) = &sink {
                     write_sink_metrics(s, out);
                 }
@@ -168,18 +221,36 @@ pub async fn run(
     );
     let app = api::router(api_state)
         .merge(alerts::router(alert_handle))
-        .merge(report::http::router(reports));
+        .merge(report::http::router(reports))
+        .merge(identity::http::router(ids.clone()));
     let http_stop = CancellationToken::new();
     {
         let stop = http_stop.clone();
-        tasks.spawn(async move {
-            if let Err(e) = axum::serve(http, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-            {
-                tracing::error!(error = %e, "HTTP server failed");
+        let app = app.into_make_service_with_connect_info::<tls::PeerAddr>();
+        match &cfg.http_tls {
+            Some(files) => {
+                let tls = tls::server_config(files).context("http.tls_cert_file")?;
+                let listener = tls::TlsListener::new(http, tls, Duration::from_secs(10), 512)?;
+                tasks.spawn(async move {
+                    if let Err(e) = axum::serve(listener, app)
+                        .with_graceful_shutdown(stop.cancelled_owned())
+                        .await
+                    {
+                        tracing::error!(error = %e, "HTTPS server failed");
+                    }
+                });
             }
-        });
+            None => {
+                tasks.spawn(async move {
+                    if let Err(e) = axum::serve(http, app)
+                        .with_graceful_shutdown(stop.cancelled_owned())
+                        .await
+                    {
+                        tracing::error!(error = %e, "HTTP server failed");
+                    }
+                });
+            }
+        }
     }
 
     if cfg.demo {
@@ -187,16 +258,19 @@ pub async fn run(
             &tasks,
             &roster,
             (mqtt_ip, mqtt_port),
+            agents_mqtt,
             http_addr,
+            &ids,
+            &cfg.data_dir,
             shutdown.clone(),
         );
     }
 
-    tracing::info!(http = %http_addr, mqtt = %format!("{mqtt_host}:{mqtt_port}"), "dozor-collector running");
+    tracing::info!(http = %http_addr, mqtt = %format!("{}:{}", agents_mqtt.0, agents_mqtt.1), "dozor-collector running");
     if let Some(r) = ready {
         let _ = r.send(Bound {
             http: http_addr,
-            mqtt: (mqtt_ip, mqtt_port),
+            mqtt: agents_mqtt,
         });
     }
 
@@ -210,6 +284,7 @@ pub async fn run(
         tracing::warn!("pipeline did not flush within 20 s");
     }
     http_stop.cancel();
+    ids_cancel.cancel();
     notify_cancel.cancel();
     sink_cancel.cancel();
     tasks.close();
@@ -220,6 +295,17 @@ pub async fn run(
         tracing::warn!("some tasks did not stop within 5 s");
     }
     Ok(())
+}
+
+/// The data dir holds every identity's secret and the region's history: owner only.
+fn restrict_dir(dir: &std::path::Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+            tracing::warn!(error = %e, dir = %dir.display(), "cannot restrict the data dir to its owner");
+        }
+    }
 }
 
 fn write_sink_metrics(s: &store::SinkStats, out: &mut String) {

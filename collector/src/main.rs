@@ -50,6 +50,9 @@ struct Cli {
     /// Reject messages of МО missing from the roster.
     #[arg(long, env = "DOZOR_ROSTER_STRICT")]
     roster_strict: bool,
+    /// `enrolled` (default: only enrolled agents, signed messages) or `open` (labs only).
+    #[arg(long, env = "DOZOR_SECURITY_MODE")]
+    security_mode: Option<String>,
     /// Run a simulated region (and this machine's agent, if installed next to the collector).
     #[arg(long, env = "DOZOR_DEMO")]
     demo: bool,
@@ -71,6 +74,96 @@ enum Command {
         #[arg(short = 'o', long)]
         output: PathBuf,
     },
+    /// Enrollment tokens: each lets agents of one МО enroll (works while the collector runs).
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+    /// Enrolled agents: list, revoke (a revoked agent is cut off within seconds).
+    Agent {
+        #[command(subcommand)]
+        action: AgentAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenAction {
+    /// Create a token for an МО; prints it once (it is stored only as a hash).
+    Create {
+        /// ФРМО OID of the МО the token enrolls into.
+        #[arg(long)]
+        mo: String,
+        /// How many agents may enroll with it (default: unlimited).
+        #[arg(long)]
+        max_uses: Option<u32>,
+        /// Valid for this many days (default: until revoked).
+        #[arg(long)]
+        expires_days: Option<u32>,
+        /// A note for the list (who, what rollout).
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// List tokens (JSON lines).
+    List,
+    /// Revoke a token by its id; agents already enrolled with it stay enrolled.
+    Revoke { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum AgentAction {
+    /// List enrolled agents (JSON lines).
+    List,
+    /// Revoke an agent's identity: `MO/HOST`.
+    Revoke { identity: String },
+}
+
+/// Runs a `token`/`agent` subcommand against the data dir's identity.db.
+fn identity_command(data_dir: &std::path::Path, cmd: &Command) -> anyhow::Result<()> {
+    use dozor_collector::identity::db::{IdentityDb, path};
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("data_dir {}", data_dir.display()))?;
+    let db = IdentityDb::open(&path(data_dir))?;
+    let now = dozor_collector::ingest::now_ms();
+    match cmd {
+        Command::Token { action } => match action {
+            TokenAction::Create {
+                mo,
+                max_uses,
+                expires_days,
+                note,
+            } => {
+                anyhow::ensure!(dozor_proto::valid_id(mo), "--mo: {mo:?} is not a valid МО id");
+                let expires = expires_days.map(|d| now + i64::from(d) * 86_400_000);
+                let (id, token) = db.create_token(mo, *max_uses, expires, note, now)?;
+                eprintln!("token {id} for МО {mo} created; it is shown only now:");
+                println!("{token}");
+            }
+            TokenAction::List => {
+                for t in db.tokens()? {
+                    println!("{}", serde_json::to_string(&t)?);
+                }
+            }
+            TokenAction::Revoke { id } => {
+                db.revoke_token(id, now)?;
+                eprintln!("token {id} revoked");
+            }
+        },
+        Command::Agent { action } => match action {
+            AgentAction::List => {
+                for a in db.agents()? {
+                    println!("{}", serde_json::to_string(&a)?);
+                }
+            }
+            AgentAction::Revoke { identity } => {
+                let (mo, host) = dozor_proto::parse_username(identity)
+                    .with_context(|| format!("{identity:?} is not MO/HOST"))?;
+                db.revoke_agent(mo, host, now)?;
+                eprintln!("agent {mo}/{host} revoked");
+            }
+        },
+        Command::Report { .. } => {}
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -93,6 +186,15 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if let Some(cmd @ (Command::Token { .. } | Command::Agent { .. })) = &cli.command {
+        return match identity_command(&cfg.data_dir, cmd) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("dozor-collector: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(Command::Report {
         period,
         format,
@@ -178,6 +280,9 @@ fn load(cli: &Cli) -> anyhow::Result<(dozor_collector::config::Config, Roster)> 
     }
     if cli.roster_strict {
         raw.roster.strict = true;
+    }
+    if let Some(v) = &cli.security_mode {
+        raw.security.mode.clone_from(v);
     }
     let mut cfg = raw.validate()?;
     cfg.demo = cli.demo;

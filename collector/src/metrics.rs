@@ -22,15 +22,30 @@ pub enum Drop {
     TimestampRange,
     /// Too many out-of-order sequence numbers pending for the instance (the agent will resend).
     SeqWindow,
+    /// No identity was issued for the topic's (МО, host) (enrolled mode).
+    Unenrolled,
+    /// The topic's identity was revoked.
+    Revoked,
+    /// The message carries no MAC (enrolled mode).
+    Unsigned,
+    /// The MAC does not match: forged, or signed by another identity.
+    BadMac,
+    /// Larger than the MQTT client reads: cost the broker session once (see `ingest`).
+    OversizedPacket,
 }
 
 impl Drop {
-    pub const COLLECTOR: [Drop; 5] = [
+    pub const COLLECTOR: [Drop; 10] = [
         Drop::Flood,
         Drop::TooManyHosts,
         Drop::UnknownMo,
         Drop::TimestampRange,
         Drop::SeqWindow,
+        Drop::Unenrolled,
+        Drop::Revoked,
+        Drop::Unsigned,
+        Drop::BadMac,
+        Drop::OversizedPacket,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -41,6 +56,11 @@ impl Drop {
             Drop::UnknownMo => "unknown_mo",
             Drop::TimestampRange => "timestamp_range",
             Drop::SeqWindow => "seq_window",
+            Drop::Unenrolled => "unenrolled",
+            Drop::Revoked => "revoked",
+            Drop::Unsigned => "unsigned",
+            Drop::BadMac => "bad_mac",
+            Drop::OversizedPacket => "oversized_packet",
         }
     }
 
@@ -52,11 +72,16 @@ impl Drop {
             Drop::UnknownMo => Reject::ALL.len() + 2,
             Drop::TimestampRange => Reject::ALL.len() + 3,
             Drop::SeqWindow => Reject::ALL.len() + 4,
+            Drop::Unenrolled => Reject::ALL.len() + 5,
+            Drop::Revoked => Reject::ALL.len() + 6,
+            Drop::Unsigned => Reject::ALL.len() + 7,
+            Drop::BadMac => Reject::ALL.len() + 8,
+            Drop::OversizedPacket => Reject::ALL.len() + 9,
         }
     }
 }
 
-const N_DROPS: usize = Reject::ALL.len() + 5;
+const N_DROPS: usize = Reject::ALL.len() + Drop::COLLECTOR.len();
 const KINDS: [Kind; 4] = [Kind::Birth, Kind::State, Kind::Hb, Kind::Probe];
 
 /// All counters. One instance, shared by `Arc`.

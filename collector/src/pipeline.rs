@@ -5,7 +5,8 @@
 //! Batches go to the store thread; only when a batch is durable are its MQTT messages
 //! acknowledged to the broker and its sequence numbers confirmed to the agents.
 
-use crate::delivery::{Tracker, Verdict};
+use crate::delivery::{self, Tracker, Verdict};
+use crate::identity::Registry;
 use crate::ingest::{Inbound, now_ms};
 use crate::metrics::{Drop, Metrics};
 use crate::roster::Roster;
@@ -145,6 +146,8 @@ pub struct Pipeline {
     connected: bool,
     /// When the last job went to the store.
     last_job: tokio::time::Instant,
+    /// Identities whose keys sign the acks (enrolled mode); `None`: acks go unsigned.
+    registry: Option<watch::Receiver<Arc<Registry>>>,
 }
 
 impl Pipeline {
@@ -169,13 +172,20 @@ impl Pipeline {
             transitions: Vec::new(),
             connected: false,
             last_job: tokio::time::Instant::now(),
+            registry: None,
         }
+    }
+
+    /// Signs every ack with the key of the identity it is for (enrolled mode).
+    pub fn with_registry(mut self, registry: Option<watch::Receiver<Arc<Registry>>>) -> Pipeline {
+        self.registry = registry;
+        self
     }
 
     /// Handles one decoded message received at `recv_ms`.
     pub fn handle(
         &mut self,
-        decoded: Result<Message, dozor_proto::Reject>,
+        decoded: Result<Message, Drop>,
         topic: &str,
         retained: bool,
         recv_ms: i64,
@@ -183,7 +193,7 @@ impl Pipeline {
     ) {
         let msg = match decoded {
             Ok(m) => m,
-            Err(r) => return self.metrics.rejected(Drop::Decode(r), topic),
+            Err(d) => return self.metrics.rejected(d, topic),
         };
         let h = msg.header();
         let in_roster = self.roster.contains(h.mo);
@@ -195,7 +205,9 @@ impl Pipeline {
                 StateError::Flood => Drop::Flood,
                 StateError::TooManyHosts | StateError::TooManyHostsInMo => Drop::TooManyHosts,
             };
-            return self.reject_settled(&msg, why, topic);
+            // Not settled: refused for now is never confirmed as stored. The agent keeps the
+            // message and sends it again once its budget (or a place) is free.
+            return self.metrics.rejected(why, topic);
         }
         // Correct the agent's clock: live messages define the offset; replays use the latest.
         let offset = if h.replay || retained {
@@ -208,22 +220,29 @@ impl Pipeline {
             return self.reject_settled(&msg, Drop::TimestampRange, topic);
         }
         if msg.is_sequenced() {
-            if !self.tracker.has_room(h.inst) {
+            let key = delivery::key(h.mo, h.host, h.inst);
+            if !self.tracker.has_room(&key) {
                 return self.metrics.rejected(Drop::TooManyHosts, topic);
             }
-            match self.tracker.check(h.inst, h.seq) {
+            match self.tracker.check(&key, h.seq) {
                 Verdict::Duplicate => {
                     self.metrics.duplicate();
-                    self.tracker.confirm_again(h.inst);
+                    self.tracker.confirm_again(&key);
+                    // A retained birth redelivered after a collector restart is a duplicate of
+                    // what is stored, but the live state lost it with the process: take the
+                    // inventory (role!) from it, or a crashed server would page nobody.
+                    if let Message::Birth(e) = &msg {
+                        self.state.restore_birth(h.mo, h.host, &e.body, recv_ms, in_roster);
+                    }
                     return;
                 }
                 Verdict::WindowFull => return self.metrics.rejected(Drop::SeqWindow, topic),
-                Verdict::New => self.tracker.record(h.inst, h.mo, h.host, h.seq),
+                Verdict::New => self.tracker.record(&key, h.mo, h.host, h.seq),
             }
             if let Message::Hb(e) = &msg
                 && let Some(oldest) = e.body.spool.as_ref().and_then(|s| s.oldest_seq)
             {
-                self.tracker.settle_below(h.inst, h.mo, h.host, oldest);
+                self.tracker.settle_below(&key, h.mo, h.host, oldest);
             }
         }
         let replay = h.replay;
@@ -253,11 +272,12 @@ impl Pipeline {
     fn reject_settled(&mut self, msg: &Message, why: Drop, topic: &str) {
         self.metrics.rejected(why, topic);
         let h = msg.header();
+        let key = delivery::key(h.mo, h.host, h.inst);
         if msg.is_sequenced()
-            && self.tracker.has_room(h.inst)
-            && self.tracker.check(h.inst, h.seq) == Verdict::New
+            && self.tracker.has_room(&key)
+            && self.tracker.check(&key, h.seq) == Verdict::New
         {
-            self.tracker.refuse(h.inst, h.mo, h.host, h.seq);
+            self.tracker.refuse(&key, h.mo, h.host, h.seq);
         }
     }
 
@@ -440,12 +460,24 @@ pub async fn run(
             }
             _ = ack.tick() => {
                 let mut out = Vec::new();
-                p.tracker.take_due(|mo, host, inst, seq| out.push((topic(mo, host, Kind::Ack), Ack { v: SCHEMA_VERSION, inst: inst.to_string(), acked_seq: seq, ts: 0 })));
+                p.tracker.take_due(|mo, host, inst, seq| out.push((mo.to_string(), host.to_string(), Ack { v: SCHEMA_VERSION, inst: inst.to_string(), acked_seq: seq, ts: 0 })));
                 let now = now_ms();
                 let mut n = 0;
-                for (t, mut a) in out {
+                let reg = p.registry.as_ref().map(|r| r.borrow().clone());
+                for (mo, host, mut a) in out {
                     a.ts = now;
-                    let body = serde_json::to_vec(&a).unwrap_or_default();
+                    let t = topic(&mo, &host, Kind::Ack);
+                    let json = serde_json::to_vec(&a).unwrap_or_default();
+                    // Signed with the agent's own key: an agent applies no ack it cannot verify,
+                    // so nobody but the collector can make it delete its spool.
+                    let body = match &reg {
+                        Some(reg) => match reg.key_for(&mo, &host) {
+                            Ok(key) => dozor_proto::auth::sign(key, &t, &json),
+                            // Revoked or unknown: nobody to confirm to.
+                            Err(_) => continue,
+                        },
+                        None => json,
+                    };
                     // QoS 0, never awaited: QoS 1 confirmations would occupy rumqttc's outgoing
                     // window, which also holds back the PUBACKs of received messages, and under
                     // load the two deadlocked (docs/benchmarks.md). A lost confirmation costs a
@@ -453,7 +485,7 @@ pub async fn run(
                     if client.try_publish(t, QoS::AtMostOnce, true, body).is_ok() {
                         n += 1;
                     } else {
-                        p.tracker.confirm_again(&a.inst);
+                        p.tracker.confirm_again(&delivery::key(&mo, &host, &a.inst));
                     }
                 }
                 p.metrics.acks_sent(n);

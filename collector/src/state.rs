@@ -306,6 +306,17 @@ impl LiveState {
         Ok(set_state(host, next.0, next.1, now_ms, prev))
     }
 
+    /// Takes the inventory of a birth already stored (a retained birth redelivered after a
+    /// restart) when the live state has none yet: no state change, no sign of life.
+    pub fn restore_birth(&mut self, mo: &str, host: &str, b: &Birth, now_ms: i64, in_roster: bool) {
+        if let Ok(h) = self.entry(mo, host, now_ms, in_roster)
+            && h.role.is_none()
+        {
+            let offset = h.clock_offset_ms.unwrap_or(0);
+            apply_birth(h, b, offset);
+        }
+    }
+
     /// Marks hosts whose heartbeats lapsed as `lost`. Call every second or so.
     pub fn tick(&mut self, now_ms: i64, out: &mut Vec<Transition>) {
         let k = i64::from(self.cfg.lost_after_intervals);

@@ -196,6 +196,11 @@ impl Collector {
             Broker::Embedded(port) => cmd.arg("--mqtt-listen").arg(format!("127.0.0.1:{port}")),
             Broker::External(url) => cmd.arg("--mqtt-url").arg(url),
         };
+        // Tests of the data path publish unsigned messages as anonymous clients: they run the
+        // collector open unless they choose a mode (tests/tests/security.rs runs it enrolled).
+        if !extra.iter().any(|a| a.starts_with("--security-mode")) {
+            cmd.arg("--security-mode").arg("open");
+        }
         cmd.args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());

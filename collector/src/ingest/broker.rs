@@ -1,6 +1,13 @@
 //! The embedded MQTT broker (rumqttd), so that a single collector binary needs nothing else.
 
-use dozor_proto::MAX_PAYLOAD_BYTES;
+use crate::identity::service::Identities;
+use crate::identity::{LoginError, Registry, SecurityMode};
+use dozor_gate::{Authorizer, GateConfig, GateStats, Grant, Refusal};
+use dozor_proto::{Kind, MAX_PAYLOAD_BYTES, parse_username, upstream_filter};
+use std::sync::Arc;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -91,4 +98,127 @@ pub fn start(listen: SocketAddr) -> Result<SocketAddr, BrokerError> {
     Err(BrokerError::Start(format!(
         "not accepting connections on {connect_to}"
     )))
+}
+
+/// The embedded broker as agents see it.
+pub struct Embedded {
+    /// Where agents connect: the gateway (TLS when configured).
+    pub public: SocketAddr,
+    /// rumqttd itself, on loopback: the collector's own client and the demo's simulated fleet.
+    pub internal: SocketAddr,
+    pub stats: Arc<GateStats>,
+}
+
+/// Decides logins at the gateway from the identity registry.
+struct RegistryAuth {
+    mode: SecurityMode,
+    registry: watch::Receiver<Arc<Registry>>,
+}
+
+impl Authorizer for RegistryAuth {
+    fn connect(
+        &self,
+        client_id: &str,
+        username: Option<&str>,
+        password: Option<&[u8]>,
+    ) -> Result<Grant, Refusal> {
+        if self.mode == SecurityMode::Open {
+            // Labs only: anyone publishes any upstream kind and reads any downstream topic,
+            // but still nobody writes acks (only the collector, connected directly).
+            let upstream = [Kind::Birth, Kind::State, Kind::Hb, Kind::Probe];
+            return Ok(Grant {
+                identity: client_id.to_string(),
+                publish: upstream.iter().map(|k| upstream_filter(*k)).collect(),
+                subscribe: [Kind::Ack, Kind::Cfg]
+                    .iter()
+                    .map(|k| upstream_filter(*k))
+                    .collect(),
+            });
+        }
+        let reg = self.registry.borrow().clone();
+        match reg.login(client_id, username, password) {
+            Ok(g) => Ok(Grant {
+                identity: dozor_proto::username(&g.mo, &g.host),
+                publish: g.publish,
+                subscribe: g.subscribe,
+            }),
+            Err(LoginError::BadCredentials) => Err(Refusal::BadCredentials),
+            Err(LoginError::Revoked | LoginError::WrongClientId) => Err(Refusal::NotAuthorized),
+        }
+    }
+
+    fn still_valid(&self, grant: &Grant) -> bool {
+        if self.mode == SecurityMode::Open {
+            return true;
+        }
+        let reg = self.registry.borrow().clone();
+        parse_username(&grant.identity).is_some_and(|(mo, host)| reg.still_valid(mo, host))
+    }
+}
+
+/// Starts rumqttd on loopback and the gateway in front of it on `listen`: agents are
+/// authenticated and held to their own topics there (rumqttd itself has no topic ACLs), with
+/// connection caps, a CONNECT deadline and a packet limit. Revoking an identity closes its
+/// connection within a second (the registry's change triggers a recheck).
+pub async fn start_secured(
+    listen: SocketAddr,
+    tls: Option<&crate::tls::ServerFiles>,
+    max_connections: usize,
+    ids: Arc<Identities>,
+    tasks: &TaskTracker,
+    cancel: CancellationToken,
+) -> anyhow::Result<Embedded> {
+    let internal = start(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    let mut cfg = GateConfig::new(listen, internal);
+    cfg.max_connections = max_connections;
+    cfg.max_pending = max_connections.clamp(1, 1024);
+    // Agents' messages are at most 16 KiB; the gate refuses far bigger packets outright.
+    cfg.max_packet_size = MAX_PAYLOAD_BYTES * 4;
+    if let Some(files) = tls {
+        cfg.tls = Some(crate::tls::server_config(files)?);
+    }
+    let auth = Arc::new(RegistryAuth {
+        mode: ids.mode,
+        registry: ids.receiver(),
+    });
+    let (public, handle) = dozor_gate::start(cfg, auth, cancel.clone()).await?;
+    let stats = handle.stats();
+    let mut changes = ids.receiver();
+    tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                r = changes.changed() => {
+                    if r.is_err() { break }
+                    handle.recheck();
+                }
+            }
+        }
+    });
+    tracing::info!(%public, tls = tls.is_some(), "embedded MQTT broker listening (behind the gateway)");
+    Ok(Embedded {
+        public,
+        internal,
+        stats,
+    })
+}
+
+/// Writes the gateway's counters and gauges.
+pub fn write_metrics(stats: &GateStats, out: &mut String) {
+    use crate::metrics::{family, sample};
+    let n = "dozor_mqtt_gate_closed_total";
+    family(
+        out,
+        n,
+        "counter",
+        Some("MQTT connections refused or closed by the gateway, by reason."),
+    );
+    for (reason, v) in stats.counters() {
+        sample(out, n, &[("reason", reason)], v);
+    }
+    for (g, v) in stats.gauges() {
+        let n = format!("dozor_mqtt_gate_{g}");
+        family(out, &n, "gauge", None);
+        sample(out, &n, &[], v);
+    }
 }

@@ -4,12 +4,15 @@
 pub mod broker;
 
 use crate::config::MqttConfig;
-use crate::metrics::Metrics;
-use dozor_proto::{Kind, Limits, Message, Reject, upstream_filter};
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
+use crate::identity::{Denied, Registry};
+use crate::metrics::{Drop, Metrics};
+use dozor_proto::auth;
+use dozor_proto::{Kind, Limits, MAX_PAYLOAD_BYTES, Message, Reject, Topic, upstream_filter};
+use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, Publish, QoS, StateError};
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 /// What the ingest task hands to the pipeline.
@@ -22,7 +25,7 @@ pub enum Inbound {
     Msg {
         publish: Publish,
         recv_ms: i64,
-        decoded: Result<Message, Reject>,
+        decoded: Result<Message, Drop>,
     },
     /// Connected to the broker (after start or a reconnect).
     Connected,
@@ -33,8 +36,11 @@ pub enum Inbound {
 /// Upstream kinds the collector subscribes to.
 pub const SUBSCRIBED: [Kind; 4] = [Kind::Birth, Kind::State, Kind::Hb, Kind::Probe];
 
-/// Largest packet accepted from the broker; bigger payloads are refused by rumqttc itself.
-const MAX_PACKET: usize = 256 * 1024;
+/// Largest packet read from the broker. Payloads between the protocol's 16 KiB and this are
+/// read and rejected as `oversized`; a bigger one makes rumqttc fail the connection, and the
+/// broker would redeliver it to our persistent session forever: `run` then reconnects once with
+/// a clean session to discard it (counted as `oversized_packet`). Bounded memory either way.
+pub const MAX_PACKET: usize = 1024 * 1024;
 
 /// Whether publishes are acknowledged to the broker only once their effect is durable.
 ///
@@ -52,6 +58,14 @@ pub fn acks_after_commit(cfg: &MqttConfig) -> bool {
 /// external broker (see [`acks_after_commit`]).
 pub fn options(cfg: &MqttConfig, host: &str, port: u16) -> MqttOptions {
     let mut o = MqttOptions::new(cfg.client_id.clone(), host, port);
+    if let Some((user, password)) = &cfg.credentials {
+        o.set_credentials(user.clone(), password.clone());
+    }
+    if let Some(tls) = &cfg.tls {
+        o.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls.clone()),
+        ));
+    }
     o.set_keep_alive(cfg.keepalive)
         .set_clean_session(false)
         .set_manual_acks(acks_after_commit(cfg))
@@ -73,12 +87,51 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Authenticates and decodes one publish. With `registry` (enrolled mode) the topic must name
+/// an active identity and the payload carry that identity's MAC; without it (open mode) a MAC,
+/// if present, is stripped unchecked. Size is checked first, before any other work.
+pub fn authenticate_decode(
+    topic: &str,
+    payload: &[u8],
+    registry: Option<&Registry>,
+    limits: &Limits,
+) -> Result<Message, Drop> {
+    if payload.len() > MAX_PAYLOAD_BYTES {
+        return Err(Drop::Decode(Reject::Oversized));
+    }
+    let unsigned: Cow<'_, [u8]> = match registry {
+        Some(reg) => {
+            let t = Topic::parse(topic).map_err(Drop::Decode)?;
+            let key = reg.key_for(t.mo, t.host).map_err(|d| match d {
+                Denied::Unenrolled => Drop::Unenrolled,
+                Denied::Revoked => Drop::Revoked,
+            })?;
+            let split = auth::split(payload).ok_or(Drop::Unsigned)?;
+            auth::verify_split(key, topic, &split).map_err(|_| Drop::BadMac)?;
+            Cow::Owned(split.unsigned)
+        }
+        None => match auth::split(payload) {
+            Some(s) => Cow::Owned(s.unsigned),
+            None => Cow::Borrowed(payload),
+        },
+    };
+    dozor_proto::decode(topic, &unsigned, limits).map_err(Drop::Decode)
+}
+
+/// True for a client error caused by what the broker sent (a packet too big or malformed):
+/// the broker would send it again on the same persistent session.
+fn poisoned(e: &ConnectionError) -> bool {
+    matches!(e, ConnectionError::MqttState(StateError::Deserialization(_)))
+}
+
 /// Drives the event loop until cancelled: decodes publishes and sends them to the pipeline.
 pub async fn run(
     client: AsyncClient,
     mut eventloop: EventLoop,
     tx: mpsc::Sender<Inbound>,
     metrics: Arc<Metrics>,
+    registry: Option<watch::Receiver<Arc<Registry>>>,
+    provision: Option<Vec<u8>>,
     cancel: CancellationToken,
 ) {
     let limits = Limits::DEFAULT;
@@ -92,7 +145,10 @@ pub async fn run(
         match ev {
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 metrics.received();
-                let decoded = dozor_proto::decode(&p.topic, &p.payload, &limits);
+                let decoded = {
+                    let reg = registry.as_ref().map(|r| r.borrow());
+                    authenticate_decode(&p.topic, &p.payload, reg.as_deref().map(|a| &**a), &limits)
+                };
                 let msg = Inbound::Msg {
                     publish: p,
                     recv_ms: now_ms(),
@@ -109,6 +165,16 @@ pub async fn run(
                 );
                 backoff = Duration::from_millis(200);
                 connected = true;
+                // After a poisoned session was discarded, persist the session again from the
+                // next reconnect on.
+                eventloop.mqtt_options.set_clean_session(false);
+                if let Some(p) = &provision
+                    && let Err(e) = client
+                        .publish(crate::identity::dynsec::CONTROL_TOPIC, QoS::AtLeastOnce, false, p.clone())
+                        .await
+                {
+                    tracing::warn!(error = %e, "dynsec self-provisioning not sent");
+                }
                 for kind in SUBSCRIBED {
                     if let Err(e) = client
                         .subscribe(upstream_filter(kind), QoS::AtLeastOnce)
@@ -123,6 +189,16 @@ pub async fn run(
             }
             Ok(_) => {}
             Err(e) => {
+                if poisoned(&e) {
+                    // The broker holds a message we cannot read (bigger than MAX_PACKET or not
+                    // MQTT). Reconnecting to the same session would receive it again, forever:
+                    // start a clean session once, which makes the broker discard it. What else
+                    // was queued for us is re-sent by the agents, which keep every message
+                    // until we confirm it stored.
+                    metrics.rejected(Drop::OversizedPacket, "");
+                    tracing::warn!(error = %e, "unreadable message from the broker; discarding the session");
+                    eventloop.mqtt_options.set_clean_session(true);
+                }
                 if connected {
                     connected = false;
                     metrics.mqtt_reconnect();
@@ -155,6 +231,9 @@ mod tests {
             client_id: "c".into(),
             keepalive: Duration::from_secs(30),
             ack_interval: Duration::from_secs(1),
+            credentials: None,
+            tls: None,
+            dynsec: false,
         }
     }
 
@@ -168,6 +247,8 @@ mod tests {
         assert!(options(&external, "mq", 1883).manual_acks());
         let embedded = cfg(MqttMode::Embedded {
             listen: "127.0.0.1:1883".parse().unwrap(),
+            tls: None,
+            max_connections: 10,
         });
         assert!(!acks_after_commit(&embedded));
         assert!(!options(&embedded, "127.0.0.1", 1883).manual_acks());

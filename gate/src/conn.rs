@@ -1,0 +1,241 @@
+//! One client connection: TLS handshake and CONNECT under a deadline, the authorizer's decision,
+//! then the pipe to the broker, judging every client packet on the way.
+
+use crate::grant::{Authorizer, Grant};
+use crate::rules::{self, Framing, MAX_FIXED_HEADER, Verdict};
+use crate::stats::{GateStats, Reason, Slot};
+use bytes::{Bytes, BytesMut};
+use rumqttc::mqttbytes::v4::{ConnAck, Connect, ConnectReturnCode, Packet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::{Instant, timeout, timeout_at};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+/// Bytes asked of the socket per read at least (when the packet being framed allows).
+const READ_CHUNK: usize = 4096;
+
+/// A client stream, plain TCP or TLS.
+trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> ClientIo for T {}
+
+/// What every connection task shares.
+pub(crate) struct Shared {
+    pub(crate) upstream: SocketAddr,
+    pub(crate) tls: Option<TlsAcceptor>,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) max_packet_size: usize,
+    pub(crate) auth: Arc<dyn Authorizer>,
+    pub(crate) stats: Arc<GateStats>,
+    /// Bumped by `GateHandle::recheck`.
+    pub(crate) generation: watch::Receiver<u64>,
+}
+
+/// How a connection ended: `Some(reason)` is counted, `None` is an ordinary close (either side
+/// hung up or an I/O error).
+type End = Option<Reason>;
+
+/// Serves one accepted connection until it ends or `cancel` fires.
+pub(crate) async fn serve(
+    tcp: TcpStream,
+    shared: Arc<Shared>,
+    slot: Slot,
+    cancel: CancellationToken,
+) {
+    let end = tokio::select! {
+        _ = cancel.cancelled() => None,
+        end = run(tcp, &shared, slot) => end,
+    };
+    if let Some(reason) = end {
+        shared.stats.record(reason);
+    }
+}
+
+async fn run(tcp: TcpStream, shared: &Shared, mut slot: Slot) -> End {
+    let mut generation = shared.generation.clone();
+    let deadline = Instant::now() + shared.connect_timeout;
+    let (mut client, mut buf, connect, connect_frame) =
+        match timeout_at(deadline, handshake(tcp, shared)).await {
+            Ok(Ok(Some(done))) => done,
+            Ok(Ok(None)) => return None,
+            Ok(Err(reason)) => return Some(reason),
+            Err(_) => return Some(Reason::ConnectTimeout),
+        };
+
+    // Any recheck from now on applies to the grant about to be issued.
+    generation.borrow_and_update();
+    let decision = shared.auth.connect(
+        &connect.client_id,
+        connect.login.as_ref().map(|l| l.username.as_str()),
+        connect.login.as_ref().map(|l| l.password.as_bytes()),
+    );
+    let grant = match rules::admit(&connect, decision) {
+        Ok(grant) => grant,
+        Err((code, reason)) => {
+            refuse(&mut client, code, shared.connect_timeout).await;
+            return Some(reason);
+        }
+    };
+
+    let upstream = match timeout(shared.connect_timeout, TcpStream::connect(shared.upstream)).await
+    {
+        Ok(Ok(upstream)) => upstream,
+        _ => {
+            refuse(
+                &mut client,
+                ConnectReturnCode::ServiceUnavailable,
+                shared.connect_timeout,
+            )
+            .await;
+            return Some(Reason::UpstreamError);
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    slot.connected();
+    tracing::debug!(identity = %grant.identity, client_id = %connect.client_id, "MQTT gate: admitted");
+
+    let (mut up_read, mut up_write) = upstream.into_split();
+    // The CONNECT goes up exactly as the client sent it.
+    if up_write.write_all(&connect_frame).await.is_err() {
+        return Some(Reason::UpstreamError);
+    }
+    let (mut client_read, mut client_write) = tokio::io::split(client);
+
+    let down = tokio::io::copy(&mut up_read, &mut client_write);
+    let up = client_to_broker(
+        &mut client_read,
+        &mut up_write,
+        &mut buf,
+        &grant,
+        shared.max_packet_size,
+    );
+    let revoked = async {
+        loop {
+            if generation.changed().await.is_err() {
+                // The gate is stopping; cancellation closes this connection.
+                std::future::pending::<()>().await;
+            }
+            if !shared.auth.still_valid(&grant) {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = down => None,
+        end = up => end,
+        () = revoked => Some(Reason::Revoked),
+    }
+}
+
+/// TLS handshake (if configured) and the first packet, which must be a CONNECT. `Ok(None)` when
+/// the client hangs up first.
+async fn handshake(
+    tcp: TcpStream,
+    shared: &Shared,
+) -> Result<Option<(Box<dyn ClientIo>, BytesMut, Connect, Bytes)>, Reason> {
+    let _ = tcp.set_nodelay(true);
+    let mut client: Box<dyn ClientIo> = match &shared.tls {
+        Some(acceptor) => Box::new(acceptor.accept(tcp).await.map_err(|_| Reason::TlsError)?),
+        None => Box::new(tcp),
+    };
+    let mut buf = BytesMut::new();
+    loop {
+        if !rules::may_be_connect(&buf) {
+            return Err(Reason::ProtocolError);
+        }
+        match rules::next_frame(&mut buf, shared.max_packet_size)? {
+            Framing::Frame(header, frame) => {
+                let connect = rules::parse_connect(header, frame.clone())?;
+                return Ok(Some((client, buf, connect, frame)));
+            }
+            Framing::Need(n) => {
+                match read_more(&mut client, &mut buf, n, shared.max_packet_size).await {
+                    Ok(0) if buf.is_empty() => return Ok(None),
+                    Ok(0) => return Err(Reason::ProtocolError),
+                    Ok(_) => {}
+                    Err(_) => return Ok(None),
+                }
+            }
+        }
+    }
+}
+
+/// Reads at least one byte (0 at end of stream) into `buf`, which holds part of one packet
+/// still `need` bytes short. Never lets `buf` grow past the largest allowed packet.
+async fn read_more<R: AsyncRead + Unpin + ?Sized>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+    need: usize,
+    max_packet_size: usize,
+) -> std::io::Result<usize> {
+    let room = (max_packet_size + MAX_FIXED_HEADER).saturating_sub(buf.len());
+    let want = need.max(READ_CHUNK).min(room).max(1);
+    buf.reserve(want);
+    (&mut *reader).take(want as u64).read_buf(buf).await
+}
+
+/// Sends a refusing CONNACK, best effort and bounded in time.
+async fn refuse(client: &mut Box<dyn ClientIo>, code: ConnectReturnCode, limit: Duration) {
+    let mut out = BytesMut::new();
+    if Packet::ConnAck(ConnAck::new(code, false))
+        .write(&mut out, usize::MAX)
+        .is_err()
+    {
+        return;
+    }
+    let _ = timeout(limit, async {
+        client.write_all(&out).await?;
+        client.flush().await?;
+        client.shutdown().await
+    })
+    .await;
+}
+
+/// Reads client packets, judges each, and writes the allowed ones to the broker in batches.
+/// Returns at end of stream, on an I/O error, or at the first packet that must close.
+async fn client_to_broker<R, W>(
+    client: &mut R,
+    broker: &mut W,
+    buf: &mut BytesMut,
+    grant: &Grant,
+    max_packet_size: usize,
+) -> End
+where
+    R: AsyncRead + Unpin + ?Sized,
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    let mut out = BytesMut::new();
+    loop {
+        let need = loop {
+            match rules::next_frame(buf, max_packet_size) {
+                Ok(Framing::Frame(header, frame)) => match rules::judge(grant, header, &frame) {
+                    Verdict::Forward => out.extend_from_slice(&frame),
+                    Verdict::Close(reason) => {
+                        // What came before the offending packet was allowed: let it through.
+                        let _ = broker.write_all(&out).await;
+                        return Some(reason);
+                    }
+                },
+                Ok(Framing::Need(n)) => break n,
+                Err(reason) => {
+                    let _ = broker.write_all(&out).await;
+                    return Some(reason);
+                }
+            }
+        };
+        if !out.is_empty() {
+            if broker.write_all(&out).await.is_err() {
+                return None;
+            }
+            out.clear();
+        }
+        match read_more(client, buf, need, max_packet_size).await {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+}
