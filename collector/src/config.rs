@@ -395,7 +395,9 @@ impl RawConfig {
                 let password = match (&self.mqtt.password_file, &self.mqtt.password) {
                     (Some(f), _) => Some(
                         std::fs::read_to_string(f)
-                            .map_err(|e| invalid("mqtt.password_file", format!("{}: {e}", f.display())))?
+                            .map_err(|e| {
+                                invalid("mqtt.password_file", format!("{}: {e}", f.display()))
+                            })?
                             .trim_end_matches(['\r', '\n'])
                             .to_string(),
                     ),
@@ -516,9 +518,15 @@ pub struct BrokerUrl {
 /// Parses `mqtt://[user[:password]@]host[:port]` or `mqtts://…` (ports default to 1883 and
 /// 8883). Credentials are split off, never kept in the host (nor logged).
 pub fn parse_broker_url(url: &str) -> Result<BrokerUrl, String> {
-    let (rest, tls) = if let Some(r) = url.strip_prefix("mqtts://").or_else(|| url.strip_prefix("ssl://")) {
+    let (rest, tls) = if let Some(r) = url
+        .strip_prefix("mqtts://")
+        .or_else(|| url.strip_prefix("ssl://"))
+    {
         (r, true)
-    } else if let Some(r) = url.strip_prefix("mqtt://").or_else(|| url.strip_prefix("tcp://")) {
+    } else if let Some(r) = url
+        .strip_prefix("mqtt://")
+        .or_else(|| url.strip_prefix("tcp://"))
+    {
         (r, false)
     } else {
         return Err("must start with mqtt:// or mqtts://".into());

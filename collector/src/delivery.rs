@@ -99,7 +99,10 @@ impl Tracker {
             } else {
                 key(&m.mo, &m.host, &m.inst).into()
             };
-            if t.insts.get(&k).is_some_and(|i| i.contiguous >= m.contiguous) {
+            if t.insts
+                .get(&k)
+                .is_some_and(|i| i.contiguous >= m.contiguous)
+            {
                 continue;
             }
             t.insts.insert(

@@ -6,14 +6,14 @@
 //! channel to the МИС, and a few PCs cannot reach the ЛИС, so the status page has something
 //! to show.
 
+use crate::identity::SecurityMode;
+use crate::identity::service::Identities;
 use crate::roster::Roster;
+use dozor_proto::auth::MacKey;
 use dozor_proto::{
     Birth, Category, ConnState, DiskInfo, DiskUsage, Envelope, ErrorClass, Heartbeat, Kind, Probe,
     ProbeResult, Role, SCHEMA_VERSION, State, TargetInfo, topic,
 };
-use crate::identity::SecurityMode;
-use crate::identity::service::Identities;
-use dozor_proto::auth::MacKey;
 use rand::{Rng, SeedableRng};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 use std::net::{IpAddr, SocketAddr};
@@ -331,7 +331,9 @@ pub fn spawn(
                     h.key = reg.key_for(&h.mo, &h.host).ok().cloned();
                 }
             }
-            Err(e) => tracing::error!(error = %e, "demo: cannot issue identities for the simulated hosts"),
+            Err(e) => {
+                tracing::error!(error = %e, "demo: cannot issue identities for the simulated hosts")
+            }
         }
     }
     let n: usize = fleet.iter().map(Vec::len).sum();
@@ -358,9 +360,7 @@ pub fn spawn(
     };
     // The demo's agent keeps its spool and identity in the demo's own data dir.
     let data_dir = data_dir.join("demo-agent");
-    let token = if ids.mode == SecurityMode::Enrolled
-        && !data_dir.join("identity.json").exists()
-    {
+    let token = if ids.mode == SecurityMode::Enrolled && !data_dir.join("identity.json").exists() {
         match ids.create_token(&mo, Some(1), now_ms()) {
             Ok(t) => Some(t),
             Err(e) => {

@@ -65,8 +65,8 @@ pub async fn run(
     restrict_dir(&cfg.data_dir);
     let mut store = open_store(&cfg, roster.clone())?;
     let marks = store.load_delivery().context("loading delivery marks")?;
-    let ids = identity::service::Identities::open(&cfg.data_dir, cfg.security)
-        .context("identity.db")?;
+    let ids =
+        identity::service::Identities::open(&cfg.data_dir, cfg.security).context("identity.db")?;
     if cfg.security == identity::SecurityMode::Open {
         tracing::warn!(
             "security.mode = \"open\": ANY client may publish as ANY host and МО, messages are not \
@@ -75,7 +75,10 @@ pub async fn run(
     }
     let tasks = TaskTracker::new();
     let ids_cancel = CancellationToken::new();
-    tasks.spawn(ids.clone().watch(Duration::from_secs(1), ids_cancel.clone()));
+    tasks.spawn(
+        ids.clone()
+            .watch(Duration::from_secs(1), ids_cancel.clone()),
+    );
 
     // The collector's own client connects to the broker itself; agents connect to `public`.
     let (mqtt_host, mqtt_port, public, gate_stats) = match &cfg.mqtt.mode {
@@ -126,8 +129,14 @@ pub async fn run(
     // subscribes, then keeps the broker's clients in step with the identities.
     let provision = match (&cfg.mqtt.mode, cfg.mqtt.dynsec, &cfg.mqtt.credentials) {
         (MqttMode::External { .. }, true, Some((user, _))) => {
-            tasks.spawn(identity::dynsec::run(client.clone(), ids.receiver(), ids_cancel.clone()));
-            Some(serde_json::to_vec(&identity::dynsec::collector_commands(user))?)
+            tasks.spawn(identity::dynsec::run(
+                client.clone(),
+                ids.receiver(),
+                ids_cancel.clone(),
+            ));
+            Some(serde_json::to_vec(&identity::dynsec::collector_commands(
+                user,
+            ))?)
         }
         _ => None,
     };

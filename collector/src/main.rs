@@ -132,7 +132,10 @@ fn identity_command(data_dir: &std::path::Path, cmd: &Command) -> anyhow::Result
                 expires_days,
                 note,
             } => {
-                anyhow::ensure!(dozor_proto::valid_id(mo), "--mo: {mo:?} is not a valid МО id");
+                anyhow::ensure!(
+                    dozor_proto::valid_id(mo),
+                    "--mo: {mo:?} is not a valid МО id"
+                );
                 let expires = expires_days.map(|d| now + i64::from(d) * 86_400_000);
                 let (id, token) = db.create_token(mo, *max_uses, expires, note, now)?;
                 eprintln!("token {id} for МО {mo} created; it is shown only now:");

@@ -232,7 +232,8 @@ impl Pipeline {
                     // what is stored, but the live state lost it with the process: take the
                     // inventory (role!) from it, or a crashed server would page nobody.
                     if let Message::Birth(e) = &msg {
-                        self.state.restore_birth(h.mo, h.host, &e.body, recv_ms, in_roster);
+                        self.state
+                            .restore_birth(h.mo, h.host, &e.body, recv_ms, in_roster);
                     }
                     return;
                 }

@@ -8,8 +8,8 @@ mod validate;
 
 pub use payload::*;
 pub use topic::{
-    Kind, MAX_ID_LEN, TOPIC_ROOT, Topic, client_id, parse_username, topic, upstream_filter, username,
-    valid_id,
+    Kind, MAX_ID_LEN, TOPIC_ROOT, Topic, client_id, parse_username, topic, upstream_filter,
+    username, valid_id,
 };
 pub use validate::{Limits, decode, decode_ack};
 

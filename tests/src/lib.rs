@@ -119,13 +119,22 @@ impl Mosquitto {
 
     /// Starts on a given port (to restart on the same port after `stop`).
     pub fn start_on(port: u16) -> Mosquitto {
+        Mosquitto::start_with(port, "max_packet_size 1048576\n")
+    }
+
+    /// A broker with no packet limit of its own (MQTT's 256 MB), as a careless region runs it.
+    pub fn start_without_packet_limit() -> Mosquitto {
+        Mosquitto::start_with(free_port(), "")
+    }
+
+    fn start_with(port: u16, extra: &str) -> Mosquitto {
         let dir = tempfile::tempdir().expect("tempdir");
         let conf = dir.path().join("mosquitto.conf");
         std::fs::write(
             &conf,
             format!(
                 "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\n\
-                 max_inflight_messages 20000\nmax_queued_messages 1000000\nmax_packet_size 1048576\n"
+                 max_inflight_messages 20000\nmax_queued_messages 1000000\n{extra}"
             ),
         )
         .expect("write mosquitto.conf");

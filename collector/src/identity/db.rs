@@ -395,7 +395,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(path(dir.path())).unwrap().permissions().mode();
+            let mode = std::fs::metadata(path(dir.path()))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o077, 0, "identity.db must be owner-only: {mode:o}");
         }
     }

@@ -100,10 +100,16 @@ pub async fn run(
         let now = registry.borrow_and_update().clone();
         let commands = diff(before.as_deref(), &now);
         if !commands.is_empty() {
-            tracing::info!(commands = commands.len(), "provisioning broker identities (dynsec)");
+            tracing::info!(
+                commands = commands.len(),
+                "provisioning broker identities (dynsec)"
+            );
         }
         for p in payloads(commands) {
-            if let Err(e) = client.publish(CONTROL_TOPIC, QoS::AtLeastOnce, false, p).await {
+            if let Err(e) = client
+                .publish(CONTROL_TOPIC, QoS::AtLeastOnce, false, p)
+                .await
+            {
                 tracing::warn!(error = %e, "dynsec command not sent");
             }
         }
@@ -129,10 +135,12 @@ mod tests {
         assert_eq!(full[1]["clientid"], "dozor-mo1-pc-1");
         assert_eq!(full[1]["username"], "mo1/pc-1");
         let acls = full[0]["acls"].as_array().unwrap();
-        assert!(
-            acls.iter()
-                .all(|a| a["topic"].as_str().unwrap().starts_with("dozor/v1/mo1/pc-1/"))
-        );
+        assert!(acls.iter().all(|a| {
+            a["topic"]
+                .as_str()
+                .unwrap()
+                .starts_with("dozor/v1/mo1/pc-1/")
+        }));
         // Agents never get to write their own ack.
         assert!(!acls.iter().any(|a| a["acltype"] == "publishClientSend"
             && a["topic"].as_str().unwrap().ends_with("/ack")));

@@ -102,9 +102,8 @@ impl Registry {
 
     /// Identities revoked in `self` but not in `before` (to disconnect them).
     pub fn newly_revoked<'a>(&'a self, before: &'a Registry) -> impl Iterator<Item = &'a Agent> {
-        self.agents().filter(move |a| {
-            a.revoked && before.get(&a.mo, &a.host).is_some_and(|b| !b.revoked)
-        })
+        self.agents()
+            .filter(move |a| a.revoked && before.get(&a.mo, &a.host).is_some_and(|b| !b.revoked))
     }
 
     /// Decides an MQTT login: the username names the identity, the password proves it, and
@@ -294,7 +293,10 @@ mod tests {
         assert_eq!(t.check("s3cret", 0), Ok(()));
         assert_eq!(t.check("other", 0), Err(TokenError::Unknown));
         assert_eq!(t.check("s3cret", 1_000), Err(TokenError::Expired));
-        let used = Token { used: 2, ..t.clone() };
+        let used = Token {
+            used: 2,
+            ..t.clone()
+        };
         assert_eq!(used.check("s3cret", 0), Err(TokenError::UsedUp));
         let revoked = Token { revoked: true, ..t };
         assert_eq!(revoked.check("s3cret", 0), Err(TokenError::Revoked));
@@ -339,10 +341,7 @@ mod tests {
             r.login("dozor-mo1-pc-2", Some("mo1/pc-1"), Some(pw.as_bytes())),
             Err(LoginError::WrongClientId)
         );
-        assert_eq!(
-            r.login("x", None, None),
-            Err(LoginError::BadCredentials)
-        );
+        assert_eq!(r.login("x", None, None), Err(LoginError::BadCredentials));
         assert!(r.key_for("mo1", "pc-1").is_ok());
         assert_eq!(r.key_for("mo1", "pc-2").err(), Some(Denied::Unenrolled));
         let before = r.clone();

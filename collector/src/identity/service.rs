@@ -87,7 +87,11 @@ impl Identities {
     }
 
     /// Issues identities directly (the demo's simulated hosts).
-    pub fn issue_many(&self, hosts: &[(String, String)], now_ms: i64) -> Result<Vec<Issued>, DbError> {
+    pub fn issue_many(
+        &self,
+        hosts: &[(String, String)],
+        now_ms: i64,
+    ) -> Result<Vec<Issued>, DbError> {
         let out = {
             let db = self.db();
             hosts
@@ -100,8 +104,16 @@ impl Identities {
     }
 
     /// Creates a token (the demo enrolls its own agent process with one).
-    pub fn create_token(&self, mo: &str, max_uses: Option<u32>, now_ms: i64) -> Result<String, DbError> {
-        Ok(self.db().create_token(mo, max_uses, None, "demo", now_ms)?.1)
+    pub fn create_token(
+        &self,
+        mo: &str,
+        max_uses: Option<u32>,
+        now_ms: i64,
+    ) -> Result<String, DbError> {
+        Ok(self
+            .db()
+            .create_token(mo, max_uses, None, "demo", now_ms)?
+            .1)
     }
 
     /// Reloads whenever another process changed `identity.db` (checked every `every`).

@@ -4,13 +4,13 @@ use crate::identity::service::Identities;
 use crate::identity::{LoginError, Registry, SecurityMode};
 use dozor_gate::{Authorizer, GateConfig, GateStats, Grant, Refusal};
 use dozor_proto::{Kind, MAX_PAYLOAD_BYTES, parse_username, upstream_filter};
+use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
-use std::collections::HashMap;
-use std::net::SocketAddr;
 
 /// Errors starting the embedded broker.
 #[derive(Debug, thiserror::Error)]

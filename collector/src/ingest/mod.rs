@@ -8,7 +8,9 @@ use crate::identity::{Denied, Registry};
 use crate::metrics::{Drop, Metrics};
 use dozor_proto::auth;
 use dozor_proto::{Kind, Limits, MAX_PAYLOAD_BYTES, Message, Reject, Topic, upstream_filter};
-use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, Publish, QoS, StateError};
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, Publish, QoS, StateError,
+};
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
@@ -121,7 +123,10 @@ pub fn authenticate_decode(
 /// True for a client error caused by what the broker sent (a packet too big or malformed):
 /// the broker would send it again on the same persistent session.
 fn poisoned(e: &ConnectionError) -> bool {
-    matches!(e, ConnectionError::MqttState(StateError::Deserialization(_)))
+    matches!(
+        e,
+        ConnectionError::MqttState(StateError::Deserialization(_))
+    )
 }
 
 /// Drives the event loop until cancelled: decodes publishes and sends them to the pipeline.
@@ -170,7 +175,12 @@ pub async fn run(
                 eventloop.mqtt_options.set_clean_session(false);
                 if let Some(p) = &provision
                     && let Err(e) = client
-                        .publish(crate::identity::dynsec::CONTROL_TOPIC, QoS::AtLeastOnce, false, p.clone())
+                        .publish(
+                            crate::identity::dynsec::CONTROL_TOPIC,
+                            QoS::AtLeastOnce,
+                            false,
+                            p.clone(),
+                        )
                         .await
                 {
                     tracing::warn!(error = %e, "dynsec self-provisioning not sent");

@@ -145,7 +145,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let _ = tx.send(Inbound::Connected).await;
             for (topic, payload) in samples {
                 metrics.received();
-                let decoded = dozor_collector::ingest::authenticate_decode(&topic, &payload, None, &limits);
+                let decoded =
+                    dozor_collector::ingest::authenticate_decode(&topic, &payload, None, &limits);
                 let mut publish = Publish::from_bytes(topic, QoS::AtLeastOnce, payload);
                 publish.pkid = 1;
                 let msg = Inbound::Msg {

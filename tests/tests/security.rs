@@ -1,0 +1,700 @@
+//! Trust on MQTT (issue 9): an attacker at one clinic PC, with its own enrolled identity or
+//! none, against a real collector in enrolled mode — the embedded broker behind its gateway,
+//! and Mosquitto (with and without ACLs). Every attack is refused with its reason counted on
+//! /metrics, and a victim host's real data keeps arriving.
+//!
+//! `SimAgent` enrolls over the collector's real HTTP endpoint and signs exactly as the agent
+//! does (`dozor_proto::auth`), so each test controls what the attacker sends byte for byte.
+
+use dozor_proto::auth::{MacKey, Secret, sign};
+use dozor_proto::{
+    Birth, ConnState, DiskUsage, Envelope, Heartbeat, Role, SCHEMA_VERSION, SpoolStats, State,
+    client_id, topic, username,
+};
+use dozor_tests::*;
+use rumqttc::{AsyncClient, ConnectionError, Event, MqttOptions, Packet, QoS};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+const MO_A: &str = "1.2.643.5.1.13.13.12.2.27.11";
+const MO_B: &str = "1.2.643.5.1.13.13.12.2.27.22";
+
+fn now_ms() -> i64 {
+    unix_ms()
+}
+
+/// Creates an enrollment token with the collector's CLI (as a region admin would).
+fn token(data_dir: &std::path::Path, mo: &str, extra: &[&str]) -> String {
+    let out = Command::new(bin("dozor-collector"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["token", "create", "--mo", mo])
+        .args(extra)
+        .stderr(Stdio::null())
+        .output()
+        .expect("dozor-collector token create");
+    assert!(out.status.success(), "token create failed");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Enrolls over HTTP; returns (status, JSON body).
+async fn enroll(c: &Collector, token: &str, hint: &str) -> (u16, serde_json::Value) {
+    let r = c
+        .client
+        .post(format!("http://{}/api/v1/enroll", c.http))
+        .json(&serde_json::json!({"token": token, "host_hint": hint, "hostname": hint}))
+        .send()
+        .await
+        .expect("POST /api/v1/enroll");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or_default())
+}
+
+/// An enrolled identity driven by the test.
+struct SimAgent {
+    mo: String,
+    host: String,
+    secret: Secret,
+    inst: String,
+    seq: u64,
+}
+
+impl SimAgent {
+    async fn enroll(c: &Collector, token: &str, hint: &str) -> SimAgent {
+        let (status, body) = enroll(c, token, hint).await;
+        assert_eq!(status, 200, "enrollment: {body}");
+        SimAgent {
+            mo: body["mo"].as_str().unwrap().into(),
+            host: body["host"].as_str().unwrap().into(),
+            secret: Secret::from_hex(body["secret"].as_str().unwrap()).unwrap(),
+            inst: format!("inst-{hint}"),
+            seq: 0,
+        }
+    }
+
+    fn key(&self) -> MacKey {
+        self.secret.mac_key()
+    }
+
+    fn options(&self, port: u16) -> MqttOptions {
+        let mut o = MqttOptions::new(client_id(&self.mo, &self.host), "127.0.0.1", port);
+        o.set_credentials(username(&self.mo, &self.host), self.secret.mqtt_password())
+            .set_keep_alive(Duration::from_secs(30));
+        o
+    }
+
+    fn hb_json(&mut self, mo: &str, host: &str, inst: &str, oldest: Option<u64>) -> Vec<u8> {
+        self.seq += 1;
+        serde_json::to_vec(&Envelope {
+            v: SCHEMA_VERSION,
+            mo: mo.into(),
+            host: host.into(),
+            inst: inst.into(),
+            seq: self.seq,
+            ts: now_ms(),
+            replay: false,
+            body: Heartbeat {
+                uptime_secs: 100,
+                cpu_pct: 5.0,
+                mem_used_bytes: 1 << 30,
+                mem_total_bytes: 4 << 30,
+                load: None,
+                disks: vec![DiskUsage {
+                    mount: "/".into(),
+                    total_bytes: 100,
+                    used_bytes: 10,
+                }],
+                interval_secs: 1,
+                spool: oldest.map(|o| SpoolStats {
+                    pending: 0,
+                    bytes: 0,
+                    dropped: 0,
+                    oldest_seq: Some(o),
+                }),
+            },
+        })
+        .unwrap()
+    }
+
+    /// Its own heartbeat, signed: (topic, payload).
+    fn hb(&mut self) -> (String, Vec<u8>) {
+        let (mo, host, inst) = (self.mo.clone(), self.host.clone(), self.inst.clone());
+        let json = self.hb_json(&mo, &host, &inst, None);
+        let t = topic(&mo, &host, dozor_proto::Kind::Hb);
+        (t.clone(), sign(&self.key(), &t, &json))
+    }
+
+    fn birth(&mut self, role: Role) -> (String, Vec<u8>) {
+        self.seq += 1;
+        let json = serde_json::to_vec(&Envelope {
+            v: SCHEMA_VERSION,
+            mo: self.mo.clone(),
+            host: self.host.clone(),
+            inst: self.inst.clone(),
+            seq: self.seq,
+            ts: now_ms(),
+            replay: false,
+            body: Birth {
+                agent_version: "test".into(),
+                role,
+                site: "Главный корпус".into(),
+                hostname: self.host.clone(),
+                os_name: "Linux".into(),
+                os_version: "1".into(),
+                cpu_model: "x".into(),
+                cpu_count: 2,
+                mem_total_bytes: 4 << 30,
+                disks: vec![],
+                boot_time: now_ms() / 1000 - 100,
+                boot_id: "b".into(),
+                seq_base: self.seq,
+                interval_secs: 1,
+                keepalive_secs: 30,
+                targets: vec![],
+            },
+        })
+        .unwrap();
+        let t = topic(&self.mo, &self.host, dozor_proto::Kind::Birth);
+        (t.clone(), sign(&self.key(), &t, &json))
+    }
+
+    /// A `state` for any (mo, host), signed with this identity's key.
+    fn state_for(&self, mo: &str, host: &str, st: ConnState) -> (String, Vec<u8>) {
+        let json = serde_json::to_vec(&Envelope {
+            v: SCHEMA_VERSION,
+            mo: mo.into(),
+            host: host.into(),
+            inst: self.inst.clone(),
+            seq: self.seq,
+            ts: now_ms(),
+            replay: false,
+            body: State {
+                state: st,
+                reason: Some("shutdown".into()),
+            },
+        })
+        .unwrap();
+        let t = topic(mo, host, dozor_proto::Kind::State);
+        (t.clone(), sign(&self.key(), &t, &json))
+    }
+}
+
+/// A connected MQTT client; `events` reports connection outcomes.
+struct Conn {
+    client: AsyncClient,
+    events: mpsc::UnboundedReceiver<Result<Event, String>>,
+}
+
+async fn connect(o: MqttOptions) -> Conn {
+    let (client, mut el) = AsyncClient::new(o, 10_000);
+    let (tx, events) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            match el.poll().await {
+                Ok(ev) => {
+                    if tx.send(Ok(ev)).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let refused = matches!(e, ConnectionError::ConnectionRefused(_));
+                    if tx.send(Err(e.to_string())).is_err() || refused {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            }
+        }
+    });
+    Conn { client, events }
+}
+
+impl Conn {
+    /// Waits for the CONNACK (true) or a refusal/error (false).
+    async fn connected(&mut self) -> bool {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(Ok(Event::Incoming(Packet::ConnAck(_))))) => return true,
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(_))) | Ok(None) | Err(_) => return false,
+            }
+        }
+    }
+
+    /// Waits until the connection drops (an error after having connected).
+    async fn dropped(&mut self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(Err(_))) | Ok(None) => return true,
+                Ok(Some(Ok(_))) => {}
+                Err(_) => return false,
+            }
+        }
+    }
+
+    async fn publish(&self, (t, p): (String, Vec<u8>), retain: bool) {
+        self.client
+            .publish(t, QoS::AtLeastOnce, retain, p)
+            .await
+            .expect("queue publish");
+    }
+}
+
+fn start_enrolled(broker: &Broker, dir: &std::path::Path) -> Collector {
+    Collector::start(broker, dir, &["--security-mode", "enrolled"])
+}
+
+async fn wait_metric(c: &Collector, series: &str, at_least: f64) -> f64 {
+    wait_for(Duration::from_secs(15), || async {
+        let v = c.metric(series).await;
+        (v >= at_least).then_some(v)
+    })
+    .await
+    .unwrap_or_else(|| panic!("{series} did not reach {at_least}"))
+}
+
+async fn accepted_hb(c: &Collector) -> f64 {
+    c.metric("dozor_messages_accepted_total{kind=\"hb\"}").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_and_wrong_logins_are_refused_at_the_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = start_enrolled(&Broker::Embedded(0), dir.path());
+    // mosquitto_pub as an anonymous client on a clinic PC.
+    let out = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &c.mqtt_port.to_string()])
+        .args(["-t", "dozor/v1/x/y/hb", "-m", "{}", "-q", "1"])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!out.success(), "anonymous publish must be refused");
+    // A subscriber to everything gets nowhere either.
+    let out = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &c.mqtt_port.to_string()])
+        .args(["-t", "dozor/v1/#", "-C", "1", "-W", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!out.success(), "anonymous subscribe must be refused");
+    wait_metric(
+        &c,
+        "dozor_mqtt_gate_closed_total{reason=\"bad_credentials\"}",
+        2.0,
+    )
+    .await;
+    // An enrolled identity with a guessed password, and with the right one but someone else's
+    // client id (which would take over that host's session).
+    let t = token(dir.path(), MO_A, &[]);
+    let a = SimAgent::enroll(&c, &t, "pc-a").await;
+    let mut o = a.options(c.mqtt_port);
+    o.set_credentials(username(&a.mo, &a.host), "guess");
+    assert!(!connect(o).await.connected().await);
+    let mut o = a.options(c.mqtt_port);
+    o.set_client_id(client_id(&a.mo, "pc-other"));
+    assert!(!connect(o).await.connected().await);
+    wait_metric(
+        &c,
+        "dozor_mqtt_gate_closed_total{reason=\"not_authorized\"}",
+        1.0,
+    )
+    .await;
+    assert!(connect(a.options(c.mqtt_port)).await.connected().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_cannot_publish_for_another_host_or_mo_nor_write_acks() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = start_enrolled(&Broker::Embedded(0), dir.path());
+    let mut a = SimAgent::enroll(&c, &token(dir.path(), MO_A, &[]), "pc-a").await;
+    let mut b = SimAgent::enroll(&c, &token(dir.path(), MO_B, &[]), "srv-b").await;
+    let mut vb = connect(b.options(c.mqtt_port)).await;
+    assert!(vb.connected().await);
+    vb.publish(b.birth(Role::Server), true).await;
+    vb.publish(b.hb(), false).await;
+    wait_for(Duration::from_secs(10), || async {
+        c.host(&b.host).await.filter(|h| h["state"] == "online")
+    })
+    .await
+    .expect("victim online");
+
+    // The attacker forges the victim's `offline/shutdown` (hides a real crash), with its own
+    // key, through the gateway: disconnected, nothing reaches the collector.
+    let mut att = connect(a.options(c.mqtt_port)).await;
+    assert!(att.connected().await);
+    att.publish(a.state_for(&b.mo, &b.host, ConnState::Offline), true)
+        .await;
+    assert!(
+        att.dropped(Duration::from_secs(5)).await,
+        "gateway must cut it"
+    );
+    // Same for a made-up host in the attacker's own МО, and for the victim's ack topic.
+    let mut att = connect(a.options(c.mqtt_port)).await;
+    assert!(att.connected().await);
+    att.publish(a.state_for(&a.mo, "made-up-1", ConnState::Online), false)
+        .await;
+    assert!(att.dropped(Duration::from_secs(5)).await);
+    let mut att = connect(a.options(c.mqtt_port)).await;
+    assert!(att.connected().await);
+    att.client
+        .publish(
+            topic(&b.mo, &b.host, dozor_proto::Kind::Ack),
+            QoS::AtLeastOnce,
+            true,
+            b"{\"v\":1,\"inst\":\"x\",\"acked_seq\":99999999,\"ts\":1}".to_vec(),
+        )
+        .await
+        .unwrap();
+    assert!(att.dropped(Duration::from_secs(5)).await);
+    // Reading the whole region is refused too.
+    let mut att = connect(a.options(c.mqtt_port)).await;
+    assert!(att.connected().await);
+    att.client
+        .subscribe("dozor/v1/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    assert!(att.dropped(Duration::from_secs(5)).await);
+
+    wait_metric(
+        &c,
+        "dozor_mqtt_gate_closed_total{reason=\"acl_publish\"}",
+        3.0,
+    )
+    .await;
+    wait_metric(
+        &c,
+        "dozor_mqtt_gate_closed_total{reason=\"acl_subscribe\"}",
+        1.0,
+    )
+    .await;
+    // The victim still reads online and is still heard; the made-up host does not exist.
+    let before = accepted_hb(&c).await;
+    vb.publish(b.hb(), false).await;
+    wait_metric(
+        &c,
+        "dozor_messages_accepted_total{kind=\"hb\"}",
+        before + 1.0,
+    )
+    .await;
+    let h = c.host(&b.host).await.unwrap();
+    assert_eq!(h["state"], "online", "{h}");
+    assert_eq!(h["role"], "server");
+    assert!(c.host("made-up-1").await.is_none());
+    // The attacker's own data is still welcome.
+    let mut own = connect(a.options(c.mqtt_port)).await;
+    assert!(own.connected().await);
+    own.publish(a.hb(), false).await;
+    wait_metric(
+        &c,
+        "dozor_messages_accepted_total{kind=\"hb\"}",
+        before + 2.0,
+    )
+    .await;
+}
+
+/// A broker that lets anyone publish anything (Mosquitto without ACLs): the collector's own
+/// checks still refuse every forgery, and a real host's data is unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misconfigured_broker_forgeries_fail_end_to_end() {
+    let m = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let c = start_enrolled(&Broker::External(m.url()), dir.path());
+    let mut a = SimAgent::enroll(&c, &token(dir.path(), MO_A, &[]), "pc-a").await;
+    let mut b = SimAgent::enroll(&c, &token(dir.path(), MO_B, &[]), "srv-b").await;
+    let mut anon_o = MqttOptions::new("anon", "127.0.0.1", m.port);
+    anon_o.set_keep_alive(Duration::from_secs(30));
+    let mut anon = connect(anon_o).await;
+    assert!(anon.connected().await);
+    let mut vb = connect(b.options(m.port)).await;
+    assert!(vb.connected().await);
+    vb.publish(b.birth(Role::Server), true).await;
+    for _ in 0..3 {
+        vb.publish(b.hb(), false).await;
+    }
+    wait_metric(&c, "dozor_messages_accepted_total{kind=\"hb\"}", 3.0).await;
+    wait_for(Duration::from_secs(10), || async {
+        c.host(&b.host).await.filter(|h| h["state"] == "online")
+    })
+    .await
+    .expect("victim online");
+
+    // Unsigned forgery of the victim's state.
+    let unsigned = serde_json::to_vec(&Envelope {
+        v: SCHEMA_VERSION,
+        mo: b.mo.clone(),
+        host: b.host.clone(),
+        inst: b.inst.clone(),
+        seq: 1,
+        ts: now_ms(),
+        replay: false,
+        body: State {
+            state: ConnState::Offline,
+            reason: Some("shutdown".into()),
+        },
+    })
+    .unwrap();
+    anon.publish(
+        (topic(&b.mo, &b.host, dozor_proto::Kind::State), unsigned),
+        false,
+    )
+    .await;
+    // Signed by the attacker's own identity, on the victim's topic.
+    anon.publish(a.state_for(&b.mo, &b.host, ConnState::Offline), false)
+        .await;
+    // Made-up hosts (unenrolled), a thousand of them: none may take a place.
+    for i in 0..1000 {
+        let mut fake = SimAgent {
+            mo: MO_B.into(),
+            host: format!("fake-{i}"),
+            secret: Secret([9; 32]),
+            inst: format!("f{i}"),
+            seq: 0,
+        };
+        anon.publish(fake.hb(), false).await;
+    }
+    // The attacker's own heartbeat claiming the victim's `inst` with an absurd oldest_seq: it
+    // may only move the attacker's own delivery marks.
+    let json = a.hb_json(
+        &a.mo.clone(),
+        &a.host.clone(),
+        &b.inst.clone(),
+        Some(1_000_000_000_000),
+    );
+    let t = topic(&a.mo, &a.host, dozor_proto::Kind::Hb);
+    anon.publish((t.clone(), sign(&a.key(), &t, &json)), false)
+        .await;
+
+    wait_metric(
+        &c,
+        "dozor_messages_rejected_total{reason=\"unsigned\"}",
+        1.0,
+    )
+    .await;
+    wait_metric(&c, "dozor_messages_rejected_total{reason=\"bad_mac\"}", 1.0).await;
+    wait_metric(
+        &c,
+        "dozor_messages_rejected_total{reason=\"unenrolled\"}",
+        1000.0,
+    )
+    .await;
+    let all = c.get("/api/v1/hosts").await;
+    let h = c
+        .host(&b.host)
+        .await
+        .unwrap_or_else(|| panic!("victim unknown: {all}"));
+    assert_eq!(h["state"], "online", "forged offline must not apply: {h}");
+    // Every later heartbeat of the victim is still new data, not a "duplicate".
+    let before = accepted_hb(&c).await;
+    let dups = c.metric("dozor_messages_duplicate_total").await;
+    for _ in 0..5 {
+        vb.publish(b.hb(), false).await;
+    }
+    wait_metric(
+        &c,
+        "dozor_messages_accepted_total{kind=\"hb\"}",
+        before + 5.0,
+    )
+    .await;
+    assert_eq!(c.metric("dozor_messages_duplicate_total").await, dups);
+    let hosts = c.get("/api/v1/hosts").await;
+    assert!(
+        hosts.as_array().unwrap().len() <= 3,
+        "no made-up host may be admitted: {}",
+        hosts.as_array().unwrap().len()
+    );
+    // And the victim's delivery progress is its own: contiguous up to what it sent.
+    let want = b.seq;
+    let mine = wait_for(Duration::from_secs(10), || async {
+        let d = c.get("/api/v1/delivery").await;
+        d.as_array()?
+            .iter()
+            .find(|v| v["host"] == b.host.as_str() && v["contiguous"] == want)
+            .cloned()
+    })
+    .await;
+    assert!(
+        mine.is_some(),
+        "victim's marks: {}",
+        c.get("/api/v1/delivery").await
+    );
+}
+
+/// One 3 MB message on a Mosquitto without `max_packet_size` costs one counted rejection, not
+/// the ingest: later messages are still received and stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_message_does_not_wedge_ingest() {
+    let m = Mosquitto::start_without_packet_limit();
+    let dir = tempfile::tempdir().unwrap();
+    let c = start_enrolled(&Broker::External(m.url()), dir.path());
+    let mut b = SimAgent::enroll(&c, &token(dir.path(), MO_B, &[]), "srv-b").await;
+    let mut vb = connect(b.options(m.port)).await;
+    assert!(vb.connected().await);
+    vb.publish(b.hb(), false).await;
+    wait_metric(&c, "dozor_messages_accepted_total{kind=\"hb\"}", 1.0).await;
+    let big = vec![b'x'; 3 * 1024 * 1024];
+    let status = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &m.port.to_string()])
+        .args(["-t", "dozor/v1/x/y/hb", "-q", "1", "-s"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .and_then(|mut ch| {
+            use std::io::Write;
+            ch.stdin.take().unwrap().write_all(&big)?;
+            ch.wait()
+        })
+        .unwrap();
+    assert!(status.success());
+    wait_metric(
+        &c,
+        "dozor_messages_rejected_total{reason=\"oversized_packet\"}",
+        1.0,
+    )
+    .await;
+    // Ingest continues. What was published while the collector re-subscribed is re-sent by
+    // real agents from their spool; this test's agent simply keeps publishing.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while accepted_hb(&c).await < 2.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "ingest wedged after the oversized message"
+        );
+        vb.publish(b.hb(), false).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let n = accepted_hb(&c).await;
+    for _ in 0..3 {
+        vb.publish(b.hb(), false).await;
+    }
+    wait_metric(&c, "dozor_messages_accepted_total{kind=\"hb\"}", n + 3.0).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let resets = c
+        .metric("dozor_messages_rejected_total{reason=\"oversized_packet\"}")
+        .await;
+    assert!(resets <= 2.0, "the poison must not come back: {resets}");
+}
+
+/// After a collector restart with an external broker, the retained birth (a duplicate of what
+/// is stored) still gives the host its role, so a server crash pages someone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_survive_a_collector_restart() {
+    let m = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = start_enrolled(&Broker::External(m.url()), dir.path());
+    let mut b = SimAgent::enroll(&c, &token(dir.path(), MO_B, &[]), "srv-b").await;
+    let mut vb = connect(b.options(m.port)).await;
+    assert!(vb.connected().await);
+    vb.publish(b.birth(Role::Server), true).await;
+    vb.publish(b.hb(), false).await;
+    wait_for(Duration::from_secs(10), || async {
+        c.host(&b.host).await.filter(|h| h["role"] == "server")
+    })
+    .await
+    .expect("role learnt");
+    c.proc.terminate();
+    let c = start_enrolled(&Broker::External(m.url()), dir.path());
+    let h = wait_for(Duration::from_secs(15), || async {
+        c.host(&b.host).await.filter(|h| h["role"] == "server")
+    })
+    .await;
+    assert!(
+        h.is_some(),
+        "role lost after restart: {:?}",
+        c.host(&b.host).await
+    );
+    assert!(c.metric("dozor_messages_duplicate_total").await >= 1.0);
+}
+
+/// Revoking an identity cuts its connection within seconds, without a restart; an expired or
+/// used-up token enrolls nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_agents_and_expired_tokens_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = start_enrolled(&Broker::Embedded(0), dir.path());
+    let t = token(dir.path(), MO_A, &["--max-uses", "1"]);
+    let mut a = SimAgent::enroll(&c, &t, "pc-a").await;
+    let (status, body) = enroll(&c, &t, "pc-b").await;
+    assert_eq!(status, 401, "a used-up token: {body}");
+    assert_eq!(body["error"], "token_invalid");
+    let expired = token(dir.path(), MO_A, &["--expires-days", "0"]);
+    assert_eq!(enroll(&c, &expired, "pc-c").await.0, 401);
+    let (status, _) = enroll(&c, "dz1.nothing.here", "pc-d").await;
+    assert_eq!(status, 401);
+    wait_metric(
+        &c,
+        "dozor_enrollments_total{outcome=\"token_invalid\"}",
+        3.0,
+    )
+    .await;
+
+    let mut conn = connect(a.options(c.mqtt_port)).await;
+    assert!(conn.connected().await);
+    conn.publish(a.hb(), false).await;
+    wait_metric(&c, "dozor_messages_accepted_total{kind=\"hb\"}", 1.0).await;
+    let status = Command::new(bin("dozor-collector"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["agent", "revoke", &format!("{}/{}", a.mo, a.host)])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        conn.dropped(Duration::from_secs(10)).await,
+        "a revoked agent must be disconnected"
+    );
+    assert!(!connect(a.options(c.mqtt_port)).await.connected().await);
+    wait_metric(&c, "dozor_mqtt_gate_closed_total{reason=\"revoked\"}", 1.0).await;
+}
+
+/// 1,000 connections that never log in are closed by the gateway's deadline; a real identity
+/// still connects and the HTTP API still answers meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_idle_connections_do_not_stop_the_collector() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = start_enrolled(&Broker::Embedded(0), dir.path());
+    let mut a = SimAgent::enroll(&c, &token(dir.path(), MO_A, &[]), "pc-a").await;
+    let mut idle = Vec::new();
+    for _ in 0..1000 {
+        if let Ok(s) = tokio::net::TcpStream::connect(("127.0.0.1", c.mqtt_port)).await {
+            idle.push(s);
+        }
+    }
+    assert_eq!(c.get("/healthz").await["status"], "ok");
+    let mut conn = None;
+    for _ in 0..20 {
+        let mut k = connect(a.options(c.mqtt_port)).await;
+        if k.connected().await {
+            conn = Some(k);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let conn = conn.expect("a real agent connects despite 1,000 idle sockets");
+    conn.publish(a.hb(), false).await;
+    wait_metric(&c, "dozor_messages_accepted_total{kind=\"hb\"}", 1.0).await;
+    let closed = c
+        .metric("dozor_mqtt_gate_closed_total{reason=\"connect_timeout\"}")
+        .await
+        + c.metric("dozor_mqtt_gate_closed_total{reason=\"over_pending\"}")
+            .await;
+    let closed = if closed < 1000.0 {
+        wait_for(Duration::from_secs(15), || async {
+            let v = c
+                .metric("dozor_mqtt_gate_closed_total{reason=\"connect_timeout\"}")
+                .await
+                + c.metric("dozor_mqtt_gate_closed_total{reason=\"over_pending\"}")
+                    .await;
+            (v >= 1000.0).then_some(v)
+        })
+        .await
+        .unwrap_or(closed)
+    } else {
+        closed
+    };
+    assert!(closed >= 1000.0, "idle connections closed: {closed}");
+    drop(idle);
+}
