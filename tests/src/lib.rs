@@ -127,6 +127,55 @@ impl Mosquitto {
         Mosquitto::start_with(free_port(), "")
     }
 
+    /// Mosquitto as a region should run it (deploy/mosquitto-secure.conf): TLS only, no
+    /// anonymous clients, Mosquitto's dynamic-security plugin with `admin_user` as the admin
+    /// (the collector logs in as it and provisions every enrolled agent). The self-signed
+    /// certificate for 127.0.0.1 is written to `dir/ca.pem`.
+    pub fn start_secure(admin_user: &str, admin_password: &str) -> Mosquitto {
+        let port = free_port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()])
+            .expect("self-signed certificate");
+        let p = dir.path();
+        std::fs::write(p.join("ca.pem"), cert.cert.pem()).expect("write ca.pem");
+        std::fs::write(p.join("key.pem"), cert.signing_key.serialize_pem()).expect("write key.pem");
+        let dynsec = p.join("dynsec.json");
+        let out = Command::new("mosquitto_ctrl")
+            .args(["dynsec", "init"])
+            .arg(&dynsec)
+            .args([admin_user, admin_password])
+            .stdout(Stdio::null())
+            .status()
+            .expect("mosquitto_ctrl (mosquitto-clients) must be installed");
+        assert!(out.success(), "mosquitto_ctrl dynsec init failed");
+        // Mosquitto drops to its own user: it must read the TLS files and rewrite dynsec.json.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            for f in ["ca.pem", "key.pem", "dynsec.json"] {
+                let _ = std::fs::set_permissions(p.join(f), std::fs::Permissions::from_mode(0o666));
+            }
+            let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777));
+        }
+        let conf = p.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "per_listener_settings false\nallow_anonymous false\n\
+                 plugin /usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so\n\
+                 plugin_opt_config_file {}\n\
+                 listener {port} 127.0.0.1\ncertfile {}\nkeyfile {}\n\
+                 persistence false\nlog_dest stderr\nlog_type error\n\
+                 max_inflight_messages 20000\nmax_queued_messages 1000000\nmax_packet_size 1048576\n\
+                 max_connections 20000\n",
+                dynsec.display(),
+                p.join("ca.pem").display(),
+                p.join("key.pem").display(),
+            ),
+        )
+        .expect("write mosquitto.conf");
+        Mosquitto::spawn(port, dir, &conf)
+    }
+
     fn start_with(port: u16, extra: &str) -> Mosquitto {
         let dir = tempfile::tempdir().expect("tempdir");
         let conf = dir.path().join("mosquitto.conf");
@@ -138,9 +187,13 @@ impl Mosquitto {
             ),
         )
         .expect("write mosquitto.conf");
+        Mosquitto::spawn(port, dir, &conf)
+    }
+
+    fn spawn(port: u16, dir: tempfile::TempDir, conf: &Path) -> Mosquitto {
         let child = Command::new("mosquitto")
             .arg("-c")
-            .arg(&conf)
+            .arg(conf)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -159,6 +212,11 @@ impl Mosquitto {
 
     pub fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// The broker's CA file (secure brokers only).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
     }
 }
 

@@ -698,3 +698,165 @@ async fn a_thousand_idle_connections_do_not_stop_the_collector() {
     assert!(closed >= 1000.0, "idle connections closed: {closed}");
     drop(idle);
 }
+
+fn tls_client(ca: &std::path::Path) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    )
+}
+
+/// Mosquitto as a region runs it: TLS only, no anonymous clients, dynamic security provisioned
+/// by the collector at enrollment. Each agent is held to its own topics by the broker itself,
+/// and a revoked agent is disconnected by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_with_tls_and_dynsec_holds_each_agent_to_its_own_topics() {
+    let m = Mosquitto::start_secure("dozor-collector", "collector-secret");
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("collector.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[mqtt]\ntype = \"external\"\nurl = \"mqtts://127.0.0.1:{}\"\nca_file = \"{}\"\n\
+             username = \"dozor-collector\"\npassword = \"collector-secret\"\ndynsec = true\n",
+            m.port,
+            m.ca_file().display()
+        ),
+    )
+    .unwrap();
+    let c = Collector::start(
+        &Broker::External(format!("mqtts://127.0.0.1:{}", m.port)),
+        dir.path(),
+        &[
+            "--security-mode",
+            "enrolled",
+            "--config",
+            conf.to_str().unwrap(),
+        ],
+    );
+    let tls = tls_client(&m.ca_file());
+    let with_tls = |mut o: MqttOptions| {
+        o.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls.clone()),
+        ));
+        o
+    };
+    let mut a = SimAgent::enroll(&c, &token(dir.path(), MO_A, &[]), "pc-a").await;
+    let mut b = SimAgent::enroll(&c, &token(dir.path(), MO_B, &[]), "srv-b").await;
+    // The collector provisions the broker asynchronously: wait until B may log in.
+    let mut vb = None;
+    for _ in 0..40 {
+        let mut k = connect(with_tls(b.options(m.port))).await;
+        if k.connected().await {
+            vb = Some(k);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let vb = vb.expect("an enrolled agent logs in to Mosquitto");
+    vb.publish(b.birth(Role::Server), true).await;
+    vb.publish(b.hb(), false).await;
+    wait_for(Duration::from_secs(10), || async {
+        c.host(&b.host).await.filter(|h| h["state"] == "online")
+    })
+    .await
+    .expect("victim online through Mosquitto");
+
+    // Anonymous, plain-text and wrong-password clients are refused by the broker.
+    let anon = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &m.port.to_string()])
+        .arg("--cafile")
+        .arg(m.ca_file())
+        .args(["-t", "dozor/v1/#", "-C", "1", "-W", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!anon.success(), "anonymous subscriber must be refused");
+    let mut plain = b.options(m.port);
+    plain.set_keep_alive(Duration::from_secs(5));
+    assert!(!connect(plain).await.connected().await, "no plain MQTT");
+    let mut wrong = with_tls(a.options(m.port));
+    wrong.set_credentials(username(&a.mo, &a.host), "guess");
+    assert!(!connect(wrong).await.connected().await);
+
+    // A, logged in as itself, tries B's topics and the whole region: the broker drops it all.
+    let mut att = None;
+    for _ in 0..40 {
+        let mut k = connect(with_tls(a.options(m.port))).await;
+        if k.connected().await {
+            att = Some(k);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let mut att = att.expect("attacker logs in as itself");
+    att.client
+        .subscribe("dozor/v1/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    att.publish(a.state_for(&b.mo, &b.host, ConnState::Offline), true)
+        .await;
+    att.client
+        .publish(
+            topic(&b.mo, &b.host, dozor_proto::Kind::Ack),
+            QoS::AtLeastOnce,
+            true,
+            b"{\"v\":1,\"inst\":\"x\",\"acked_seq\":99999999,\"ts\":1}".to_vec(),
+        )
+        .await
+        .unwrap();
+    let before = accepted_hb(&c).await;
+    vb.publish(b.hb(), false).await;
+    wait_metric(
+        &c,
+        "dozor_messages_accepted_total{kind=\"hb\"}",
+        before + 1.0,
+    )
+    .await;
+    // Nothing of B's reached A, and the forged state never reached the collector.
+    let mut leaked = 0;
+    while let Ok(Some(ev)) =
+        tokio::time::timeout(Duration::from_millis(500), att.events.recv()).await
+    {
+        if let Ok(Event::Incoming(Packet::Publish(p))) = ev
+            && p.topic.contains(&b.host)
+        {
+            leaked += 1;
+        }
+    }
+    assert_eq!(leaked, 0, "the attacker read another host's messages");
+    assert_eq!(c.host(&b.host).await.unwrap()["state"], "online");
+    assert_eq!(
+        c.metric("dozor_messages_rejected_total{reason=\"bad_mac\"}")
+            .await,
+        0.0,
+        "the broker itself must have dropped the forgery"
+    );
+
+    // Revoking B deletes its broker client, which disconnects it.
+    let mut vb = vb;
+    let status = Command::new(bin("dozor-collector"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["agent", "revoke", &format!("{}/{}", b.mo, b.host)])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        vb.dropped(Duration::from_secs(10)).await,
+        "Mosquitto must disconnect a revoked agent"
+    );
+    assert!(!connect(with_tls(b.options(m.port))).await.connected().await);
+}
