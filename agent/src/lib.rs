@@ -12,6 +12,7 @@ pub mod os;
 pub mod probe;
 pub mod publish;
 pub mod spool;
+pub mod tls;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, TryLockError};
