@@ -30,6 +30,22 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
+/// A built client configuration, shared by the MQTT and enrollment connections.
+#[derive(Clone)]
+pub struct TlsClient(pub Arc<ClientConfig>);
+
+impl std::fmt::Debug for TlsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsClient(…)")
+    }
+}
+
+impl PartialEq for TlsClient {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
 /// The crypto provider of every TLS connection the agent makes (ring, as in the workspace).
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())

@@ -4,11 +4,14 @@
 use std::time::Duration;
 
 use rand::Rng;
-use rumqttc::{ConnectionError, Event, EventLoop, LastWill, MqttOptions, Packet};
+use rumqttc::{
+    ConnectionError, Event, EventLoop, LastWill, MqttOptions, Packet, TlsConfiguration, Transport,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::MqttConfig;
+use crate::tls::TlsClient;
 
 /// First reconnect delay.
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
@@ -28,9 +31,15 @@ pub enum Net {
     Down { error: String, retry_in: Duration },
 }
 
-/// Client options: persistent session under a stable client id, keep-alive, packet limits.
-/// The last will is set by [`drive`] before each connection attempt.
-pub fn options(cfg: &MqttConfig, client_id: &str) -> MqttOptions {
+/// Client options: persistent session under a stable client id, keep-alive, packet limits,
+/// the login (`(username, password)`) and, for `mqtts://`, TLS with the shared client
+/// configuration. The last will is set by [`drive`] before each connection attempt.
+pub fn options(
+    cfg: &MqttConfig,
+    client_id: &str,
+    login: Option<(String, String)>,
+    tls: Option<TlsClient>,
+) -> MqttOptions {
     let mut o = MqttOptions::new(client_id, cfg.host.clone(), cfg.port);
     o.set_keep_alive(Duration::from_secs(u64::from(cfg.keepalive_secs)))
         // Invariant: the client id is never empty (`dozor-{mo}-{host}` with validated ids), so
@@ -38,8 +47,11 @@ pub fn options(cfg: &MqttConfig, client_id: &str) -> MqttOptions {
         .set_clean_session(false)
         .set_max_packet_size(MAX_PACKET, MAX_PACKET)
         .set_inflight(64);
-    if let Some(user) = &cfg.username {
-        o.set_credentials(user.clone(), cfg.password.clone().unwrap_or_default());
+    if let Some((user, password)) = login {
+        o.set_credentials(user, password);
+    }
+    if let Some(tls) = tls {
+        o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls.0)));
     }
     o
 }
@@ -160,8 +172,9 @@ mod tests {
             username: Some("u".into()),
             password: None,
             keepalive_secs: 2,
+            tls: false,
         };
-        let o = options(&cfg, "dozor-1.2-h");
+        let o = options(&cfg, "dozor-1.2-h", Some(("u".into(), "p".into())), None);
         assert!(!o.clean_session());
         assert_eq!(o.keep_alive(), Duration::from_secs(2));
         assert_eq!(o.client_id(), "dozor-1.2-h");

@@ -81,6 +81,7 @@ fn start(dir: &Path, rate: u32) -> Harness {
         mo: MO.into(),
         host: HOST.into(),
         inst: inst.clone(),
+        mac: None,
     };
     let last_seq = Arc::new(AtomicU64::new(spool.index().last_seq()));
     let spool = Arc::new(Mutex::new(spool));
@@ -491,6 +492,7 @@ fn last_will_is_a_retained_lost_state() {
         mo: MO.into(),
         host: HOST.into(),
         inst: "0123456789abcdef".into(),
+        mac: None,
     };
     assert_eq!(id.client_id(), format!("dozor-{MO}-{HOST}"));
     let will = id.last_will(41);
