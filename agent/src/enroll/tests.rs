@@ -32,8 +32,7 @@ async fn handler(State(s): State<Shared>, Json(body): Json<Value>) -> (StatusCod
     (status, Json(v))
 }
 
-/// Starts the endpoint on port 0; returns its base URL and the shared script.
-async fn server(answers: Vec<(StatusCode, Value)>) -> (String, Shared) {
+fn app(answers: Vec<(StatusCode, Value)>) -> (axum::Router, Shared) {
     let shared: Shared = Arc::new(Mutex::new(Script {
         answers,
         requests: Vec::new(),
@@ -41,6 +40,12 @@ async fn server(answers: Vec<(StatusCode, Value)>) -> (String, Shared) {
     let app = axum::Router::new()
         .route("/prefix/api/v1/enroll", axum::routing::post(handler))
         .with_state(shared.clone());
+    (app, shared)
+}
+
+/// Starts the endpoint on port 0; returns its base URL and the shared script.
+async fn server(answers: Vec<(StatusCode, Value)>) -> (String, Shared) {
+    let (app, shared) = app(answers);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -49,6 +54,89 @@ async fn server(answers: Vec<(StatusCode, Value)>) -> (String, Shared) {
         let _ = axum::serve(listener, app).await;
     });
     (format!("http://{addr}/prefix/"), shared)
+}
+
+/// A TLS listener for axum: failed handshakes are dropped and accepting goes on.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            if let Ok(tls) = self.acceptor.accept(tcp).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// A certificate for 127.0.0.1 and its key.
+fn server_cert() -> (rcgen::Certificate, rcgen::KeyPair) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".into()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("cert");
+    (cert, key)
+}
+
+/// Starts the endpoint over TLS with `cert`; returns its https base URL.
+async fn tls_server(
+    cert: &rcgen::Certificate,
+    key: &rcgen::KeyPair,
+    answers: Vec<(StatusCode, Value)>,
+) -> (String, Shared) {
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let (app, shared) = app(answers);
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+    )
+    .expect("server config");
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = tcp.local_addr().expect("addr");
+    let listener = TlsListener {
+        tcp,
+        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+    };
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("https://{addr}/prefix"), shared)
+}
+
+/// A configuration enrolling over HTTPS, trusting `ca` and pinning `pin`.
+fn tls_config(dir: &Path, url: &str, ca: &rcgen::Certificate, pin: [u8; 32]) -> Config {
+    let ca_path = dir.join("ca.pem");
+    std::fs::write(&ca_path, ca.pem()).expect("write");
+    let mut raw = RawConfig::default();
+    raw.mqtt.url = Some("mqtts://127.0.0.1".into());
+    raw.data_dir = Some(dir.to_owned());
+    raw.enroll.token = Some(TOKEN.into());
+    raw.enroll.url = Some(url.into());
+    raw.tls.ca_file = Some(ca_path);
+    raw.tls.pin_sha256 = Some(hex::encode(pin));
+    raw.validate().expect("valid test config")
 }
 
 fn issued(host: &str) -> (StatusCode, Value) {
@@ -265,4 +353,45 @@ fn endpoint_keeps_a_prefix() {
     };
     assert_eq!(e("https://c:8443"), "https://c:8443/api/v1/enroll");
     assert_eq!(e("https://c/dozor/"), "https://c/dozor/api/v1/enroll");
+}
+
+#[tokio::test]
+async fn enrolls_over_https_with_the_ca_file_and_pin() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = server_cert();
+    let (url, script) = tls_server(&cert, &key, vec![issued("h-tls")]).await;
+    let cfg = tls_config(dir.path(), &url, &cert, crate::tls::cert_sha256(cert.der()));
+    let got = obtain(&cfg, fast(), &CancellationToken::new())
+        .await
+        .expect("enrolls");
+    assert!(
+        matches!(got, Obtained::Enrolled(ref c) if c.host == "h-tls"),
+        "{got:?}"
+    );
+    assert_eq!(requests(&script).len(), 1);
+}
+
+#[tokio::test]
+async fn a_wrong_pin_never_sends_the_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = server_cert();
+    let (other, _) = server_cert();
+    let (url, script) = tls_server(&cert, &key, vec![issued("h-tls")]).await;
+    // The CA file trusts the server, but the pin names another certificate.
+    let cfg = tls_config(
+        dir.path(),
+        &url,
+        &cert,
+        crate::tls::cert_sha256(other.der()),
+    );
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        s.cancel();
+    });
+    let got = obtain(&cfg, fast(), &stop).await.expect("ok");
+    assert!(matches!(got, Obtained::Stopped), "{got:?}");
+    assert!(requests(&script).is_empty(), "no request got through");
+    assert_eq!(identity::load(dir.path()).expect("load"), None);
 }
