@@ -107,6 +107,28 @@ fn one_line_install() {
     assert_eq!(cfg.probes[0].timeout, Duration::from_millis(5000));
 }
 
+/// The commented `[enroll]` and `[tls]` examples stay valid keys: uncommented, they parse.
+#[test]
+fn example_enroll_and_tls_sections_parse_when_uncommented() {
+    let start = EXAMPLE_CONFIG
+        .find("# [enroll]")
+        .expect("an [enroll] example");
+    let end = EXAMPLE_CONFIG.find("[spool]").expect("[spool]");
+    let block: String = EXAMPLE_CONFIG[start..end]
+        .lines()
+        .map(|l| match l.strip_prefix("# ") {
+            Some(rest) if rest.starts_with('[') || rest.contains(" = ") => rest,
+            _ => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let raw = RawConfig::from_toml(&block).unwrap_or_else(|e| panic!("{e}\n{block}"));
+    assert!(raw.enroll.token_file.is_some());
+    assert!(raw.enroll.url.is_some());
+    assert!(raw.tls.ca_file.is_some());
+    assert!(raw.tls.pin_sha256.is_some());
+}
+
 #[test]
 fn defaults() {
     let cfg = load(&BASE).expect("valid");

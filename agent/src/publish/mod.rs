@@ -114,11 +114,17 @@ pub struct Announce {
     pub targets: Vec<TargetInfo>,
 }
 
-/// Re-serializes a stored envelope with `replay: true`, keeping its header and body as stored.
+/// Re-serializes a stored envelope with `replay: true`, keeping its header and body as stored
+/// except `mo` and `host`, which become `id`'s: messages spooled before enrollment (under the
+/// configured ids) are then published under the enrolled ones, matching their topic and MAC.
 /// `None` if the bytes are not an envelope (they are then discarded).
-pub fn as_replay(stored: &[u8]) -> Option<Vec<u8>> {
+pub fn as_replay(stored: &[u8], id: &Identity) -> Option<Vec<u8>> {
     let mut env: Envelope<Box<RawValue>> = serde_json::from_slice(stored).ok()?;
     env.replay = true;
+    if env.mo != id.mo || env.host != id.host {
+        env.mo.clone_from(&id.mo);
+        env.host.clone_from(&id.host);
+    }
     serde_json::to_vec(&env).ok()
 }
 
@@ -474,7 +480,7 @@ impl Publisher {
             return;
         };
         match self.with_spool(move |s| s.body(seq)).await {
-            Some(Ok(Some(stored))) => match as_replay(&stored) {
+            Some(Ok(Some(stored))) => match as_replay(&stored, &self.id) {
                 Some(bytes) => {
                     let sent = self.publish(self.id.topic(kind), false, bytes);
                     let mut spool = self.spool();

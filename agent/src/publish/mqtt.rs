@@ -147,6 +147,7 @@ fn describe(e: &ConnectionError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[test]
     fn backoff_grows_with_jitter_and_caps() {
@@ -179,5 +180,34 @@ mod tests {
         assert_eq!(o.keep_alive(), Duration::from_secs(2));
         assert_eq!(o.client_id(), "dozor-1.2-h");
         assert_eq!(o.broker_address(), ("broker".to_owned(), 1883));
+        assert!(matches!(o.transport(), Transport::Tcp));
+        assert_eq!(
+            o.credentials().map(|l| (l.username, l.password)),
+            Some(("u".to_owned(), "p".to_owned()))
+        );
+    }
+
+    #[test]
+    fn mqtts_uses_the_shared_tls_client() {
+        let cfg = MqttConfig {
+            host: "broker".into(),
+            port: 8883,
+            username: None,
+            password: None,
+            keepalive_secs: 30,
+            tls: true,
+        };
+        let key = rcgen::KeyPair::generate().expect("key");
+        let ca = rcgen::CertificateParams::new(vec!["broker".into()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        let client = crate::tls::client_config(&[ca.der().clone()], None).expect("tls");
+        let o = options(&cfg, "c", None, Some(TlsClient(client.clone())));
+        match o.transport() {
+            Transport::Tls(TlsConfiguration::Rustls(c)) => assert!(Arc::ptr_eq(&c, &client)),
+            _ => panic!("expected rustls TLS"),
+        }
+        assert!(o.credentials().is_none());
     }
 }

@@ -512,14 +512,42 @@ fn last_will_is_a_retained_lost_state() {
 #[test]
 fn replay_rewrite_keeps_everything_but_the_flag() {
     let stored = br#"{"v":1,"mo":"m","host":"h","inst":"i","seq":7,"ts":1750000000000,"body":{"results":[{"target":"mis","category":"mis","ok":true,"latency_ms":3}]}}"#;
-    let out = as_replay(stored).expect("envelope");
+    let id = Identity {
+        mo: "m".into(),
+        host: "h".into(),
+        inst: "i".into(),
+        mac: None,
+    };
+    let out = as_replay(stored, &id).expect("envelope");
     let a: Value = serde_json::from_slice(stored).expect("json");
     let mut b: Value = serde_json::from_slice(&out).expect("json");
     assert_eq!(b["replay"], json!(true));
     b.as_object_mut().expect("object").remove("replay");
     assert_eq!(a, b);
-    assert!(as_replay(b"garbage").is_none());
-    assert!(as_replay(br#"{"v":1}"#).is_none());
+    assert!(as_replay(b"garbage", &id).is_none());
+    assert!(as_replay(br#"{"v":1}"#, &id).is_none());
+
+    // Spooled before enrollment under the configured ids: replayed under the enrolled ones.
+    let enrolled = Identity {
+        mo: "m2".into(),
+        host: "h-7".into(),
+        ..id
+    };
+    let mut c: Value =
+        serde_json::from_slice(&as_replay(stored, &enrolled).expect("envelope")).expect("json");
+    assert_eq!(
+        (c["mo"].clone(), c["host"].clone()),
+        (json!("m2"), json!("h-7"))
+    );
+    let obj = c.as_object_mut().expect("object");
+    for k in ["mo", "host", "replay"] {
+        obj.remove(k);
+    }
+    let mut a = a;
+    let obj = a.as_object_mut().expect("object");
+    obj.remove("mo");
+    obj.remove("host");
+    assert_eq!(a, c, "nothing else changes");
 }
 
 fn key(b: u8) -> MacKey {
