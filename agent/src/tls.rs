@@ -3,7 +3,7 @@
 //! by rumqttc and reqwest so both trust exactly the same servers.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -115,7 +115,11 @@ pub fn verifier(
         .build()
         .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
     Ok(match pin {
-        Some(pin) => Arc::new(PinnedVerifier { inner: webpki, pin }),
+        Some(pin) => Arc::new(PinnedVerifier {
+            inner: webpki,
+            pin,
+            warned: Mutex::new(None),
+        }),
         None => webpki,
     })
 }
@@ -141,6 +145,8 @@ pub fn cert_sha256(cert: &[u8]) -> [u8; 32] {
 pub struct PinnedVerifier {
     inner: Arc<WebPkiServerVerifier>,
     pin: [u8; 32],
+    /// The last mismatching certificate logged at warn (reconnects would repeat it).
+    warned: Mutex<Option<[u8; 32]>>,
 }
 
 impl ServerCertVerifier for PinnedVerifier {
@@ -159,11 +165,16 @@ impl ServerCertVerifier for PinnedVerifier {
             ocsp_response,
             now,
         )?;
-        if cert_sha256(end_entity) != self.pin {
-            tracing::warn!(
-                presented = %hex::encode(cert_sha256(end_entity)),
-                "server certificate does not match tls.pin_sha256"
-            );
+        let presented = cert_sha256(end_entity);
+        if presented != self.pin {
+            let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+            if *warned != Some(presented) {
+                *warned = Some(presented);
+                tracing::warn!(
+                    presented = %hex::encode(presented),
+                    "server certificate does not match tls.pin_sha256"
+                );
+            }
             return Err(rustls::Error::InvalidCertificate(
                 CertificateError::ApplicationVerificationFailure,
             ));
