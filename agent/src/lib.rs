@@ -5,6 +5,11 @@
 //! spool and numbers, commits, sends and replays; the MQTT driver polls rumqttc's event loop.
 //! **The agent never blocks collection on the network**: producers only hand messages to the
 //! publisher, which commits them to disk whether or not the broker is reachable.
+//!
+//! Before any task starts, [`enroll`] settles who the agent is: the identity in
+//! `identity.json`, or a new one obtained with the enrollment token (retried until it succeeds
+//! or a stop is requested), or, with neither, the configured ids, unsigned. [`tls`] builds the
+//! one TLS client configuration shared by `mqtts://` and enrollment.
 
 pub mod collect;
 pub mod config;

@@ -403,11 +403,6 @@ impl Publisher {
         self.publish(self.id.topic(Kind::State), true, online);
     }
 
-    /// Acks refused for their signature since start.
-    pub fn rejected_acks(&self) -> u64 {
-        self.rejected_acks
-    }
-
     async fn on_ack(&mut self, payload: &[u8]) {
         // Enrolled: only an ack signed with this host's key may delete spooled messages; a
         // retained forgery from another PC on the broker must not.
