@@ -5,13 +5,20 @@
 //! spool and numbers, commits, sends and replays; the MQTT driver polls rumqttc's event loop.
 //! **The agent never blocks collection on the network**: producers only hand messages to the
 //! publisher, which commits them to disk whether or not the broker is reachable.
+//!
+//! Before any task starts, [`enroll`] settles who the agent is: the identity in
+//! `identity.json`, or a new one obtained with the enrollment token (retried until it succeeds
+//! or a stop is requested), or, with neither, the configured ids, unsigned. [`tls`] builds the
+//! one TLS client configuration shared by `mqtts://` and enrollment.
 
 pub mod collect;
 pub mod config;
+pub mod enroll;
 pub mod os;
 pub mod probe;
 pub mod publish;
 pub mod spool;
+pub mod tls;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, TryLockError};
@@ -24,6 +31,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::collect::{CollectError, Collector, Sample};
 use crate::config::Config;
+use crate::enroll::{Credentials, EnrollError, Obtained};
 use crate::probe::{ProbeError, Prober};
 use crate::publish::{Announce, Identity, Input, Publisher};
 use crate::spool::{Spool, SpoolError};
@@ -43,6 +51,15 @@ pub enum RunError {
     /// The prober could not be set up (CA file).
     #[error(transparent)]
     Probe(#[from] ProbeError),
+    /// The identity file is unusable, or enrollment could not be attempted or kept.
+    #[error(transparent)]
+    Enroll(#[from] EnrollError),
+    /// Not enrolled and no МО configured (validation normally prevents this).
+    #[error("mo: not configured and not enrolled")]
+    NoMo,
+    /// `mqtts://` without a TLS client (validation normally prevents this).
+    #[error("mqtt.url: mqtts:// needs a TLS configuration (tls.ca_file)")]
+    NoTls,
     /// A start-up step running on the blocking pool panicked.
     #[error("start-up task failed: {0}")]
     Task(String),
@@ -70,10 +87,22 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 /// Runs the agent until `shutdown` is cancelled. Returns after the `offline` state has been
 /// confirmed by the broker (or its timeout) and every task has stopped.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+    let backoff = publish::mqtt::Backoff::new(enroll::BACKOFF_BASE, enroll::BACKOFF_CAP);
+    let creds = match enroll::obtain(&config, backoff, &shutdown).await? {
+        Obtained::Enrolled(c) => Some(c),
+        Obtained::NotEnrolled => None,
+        Obtained::Stopped => {
+            tracing::info!("stopped before enrollment completed");
+            return Ok(());
+        }
+    };
+    let (mo, host) = wire_identity(&config, creds.as_ref())?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
-        mo = %config.mo,
-        host = %config.host_id,
+        mo = %mo,
+        host = %host,
+        enrolled = creds.is_some(),
+        tls = config.mqtt.tls,
         broker = %format!("{}:{}", config.mqtt.host, config.mqtt.port),
         interval_secs = config.interval_secs,
         probes = config.probes.len(),
@@ -95,9 +124,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         "spool opened"
     );
     let id = Identity {
-        mo: config.mo.clone(),
-        host: config.host_id.clone(),
+        mo,
+        host,
         inst: spool.inst().to_owned(),
+        mac: creds.as_ref().map(|c| c.secret.mac_key()),
     };
     let last_seq = Arc::new(AtomicU64::new(spool.index().last_seq()));
     let spool = Arc::new(Mutex::new(spool));
@@ -119,8 +149,30 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         keepalive_secs: config.mqtt.keepalive_secs,
         targets: prober.target_infos(),
     };
+    let login = match &creds {
+        Some(c) => {
+            if config.mqtt.username.is_some() {
+                tracing::warn!("enrolled: mqtt.username/password are ignored");
+            }
+            Some((
+                dozor_proto::username(&c.mo, &c.host),
+                c.secret.mqtt_password(),
+            ))
+        }
+        None => config
+            .mqtt
+            .username
+            .clone()
+            .map(|u| (u, config.mqtt.password.clone().unwrap_or_default())),
+    };
+    // Never a plain fallback for mqtts:// (validation builds the client; this is the guard).
+    let tls = match (config.mqtt.tls, &config.tls) {
+        (true, Some(t)) => Some(t.clone()),
+        (true, None) => return Err(RunError::NoTls),
+        (false, _) => None,
+    };
     let (client, eventloop) = rumqttc::AsyncClient::new(
-        publish::mqtt::options(&config.mqtt, &id.client_id()),
+        publish::mqtt::options(&config.mqtt, &id.client_id(), login, tls),
         MQTT_QUEUE,
     );
     let (net_tx, net_rx) = mpsc::channel(NET_QUEUE);
@@ -163,6 +215,41 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The МО and host id on the wire: the identity's when enrolled (warning once if the
+/// configuration says otherwise), else the configuration's, with a loud warning.
+fn wire_identity(
+    config: &Config,
+    creds: Option<&Credentials>,
+) -> Result<(String, String), RunError> {
+    match creds {
+        Some(c) => {
+            if config.mo.as_ref().is_some_and(|m| *m != c.mo) {
+                tracing::warn!(
+                    configured = config.mo.as_deref().unwrap_or_default(),
+                    enrolled = %c.mo,
+                    "mo differs from the enrolled identity; using the identity's"
+                );
+            }
+            if config.host_id_configured && config.host_id != c.host {
+                tracing::warn!(
+                    configured = %config.host_id,
+                    enrolled = %c.host,
+                    "host_id differs from the enrolled identity; using the identity's"
+                );
+            }
+            Ok((c.mo.clone(), c.host.clone()))
+        }
+        None => {
+            tracing::warn!(
+                "NOT ENROLLED: messages are unsigned; a secure collector refuses them \
+                 (set enroll.token or enroll.token_file)"
+            );
+            let mo = config.mo.clone().ok_or(RunError::NoMo)?;
+            Ok((mo, config.host_id.clone()))
+        }
+    }
 }
 
 async fn blocking<R: Send + 'static>(

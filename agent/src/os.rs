@@ -1,7 +1,8 @@
 //! The few OS-specific facts the agent needs (machine id, boot id, default paths), kept in one
 //! small module so that the Windows build is a target, not a port.
 
-use std::path::PathBuf;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
 
 /// A stable identifier of this machine, as the OS keeps it; `None` if it cannot be read.
 ///
@@ -28,6 +29,43 @@ pub fn hostname() -> Option<String> {
 /// Where the agent keeps its spool when `data_dir` is not configured.
 pub fn default_data_dir() -> PathBuf {
     imp::default_data_dir()
+}
+
+/// Creates `path` (which must not exist) readable and writable by its owner only: mode 0600
+/// on Unix. On Windows the file inherits the data directory's ACL, which the installer
+/// restricts to SYSTEM and Administrators.
+pub fn create_private(path: &Path) -> std::io::Result<File> {
+    let mut o = OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    o.open(path)
+}
+
+/// Makes sure an existing file is not readable by group or others (Unix: mode 0600). Returns
+/// the previous mode when it had to be changed.
+pub fn ensure_private(path: &Path) -> std::io::Result<Option<u32>> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)?.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+            return Ok(Some(mode));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(None)
+}
+
+/// Flushes a directory entry change (a rename) to disk where the OS allows it.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    File::open(dir)?.sync_all()?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
 }
 
 #[cfg(not(windows))]

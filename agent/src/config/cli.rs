@@ -35,6 +35,36 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub mqtt_password: Option<String>,
+    /// One-time enrollment token issued by the region's administrators (never logged).
+    #[arg(
+        long,
+        env = "DOZOR_ENROLL_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub enroll_token: Option<String>,
+    /// File holding the enrollment token (instead of --enroll-token).
+    #[arg(long, env = "DOZOR_ENROLL_TOKEN_FILE", value_name = "FILE")]
+    pub enroll_token_file: Option<PathBuf>,
+    /// Enrollment endpoint base URL; default https://{MQTT host}:8443.
+    #[arg(long, env = "DOZOR_ENROLL_URL", value_name = "URL")]
+    pub enroll_url: Option<String>,
+    /// Allow enrollment over plain http:// (labs only).
+    #[arg(
+        long,
+        env = "DOZOR_ENROLL_ALLOW_PLAIN_HTTP",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub enroll_allow_plain_http: Option<bool>,
+    /// PEM file with the CA certificates trusted for mqtts:// and enrollment (replaces the
+    /// system store).
+    #[arg(long, env = "DOZOR_TLS_CA_FILE", value_name = "FILE")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// SHA-256 (hex) of the server's certificate; checked in addition to the CA chain.
+    #[arg(long, env = "DOZOR_TLS_PIN_SHA256", value_name = "HEX")]
+    pub tls_pin_sha256: Option<String>,
     /// MQTT keep-alive, seconds.
     #[arg(long, env = "DOZOR_KEEPALIVE_SECS", value_name = "N")]
     pub keepalive_secs: Option<u32>,
@@ -136,6 +166,19 @@ impl Cli {
         set_opt(&mut raw.mqtt.username, &self.mqtt_username);
         set_opt(&mut raw.mqtt.password, &self.mqtt_password);
         set(&mut raw.mqtt.keepalive_secs, &self.keepalive_secs);
+        // A token or token file given here replaces both of the file's (giving both here is
+        // the same error as in the file).
+        if self.enroll_token.is_some() || self.enroll_token_file.is_some() {
+            raw.enroll.token.clone_from(&self.enroll_token);
+            raw.enroll.token_file.clone_from(&self.enroll_token_file);
+        }
+        set_opt(&mut raw.enroll.url, &self.enroll_url);
+        set(
+            &mut raw.enroll.allow_plain_http,
+            &self.enroll_allow_plain_http,
+        );
+        set_opt(&mut raw.tls.ca_file, &self.tls_ca_file);
+        set_opt(&mut raw.tls.pin_sha256, &self.tls_pin_sha256);
         set(&mut raw.spool.max_bytes, &self.spool_max_bytes);
         set(&mut raw.spool.max_age_days, &self.spool_max_age_days);
         set(

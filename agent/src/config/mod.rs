@@ -12,6 +12,7 @@ use reqwest::Url;
 use serde::Deserialize;
 
 use crate::os;
+use crate::tls::{self, TlsClient, TlsError};
 
 mod cli;
 
@@ -62,6 +63,8 @@ pub struct RawConfig {
     pub probe_timeout_ms: u32,
     pub probe_ca_file: Option<PathBuf>,
     pub mqtt: RawMqtt,
+    pub enroll: RawEnroll,
+    pub tls: RawTls,
     pub spool: RawSpool,
     pub probe: Vec<RawProbe>,
 }
@@ -79,6 +82,8 @@ impl Default for RawConfig {
             probe_timeout_ms: 5000,
             probe_ca_file: None,
             mqtt: RawMqtt::default(),
+            enroll: RawEnroll::default(),
+            tls: RawTls::default(),
             spool: RawSpool::default(),
             probe: Vec::new(),
         }
@@ -104,6 +109,35 @@ impl Default for RawMqtt {
             keepalive_secs: 30,
         }
     }
+}
+
+/// `[enroll]`. The token is a secret: it is never logged, echoed or shown by `Debug`.
+#[derive(Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawEnroll {
+    pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub url: Option<String>,
+    pub allow_plain_http: bool,
+}
+
+impl std::fmt::Debug for RawEnroll {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawEnroll")
+            .field("token", &self.token.as_ref().map(|_| "…"))
+            .field("token_file", &self.token_file)
+            .field("url", &self.url)
+            .field("allow_plain_http", &self.allow_plain_http)
+            .finish()
+    }
+}
+
+/// `[tls]`: trust for `mqtts://` and the enrollment endpoint.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTls {
+    pub ca_file: Option<PathBuf>,
+    pub pin_sha256: Option<String>,
 }
 
 /// `[spool]`.
@@ -144,8 +178,14 @@ pub struct RawProbe {
 /// Validated configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    pub mo: String,
+    /// The МО as configured. `None` only when an enrollment token is set: the collector then
+    /// assigns it. An identity file always overrides it.
+    pub mo: Option<String>,
+    /// The host id as configured or derived; the enrollment `host_hint`. An identity file
+    /// overrides it.
     pub host_id: String,
+    /// Whether `host_id` was set explicitly (rather than derived from the machine).
+    pub host_id_configured: bool,
     pub role: Role,
     pub site: String,
     pub data_dir: PathBuf,
@@ -155,6 +195,10 @@ pub struct Config {
     pub probe_ca_file: Option<PathBuf>,
     pub probes: Vec<Target>,
     pub mqtt: MqttConfig,
+    pub enroll: EnrollConfig,
+    /// The TLS client, built when `mqtts://` or HTTPS enrollment needs it (or `tls.ca_file` is
+    /// set).
+    pub tls: Option<TlsClient>,
     pub spool: SpoolConfig,
 }
 
@@ -172,6 +216,34 @@ pub struct MqttConfig {
     pub username: Option<String>,
     pub password: Option<String>,
     pub keepalive_secs: u32,
+    /// `mqtts://`: TLS to the broker, verified with [`Config::tls`].
+    pub tls: bool,
+}
+
+/// An enrollment token; never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    /// The token itself, for the enrollment request only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(…)")
+    }
+}
+
+/// Validated `[enroll]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnrollConfig {
+    pub token: Option<Token>,
+    /// Base URL of the collector's enrollment API (`{url}/api/v1/enroll`).
+    pub url: Url,
+    pub allow_plain_http: bool,
 }
 
 /// How hard the spool pushes each write to the disk (SQLite `synchronous` in WAL mode).
@@ -235,16 +307,25 @@ impl RawConfig {
 
     /// Checks every value and converts it to its typed form.
     pub fn validate(self) -> Result<Config, ConfigError> {
-        let mo = match self.mo {
-            None => return Err(invalid("mo", "required (ФРМО OID of the МО, --mo)")),
+        let mqtt = validate_mqtt(self.mqtt)?;
+        let enroll = validate_enroll(self.enroll, &mqtt)?;
+        let mo = match self.mo.filter(|m| !m.is_empty()) {
+            None if enroll.token.is_none() => {
+                return Err(invalid(
+                    "mo",
+                    "required (ФРМО OID of the МО, --mo) unless an enrollment token is set",
+                ));
+            }
+            None => None,
             Some(mo) if !valid_id(&mo) => {
                 return Err(invalid(
                     "mo",
                     format!("{mo:?} is not a valid id (1..=64 of [A-Za-z0-9._-])"),
                 ));
             }
-            Some(mo) => mo,
+            Some(mo) => Some(mo),
         };
+        let host_id_configured = self.host_id.as_ref().is_some_and(|h| !h.is_empty());
         let host_id = match self.host_id.filter(|h| !h.is_empty()) {
             Some(h) if valid_id(&h) => h,
             Some(h) => {
@@ -297,7 +378,8 @@ impl RawConfig {
             ));
         }
 
-        let mqtt = validate_mqtt(self.mqtt)?;
+        let tls_needed = mqtt.tls || (enroll.token.is_some() && enroll.url.scheme() == "https");
+        let tls = validate_tls(self.tls, tls_needed)?;
         let spool = validate_spool(self.spool)?;
 
         if self.probe.len() > MAX_PROBES {
@@ -329,6 +411,7 @@ impl RawConfig {
         Ok(Config {
             mo,
             host_id,
+            host_id_configured,
             role,
             site: self.site,
             data_dir: self.data_dir.unwrap_or_else(os::default_data_dir),
@@ -337,6 +420,8 @@ impl RawConfig {
             probe_ca_file: self.probe_ca_file,
             probes,
             mqtt,
+            enroll,
+            tls,
             spool,
         })
     }
@@ -357,21 +442,21 @@ fn validate_mqtt(m: RawMqtt) -> Result<MqttConfig, ConfigError> {
         ));
     };
     let parsed = Url::parse(&url).map_err(|e| invalid("mqtt.url", format!("{url:?}: {e}")))?;
-    if !matches!(parsed.scheme(), "mqtt" | "tcp") {
-        return Err(invalid(
-            "mqtt.url",
-            format!(
-                "scheme must be mqtt:// (got {:?}; TLS to the broker is not built in, use a \
-                 tunnel)",
-                parsed.scheme()
-            ),
-        ));
-    }
+    let tls = match parsed.scheme() {
+        "mqtt" | "tcp" => false,
+        "mqtts" => true,
+        other => {
+            return Err(invalid(
+                "mqtt.url",
+                format!("scheme must be mqtt:// or mqtts:// (got {other:?})"),
+            ));
+        }
+    };
     let host = url_host(&parsed).ok_or_else(|| invalid("mqtt.url", "no host"))?;
     if !matches!(parsed.path(), "" | "/") || parsed.query().is_some() {
         return Err(invalid(
             "mqtt.url",
-            "must be mqtt://HOST[:PORT] with no path",
+            "must be mqtt[s]://HOST[:PORT] with no path",
         ));
     }
     let username = m
@@ -381,11 +466,117 @@ fn validate_mqtt(m: RawMqtt) -> Result<MqttConfig, ConfigError> {
     let keepalive_secs = check_range("mqtt.keepalive_secs", m.keepalive_secs, 1, 3600)?;
     Ok(MqttConfig {
         host,
-        port: parsed.port().unwrap_or(1883),
+        port: parsed.port().unwrap_or(if tls { 8883 } else { 1883 }),
         username,
         password,
         keepalive_secs,
+        tls,
     })
+}
+
+/// Longest enrollment token accepted (tokens are 256-bit values in hex or base64).
+const MAX_TOKEN_LEN: usize = 512;
+
+fn check_token(field: &str, t: &str) -> Result<Token, ConfigError> {
+    // The reasons never quote the token.
+    if t.len() > MAX_TOKEN_LEN {
+        return Err(invalid(field, format!("longer than {MAX_TOKEN_LEN} bytes")));
+    }
+    if t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(invalid(field, "contains whitespace or control characters"));
+    }
+    Ok(Token(t.to_owned()))
+}
+
+fn validate_enroll(e: RawEnroll, mqtt: &MqttConfig) -> Result<EnrollConfig, ConfigError> {
+    let token = match (e.token.filter(|t| !t.is_empty()), e.token_file) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "enroll.token_file",
+                "set either enroll.token or enroll.token_file, not both",
+            ));
+        }
+        (Some(t), None) => Some(check_token("enroll.token", &t)?),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                invalid(
+                    "enroll.token_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            let t = text.trim();
+            if t.is_empty() {
+                return Err(invalid(
+                    "enroll.token_file",
+                    format!("{} is empty", path.display()),
+                ));
+            }
+            Some(check_token("enroll.token_file", t)?)
+        }
+        (None, None) => None,
+    };
+    let url = match e.url {
+        Some(u) => Url::parse(&u).map_err(|err| invalid("enroll.url", format!("{u:?}: {err}")))?,
+        None => {
+            let host = if mqtt.host.contains(':') {
+                format!("[{}]", mqtt.host)
+            } else {
+                mqtt.host.clone()
+            };
+            Url::parse(&format!("https://{host}:8443"))
+                .map_err(|err| invalid("enroll.url", format!("default from mqtt.url: {err}")))?
+        }
+    };
+    match url.scheme() {
+        "https" => {}
+        "http" if e.allow_plain_http || token.is_none() => {}
+        "http" => {
+            return Err(invalid(
+                "enroll.url",
+                "must be https:// (the token and the issued secret travel in it); set \
+                 enroll.allow_plain_http = true only in a lab",
+            ));
+        }
+        other => {
+            return Err(invalid(
+                "enroll.url",
+                format!("scheme must be https:// (got {other:?})"),
+            ));
+        }
+    }
+    if url_host(&url).is_none() || url.query().is_some() {
+        return Err(invalid(
+            "enroll.url",
+            "must be https://HOST[:PORT][/PREFIX]",
+        ));
+    }
+    Ok(EnrollConfig {
+        token,
+        url,
+        allow_plain_http: e.allow_plain_http,
+    })
+}
+
+/// Builds the TLS client when something needs it or a CA file is given; errors name the
+/// field to fix.
+fn validate_tls(t: RawTls, needed: bool) -> Result<Option<TlsClient>, ConfigError> {
+    let pin = match t.pin_sha256.as_deref().filter(|p| !p.is_empty()) {
+        Some(p) => Some(tls::parse_pin(p).ok_or_else(|| {
+            invalid(
+                "tls.pin_sha256",
+                "expected the SHA-256 of the server certificate: 64 hex digits (colons allowed)",
+            )
+        })?),
+        None => None,
+    };
+    let ca_err = |e: TlsError| invalid("tls.ca_file", e.to_string());
+    let roots = match &t.ca_file {
+        Some(path) => tls::read_ca_file(path).map_err(ca_err)?,
+        None if needed => tls::system_roots().map_err(ca_err)?,
+        None => return Ok(None),
+    };
+    let client = tls::client_config(&roots, pin).map_err(ca_err)?;
+    Ok(Some(TlsClient(client)))
 }
 
 fn validate_spool(s: RawSpool) -> Result<SpoolConfig, ConfigError> {

@@ -69,7 +69,7 @@ fn one_line_install() {
         "3",
     ]))
     .expect("valid");
-    assert_eq!(cfg.mo, "1.2.643.5.1.13.13.12.2.27.1234");
+    assert_eq!(cfg.mo.as_deref(), Some("1.2.643.5.1.13.13.12.2.27.1234"));
     assert_eq!(cfg.host_id, "pc-01");
     assert_eq!(cfg.role, Role::Server);
     assert_eq!(cfg.mqtt.host, "127.0.0.1");
@@ -107,6 +107,28 @@ fn one_line_install() {
     assert_eq!(cfg.probes[0].timeout, Duration::from_millis(5000));
 }
 
+/// The commented `[enroll]` and `[tls]` examples stay valid keys: uncommented, they parse.
+#[test]
+fn example_enroll_and_tls_sections_parse_when_uncommented() {
+    let start = EXAMPLE_CONFIG
+        .find("# [enroll]")
+        .expect("an [enroll] example");
+    let end = EXAMPLE_CONFIG.find("[spool]").expect("[spool]");
+    let block: String = EXAMPLE_CONFIG[start..end]
+        .lines()
+        .map(|l| match l.strip_prefix("# ") {
+            Some(rest) if rest.starts_with('[') || rest.contains(" = ") => rest,
+            _ => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let raw = RawConfig::from_toml(&block).unwrap_or_else(|e| panic!("{e}\n{block}"));
+    assert!(raw.enroll.token_file.is_some());
+    assert!(raw.enroll.url.is_some());
+    assert!(raw.tls.ca_file.is_some());
+    assert!(raw.tls.pin_sha256.is_some());
+}
+
 #[test]
 fn defaults() {
     let cfg = load(&BASE).expect("valid");
@@ -137,6 +159,27 @@ fn errors_name_the_field() {
         ),
         (&["--spool-max-bytes", "10"], "spool.max_bytes"),
         (&["--spool-synchronous", "off"], "spool.synchronous"),
+        (&["--tls-ca-file", "/nonexistent/ca.pem"], "tls.ca_file"),
+        (&["--tls-pin-sha256", "abcd"], "tls.pin_sha256"),
+        (&["--enroll-token", "a b"], "enroll.token"),
+        (
+            &["--enroll-token-file", "/nonexistent/token"],
+            "enroll.token_file",
+        ),
+        (
+            &[
+                "--enroll-token",
+                "t",
+                "--enroll-token-file",
+                "/etc/hostname",
+            ],
+            "enroll.token_file",
+        ),
+        (&["--enroll-url", "ftp://c"], "enroll.url"),
+        (
+            &["--enroll-token", "t", "--enroll-url", "http://c:8080"],
+            "enroll.url",
+        ),
     ];
     for (args, field) in cases {
         assert_eq!(field_of(load(&with_base(args))), *field, "args {args:?}");
@@ -156,7 +199,7 @@ fn errors_name_the_field() {
             "--host-id",
             "h",
             "--mqtt-url",
-            "mqtts://b:8883"
+            "ws://b:8883"
         ])),
         "mqtt.url"
     );
@@ -262,4 +305,116 @@ fn sanitizes_ids() {
     check("ь", None);
     check("", None);
     check(&"x".repeat(100), Some(&"x".repeat(64)));
+}
+
+#[test]
+fn a_token_makes_mo_optional_and_defaults_the_url_to_the_broker() {
+    let cfg = load(&[
+        "--mqtt-url",
+        "mqtt://broker.miac.local",
+        "--enroll-token",
+        "tok",
+    ])
+    .expect("valid");
+    assert_eq!(cfg.mo, None);
+    assert_eq!(cfg.enroll.token.as_ref().map(Token::expose), Some("tok"));
+    assert_eq!(cfg.enroll.url.as_str(), "https://broker.miac.local:8443/");
+    assert!(cfg.tls.is_some(), "HTTPS enrollment builds the TLS client");
+    let cfg = load(&["--mqtt-url", "mqtt://[::1]:1883", "--enroll-token", "tok"]).expect("v6");
+    assert_eq!(cfg.enroll.url.as_str(), "https://[::1]:8443/");
+}
+
+#[test]
+fn the_token_is_never_shown() {
+    let cfg = load(&with_base(&["--enroll-token", "s3cr3t-token"])).expect("valid");
+    assert!(!format!("{cfg:?}").contains("s3cr3t"));
+    let raw = cli(&with_base(&["--enroll-token", "s3cr3t-token"]))
+        .to_raw()
+        .expect("raw");
+    assert!(!format!("{raw:?}").contains("s3cr3t"));
+    // Nor in errors about it.
+    let err = load(&with_base(&["--enroll-token", "s3cr3t token"])).expect_err("invalid");
+    assert!(!err.to_string().contains("s3cr3t"), "{err}");
+}
+
+#[test]
+fn token_file_is_read_and_trimmed_and_flags_replace_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tok = dir.path().join("token");
+    std::fs::write(&tok, "from-file\n").expect("write");
+    let conf = dir.path().join("agent.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[mqtt]\nurl = \"mqtt://b\"\n[enroll]\ntoken_file = {:?}\n",
+            tok.display().to_string()
+        ),
+    )
+    .expect("write");
+    let path = conf.to_str().expect("utf-8");
+    let cfg = load(&["--config", path]).expect("valid");
+    assert_eq!(
+        cfg.enroll.token.as_ref().map(Token::expose),
+        Some("from-file")
+    );
+    // A token flag (or DOZOR_ENROLL_TOKEN) replaces the file's token_file.
+    let cfg = load(&["--config", path, "--enroll-token", "from-flag"]).expect("valid");
+    assert_eq!(
+        cfg.enroll.token.as_ref().map(Token::expose),
+        Some("from-flag")
+    );
+    std::fs::write(&tok, "  \n").expect("write");
+    assert_eq!(field_of(load(&["--config", path])), "enroll.token_file");
+}
+
+#[test]
+fn plain_http_enrollment_only_when_allowed() {
+    let args = with_base(&["--enroll-token", "t", "--enroll-url", "http://c:8080"]);
+    assert_eq!(field_of(load(&args)), "enroll.url");
+    let mut allowed = args.clone();
+    allowed.push("--enroll-allow-plain-http");
+    let cfg = load(&allowed).expect("allowed in a lab");
+    assert!(cfg.enroll.allow_plain_http);
+    assert_eq!(cfg.tls, None, "nothing needs TLS");
+}
+
+#[test]
+fn mqtts_uses_tls_on_8883_and_a_ca_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let ca = rcgen::CertificateParams::new(vec!["mqtt.miac.local".into()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("cert");
+    let ca_path = dir.path().join("ca.pem");
+    std::fs::write(&ca_path, ca.pem()).expect("write");
+    let ca_arg = ca_path.to_str().expect("utf-8");
+    let cfg = load(&[
+        "--mo",
+        "1.2",
+        "--mqtt-url",
+        "mqtts://mqtt.miac.local",
+        "--tls-ca-file",
+        ca_arg,
+        "--tls-pin-sha256",
+        &"ab".repeat(32),
+    ])
+    .expect("valid");
+    assert!(cfg.mqtt.tls);
+    assert_eq!(cfg.mqtt.port, 8883);
+    assert!(cfg.tls.is_some());
+    // A CA file that holds no certificate is an error naming the field, never plain MQTT.
+    let bad = dir.path().join("bad.pem");
+    std::fs::write(&bad, "not a certificate").expect("write");
+    assert_eq!(
+        field_of(load(&[
+            "--mo",
+            "1.2",
+            "--mqtt-url",
+            "mqtts://mqtt.miac.local",
+            "--tls-ca-file",
+            bad.to_str().expect("utf-8"),
+        ])),
+        "tls.ca_file"
+    );
 }

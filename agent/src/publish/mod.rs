@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use dozor_proto::auth::{self, MacKey};
 use dozor_proto::{
     Birth, ConnState, Envelope, Heartbeat, Kind, Probe, Role, SCHEMA_VERSION, SpoolStats, State,
     TargetInfo, decode_ack, topic,
@@ -27,6 +28,8 @@ pub use mqtt::Net;
 
 /// How long shutdown waits for the broker to confirm the `offline` state.
 pub const OFFLINE_ACK_TIMEOUT: Duration = Duration::from_secs(3);
+/// Rejected (unsigned or forged) acks are logged at most this often.
+const REJECT_LOG_EVERY: Duration = Duration::from_secs(60);
 /// How often the age bound of the spool is applied.
 const EXPIRE_EVERY: Duration = Duration::from_secs(60);
 
@@ -45,6 +48,8 @@ pub struct Identity {
     pub mo: String,
     pub host: String,
     pub inst: String,
+    /// The message key when enrolled: every payload is signed and only signed acks count.
+    pub mac: Option<MacKey>,
 }
 
 impl Identity {
@@ -82,14 +87,20 @@ impl Identity {
         .to_json()
     }
 
-    /// The last will: retained `state` `lost`, QoS 1.
+    /// The payload as published on `topic`: signed when enrolled, as is otherwise. Signing
+    /// happens here, at publish time, never in the spool (replays rewrite the JSON).
+    pub fn seal(&self, topic: &str, json: Vec<u8>) -> Vec<u8> {
+        match &self.mac {
+            Some(key) => auth::sign(key, topic, &json),
+            None => json,
+        }
+    }
+
+    /// The last will: retained `state` `lost`, QoS 1 (signed when enrolled).
     pub fn last_will(&self, last_seq: u64) -> LastWill {
-        LastWill::new(
-            self.topic(Kind::State),
-            self.state_json(last_seq, ConnState::Lost, None),
-            QoS::AtLeastOnce,
-            true,
-        )
+        let topic = self.topic(Kind::State);
+        let payload = self.seal(&topic, self.state_json(last_seq, ConnState::Lost, None));
+        LastWill::new(topic, payload, QoS::AtLeastOnce, true)
     }
 }
 
@@ -103,11 +114,17 @@ pub struct Announce {
     pub targets: Vec<TargetInfo>,
 }
 
-/// Re-serializes a stored envelope with `replay: true`, keeping its header and body as stored.
+/// Re-serializes a stored envelope with `replay: true`, keeping its header and body as stored
+/// except `mo` and `host`, which become `id`'s: messages spooled before enrollment (under the
+/// configured ids) are then published under the enrolled ones, matching their topic and MAC.
 /// `None` if the bytes are not an envelope (they are then discarded).
-pub fn as_replay(stored: &[u8]) -> Option<Vec<u8>> {
+pub fn as_replay(stored: &[u8], id: &Identity) -> Option<Vec<u8>> {
     let mut env: Envelope<Box<RawValue>> = serde_json::from_slice(stored).ok()?;
     env.replay = true;
+    if env.mo != id.mo || env.host != id.host {
+        env.mo.clone_from(&id.mo);
+        env.host.clone_from(&id.host);
+    }
     serde_json::to_vec(&env).ok()
 }
 
@@ -127,6 +144,10 @@ pub struct Publisher {
     /// Packet ids written and not yet acknowledged by the broker.
     unacked: HashSet<u16>,
     replay_at: Instant,
+    /// Acks refused because their signature is missing or wrong, since start.
+    rejected_acks: u64,
+    /// When a refused ack was last logged.
+    reject_logged: Option<Instant>,
 }
 
 fn lock(spool: &Mutex<Spool>) -> MutexGuard<'_, Spool> {
@@ -156,6 +177,8 @@ impl Publisher {
             queued: 0,
             unacked: HashSet::new(),
             replay_at: Instant::now(),
+            rejected_acks: 0,
+            reject_logged: None,
         }
     }
 
@@ -279,8 +302,9 @@ impl Publisher {
         Some(spooled.seq)
     }
 
-    /// Hands a QoS 1 publish to rumqttc; false if its queue is full.
+    /// Hands a QoS 1 publish to rumqttc, signed when enrolled; false if its queue is full.
     fn publish(&mut self, topic: String, retain: bool, payload: Vec<u8>) -> bool {
+        let payload = self.id.seal(&topic, payload);
         match self
             .client
             .try_publish(topic, QoS::AtLeastOnce, retain, payload)
@@ -380,6 +404,34 @@ impl Publisher {
     }
 
     async fn on_ack(&mut self, payload: &[u8]) {
+        // Enrolled: only an ack signed with this host's key may delete spooled messages; a
+        // retained forgery from another PC on the broker must not.
+        let verified;
+        let payload = match &self.id.mac {
+            Some(key) => match auth::verify(key, &self.id.topic(Kind::Ack), payload) {
+                Ok(unsigned) => {
+                    verified = unsigned;
+                    &verified[..]
+                }
+                Err(e) => {
+                    self.rejected_acks += 1;
+                    let now = Instant::now();
+                    if self
+                        .reject_logged
+                        .is_none_or(|t| now.duration_since(t) >= REJECT_LOG_EVERY)
+                    {
+                        self.reject_logged = Some(now);
+                        tracing::warn!(
+                            error = %e,
+                            rejected_total = self.rejected_acks,
+                            "ignoring an ack that is not signed for this host"
+                        );
+                    }
+                    return;
+                }
+            },
+            None => payload,
+        };
         let ack = match decode_ack(payload) {
             Ok(ack) => ack,
             Err(reason) => {
@@ -423,7 +475,7 @@ impl Publisher {
             return;
         };
         match self.with_spool(move |s| s.body(seq)).await {
-            Some(Ok(Some(stored))) => match as_replay(&stored) {
+            Some(Ok(Some(stored))) => match as_replay(&stored, &self.id) {
                 Some(bytes) => {
                     let sent = self.publish(self.id.topic(kind), false, bytes);
                     let mut spool = self.spool();

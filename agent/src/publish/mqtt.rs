@@ -4,11 +4,14 @@
 use std::time::Duration;
 
 use rand::Rng;
-use rumqttc::{ConnectionError, Event, EventLoop, LastWill, MqttOptions, Packet};
+use rumqttc::{
+    ConnectionError, Event, EventLoop, LastWill, MqttOptions, Packet, TlsConfiguration, Transport,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::MqttConfig;
+use crate::tls::TlsClient;
 
 /// First reconnect delay.
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
@@ -28,9 +31,15 @@ pub enum Net {
     Down { error: String, retry_in: Duration },
 }
 
-/// Client options: persistent session under a stable client id, keep-alive, packet limits.
-/// The last will is set by [`drive`] before each connection attempt.
-pub fn options(cfg: &MqttConfig, client_id: &str) -> MqttOptions {
+/// Client options: persistent session under a stable client id, keep-alive, packet limits,
+/// the login (`(username, password)`) and, for `mqtts://`, TLS with the shared client
+/// configuration. The last will is set by [`drive`] before each connection attempt.
+pub fn options(
+    cfg: &MqttConfig,
+    client_id: &str,
+    login: Option<(String, String)>,
+    tls: Option<TlsClient>,
+) -> MqttOptions {
     let mut o = MqttOptions::new(client_id, cfg.host.clone(), cfg.port);
     o.set_keep_alive(Duration::from_secs(u64::from(cfg.keepalive_secs)))
         // Invariant: the client id is never empty (`dozor-{mo}-{host}` with validated ids), so
@@ -38,8 +47,11 @@ pub fn options(cfg: &MqttConfig, client_id: &str) -> MqttOptions {
         .set_clean_session(false)
         .set_max_packet_size(MAX_PACKET, MAX_PACKET)
         .set_inflight(64);
-    if let Some(user) = &cfg.username {
-        o.set_credentials(user.clone(), cfg.password.clone().unwrap_or_default());
+    if let Some((user, password)) = login {
+        o.set_credentials(user, password);
+    }
+    if let Some(tls) = tls {
+        o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls.0)));
     }
     o
 }
@@ -135,6 +147,7 @@ fn describe(e: &ConnectionError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[test]
     fn backoff_grows_with_jitter_and_caps() {
@@ -160,11 +173,41 @@ mod tests {
             username: Some("u".into()),
             password: None,
             keepalive_secs: 2,
+            tls: false,
         };
-        let o = options(&cfg, "dozor-1.2-h");
+        let o = options(&cfg, "dozor-1.2-h", Some(("u".into(), "p".into())), None);
         assert!(!o.clean_session());
         assert_eq!(o.keep_alive(), Duration::from_secs(2));
         assert_eq!(o.client_id(), "dozor-1.2-h");
         assert_eq!(o.broker_address(), ("broker".to_owned(), 1883));
+        assert!(matches!(o.transport(), Transport::Tcp));
+        assert_eq!(
+            o.credentials().map(|l| (l.username, l.password)),
+            Some(("u".to_owned(), "p".to_owned()))
+        );
+    }
+
+    #[test]
+    fn mqtts_uses_the_shared_tls_client() {
+        let cfg = MqttConfig {
+            host: "broker".into(),
+            port: 8883,
+            username: None,
+            password: None,
+            keepalive_secs: 30,
+            tls: true,
+        };
+        let key = rcgen::KeyPair::generate().expect("key");
+        let ca = rcgen::CertificateParams::new(vec!["broker".into()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        let client = crate::tls::client_config(&[ca.der().clone()], None).expect("tls");
+        let o = options(&cfg, "c", None, Some(TlsClient(client.clone())));
+        match o.transport() {
+            Transport::Tls(TlsConfiguration::Rustls(c)) => assert!(Arc::ptr_eq(&c, &client)),
+            _ => panic!("expected rustls TLS"),
+        }
+        assert!(o.credentials().is_none());
     }
 }

@@ -75,12 +75,17 @@ fn spool_config(rate: u32) -> SpoolConfig {
 }
 
 fn start(dir: &Path, rate: u32) -> Harness {
+    start_with(dir, rate, None)
+}
+
+fn start_with(dir: &Path, rate: u32, mac: Option<MacKey>) -> Harness {
     let spool = Spool::open(dir, &spool_config(rate), Instant::now(), wall_ms()).expect("spool");
     let inst = spool.inst().to_owned();
     let id = Identity {
         mo: MO.into(),
         host: HOST.into(),
         inst: inst.clone(),
+        mac,
     };
     let last_seq = Arc::new(AtomicU64::new(spool.index().last_seq()));
     let spool = Arc::new(Mutex::new(spool));
@@ -491,6 +496,7 @@ fn last_will_is_a_retained_lost_state() {
         mo: MO.into(),
         host: HOST.into(),
         inst: "0123456789abcdef".into(),
+        mac: None,
     };
     assert_eq!(id.client_id(), format!("dozor-{MO}-{HOST}"));
     let will = id.last_will(41);
@@ -506,12 +512,149 @@ fn last_will_is_a_retained_lost_state() {
 #[test]
 fn replay_rewrite_keeps_everything_but_the_flag() {
     let stored = br#"{"v":1,"mo":"m","host":"h","inst":"i","seq":7,"ts":1750000000000,"body":{"results":[{"target":"mis","category":"mis","ok":true,"latency_ms":3}]}}"#;
-    let out = as_replay(stored).expect("envelope");
+    let id = Identity {
+        mo: "m".into(),
+        host: "h".into(),
+        inst: "i".into(),
+        mac: None,
+    };
+    let out = as_replay(stored, &id).expect("envelope");
     let a: Value = serde_json::from_slice(stored).expect("json");
     let mut b: Value = serde_json::from_slice(&out).expect("json");
     assert_eq!(b["replay"], json!(true));
     b.as_object_mut().expect("object").remove("replay");
     assert_eq!(a, b);
-    assert!(as_replay(b"garbage").is_none());
-    assert!(as_replay(br#"{"v":1}"#).is_none());
+    assert!(as_replay(b"garbage", &id).is_none());
+    assert!(as_replay(br#"{"v":1}"#, &id).is_none());
+
+    // Spooled before enrollment under the configured ids: replayed under the enrolled ones.
+    let enrolled = Identity {
+        mo: "m2".into(),
+        host: "h-7".into(),
+        ..id
+    };
+    let mut c: Value =
+        serde_json::from_slice(&as_replay(stored, &enrolled).expect("envelope")).expect("json");
+    assert_eq!(
+        (c["mo"].clone(), c["host"].clone()),
+        (json!("m2"), json!("h-7"))
+    );
+    let obj = c.as_object_mut().expect("object");
+    for k in ["mo", "host", "replay"] {
+        obj.remove(k);
+    }
+    let mut a = a;
+    let obj = a.as_object_mut().expect("object");
+    obj.remove("mo");
+    obj.remove("host");
+    assert_eq!(a, c, "nothing else changes");
+}
+
+fn key(b: u8) -> MacKey {
+    dozor_proto::auth::Secret([b; 32]).mac_key()
+}
+
+/// Verifies a signed publish with `k` and decodes the unsigned JSON as the collector would.
+fn check_signed(p: &Publish, k: &MacKey) -> (Message, Value) {
+    let unsigned = auth::verify(k, &p.topic, &p.payload)
+        .unwrap_or_else(|e| panic!("{} is not signed for this host: {e}", p.topic));
+    let unsigned = Publish::new(p.topic.clone(), p.qos, unsigned);
+    check(&unsigned)
+}
+
+impl Harness {
+    fn signed_ack(&self, k: &MacKey, topic: &str, acked_seq: u64) -> Vec<u8> {
+        let ack = Ack {
+            v: SCHEMA_VERSION,
+            inst: self.inst.clone(),
+            acked_seq,
+            ts: wall_ms(),
+        };
+        auth::sign(k, topic, &serde_json::to_vec(&ack).expect("json"))
+    }
+}
+
+#[tokio::test]
+async fn enrolled_agent_signs_live_replayed_and_goodbye_messages() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let k = key(3);
+    let h = start_with(dir.path(), 1000, Some(k.clone()));
+    h.down().await;
+    h.inputs.send(probe()).await.expect("send");
+    wait_for(|| h.pending() == [1]).await;
+    // The spool keeps the unsigned JSON: signing happens at publish time.
+    let stored = lock(&h.spool).body(1).expect("read").expect("stored");
+    assert!(!stored.starts_with(auth::MAC_PREFIX));
+
+    h.connack().await;
+    let (birth, _) = check_signed(&h.publish().await, &k);
+    assert_eq!(birth.header().seq, 2);
+    let (_, state) = check_signed(&h.publish().await, &k);
+    assert_eq!(state["body"], json!({"state": "online"}));
+    let replay = h.publish().await;
+    let (msg, _) = check_signed(&replay, &k);
+    assert!(msg.header().replay, "replays are signed after the rewrite");
+    assert!(auth::verify(&key(4), &replay.topic, &replay.payload).is_err());
+
+    h.inputs.send(sample()).await.expect("send");
+    let (hb, _) = check_signed(&h.publish().await, &k);
+    assert_eq!(hb.header().seq, 3);
+
+    h.shutdown.cancel();
+    let (_, offline) = check_signed(&h.publish().await, &k);
+    assert_eq!(offline["body"]["state"], "offline");
+    tokio::time::timeout(WAIT, h.task)
+        .await
+        .expect("stops")
+        .expect("no panic");
+}
+
+#[test]
+fn enrolled_last_will_is_signed() {
+    let k = key(5);
+    let id = Identity {
+        mo: MO.into(),
+        host: HOST.into(),
+        inst: "0123456789abcdef".into(),
+        mac: Some(k.clone()),
+    };
+    let will = id.last_will(7);
+    let p = Publish::new(will.topic.clone(), will.qos, will.message.to_vec());
+    let (msg, json) = check_signed(&p, &k);
+    assert_eq!(msg.header().seq, 7);
+    assert_eq!(json["body"], json!({"state": "lost"}));
+}
+
+#[tokio::test]
+async fn forged_or_unsigned_acks_never_delete_and_signed_ones_apply() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let k = key(3);
+    let h = start_with(dir.path(), 1000, Some(k.clone()));
+    h.connack().await;
+    h.publish().await; // birth, seq 1
+    h.publish().await; // state
+    h.inputs.send(probe()).await.expect("send");
+    h.publish().await; // probe, seq 2
+    wait_for(|| h.pending() == [1, 2]).await;
+
+    let ack_topic = topic(MO, HOST, Kind::Ack);
+    // What a PC on the same broker could publish (retained or not) to make this agent drop
+    // its unsent data: unsigned, signed with its own key, another host's ack replayed here.
+    h.ack(2).await;
+    h.ack_payload(h.signed_ack(&key(9), &ack_topic, 2)).await;
+    h.ack_payload(h.signed_ack(&k, &topic(MO, "pc-02", Kind::Ack), 2))
+        .await;
+    let mut tampered = h.signed_ack(&k, &ack_topic, 1);
+    let n = tampered.len();
+    tampered[n - 2] = if tampered[n - 2] == b'9' { b'8' } else { b'9' };
+    h.ack_payload(tampered).await;
+    h.ack_payload(b"{\"mac\":\"zz".to_vec()).await;
+    // The genuine ack for 1 is processed after all of them (one channel, in order).
+    h.ack_payload(h.signed_ack(&k, &ack_topic, 1)).await;
+    wait_for(|| h.pending() == [2]).await;
+    h.no_request_for(Duration::from_millis(50)).await;
+    assert_eq!(h.pending(), [2], "nothing forged deleted anything");
+    h.ack_payload(h.signed_ack(&k, &ack_topic, 2)).await;
+    wait_for(|| h.pending().is_empty()).await;
+    h.stop().await;
 }
