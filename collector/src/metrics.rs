@@ -30,8 +30,9 @@ pub enum Drop {
     Unsigned,
     /// The MAC does not match: forged, or signed by another identity.
     BadMac,
-    /// Larger than the MQTT client reads: cost the broker session once (see `ingest`).
-    OversizedPacket,
+    /// A packet the MQTT client cannot read (larger than it reads, or malformed): costs the
+    /// broker session once, never the ingest (see `ingest`).
+    UnreadablePacket,
 }
 
 impl Drop {
@@ -45,7 +46,7 @@ impl Drop {
         Drop::Revoked,
         Drop::Unsigned,
         Drop::BadMac,
-        Drop::OversizedPacket,
+        Drop::UnreadablePacket,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -60,7 +61,7 @@ impl Drop {
             Drop::Revoked => "revoked",
             Drop::Unsigned => "unsigned",
             Drop::BadMac => "bad_mac",
-            Drop::OversizedPacket => "oversized_packet",
+            Drop::UnreadablePacket => "unreadable_packet",
         }
     }
 
@@ -76,7 +77,7 @@ impl Drop {
             Drop::Revoked => Reject::ALL.len() + 6,
             Drop::Unsigned => Reject::ALL.len() + 7,
             Drop::BadMac => Reject::ALL.len() + 8,
-            Drop::OversizedPacket => Reject::ALL.len() + 9,
+            Drop::UnreadablePacket => Reject::ALL.len() + 9,
         }
     }
 }

@@ -32,6 +32,8 @@ struct Fleet {
     dir: PathBuf,
     agents: Vec<Agent>,
     mis_port: u16,
+    /// Extra agent flags (enrollment and TLS in the secure drills).
+    extra: Vec<String>,
 }
 
 fn agent_args(mis_port: u16) -> Vec<String> {
@@ -62,6 +64,10 @@ fn agent_args(mis_port: u16) -> Vec<String> {
 
 impl Fleet {
     async fn start(dir: &Path, mqtt_url: &str) -> Fleet {
+        Fleet::start_with(dir, mqtt_url, Vec::new()).await
+    }
+
+    async fn start_with(dir: &Path, mqtt_url: &str, extra: Vec<String>) -> Fleet {
         let mis = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mis_port = mis.local_addr().unwrap().port();
         tokio::spawn(async move {
@@ -73,6 +79,7 @@ impl Fleet {
             dir: dir.to_path_buf(),
             agents: Vec::new(),
             mis_port,
+            extra,
         };
         for i in 0..AGENTS {
             f.agents.push(f.start_agent(i, mqtt_url));
@@ -85,7 +92,8 @@ impl Fleet {
     }
 
     fn start_agent(&self, i: usize, mqtt_url: &str) -> Agent {
-        let args = agent_args(self.mis_port);
+        let mut args = agent_args(self.mis_port);
+        args.extend(self.extra.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         Agent::start(
             mqtt_url,
@@ -290,34 +298,125 @@ async fn drill_1_mosquitto_down_60s() {
 }
 
 async fn collector_kill9(external: bool) {
+    collector_kill9_with(external, false).await;
+}
+
+/// With `secure`: the collector in enrolled mode, MQTT over TLS (the embedded broker's gateway
+/// with a certificate, or Mosquitto with TLS and dynamic security), every agent enrolled with
+/// one МО token at its first start and signing every message.
+async fn collector_kill9_with(external: bool, secure: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let m = external.then(Mosquitto::start);
+    let m = match (external, secure) {
+        (false, _) => None,
+        (true, false) => Some(Mosquitto::start()),
+        (true, true) => Some(Mosquitto::start_secure(
+            "dozor-collector",
+            "collector-secret",
+        )),
+    };
     let cdir = dir.path().join("collector");
+    std::fs::create_dir_all(&cdir).unwrap();
+    let scheme = if secure { "mqtts" } else { "mqtt" };
     let (broker, url) = match &m {
-        Some(m) => (Broker::External(m.url()), m.url()),
+        Some(m) => (
+            Broker::External(format!("{scheme}://127.0.0.1:{}", m.port)),
+            format!("{scheme}://127.0.0.1:{}", m.port),
+        ),
         None => {
             let port = free_port();
-            (Broker::Embedded(port), format!("mqtt://127.0.0.1:{port}"))
+            (
+                Broker::Embedded(port),
+                format!("{scheme}://127.0.0.1:{port}"),
+            )
         }
     };
-    let mut c = Collector::start(&broker, &cdir, &[]);
-    let mut fleet = Fleet::start(dir.path(), &url).await;
+    let mut extra: Vec<String> = Vec::new();
+    let mut agent_extra: Vec<String> = Vec::new();
+    let ca = match &m {
+        Some(m) => m.ca_file(),
+        None => dir.path().join("ca.pem"),
+    };
+    if secure {
+        let conf = dir.path().join("collector.toml");
+        let toml = match &m {
+            Some(_) => format!(
+                "[mqtt]\ntype = \"external\"\nurl = \"{url}\"\nca_file = \"{}\"\n\
+                 username = \"dozor-collector\"\npassword = \"collector-secret\"\ndynsec = true\n",
+                ca.display()
+            ),
+            None => {
+                let cert =
+                    rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+                std::fs::write(&ca, cert.cert.pem()).unwrap();
+                let key = dir.path().join("key.pem");
+                std::fs::write(&key, cert.signing_key.serialize_pem()).unwrap();
+                format!(
+                    "[mqtt]\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+                    ca.display(),
+                    key.display()
+                )
+            }
+        };
+        std::fs::write(&conf, toml).unwrap();
+        extra = vec![
+            "--security-mode".into(),
+            "enrolled".into(),
+            "--config".into(),
+            conf.display().to_string(),
+        ];
+    }
+    let extra_ref: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let mut c = Collector::start(&broker, &cdir, &extra_ref);
+    if secure {
+        let out = std::process::Command::new(bin("dozor-collector"))
+            .arg("--data-dir")
+            .arg(&cdir)
+            .args(["token", "create", "--mo", MO, "--max-uses"])
+            .arg(AGENTS.to_string())
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        agent_extra = vec![
+            "--enroll-token".into(),
+            token,
+            "--enroll-url".into(),
+            format!("http://{}", c.http),
+            "--enroll-allow-plain-http".into(),
+            "--tls-ca-file".into(),
+            ca.display().to_string(),
+        ];
+    }
+    let mut fleet = Fleet::start_with(dir.path(), &url, agent_extra).await;
     wait_all_online(&c).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     c.proc.kill9();
     let down = Instant::now();
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let c = Collector::start(&broker, &cdir, &[]);
+    let c = Collector::start(&broker, &cdir, &extra_ref);
     println!("collector restarted after {:?}", down.elapsed());
     wait_drained(&c, &all_hosts(), Duration::from_secs(90)).await;
     fleet.stop();
-    let name = if external {
-        "2a collector kill -9 (Mosquitto)"
-    } else {
-        "2b collector kill -9 (embedded broker)"
+    let name = match (external, secure) {
+        (true, false) => "2a collector kill -9 (Mosquitto)",
+        (false, false) => "2b collector kill -9 (embedded broker)",
+        (true, true) => "2c collector kill -9 (Mosquitto, TLS + dynsec, enrolled agents)",
+        (false, true) => "2d collector kill -9 (embedded broker, TLS gateway, enrolled agents)",
     };
     let t = tally(&c, &fleet, name).await;
     assert_clean(&t);
+}
+
+/// 2c. As 2a with TLS, dynamic security and enrolled, signing agents.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_2c_collector_kill9_mosquitto_secure() {
+    collector_kill9_with(true, true).await;
+}
+
+/// 2d. As 2b with the gateway's TLS listener and enrolled, signing agents.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_2d_collector_kill9_embedded_secure() {
+    collector_kill9_with(false, true).await;
 }
 
 /// 2a. Collector kill -9 mid-stream, then restarted, with Mosquitto.

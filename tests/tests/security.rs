@@ -550,7 +550,7 @@ async fn an_oversized_message_does_not_wedge_ingest() {
     assert!(status.success());
     wait_metric(
         &c,
-        "dozor_messages_rejected_total{reason=\"oversized_packet\"}",
+        "dozor_messages_rejected_total{reason=\"unreadable_packet\"}",
         1.0,
     )
     .await;
@@ -572,7 +572,7 @@ async fn an_oversized_message_does_not_wedge_ingest() {
     wait_metric(&c, "dozor_messages_accepted_total{kind=\"hb\"}", n + 3.0).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let resets = c
-        .metric("dozor_messages_rejected_total{reason=\"oversized_packet\"}")
+        .metric("dozor_messages_rejected_total{reason=\"unreadable_packet\"}")
         .await;
     assert!(resets <= 2.0, "the poison must not come back: {resets}");
 }
@@ -751,7 +751,7 @@ async fn mosquitto_with_tls_and_dynsec_holds_each_agent_to_its_own_topics() {
         ));
         o
     };
-    let mut a = SimAgent::enroll(&c, &token(dir.path(), MO_A, &[]), "pc-a").await;
+    let a = SimAgent::enroll(&c, &token(dir.path(), MO_A, &[]), "pc-a").await;
     let mut b = SimAgent::enroll(&c, &token(dir.path(), MO_B, &[]), "srv-b").await;
     // The collector provisions the broker asynchronously: wait until B may log in.
     let mut vb = None;

@@ -41,7 +41,7 @@ pub const SUBSCRIBED: [Kind; 4] = [Kind::Birth, Kind::State, Kind::Hb, Kind::Pro
 /// Largest packet read from the broker. Payloads between the protocol's 16 KiB and this are
 /// read and rejected as `oversized`; a bigger one makes rumqttc fail the connection, and the
 /// broker would redeliver it to our persistent session forever: `run` then reconnects once with
-/// a clean session to discard it (counted as `oversized_packet`). Bounded memory either way.
+/// a clean session to discard it (counted as `unreadable_packet`). Bounded memory either way.
 pub const MAX_PACKET: usize = 1024 * 1024;
 
 /// Whether publishes are acknowledged to the broker only once their effect is durable.
@@ -205,7 +205,7 @@ pub async fn run(
                     // start a clean session once, which makes the broker discard it. What else
                     // was queued for us is re-sent by the agents, which keep every message
                     // until we confirm it stored.
-                    metrics.rejected(Drop::OversizedPacket, "");
+                    metrics.rejected(Drop::UnreadablePacket, "");
                     tracing::warn!(error = %e, "unreadable message from the broker; discarding the session");
                     eventloop.mqtt_options.set_clean_session(true);
                 }
