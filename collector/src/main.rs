@@ -218,6 +218,7 @@ fn main() -> ExitCode {
             }
         };
     }
+    raise_open_files(&cfg);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -296,6 +297,32 @@ fn load(cli: &Cli) -> anyhow::Result<(dozor_collector::config::Config, Roster)> 
         None => Roster::default(),
     };
     Ok((cfg, roster))
+}
+
+/// Raises the soft limit of open files to the hard limit: with the embedded broker each agent
+/// holds two sockets (gateway and broker), so the usual soft limit of 1,024 would stop a region
+/// at ~500 agents. Warns when even the hard limit is below what `mqtt.max_connections` needs.
+fn raise_open_files(cfg: &dozor_collector::config::Config) {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the open-files limit");
+            return;
+        }
+    };
+    if let dozor_collector::config::MqttMode::Embedded {
+        max_connections, ..
+    } = &cfg.mqtt.mode
+    {
+        let need = (*max_connections as u64) * 2 + 1024;
+        if limit < need {
+            tracing::warn!(
+                limit,
+                need,
+                "open-files limit below what mqtt.max_connections needs (LimitNOFILE in the unit)"
+            );
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -108,11 +108,13 @@ mod tests {
     }
 
     #[test]
-    fn subscribe_needs_an_equal_filter() {
+    fn subscribe_needs_an_equal_filter_or_a_plain_topic_inside_one() {
         let g = grant();
         assert!(g.may_subscribe("dozor/cmd/pc-1"));
         assert!(g.may_subscribe("dozor/cmd/all/#"));
-        assert!(!g.may_subscribe("dozor/cmd/all/x")); // no widening to what `#` would match
+        // A plain topic inside a granted filter is fine; a wildcard never widens the grant.
+        assert!(g.may_subscribe("dozor/cmd/all/x"));
+        assert!(!g.may_subscribe("dozor/cmd/all/+/#"));
         assert!(!g.may_subscribe("dozor/cmd/+"));
         assert!(!g.may_subscribe("#"));
         assert!(!g.may_subscribe(""));

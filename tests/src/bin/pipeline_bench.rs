@@ -18,6 +18,7 @@ mod fleet;
 
 use anyhow::Context;
 use clap::Parser;
+use dozor_collector::identity::{Agent, Registry};
 use dozor_collector::ingest::Inbound;
 use dozor_collector::metrics::Metrics;
 use dozor_collector::pipeline::{self, NoObserver, Pipeline, PipelineConfig};
@@ -25,6 +26,7 @@ use dozor_collector::roster::Roster;
 use dozor_collector::state::{LiveState, Snapshot, StateConfig};
 use dozor_collector::store::config::StoreConfig;
 use dozor_collector::store::{SqliteStore, Store};
+use dozor_proto::auth::{MacKey, Secret};
 use dozor_tests::{self_cpu_secs, unix_ms as now_ms};
 use fleet::{Fleet, FleetSpec};
 use rumqttc::{AsyncClient, MqttOptions, Publish, QoS};
@@ -58,6 +60,10 @@ struct Args {
     /// Where the store goes (a temp dir inside it); default: the system temp dir.
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
+    /// Enrolled mode: every host gets an identity, every heartbeat is signed and verified at
+    /// ingest (`authenticate_decode` with the registry), every ack is signed.
+    #[arg(long)]
+    signed: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -78,14 +84,32 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .context("generated heartbeats")?;
     let n = fleet.hosts.len();
     let ts = now_ms();
+    let mut registry = Registry::default();
+    let keys: Vec<MacKey> = fleet
+        .hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let mut b = [0u8; 32];
+            b[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            let secret = Secret(b);
+            registry.insert(Agent::new(&h.mo, &h.host, &secret));
+            secret.mac_key()
+        })
+        .collect();
     let samples: Vec<(String, bytes::Bytes)> = (0..args.messages as usize)
         .map(|i| {
             let h = &mut fleet.hosts[i % n];
             let mut buf = Vec::new();
             h.heartbeat_json(ts, &mut buf);
+            if args.signed {
+                buf = dozor_proto::auth::sign(&keys[i % n], &h.hb_topic, &buf);
+            }
             (h.hb_topic.clone(), bytes::Bytes::from(buf))
         })
         .collect();
+    let (_reg_tx, reg_rx) = watch::channel(Arc::new(registry));
+    let reg_rx = args.signed.then_some(reg_rx);
     let bytes: usize = samples.iter().map(|(_, p)| p.len()).sum();
 
     let tmp = match &args.dir {
@@ -111,7 +135,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         acks_after_commit: false,
         ..PipelineConfig::default()
     };
-    let p = Pipeline::new(pcfg, state, Vec::new(), roster, metrics.clone());
+    let p = Pipeline::new(pcfg, state, Vec::new(), roster, metrics.clone())
+        .with_registry(reg_rx.clone());
     // Never connected: the `ack` publishes are serialized and queued, as far as they fit.
     let (client, _eventloop) = AsyncClient::new(MqttOptions::new("bench", "127.0.0.1", 1), 200_000);
     let (tx, rx) = mpsc::channel(16_384);
@@ -195,7 +220,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         db as f64 / 1e6
     );
     println!(
-        "dozor-pipeline-bench messages={} accepted={accepted} secs={secs:.3} rate={:.0} cpu_secs={cpu:.2} us_per_msg={:.2}",
+        "dozor-pipeline-bench signed={} messages={} accepted={accepted} secs={secs:.3} rate={:.0} cpu_secs={cpu:.2} us_per_msg={:.2}",
+        args.signed,
         args.messages,
         accepted as f64 / secs.max(1e-9),
         cpu * 1e6 / accepted.max(1) as f64
