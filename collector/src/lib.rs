@@ -7,7 +7,9 @@
 
 pub mod alerts;
 pub mod api;
+pub mod api_error;
 pub mod config;
+pub mod config_error;
 pub mod delivery;
 pub mod demo;
 pub mod derive;
@@ -15,6 +17,7 @@ pub mod identity;
 pub mod ingest;
 pub mod metrics;
 pub mod pipeline;
+pub mod record;
 pub mod report;
 pub mod roster;
 pub mod state;

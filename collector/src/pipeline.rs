@@ -5,13 +5,15 @@
 //! Batches go to the store thread; only when a batch is durable are its MQTT messages
 //! acknowledged to the broker and its sequence numbers confirmed to the agents.
 
+use crate::delivery::DeliveryMark;
 use crate::delivery::{self, Tracker, Verdict};
 use crate::identity::Registry;
 use crate::ingest::{Inbound, now_ms};
 use crate::metrics::{Drop, Metrics};
+use crate::record::{Accepted, Batch, Record, Transition};
 use crate::roster::Roster;
-use crate::state::{LiveState, Snapshot, StateError, Transition};
-use crate::store::{Accepted, Batch, DeliveryMark, Record, Store};
+use crate::state::{LiveState, Snapshot, StateError};
+use crate::store::Store;
 use dozor_proto::{Ack, Kind, Message, SCHEMA_VERSION, topic};
 use rumqttc::{AsyncClient, Publish, QoS};
 use std::sync::Arc;

@@ -2,10 +2,11 @@
 //! InfluxDB v2 writes at `/api/v2/write`. Points are read back with `/api/v1/export`.
 
 use super::*;
+use crate::record::Batch;
 use crate::roster::Roster;
 use crate::store::config::{RawStore, StoreConfig};
 use crate::store::sim::Sim;
-use crate::store::{Batch, SqliteStore, Store, db_path};
+use crate::store::{SqliteStore, Store, db_path};
 use dozor_proto::{Category, Role};
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
