@@ -368,12 +368,20 @@ mod tests {
             stored: 6,
             refused: 0,
         }];
-        let t = Tracker::new(10, marks);
+        let t = Tracker::new(10, marks.clone());
         let a = key("mo", "h", "a");
         assert_eq!(t.check(&a, 5), Verdict::Duplicate);
         assert_eq!(t.check(&a, 6), Verdict::New);
         assert_eq!(t.check(&a, 7), Verdict::Duplicate);
-        assert!(!t.has_room("x") || t.len() < 10);
+        // The restored instance takes one of the places.
+        assert_eq!(t.len(), 1);
+        assert!(t.has_room("x"));
+        let full = Tracker::new(1, marks);
+        assert!(full.has_room(&a), "a known instance always has its place");
+        assert!(
+            !full.has_room("x"),
+            "a new one does not when the tracker is full"
+        );
     }
 
     #[test]

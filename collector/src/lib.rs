@@ -8,6 +8,7 @@
 pub mod alerts;
 pub mod api;
 pub mod api_error;
+pub mod clock;
 pub mod config;
 pub mod config_error;
 pub mod delivery;
@@ -176,6 +177,9 @@ pub async fn run(
     // Notifiers outlive the pipeline so that the last incident changes are still delivered.
     let notify_cancel = CancellationToken::new();
     alerts.spawn_notifiers(&tasks, notify_cancel.clone());
+    // Alerts run on a thread of their own (blocking SQLite of incidents.db, evaluation over the
+    // whole snapshot), fed by the pipeline over a bounded channel it never waits on.
+    let (alert_tx, alert_thread) = alerts::task::spawn(alerts).context("alerts thread")?;
     let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::default()));
     let pipeline_done = CancellationToken::new();
     {
@@ -189,7 +193,7 @@ pub async fn run(
                 client,
                 in_rx,
                 snap_tx,
-                Box::new(alerts),
+                Some(alert_tx),
                 cancel,
             )
             .await;
@@ -294,6 +298,15 @@ pub async fn run(
         .is_err()
     {
         tracing::warn!("pipeline did not flush within 20 s");
+    }
+    // The pipeline has dropped its sender: the alert thread drains what it holds and ends, so
+    // the notifiers still get the last changes.
+    let alerts_done = tokio::task::spawn_blocking(move || alert_thread.join());
+    if tokio::time::timeout(Duration::from_secs(5), alerts_done)
+        .await
+        .is_err()
+    {
+        tracing::warn!("alerts did not finish within 5 s");
     }
     http_stop.cancel();
     ids_cancel.cancel();

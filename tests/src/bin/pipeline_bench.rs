@@ -20,7 +20,7 @@ use anyhow::Context;
 use clap::Parser;
 use dozor_collector::ingest::Inbound;
 use dozor_collector::metrics::Metrics;
-use dozor_collector::pipeline::{self, NoObserver, Pipeline, PipelineConfig};
+use dozor_collector::pipeline::{self, Pipeline, PipelineConfig};
 use dozor_collector::roster::Roster;
 use dozor_collector::state::{LiveState, Snapshot, StateConfig};
 use dozor_collector::store::config::StoreConfig;
@@ -134,7 +134,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         client,
         rx,
         snap_tx,
-        Box::new(NoObserver),
+        None,
         cancel.clone(),
     ));
     // The ingest task's share: decode and hand over, in order.

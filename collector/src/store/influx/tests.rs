@@ -131,7 +131,7 @@ fn config(url: &str) -> StoreConfig {
 
 /// Writes a few minutes of one server's history, ending a minute ago; returns its start.
 fn write_history(store: &mut SqliteStore) -> i64 {
-    let now = crate::report::now_ms();
+    let now = crate::clock::now_ms();
     let t0 = (now - 10 * 60_000) / 1000 * 1000;
     let mut s = Sim::new();
     s.start(t0);
