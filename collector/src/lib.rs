@@ -368,3 +368,59 @@ fn write_sink_metrics(s: &store::SinkStats, out: &mut String) {
     family(out, n, "gauge", None);
     sample(out, n, &[], s.pending_lines.load(Relaxed));
 }
+
+/// ARCHITECTURE.md's code map names every top-level module of this crate and every crate of
+/// the workspace (docs that drift are caught here).
+#[cfg(test)]
+mod code_map {
+    use std::path::Path;
+
+    fn code_map() -> String {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let text = std::fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap();
+        let start = text.find("## Code map").expect("a `## Code map` section");
+        let rest = &text[start + 2..];
+        rest[..rest.find("\n## ").unwrap_or(rest.len())].to_string()
+    }
+
+    #[test]
+    fn names_every_top_level_module() {
+        let map = code_map();
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut missing = Vec::new();
+        for e in std::fs::read_dir(src).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            let named = if e.file_type().unwrap().is_dir() {
+                if e.path().with_extension("rs").exists() {
+                    continue; // `x/` holds the children (tests) of `x.rs`
+                }
+                format!("{name}/")
+            } else if name == "lib.rs" || name == "main.rs" || !name.ends_with(".rs") {
+                continue;
+            } else {
+                name
+            };
+            if !map.contains(&format!("{named}`")) {
+                missing.push(named);
+            }
+        }
+        missing.sort();
+        assert!(missing.is_empty(), "not in ARCHITECTURE's code map: {missing:?}");
+    }
+
+    #[test]
+    fn names_every_workspace_crate() {
+        let map = code_map();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let manifest: toml::Table =
+            toml::from_str(&std::fs::read_to_string(root.join("Cargo.toml")).unwrap()).unwrap();
+        let members = manifest["workspace"]["members"].as_array().unwrap();
+        let missing: Vec<_> = members
+            .iter()
+            .filter_map(|m| m.as_str())
+            .filter(|m| !map.contains(&format!("`{m}/`")))
+            .collect();
+        assert!(missing.is_empty(), "not in ARCHITECTURE's code map: {missing:?}");
+    }
+}
