@@ -406,7 +406,10 @@ mod code_map {
             }
         }
         missing.sort();
-        assert!(missing.is_empty(), "not in ARCHITECTURE's code map: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "not in ARCHITECTURE's code map: {missing:?}"
+        );
     }
 
     #[test]
@@ -421,6 +424,9 @@ mod code_map {
             .filter_map(|m| m.as_str())
             .filter(|m| !map.contains(&format!("`{m}/`")))
             .collect();
-        assert!(missing.is_empty(), "not in ARCHITECTURE's code map: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "not in ARCHITECTURE's code map: {missing:?}"
+        );
     }
 }

@@ -7,7 +7,6 @@ use super::engine::{Engine, ReplayKind};
 use super::journal::{Journal, JournalError};
 use super::model::{Change, Incident, Silence};
 use super::notify::{ChannelStats, Notification, Notifier, NotifyError};
-use super::task::InputStats;
 use super::text;
 use crate::clock::{Clock, system_clock};
 use crate::record::Transition;
@@ -29,6 +28,15 @@ pub enum AlertsError {
     /// A notification channel could not be set up.
     #[error(transparent)]
     Notify(#[from] NotifyError),
+}
+
+/// Counters of inputs the alert task never saw (kept by the pipeline's `task::AlertSender`).
+#[derive(Debug, Default)]
+pub struct InputStats {
+    /// Transitions and replays dropped past the backlog bound.
+    pub dropped: AtomicU64,
+    /// Evaluation ticks skipped because the channel was full.
+    pub ticks_skipped: AtomicU64,
 }
 
 /// Silences made over the API, shared with the engine's owner.

@@ -13,13 +13,13 @@
 
 use super::engine::ReplayKind;
 use super::model::Change;
-use super::service::AlertService;
+use super::service::{AlertService, InputStats};
 use crate::record::{Accepted, Transition};
 use crate::state::Snapshot;
 use dozor_proto::Message;
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
@@ -41,15 +41,6 @@ pub enum AlertInput {
 pub const CHANNEL: usize = 4_096;
 /// Transitions and replays the pipeline keeps while the channel is full; beyond, dropped.
 pub const BACKLOG: usize = 65_536;
-
-/// Counters of inputs the alert task never saw.
-#[derive(Debug, Default)]
-pub struct InputStats {
-    /// Transitions and replays dropped past the backlog bound.
-    pub dropped: AtomicU64,
-    /// Evaluation ticks skipped because the channel was full.
-    pub ticks_skipped: AtomicU64,
-}
 
 impl AlertService {
     /// Applies one input from the pipeline.

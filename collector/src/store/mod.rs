@@ -11,6 +11,9 @@ pub mod intervals;
 pub mod load;
 pub mod reader;
 mod schema;
+/// Synthetic history for tests, benchmarks and `examples/gen_history` (feature `sim`): not in
+/// the release binary.
+#[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod sqlite;
 
@@ -48,26 +51,5 @@ pub trait Store: Send {
     fn maintain(&mut self, now_ms: i64) -> Result<(), StoreError> {
         let _ = now_ms;
         Ok(())
-    }
-}
-
-/// A store that keeps only delivery marks in memory: for benchmarks of the ingest path alone.
-#[derive(Debug, Default)]
-pub struct MemoryStore {
-    pub marks: std::collections::HashMap<String, DeliveryMark>,
-    pub records: usize,
-}
-
-impl Store for MemoryStore {
-    fn write(&mut self, batch: &Batch) -> Result<(), StoreError> {
-        self.records += batch.records.len();
-        for m in &batch.delivery {
-            self.marks.insert(m.inst.to_string(), m.clone());
-        }
-        Ok(())
-    }
-
-    fn load_delivery(&mut self) -> Result<Vec<DeliveryMark>, StoreError> {
-        Ok(self.marks.values().cloned().collect())
     }
 }
