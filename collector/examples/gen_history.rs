@@ -17,11 +17,12 @@
 
 use chrono::{Datelike, NaiveDate, TimeZone};
 use dozor_collector::derive::Period;
+use dozor_collector::record::{Batch, Record};
 use dozor_collector::report;
 use dozor_collector::roster::Roster;
 use dozor_collector::store::config::RawStore;
 use dozor_collector::store::sim::Sim;
-use dozor_collector::store::{Batch, Reader, Record, SqliteStore, Store, db_path};
+use dozor_collector::store::{Reader, SqliteStore, Store, db_path};
 use dozor_proto::{Category, Role};
 use std::sync::Arc;
 use std::time::Instant;

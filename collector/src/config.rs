@@ -1,6 +1,8 @@
 //! Collector configuration: a raw TOML/CLI shape, validated into typed values before any socket
 //! is bound. Errors name the field.
 
+pub use crate::config_error::ConfigError;
+use crate::config_error::invalid;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,33 +11,6 @@ use std::time::Duration;
 
 /// The commented example configuration, also printed by `--print-default-config`.
 pub const DEFAULT_CONFIG: &str = include_str!("../../deploy/collector.toml");
-
-/// A configuration error naming the field at fault.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("config {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
-    /// TOML syntax, unknown field or wrong type.
-    #[error("config: {0}")]
-    Parse(String),
-    /// A field has an invalid value.
-    #[error("config: {field}: {message}")]
-    Invalid {
-        field: &'static str,
-        message: String,
-    },
-}
-
-fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        field,
-        message: message.into(),
-    }
-}
 
 /// The raw configuration file.
 #[derive(Debug, Clone, Deserialize)]

@@ -2,9 +2,25 @@
 //! numbers are stored. I/O-free; the store persists its marks in the same transaction as the
 //! data they describe, so a restart (even after kill -9) resumes with the same knowledge.
 
-use crate::store::DeliveryMark;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+
+/// Contiguous delivery progress of one agent instance (what [`Tracker`] persists).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryMark {
+    pub inst: Arc<str>,
+    pub mo: Arc<str>,
+    pub host: Arc<str>,
+    /// Every seq ≤ this is stored (or settled: dropped by the agent's spool bound).
+    pub contiguous: u64,
+    /// Stored seqs above `contiguous + 1`, ascending, bounded.
+    pub above: Vec<u64>,
+    /// Messages of this instance stored so far (each sequence number once): the ledger the
+    /// fault drills compare with what agents produced.
+    pub stored: u64,
+    /// Sequence numbers settled without storing (refused by policy).
+    pub refused: u64,
+}
 
 /// Largest number of out-of-order sequence numbers tracked above the contiguous mark of one
 /// instance. Beyond it, new numbers are refused (not stored, not confirmed); the agent keeps
@@ -352,12 +368,20 @@ mod tests {
             stored: 6,
             refused: 0,
         }];
-        let t = Tracker::new(10, marks);
+        let t = Tracker::new(10, marks.clone());
         let a = key("mo", "h", "a");
         assert_eq!(t.check(&a, 5), Verdict::Duplicate);
         assert_eq!(t.check(&a, 6), Verdict::New);
         assert_eq!(t.check(&a, 7), Verdict::Duplicate);
-        assert!(!t.has_room("x") || t.len() < 10);
+        // The restored instance takes one of the places.
+        assert_eq!(t.len(), 1);
+        assert!(t.has_room("x"));
+        let full = Tracker::new(1, marks);
+        assert!(full.has_room(&a), "a known instance always has its place");
+        assert!(
+            !full.has_room("x"),
+            "a new one does not when the tracker is full"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! channel to the МИС, and a few PCs cannot reach the ЛИС, so the status page has something
 //! to show.
 
+use crate::clock::now_ms;
 use crate::identity::SecurityMode;
 use crate::identity::service::Identities;
 use crate::roster::Roster;
@@ -42,10 +43,6 @@ struct SimHost {
     lis_broken: bool,
     /// The MAC key of the identity the demo issued for this host (enrolled mode).
     key: Option<MacKey>,
-}
-
-fn now_ms() -> i64 {
-    crate::ingest::now_ms()
 }
 
 impl SimHost {

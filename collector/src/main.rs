@@ -123,7 +123,7 @@ fn identity_command(data_dir: &std::path::Path, cmd: &Command) -> anyhow::Result
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("data_dir {}", data_dir.display()))?;
     let db = IdentityDb::open(&path(data_dir))?;
-    let now = dozor_collector::ingest::now_ms();
+    let now = dozor_collector::clock::now_ms();
     match cmd {
         Command::Token { action } => match action {
             TokenAction::Create {

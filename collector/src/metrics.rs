@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 /// Reasons the collector itself (not the decoder) rejects a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Drop {
+pub enum Refusal {
     /// A decode/validation failure (see [`Reject`]).
     Decode(Reject),
     /// The host sent more than `max_msgs_per_host_per_min`.
@@ -35,54 +35,54 @@ pub enum Drop {
     UnreadablePacket,
 }
 
-impl Drop {
-    pub const COLLECTOR: [Drop; 10] = [
-        Drop::Flood,
-        Drop::TooManyHosts,
-        Drop::UnknownMo,
-        Drop::TimestampRange,
-        Drop::SeqWindow,
-        Drop::Unenrolled,
-        Drop::Revoked,
-        Drop::Unsigned,
-        Drop::BadMac,
-        Drop::UnreadablePacket,
+impl Refusal {
+    pub const COLLECTOR: [Refusal; 10] = [
+        Refusal::Flood,
+        Refusal::TooManyHosts,
+        Refusal::UnknownMo,
+        Refusal::TimestampRange,
+        Refusal::SeqWindow,
+        Refusal::Unenrolled,
+        Refusal::Revoked,
+        Refusal::Unsigned,
+        Refusal::BadMac,
+        Refusal::UnreadablePacket,
     ];
 
     pub const fn as_str(self) -> &'static str {
         match self {
-            Drop::Decode(r) => r.as_str(),
-            Drop::Flood => "flood",
-            Drop::TooManyHosts => "too_many_hosts",
-            Drop::UnknownMo => "unknown_mo",
-            Drop::TimestampRange => "timestamp_range",
-            Drop::SeqWindow => "seq_window",
-            Drop::Unenrolled => "unenrolled",
-            Drop::Revoked => "revoked",
-            Drop::Unsigned => "unsigned",
-            Drop::BadMac => "bad_mac",
-            Drop::UnreadablePacket => "unreadable_packet",
+            Refusal::Decode(r) => r.as_str(),
+            Refusal::Flood => "flood",
+            Refusal::TooManyHosts => "too_many_hosts",
+            Refusal::UnknownMo => "unknown_mo",
+            Refusal::TimestampRange => "timestamp_range",
+            Refusal::SeqWindow => "seq_window",
+            Refusal::Unenrolled => "unenrolled",
+            Refusal::Revoked => "revoked",
+            Refusal::Unsigned => "unsigned",
+            Refusal::BadMac => "bad_mac",
+            Refusal::UnreadablePacket => "unreadable_packet",
         }
     }
 
     fn index(self) -> usize {
         match self {
-            Drop::Decode(r) => Reject::ALL.iter().position(|x| *x == r).unwrap_or(0),
-            Drop::Flood => Reject::ALL.len(),
-            Drop::TooManyHosts => Reject::ALL.len() + 1,
-            Drop::UnknownMo => Reject::ALL.len() + 2,
-            Drop::TimestampRange => Reject::ALL.len() + 3,
-            Drop::SeqWindow => Reject::ALL.len() + 4,
-            Drop::Unenrolled => Reject::ALL.len() + 5,
-            Drop::Revoked => Reject::ALL.len() + 6,
-            Drop::Unsigned => Reject::ALL.len() + 7,
-            Drop::BadMac => Reject::ALL.len() + 8,
-            Drop::UnreadablePacket => Reject::ALL.len() + 9,
+            Refusal::Decode(r) => Reject::ALL.iter().position(|x| *x == r).unwrap_or(0),
+            Refusal::Flood => Reject::ALL.len(),
+            Refusal::TooManyHosts => Reject::ALL.len() + 1,
+            Refusal::UnknownMo => Reject::ALL.len() + 2,
+            Refusal::TimestampRange => Reject::ALL.len() + 3,
+            Refusal::SeqWindow => Reject::ALL.len() + 4,
+            Refusal::Unenrolled => Reject::ALL.len() + 5,
+            Refusal::Revoked => Reject::ALL.len() + 6,
+            Refusal::Unsigned => Reject::ALL.len() + 7,
+            Refusal::BadMac => Reject::ALL.len() + 8,
+            Refusal::UnreadablePacket => Reject::ALL.len() + 9,
         }
     }
 }
 
-const N_DROPS: usize = Reject::ALL.len() + Drop::COLLECTOR.len();
+const N_DROPS: usize = Reject::ALL.len() + Refusal::COLLECTOR.len();
 const KINDS: [Kind; 4] = [Kind::Birth, Kind::State, Kind::Hb, Kind::Probe];
 
 /// All counters. One instance, shared by `Arc`.
@@ -163,7 +163,7 @@ impl Metrics {
     }
 
     /// Counts a rejection and logs it, at most once per reason every 10 s.
-    pub fn rejected(&self, why: Drop, topic: &str) {
+    pub fn rejected(&self, why: Refusal, topic: &str) {
         let i = why.index();
         self.rejected[i].fetch_add(1, Relaxed);
         let now = self.started.elapsed().as_millis() as u64 + LOG_EVERY.as_millis() as u64;
@@ -181,7 +181,7 @@ impl Metrics {
         }
     }
 
-    pub fn rejected_count(&self, why: Drop) -> u64 {
+    pub fn rejected_count(&self, why: Refusal) -> u64 {
         self.rejected[why.index()].load(Relaxed)
     }
 
@@ -220,8 +220,8 @@ impl Metrics {
         family(out, n, c, Some("Messages rejected, by reason."));
         let reasons = Reject::ALL
             .iter()
-            .map(|r| Drop::Decode(*r))
-            .chain(Drop::COLLECTOR);
+            .map(|r| Refusal::Decode(*r))
+            .chain(Refusal::COLLECTOR);
         for d in reasons {
             sample(out, n, &[("reason", d.as_str())], self.rejected_count(d));
         }

@@ -5,13 +5,17 @@
 //! Batches go to the store thread; only when a batch is durable are its MQTT messages
 //! acknowledged to the broker and its sequence numbers confirmed to the agents.
 
+use crate::alerts::{AlertInput, AlertSender};
+use crate::clock::now_ms;
+use crate::delivery::DeliveryMark;
 use crate::delivery::{self, Tracker, Verdict};
 use crate::identity::Registry;
-use crate::ingest::{Inbound, now_ms};
-use crate::metrics::{Drop, Metrics};
+use crate::ingest::Inbound;
+use crate::metrics::{Metrics, Refusal};
+use crate::record::{Accepted, Batch, Record, Transition};
 use crate::roster::Roster;
-use crate::state::{LiveState, Snapshot, StateError, Transition};
-use crate::store::{Accepted, Batch, DeliveryMark, Record, Store};
+use crate::state::{LiveState, Snapshot, StateError};
+use crate::store::Store;
 use dozor_proto::{Ack, Kind, Message, SCHEMA_VERSION, topic};
 use rumqttc::{AsyncClient, Publish, QoS};
 use std::sync::Arc;
@@ -56,19 +60,25 @@ impl Default for PipelineConfig {
     }
 }
 
-/// Hooks for components fed by the pipeline (alerts). Called on the pipeline task: keep cheap.
-pub trait Observer: Send {
-    /// A live-state transition happened.
-    fn on_transition(&mut self, _t: &Transition) {}
-    /// A replayed (past) message was accepted; `ts_ms` is its corrected time.
-    fn on_replay(&mut self, _msg: &Message, _ts_ms: i64) {}
-    /// About once a second, with the latest snapshot.
-    fn evaluate(&mut self, _now_ms: i64, _snap: &Snapshot) {}
+/// What [`Pipeline::handle`] decided about one message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Refused and not settled: never confirmed as stored, so the agent keeps the message and
+    /// sends it again later (unreadable, unauthenticated, flood, host caps, full window).
+    Rejected(Refusal),
+    /// Refused by policy and its sequence number settled (counted as delivered without being
+    /// stored) so that the agent's spool is not blocked by a message refused on every resend.
+    Settled(Refusal),
+    /// Already stored: its confirmation is due again. `restored`: a retained birth whose
+    /// inventory (role) went back into the live state the restarted collector had lost.
+    Duplicate { restored: bool },
+    /// New: applied to the live state and appended to the batch (after `transition`, if the
+    /// message changed the host's connection state).
+    Accepted {
+        accepted: Arc<Accepted>,
+        transition: Option<Transition>,
+    },
 }
-
-/// No observers.
-pub struct NoObserver;
-impl Observer for NoObserver {}
 
 struct Job {
     batch: Batch,
@@ -182,32 +192,32 @@ impl Pipeline {
         self
     }
 
-    /// Handles one decoded message received at `recv_ms`.
+    /// Decides about one decoded message received at `recv_ms` and applies it to the live
+    /// state, the delivery tracker and the batch: admission (roster, caps, flood), clock
+    /// correction, timestamp range, deduplication, settling. No I/O, no clock, no counters:
+    /// the caller counts the [`Outcome`] ([`Pipeline::count`]) and tells the alerts.
     pub fn handle(
         &mut self,
-        decoded: Result<Message, Drop>,
-        topic: &str,
+        decoded: Result<Message, Refusal>,
         retained: bool,
         recv_ms: i64,
-        obs: &mut dyn Observer,
-    ) {
+    ) -> Outcome {
         let msg = match decoded {
             Ok(m) => m,
-            Err(d) => return self.metrics.rejected(d, topic),
+            Err(d) => return Outcome::Rejected(d),
         };
         let h = msg.header();
         let in_roster = self.roster.contains(h.mo);
         if self.cfg.roster_strict && !in_roster {
-            return self.reject_settled(&msg, Drop::UnknownMo, topic);
+            return self.reject_settled(&msg, Refusal::UnknownMo);
         }
         if let Err(e) = self.state.admit(h.mo, h.host, recv_ms, in_roster) {
-            let why = match e {
-                StateError::Flood => Drop::Flood,
-                StateError::TooManyHosts | StateError::TooManyHostsInMo => Drop::TooManyHosts,
-            };
             // Not settled: refused for now is never confirmed as stored. The agent keeps the
             // message and sends it again once its budget (or a place) is free.
-            return self.metrics.rejected(why, topic);
+            return Outcome::Rejected(match e {
+                StateError::Flood => Refusal::Flood,
+                StateError::TooManyHosts | StateError::TooManyHostsInMo => Refusal::TooManyHosts,
+            });
         }
         // Correct the agent's clock: live messages define the offset; replays use the latest.
         let offset = if h.replay || retained {
@@ -217,27 +227,29 @@ impl Pipeline {
         };
         let ts_ms = h.ts.saturating_add(offset);
         if ts_ms > recv_ms + self.cfg.max_future_ms || ts_ms < recv_ms - self.cfg.max_age_ms {
-            return self.reject_settled(&msg, Drop::TimestampRange, topic);
+            return self.reject_settled(&msg, Refusal::TimestampRange);
         }
         if msg.is_sequenced() {
             let key = delivery::key(h.mo, h.host, h.inst);
             if !self.tracker.has_room(&key) {
-                return self.metrics.rejected(Drop::TooManyHosts, topic);
+                return Outcome::Rejected(Refusal::TooManyHosts);
             }
             match self.tracker.check(&key, h.seq) {
                 Verdict::Duplicate => {
-                    self.metrics.duplicate();
                     self.tracker.confirm_again(&key);
                     // A retained birth redelivered after a collector restart is a duplicate of
                     // what is stored, but the live state lost it with the process: take the
                     // inventory (role!) from it, or a crashed server would page nobody.
-                    if let Message::Birth(e) = &msg {
+                    let restored = if let Message::Birth(e) = &msg {
                         self.state
                             .restore_birth(h.mo, h.host, &e.body, recv_ms, in_roster);
-                    }
-                    return;
+                        true
+                    } else {
+                        false
+                    };
+                    return Outcome::Duplicate { restored };
                 }
-                Verdict::WindowFull => return self.metrics.rejected(Drop::SeqWindow, topic),
+                Verdict::WindowFull => return Outcome::Rejected(Refusal::SeqWindow),
                 Verdict::New => self.tracker.record(&key, h.mo, h.host, h.seq),
             }
             if let Message::Hb(e) = &msg
@@ -246,32 +258,41 @@ impl Pipeline {
                 self.tracker.settle_below(&key, h.mo, h.host, oldest);
             }
         }
-        let replay = h.replay;
-        match self.state.apply(&msg, recv_ms, retained, in_roster) {
-            Ok(Some(t)) => {
-                obs.on_transition(&t);
-                self.push(Record::Transition(t));
-            }
-            Ok(None) => {}
-            // admit() created the host above; apply cannot hit the caps.
-            Err(_) => {}
+        // admit() created the host above; apply cannot hit the caps (`Err` is `None`).
+        let transition = self
+            .state
+            .apply(&msg, recv_ms, retained, in_roster)
+            .unwrap_or_default();
+        if let Some(t) = &transition {
+            self.push(Record::Transition(t.clone()));
         }
-        self.metrics.accepted(msg.kind(), replay);
-        if replay {
-            obs.on_replay(&msg, ts_ms);
-        }
-        self.push(Record::Msg(Arc::new(Accepted {
+        let accepted = Arc::new(Accepted {
             msg,
             recv_ms,
             ts_ms,
-        })));
+        });
+        self.push(Record::Msg(accepted.clone()));
+        Outcome::Accepted {
+            accepted,
+            transition,
+        }
+    }
+
+    /// Counts an outcome of [`Pipeline::handle`] for `/metrics`.
+    pub fn count(&self, outcome: &Outcome, topic: &str) {
+        match outcome {
+            Outcome::Rejected(r) | Outcome::Settled(r) => self.metrics.rejected(*r, topic),
+            Outcome::Duplicate { .. } => self.metrics.duplicate(),
+            Outcome::Accepted { accepted, .. } => self
+                .metrics
+                .accepted(accepted.msg.kind(), accepted.msg.header().replay),
+        }
     }
 
     /// Rejects a well-formed message by policy. Its sequence number is settled (counted as
     /// delivered without being stored) so that the agent's spool is not blocked by a message
     /// that would be refused again on every resend.
-    fn reject_settled(&mut self, msg: &Message, why: Drop, topic: &str) {
-        self.metrics.rejected(why, topic);
+    fn reject_settled(&mut self, msg: &Message, why: Refusal) -> Outcome {
         let h = msg.header();
         let key = delivery::key(h.mo, h.host, h.inst);
         if msg.is_sequenced()
@@ -280,6 +301,7 @@ impl Pipeline {
         {
             self.tracker.refuse(&key, h.mo, h.host, h.seq);
         }
+        Outcome::Settled(why)
     }
 
     /// Hands committed publishes' PUBACKs to the MQTT client without ever waiting for it.
@@ -332,14 +354,16 @@ impl Pipeline {
     }
 
     /// Periodic work: lost detection.
-    fn tick(&mut self, now_ms: i64, obs: &mut dyn Observer) {
+    fn tick(&mut self, now_ms: i64, alerts: &mut Option<AlertSender>) {
         if !self.connected {
             return;
         }
         let mut ts = std::mem::take(&mut self.transitions);
         self.state.tick(now_ms, &mut ts);
         for t in ts.drain(..) {
-            obs.on_transition(&t);
+            if let Some(a) = alerts {
+                a.send(AlertInput::Transition(t.clone()));
+            }
             self.push(Record::Transition(t));
         }
         self.transitions = ts;
@@ -364,7 +388,7 @@ pub async fn run(
     client: AsyncClient,
     mut rx: mpsc::Receiver<Inbound>,
     snapshot_tx: watch::Sender<Arc<Snapshot>>,
-    mut obs: Box<dyn Observer>,
+    mut alerts: Option<AlertSender>,
     cancel: CancellationToken,
 ) {
     let (job_tx, job_rx) = mpsc::channel::<Job>(2);
@@ -401,7 +425,16 @@ pub async fn run(
             msg = rx.recv(), if in_flight < 2 || p.batch.records.len() < p.cfg.max_batch => {
                 match msg {
                     Some(Inbound::Msg { publish, recv_ms, decoded }) => {
-                        p.handle(decoded, &publish.topic, publish.retain, recv_ms, obs.as_mut());
+                        let outcome = p.handle(decoded, publish.retain, recv_ms);
+                        p.count(&outcome, &publish.topic);
+                        if let (Some(a), Outcome::Accepted { accepted, transition }) = (&mut alerts, outcome) {
+                            if let Some(t) = transition {
+                                a.send(AlertInput::Transition(t));
+                            }
+                            if accepted.msg.header().replay {
+                                a.send(AlertInput::Replay(accepted));
+                            }
+                        }
                         if p.cfg.acks_after_commit && publish.qos != QoS::AtMostOnce {
                             // Only the packet id is needed to acknowledge: the topic and payload
                             // are freed now rather than held until the commit.
@@ -432,6 +465,9 @@ pub async fn run(
             }
             _ = flush.tick() => {
                 p.send_acks(&client);
+                if let Some(a) = &mut alerts {
+                    a.flush();
+                }
                 if in_flight < 2 && p.batch_due() {
                     let job = p.cut();
                     in_flight += 1;
@@ -440,9 +476,10 @@ pub async fn run(
             }
             _ = second.tick() => {
                 let now = now_ms();
-                p.tick(now, obs.as_mut());
-                let s = snapshot_tx.borrow().clone();
-                obs.evaluate(now, &s);
+                p.tick(now, &mut alerts);
+                if let Some(a) = &mut alerts {
+                    a.send(AlertInput::Tick { now_ms: now, snapshot: snapshot_tx.borrow().clone() });
+                }
                 if in_flight == 0
                     && p.batch.records.is_empty()
                     && p.acks.is_empty()
@@ -516,76 +553,10 @@ pub async fn run(
     s.delivery = p.tracker.views();
     let _ = snapshot_tx.send(Arc::new(s));
     let _ = tokio::task::spawn_blocking(move || store_thread.join()).await;
+    if let Some(a) = alerts {
+        a.close().await;
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::state::StateConfig;
-    use crate::store::StoreError;
-    use rumqttc::MqttOptions;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    /// Counts what the pipeline asks of the store.
-    struct Counting {
-        writes: Arc<AtomicUsize>,
-        maintains: Arc<AtomicUsize>,
-    }
-
-    impl Store for Counting {
-        fn write(&mut self, _: &Batch) -> Result<(), StoreError> {
-            self.writes.fetch_add(1, Ordering::SeqCst);
-            Ok(())
-        }
-        fn load_delivery(&mut self) -> Result<Vec<DeliveryMark>, StoreError> {
-            Ok(Vec::new())
-        }
-        fn maintain(&mut self, _: i64) -> Result<(), StoreError> {
-            self.maintains.fetch_add(1, Ordering::SeqCst);
-            Ok(())
-        }
-    }
-
-    #[tokio::test]
-    async fn an_idle_pipeline_asks_the_store_for_maintenance() {
-        let (writes, maintains) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let store = Counting {
-            writes: writes.clone(),
-            maintains: maintains.clone(),
-        };
-        let cfg = PipelineConfig {
-            idle_maintain: Duration::from_secs(1),
-            ..PipelineConfig::default()
-        };
-        let p = Pipeline::new(
-            cfg,
-            LiveState::new(StateConfig::default()),
-            Vec::new(),
-            Arc::new(Roster::default()),
-            Arc::new(Metrics::default()),
-        );
-        // Never connected: nothing is published in this test.
-        let (client, _eventloop) = AsyncClient::new(MqttOptions::new("t", "127.0.0.1", 1), 10);
-        let (tx, rx) = mpsc::channel(8);
-        let (snap_tx, _snap_rx) = watch::channel(Arc::new(Snapshot::default()));
-        let cancel = CancellationToken::new();
-        let task = tokio::spawn(run(
-            p,
-            Box::new(store),
-            client,
-            rx,
-            snap_tx,
-            Box::new(NoObserver),
-            cancel.clone(),
-        ));
-        tokio::time::sleep(Duration::from_millis(4_500)).await;
-        cancel.cancel();
-        drop(tx);
-        task.await.unwrap();
-        // The start record and the final stop record were written; in between, idle seconds
-        // turned into maintenance about once per `idle_maintain` (ticks are 1 s apart).
-        assert_eq!(writes.load(Ordering::SeqCst), 2);
-        let m = maintains.load(Ordering::SeqCst);
-        assert!((1..=4).contains(&m), "{m} maintenance calls in 4.5 s");
-    }
-}
+mod tests;

@@ -3,6 +3,7 @@
 //! Pure logic with the clock passed in: the pipeline task owns one [`LiveState`], feeds it
 //! accepted messages and ticks, and publishes [`Snapshot`]s for readers (API, alerts).
 
+use crate::record::Transition;
 use dozor_proto::{Birth, Category, ConnState, ErrorClass, Heartbeat, Message, Probe, Role};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -113,18 +114,6 @@ impl Host {
         }
         any
     }
-}
-
-/// A change of a host's connection state.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Transition {
-    pub mo: String,
-    pub host_id: String,
-    pub role: Option<Role>,
-    pub from: ConnState,
-    pub to: ConnState,
-    pub reason: Option<String>,
-    pub at_ms: i64,
 }
 
 /// Why a message could not be applied to the live state.

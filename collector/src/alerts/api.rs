@@ -7,7 +7,7 @@
 use super::config::parse_time;
 use super::model::{IncidentState, Rule, Silence, SilenceMatch};
 use super::service::AlertHandle;
-use crate::api::ApiError;
+use crate::api_error::ApiError;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

@@ -5,17 +5,10 @@
 //! [`AlertsConfig`] with typed values; every error names the field.
 
 use super::model::{Rule, Severity, Silence, SilenceMatch};
-use crate::config::ConfigError;
+use crate::config_error::{ConfigError, invalid};
 use chrono_tz::Tz;
 use serde::Deserialize;
 use std::time::Duration;
-
-fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        field,
-        message: message.into(),
-    }
-}
 
 /// Raw `[alerts]` table.
 #[derive(Debug, Clone, Deserialize)]

@@ -1,4 +1,5 @@
-//! [`AlertService`]: the engine with its journal and notifier, owned by the pipeline task, and
+//! [`AlertService`]: the engine with its journal and notifier, owned by the alert task
+//! (`task`), and
 //! [`AlertHandle`], the cheap shared view the HTTP API and `/metrics` read.
 
 use super::config::AlertsConfig;
@@ -7,8 +8,10 @@ use super::journal::{Journal, JournalError};
 use super::model::{Change, Incident, Silence};
 use super::notify::{ChannelStats, Notification, Notifier, NotifyError};
 use super::text;
+use crate::clock::{Clock, system_clock};
+use crate::record::Transition;
 use crate::roster::Roster;
-use crate::state::{Snapshot, Transition};
+use crate::state::Snapshot;
 use std::ops::RangeInclusive;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,12 +30,13 @@ pub enum AlertsError {
     Notify(#[from] NotifyError),
 }
 
-/// A clock returning Unix ms (injected in tests).
-pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
-
-/// The system clock.
-pub fn system_clock() -> Clock {
-    Arc::new(|| chrono::Utc::now().timestamp_millis())
+/// Counters of inputs the alert task never saw (kept by the pipeline's `task::AlertSender`).
+#[derive(Debug, Default)]
+pub struct InputStats {
+    /// Transitions and replays dropped past the backlog bound.
+    pub dropped: AtomicU64,
+    /// Evaluation ticks skipped because the channel was full.
+    pub ticks_skipped: AtomicU64,
 }
 
 /// Silences made over the API, shared with the engine's owner.
@@ -50,6 +54,7 @@ pub(crate) struct Shared {
     pub stats: Vec<Arc<ChannelStats>>,
     pub clock: Clock,
     pub journal_errors: AtomicU64,
+    pub inputs: Arc<InputStats>,
 }
 
 /// What the HTTP API and `/metrics` use. Cheap to clone; never blocks the engine for long
@@ -117,6 +122,23 @@ impl AlertHandle {
             &[],
             self.shared.journal_errors.load(Ordering::Relaxed),
         );
+        let inputs = &self.shared.inputs;
+        let n = "dozor_alert_inputs_dropped_total";
+        family(
+            out,
+            n,
+            "counter",
+            Some("Transitions and replays the alert task never saw (its queue was full)."),
+        );
+        sample(out, n, &[], inputs.dropped.load(Ordering::Relaxed));
+        let n = "dozor_alert_ticks_skipped_total";
+        family(
+            out,
+            n,
+            "counter",
+            Some("Evaluations skipped because the alert task was behind."),
+        );
+        sample(out, n, &[], inputs.ticks_skipped.load(Ordering::Relaxed));
     }
 
     /// Prometheus text of the alerting metrics.
@@ -172,7 +194,7 @@ impl AlertService {
         let now = clock();
         let journal = Journal::open(data_dir)?;
         let restored = journal.load()?;
-        let notifier = Notifier::new(&cfg.channels)?;
+        let notifier = Notifier::new(&cfg.channels, clock.clone())?;
         let config_silences = cfg.silences.clone();
         let mut engine = Engine::new(cfg, now);
         let next_api = restored
@@ -197,6 +219,7 @@ impl AlertService {
                 stats: notifier.stats(),
                 clock,
                 journal_errors: AtomicU64::new(0),
+                inputs: Arc::default(),
             }),
         };
         Ok(AlertService {
@@ -209,6 +232,11 @@ impl AlertService {
             last_now: now,
             last_publish: now,
         })
+    }
+
+    /// The counters the pipeline's [`super::task::AlertSender`] keeps.
+    pub fn input_stats(&self) -> Arc<InputStats> {
+        self.handle.shared.inputs.clone()
     }
 
     /// The shared view for the API router and `/metrics`.
@@ -317,29 +345,6 @@ impl AlertService {
             .journal_errors
             .fetch_add(1, Ordering::Relaxed);
         tracing::error!(error = %e, "incident journal write failed");
-    }
-}
-
-/// The pipeline feeds alerts through its observer hooks.
-impl crate::pipeline::Observer for AlertService {
-    fn on_transition(&mut self, t: &Transition) {
-        AlertService::on_transition(self, t);
-    }
-
-    fn on_replay(&mut self, msg: &dozor_proto::Message, ts_ms: i64) {
-        use dozor_proto::Message;
-        let kind = match msg {
-            Message::Hb(_) => ReplayKind::Heartbeat,
-            Message::Probe(_) => ReplayKind::Probe,
-            Message::Birth(_) => ReplayKind::Birth,
-            Message::State(_) => return,
-        };
-        let h = msg.header();
-        AlertService::on_replay(self, h.mo, h.host, ts_ms..=ts_ms, kind);
-    }
-
-    fn evaluate(&mut self, now_ms: i64, snap: &Snapshot) {
-        AlertService::evaluate(self, now_ms, snap);
     }
 }
 

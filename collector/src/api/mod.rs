@@ -2,11 +2,12 @@
 
 mod status;
 
+use crate::api_error::ApiError;
 use crate::metrics::Metrics;
 use crate::roster::Roster;
 use crate::state::{Host, Snapshot};
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -24,37 +25,6 @@ pub struct ApiState {
     pub roster: Arc<Roster>,
     /// Extra Prometheus text from other components (alerts, sinks), appended to `/metrics`.
     pub extra_metrics: Arc<dyn Fn(&mut String) + Send + Sync>,
-}
-
-/// Errors of the API. 5xx are logged; bodies never leak internals.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    /// The requested object does not exist.
-    #[error("не найдено: {0}")]
-    NotFound(String),
-    /// The request is malformed.
-    #[error("неверный запрос: {0}")]
-    BadRequest(String),
-    /// Something failed inside the collector.
-    #[error("internal: {0}")]
-    Internal(String),
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, msg) = match &self {
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, self.to_string()),
-            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, self.to_string()),
-            ApiError::Internal(e) => {
-                tracing::error!(error = %e, "API internal error");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "внутренняя ошибка".to_string(),
-                )
-            }
-        };
-        (status, Json(serde_json::json!({ "error": msg }))).into_response()
-    }
 }
 
 /// The router of the live API; other components' routers are merged in by `lib.rs`.

@@ -3,7 +3,6 @@
 
 use super::{HostAgg, HostInfo, PeriodData, ReachAgg, cat_bit, pct};
 use crate::roster::{Mo, Roster};
-use crate::store::config::IndicatorsConfig;
 use dozor_proto::{Category, Role};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -457,6 +456,31 @@ fn row(
 }
 
 /// Per-МО facts for the shares.
+/// Settings of the indicator table (validated `[store.indicators]`): which subsystems count and
+/// the plan of each row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndicatorsConfig {
+    /// Required subsystems; empty = those probed in the period.
+    pub subsystems: Vec<Category>,
+    pub plan_mo_mis_pct: f64,
+    pub plan_mo_subsystems_pct: f64,
+    pub plan_availability_pct: f64,
+    pub plan_sites_pct: f64,
+}
+
+impl Default for IndicatorsConfig {
+    /// The plans of `deploy/collector.toml` (a store config test checks they agree).
+    fn default() -> Self {
+        IndicatorsConfig {
+            subsystems: Vec::new(),
+            plan_mo_mis_pct: 100.0,
+            plan_mo_subsystems_pct: 100.0,
+            plan_availability_pct: 99.0,
+            plan_sites_pct: 100.0,
+        }
+    }
+}
+
 #[derive(Default)]
 struct MoFacts {
     /// Union of categories reached by any host.

@@ -4,6 +4,7 @@
 
 use super::db::{DbError, EnrollRequest};
 use super::service::Identities;
+use crate::clock::now_ms;
 use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -41,10 +42,6 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
         Json(serde_json::json!({ "error": code, "message": message })),
     )
         .into_response()
-}
-
-fn now_ms() -> i64 {
-    crate::ingest::now_ms()
 }
 
 impl EnrollState {

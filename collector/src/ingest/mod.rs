@@ -3,9 +3,10 @@
 
 pub mod broker;
 
+use crate::clock::now_ms;
 use crate::config::MqttConfig;
 use crate::identity::{Denied, Registry};
-use crate::metrics::{Drop, Metrics};
+use crate::metrics::{Metrics, Refusal};
 use dozor_proto::auth;
 use dozor_proto::{Kind, Limits, MAX_PAYLOAD_BYTES, Message, Reject, Topic, upstream_filter};
 use rumqttc::{
@@ -27,7 +28,7 @@ pub enum Inbound {
     Msg {
         publish: Publish,
         recv_ms: i64,
-        decoded: Result<Message, Drop>,
+        decoded: Result<Message, Refusal>,
     },
     /// Connected to the broker (after start or a reconnect).
     Connected,
@@ -82,13 +83,6 @@ pub fn client(cfg: &MqttConfig, host: &str, port: u16) -> (AsyncClient, EventLoo
     AsyncClient::new(options(cfg, host, port), 200_000)
 }
 
-/// Unix time now, ms.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// Authenticates and decodes one publish. With `registry` (enrolled mode) the topic must name
 /// an active identity and the payload carry that identity's MAC; without it (open mode) a MAC,
 /// if present, is stripped unchecked. Size is checked first, before any other work.
@@ -97,19 +91,19 @@ pub fn authenticate_decode(
     payload: &[u8],
     registry: Option<&Registry>,
     limits: &Limits,
-) -> Result<Message, Drop> {
+) -> Result<Message, Refusal> {
     if payload.len() > MAX_PAYLOAD_BYTES {
-        return Err(Drop::Decode(Reject::Oversized));
+        return Err(Refusal::Decode(Reject::Oversized));
     }
     let unsigned: Cow<'_, [u8]> = match registry {
         Some(reg) => {
-            let t = Topic::parse(topic).map_err(Drop::Decode)?;
+            let t = Topic::parse(topic).map_err(Refusal::Decode)?;
             let key = reg.key_for(t.mo, t.host).map_err(|d| match d {
-                Denied::Unenrolled => Drop::Unenrolled,
-                Denied::Revoked => Drop::Revoked,
+                Denied::Unenrolled => Refusal::Unenrolled,
+                Denied::Revoked => Refusal::Revoked,
             })?;
-            let split = auth::split(payload).ok_or(Drop::Unsigned)?;
-            auth::verify_split(key, topic, &split).map_err(|_| Drop::BadMac)?;
+            let split = auth::split(payload).ok_or(Refusal::Unsigned)?;
+            auth::verify_split(key, topic, &split).map_err(|_| Refusal::BadMac)?;
             Cow::Owned(split.unsigned)
         }
         None => match auth::split(payload) {
@@ -117,7 +111,7 @@ pub fn authenticate_decode(
             None => Cow::Borrowed(payload),
         },
     };
-    dozor_proto::decode(topic, &unsigned, limits).map_err(Drop::Decode)
+    dozor_proto::decode(topic, &unsigned, limits).map_err(Refusal::Decode)
 }
 
 /// True for a client error caused by what the broker sent (a packet too big or malformed):
@@ -205,7 +199,7 @@ pub async fn run(
                     // start a clean session once, which makes the broker discard it. What else
                     // was queued for us is re-sent by the agents, which keep every message
                     // until we confirm it stored.
-                    metrics.rejected(Drop::UnreadablePacket, "");
+                    metrics.rejected(Refusal::UnreadablePacket, "");
                     tracing::warn!(error = %e, "unreadable message from the broker; discarding the session");
                     eventloop.mqtt_options.set_clean_session(true);
                 }

@@ -47,7 +47,7 @@ impl ReportState {
             db,
             roster,
             cfg: Arc::new(cfg),
-            clock: Arc::new(super::now_ms),
+            clock: crate::clock::system_clock(),
         }
     }
 }

@@ -8,6 +8,7 @@
 pub mod export;
 pub mod http;
 
+use crate::clock::now_ms;
 use crate::derive::{self, Availability, AvailabilityBy, Counts, IndicatorTable, Ms, Period};
 use crate::roster::Roster;
 use crate::store::config::StoreConfig;
@@ -40,13 +41,6 @@ impl Format {
             Format::Json => "json",
         }
     }
-}
-
-/// Current time, Unix ms.
-pub fn now_ms() -> Ms {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as Ms)
 }
 
 /// Availability over `[from, to)` (clamped to `now`), grouped `by` host, МО or target.

@@ -2,9 +2,10 @@
 //! and read back.
 
 use super::*;
+use crate::record::Batch;
 use crate::store::config::RawStore;
 use crate::store::sim::Sim;
-use crate::store::{Batch, SqliteStore, Store, db_path};
+use crate::store::{SqliteStore, Store, db_path};
 use calamine::{Data, Reader as _, Xlsx};
 use chrono::TimeZone;
 use dozor_proto::{Category, Role};
@@ -131,10 +132,10 @@ pub(crate) fn fleet() -> (
     s.stop(at(5, 21, 1));
     let mut recs = s.take();
     recs.sort_by_key(|r| match r {
-        crate::store::Record::Msg(a) => a.recv_ms,
-        crate::store::Record::Transition(t) => t.at_ms,
-        crate::store::Record::CollectorStart { at_ms }
-        | crate::store::Record::CollectorStop { at_ms } => *at_ms,
+        crate::record::Record::Msg(a) => a.recv_ms,
+        crate::record::Record::Transition(t) => t.at_ms,
+        crate::record::Record::CollectorStart { at_ms }
+        | crate::record::Record::CollectorStop { at_ms } => *at_ms,
     });
     for chunk in recs.chunks(2000) {
         store

@@ -5,18 +5,12 @@
 //! `deny_unknown_fields` and explicit defaults, then [`RawStore::validate`] turns it into
 //! [`StoreConfig`]; every error names the field (`store.influxdb.url`).
 
-use crate::config::ConfigError;
+use crate::config_error::{ConfigError, invalid};
+use crate::derive::indicators::IndicatorsConfig;
 use chrono_tz::Tz;
 use dozor_proto::Category;
 use serde::Deserialize;
 use std::time::Duration;
-
-fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        field,
-        message: message.into(),
-    }
-}
 
 /// Raw `[store]` table.
 #[derive(Debug, Clone, Deserialize)]
@@ -212,30 +206,6 @@ impl Default for StoreConfig {
         RawStore::default()
             .validate()
             .unwrap_or_else(|_| unreachable!("default store config is valid"))
-    }
-}
-
-/// Validated `[store.indicators]`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct IndicatorsConfig {
-    /// Required subsystems; empty = those probed in the period.
-    pub subsystems: Vec<Category>,
-    pub plan_mo_mis_pct: f64,
-    pub plan_mo_subsystems_pct: f64,
-    pub plan_availability_pct: f64,
-    pub plan_sites_pct: f64,
-}
-
-impl Default for IndicatorsConfig {
-    fn default() -> Self {
-        let r = RawIndicators::default();
-        IndicatorsConfig {
-            subsystems: Vec::new(),
-            plan_mo_mis_pct: r.plan_mo_mis_pct,
-            plan_mo_subsystems_pct: r.plan_mo_subsystems_pct,
-            plan_availability_pct: r.plan_availability_pct,
-            plan_sites_pct: r.plan_sites_pct,
-        }
     }
 }
 

@@ -2,8 +2,7 @@
 //! would hand to a store for hosts that boot, send heartbeats and probe results, shut down,
 //! get lost and replay their spool.
 
-use super::{Accepted, Record};
-use crate::state::Transition;
+use crate::record::{Accepted, Record, Transition};
 use dozor_proto::{
     Birth, Category, ConnState, Envelope, ErrorClass, Heartbeat, Message, Probe, ProbeResult, Role,
     State,

@@ -21,7 +21,7 @@ use clap::Parser;
 use dozor_collector::identity::{Agent, Registry};
 use dozor_collector::ingest::Inbound;
 use dozor_collector::metrics::Metrics;
-use dozor_collector::pipeline::{self, NoObserver, Pipeline, PipelineConfig};
+use dozor_collector::pipeline::{self, Pipeline, PipelineConfig};
 use dozor_collector::roster::Roster;
 use dozor_collector::state::{LiveState, Snapshot, StateConfig};
 use dozor_collector::store::config::StoreConfig;
@@ -159,7 +159,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         client,
         rx,
         snap_tx,
-        Box::new(NoObserver),
+        None,
         cancel.clone(),
     ));
     // The ingest task's share: decode and hand over, in order.

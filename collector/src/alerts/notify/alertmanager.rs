@@ -4,6 +4,7 @@
 
 use super::{Notification, SendError, http_client, http_status, transient};
 use crate::alerts::model::{ChangeKind, IncidentState};
+use crate::clock::Clock;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -15,6 +16,8 @@ pub(super) struct Alertmanager {
     resend: Duration,
     /// Firing alerts by incident id, re-posted periodically.
     firing: BTreeMap<u64, Alert>,
+    /// The alert service's clock (injected in tests).
+    clock: Clock,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -33,21 +36,19 @@ fn rfc3339(ms: i64) -> String {
         .to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-fn now_ms() -> i64 {
-    Utc::now().timestamp_millis()
-}
-
 impl Alertmanager {
     pub(super) fn new(
         url: &str,
         resend: Duration,
         timeout: Duration,
+        clock: Clock,
     ) -> Result<Alertmanager, String> {
         Ok(Alertmanager {
             client: http_client(timeout)?,
             url: format!("{url}/api/v2/alerts"),
             resend,
             firing: BTreeMap::new(),
+            clock,
         })
     }
 
@@ -59,7 +60,7 @@ impl Alertmanager {
     fn ends_at_while_firing(&self) -> String {
         let ahead =
             i64::try_from(self.resend.as_millis().saturating_mul(4)).unwrap_or(i64::MAX / 2);
-        rfc3339(now_ms().saturating_add(ahead))
+        rfc3339((self.clock)().saturating_add(ahead))
     }
 
     fn alert(&self, n: &Notification) -> Alert {

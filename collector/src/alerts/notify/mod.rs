@@ -11,6 +11,7 @@ mod webhook;
 use super::config::{ChannelConfig, ChannelKind, Delivery};
 use super::model::{Change, ChangeKind, Incident};
 use super::text::Rendered;
+use crate::clock::Clock;
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -167,7 +168,7 @@ enum Transport {
 }
 
 impl Transport {
-    fn new(kind: &ChannelKind, d: &Delivery) -> Result<Transport, String> {
+    fn new(kind: &ChannelKind, d: &Delivery, clock: &Clock) -> Result<Transport, String> {
         Ok(match kind {
             ChannelKind::Webhook { url, headers } => {
                 Transport::Webhook(webhook::Webhook::new(url, headers, d.timeout)?)
@@ -195,9 +196,9 @@ impl Transport {
                 credentials.clone(),
                 d.timeout,
             )?),
-            ChannelKind::Alertmanager { url, resend } => {
-                Transport::Alertmanager(alertmanager::Alertmanager::new(url, *resend, d.timeout)?)
-            }
+            ChannelKind::Alertmanager { url, resend } => Transport::Alertmanager(
+                alertmanager::Alertmanager::new(url, *resend, d.timeout, clock.clone())?,
+            ),
         })
     }
 
@@ -253,15 +254,17 @@ impl std::fmt::Debug for Notifier {
 }
 
 impl Notifier {
-    /// Builds every channel's client. Nothing is sent until [`Notifier::spawn`].
-    pub fn new(channels: &[ChannelConfig]) -> Result<Notifier, NotifyError> {
+    /// Builds every channel's client. Nothing is sent until [`Notifier::spawn`]. `clock` stamps
+    /// what a channel dates itself (Alertmanager's `endsAt`).
+    pub fn new(channels: &[ChannelConfig], clock: Clock) -> Result<Notifier, NotifyError> {
         let mut slots = Vec::with_capacity(channels.len());
         for c in channels {
-            let transport =
-                Transport::new(&c.kind, &c.delivery).map_err(|message| NotifyError::Setup {
+            let transport = Transport::new(&c.kind, &c.delivery, &clock).map_err(|message| {
+                NotifyError::Setup {
                     name: c.delivery.name.clone(),
                     message,
-                })?;
+                }
+            })?;
             let stats = Arc::new(ChannelStats {
                 name: c.delivery.name.clone(),
                 kind: c.kind.type_name(),

@@ -164,7 +164,7 @@ impl Capture {
 }
 
 fn start(cfgs: &[ChannelConfig]) -> (Notifier, TaskTracker, CancellationToken) {
-    let mut n = Notifier::new(cfgs).unwrap();
+    let mut n = Notifier::new(cfgs, crate::clock::system_clock()).unwrap();
     let tracker = TaskTracker::new();
     let cancel = CancellationToken::new();
     n.spawn(&tracker, cancel.clone());

@@ -2,10 +2,11 @@
 //! InfluxDB v2 writes at `/api/v2/write`. Points are read back with `/api/v1/export`.
 
 use super::*;
+use crate::record::Batch;
 use crate::roster::Roster;
 use crate::store::config::{RawStore, StoreConfig};
 use crate::store::sim::Sim;
-use crate::store::{Batch, SqliteStore, Store, db_path};
+use crate::store::{SqliteStore, Store, db_path};
 use dozor_proto::{Category, Role};
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -130,7 +131,7 @@ fn config(url: &str) -> StoreConfig {
 
 /// Writes a few minutes of one server's history, ending a minute ago; returns its start.
 fn write_history(store: &mut SqliteStore) -> i64 {
-    let now = crate::report::now_ms();
+    let now = crate::clock::now_ms();
     let t0 = (now - 10 * 60_000) / 1000 * 1000;
     let mut s = Sim::new();
     s.start(t0);

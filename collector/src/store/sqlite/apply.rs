@@ -3,13 +3,13 @@
 
 use super::{HostMem, PTail, Roll, Tail, Writer, write_probe};
 use crate::derive::{GapCause, Ms, cat_index};
-use crate::state::Transition;
+use crate::record::{Accepted, Transition};
+use crate::store::StoreError;
 use crate::store::influx;
 use crate::store::intervals::{
     Evidence, MARK_LOST, MARK_OFFLINE, Marks, NextEdit, PIv, PResult, Place, Seg, gap_cause, place,
     place_probe, split_days,
 };
-use crate::store::{Accepted, StoreError};
 use dozor_proto::{ConnState, ErrorClass, Message};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;

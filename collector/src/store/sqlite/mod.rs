@@ -13,8 +13,10 @@ mod tests;
 
 use super::config::StoreConfig;
 use super::intervals::{PIv, Seg};
-use super::{Batch, DeliveryMark, Record, Store, StoreError, schema};
+use super::{Store, StoreError, schema};
+use crate::delivery::DeliveryMark;
 use crate::derive::{Calendar, GapCause, Ms};
+use crate::record::{Batch, Record};
 use crate::roster::Roster;
 use dozor_proto::Role;
 use rusqlite::{Connection, params};

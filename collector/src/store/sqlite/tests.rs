@@ -3,9 +3,10 @@
 
 use super::*;
 use crate::derive::{HostAgg, PeriodData, ReachAgg};
+use crate::record::Batch;
 use crate::store::config::{RawStore, StoreConfig};
 use crate::store::sim::Sim;
-use crate::store::{Batch, Reader, Store};
+use crate::store::{Reader, Store};
 use chrono::TimeZone;
 use dozor_proto::{Category, Role};
 
