@@ -582,3 +582,71 @@ async fn drill_4_long_outage_bounded_spool_and_paced_replay() {
     );
     assert!(dropped >= reported_dropped);
 }
+
+/// 5. Forged retained acks while the collector is down, on a broker without ACLs (Mosquitto,
+/// anonymous): unsigned, and signed with another identity's key, each claiming everything is
+/// stored. Enrolled agents must apply none of them and keep their backlog; after the collector
+/// returns nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_5_forged_acks_while_the_collector_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Mosquitto::start();
+    let cdir = dir.path().join("collector");
+    let broker = Broker::External(m.url());
+    let secure = ["--security-mode", "enrolled"];
+    let mut c = Collector::start(&broker, &cdir, &secure);
+    let out = std::process::Command::new(bin("dozor-collector"))
+        .arg("--data-dir")
+        .arg(&cdir)
+        .args(["token", "create", "--mo", MO])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let extra = vec![
+        "--enroll-token".to_string(),
+        token,
+        "--enroll-url".into(),
+        format!("http://{}", c.http),
+        "--enroll-allow-plain-http".into(),
+    ];
+    let mut fleet = Fleet::start_with(dir.path(), &m.url(), extra).await;
+    wait_all_online(&c).await;
+    c.proc.terminate();
+    // The attacker (anonymous on this broker) knows the topics and instance ids of every agent.
+    let spools: Vec<_> = (0..AGENTS)
+        .map(|i| spool_of(&fleet.dir.join(Fleet::host(i))).0)
+        .collect();
+    let other_key = dozor_proto::auth::Secret([7; 32]).mac_key();
+    for (i, inst) in spools.iter().enumerate() {
+        let t = dozor_proto::topic(MO, &Fleet::host(i), dozor_proto::Kind::Ack);
+        let ack = serde_json::json!({"v": 1, "inst": inst, "acked_seq": 1_000_000_000u64, "ts": now_ms()});
+        let json = serde_json::to_vec(&ack).unwrap();
+        for payload in [json.clone(), dozor_proto::auth::sign(&other_key, &t, &json)] {
+            let status = std::process::Command::new("mosquitto_pub")
+                .args(["-h", "127.0.0.1", "-p", &m.port.to_string(), "-q", "1", "-r"])
+                .arg("-t")
+                .arg(&t)
+                .arg("-m")
+                .arg(String::from_utf8(payload).unwrap())
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+    }
+    // The agents keep producing into their spools while the collector is away.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    for i in 0..AGENTS {
+        let (_, _, spooled, _) = spool_of(&fleet.dir.join(Fleet::host(i)));
+        assert!(
+            spooled.len() >= 5,
+            "agent {i} dropped its backlog on a forged ack: {} left",
+            spooled.len()
+        );
+    }
+    let c = Collector::start(&broker, &cdir, &secure);
+    wait_drained(&c, &all_hosts(), Duration::from_secs(90)).await;
+    fleet.stop();
+    let t = tally(&c, &fleet, "5 forged acks while the collector is down").await;
+    assert_clean(&t);
+}
