@@ -126,7 +126,9 @@ fn spool_of(dir: &Path) -> (String, u64, Vec<u64>, u64) {
     let inst = meta("inst");
     let next: u64 = meta("next_seq").parse().unwrap_or(1);
     let dropped: u64 = meta("dropped").parse().unwrap_or(0);
-    let mut st = conn.prepare("SELECT seq FROM msg ORDER BY seq").unwrap();
+    let mut st = conn
+        .prepare("SELECT seq FROM msg ORDER BY seq")
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     let seqs: Vec<u64> = st
         .query_map([], |r| r.get::<_, i64>(0))
         .unwrap()
@@ -612,19 +614,36 @@ async fn drill_5_forged_acks_while_the_collector_is_down() {
     ];
     let mut fleet = Fleet::start_with(dir.path(), &m.url(), extra).await;
     wait_all_online(&c).await;
-    c.proc.terminate();
-    // The attacker (anonymous on this broker) knows the topics and instance ids of every agent.
-    let spools: Vec<_> = (0..AGENTS)
-        .map(|i| spool_of(&fleet.dir.join(Fleet::host(i))).0)
+    // The attacker (anonymous on this broker) learns every agent's instance id from the traffic.
+    let d = c.get("/api/v1/delivery").await;
+    let insts: Vec<String> = (0..AGENTS)
+        .map(|i| {
+            d.as_array()
+                .into_iter()
+                .flatten()
+                .find(|v| v["host"] == Fleet::host(i))
+                .and_then(|v| v["inst"].as_str())
+                .expect("instance of every agent")
+                .to_string()
+        })
         .collect();
+    c.proc.terminate();
     let other_key = dozor_proto::auth::Secret([7; 32]).mac_key();
-    for (i, inst) in spools.iter().enumerate() {
+    for (i, inst) in insts.iter().enumerate() {
         let t = dozor_proto::topic(MO, &Fleet::host(i), dozor_proto::Kind::Ack);
         let ack = serde_json::json!({"v": 1, "inst": inst, "acked_seq": 1_000_000_000u64, "ts": now_ms()});
         let json = serde_json::to_vec(&ack).unwrap();
         for payload in [json.clone(), dozor_proto::auth::sign(&other_key, &t, &json)] {
             let status = std::process::Command::new("mosquitto_pub")
-                .args(["-h", "127.0.0.1", "-p", &m.port.to_string(), "-q", "1", "-r"])
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &m.port.to_string(),
+                    "-q",
+                    "1",
+                    "-r",
+                ])
                 .arg("-t")
                 .arg(&t)
                 .arg("-m")
@@ -634,8 +653,10 @@ async fn drill_5_forged_acks_while_the_collector_is_down() {
             assert!(status.success());
         }
     }
-    // The agents keep producing into their spools while the collector is away.
+    // The agents keep producing into their spools while the collector is away; stopped (the
+    // spool is locked while an agent runs), each still holds its backlog.
     tokio::time::sleep(Duration::from_secs(8)).await;
+    fleet.stop();
     for i in 0..AGENTS {
         let (_, _, spooled, _) = spool_of(&fleet.dir.join(Fleet::host(i)));
         assert!(
@@ -643,6 +664,9 @@ async fn drill_5_forged_acks_while_the_collector_is_down() {
             "agent {i} dropped its backlog on a forged ack: {} left",
             spooled.len()
         );
+    }
+    for i in 0..AGENTS {
+        fleet.agents[i] = fleet.start_agent(i, &m.url());
     }
     let c = Collector::start(&broker, &cdir, &secure);
     wait_drained(&c, &all_hosts(), Duration::from_secs(90)).await;
