@@ -1,11 +1,17 @@
-//! Collector configuration: a raw TOML/CLI shape, validated into typed values before any socket
-//! is bound. Errors name the field.
+//! Collector configuration: a raw TOML shape, overridden from `DOZOR_*` environment variables
+//! ([`env`]), then validated into typed values before any socket is bound. Errors name the field.
+//!
+//! Every raw struct has the same shape (like `agent/src/config/`): container-level
+//! `#[serde(deny_unknown_fields, default)]` and one `impl Default`, which is the only place a
+//! default is written. Precedence, lowest first: defaults, the file, the environment, flags.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+pub mod env;
 
 /// The commented example configuration, also printed by `--print-default-config`.
 pub const DEFAULT_CONFIG: &str = include_str!("../../deploy/collector.toml");
@@ -37,30 +43,54 @@ fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
     }
 }
 
+/// A secret given inline (`value`) or, preferably, as a file (`file`, e.g. a Docker or systemd
+/// credential); the file wins. Its trailing newline is dropped. `file_field` names the file
+/// option in errors.
+pub fn secret(
+    value: Option<&str>,
+    file: Option<&Path>,
+    file_field: &'static str,
+) -> Result<Option<String>, ConfigError> {
+    match file {
+        Some(f) => std::fs::read_to_string(f)
+            .map(|s| Some(s.trim_end_matches(['\r', '\n']).to_string()))
+            .map_err(|e| invalid(file_field, format!("{}: {e}", f.display()))),
+        None => Ok(value.map(str::to_string)),
+    }
+}
+
 /// The raw configuration file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawConfig {
-    #[serde(default = "default_data_dir")]
+    /// Where the SQLite store and state live.
     pub data_dir: PathBuf,
-    #[serde(default)]
     pub mqtt: RawMqtt,
-    #[serde(default)]
     pub http: RawHttp,
-    #[serde(default)]
     pub roster: RawRoster,
-    #[serde(default)]
     pub limits: RawLimits,
-    #[serde(default)]
     pub store: crate::store::config::RawStore,
-    #[serde(default)]
     pub alerts: crate::alerts::config::RawAlerts,
-    #[serde(default)]
     pub security: RawSecurity,
 }
 
+impl Default for RawConfig {
+    fn default() -> Self {
+        RawConfig {
+            data_dir: PathBuf::from("./dozor-data"),
+            mqtt: RawMqtt::default(),
+            http: RawHttp::default(),
+            roster: RawRoster::default(),
+            limits: RawLimits::default(),
+            store: crate::store::config::RawStore::default(),
+            alerts: crate::alerts::config::RawAlerts::default(),
+            security: RawSecurity::default(),
+        }
+    }
+}
+
 /// `[security]`: who may speak to the collector.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawSecurity {
     /// `enrolled` (default): only agents enrolled with an МО's token are heard, every message
@@ -76,86 +106,50 @@ impl Default for RawSecurity {
     }
 }
 
-fn default_data_dir() -> PathBuf {
-    PathBuf::from("./dozor-data")
-}
-
 /// `[mqtt]`: the embedded broker (default) or an external one.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawMqtt {
     /// `embedded` (rumqttd in-process) or `external` (Mosquitto, EMQX, …).
-    #[serde(default = "default_mqtt_type", rename = "type")]
+    #[serde(rename = "type")]
     pub kind: String,
     /// Embedded broker listen address.
-    #[serde(default = "default_mqtt_listen")]
     pub listen: String,
     /// External broker URL, `mqtt://host:port`.
-    #[serde(default)]
     pub url: Option<String>,
-    #[serde(default = "default_client_id")]
     pub client_id: String,
-    #[serde(default = "default_keepalive")]
     pub keepalive_secs: u64,
     /// How often confirmations of stored data are sent to each active agent.
-    #[serde(default = "default_ack_interval")]
     pub ack_interval_ms: u64,
     /// Embedded broker: serve MQTT over TLS with this certificate chain and key (PEM).
-    #[serde(default)]
     pub tls_cert_file: Option<PathBuf>,
-    #[serde(default)]
     pub tls_key_file: Option<PathBuf>,
     /// Embedded broker: most client connections at once (authenticated or not).
-    #[serde(default = "default_max_connections")]
     pub max_connections: usize,
     /// External broker: CA to verify an `mqtts://` broker's certificate (PEM).
-    #[serde(default)]
     pub ca_file: Option<PathBuf>,
     /// External broker: the collector's login.
-    #[serde(default)]
     pub username: Option<String>,
-    #[serde(default)]
     pub password: Option<String>,
-    #[serde(default)]
+    /// The password in a file (wins over `password`).
     pub password_file: Option<PathBuf>,
     /// External broker: provision enrolled agents into Mosquitto's dynamic-security plugin
     /// (the collector's login must be a dynsec admin). See docs/security.md.
-    #[serde(default)]
     pub dynsec: bool,
-}
-
-fn default_max_connections() -> usize {
-    20_000
-}
-
-fn default_mqtt_type() -> String {
-    "embedded".into()
-}
-fn default_mqtt_listen() -> String {
-    "0.0.0.0:1883".into()
-}
-fn default_client_id() -> String {
-    "dozor-collector".into()
-}
-fn default_keepalive() -> u64 {
-    30
-}
-fn default_ack_interval() -> u64 {
-    1000
 }
 
 impl Default for RawMqtt {
     fn default() -> Self {
         RawMqtt {
-            kind: default_mqtt_type(),
-            listen: default_mqtt_listen(),
+            kind: "embedded".into(),
+            listen: "0.0.0.0:1883".into(),
             url: None,
-            client_id: default_client_id(),
-            keepalive_secs: default_keepalive(),
-            ack_interval_ms: default_ack_interval(),
+            client_id: "dozor-collector".into(),
+            keepalive_secs: 30,
+            ack_interval_ms: 1000,
             tls_cert_file: None,
             tls_key_file: None,
-            max_connections: default_max_connections(),
+            max_connections: 20_000,
             ca_file: None,
             username: None,
             password: None,
@@ -166,26 +160,19 @@ impl Default for RawMqtt {
 }
 
 /// `[http]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawHttp {
-    #[serde(default = "default_http_listen")]
     pub listen: String,
     /// Serve HTTPS with this certificate chain and key (PEM); agents enroll over it.
-    #[serde(default)]
     pub tls_cert_file: Option<PathBuf>,
-    #[serde(default)]
     pub tls_key_file: Option<PathBuf>,
-}
-
-fn default_http_listen() -> String {
-    "127.0.0.1:8080".into()
 }
 
 impl Default for RawHttp {
     fn default() -> Self {
         RawHttp {
-            listen: default_http_listen(),
+            listen: "127.0.0.1:8080".into(),
             tls_cert_file: None,
             tls_key_file: None,
         }
@@ -193,68 +180,44 @@ impl Default for RawHttp {
 }
 
 /// `[roster]`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawRoster {
     /// TOML or CSV file; without it every МО is "not in the roster".
-    #[serde(default)]
     pub path: Option<PathBuf>,
     /// Reject messages of МО missing from the roster instead of flagging them.
-    #[serde(default)]
     pub strict: bool,
 }
 
 /// `[limits]`: protection against hostile or broken agents.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawLimits {
-    #[serde(default = "d_max_hosts")]
     pub max_hosts: usize,
-    #[serde(default = "d_max_hosts_per_mo")]
     pub max_hosts_per_mo: usize,
     /// Messages per host per minute above which the excess is dropped (`flood`).
-    #[serde(default = "d_max_msgs_per_host_per_min")]
     pub max_msgs_per_host_per_min: u32,
     /// Live messages whose agent clock differs from ours by more than this are still accepted
     /// (clocks drift) but flagged; timestamps more than `max_future_secs` ahead after correction
     /// or older than `max_age_days` are rejected.
-    #[serde(default = "d_max_future_secs")]
     pub max_future_secs: u64,
-    #[serde(default = "d_max_age_days")]
     pub max_age_days: u64,
     /// Heartbeat intervals missed before a host is `lost`.
-    #[serde(default = "d_lost_after_intervals")]
     pub lost_after_intervals: u32,
 }
 
-fn d_max_hosts() -> usize {
-    200_000
-}
-fn d_max_hosts_per_mo() -> usize {
-    5_000
-}
-fn d_max_msgs_per_host_per_min() -> u32 {
-    600
-}
-fn d_max_future_secs() -> u64 {
-    300
-}
-fn d_max_age_days() -> u64 {
-    30
-}
-fn d_lost_after_intervals() -> u32 {
-    3
-}
-
 impl Default for RawLimits {
+    /// The live state's and the pipeline's own defaults: one source for each value.
     fn default() -> Self {
+        let state = crate::state::StateConfig::default();
+        let pipeline = crate::pipeline::PipelineConfig::default();
         RawLimits {
-            max_hosts: d_max_hosts(),
-            max_hosts_per_mo: d_max_hosts_per_mo(),
-            max_msgs_per_host_per_min: d_max_msgs_per_host_per_min(),
-            max_future_secs: d_max_future_secs(),
-            max_age_days: d_max_age_days(),
-            lost_after_intervals: d_lost_after_intervals(),
+            max_hosts: state.max_hosts,
+            max_hosts_per_mo: state.max_hosts_per_mo,
+            max_msgs_per_host_per_min: state.max_msgs_per_min,
+            max_future_secs: u64::try_from(pipeline.max_future_ms / 1000).unwrap_or(0),
+            max_age_days: u64::try_from(pipeline.max_age_ms / 86_400_000).unwrap_or(0),
+            lost_after_intervals: state.lost_after_intervals,
         }
     }
 }
@@ -337,18 +300,38 @@ fn server_files(
 }
 
 impl RawConfig {
-    /// Parses TOML text.
+    /// Parses TOML text (no environment).
     pub fn from_toml(text: &str) -> Result<RawConfig, ConfigError> {
         toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))
     }
 
-    /// Reads and parses a file.
-    pub fn load(path: &std::path::Path) -> Result<RawConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-        RawConfig::from_toml(&text)
+    /// Parses TOML text with `DOZOR_*` overrides from `vars` (see [`env`]).
+    pub fn from_toml_env(
+        text: &str,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<RawConfig, ConfigError> {
+        let mut doc: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        env::apply(&mut doc, vars)?;
+        RawConfig::deserialize(doc).map_err(|e| ConfigError::Parse(e.to_string()))
+    }
+
+    /// Reads and parses a file (no environment).
+    pub fn load(path: &Path) -> Result<RawConfig, ConfigError> {
+        RawConfig::from_toml(&read(path)?)
+    }
+
+    /// Reads the file if any (defaults otherwise), then applies the `DOZOR_*` variables of
+    /// `vars`: what the binary runs with.
+    pub fn load_env(
+        path: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<RawConfig, ConfigError> {
+        let text = match path {
+            Some(p) => read(p)?,
+            None => String::new(),
+        };
+        RawConfig::from_toml_env(&text, vars)
     }
 
     /// Checks every field and converts to typed values.
@@ -392,18 +375,12 @@ impl RawConfig {
                     );
                 }
                 let user = self.mqtt.username.clone().or(u.username);
-                let password = match (&self.mqtt.password_file, &self.mqtt.password) {
-                    (Some(f), _) => Some(
-                        std::fs::read_to_string(f)
-                            .map_err(|e| {
-                                invalid("mqtt.password_file", format!("{}: {e}", f.display()))
-                            })?
-                            .trim_end_matches(['\r', '\n'])
-                            .to_string(),
-                    ),
-                    (None, Some(p)) => Some(p.clone()),
-                    (None, None) => u.password,
-                };
+                let password = secret(
+                    self.mqtt.password.as_deref(),
+                    self.mqtt.password_file.as_deref(),
+                    "mqtt.password_file",
+                )?
+                .or(u.password);
                 credentials = match (user, password) {
                     (Some(u), p) => Some((u, p.unwrap_or_default())),
                     (None, Some(_)) => {
@@ -505,6 +482,13 @@ impl RawConfig {
     }
 }
 
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
 /// A parsed broker URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerUrl {
@@ -587,6 +571,34 @@ mod tests {
             .validate()
             .unwrap();
         assert!(matches!(c.mqtt.mode, MqttMode::Embedded { .. }));
+    }
+
+    #[test]
+    fn the_example_states_the_defaults() {
+        // Every value deploy/collector.toml writes out is the default: the example cannot drift.
+        assert_eq!(
+            RawConfig::from_toml(DEFAULT_CONFIG).unwrap(),
+            RawConfig::default()
+        );
+    }
+
+    #[test]
+    fn the_mqtt_password_comes_from_a_file_or_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pw");
+        std::fs::write(&f, "from-file\n").unwrap();
+        let external = "[mqtt]\ntype = \"external\"\nurl = \"mqtt://u@127.0.0.1\"\n";
+        let vars = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+        let creds = |raw: RawConfig| raw.validate().unwrap().mqtt.credentials.unwrap();
+        let raw = RawConfig::from_toml_env(
+            external,
+            vars("DOZOR_MQTT_PASSWORD_FILE", &f.display().to_string()),
+        )
+        .unwrap();
+        assert_eq!(creds(raw), ("u".into(), "from-file".into()));
+        let raw =
+            RawConfig::from_toml_env(external, vars("DOZOR_MQTT_PASSWORD", "from-env")).unwrap();
+        assert_eq!(creds(raw), ("u".into(), "from-env".into()));
     }
 
     #[test]

@@ -257,10 +257,8 @@ fn main() -> ExitCode {
 }
 
 fn load(cli: &Cli) -> anyhow::Result<(dozor_collector::config::Config, Roster)> {
-    let mut raw = match &cli.config {
-        Some(p) => RawConfig::load(p)?,
-        None => RawConfig::from_toml("")?,
-    };
+    // The file, then every `DOZOR_*` variable naming an option, then the flags.
+    let mut raw = RawConfig::load_env(cli.config.as_deref(), std::env::vars())?;
     if let Some(v) = &cli.http_listen {
         raw.http.listen.clone_from(v);
     }
