@@ -7,6 +7,7 @@
 
 pub mod alerts;
 pub mod api;
+pub mod backoff;
 pub mod config;
 pub mod delivery;
 pub mod demo;

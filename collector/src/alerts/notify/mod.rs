@@ -333,7 +333,7 @@ async fn run_channel(mut t: Transport, q: Arc<Queue>, d: Delivery, cancel: Cance
                 continue;
             }
         };
-        let mut delay = d.retry_initial;
+        let mut backoff = crate::backoff::Backoff::new(d.retry_initial, d.retry_max);
         let mut attempt = 0u32;
         loop {
             let r = match tokio::time::timeout(d.timeout, t.send(&n)).await {
@@ -355,9 +355,8 @@ async fn run_channel(mut t: Transport, q: Arc<Queue>, d: Delivery, cancel: Cance
                     attempt += 1;
                     tokio::select! {
                         () = cancel.cancelled() => return,
-                        () = tokio::time::sleep(delay) => {}
+                        () = tokio::time::sleep(backoff.next_delay()) => {}
                     }
-                    delay = (delay * 2).min(d.retry_max);
                 }
                 Err(e) => {
                     stats.failed.fetch_add(1, Ordering::Relaxed);
