@@ -310,10 +310,15 @@ impl RawConfig {
         text: &str,
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<RawConfig, ConfigError> {
+        // The file alone first, so that its errors point at a line.
+        let from_file = RawConfig::from_toml(text)?;
         let mut doc: toml::Table =
             toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
-        env::apply(&mut doc, vars)?;
-        RawConfig::deserialize(doc).map_err(|e| ConfigError::Parse(e.to_string()))
+        if !env::apply(&mut doc, vars)? {
+            return Ok(from_file);
+        }
+        RawConfig::deserialize(doc)
+            .map_err(|e| ConfigError::Parse(format!("with the DOZOR_* variables: {e}")))
     }
 
     /// Reads and parses a file (no environment).
@@ -628,6 +633,11 @@ mod tests {
         check("[limits]\nmax_hosts = 0", "limits.max_hosts");
         check("[limits]\nmax_hostz = 1", "max_hostz");
         check("data_dir = 5", "data_dir");
+        // With the environment layer too, a file's error points at its line.
+        let e = RawConfig::from_toml_env("[limits]\nmax_hostz = 1", Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2") && e.contains("max_hostz"), "{e}");
     }
 
     #[test]

@@ -69,11 +69,13 @@ fn walk(v: &Json, path: &mut Vec<String>, out: &mut Vec<EnvOption>) {
 }
 
 /// Sets the options named by `DOZOR_*` variables of `vars` in `doc`, creating tables as needed.
+/// Returns whether any was set.
 pub fn apply(
     doc: &mut toml::Table,
     vars: impl IntoIterator<Item = (String, String)>,
-) -> Result<(), ConfigError> {
+) -> Result<bool, ConfigError> {
     let options = options();
+    let mut any = false;
     for (var, text) in vars {
         if !var.starts_with("DOZOR_") {
             continue;
@@ -97,8 +99,9 @@ pub fn apply(
             })?;
         }
         table.insert(leaf.clone(), value);
+        any = true;
     }
-    Ok(())
+    Ok(any)
 }
 
 fn convert(kind: Kind, text: &str) -> Result<toml::Value, String> {
