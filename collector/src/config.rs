@@ -1,41 +1,55 @@
-//! Collector configuration: a raw TOML/CLI shape, validated into typed values before any socket
-//! is bound. Errors name the field.
+//! Collector configuration: a raw TOML shape, overridden from `DOZOR_*` environment variables
+//! ([`env`]), then validated into typed values before any socket is bound. Errors name the field.
+//!
+//! Every raw struct has the same shape (like `agent/src/config/`): container-level
+//! `#[serde(deny_unknown_fields, default)]` and one `impl Default`, which is the only place a
+//! default is written. Precedence, lowest first: defaults, the file, the environment, flags.
 
-pub use crate::config_error::ConfigError;
 use crate::config_error::invalid;
-use serde::Deserialize;
+pub use crate::config_error::{ConfigError, secret};
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+pub mod env;
 
 /// The commented example configuration, also printed by `--print-default-config`.
 pub const DEFAULT_CONFIG: &str = include_str!("../../deploy/collector.toml");
 
 /// The raw configuration file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawConfig {
-    #[serde(default = "default_data_dir")]
+    /// Where the SQLite store and state live.
     pub data_dir: PathBuf,
-    #[serde(default)]
     pub mqtt: RawMqtt,
-    #[serde(default)]
     pub http: RawHttp,
-    #[serde(default)]
     pub roster: RawRoster,
-    #[serde(default)]
     pub limits: RawLimits,
-    #[serde(default)]
     pub store: crate::store::config::RawStore,
-    #[serde(default)]
     pub alerts: crate::alerts::config::RawAlerts,
-    #[serde(default)]
     pub security: RawSecurity,
 }
 
+impl Default for RawConfig {
+    fn default() -> Self {
+        RawConfig {
+            data_dir: PathBuf::from("./dozor-data"),
+            mqtt: RawMqtt::default(),
+            http: RawHttp::default(),
+            roster: RawRoster::default(),
+            limits: RawLimits::default(),
+            store: crate::store::config::RawStore::default(),
+            alerts: crate::alerts::config::RawAlerts::default(),
+            security: RawSecurity::default(),
+        }
+    }
+}
+
 /// `[security]`: who may speak to the collector.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawSecurity {
     /// `enrolled` (default): only agents enrolled with an МО's token are heard, every message
@@ -51,86 +65,50 @@ impl Default for RawSecurity {
     }
 }
 
-fn default_data_dir() -> PathBuf {
-    PathBuf::from("./dozor-data")
-}
-
 /// `[mqtt]`: the embedded broker (default) or an external one.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawMqtt {
     /// `embedded` (rumqttd in-process) or `external` (Mosquitto, EMQX, …).
-    #[serde(default = "default_mqtt_type", rename = "type")]
+    #[serde(rename = "type")]
     pub kind: String,
     /// Embedded broker listen address.
-    #[serde(default = "default_mqtt_listen")]
     pub listen: String,
     /// External broker URL, `mqtt://host:port`.
-    #[serde(default)]
     pub url: Option<String>,
-    #[serde(default = "default_client_id")]
     pub client_id: String,
-    #[serde(default = "default_keepalive")]
     pub keepalive_secs: u64,
     /// How often confirmations of stored data are sent to each active agent.
-    #[serde(default = "default_ack_interval")]
     pub ack_interval_ms: u64,
     /// Embedded broker: serve MQTT over TLS with this certificate chain and key (PEM).
-    #[serde(default)]
     pub tls_cert_file: Option<PathBuf>,
-    #[serde(default)]
     pub tls_key_file: Option<PathBuf>,
     /// Embedded broker: most client connections at once (authenticated or not).
-    #[serde(default = "default_max_connections")]
     pub max_connections: usize,
     /// External broker: CA to verify an `mqtts://` broker's certificate (PEM).
-    #[serde(default)]
     pub ca_file: Option<PathBuf>,
     /// External broker: the collector's login.
-    #[serde(default)]
     pub username: Option<String>,
-    #[serde(default)]
     pub password: Option<String>,
-    #[serde(default)]
+    /// The password in a file (wins over `password`).
     pub password_file: Option<PathBuf>,
     /// External broker: provision enrolled agents into Mosquitto's dynamic-security plugin
     /// (the collector's login must be a dynsec admin). See docs/security.md.
-    #[serde(default)]
     pub dynsec: bool,
-}
-
-fn default_max_connections() -> usize {
-    20_000
-}
-
-fn default_mqtt_type() -> String {
-    "embedded".into()
-}
-fn default_mqtt_listen() -> String {
-    "0.0.0.0:1883".into()
-}
-fn default_client_id() -> String {
-    "dozor-collector".into()
-}
-fn default_keepalive() -> u64 {
-    30
-}
-fn default_ack_interval() -> u64 {
-    1000
 }
 
 impl Default for RawMqtt {
     fn default() -> Self {
         RawMqtt {
-            kind: default_mqtt_type(),
-            listen: default_mqtt_listen(),
+            kind: "embedded".into(),
+            listen: "0.0.0.0:1883".into(),
             url: None,
-            client_id: default_client_id(),
-            keepalive_secs: default_keepalive(),
-            ack_interval_ms: default_ack_interval(),
+            client_id: "dozor-collector".into(),
+            keepalive_secs: 30,
+            ack_interval_ms: 1000,
             tls_cert_file: None,
             tls_key_file: None,
-            max_connections: default_max_connections(),
+            max_connections: 20_000,
             ca_file: None,
             username: None,
             password: None,
@@ -141,26 +119,19 @@ impl Default for RawMqtt {
 }
 
 /// `[http]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawHttp {
-    #[serde(default = "default_http_listen")]
     pub listen: String,
     /// Serve HTTPS with this certificate chain and key (PEM); agents enroll over it.
-    #[serde(default)]
     pub tls_cert_file: Option<PathBuf>,
-    #[serde(default)]
     pub tls_key_file: Option<PathBuf>,
-}
-
-fn default_http_listen() -> String {
-    "127.0.0.1:8080".into()
 }
 
 impl Default for RawHttp {
     fn default() -> Self {
         RawHttp {
-            listen: default_http_listen(),
+            listen: "127.0.0.1:8080".into(),
             tls_cert_file: None,
             tls_key_file: None,
         }
@@ -168,68 +139,43 @@ impl Default for RawHttp {
 }
 
 /// `[roster]`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawRoster {
     /// TOML or CSV file; without it every МО is "not in the roster".
-    #[serde(default)]
     pub path: Option<PathBuf>,
     /// Reject messages of МО missing from the roster instead of flagging them.
-    #[serde(default)]
     pub strict: bool,
 }
 
 /// `[limits]`: protection against hostile or broken agents.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawLimits {
-    #[serde(default = "d_max_hosts")]
     pub max_hosts: usize,
-    #[serde(default = "d_max_hosts_per_mo")]
     pub max_hosts_per_mo: usize,
     /// Messages per host per minute above which the excess is dropped (`flood`).
-    #[serde(default = "d_max_msgs_per_host_per_min")]
     pub max_msgs_per_host_per_min: u32,
     /// Live messages whose agent clock differs from ours by more than this are still accepted
     /// (clocks drift) but flagged; timestamps more than `max_future_secs` ahead after correction
     /// or older than `max_age_days` are rejected.
-    #[serde(default = "d_max_future_secs")]
     pub max_future_secs: u64,
-    #[serde(default = "d_max_age_days")]
     pub max_age_days: u64,
     /// Heartbeat intervals missed before a host is `lost`.
-    #[serde(default = "d_lost_after_intervals")]
     pub lost_after_intervals: u32,
 }
 
-fn d_max_hosts() -> usize {
-    200_000
-}
-fn d_max_hosts_per_mo() -> usize {
-    5_000
-}
-fn d_max_msgs_per_host_per_min() -> u32 {
-    600
-}
-fn d_max_future_secs() -> u64 {
-    300
-}
-fn d_max_age_days() -> u64 {
-    30
-}
-fn d_lost_after_intervals() -> u32 {
-    3
-}
-
 impl Default for RawLimits {
+    /// The one source of these values: the live state's and the pipeline's own defaults
+    /// (`StateConfig::default`, `PipelineConfig::default`) read them from here.
     fn default() -> Self {
         RawLimits {
-            max_hosts: d_max_hosts(),
-            max_hosts_per_mo: d_max_hosts_per_mo(),
-            max_msgs_per_host_per_min: d_max_msgs_per_host_per_min(),
-            max_future_secs: d_max_future_secs(),
-            max_age_days: d_max_age_days(),
-            lost_after_intervals: d_lost_after_intervals(),
+            max_hosts: 200_000,
+            max_hosts_per_mo: 5_000,
+            max_msgs_per_host_per_min: 600,
+            max_future_secs: 300,
+            max_age_days: 30,
+            lost_after_intervals: 3,
         }
     }
 }
@@ -312,18 +258,43 @@ fn server_files(
 }
 
 impl RawConfig {
-    /// Parses TOML text.
+    /// Parses TOML text (no environment).
     pub fn from_toml(text: &str) -> Result<RawConfig, ConfigError> {
         toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))
     }
 
-    /// Reads and parses a file.
-    pub fn load(path: &std::path::Path) -> Result<RawConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-        RawConfig::from_toml(&text)
+    /// Parses TOML text with `DOZOR_*` overrides from `vars` (see [`env`]).
+    pub fn from_toml_env(
+        text: &str,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<RawConfig, ConfigError> {
+        // The file alone first, so that its errors point at a line.
+        let from_file = RawConfig::from_toml(text)?;
+        let mut doc: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        if !env::apply(&mut doc, vars)? {
+            return Ok(from_file);
+        }
+        RawConfig::deserialize(doc)
+            .map_err(|e| ConfigError::Parse(format!("with the DOZOR_* variables: {e}")))
+    }
+
+    /// Reads and parses a file (no environment).
+    pub fn load(path: &Path) -> Result<RawConfig, ConfigError> {
+        RawConfig::from_toml(&read(path)?)
+    }
+
+    /// Reads the file if any (defaults otherwise), then applies the `DOZOR_*` variables of
+    /// `vars`: what the binary runs with.
+    pub fn load_env(
+        path: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<RawConfig, ConfigError> {
+        let text = match path {
+            Some(p) => read(p)?,
+            None => String::new(),
+        };
+        RawConfig::from_toml_env(&text, vars)
     }
 
     /// Checks every field and converts to typed values.
@@ -367,18 +338,12 @@ impl RawConfig {
                     );
                 }
                 let user = self.mqtt.username.clone().or(u.username);
-                let password = match (&self.mqtt.password_file, &self.mqtt.password) {
-                    (Some(f), _) => Some(
-                        std::fs::read_to_string(f)
-                            .map_err(|e| {
-                                invalid("mqtt.password_file", format!("{}: {e}", f.display()))
-                            })?
-                            .trim_end_matches(['\r', '\n'])
-                            .to_string(),
-                    ),
-                    (None, Some(p)) => Some(p.clone()),
-                    (None, None) => u.password,
-                };
+                let password = secret(
+                    self.mqtt.password.as_deref(),
+                    self.mqtt.password_file.as_deref(),
+                    "mqtt.password_file",
+                )?
+                .or(u.password);
                 credentials = match (user, password) {
                     (Some(u), p) => Some((u, p.unwrap_or_default())),
                     (None, Some(_)) => {
@@ -480,6 +445,13 @@ impl RawConfig {
     }
 }
 
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
 /// A parsed broker URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerUrl {
@@ -565,6 +537,34 @@ mod tests {
     }
 
     #[test]
+    fn the_example_states_the_defaults() {
+        // Every value deploy/collector.toml writes out is the default: the example cannot drift.
+        assert_eq!(
+            RawConfig::from_toml(DEFAULT_CONFIG).unwrap(),
+            RawConfig::default()
+        );
+    }
+
+    #[test]
+    fn the_mqtt_password_comes_from_a_file_or_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pw");
+        std::fs::write(&f, "from-file\n").unwrap();
+        let external = "[mqtt]\ntype = \"external\"\nurl = \"mqtt://u@127.0.0.1\"\n";
+        let vars = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+        let creds = |raw: RawConfig| raw.validate().unwrap().mqtt.credentials.unwrap();
+        let raw = RawConfig::from_toml_env(
+            external,
+            vars("DOZOR_MQTT_PASSWORD_FILE", &f.display().to_string()),
+        )
+        .unwrap();
+        assert_eq!(creds(raw), ("u".into(), "from-file".into()));
+        let raw =
+            RawConfig::from_toml_env(external, vars("DOZOR_MQTT_PASSWORD", "from-env")).unwrap();
+        assert_eq!(creds(raw), ("u".into(), "from-env".into()));
+    }
+
+    #[test]
     fn empty_config_uses_defaults() {
         let c = RawConfig::from_toml("").unwrap().validate().unwrap();
         assert_eq!(c.http_listen.port(), 8080);
@@ -591,6 +591,11 @@ mod tests {
         check("[limits]\nmax_hosts = 0", "limits.max_hosts");
         check("[limits]\nmax_hostz = 1", "max_hostz");
         check("data_dir = 5", "data_dir");
+        // With the environment layer too, a file's error points at its line.
+        let e = RawConfig::from_toml_env("[limits]\nmax_hostz = 1", Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2") && e.contains("max_hostz"), "{e}");
     }
 
     #[test]

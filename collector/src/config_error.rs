@@ -28,3 +28,19 @@ pub(crate) fn invalid(field: &'static str, message: impl Into<String>) -> Config
         message: message.into(),
     }
 }
+
+/// A secret given inline (`value`) or, preferably, as a file (`file`, e.g. a Docker or systemd
+/// credential); the file wins. Its trailing newline is dropped. `file_field` names the file
+/// option in errors.
+pub fn secret(
+    value: Option<&str>,
+    file: Option<&std::path::Path>,
+    file_field: &'static str,
+) -> Result<Option<String>, ConfigError> {
+    match file {
+        Some(f) => std::fs::read_to_string(f)
+            .map(|s| Some(s.trim_end_matches(['\r', '\n']).to_string()))
+            .map_err(|e| invalid(file_field, format!("{}: {e}", f.display()))),
+        None => Ok(value.map(str::to_string)),
+    }
+}

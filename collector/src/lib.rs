@@ -8,6 +8,7 @@
 pub mod alerts;
 pub mod api;
 pub mod api_error;
+pub mod backoff;
 pub mod clock;
 pub mod config;
 pub mod config_error;
@@ -334,39 +335,26 @@ fn restrict_dir(dir: &std::path::Path) {
 }
 
 fn write_sink_metrics(s: &store::SinkStats, out: &mut String) {
-    use metrics::{family, sample};
     use std::sync::atomic::Ordering::Relaxed;
-    let n = "dozor_influx_lines_total";
-    family(
-        out,
-        n,
-        "counter",
-        Some("Lines handled by the InfluxDB sink, by outcome."),
-    );
-    sample(out, n, &[("outcome", "sent")], s.sent_lines.load(Relaxed));
-    sample(
-        out,
-        n,
-        &[("outcome", "rejected")],
-        s.rejected_lines.load(Relaxed),
-    );
-    let n = "dozor_influx_requests_total";
-    family(out, n, "counter", None);
-    sample(
-        out,
-        n,
-        &[("outcome", "sent")],
-        s.sent_requests.load(Relaxed),
-    );
-    sample(
-        out,
-        n,
-        &[("outcome", "failed")],
-        s.failed_requests.load(Relaxed),
-    );
-    let n = "dozor_influx_pending_lines";
-    family(out, n, "gauge", None);
-    sample(out, n, &[], s.pending_lines.load(Relaxed));
+    let mut f = metrics::Families::default();
+    f.counter(
+        "dozor_influx_lines_total",
+        "Lines handled by the InfluxDB sink, by outcome.",
+    )
+    .sample(&[("outcome", "sent")], s.sent_lines.load(Relaxed))
+    .sample(&[("outcome", "rejected")], s.rejected_lines.load(Relaxed));
+    f.counter(
+        "dozor_influx_requests_total",
+        "Write requests of the InfluxDB sink, by outcome.",
+    )
+    .sample(&[("outcome", "sent")], s.sent_requests.load(Relaxed))
+    .sample(&[("outcome", "failed")], s.failed_requests.load(Relaxed));
+    f.gauge(
+        "dozor_influx_pending_lines",
+        "Lines waiting in the outbox for InfluxDB.",
+    )
+    .sample(&[], s.pending_lines.load(Relaxed));
+    f.write(out);
 }
 
 /// ARCHITECTURE.md's code map names every top-level module of this crate and every crate of

@@ -258,10 +258,11 @@ fn main() -> ExitCode {
 }
 
 fn load(cli: &Cli) -> anyhow::Result<(dozor_collector::config::Config, Roster)> {
-    let mut raw = match &cli.config {
-        Some(p) => RawConfig::load(p)?,
-        None => RawConfig::from_toml("")?,
-    };
+    // The file, then every `DOZOR_*` variable naming an option, then the flags.
+    // Variables that are not UTF-8 name no option (`std::env::vars` would panic on them).
+    let vars = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    let mut raw = RawConfig::load_env(cli.config.as_deref(), vars)?;
     if let Some(v) = &cli.http_listen {
         raw.http.listen.clone_from(v);
     }

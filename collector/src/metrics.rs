@@ -194,68 +194,190 @@ impl Metrics {
     }
 
     /// Renders the counters in the Prometheus text format.
+    /// Appends the ingest families to `out` (see [`Families`]).
     pub fn render(&self, out: &mut String) {
-        let c = "counter";
-        let n = "dozor_messages_received_total";
-        family(out, n, c, Some("MQTT messages received."));
-        sample(out, n, &[], self.received.load(Relaxed));
-        let n = "dozor_messages_accepted_total";
-        family(out, n, c, Some("Messages accepted, by kind."));
-        for (k, v) in KINDS.iter().zip(&self.accepted) {
-            sample(out, n, &[("kind", k.as_str())], v.load(Relaxed));
-        }
-        let n = "dozor_messages_replayed_total";
-        family(
-            out,
-            n,
-            c,
-            Some("Accepted messages that were replays from agent spools."),
+        let mut f = Families::default();
+        f.counter("dozor_messages_received_total", "MQTT messages received.")
+            .sample(&[], self.received.load(Relaxed));
+        let accepted = f.counter(
+            "dozor_messages_accepted_total",
+            "Messages accepted, by kind.",
         );
-        sample(out, n, &[], self.replayed.load(Relaxed));
-        let n = "dozor_messages_duplicate_total";
-        let help = "Messages already stored (redelivered or replayed twice), counted once.";
-        family(out, n, c, Some(help));
-        sample(out, n, &[], self.duplicates.load(Relaxed));
-        let n = "dozor_messages_rejected_total";
-        family(out, n, c, Some("Messages rejected, by reason."));
+        for (k, v) in KINDS.iter().zip(&self.accepted) {
+            accepted.sample(&[("kind", k.as_str())], v.load(Relaxed));
+        }
+        f.counter(
+            "dozor_messages_replayed_total",
+            "Accepted messages that were replays from agent spools.",
+        )
+        .sample(&[], self.replayed.load(Relaxed));
+        f.counter(
+            "dozor_messages_duplicate_total",
+            "Messages already stored (redelivered or replayed twice), counted once.",
+        )
+        .sample(&[], self.duplicates.load(Relaxed));
+        let rejected = f.counter(
+            "dozor_messages_rejected_total",
+            "Messages rejected, by reason.",
+        );
         let reasons = Reject::ALL
             .iter()
             .map(|r| Refusal::Decode(*r))
             .chain(Refusal::COLLECTOR);
         for d in reasons {
-            sample(out, n, &[("reason", d.as_str())], self.rejected_count(d));
+            rejected.sample(&[("reason", d.as_str())], self.rejected_count(d));
         }
-        for (n, v) in [
-            ("dozor_store_batches_total", &self.batches),
-            ("dozor_store_records_total", &self.batch_records),
-            ("dozor_store_errors_total", &self.store_errors),
+        for (n, help, v) in [
+            (
+                "dozor_store_batches_total",
+                "Batches committed to the store.",
+                &self.batches,
+            ),
+            (
+                "dozor_store_records_total",
+                "Records in the committed batches.",
+                &self.batch_records,
+            ),
+            (
+                "dozor_store_errors_total",
+                "Failed store commits (the batch is retried).",
+                &self.store_errors,
+            ),
         ] {
-            family(out, n, c, None);
-            sample(out, n, &[], v.load(Relaxed));
+            f.counter(n, help).sample(&[], v.load(Relaxed));
         }
-        let n = "dozor_delivery_acks_sent_total";
-        family(
-            out,
-            n,
-            c,
-            Some("Confirmations of stored data sent to agents."),
-        );
-        sample(out, n, &[], self.acks_sent.load(Relaxed));
-        let n = "dozor_mqtt_reconnects_total";
-        family(out, n, c, None);
-        sample(out, n, &[], self.mqtt_reconnects.load(Relaxed));
+        f.counter(
+            "dozor_delivery_acks_sent_total",
+            "Confirmations of stored data sent to agents.",
+        )
+        .sample(&[], self.acks_sent.load(Relaxed));
+        f.counter(
+            "dozor_mqtt_reconnects_total",
+            "Reconnections of the collector's MQTT client.",
+        )
+        .sample(&[], self.mqtt_reconnects.load(Relaxed));
+        f.write(out);
     }
 }
 
-/// Prometheus text format: the `# HELP` (when given) and `# TYPE` lines of a metric family.
+/// The metric families of one scrape, written by `prometheus-client` in the OpenMetrics text
+/// format (`/metrics` ends with `# EOF`). The counters themselves stay plain atomics owned by
+/// each component; a component adds its families here when scraped. Every family has a HELP.
+#[derive(Debug, Default)]
+pub struct Families(Vec<Family>);
+
+/// One family being filled: add samples with [`Family::sample`].
+#[derive(Debug)]
+pub struct Family {
+    /// The family's name: a counter's without `_total` (the encoder appends it to samples).
+    name: String,
+    help: String,
+    counter: bool,
+    samples: Vec<(Vec<(String, String)>, u64)>,
+}
+
+impl Family {
+    /// Adds a sample with these labels (in this order).
+    pub fn sample(&mut self, labels: &[(&str, &str)], value: u64) -> &mut Family {
+        let labels = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect();
+        self.samples.push((labels, value));
+        self
+    }
+}
+
+impl Families {
+    /// A counter family; `name` is the samples' name, ending with `_total`.
+    pub fn counter(&mut self, name: &str, help: &str) -> &mut Family {
+        debug_assert!(name.ends_with("_total"), "counter {name} without _total");
+        let base = name.strip_suffix("_total").unwrap_or(name);
+        self.push(base, help, true)
+    }
+
+    /// A gauge family.
+    pub fn gauge(&mut self, name: &str, help: &str) -> &mut Family {
+        self.push(name, help, false)
+    }
+
+    fn push(&mut self, name: &str, help: &str, counter: bool) -> &mut Family {
+        self.0.push(Family {
+            name: name.to_string(),
+            help: help.to_string(),
+            counter,
+            samples: Vec::new(),
+        });
+        let last = self.0.len() - 1;
+        &mut self.0[last]
+    }
+
+    /// Appends the families to `out` (without the final `# EOF`, which the handler writes).
+    pub fn write(self, out: &mut String) {
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(self));
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode_registry(out, &registry);
+    }
+}
+
+impl prometheus_client::collector::Collector for Families {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::MetricType;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        for f in &self.0 {
+            let kind = if f.counter {
+                MetricType::Counter
+            } else {
+                MetricType::Gauge
+            };
+            let mut metric = encoder.encode_descriptor(&f.name, &f.help, None, kind)?;
+            if let [(labels, v)] = f.samples.as_slice()
+                && labels.is_empty()
+            {
+                // A single series without labels: `name 5`, not `name{} 5`.
+                if f.counter {
+                    ConstCounter::new(*v).encode(metric)?;
+                } else {
+                    ConstGauge::new(*v).encode(metric)?;
+                }
+                continue;
+            }
+            for (labels, v) in &f.samples {
+                let m = metric.encode_family(labels)?;
+                if f.counter {
+                    ConstCounter::new(*v).encode(m)?;
+                } else {
+                    ConstGauge::new(*v).encode(m)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The end of an OpenMetrics exposition.
+pub const EOF: &str = "# EOF\n";
+
+/// Legacy writer, still used by `alerts/service.rs` (to move onto [`Families`]): the `# HELP`
+/// and `# TYPE` lines of a family, named as OpenMetrics wants (a counter without `_total`).
 pub fn family(out: &mut String, name: &str, kind: &str, help: Option<&str>) {
+    let name = match kind {
+        "counter" => name.strip_suffix("_total").unwrap_or(name),
+        _ => name,
+    };
     if let Some(help) = help {
         let _ = writeln!(out, "# HELP {name} {help}");
     }
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-/// Prometheus text format: one sample, `name{k="v",…} value`.
+/// Legacy writer, see [`family`]: one sample, `name{k="v",…} value`.
 pub fn sample(
     out: &mut String,
     name: &str,
@@ -271,4 +393,90 @@ pub fn sample(
         out.push('}');
     }
     let _ = writeln!(out, " {value}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// Checks `text` as an OpenMetrics exposition of counters and gauges: every family has HELP
+    /// and TYPE before its samples, samples are named after their family (a counter's with
+    /// `_total`), labels are `k="v"`, values are numbers, and it ends with `# EOF`. Returns
+    /// sample name + labels → value.
+    fn parse(text: &str) -> BTreeMap<String, f64> {
+        let mut out = BTreeMap::new();
+        let mut help: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut family: Option<(&str, &str)> = None;
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.last(), Some(&"# EOF"), "no # EOF at the end");
+        for line in &lines[..lines.len() - 1] {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (name, h) = rest.split_once(' ').expect("HELP name text");
+                assert!(!h.is_empty());
+                assert!(help.insert(name, h).is_none(), "family {name} twice");
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
+                assert!(help.contains_key(name), "{name} has no HELP");
+                assert!(matches!(kind, "counter" | "gauge"), "{line}");
+                family = Some((name, kind));
+            } else {
+                let (name, kind) = family.expect("a sample before any TYPE");
+                let (series, value) = line.rsplit_once(' ').expect("series value");
+                value.parse::<f64>().unwrap_or_else(|_| panic!("{line}"));
+                assert!(!series.ends_with("{}"), "empty label set: {line}");
+                let (sample, labels) = match series.split_once('{') {
+                    Some((s, l)) => (s, l.strip_suffix('}').expect("closing brace")),
+                    None => (series, ""),
+                };
+                let want = if kind == "counter" {
+                    format!("{name}_total")
+                } else {
+                    name.to_string()
+                };
+                assert_eq!(sample, want, "sample outside its family: {line}");
+                for pair in labels.split(',').filter(|p| !p.is_empty()) {
+                    let (k, v) = pair.split_once('=').expect("k=v");
+                    assert!(k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+                    assert!(
+                        v.len() >= 2 && v.starts_with('"') && v.ends_with('"'),
+                        "{line}"
+                    );
+                }
+                out.insert(series.to_string(), value.parse().unwrap_or(f64::NAN));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_exposition_parses_back() {
+        let m = Metrics::default();
+        m.received();
+        m.accepted(Kind::Hb, true);
+        m.rejected(Refusal::Flood, "t");
+        let mut text = String::new();
+        m.render(&mut text);
+        let mut f = Families::default();
+        f.gauge("dozor_hosts", "Hosts by live state and role.")
+            .sample(&[("state", "online"), ("role", "server")], 3);
+        f.write(&mut text);
+        // The legacy writer of alerts/service.rs, as it calls it.
+        family(
+            &mut text,
+            "dozor_alert_journal_errors_total",
+            "counter",
+            Some("x."),
+        );
+        sample(&mut text, "dozor_alert_journal_errors_total", &[], 2);
+        text.push_str(EOF);
+        let v = parse(&text);
+        assert_eq!(v["dozor_messages_received_total"], 1.0);
+        assert_eq!(v["dozor_messages_accepted_total{kind=\"hb\"}"], 1.0);
+        assert_eq!(v["dozor_messages_replayed_total"], 1.0);
+        assert_eq!(v["dozor_messages_rejected_total{reason=\"flood\"}"], 1.0);
+        assert_eq!(v["dozor_mqtt_reconnects_total"], 0.0);
+        assert_eq!(v["dozor_hosts{state=\"online\",role=\"server\"}"], 3.0);
+        assert_eq!(v["dozor_alert_journal_errors_total"], 2.0);
+    }
 }

@@ -44,11 +44,13 @@ pub struct PipelineConfig {
 }
 
 impl Default for PipelineConfig {
+    /// Time limits are the defaults of `[limits]` (written once, in `config::RawLimits`).
     fn default() -> Self {
+        let l = crate::config::RawLimits::default();
         PipelineConfig {
             roster_strict: false,
-            max_future_ms: 300_000,
-            max_age_ms: 30 * 86_400_000,
+            max_future_ms: (l.max_future_secs * 1000) as i64,
+            max_age_ms: (l.max_age_days * 86_400_000) as i64,
             max_batch: 5_000,
             max_batch_delay: Duration::from_millis(50),
             ack_interval: Duration::from_secs(1),

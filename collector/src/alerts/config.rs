@@ -1,122 +1,73 @@
 //! `[alerts]` configuration: thresholds, silences and notification channels.
 //!
 //! Two steps like the rest of the collector: [`RawAlerts`] is deserialized with
-//! `deny_unknown_fields` and explicit defaults, then [`RawAlerts::validate`] turns it into
-//! [`AlertsConfig`] with typed values; every error names the field.
+//! `deny_unknown_fields` and one `Default` per struct (the only place a default is written),
+//! then [`RawAlerts::validate`] turns it into [`AlertsConfig`] with typed values; every error
+//! names the field. A channel is a [`RawChannel`]: the delivery settings every kind shares and
+//! its kind's own fields, chosen by `type`.
 
 use super::model::{Rule, Severity, Silence, SilenceMatch};
-use crate::config_error::{ConfigError, invalid};
+use crate::config_error::{ConfigError, invalid, secret};
 use chrono_tz::Tz;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Raw `[alerts]` table.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawAlerts {
     /// Master switch: without it no incident is evaluated and nothing is sent.
-    #[serde(default = "d_true")]
     pub enabled: bool,
     /// Time zone of the times written in messages.
-    #[serde(default = "d_time_zone")]
     pub time_zone: String,
     /// After a start, incidents loaded from the journal are not resolved for this long, so that
     /// the live state can fill up again first (no false "восстановлено" after a restart).
-    #[serde(default = "d_startup_grace")]
     pub startup_grace_secs: u64,
     /// An incident that resolved and comes back within this window reopens the same incident;
     /// notifications per incident are also counted over this window.
-    #[serde(default = "d_flap_window")]
     pub flap_window_secs: u64,
     /// At most this many notifications per incident within `flap_window_secs`; further changes
     /// are recorded, and the latest state is sent once the window allows it.
-    #[serde(default = "d_flap_max")]
     pub flap_max_notifications: u32,
     /// A firing held back by `flap_max_notifications` is sent anyway once the incident has been
     /// firing continuously this long (the flap limit must not hide a sustained outage).
-    #[serde(default = "d_flap_hold")]
     pub flap_hold_secs: u64,
     /// Longest list of hosts (and МО) carried by an incident; the counts are always complete.
-    #[serde(default = "d_max_listed")]
     pub max_hosts_listed: usize,
     /// A probe result older than this does not count as the host's current view of the target.
-    #[serde(default = "d_probe_fresh")]
     pub probe_fresh_secs: u64,
     /// Resolved incidents are kept (API, journal, reopening) this long.
-    #[serde(default = "d_retention_hours")]
     pub resolved_retention_hours: u64,
     /// ... and at most this many of them.
-    #[serde(default = "d_max_resolved")]
     pub max_resolved: usize,
-    #[serde(default = "RawServerLost::default")]
     pub server_lost: RawServerLost,
-    #[serde(default = "RawMoUnreachable::default")]
     pub mo_unreachable: RawMoUnreachable,
-    #[serde(default = "RawMoChannel::default")]
     pub mo_channel: RawMoChannel,
-    #[serde(default = "RawCentralOutage::default")]
     pub central_outage: RawCentralOutage,
-    #[serde(default = "RawHostTarget::default")]
     pub host_target: RawHostTarget,
-    #[serde(default = "RawDiskFull::default")]
     pub disk_full: RawDiskFull,
-    #[serde(default = "RawClockSkew::default")]
     pub clock_skew: RawClockSkew,
     /// Maintenance windows known in advance.
-    #[serde(default)]
     pub silence: Vec<RawSilence>,
     /// Where notifications go.
-    #[serde(default)]
     pub channel: Vec<RawChannel>,
-}
-
-fn d_true() -> bool {
-    true
-}
-fn d_false() -> bool {
-    false
-}
-fn d_time_zone() -> String {
-    "Europe/Moscow".into()
-}
-fn d_startup_grace() -> u64 {
-    180
-}
-fn d_flap_window() -> u64 {
-    3600
-}
-fn d_flap_max() -> u32 {
-    4
-}
-fn d_flap_hold() -> u64 {
-    300
-}
-fn d_max_listed() -> usize {
-    20
-}
-fn d_probe_fresh() -> u64 {
-    300
-}
-fn d_retention_hours() -> u64 {
-    168
-}
-fn d_max_resolved() -> usize {
-    2000
 }
 
 impl Default for RawAlerts {
     fn default() -> Self {
         RawAlerts {
             enabled: true,
-            time_zone: d_time_zone(),
-            startup_grace_secs: d_startup_grace(),
-            flap_window_secs: d_flap_window(),
-            flap_max_notifications: d_flap_max(),
-            flap_hold_secs: d_flap_hold(),
-            max_hosts_listed: d_max_listed(),
-            probe_fresh_secs: d_probe_fresh(),
-            resolved_retention_hours: d_retention_hours(),
-            max_resolved: d_max_resolved(),
+            time_zone: "Europe/Moscow".into(),
+            startup_grace_secs: 180,
+            flap_window_secs: 3600,
+            flap_max_notifications: 4,
+            flap_hold_secs: 300,
+            max_hosts_listed: 20,
+            probe_fresh_secs: 300,
+            resolved_retention_hours: 168,
+            max_resolved: 2000,
             server_lost: RawServerLost::default(),
             mo_unreachable: RawMoUnreachable::default(),
             mo_channel: RawMoChannel::default(),
@@ -185,18 +136,13 @@ fn share(v: f64, field: &'static str) -> Result<f64, ConfigError> {
 }
 
 /// `[alerts.server_lost]`: a server (`role = "server"`) lost its connection.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawServerLost {
-    #[serde(default = "d_true")]
     pub enabled: bool,
-    #[serde(default = "d_60")]
     pub for_secs: u64,
-    #[serde(default = "d_60")]
     pub resolve_after_secs: u64,
-    #[serde(default = "d_critical")]
     pub severity: String,
-    #[serde(default = "d_true")]
     pub notify: bool,
 }
 
@@ -206,47 +152,35 @@ impl Default for RawServerLost {
             enabled: true,
             for_secs: 60,
             resolve_after_secs: 60,
-            severity: d_critical(),
+            severity: "critical".into(),
             notify: true,
         }
     }
 }
 
 /// `[alerts.mo_unreachable]`: most recently active hosts of an МО went lost at once.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawMoUnreachable {
-    #[serde(default = "d_true")]
     pub enabled: bool,
-    #[serde(default = "d_120")]
     pub for_secs: u64,
-    #[serde(default = "d_120")]
     pub resolve_after_secs: u64,
-    #[serde(default = "d_critical")]
     pub severity: String,
-    #[serde(default = "d_true")]
     pub notify: bool,
     /// Share of the recently active hosts that must go lost.
-    #[serde(default = "d_06")]
     pub min_share: f64,
     /// ... and at least this many of them.
-    #[serde(default = "d_3")]
     pub min_hosts: usize,
     /// The losses must fall within this window of each other.
-    #[serde(default = "d_300")]
     pub window_secs: u64,
     /// A host counts as recently active if heard live within this long.
-    #[serde(default = "d_3600")]
     pub active_window_secs: u64,
     /// Open incidents only during the МО's working hours (from the roster).
-    #[serde(default = "d_true")]
     pub working_hours_only: bool,
     /// After the incident resolves, wait this long for replayed backlogs before settling the
     /// cause as "power/switched off" for lack of evidence of life.
-    #[serde(default = "d_300")]
     pub relabel_settle_secs: u64,
     /// Share of the affected hosts with evidence needed to label the cause.
-    #[serde(default = "d_05")]
     pub relabel_min_share: f64,
 }
 
@@ -256,7 +190,7 @@ impl Default for RawMoUnreachable {
             enabled: true,
             for_secs: 120,
             resolve_after_secs: 120,
-            severity: d_critical(),
+            severity: "critical".into(),
             notify: true,
             min_share: 0.6,
             min_hosts: 3,
@@ -270,24 +204,17 @@ impl Default for RawMoUnreachable {
 }
 
 /// `[alerts.mo_channel]`: every reporting host of an МО fails a target.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawMoChannel {
-    #[serde(default = "d_true")]
     pub enabled: bool,
-    #[serde(default = "d_180")]
     pub for_secs: u64,
-    #[serde(default = "d_120")]
     pub resolve_after_secs: u64,
-    #[serde(default = "d_critical")]
     pub severity: String,
-    #[serde(default = "d_true")]
     pub notify: bool,
     /// At least this many hosts of the МО must report the target.
-    #[serde(default = "d_2")]
     pub min_hosts: usize,
     /// Share of the reporting hosts that must fail it (1.0: all of them).
-    #[serde(default = "d_1")]
     pub min_share: f64,
 }
 
@@ -297,7 +224,7 @@ impl Default for RawMoChannel {
             enabled: true,
             for_secs: 180,
             resolve_after_secs: 120,
-            severity: d_critical(),
+            severity: "critical".into(),
             notify: true,
             min_hosts: 2,
             min_share: 1.0,
@@ -306,24 +233,17 @@ impl Default for RawMoChannel {
 }
 
 /// `[alerts.central_outage]`: a target fails from many МО at once.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawCentralOutage {
-    #[serde(default = "d_true")]
     pub enabled: bool,
-    #[serde(default = "d_60")]
     pub for_secs: u64,
-    #[serde(default = "d_120")]
     pub resolve_after_secs: u64,
-    #[serde(default = "d_critical")]
     pub severity: String,
-    #[serde(default = "d_true")]
     pub notify: bool,
     /// At least this many МО must fail the target ...
-    #[serde(default = "d_3")]
     pub min_mo: usize,
     /// ... and at least this share of the МО reporting it.
-    #[serde(default = "d_05")]
     pub min_share: f64,
 }
 
@@ -333,7 +253,7 @@ impl Default for RawCentralOutage {
             enabled: true,
             for_secs: 60,
             resolve_after_secs: 120,
-            severity: d_critical(),
+            severity: "critical".into(),
             notify: true,
             min_mo: 3,
             min_share: 0.5,
@@ -342,18 +262,13 @@ impl Default for RawCentralOutage {
 }
 
 /// `[alerts.host_target]`: one host fails a target its МО-mates reach. Recorded, not paged.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawHostTarget {
-    #[serde(default = "d_true")]
     pub enabled: bool,
-    #[serde(default = "d_300")]
     pub for_secs: u64,
-    #[serde(default = "d_120")]
     pub resolve_after_secs: u64,
-    #[serde(default = "d_info")]
     pub severity: String,
-    #[serde(default = "d_false")]
     pub notify: bool,
 }
 
@@ -363,31 +278,24 @@ impl Default for RawHostTarget {
             enabled: true,
             for_secs: 300,
             resolve_after_secs: 120,
-            severity: d_info(),
+            severity: "info".into(),
             notify: false,
         }
     }
 }
 
 /// `[alerts.disk_full]`: a disk of a server is almost full.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawDiskFull {
-    #[serde(default = "d_true")]
     pub enabled: bool,
-    #[serde(default = "d_300")]
     pub for_secs: u64,
-    #[serde(default = "d_300")]
     pub resolve_after_secs: u64,
-    #[serde(default = "d_warning")]
     pub severity: String,
-    #[serde(default = "d_true")]
     pub notify: bool,
     /// Used share of a mount, percent, at or above which it is "almost full".
-    #[serde(default = "d_90f")]
     pub threshold_pct: f64,
     /// Only servers (workstations' disks are their users' business).
-    #[serde(default = "d_true")]
     pub servers_only: bool,
 }
 
@@ -397,7 +305,7 @@ impl Default for RawDiskFull {
             enabled: true,
             for_secs: 300,
             resolve_after_secs: 300,
-            severity: d_warning(),
+            severity: "warning".into(),
             notify: true,
             threshold_pct: 90.0,
             servers_only: true,
@@ -406,24 +314,17 @@ impl Default for RawDiskFull {
 }
 
 /// `[alerts.clock_skew]`: hosts whose clocks differ from the collector's. One incident per МО.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawClockSkew {
-    #[serde(default = "d_true")]
     pub enabled: bool,
-    #[serde(default = "d_600")]
     pub for_secs: u64,
-    #[serde(default = "d_300")]
     pub resolve_after_secs: u64,
-    #[serde(default = "d_warning")]
     pub severity: String,
-    #[serde(default = "d_true")]
     pub notify: bool,
     /// |clock offset| above which a host is skewed.
-    #[serde(default = "d_120")]
     pub max_offset_secs: u64,
     /// Only servers.
-    #[serde(default = "d_false")]
     pub servers_only: bool,
 }
 
@@ -433,7 +334,7 @@ impl Default for RawClockSkew {
             enabled: true,
             for_secs: 600,
             resolve_after_secs: 300,
-            severity: d_warning(),
+            severity: "warning".into(),
             notify: true,
             max_offset_secs: 120,
             servers_only: false,
@@ -441,141 +342,169 @@ impl Default for RawClockSkew {
     }
 }
 
-fn d_2() -> usize {
-    2
-}
-fn d_3() -> usize {
-    3
-}
-fn d_60() -> u64 {
-    60
-}
-fn d_120() -> u64 {
-    120
-}
-fn d_180() -> u64 {
-    180
-}
-fn d_300() -> u64 {
-    300
-}
-fn d_600() -> u64 {
-    600
-}
-fn d_3600() -> u64 {
-    3600
-}
-fn d_05() -> f64 {
-    0.5
-}
-fn d_06() -> f64 {
-    0.6
-}
-fn d_1() -> f64 {
-    1.0
-}
-fn d_90f() -> f64 {
-    90.0
-}
-fn d_critical() -> String {
-    "critical".into()
-}
-fn d_warning() -> String {
-    "warning".into()
-}
-fn d_info() -> String {
-    "info".into()
-}
-
 /// `[[alerts.silence]]`: a maintenance window. Every given matcher must match; at least one
 /// is required.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawSilence {
     /// ФРМО OID of an МО.
-    #[serde(default)]
     pub mo: Option<String>,
     /// Target name as the agents probe it.
-    #[serde(default)]
     pub target: Option<String>,
     /// Host id.
-    #[serde(default)]
     pub host: Option<String>,
     /// Rule name (`server_lost`, `mo_unreachable`, …).
-    #[serde(default)]
     pub rule: Option<String>,
     /// Start, RFC 3339 (default: always).
-    #[serde(default)]
     pub from: Option<String>,
     /// Expiry, RFC 3339, e.g. `2025-06-01T08:00:00+03:00`. Required.
     pub until: String,
-    #[serde(default)]
     pub comment: String,
 }
 
-/// `[[alerts.channel]]`: one notification channel. Fields that do not apply to `type` are
-/// rejected.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `[[alerts.channel]]`: one notification channel: the delivery settings every kind shares,
+/// then the fields of its `type` ([`RawChannelKind`]).
+///
+/// No `deny_unknown_fields` here: every key this struct does not know goes to the kind, whose
+/// struct rejects what is not its own (so `chat_id` on a webhook is an error naming `chat_id`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default)]
 pub struct RawChannel {
-    /// `webhook`, `telegram`, `email` or `alertmanager`.
-    #[serde(rename = "type")]
-    pub kind: String,
     /// Name in logs and metrics (default: `{type}-{index}`).
-    #[serde(default)]
     pub name: Option<String>,
-    /// Send only incidents of at least this severity (default `warning`).
-    #[serde(default)]
-    pub min_severity: Option<String>,
+    /// Send only incidents of at least this severity.
+    pub min_severity: String,
     /// Notifications waiting beyond this are dropped, oldest first.
-    #[serde(default)]
-    pub queue_len: Option<usize>,
+    pub queue_len: usize,
     /// Attempts after the first failure.
-    #[serde(default)]
-    pub max_retries: Option<u32>,
+    pub max_retries: u32,
     /// First retry delay; doubles up to `retry_max_ms`.
-    #[serde(default)]
-    pub retry_initial_ms: Option<u64>,
-    #[serde(default)]
-    pub retry_max_ms: Option<u64>,
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
     /// Timeout of one delivery attempt.
-    #[serde(default)]
-    pub timeout_secs: Option<u64>,
-    /// webhook: target URL; alertmanager: base URL (`http://am:9093`).
-    #[serde(default)]
+    pub timeout_secs: u64,
+    #[serde(flatten)]
+    pub kind: RawChannelKind,
+}
+
+impl Default for RawChannel {
+    fn default() -> Self {
+        RawChannel {
+            name: None,
+            min_severity: "warning".into(),
+            queue_len: 1000,
+            max_retries: 8,
+            retry_initial_ms: 1000,
+            retry_max_ms: 300_000,
+            timeout_secs: 15,
+            kind: RawChannelKind::default(),
+        }
+    }
+}
+
+/// What a channel talks to: `type = "webhook" | "telegram" | "email" | "alertmanager"`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum RawChannelKind {
+    Webhook(RawWebhook),
+    Telegram(RawTelegram),
+    Email(RawEmail),
+    Alertmanager(RawAlertmanager),
+}
+
+impl Default for RawChannelKind {
+    fn default() -> Self {
+        RawChannelKind::Webhook(RawWebhook::default())
+    }
+}
+
+/// `type = "webhook"`: a JSON POST per notification.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawWebhook {
+    /// Target URL (required).
     pub url: Option<String>,
-    /// webhook: extra HTTP headers (e.g. `Authorization`).
-    #[serde(default)]
-    pub headers: Option<std::collections::BTreeMap<String, String>>,
-    /// telegram: bot token.
-    #[serde(default)]
+    /// The URL in a file (it may carry a secret); wins over `url`.
+    pub url_file: Option<PathBuf>,
+    /// Extra HTTP headers (e.g. `Authorization`).
+    pub headers: BTreeMap<String, String>,
+}
+
+/// `type = "telegram"`: a message to a chat through the Bot API.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTelegram {
+    /// Bot token (required, here or in `bot_token_file`).
     pub bot_token: Option<String>,
-    /// telegram: chat id (number or `@channel`).
-    #[serde(default)]
+    /// The bot token in a file; wins over `bot_token`.
+    pub bot_token_file: Option<PathBuf>,
+    /// Chat id (number or `@channel`).
     pub chat_id: Option<String>,
-    /// telegram: Bot API base (a local Bot API server in closed networks).
-    #[serde(default)]
-    pub api_base: Option<String>,
-    /// email: SMTP host.
-    #[serde(default)]
+    /// Bot API base (a local Bot API server in closed networks).
+    pub api_base: String,
+}
+
+impl Default for RawTelegram {
+    fn default() -> Self {
+        RawTelegram {
+            bot_token: None,
+            bot_token_file: None,
+            chat_id: None,
+            api_base: "https://api.telegram.org".into(),
+        }
+    }
+}
+
+/// `type = "email"`: SMTP.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawEmail {
+    /// SMTP host (required).
     pub host: Option<String>,
-    /// email: SMTP port (default 587 with STARTTLS, 465 with TLS, 25 without).
-    #[serde(default)]
+    /// SMTP port (default 587 with STARTTLS, 465 with TLS, 25 without).
     pub port: Option<u16>,
-    /// email: `starttls` (default), `tls` or `none` (local relays).
-    #[serde(default)]
-    pub tls: Option<String>,
-    #[serde(default)]
+    /// `starttls`, `tls` or `none` (local relays).
+    pub tls: String,
     pub from: Option<String>,
-    #[serde(default)]
-    pub to: Option<Vec<String>>,
-    #[serde(default)]
+    pub to: Vec<String>,
     pub username: Option<String>,
-    #[serde(default)]
     pub password: Option<String>,
-    /// alertmanager: re-post firing alerts this often (Alertmanager expects resends).
-    #[serde(default)]
-    pub resend_secs: Option<u64>,
+    /// The password in a file; wins over `password`.
+    pub password_file: Option<PathBuf>,
+}
+
+impl Default for RawEmail {
+    fn default() -> Self {
+        RawEmail {
+            host: None,
+            port: None,
+            tls: "starttls".into(),
+            from: None,
+            to: Vec::new(),
+            username: None,
+            password: None,
+            password_file: None,
+        }
+    }
+}
+
+/// `type = "alertmanager"`: alerts posted to Prometheus Alertmanager.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAlertmanager {
+    /// Base URL (`http://am:9093`, required).
+    pub url: Option<String>,
+    /// Re-post firing alerts this often (Alertmanager expects resends).
+    pub resend_secs: u64,
+}
+
+impl Default for RawAlertmanager {
+    fn default() -> Self {
+        RawAlertmanager {
+            url: None,
+            resend_secs: 60,
+        }
+    }
 }
 
 /// Validated `[alerts]`.
@@ -1013,66 +942,42 @@ fn validate_silence(s: RawSilence, i: usize) -> Result<Silence, ConfigError> {
 
 fn validate_channel(c: RawChannel, i: usize) -> Result<ChannelConfig, ConfigError> {
     let n = i + 1;
-    let at = |m: &str| format!("channel #{n} ({}): {m}", c.kind);
-    let min_severity = match &c.min_severity {
-        Some(s) => Severity::parse(s).ok_or_else(|| {
-            invalid(
-                "alerts.channel.min_severity",
-                at(&format!("{s:?} is not info, warning or critical")),
-            )
-        })?,
-        None => Severity::Warning,
+    let type_name = match &c.kind {
+        RawChannelKind::Webhook(_) => "webhook",
+        RawChannelKind::Telegram(_) => "telegram",
+        RawChannelKind::Email(_) => "email",
+        RawChannelKind::Alertmanager(_) => "alertmanager",
     };
-    let queue_len = c.queue_len.unwrap_or(1000);
-    if !(1..=1_000_000).contains(&queue_len) {
+    let at = |m: &str| format!("channel #{n} ({type_name}): {m}");
+    let min_severity = Severity::parse(&c.min_severity).ok_or_else(|| {
+        invalid(
+            "alerts.channel.min_severity",
+            at(&format!(
+                "{:?} is not info, warning or critical",
+                c.min_severity
+            )),
+        )
+    })?;
+    if !(1..=1_000_000).contains(&c.queue_len) {
         return Err(invalid(
             "alerts.channel.queue_len",
             at("must be 1..=1000000"),
         ));
     }
-    let retry_initial = Duration::from_millis(c.retry_initial_ms.unwrap_or(1000));
-    let retry_max = Duration::from_millis(c.retry_max_ms.unwrap_or(300_000));
+    let retry_initial = Duration::from_millis(c.retry_initial_ms);
+    let retry_max = Duration::from_millis(c.retry_max_ms);
     if retry_initial.is_zero() || retry_max < retry_initial {
         return Err(invalid(
             "alerts.channel.retry_max_ms",
             at("retry_initial_ms must be > 0 and retry_max_ms >= retry_initial_ms"),
         ));
     }
-    let timeout = Duration::from_secs(c.timeout_secs.unwrap_or(15));
+    let timeout = Duration::from_secs(c.timeout_secs);
     if timeout.is_zero() {
         return Err(invalid("alerts.channel.timeout_secs", at("must be > 0")));
     }
-    // Rejects fields that belong to other channel types.
-    let only = |allowed: &[&str]| -> Result<(), ConfigError> {
-        let given: [(&'static str, bool); 13] = [
-            ("alerts.channel.url", c.url.is_some()),
-            ("alerts.channel.headers", c.headers.is_some()),
-            ("alerts.channel.bot_token", c.bot_token.is_some()),
-            ("alerts.channel.chat_id", c.chat_id.is_some()),
-            ("alerts.channel.api_base", c.api_base.is_some()),
-            ("alerts.channel.host", c.host.is_some()),
-            ("alerts.channel.port", c.port.is_some()),
-            ("alerts.channel.tls", c.tls.is_some()),
-            ("alerts.channel.from", c.from.is_some()),
-            ("alerts.channel.to", c.to.is_some()),
-            ("alerts.channel.username", c.username.is_some()),
-            ("alerts.channel.password", c.password.is_some()),
-            ("alerts.channel.resend_secs", c.resend_secs.is_some()),
-        ];
-        for (field, set) in given {
-            let short = field.trim_start_matches("alerts.channel.");
-            if set && !allowed.contains(&short) {
-                return Err(invalid(
-                    field,
-                    at(&format!("not a field of type = {:?}", c.kind)),
-                ));
-            }
-        }
-        Ok(())
-    };
-    let http_url = |field: &'static str, v: &Option<String>| -> Result<String, ConfigError> {
+    let http_url = |field: &'static str, v: Option<&str>| -> Result<String, ConfigError> {
         let u = v
-            .as_deref()
             .ok_or_else(|| invalid(field, at("required")))?
             .trim_end_matches('/');
         if !(u.starts_with("http://") || u.starts_with("https://")) || u.len() < 9 {
@@ -1080,44 +985,42 @@ fn validate_channel(c: RawChannel, i: usize) -> Result<ChannelConfig, ConfigErro
         }
         Ok(u.to_string())
     };
-    let kind = match c.kind.as_str() {
-        "webhook" => {
-            only(&["url", "headers"])?;
+    let kind = match c.kind {
+        RawChannelKind::Webhook(w) => {
+            let url = secret(
+                w.url.as_deref(),
+                w.url_file.as_deref(),
+                "alerts.channel.url_file",
+            )?;
             ChannelKind::Webhook {
-                url: http_url("alerts.channel.url", &c.url)?,
-                headers: c.headers.clone().unwrap_or_default().into_iter().collect(),
+                url: http_url("alerts.channel.url", url.as_deref())?,
+                headers: w.headers.into_iter().collect(),
             }
         }
-        "telegram" => {
-            only(&["bot_token", "chat_id", "api_base"])?;
-            let bot_token = c
-                .bot_token
-                .clone()
-                .filter(|t| !t.is_empty() && !t.contains('/'))
-                .ok_or_else(|| invalid("alerts.channel.bot_token", at("required, without '/'")))?;
-            let chat_id = c
+        RawChannelKind::Telegram(t) => {
+            let bot_token = secret(
+                t.bot_token.as_deref(),
+                t.bot_token_file.as_deref(),
+                "alerts.channel.bot_token_file",
+            )?
+            .filter(|t| !t.is_empty() && !t.contains('/'))
+            .ok_or_else(|| invalid("alerts.channel.bot_token", at("required, without '/'")))?;
+            let chat_id = t
                 .chat_id
-                .clone()
                 .filter(|t| !t.is_empty())
                 .ok_or_else(|| invalid("alerts.channel.chat_id", at("required")))?;
-            let api_base = match &c.api_base {
-                Some(_) => http_url("alerts.channel.api_base", &c.api_base)?,
-                None => "https://api.telegram.org".into(),
-            };
             ChannelKind::Telegram {
-                api_base,
+                api_base: http_url("alerts.channel.api_base", Some(&t.api_base))?,
                 bot_token,
                 chat_id,
             }
         }
-        "email" => {
-            only(&["host", "port", "tls", "from", "to", "username", "password"])?;
-            let host = c
+        RawChannelKind::Email(e) => {
+            let host = e
                 .host
-                .clone()
                 .filter(|h| !h.is_empty())
                 .ok_or_else(|| invalid("alerts.channel.host", at("required")))?;
-            let tls = match c.tls.as_deref().unwrap_or("starttls") {
+            let tls = match e.tls.as_str() {
                 "starttls" => SmtpTls::Starttls,
                 "tls" => SmtpTls::Tls,
                 "none" => SmtpTls::None,
@@ -1128,14 +1031,13 @@ fn validate_channel(c: RawChannel, i: usize) -> Result<ChannelConfig, ConfigErro
                     ));
                 }
             };
-            let port = c.port.unwrap_or(match tls {
+            let port = e.port.unwrap_or(match tls {
                 SmtpTls::Starttls => 587,
                 SmtpTls::Tls => 465,
                 SmtpTls::None => 25,
             });
-            let from = c
+            let from = e
                 .from
-                .clone()
                 .ok_or_else(|| invalid("alerts.channel.from", at("required")))?;
             if from.parse::<lettre::message::Mailbox>().is_err() {
                 return Err(invalid(
@@ -1143,11 +1045,10 @@ fn validate_channel(c: RawChannel, i: usize) -> Result<ChannelConfig, ConfigErro
                     at(&format!("{from:?} is not an e-mail address")),
                 ));
             }
-            let to = c.to.clone().unwrap_or_default();
-            if to.is_empty() {
+            if e.to.is_empty() {
                 return Err(invalid("alerts.channel.to", at("at least one address")));
             }
-            for t in &to {
+            for t in &e.to {
                 if t.parse::<lettre::message::Mailbox>().is_err() {
                     return Err(invalid(
                         "alerts.channel.to",
@@ -1155,8 +1056,13 @@ fn validate_channel(c: RawChannel, i: usize) -> Result<ChannelConfig, ConfigErro
                     ));
                 }
             }
-            let credentials = match (&c.username, &c.password) {
-                (Some(u), Some(p)) => Some((u.clone(), p.clone())),
+            let password = secret(
+                e.password.as_deref(),
+                e.password_file.as_deref(),
+                "alerts.channel.password_file",
+            )?;
+            let credentials = match (e.username, password) {
+                (Some(u), Some(p)) => Some((u, p)),
                 (None, None) => None,
                 _ => {
                     return Err(invalid(
@@ -1170,33 +1076,22 @@ fn validate_channel(c: RawChannel, i: usize) -> Result<ChannelConfig, ConfigErro
                 port,
                 tls,
                 from,
-                to,
+                to: e.to,
                 credentials,
             }
         }
-        "alertmanager" => {
-            only(&["url", "resend_secs"])?;
-            let resend = c.resend_secs.unwrap_or(60);
-            if resend == 0 {
+        RawChannelKind::Alertmanager(a) => {
+            if a.resend_secs == 0 {
                 return Err(invalid("alerts.channel.resend_secs", at("must be > 0")));
             }
             ChannelKind::Alertmanager {
-                url: http_url("alerts.channel.url", &c.url)?,
-                resend: Duration::from_secs(resend),
+                url: http_url("alerts.channel.url", a.url.as_deref())?,
+                resend: Duration::from_secs(a.resend_secs),
             }
-        }
-        other => {
-            return Err(invalid(
-                "alerts.channel.type",
-                format!(
-                    "channel #{n}: {other:?} is not \"webhook\", \"telegram\", \"email\" or \"alertmanager\""
-                ),
-            ));
         }
     };
     let name = c
         .name
-        .clone()
         .unwrap_or_else(|| format!("{}-{n}", kind.type_name()));
     if name.is_empty()
         || !name
@@ -1212,8 +1107,8 @@ fn validate_channel(c: RawChannel, i: usize) -> Result<ChannelConfig, ConfigErro
         delivery: Delivery {
             name,
             min_severity,
-            queue_len,
-            max_retries: c.max_retries.unwrap_or(8),
+            queue_len: c.queue_len,
+            max_retries: c.max_retries,
             retry_initial,
             retry_max,
             timeout,
@@ -1359,10 +1254,14 @@ url = "http://127.0.0.1:9093"
             "[[alerts.silence]]\nrule = \"x\"\nuntil = \"2030-01-01T00:00:00Z\"",
             "alerts.silence.rule",
         );
+        // Unknown types and fields of another type are serde's errors: they name the value or
+        // the key, and the TOML error shows the `[[alerts.channel]]` table it is in.
         check(
             "[[alerts.channel]]\ntype = \"pager\"",
-            "alerts.channel.type",
+            "unknown variant `pager`",
         );
+        check("[[alerts.channel]]\ntype = \"pager\"", "[[alerts.channel]]");
+        check("[[alerts.channel]]\nurl = \"http://x:1\"", "`type`");
         check(
             "[[alerts.channel]]\ntype = \"webhook\"",
             "alerts.channel.url",
@@ -1373,7 +1272,7 @@ url = "http://127.0.0.1:9093"
         );
         check(
             "[[alerts.channel]]\ntype = \"webhook\"\nurl = \"http://x:1\"\nchat_id = \"1\"",
-            "alerts.channel.chat_id",
+            "unknown field `chat_id`",
         );
         check(
             "[[alerts.channel]]\ntype = \"telegram\"\nchat_id = \"1\"",
@@ -1395,5 +1294,69 @@ url = "http://127.0.0.1:9093"
             "[[alerts.channel]]\ntype = \"webhook\"\nurl = \"http://x:1\"\nname = \"a\"\n[[alerts.channel]]\ntype = \"webhook\"\nurl = \"http://x:1\"\nname = \"a\"",
             "alerts.channel.name",
         );
+    }
+
+    #[test]
+    fn the_example_channels_parse() {
+        // The commented channel and silence examples of deploy/collector.toml, uncommented.
+        let text = crate::config::DEFAULT_CONFIG;
+        let start = text.find("# [[alerts.silence]]").unwrap();
+        let examples: String = text[start..]
+            .lines()
+            .filter(|l| l.starts_with("# ") && !l.starts_with("# Notification"))
+            .filter(|l| !l.starts_with("# max_retries"))
+            .map(|l| format!("{}\n", &l[2..]))
+            .collect();
+        let c = parse(&examples).unwrap();
+        assert_eq!(c.silences.len(), 1);
+        let kinds: Vec<_> = c.channels.iter().map(|c| c.kind.type_name()).collect();
+        assert_eq!(kinds, ["webhook", "telegram", "email", "alertmanager"]);
+    }
+
+    #[test]
+    fn secrets_come_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p.display().to_string()
+        };
+        let (tg, pw, hook) = (
+            file("tg", "123:FILE\n"),
+            file("pw", "s3cret\n"),
+            file("hook", "https://hooks.example/abc\n"),
+        );
+        let c = parse(&format!(
+            r#"
+[[alerts.channel]]
+type = "telegram"
+bot_token = "123:INLINE"
+bot_token_file = "{tg}"
+chat_id = "1"
+[[alerts.channel]]
+type = "email"
+host = "h"
+from = "a@b.c"
+to = ["a@b.c"]
+username = "u"
+password_file = "{pw}"
+[[alerts.channel]]
+type = "webhook"
+url_file = "{hook}"
+"#
+        ))
+        .unwrap();
+        assert!(
+            matches!(&c.channels[0].kind, ChannelKind::Telegram { bot_token, .. } if bot_token == "123:FILE")
+        );
+        assert!(
+            matches!(&c.channels[1].kind, ChannelKind::Email { credentials: Some((u, p)), .. } if u == "u" && p == "s3cret")
+        );
+        assert!(
+            matches!(&c.channels[2].kind, ChannelKind::Webhook { url, .. } if url == "https://hooks.example/abc")
+        );
+        let e = parse("[[alerts.channel]]\ntype = \"webhook\"\nurl_file = \"/nonexistent/x\"")
+            .unwrap_err();
+        assert!(e.contains("alerts.channel.url_file"), "{e}");
     }
 }

@@ -53,24 +53,21 @@ async fn metrics(State(s): State<ApiState>) -> Response {
         let role = h.role.map_or("unknown", Role::as_str);
         *by_state.entry((h.state.as_str(), role)).or_default() += 1;
     }
-    crate::metrics::family(
-        &mut out,
-        "dozor_hosts",
-        "gauge",
-        Some("Hosts by live state and role."),
-    );
+    let mut f = crate::metrics::Families::default();
+    let hosts = f.gauge("dozor_hosts", "Hosts by live state and role.");
     for st in [ConnState::Online, ConnState::Offline, ConnState::Lost] {
         for role in ["workstation", "server", "unknown"] {
             let n = by_state.get(&(st.as_str(), role)).copied().unwrap_or(0);
-            let labels = [("state", st.as_str()), ("role", role)];
-            crate::metrics::sample(&mut out, "dozor_hosts", &labels, n);
+            hosts.sample(&[("state", st.as_str()), ("role", role)], n);
         }
     }
+    f.write(&mut out);
     (s.extra_metrics)(&mut out);
+    out.push_str(crate::metrics::EOF);
     (
         [(
             header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         out,
     )

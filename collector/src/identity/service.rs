@@ -149,22 +149,24 @@ impl Identities {
 
     /// Writes enrollment counters and the number of identities.
     pub fn write_metrics(&self, out: &mut String) {
-        use crate::metrics::{family, sample};
-        let n = "dozor_enrollments_total";
-        family(out, n, "counter", Some("Enrollment requests, by outcome."));
+        let mut f = crate::metrics::Families::default();
+        let enrollments = f.counter(
+            "dozor_enrollments_total",
+            "Enrollment requests, by outcome.",
+        );
         for (k, v) in [
             ("ok", &self.stats.ok),
             ("token_invalid", &self.stats.token_invalid),
             ("rate_limited", &self.stats.rate_limited),
             ("bad_request", &self.stats.bad_request),
         ] {
-            sample(out, n, &[("outcome", k)], v.load(Relaxed));
+            enrollments.sample(&[("outcome", k)], v.load(Relaxed));
         }
-        let n = "dozor_identities";
-        family(out, n, "gauge", Some("Issued agent identities, by status."));
         let reg = self.current();
         let revoked = reg.agents().filter(|a| a.revoked).count() as u64;
-        sample(out, n, &[("status", "active")], reg.len() as u64 - revoked);
-        sample(out, n, &[("status", "revoked")], revoked);
+        f.gauge("dozor_identities", "Issued agent identities, by status.")
+            .sample(&[("status", "active")], reg.len() as u64 - revoked)
+            .sample(&[("status", "revoked")], revoked);
+        f.write(out);
     }
 }

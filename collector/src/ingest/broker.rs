@@ -205,20 +205,26 @@ pub async fn start_secured(
 
 /// Writes the gateway's counters and gauges.
 pub fn write_metrics(stats: &GateStats, out: &mut String) {
-    use crate::metrics::{family, sample};
-    let n = "dozor_mqtt_gate_closed_total";
-    family(
-        out,
-        n,
-        "counter",
-        Some("MQTT connections refused or closed by the gateway, by reason."),
+    let mut f = crate::metrics::Families::default();
+    let closed = f.counter(
+        "dozor_mqtt_gate_closed_total",
+        "MQTT connections refused or closed by the gateway, by reason.",
     );
     for (reason, v) in stats.counters() {
-        sample(out, n, &[("reason", reason)], v);
+        closed.sample(&[("reason", reason)], v);
     }
     for (g, v) in stats.gauges() {
-        let n = format!("dozor_mqtt_gate_{g}");
-        family(out, &n, "gauge", None);
-        sample(out, &n, &[], v);
+        let help = match g {
+            "connections_open" => {
+                "MQTT connections open now at the gateway, pending ones included."
+            }
+            "connections_pending" => {
+                "MQTT connections at the gateway still before their CONNECT is accepted."
+            }
+            _ => "MQTT gateway gauge.",
+        };
+        f.gauge(&format!("dozor_mqtt_gate_{g}"), help)
+            .sample(&[], v);
     }
+    f.write(out);
 }

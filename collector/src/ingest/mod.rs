@@ -134,7 +134,8 @@ pub async fn run(
     cancel: CancellationToken,
 ) {
     let limits = Limits::DEFAULT;
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff =
+        crate::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     let mut connected = false;
     loop {
         let ev = tokio::select! {
@@ -162,7 +163,7 @@ pub async fn run(
                     session_present = ack.session_present,
                     "connected to MQTT broker"
                 );
-                backoff = Duration::from_millis(200);
+                backoff.reset();
                 connected = true;
                 // After a poisoned session was discarded, persist the session again from the
                 // next reconnect on.
@@ -215,9 +216,8 @@ pub async fn run(
                 }
                 tokio::select! {
                     _ = cancel.cancelled() => break,
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
             }
         }
     }

@@ -53,32 +53,35 @@ pub struct Table {
     pub decimals: usize,
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([';', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
 impl Table {
-    /// CSV for Russian Excel.
+    /// CSV for Russian Excel: a byte-order mark, `;`, CRLF, quotes only where needed.
     pub fn to_csv(&self) -> Vec<u8> {
-        let mut out = String::from("\u{feff}");
-        let line = |cells: Vec<String>| cells.join(";") + "\r\n";
-        out.push_str(&line(self.headers.iter().map(|h| csv_field(h)).collect()));
+        let mut w = csv::WriterBuilder::new()
+            .delimiter(b';')
+            .terminator(csv::Terminator::CRLF)
+            .quote_style(csv::QuoteStyle::Necessary)
+            // Rows are written as they are (a note row may be shorter than the header).
+            .flexible(true)
+            .from_writer("\u{feff}".as_bytes().to_vec());
+        // With flexible records the only error is I/O, and writing to a Vec cannot fail.
+        let mut write = |fields: Vec<String>| {
+            w.write_record(&fields)
+                .unwrap_or_else(|e| unreachable!("CSV into memory: {e}"));
+        };
+        write(self.headers.clone());
         for r in &self.rows {
-            out.push_str(&line(
+            write(
                 r.iter()
                     .map(|c| match c {
-                        Cell::Text(s) => csv_field(s),
+                        Cell::Text(s) => s.clone(),
                         Cell::Num(v) => format!("{:.*}", self.decimals, v).replace('.', ","),
                         Cell::Empty => String::new(),
                     })
                     .collect(),
-            ));
+            );
         }
-        out.into_bytes()
+        w.into_inner()
+            .unwrap_or_else(|e| unreachable!("CSV into memory: {e}"))
     }
 
     /// An XLSX workbook with one sheet.
@@ -375,5 +378,30 @@ pub fn availability_table(a: &Availability, tz: chrono_tz::Tz) -> Table {
         rows,
         notes: Vec::new(),
         decimals: 2,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_is_for_russian_excel() {
+        let t = Table {
+            sheet: "s".into(),
+            title: Vec::new(),
+            headers: vec!["МО".into(), "Доля; %".into(), "Хосты".into()],
+            rows: vec![
+                vec!["ГП «№ 1»".into(), Cell::Num(99.456), Cell::Empty],
+                vec!["say \"hi\"\nthere".into(), Cell::Num(3.0), 5u64.into()],
+            ],
+            notes: Vec::new(),
+            decimals: 2,
+        };
+        let csv = String::from_utf8(t.to_csv()).unwrap();
+        assert_eq!(
+            csv,
+            "\u{feff}МО;\"Доля; %\";Хосты\r\nГП «№ 1»;99,46;\r\n\"say \"\"hi\"\"\nthere\";3,00;5,00\r\n"
+        );
     }
 }

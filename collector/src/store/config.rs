@@ -2,86 +2,56 @@
 //! InfluxDB v2 sink.
 //!
 //! Two steps like the rest of the collector: [`RawStore`] is deserialized with
-//! `deny_unknown_fields` and explicit defaults, then [`RawStore::validate`] turns it into
+//! `deny_unknown_fields` and one `Default` per struct, then [`RawStore::validate`] turns it into
 //! [`StoreConfig`]; every error names the field (`store.influxdb.url`).
 
-use crate::config_error::{ConfigError, invalid};
+use crate::config_error::{ConfigError, invalid, secret};
 use crate::derive::indicators::IndicatorsConfig;
 use chrono_tz::Tz;
 use dozor_proto::Category;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Raw `[store]` table.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawStore {
     /// State intervals, reachability intervals and daily aggregates are kept this long.
-    #[serde(default = "d_retention_days")]
     pub retention_days: u32,
     /// 5-minute resource rollups are kept this long.
-    #[serde(default = "d_rollup_retention_days")]
     pub rollup_retention_days: u32,
     /// SQLite `synchronous`: `"full"` (a committed batch survives power loss) or `"normal"`
     /// (survives kill -9; power loss may roll back the last batches, which agents then resend
     /// only if they were not yet confirmed — so keep `full` unless the disk is too slow).
-    #[serde(default = "d_synchronous")]
     pub synchronous: String,
     /// Consecutive messages of a host at most this many heartbeat intervals apart belong to one
     /// "up" segment; a longer silence is a gap.
-    #[serde(default = "d_gap_factor")]
     pub gap_factor: f64,
     /// Longest time a probe result's state holds until the next result (unless the heartbeat
     /// tolerance is longer): results join one reachability interval while at most
     /// `gap_factor` probe periods apart (the period is learnt per target from its results).
-    #[serde(default = "d_probe_gap_secs")]
     pub probe_gap_secs: u64,
     /// A gap without a graceful `offline` that ends with a new boot within this time is a
     /// `reboot`, a longer one is `lost`.
-    #[serde(default = "d_reboot_max_secs")]
     pub reboot_max_secs: u64,
     /// Time zone of report periods (days, weeks, months, quarters, years).
-    #[serde(default = "d_region_tz")]
     pub region_tz: String,
-    #[serde(default)]
     pub indicators: RawIndicators,
     /// The optional InfluxDB v2 sink; absent = disabled.
-    #[serde(default)]
     pub influxdb: Option<RawInflux>,
-}
-
-fn d_retention_days() -> u32 {
-    400
-}
-fn d_rollup_retention_days() -> u32 {
-    90
-}
-fn d_synchronous() -> String {
-    "full".into()
-}
-fn d_gap_factor() -> f64 {
-    2.5
-}
-fn d_probe_gap_secs() -> u64 {
-    600
-}
-fn d_reboot_max_secs() -> u64 {
-    600
-}
-fn d_region_tz() -> String {
-    "Europe/Moscow".into()
 }
 
 impl Default for RawStore {
     fn default() -> Self {
         RawStore {
-            retention_days: d_retention_days(),
-            rollup_retention_days: d_rollup_retention_days(),
-            synchronous: d_synchronous(),
-            gap_factor: d_gap_factor(),
-            probe_gap_secs: d_probe_gap_secs(),
-            reboot_max_secs: d_reboot_max_secs(),
-            region_tz: d_region_tz(),
+            retention_days: 400,
+            rollup_retention_days: 90,
+            synchronous: "full".into(),
+            gap_factor: 2.5,
+            probe_gap_secs: 600,
+            reboot_max_secs: 600,
+            region_tz: "Europe/Moscow".into(),
             indicators: RawIndicators::default(),
             influxdb: None,
         }
@@ -89,100 +59,98 @@ impl Default for RawStore {
 }
 
 /// Raw `[store.indicators]`: plans of the share and availability rows of the indicator table.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawIndicators {
     /// Centralized subsystems every МО must reach (category names: `iemk`, `lis`, `pacs`, …).
     /// Empty: the subsystems any host probed in the period.
-    #[serde(default)]
     pub subsystems: Vec<String>,
     /// Plan of «Доля МО, использующих МИС», %.
-    #[serde(default = "d_100")]
     pub plan_mo_mis_pct: f64,
     /// Plan of «Доля МО, подключенных к централизованным подсистемам», %.
-    #[serde(default = "d_100")]
     pub plan_mo_subsystems_pct: f64,
     /// Plan of availability rows (servers, МИС, subsystems), %.
-    #[serde(default = "d_availability")]
     pub plan_availability_pct: f64,
     /// Plan of «Доля подразделений МО …», %.
-    #[serde(default = "d_100")]
     pub plan_sites_pct: f64,
-}
-
-fn d_100() -> f64 {
-    100.0
-}
-fn d_availability() -> f64 {
-    99.0
 }
 
 impl Default for RawIndicators {
     fn default() -> Self {
         RawIndicators {
             subsystems: Vec::new(),
-            plan_mo_mis_pct: d_100(),
-            plan_mo_subsystems_pct: d_100(),
-            plan_availability_pct: d_availability(),
-            plan_sites_pct: d_100(),
+            plan_mo_mis_pct: 100.0,
+            plan_mo_subsystems_pct: 100.0,
+            plan_availability_pct: 99.0,
+            plan_sites_pct: 100.0,
         }
     }
 }
 
-/// Raw `[store.influxdb]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Raw `[store.influxdb]`. `url`, `org` and `bucket` are required.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawInflux {
     /// `http://host:8086` or `https://…`.
     pub url: String,
     pub org: String,
     pub bucket: String,
-    /// API token (prefer `DOZOR_STORE_INFLUXDB_TOKEN` in the environment).
-    #[serde(default)]
+    /// API token; better `token_file` or `DOZOR_STORE_INFLUXDB_TOKEN` in the environment.
     pub token: String,
+    /// The token in a file (wins over `token`).
+    pub token_file: Option<PathBuf>,
     /// Most bytes of line protocol in one write request.
-    #[serde(default = "d_max_request_bytes")]
     pub max_request_bytes: u64,
     /// How often the sink looks for new points when idle.
-    #[serde(default = "d_poll_ms")]
     pub poll_interval_ms: u64,
     /// One write request times out after this.
-    #[serde(default = "d_timeout")]
     pub timeout_secs: u64,
     /// Longest pause between retries (exponential backoff from 1 s).
-    #[serde(default = "d_max_backoff")]
     pub max_backoff_secs: u64,
     /// Points waiting in the outbox longer than this are dropped (and counted).
-    #[serde(default = "d_outbox_days")]
     pub outbox_max_days: u32,
     /// The outbox is kept below this size; the oldest points are dropped first (and counted).
-    #[serde(default = "d_outbox_mb")]
     pub outbox_max_mb: u64,
     /// Period of the derived per-МО series (`dozor_mo`).
-    #[serde(default = "d_mo_interval")]
     pub mo_interval_secs: u64,
 }
 
-fn d_max_request_bytes() -> u64 {
-    1 << 20
+impl Default for RawInflux {
+    fn default() -> Self {
+        RawInflux {
+            url: String::new(),
+            org: String::new(),
+            bucket: String::new(),
+            token: String::new(),
+            token_file: None,
+            max_request_bytes: 1 << 20,
+            poll_interval_ms: 1000,
+            timeout_secs: 10,
+            max_backoff_secs: 60,
+            outbox_max_days: 7,
+            outbox_max_mb: 1024,
+            mo_interval_secs: 60,
+        }
+    }
 }
-fn d_poll_ms() -> u64 {
-    1000
-}
-fn d_timeout() -> u64 {
-    10
-}
-fn d_max_backoff() -> u64 {
-    60
-}
-fn d_outbox_days() -> u32 {
-    7
-}
-fn d_outbox_mb() -> u64 {
-    1024
-}
-fn d_mo_interval() -> u64 {
-    60
+
+impl RawInflux {
+    /// Typed values, unchecked (`validate_influx` checks them first).
+    fn typed(self, token: String) -> InfluxConfig {
+        InfluxConfig {
+            url: self.url.trim_end_matches('/').to_string(),
+            org: self.org,
+            bucket: self.bucket,
+            token,
+            max_request_bytes: usize::try_from(self.max_request_bytes).unwrap_or(usize::MAX),
+            poll_interval: Duration::from_millis(self.poll_interval_ms),
+            timeout: Duration::from_secs(self.timeout_secs),
+            max_backoff: Duration::from_secs(self.max_backoff_secs),
+            outbox_max_age: Duration::from_secs(u64::from(self.outbox_max_days) * 86_400),
+            outbox_max_bytes: self.outbox_max_mb << 20,
+            mo_interval: Duration::from_secs(self.mo_interval_secs),
+        }
+    }
 }
 
 /// Validated store settings.
@@ -239,19 +207,13 @@ impl std::fmt::Debug for InfluxConfig {
 impl InfluxConfig {
     /// A sink configuration with the default tuning, for tests and tools.
     pub fn new(url: &str, org: &str, bucket: &str, token: &str) -> InfluxConfig {
-        InfluxConfig {
+        RawInflux {
             url: url.into(),
             org: org.into(),
             bucket: bucket.into(),
-            token: token.into(),
-            max_request_bytes: d_max_request_bytes() as usize,
-            poll_interval: Duration::from_millis(d_poll_ms()),
-            timeout: Duration::from_secs(d_timeout()),
-            max_backoff: Duration::from_secs(d_max_backoff()),
-            outbox_max_age: Duration::from_secs(u64::from(d_outbox_days()) * 86_400),
-            outbox_max_bytes: d_outbox_mb() << 20,
-            mo_interval: Duration::from_secs(d_mo_interval()),
+            ..RawInflux::default()
         }
+        .typed(token.into())
     }
 }
 
@@ -405,19 +367,13 @@ fn validate_influx(r: RawInflux) -> Result<InfluxConfig, ConfigError> {
             "must be 10..=3600",
         ));
     }
-    Ok(InfluxConfig {
-        url,
-        org: r.org,
-        bucket: r.bucket,
-        token: r.token,
-        max_request_bytes: r.max_request_bytes as usize,
-        poll_interval: Duration::from_millis(r.poll_interval_ms),
-        timeout: Duration::from_secs(r.timeout_secs),
-        max_backoff: Duration::from_secs(r.max_backoff_secs),
-        outbox_max_age: Duration::from_secs(u64::from(r.outbox_max_days) * 86_400),
-        outbox_max_bytes: r.outbox_max_mb << 20,
-        mo_interval: Duration::from_secs(r.mo_interval_secs),
-    })
+    let token = secret(
+        Some(r.token.as_str()),
+        r.token_file.as_deref(),
+        "store.influxdb.token_file",
+    )?
+    .unwrap_or_default();
+    Ok(r.typed(token))
 }
 
 #[cfg(test)]
@@ -480,5 +436,23 @@ mod tests {
         );
         check("[influxdb]\nurl = \"http://x\"\norg = \"o\"", "bucket");
         check("bogus = 1", "bogus");
+    }
+
+    #[test]
+    fn the_token_comes_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("token");
+        std::fs::write(&f, "from-file\n").unwrap();
+        let c = parse(&format!(
+            "[influxdb]\nurl = \"http://i:8086\"\norg = \"o\"\nbucket = \"b\"\ntoken = \"inline\"\ntoken_file = {:?}",
+            f.display().to_string()
+        ))
+        .unwrap();
+        assert_eq!(c.influx.unwrap().token, "from-file");
+        let e = parse(
+            "[influxdb]\nurl = \"http://i:8086\"\norg = \"o\"\nbucket = \"b\"\ntoken_file = \"/nonexistent\"",
+        )
+        .unwrap_err();
+        assert!(e.contains("store.influxdb.token_file"), "{e}");
     }
 }

@@ -188,7 +188,8 @@ impl InfluxSink {
     pub async fn run(self, shutdown: CancellationToken) {
         let client = influxdb2::Client::new(&self.cfg.url, &self.cfg.org, &self.cfg.token);
         let mut conn: Option<Arc<Mutex<Connection>>> = None;
-        let mut backoff = Duration::from_secs(1);
+        let mut backoff =
+            crate::backoff::Backoff::new(Duration::from_secs(1), self.cfg.max_backoff);
         let mut logged_at: Option<tokio::time::Instant> = None;
         loop {
             if shutdown.is_cancelled() {
@@ -204,10 +205,9 @@ impl InfluxSink {
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "influx sink: cannot open the store");
-                        if sleep(&shutdown, backoff).await {
+                        if sleep(&shutdown, backoff.next_delay()).await {
                             return;
                         }
-                        backoff = (backoff * 2).min(self.cfg.max_backoff);
                         continue;
                     }
                 },
@@ -219,7 +219,7 @@ impl InfluxSink {
                 Err(e) => {
                     tracing::warn!(error = %e, "influx sink: reading the outbox failed");
                     conn = None;
-                    if sleep(&shutdown, backoff).await {
+                    if sleep(&shutdown, backoff.peek()).await {
                         return;
                     }
                     continue;
@@ -271,7 +271,7 @@ impl InfluxSink {
                             .rejected_lines
                             .fetch_add(lines as u64, Ordering::Relaxed);
                     }
-                    backoff = Duration::from_secs(1);
+                    backoff.reset();
                     logged_at = None;
                     if let Err(e) = blocking(c, move |c| {
                         c.prepare_cached("DELETE FROM outbox WHERE id <= ?1")?
@@ -287,15 +287,15 @@ impl InfluxSink {
                 Outcome::Retry(e) => {
                     self.stats.failed_requests.fetch_add(1, Ordering::Relaxed);
                     // One warning per minute while InfluxDB stays unreachable.
+                    let delay = backoff.next_delay();
                     if logged_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
-                        tracing::warn!(error = %e, pending_lines = pending, retry_in = ?backoff,
+                        tracing::warn!(error = %e, pending_lines = pending, retry_in = ?delay,
                             "influx sink: write failed; points stay in the outbox");
                         logged_at = Some(tokio::time::Instant::now());
                     }
-                    if sleep(&shutdown, backoff).await {
+                    if sleep(&shutdown, delay).await {
                         return;
                     }
-                    backoff = (backoff * 2).min(self.cfg.max_backoff);
                 }
             }
         }

@@ -73,15 +73,12 @@ pub struct ChannelStats {
     pub queued: AtomicU64,
 }
 
-/// Appends the Prometheus text of the channels' counters.
+/// Appends the channels' metric families (see [`crate::metrics::Families`]).
 pub fn write_metrics(stats: &[Arc<ChannelStats>], out: &mut String) {
-    use crate::metrics::{family, sample};
-    let n = "dozor_alert_notifications_total";
-    family(
-        out,
-        n,
-        "counter",
-        Some("Alert notifications by channel and outcome."),
+    let mut f = crate::metrics::Families::default();
+    let notifications = f.counter(
+        "dozor_alert_notifications_total",
+        "Alert notifications by channel and outcome.",
     );
     for s in stats {
         for (result, v) in [
@@ -94,26 +91,26 @@ pub fn write_metrics(stats: &[Arc<ChannelStats>], out: &mut String) {
                 ("type", s.kind),
                 ("result", result),
             ];
-            sample(out, n, &labels, v.load(Ordering::Relaxed));
+            notifications.sample(&labels, v.load(Ordering::Relaxed));
         }
     }
-    let n = "dozor_alert_notification_retries_total";
-    family(
-        out,
-        n,
-        "counter",
-        Some("Failed delivery attempts that were retried."),
+    let retries = f.counter(
+        "dozor_alert_notification_retries_total",
+        "Failed delivery attempts that were retried.",
     );
     for s in stats {
         let labels = [("channel", s.name.as_str()), ("type", s.kind)];
-        sample(out, n, &labels, s.retries.load(Ordering::Relaxed));
+        retries.sample(&labels, s.retries.load(Ordering::Relaxed));
     }
-    let n = "dozor_alert_notification_queue";
-    family(out, n, "gauge", Some("Notifications waiting per channel."));
+    let queue = f.gauge(
+        "dozor_alert_notification_queue",
+        "Notifications waiting per channel.",
+    );
     for s in stats {
         let labels = [("channel", s.name.as_str()), ("type", s.kind)];
-        sample(out, n, &labels, s.queued.load(Ordering::Relaxed));
+        queue.sample(&labels, s.queued.load(Ordering::Relaxed));
     }
+    f.write(out);
 }
 
 /// A bounded queue that drops its oldest entry when full.
@@ -336,7 +333,7 @@ async fn run_channel(mut t: Transport, q: Arc<Queue>, d: Delivery, cancel: Cance
                 continue;
             }
         };
-        let mut delay = d.retry_initial;
+        let mut backoff = crate::backoff::Backoff::new(d.retry_initial, d.retry_max);
         let mut attempt = 0u32;
         loop {
             let r = match tokio::time::timeout(d.timeout, t.send(&n)).await {
@@ -358,9 +355,8 @@ async fn run_channel(mut t: Transport, q: Arc<Queue>, d: Delivery, cancel: Cance
                     attempt += 1;
                     tokio::select! {
                         () = cancel.cancelled() => return,
-                        () = tokio::time::sleep(delay) => {}
+                        () = tokio::time::sleep(backoff.next_delay()) => {}
                     }
-                    delay = (delay * 2).min(d.retry_max);
                 }
                 Err(e) => {
                     stats.failed.fetch_add(1, Ordering::Relaxed);

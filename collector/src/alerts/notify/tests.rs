@@ -2,7 +2,9 @@
 //! (webhook, Telegram), aiosmtpd (e-mail) and Prometheus Alertmanager.
 
 use super::*;
-use crate::alerts::config::{RawAlerts, RawChannel};
+use crate::alerts::config::{
+    RawAlertmanager, RawAlerts, RawChannel, RawChannelKind, RawEmail, RawTelegram, RawWebhook,
+};
 use crate::alerts::model::{Cause, IncidentState, MoRef, Rule, Severity};
 use crate::alerts::text;
 use axum::body::Bytes;
@@ -79,14 +81,21 @@ fn channels(raw: Vec<RawChannel>) -> Vec<ChannelConfig> {
     .channels
 }
 
-fn quick(kind: &str) -> RawChannel {
+fn quick(kind: RawChannelKind) -> RawChannel {
     RawChannel {
-        kind: kind.into(),
-        retry_initial_ms: Some(20),
-        retry_max_ms: Some(100),
-        timeout_secs: Some(2),
+        kind,
+        retry_initial_ms: 20,
+        retry_max_ms: 100,
+        timeout_secs: 2,
         ..RawChannel::default()
     }
+}
+
+fn webhook(url: String) -> RawChannelKind {
+    RawChannelKind::Webhook(RawWebhook {
+        url: Some(url),
+        ..RawWebhook::default()
+    })
 }
 
 fn free_port() -> u16 {
@@ -183,9 +192,11 @@ fn count(s: &ChannelStats) -> (u64, u64, u64, u64) {
 #[tokio::test]
 async fn webhook_posts_incident_json_with_russian_text() {
     let (cap, url, _stop) = Capture::start().await;
-    let mut raw = quick("webhook");
-    raw.url = Some(format!("{url}/hooks/dozor"));
-    raw.headers = Some([("Authorization".to_string(), "Bearer t0ken".to_string())].into());
+    let raw = quick(RawChannelKind::Webhook(RawWebhook {
+        url: Some(format!("{url}/hooks/dozor")),
+        headers: [("Authorization".to_string(), "Bearer t0ken".to_string())].into(),
+        ..RawWebhook::default()
+    }));
     let (n, _t, cancel) = start(&channels(vec![raw]));
     n.dispatch(notification(ChangeKind::Firing));
     let reqs = eventually("webhook", 10, || Some(cap.reqs()).filter(|r| !r.is_empty())).await;
@@ -220,8 +231,7 @@ async fn webhook_retries_with_backoff_then_succeeds() {
         StatusCode::INTERNAL_SERVER_ERROR,
         StatusCode::SERVICE_UNAVAILABLE,
     ]);
-    let mut raw = quick("webhook");
-    raw.url = Some(url.clone());
+    let mut raw = quick(webhook(url.clone()));
     raw.name = Some("miac-hook".into());
     let (n, _t, cancel) = start(&channels(vec![raw]));
     n.dispatch(notification(ChangeKind::Resolved));
@@ -275,13 +285,11 @@ async fn a_stuck_channel_drops_its_oldest_and_never_delays_the_others() {
         }
     });
     let (cap, url, _stop) = Capture::start().await;
-    let mut stuck = quick("webhook");
-    stuck.url = Some(hole);
+    let mut stuck = quick(webhook(hole));
     stuck.name = Some("stuck".into());
-    stuck.queue_len = Some(2);
-    stuck.timeout_secs = Some(30);
-    let mut good = quick("webhook");
-    good.url = Some(url);
+    stuck.queue_len = 2;
+    stuck.timeout_secs = 30;
+    let mut good = quick(webhook(url));
     good.name = Some("good".into());
     let (n, _t, cancel) = start(&channels(vec![stuck, good]));
     let t0 = Instant::now();
@@ -304,10 +312,12 @@ async fn a_stuck_channel_drops_its_oldest_and_never_delays_the_others() {
 #[tokio::test]
 async fn telegram_sends_to_the_bot_api() {
     let (cap, url, _stop) = Capture::start().await;
-    let mut raw = quick("telegram");
-    raw.api_base = Some(url);
-    raw.bot_token = Some("123456:ABC-def".into());
-    raw.chat_id = Some("-1001234".into());
+    let raw = quick(RawChannelKind::Telegram(RawTelegram {
+        api_base: url,
+        bot_token: Some("123456:ABC-def".into()),
+        chat_id: Some("-1001234".into()),
+        ..RawTelegram::default()
+    }));
     let (n, _t, cancel) = start(&channels(vec![raw]));
     n.dispatch(notification(ChangeKind::Firing));
     let reqs = eventually("telegram", 10, || {
@@ -391,13 +401,15 @@ async fn email_arrives_at_a_real_smtp_server() {
             .expect("python3 -m aiosmtpd (Debian python3-aiosmtpd)"),
     );
     wait_port(port, 20);
-    let mut raw = quick("email");
-    raw.host = Some("127.0.0.1".into());
-    raw.port = Some(port);
-    raw.tls = Some("none".into());
-    raw.from = Some("dozor <dozor@miac.local>".into());
-    raw.to = Some(vec!["it@miac.local".into(), "duty@miac.local".into()]);
-    raw.timeout_secs = Some(10);
+    let mut raw = quick(RawChannelKind::Email(RawEmail {
+        host: Some("127.0.0.1".into()),
+        port: Some(port),
+        tls: "none".into(),
+        from: Some("dozor <dozor@miac.local>".into()),
+        to: vec!["it@miac.local".into(), "duty@miac.local".into()],
+        ..RawEmail::default()
+    }));
+    raw.timeout_secs = 10;
     let (n, _t, cancel) = start(&channels(vec![raw]));
     n.dispatch(notification(ChangeKind::Resolved));
     let files: Vec<PathBuf> = eventually("mail", 20, || {
@@ -472,9 +484,10 @@ async fn alertmanager_receives_labels_resends_and_resolves() {
         assert!(Instant::now() < end, "alertmanager did not get ready");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let mut raw = quick("alertmanager");
-    raw.url = Some(base.clone());
-    raw.resend_secs = Some(1);
+    let raw = quick(RawChannelKind::Alertmanager(RawAlertmanager {
+        url: Some(base.clone()),
+        resend_secs: 1,
+    }));
     let (n, _t, cancel) = start(&channels(vec![raw]));
     let active = || async {
         let v: serde_json::Value = client
