@@ -5,14 +5,14 @@
 //! → store thread; the HTTP API reads snapshots. Shutdown order: stop ingest, flush the
 //! pipeline and the store, then stop HTTP.
 
-pub mod alerts;
-pub mod api;
-pub mod api_error;
-pub mod backoff;
+mod alerts;
+mod api;
+mod api_error;
+mod backoff;
 pub mod clock;
 pub mod config;
-pub mod config_error;
-pub mod delivery;
+mod config_error;
+mod delivery;
 pub mod demo;
 pub mod derive;
 pub mod identity;
@@ -24,7 +24,7 @@ pub mod report;
 pub mod roster;
 pub mod state;
 pub mod store;
-pub mod tls;
+mod tls;
 
 use anyhow::Context;
 use config::{Config, MqttMode};
