@@ -78,17 +78,17 @@ mod imp {
             .map(|s| s.trim().to_owned())
     }
 
-    pub fn machine_id() -> Option<String> {
+    pub(super) fn machine_id() -> Option<String> {
         read_trimmed("/etc/machine-id")
             .filter(|s| !s.is_empty())
             .or_else(|| read_trimmed("/var/lib/dbus/machine-id"))
     }
 
-    pub fn boot_id() -> Option<String> {
+    pub(super) fn boot_id() -> Option<String> {
         read_trimmed("/proc/sys/kernel/random/boot_id")
     }
 
-    pub fn default_data_dir() -> PathBuf {
+    pub(super) fn default_data_dir() -> PathBuf {
         PathBuf::from("/var/lib/dozor-agent")
     }
 }

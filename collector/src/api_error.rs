@@ -8,16 +8,13 @@ use axum::response::{IntoResponse, Response};
 
 /// Errors of the API. 5xx are logged; bodies never leak internals.
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     /// The requested object does not exist.
     #[error("не найдено: {0}")]
     NotFound(String),
     /// The request is malformed.
     #[error("неверный запрос: {0}")]
     BadRequest(String),
-    /// Something failed inside the collector.
-    #[error("internal: {0}")]
-    Internal(String),
 }
 
 impl IntoResponse for ApiError {
@@ -25,13 +22,6 @@ impl IntoResponse for ApiError {
         let (status, msg) = match &self {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, self.to_string()),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, self.to_string()),
-            ApiError::Internal(e) => {
-                tracing::error!(error = %e, "API internal error");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "внутренняя ошибка".to_string(),
-                )
-            }
         };
         (status, Json(serde_json::json!({ "error": msg }))).into_response()
     }

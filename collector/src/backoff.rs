@@ -6,7 +6,7 @@ use std::time::Duration;
 
 /// The delays of one retry loop.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     initial: Duration,
     max: Duration,
     next: Duration,
@@ -14,7 +14,7 @@ pub struct Backoff {
 
 impl Backoff {
     /// Delays `initial`, 2 × `initial`, … up to `max` (`max` below `initial` means `initial`).
-    pub fn new(initial: Duration, max: Duration) -> Backoff {
+    pub(crate) fn new(initial: Duration, max: Duration) -> Backoff {
         Backoff {
             initial,
             max: max.max(initial),
@@ -23,19 +23,19 @@ impl Backoff {
     }
 
     /// The delay before the next attempt, without advancing.
-    pub fn peek(&self) -> Duration {
+    pub(crate) fn peek(&self) -> Duration {
         self.next
     }
 
     /// The delay before the next attempt; the one after it is twice as long, up to `max`.
-    pub fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         let d = self.next;
         self.next = self.next.checked_mul(2).unwrap_or(self.max).min(self.max);
         d
     }
 
     /// After a success: the next failure waits `initial` again.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.next = self.initial;
     }
 }

@@ -15,7 +15,7 @@ use tokio_rustls::server::TlsStream;
 
 /// Errors loading TLS material; each names the file.
 #[derive(Debug, thiserror::Error)]
-pub enum TlsError {
+pub(crate) enum TlsError {
     /// The file cannot be read or holds no usable PEM object.
     #[error("{path}: {message}")]
     File { path: PathBuf, message: String },
@@ -54,7 +54,7 @@ fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 }
 
 /// A server configuration from a certificate chain and its key.
-pub fn server_config(files: &ServerFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+pub(crate) fn server_config(files: &ServerFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let chain = certs(&files.cert)?;
     let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| file_err(&files.key, e))?;
     let cfg = rustls::ServerConfig::builder_with_provider(provider())
@@ -65,7 +65,7 @@ pub fn server_config(files: &ServerFiles) -> Result<Arc<rustls::ServerConfig>, T
 }
 
 /// A client configuration trusting the CAs in `ca_file` only.
-pub fn client_config(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+pub(crate) fn client_config(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     for c in certs(ca_file)? {
         roots.add(c).map_err(|e| file_err(ca_file, e))?;
@@ -79,14 +79,14 @@ pub fn client_config(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, TlsErr
 
 /// A TCP listener that hands out TLS streams. Handshakes run in their own tasks with a
 /// timeout, so a client that never finishes one holds nobody else up.
-pub struct TlsListener {
+pub(crate) struct TlsListener {
     rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
     local: SocketAddr,
 }
 
 impl TlsListener {
     /// Wraps `listener`; at most `max_handshakes` handshakes run at once (others are closed).
-    pub fn new(
+    pub(crate) fn new(
         listener: TcpListener,
         cfg: Arc<rustls::ServerConfig>,
         handshake_timeout: Duration,
@@ -149,7 +149,7 @@ impl axum::serve::Listener for TlsListener {
 
 /// The peer address of an HTTP connection, plain or TLS (for `ConnectInfo`).
 #[derive(Debug, Clone, Copy)]
-pub struct PeerAddr(pub SocketAddr);
+pub(crate) struct PeerAddr(pub SocketAddr);
 
 impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>>
     for PeerAddr

@@ -16,7 +16,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 /// The routes, to be merged into the collector's router.
-pub fn router(handle: AlertHandle) -> Router {
+pub(crate) fn router(handle: AlertHandle) -> Router {
     Router::new()
         .route("/api/v1/incidents", get(incidents))
         .route("/api/v1/incidents/{id}", get(incident))

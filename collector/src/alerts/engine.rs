@@ -20,7 +20,7 @@ use std::ops::RangeInclusive;
 /// What a replayed message shows about its host at its (corrected) time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ReplayKind {
+pub(crate) enum ReplayKind {
     /// A heartbeat: the host was up.
     Heartbeat,
     /// A probe round: the host was up.
@@ -31,7 +31,7 @@ pub enum ReplayKind {
 
 /// An incident with the bookkeeping the engine needs; persisted whole by the journal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Track {
+pub(crate) struct Track {
     pub inc: Incident,
     /// The state people were last told about (`None`: told nothing).
     pub notified: Option<IncidentState>,
@@ -62,7 +62,7 @@ const MAX_MERGED_LISTED: usize = 100;
 
 /// The incident engine.
 #[derive(Debug)]
-pub struct Engine {
+pub(crate) struct Engine {
     cfg: AlertsConfig,
     tracks: BTreeMap<u64, Track>,
     open_by_key: HashMap<String, u64>,
@@ -81,7 +81,7 @@ pub struct Engine {
 
 impl Engine {
     /// A new engine started at `now_ms`.
-    pub fn new(cfg: AlertsConfig, now_ms: i64) -> Engine {
+    pub(crate) fn new(cfg: AlertsConfig, now_ms: i64) -> Engine {
         Engine {
             cfg,
             tracks: BTreeMap::new(),
@@ -98,13 +98,13 @@ impl Engine {
         }
     }
 
-    pub fn config(&self) -> &AlertsConfig {
+    pub(crate) fn config(&self) -> &AlertsConfig {
         &self.cfg
     }
 
     /// Restores incidents from the journal. Open incidents are not resolved during the startup
     /// grace, so that the live state can fill up first.
-    pub fn restore(&mut self, tracks: Vec<Track>, next_id: u64, now_ms: i64) {
+    pub(crate) fn restore(&mut self, tracks: Vec<Track>, next_id: u64, now_ms: i64) {
         let mut any_open = false;
         for t in tracks {
             let id = t.inc.id;
@@ -134,31 +134,27 @@ impl Engine {
     }
 
     /// The id the next incident will get (persisted so ids are never reused).
-    pub fn next_id(&self) -> u64 {
+    pub(crate) fn next_id(&self) -> u64 {
         self.next_id
     }
 
     /// Every incident kept: open ones and recently resolved ones, by id.
-    pub fn incidents(&self) -> impl Iterator<Item = &Incident> {
+    pub(crate) fn incidents(&self) -> impl Iterator<Item = &Incident> {
         self.tracks.values().map(|t| &t.inc)
     }
 
-    pub fn incident(&self, id: u64) -> Option<&Incident> {
+    #[cfg(test)]
+    pub(crate) fn incident(&self, id: u64) -> Option<&Incident> {
         self.tracks.get(&id).map(|t| &t.inc)
     }
 
     /// Replaces the silences made over the API (configured ones stay).
-    pub fn set_api_silences(&mut self, silences: Vec<Silence>) {
+    pub(crate) fn set_api_silences(&mut self, silences: Vec<Silence>) {
         self.api_silences = silences;
     }
 
-    /// Configured and API silences.
-    pub fn silences(&self) -> impl Iterator<Item = &Silence> {
-        self.cfg.silences.iter().chain(&self.api_silences)
-    }
-
     /// Tracks changed since the last call (to persist) and ids removed (to delete).
-    pub fn take_dirty(&mut self) -> (Vec<&Track>, Vec<u64>) {
+    pub(crate) fn take_dirty(&mut self) -> (Vec<&Track>, Vec<u64>) {
         let dirty = std::mem::take(&mut self.dirty);
         let removed = std::mem::take(&mut self.removed);
         (
@@ -168,7 +164,7 @@ impl Engine {
     }
 
     /// Evaluates every rule over the snapshot and advances every incident.
-    pub fn evaluate(&mut self, now: i64, snap: &Snapshot, roster: &Roster) -> Vec<Change> {
+    pub(crate) fn evaluate(&mut self, now: i64, snap: &Snapshot, roster: &Roster) -> Vec<Change> {
         let mut out = Vec::new();
         if !self.cfg.enabled {
             return out;
@@ -244,7 +240,7 @@ impl Engine {
 
     /// A host changed connection state. Opens a "server lost" incident at once instead of at
     /// the next evaluation.
-    pub fn on_transition(&mut self, t: &Transition, roster: &Roster) -> Vec<Change> {
+    pub(crate) fn on_transition(&mut self, t: &Transition, roster: &Roster) -> Vec<Change> {
         let mut out = Vec::new();
         if !self.cfg.enabled
             || !self.cfg.server_lost.enabled
@@ -287,7 +283,7 @@ impl Engine {
 
     /// Replayed data of `host` covering agent times `ts` (corrected to collector time) arrived.
     /// Never opens incidents; updates the cause of outages the host was part of.
-    pub fn on_replay(
+    pub(crate) fn on_replay(
         &mut self,
         now: i64,
         mo: &str,

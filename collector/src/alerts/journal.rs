@@ -9,7 +9,7 @@ use std::path::Path;
 
 /// Journal errors.
 #[derive(Debug, thiserror::Error)]
-pub enum JournalError {
+pub(crate) enum JournalError {
     /// SQLite failed (open, schema, write).
     #[error("incident journal: {0}")]
     Sqlite(#[from] rusqlite::Error),
@@ -20,14 +20,14 @@ pub enum JournalError {
 
 /// What a previous run left.
 #[derive(Debug, Default)]
-pub struct Restored {
+pub(crate) struct Restored {
     pub tracks: Vec<Track>,
     pub silences: Vec<Silence>,
     pub next_id: u64,
 }
 
 /// The journal.
-pub struct Journal {
+pub(crate) struct Journal {
     db: Connection,
 }
 
@@ -39,14 +39,9 @@ impl std::fmt::Debug for Journal {
 
 impl Journal {
     /// Opens (creating) `incidents.db` in `data_dir`.
-    pub fn open(data_dir: &Path) -> Result<Journal, JournalError> {
+    pub(crate) fn open(data_dir: &Path) -> Result<Journal, JournalError> {
         let db = Connection::open(data_dir.join("incidents.db"))?;
         Journal::init(db)
-    }
-
-    /// An in-memory journal (tests, `alerts.enabled = false`).
-    pub fn in_memory() -> Result<Journal, JournalError> {
-        Journal::init(Connection::open_in_memory()?)
     }
 
     fn init(db: Connection) -> Result<Journal, JournalError> {
@@ -72,7 +67,7 @@ impl Journal {
     }
 
     /// Everything stored. Rows that no longer decode are skipped with a warning.
-    pub fn load(&self) -> Result<Restored, JournalError> {
+    pub(crate) fn load(&self) -> Result<Restored, JournalError> {
         let mut out = Restored::default();
         let mut st = self
             .db
@@ -107,7 +102,7 @@ impl Journal {
     }
 
     /// Writes changed incidents, deletes removed ones and records the next id, atomically.
-    pub fn save(
+    pub(crate) fn save(
         &mut self,
         tracks: &[&Track],
         removed: &[u64],
@@ -142,7 +137,7 @@ impl Journal {
     }
 
     /// Replaces the stored API silences.
-    pub fn save_silences(&mut self, silences: &[Silence]) -> Result<(), JournalError> {
+    pub(crate) fn save_silences(&mut self, silences: &[Silence]) -> Result<(), JournalError> {
         let tx = self.db.transaction()?;
         tx.execute("DELETE FROM silence", [])?;
         {

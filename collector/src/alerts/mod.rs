@@ -7,22 +7,17 @@
 //! bounded channel, and `api` serves them over HTTP.
 //! See `docs/alerts.md`.
 
-pub mod api;
-pub mod config;
-pub mod engine;
-pub mod journal;
-pub mod model;
-pub mod notify;
+pub(crate) mod api;
+pub(crate) mod config;
+pub(crate) mod engine;
+pub(crate) mod journal;
+pub(crate) mod model;
+pub(crate) mod notify;
 mod rules;
-pub mod service;
-pub mod task;
-pub mod text;
+pub(crate) mod service;
+pub(crate) mod task;
+pub(crate) mod text;
 
-pub use api::router;
-pub use engine::{Engine, ReplayKind, Track};
-pub use model::{
-    Cause, Change, ChangeKind, Evidence, Incident, IncidentState, MoRef, Rule, Severity, Silence,
-    SilenceMatch,
-};
-pub use service::{AlertHandle, AlertService, AlertsError};
-pub use task::{AlertInput, AlertSender};
+pub(crate) use api::router;
+pub(crate) use service::AlertService;
+pub(crate) use task::{AlertInput, AlertSender};

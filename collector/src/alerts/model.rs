@@ -284,7 +284,7 @@ impl Incident {
 /// What happened to an incident.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ChangeKind {
+pub(crate) enum ChangeKind {
     /// A condition appeared: pending.
     Opened,
     /// Held for `for_secs`: firing (also after a reopen).
@@ -298,7 +298,7 @@ pub enum ChangeKind {
 }
 
 impl ChangeKind {
-    pub const fn as_str(self) -> &'static str {
+    pub(crate) const fn as_str(self) -> &'static str {
         match self {
             ChangeKind::Opened => "opened",
             ChangeKind::Firing => "firing",
@@ -311,7 +311,7 @@ impl ChangeKind {
 
 /// One change, with the incident as it is after it. `notify` says whether people are told.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Change {
+pub(crate) struct Change {
     pub kind: ChangeKind,
     pub at_ms: i64,
     pub notify: bool,

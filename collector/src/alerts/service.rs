@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 
 /// Errors starting the alert service.
 #[derive(Debug, thiserror::Error)]
-pub enum AlertsError {
+pub(crate) enum AlertsError {
     /// The incident journal could not be opened or read.
     #[error(transparent)]
     Journal(#[from] JournalError),
@@ -60,7 +60,7 @@ pub(crate) struct Shared {
 /// What the HTTP API and `/metrics` use. Cheap to clone; never blocks the engine for long
 /// (locks are held only to copy or swap an `Arc`).
 #[derive(Clone)]
-pub struct AlertHandle {
+pub(crate) struct AlertHandle {
     pub(crate) shared: Arc<Shared>,
 }
 
@@ -72,7 +72,7 @@ impl std::fmt::Debug for AlertHandle {
 
 impl AlertHandle {
     /// Incidents as of the latest evaluation (open and recently resolved), by id.
-    pub fn incidents(&self) -> Arc<Vec<Incident>> {
+    pub(crate) fn incidents(&self) -> Arc<Vec<Incident>> {
         self.shared
             .incidents
             .read()
@@ -80,7 +80,7 @@ impl AlertHandle {
     }
 
     /// Configured and API silences.
-    pub fn silences(&self) -> Vec<Silence> {
+    pub(crate) fn silences(&self) -> Vec<Silence> {
         let mut all = self.shared.config_silences.clone();
         all.extend(self.book().list.iter().cloned());
         all
@@ -99,7 +99,7 @@ impl AlertHandle {
     }
 
     /// Appends the alerting metrics in Prometheus text format (for `/metrics`).
-    pub fn write_metrics(&self, out: &mut String) {
+    pub(crate) fn write_metrics(&self, out: &mut String) {
         use crate::metrics::{family, sample};
         super::notify::write_metrics(&self.shared.stats, out);
         let inc = self.incidents();
@@ -142,7 +142,8 @@ impl AlertHandle {
     }
 
     /// Prometheus text of the alerting metrics.
-    pub fn metrics_text(&self) -> String {
+    #[cfg(test)]
+    pub(crate) fn metrics_text(&self) -> String {
         let mut s = String::new();
         self.write_metrics(&mut s);
         s
@@ -151,7 +152,7 @@ impl AlertHandle {
 
 /// The alerting component: call [`AlertService::evaluate`] about once a second,
 /// [`AlertService::on_transition`] and [`AlertService::on_replay`] as things happen.
-pub struct AlertService {
+pub(crate) struct AlertService {
     engine: Engine,
     journal: Journal,
     notifier: Notifier,
@@ -175,7 +176,7 @@ const PUBLISH_EVERY_MS: i64 = 5_000;
 impl AlertService {
     /// Opens the journal in `data_dir` (`incidents.db`), restores incidents and silences, and
     /// builds the channels. Uses the system clock.
-    pub fn new(
+    pub(crate) fn new(
         cfg: AlertsConfig,
         data_dir: &Path,
         roster: Arc<Roster>,
@@ -185,7 +186,7 @@ impl AlertService {
 
     /// As [`AlertService::new`] with an injected clock (used by the API for silences and by
     /// `on_replay` from the pipeline's observer).
-    pub fn with_clock(
+    pub(crate) fn with_clock(
         cfg: AlertsConfig,
         data_dir: &Path,
         roster: Arc<Roster>,
@@ -235,32 +236,28 @@ impl AlertService {
     }
 
     /// The counters the pipeline's [`super::task::AlertSender`] keeps.
-    pub fn input_stats(&self) -> Arc<InputStats> {
+    pub(crate) fn input_stats(&self) -> Arc<InputStats> {
         self.handle.shared.inputs.clone()
     }
 
     /// The shared view for the API router and `/metrics`.
-    pub fn handle(&self) -> AlertHandle {
+    pub(crate) fn handle(&self) -> AlertHandle {
         self.handle.clone()
     }
 
     /// Starts the notification channels, one task each, on `tracker`.
-    pub fn spawn_notifiers(&mut self, tracker: &TaskTracker, cancel: CancellationToken) {
+    pub(crate) fn spawn_notifiers(&mut self, tracker: &TaskTracker, cancel: CancellationToken) {
         self.notifier.spawn(tracker, cancel);
     }
 
-    /// Replaces the roster (names in new incidents).
-    pub fn set_roster(&mut self, roster: Arc<Roster>) {
-        self.roster = roster;
-    }
-
     /// The engine, for inspection.
-    pub fn engine(&self) -> &Engine {
+    #[cfg(test)]
+    pub(crate) fn engine(&self) -> &Engine {
         &self.engine
     }
 
     /// Evaluates every rule over the latest snapshot. O(hosts); call about once a second.
-    pub fn evaluate(&mut self, now_ms: i64, snap: &Snapshot) -> Vec<Change> {
+    pub(crate) fn evaluate(&mut self, now_ms: i64, snap: &Snapshot) -> Vec<Change> {
         self.last_now = now_ms;
         self.sync_silences(now_ms);
         let changes = self.engine.evaluate(now_ms, snap, &self.roster);
@@ -269,7 +266,7 @@ impl AlertService {
     }
 
     /// A host changed connection state (opens "server lost" at once).
-    pub fn on_transition(&mut self, t: &Transition) -> Vec<Change> {
+    pub(crate) fn on_transition(&mut self, t: &Transition) -> Vec<Change> {
         let changes = self.engine.on_transition(t, &self.roster);
         self.after(t.at_ms.max(self.last_now), &changes);
         changes
@@ -277,7 +274,7 @@ impl AlertService {
 
     /// A replayed (past) message of `host` in `mo` was accepted; `ts` is its corrected time
     /// range. Updates the cause of outages it was part of; never opens incidents.
-    pub fn on_replay(
+    pub(crate) fn on_replay(
         &mut self,
         mo: &str,
         host: &str,

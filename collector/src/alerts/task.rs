@@ -38,13 +38,13 @@ pub enum AlertInput {
 }
 
 /// Inputs the channel holds before the pipeline keeps them in its backlog.
-pub const CHANNEL: usize = 4_096;
+pub(crate) const CHANNEL: usize = 4_096;
 /// Transitions and replays the pipeline keeps while the channel is full; beyond, dropped.
-pub const BACKLOG: usize = 65_536;
+pub(crate) const BACKLOG: usize = 65_536;
 
 impl AlertService {
     /// Applies one input from the pipeline.
-    pub fn apply(&mut self, input: AlertInput) -> Vec<Change> {
+    pub(crate) fn apply(&mut self, input: AlertInput) -> Vec<Change> {
         match input {
             AlertInput::Transition(t) => self.on_transition(&t),
             AlertInput::Replay(a) => {
@@ -135,7 +135,9 @@ impl AlertSender {
 /// Runs `svc` on a thread of its own until every [`AlertSender`] is gone and the channel is
 /// drained. Join the returned handle before stopping the notifiers, so the last changes are
 /// dispatched.
-pub fn spawn(mut svc: AlertService) -> std::io::Result<(AlertSender, std::thread::JoinHandle<()>)> {
+pub(crate) fn spawn(
+    mut svc: AlertService,
+) -> std::io::Result<(AlertSender, std::thread::JoinHandle<()>)> {
     let (tx, mut rx) = mpsc::channel(CHANNEL);
     let sender = AlertSender::new(tx, svc.input_stats());
     let thread = std::thread::Builder::new()

@@ -17,7 +17,7 @@ fn unavailable(cat: Option<Category>) -> &'static str {
 }
 
 /// `МИС (mis-main)`: the category and the target name.
-pub fn target_ru(inc: &Incident) -> String {
+pub(crate) fn target_ru(inc: &Incident) -> String {
     match (inc.category, &inc.target) {
         (Some(c), Some(t)) => format!("{} ({t})", c.title_ru()),
         (None, Some(t)) => t.clone(),
@@ -35,7 +35,7 @@ fn host_name(inc: &Incident) -> &str {
 }
 
 /// One-line Russian summary of an incident.
-pub fn title(inc: &Incident) -> String {
+pub(crate) fn title(inc: &Incident) -> String {
     match inc.rule {
         Rule::ServerLost => format!(
             "Сервер {} (МО «{}») не на связи",
@@ -77,7 +77,7 @@ pub fn title(inc: &Incident) -> String {
 }
 
 /// Duration in Russian abbreviations: `45 с`, `12 мин 5 с`, `1 ч 12 мин`, `2 д 3 ч`.
-pub fn duration(ms: i64) -> String {
+pub(crate) fn duration(ms: i64) -> String {
     let s = ms.max(0) / 1000;
     let (d, h, m, sec) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60, s % 60);
     match (d, h, m) {
@@ -92,7 +92,7 @@ pub fn duration(ms: i64) -> String {
 }
 
 /// `12.03.2025 11:04:10 MSK`.
-pub fn time(ms: i64, tz: Tz) -> String {
+pub(crate) fn time(ms: i64, tz: Tz) -> String {
     match tz.timestamp_millis_opt(ms).single() {
         Some(t) => t.format("%d.%m.%Y %H:%M:%S %Z").to_string(),
         None => ms.to_string(),
@@ -109,7 +109,7 @@ fn severity_word(s: Severity) -> &'static str {
 
 /// A rendered notification.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rendered {
+pub(crate) struct Rendered {
     /// Short subject line (e-mail subject, Alertmanager summary).
     pub subject: String,
     /// The whole message.
@@ -125,7 +125,7 @@ fn list(items: &[String], count: usize) -> String {
 }
 
 /// Renders one change as a message.
-pub fn render(change: &Change, tz: Tz) -> Rendered {
+pub(crate) fn render(change: &Change, tz: Tz) -> Rendered {
     let inc = &change.incident;
     let title = &inc.title;
     let head = match change.kind {

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
-pub struct ApiState {
+pub(crate) struct ApiState {
     pub snapshot: watch::Receiver<Arc<Snapshot>>,
     pub metrics: Arc<Metrics>,
     pub roster: Arc<Roster>,
@@ -28,7 +28,7 @@ pub struct ApiState {
 }
 
 /// The router of the live API; other components' routers are merged in by `lib.rs`.
-pub fn router(state: ApiState) -> Router {
+pub(crate) fn router(state: ApiState) -> Router {
     Router::new()
         .route("/", get(status::page))
         .route("/healthz", get(healthz))
@@ -76,7 +76,7 @@ async fn metrics(State(s): State<ApiState>) -> Response {
 
 /// A probe result in the host list.
 #[derive(Debug, Serialize)]
-pub struct ProbeJson {
+pub(crate) struct ProbeJson {
     pub category: Category,
     pub ok: bool,
     pub latency_ms: Option<u32>,
@@ -85,7 +85,7 @@ pub struct ProbeJson {
 
 /// A host in the host list.
 #[derive(Debug, Serialize)]
-pub struct HostJson<'a> {
+pub(crate) struct HostJson<'a> {
     pub host_id: &'a str,
     pub mo: &'a str,
     pub role: Option<Role>,
@@ -146,7 +146,7 @@ fn host_json(h: &Host) -> HostJson<'_> {
 /// Filters of `GET /api/v1/hosts`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HostsQuery {
+pub(crate) struct HostsQuery {
     pub mo: Option<String>,
     pub state: Option<String>,
     pub role: Option<String>,
@@ -186,7 +186,7 @@ async fn host(
 
 /// Live figures of one МО.
 #[derive(Debug, Default, Serialize)]
-pub struct MoJson {
+pub(crate) struct MoJson {
     pub oid: String,
     pub name: Option<String>,
     pub in_roster: bool,
@@ -204,7 +204,7 @@ pub struct MoJson {
 }
 
 /// Computes the per-МО live table: every roster МО, plus МО seen but not in the roster.
-pub fn mo_table(snap: &Snapshot, roster: &Roster) -> Vec<MoJson> {
+pub(crate) fn mo_table(snap: &Snapshot, roster: &Roster) -> Vec<MoJson> {
     let mut out: BTreeMap<&str, MoJson> = BTreeMap::new();
     for m in &roster.mos {
         out.insert(

@@ -22,7 +22,7 @@ fn state_ru(s: ConnState) -> &'static str {
 }
 
 /// Renders the page from the latest snapshot.
-pub async fn page(State(s): State<ApiState>) -> Html<String> {
+pub(super) async fn page(State(s): State<ApiState>) -> Html<String> {
     let snap = s.snapshot.borrow().clone();
     let table = mo_table(&snap, &s.roster);
     let mut h = String::with_capacity(64 * 1024);

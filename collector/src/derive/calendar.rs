@@ -165,7 +165,7 @@ mod tests {
     use super::*;
 
     /// Unix ms of a UTC date-time.
-    pub fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> Ms {
+    pub(super) fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> Ms {
         chrono::Utc
             .with_ymd_and_hms(y, mo, d, h, mi, 0)
             .single()

@@ -4,7 +4,7 @@ use super::StoreError;
 use rusqlite::Connection;
 
 /// Schema version in `PRAGMA user_version`.
-pub const VERSION: i64 = 1;
+pub(super) const VERSION: i64 = 1;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta(
@@ -163,7 +163,7 @@ CREATE TABLE IF NOT EXISTS outbox(
 "#;
 
 /// Opens the settings every connection needs.
-pub fn configure(conn: &Connection, sync_full: bool) -> Result<(), StoreError> {
+pub(super) fn configure(conn: &Connection, sync_full: bool) -> Result<(), StoreError> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(
@@ -178,7 +178,7 @@ pub fn configure(conn: &Connection, sync_full: bool) -> Result<(), StoreError> {
 }
 
 /// Creates or checks the schema.
-pub fn migrate(conn: &Connection) -> Result<(), StoreError> {
+pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
     let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if v > VERSION {
         return Err(StoreError::Corrupt(format!(
@@ -190,7 +190,7 @@ pub fn migrate(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-pub fn meta_get(conn: &Connection, key: &str) -> Result<Option<i64>, StoreError> {
+pub(super) fn meta_get(conn: &Connection, key: &str) -> Result<Option<i64>, StoreError> {
     use rusqlite::OptionalExtension;
     Ok(conn
         .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
@@ -198,7 +198,7 @@ pub fn meta_get(conn: &Connection, key: &str) -> Result<Option<i64>, StoreError>
         .optional()?)
 }
 
-pub fn meta_set(conn: &Connection, key: &str, value: i64) -> Result<(), StoreError> {
+pub(super) fn meta_set(conn: &Connection, key: &str, value: i64) -> Result<(), StoreError> {
     conn.prepare_cached("INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)")?
         .execute(rusqlite::params![key, value])?;
     Ok(())

@@ -22,7 +22,7 @@ use tokio_util::task::TaskTracker;
 
 /// A message about one incident change, rendered once and shared by every channel.
 #[derive(Debug, Clone, Serialize)]
-pub struct Notification {
+pub(crate) struct Notification {
     /// `firing`, `resolved` or `relabelled`.
     pub event: ChangeKind,
     /// When it was decided, Unix ms.
@@ -34,7 +34,7 @@ pub struct Notification {
 }
 
 impl Notification {
-    pub fn new(change: &Change, rendered: Rendered) -> Notification {
+    pub(crate) fn new(change: &Change, rendered: Rendered) -> Notification {
         Notification {
             event: change.kind,
             at_ms: change.at_ms,
@@ -47,7 +47,7 @@ impl Notification {
 
 /// Why one delivery attempt failed.
 #[derive(Debug, thiserror::Error)]
-pub enum SendError {
+pub(crate) enum SendError {
     /// Worth retrying: network errors, timeouts, 5xx, 429.
     #[error("{0}")]
     Transient(String),
@@ -58,7 +58,7 @@ pub enum SendError {
 
 /// Counters of one channel.
 #[derive(Debug, Default)]
-pub struct ChannelStats {
+pub(crate) struct ChannelStats {
     pub name: String,
     pub kind: &'static str,
     /// Notifications delivered.
@@ -74,7 +74,7 @@ pub struct ChannelStats {
 }
 
 /// Appends the channels' metric families (see [`crate::metrics::Families`]).
-pub fn write_metrics(stats: &[Arc<ChannelStats>], out: &mut String) {
+pub(crate) fn write_metrics(stats: &[Arc<ChannelStats>], out: &mut String) {
     let mut f = crate::metrics::Families::default();
     let notifications = f.counter(
         "dozor_alert_notifications_total",
@@ -225,7 +225,7 @@ impl Transport {
 
 /// Errors setting up channels.
 #[derive(Debug, thiserror::Error)]
-pub enum NotifyError {
+pub(crate) enum NotifyError {
     /// A channel's client could not be built (TLS setup, bad address).
     #[error("alerts channel {name}: {message}")]
     Setup { name: String, message: String },
@@ -238,7 +238,7 @@ struct Slot {
 }
 
 /// The channels: queues filled by the engine's owner, drained by one task each.
-pub struct Notifier {
+pub(crate) struct Notifier {
     slots: Vec<Slot>,
 }
 
@@ -253,7 +253,7 @@ impl std::fmt::Debug for Notifier {
 impl Notifier {
     /// Builds every channel's client. Nothing is sent until [`Notifier::spawn`]. `clock` stamps
     /// what a channel dates itself (Alertmanager's `endsAt`).
-    pub fn new(channels: &[ChannelConfig], clock: Clock) -> Result<Notifier, NotifyError> {
+    pub(crate) fn new(channels: &[ChannelConfig], clock: Clock) -> Result<Notifier, NotifyError> {
         let mut slots = Vec::with_capacity(channels.len());
         for c in channels {
             let transport = Transport::new(&c.kind, &c.delivery, &clock).map_err(|message| {
@@ -282,7 +282,7 @@ impl Notifier {
     }
 
     /// Queues a notification on every channel whose `min_severity` it meets. Never blocks.
-    pub fn dispatch(&self, n: Arc<Notification>) {
+    pub(crate) fn dispatch(&self, n: Arc<Notification>) {
         for s in &self.slots {
             if n.incident.severity >= s.delivery.min_severity {
                 s.queue.push(n.clone());
@@ -290,13 +290,13 @@ impl Notifier {
         }
     }
 
-    pub fn stats(&self) -> Vec<Arc<ChannelStats>> {
+    pub(crate) fn stats(&self) -> Vec<Arc<ChannelStats>> {
         self.slots.iter().map(|s| s.queue.stats.clone()).collect()
     }
 
     /// Starts one task per channel on `tracker`; they stop when `cancel` is cancelled.
     /// Calling it again does nothing.
-    pub fn spawn(&mut self, tracker: &TaskTracker, cancel: CancellationToken) {
+    pub(crate) fn spawn(&mut self, tracker: &TaskTracker, cancel: CancellationToken) {
         for s in &mut self.slots {
             if let Some(t) = s.transport.take() {
                 tracker.spawn(run_channel(

@@ -13,15 +13,15 @@ use dozor_proto::{
 use std::io::Write;
 
 /// Heartbeats between two changes of a host's resource figures.
-pub const BODY_EPOCH: u64 = 8;
+pub(crate) const BODY_EPOCH: u64 = 8;
 /// Heartbeat interval every simulated agent announces, seconds.
-pub const INTERVAL_SECS: u32 = 30;
+pub(crate) const INTERVAL_SECS: u32 = 30;
 
 const GIB: u64 = 1 << 30;
 
 /// What fleet to simulate.
 #[derive(Debug, Clone, Copy)]
-pub struct FleetSpec {
+pub(crate) struct FleetSpec {
     pub hosts: usize,
     pub mo_count: usize,
     /// Distinguishes the instance ids of different runs, so that a second run against the same
@@ -31,13 +31,13 @@ pub struct FleetSpec {
 
 /// The region: every simulated host.
 #[derive(Debug, Clone)]
-pub struct Fleet {
+pub(crate) struct Fleet {
     pub hosts: Vec<SimHost>,
 }
 
 impl Fleet {
     /// Spreads `spec.hosts` hosts over `spec.mo_count` МО (host `i` belongs to МО `i % mo_count`).
-    pub fn new(spec: &FleetSpec) -> Fleet {
+    pub(crate) fn new(spec: &FleetSpec) -> Fleet {
         let mo_count = spec.mo_count.max(1);
         let hosts = (0..spec.hosts)
             .map(|i| SimHost::new(i, i % mo_count, spec.run_id))
@@ -46,14 +46,14 @@ impl Fleet {
     }
 
     /// Largest number of hosts in one МО.
-    pub fn max_hosts_per_mo(spec: &FleetSpec) -> usize {
+    pub(crate) fn max_hosts_per_mo(spec: &FleetSpec) -> usize {
         spec.hosts.div_ceil(spec.mo_count.max(1))
     }
 
     /// Checks on copies of a few hosts that the fast path gives the reference bytes and that
     /// the collector would accept them, so that a change of the wire contract fails the run
     /// loudly instead of producing rejects.
-    pub fn self_check(&self, now_ms: i64) -> Result<(), String> {
+    pub(crate) fn self_check(&self, now_ms: i64) -> Result<(), String> {
         let mut buf = Vec::new();
         for h in self.hosts.iter().take(16) {
             let (mut reference, mut fast) = (h.clone(), h.clone());
@@ -78,7 +78,7 @@ impl Fleet {
 
     /// Deals the hosts round-robin into `n` groups, one per MQTT connection: a fleet behind
     /// few links (clinic gateways, NAT).
-    pub fn split(self, n: usize) -> Vec<Vec<SimHost>> {
+    pub(crate) fn split(self, n: usize) -> Vec<Vec<SimHost>> {
         let n = n.max(1);
         let mut groups: Vec<Vec<SimHost>> = (0..n).map(|_| Vec::new()).collect();
         for (i, h) in self.hosts.into_iter().enumerate() {
@@ -89,13 +89,13 @@ impl Fleet {
 }
 
 /// ФРМО-like OID of the `m`-th МО.
-pub fn mo_id(m: usize) -> String {
+pub(crate) fn mo_id(m: usize) -> String {
     format!("1.2.643.5.1.13.13.12.2.27.{}", 1000 + m)
 }
 
 /// One simulated agent.
 #[derive(Debug, Clone)]
-pub struct SimHost {
+pub(crate) struct SimHost {
     pub mo: String,
     pub host: String,
     pub inst: String,
@@ -202,7 +202,7 @@ impl SimHost {
     }
 
     /// The next heartbeat as the real type (the reference path).
-    pub fn heartbeat(&mut self, ts_ms: i64) -> Envelope<Heartbeat> {
+    pub(crate) fn heartbeat(&mut self, ts_ms: i64) -> Envelope<Heartbeat> {
         self.seq += 1;
         Envelope {
             v: SCHEMA_VERSION,
@@ -218,7 +218,7 @@ impl SimHost {
 
     /// Writes the next heartbeat's JSON to `out` (cleared first): the same bytes as
     /// `heartbeat(ts_ms).to_json()`, without serializing the body again within an epoch.
-    pub fn heartbeat_json(&mut self, ts_ms: i64, out: &mut Vec<u8>) {
+    pub(crate) fn heartbeat_json(&mut self, ts_ms: i64, out: &mut Vec<u8>) {
         self.seq += 1;
         let epoch = (self.seq - 1) / BODY_EPOCH;
         if self.body_epoch != Some(epoch) {
