@@ -16,7 +16,7 @@
 //! aggregates do not depend on it (only the rollup rows and the generation time do).
 
 use chrono::{Datelike, NaiveDate, TimeZone};
-use dozor_collector::derive::Period;
+use dozor_collector::availability::Period;
 use dozor_collector::record::{Batch, Record};
 use dozor_collector::report;
 use dozor_collector::roster::Roster;

@@ -14,14 +14,15 @@ pub mod config;
 mod config_error;
 mod delivery;
 pub mod demo;
-pub mod derive;
+/// The roster and the I/O-free maths live in their own crate (`availability/`).
+pub use dozor_availability as availability;
 pub mod identity;
 pub mod ingest;
 pub mod metrics;
 pub mod pipeline;
 pub mod record;
 pub mod report;
-pub mod roster;
+pub use dozor_availability::roster;
 pub mod state;
 pub mod store;
 mod tls;

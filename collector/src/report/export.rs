@@ -3,8 +3,8 @@
 //! CSV is written for Russian Excel: UTF-8 with a byte-order mark, `;` between fields, decimal
 //! comma. XLSX keeps numbers as numbers (one decimal shown).
 
-use crate::derive::indicators::{Avail, CountRow};
-use crate::derive::{Availability, Counts, IndicatorTable};
+use crate::availability::indicators::{Avail, CountRow};
+use crate::availability::{Availability, Counts, IndicatorTable};
 use rust_xlsxwriter::{Format as XFormat, Workbook, XlsxError};
 
 /// A cell of an exported table.

@@ -9,7 +9,7 @@
 //! gives a file download with Russian headers.
 
 use super::{Format, export};
-use crate::derive::{AvailabilityBy, Ms, Period};
+use crate::availability::{AvailabilityBy, Ms, Period};
 use crate::roster::Roster;
 use crate::store::config::StoreConfig;
 use crate::store::{Reader, StoreError};
@@ -107,7 +107,7 @@ pub struct ReportQuery {
 
 impl ReportQuery {
     fn period(&self, cfg: &StoreConfig) -> Result<Period, ReportError> {
-        let bad = |e: crate::derive::PeriodError| ReportError::BadRequest(e.0);
+        let bad = |e: crate::availability::PeriodError| ReportError::BadRequest(e.0);
         match (&self.period, &self.from, &self.to) {
             (Some(p), None, None) => super::parse_period(p, cfg).map_err(bad),
             (None, Some(f), Some(t)) => Period::range(f, t, cfg.region_tz).map_err(bad),

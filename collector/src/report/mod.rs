@@ -8,8 +8,8 @@
 pub mod export;
 pub mod http;
 
+use crate::availability::{self, Availability, AvailabilityBy, Counts, IndicatorTable, Ms, Period};
 use crate::clock::now_ms;
-use crate::derive::{self, Availability, AvailabilityBy, Counts, IndicatorTable, Ms, Period};
 use crate::roster::Roster;
 use crate::store::config::StoreConfig;
 use crate::store::{Reader, StoreError};
@@ -53,7 +53,7 @@ pub fn availability(
     now: Ms,
 ) -> Result<Availability, StoreError> {
     let data = reader.period_data(roster, from, to, now)?;
-    Ok(derive::availability(&data, roster, by))
+    Ok(availability::availability(&data, roster, by))
 }
 
 /// Counts per МО and site over `[from, to)` (clamped to `now`).
@@ -65,7 +65,7 @@ pub fn counts(
     now: Ms,
 ) -> Result<Counts, StoreError> {
     let data = reader.period_data(roster, from, to, now)?;
-    Ok(derive::counts(&data, roster))
+    Ok(availability::counts(&data, roster))
 }
 
 /// The regional indicator table of a period (a period in progress is computed up to `now`).
@@ -77,11 +77,16 @@ pub fn indicators(
     now: Ms,
 ) -> Result<IndicatorTable, StoreError> {
     let data = reader.period_data(roster, period.from_ms, period.to_ms, now)?;
-    Ok(derive::indicators(&data, roster, &cfg.indicators, period))
+    Ok(availability::indicators(
+        &data,
+        roster,
+        &cfg.indicators,
+        period,
+    ))
 }
 
 /// Parses a period: `2024-Q1`, `2024-03`, `2024-W10`, `2024-03-05`, `2024`, or `FROM..TO`.
-pub fn parse_period(spec: &str, cfg: &StoreConfig) -> Result<Period, derive::PeriodError> {
+pub fn parse_period(spec: &str, cfg: &StoreConfig) -> Result<Period, availability::PeriodError> {
     match spec.split_once("..") {
         Some((f, t)) => Period::range(f, t, cfg.region_tz),
         None => Period::parse(spec, cfg.region_tz),

@@ -148,7 +148,7 @@ pub(crate) fn fleet() -> (
     (dir, path, cfg, roster)
 }
 
-fn row<'a>(t: &'a IndicatorTable, id: &str) -> &'a derive::IndicatorRow {
+fn row<'a>(t: &'a IndicatorTable, id: &str) -> &'a availability::IndicatorRow {
     t.rows.iter().find(|r| r.id == id).unwrap()
 }
 

@@ -5,8 +5,8 @@
 //! `deny_unknown_fields` and one `Default` per struct, then [`RawStore::validate`] turns it into
 //! [`StoreConfig`]; every error names the field (`store.influxdb.url`).
 
+use crate::availability::indicators::IndicatorsConfig;
 use crate::config_error::{ConfigError, invalid, secret};
-use crate::derive::indicators::IndicatorsConfig;
 use chrono_tz::Tz;
 use dozor_proto::Category;
 use serde::{Deserialize, Serialize};

@@ -8,7 +8,7 @@
 
 use super::config::InfluxConfig;
 use super::{StoreError, schema};
-use crate::derive::Ms;
+use crate::availability::Ms;
 use dozor_proto::{Heartbeat, ProbeResult, Role};
 use influxdb2::api::write::TimestampPrecision;
 use influxdb2::models::{DataPoint, WriteDataPoint};

@@ -6,7 +6,7 @@
 //! says how they change. The SQLite store fetches the neighbours (from its in-memory tail for
 //! in-order data, from the database otherwise) and applies the result.
 
-use crate::derive::{GapCause, Ms};
+use crate::availability::{GapCause, Ms};
 
 /// Two boot-time estimates closer than this are the same boot (uptime is in whole seconds and
 /// clock-offset corrections jitter).

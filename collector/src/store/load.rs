@@ -2,8 +2,8 @@
 //! (for days not materialized yet) and by maintenance (which materializes days).
 
 use super::StoreError;
-use crate::derive::timeline::up_spans;
-use crate::derive::{
+use crate::availability::timeline::up_spans;
+use crate::availability::{
     Calendar, GapCause, HostAgg, Ms, Outages, ProbeRow, ReachAgg, SegRow, WorkCal, host_agg,
     mo_reach, reach::HostReach,
 };

@@ -11,7 +11,7 @@ use super::load::{
     unpack_agg, workcal,
 };
 use super::{StoreError, schema};
-use crate::derive::{Calendar, HostAgg, HostInfo, Ms, PeriodData, ReachAgg, cat_of};
+use crate::availability::{Calendar, HostAgg, HostInfo, Ms, PeriodData, ReachAgg, cat_of};
 use crate::roster::Roster;
 use rusqlite::{Connection, OpenFlags, params};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};

@@ -2,7 +2,7 @@
 //! rollups and outbox lines.
 
 use super::{HostMem, PTail, Roll, Tail, Writer, write_probe};
-use crate::derive::{GapCause, Ms, cat_index};
+use crate::availability::{GapCause, Ms, cat_index};
 use crate::record::{Accepted, Transition};
 use crate::store::StoreError;
 use crate::store::influx;

@@ -2,7 +2,7 @@
 //! late data), retention, and the outbox bound.
 
 use super::Writer;
-use crate::derive::{HostAgg, Ms, ReachAgg};
+use crate::availability::{HostAgg, Ms, ReachAgg};
 use crate::store::load::{
     Ctx, HostRow, compute_window, load_hosts, load_mos, load_runs, load_window, outages,
     pack_flags, unpack_agg, workcal,

@@ -2,7 +2,7 @@
 //! synthetic records, read back as exact sums.
 
 use super::*;
-use crate::derive::{HostAgg, PeriodData, ReachAgg};
+use crate::availability::{HostAgg, PeriodData, ReachAgg};
 use crate::record::Batch;
 use crate::store::config::{RawStore, StoreConfig};
 use crate::store::sim::Sim;
@@ -415,7 +415,7 @@ fn mis_reachability_from_an_mo() {
     // Reachable 08:00–09:00 and 10:00–12:00; unreachable 09:00–10:00; nobody up after 12:00.
     assert_eq!((r.reach_ms, r.unreach_ms), (3 * H, H));
     let a = agg(&d, "a");
-    assert_eq!(a.reached, crate::derive::cat_bit(Category::Mis));
+    assert_eq!(a.reached, crate::availability::cat_bit(Category::Mis));
     // Windows inside the outage: probed but not reached.
     let d = t.data(at(4, 9, 5, 0), at(4, 9, 55, 0), now);
     assert_eq!(agg(&d, "a").reached, 0);
@@ -512,7 +512,7 @@ planned_arm = 1
         .unwrap()
         .timestamp_millis();
     let q = |t: &T, spec: &str| {
-        let p = crate::derive::Period::parse(spec, tz).unwrap();
+        let p = crate::availability::Period::parse(spec, tz).unwrap();
         t.data(p.from_ms, p.to_ms, now)
     };
     let d4 = q(&t, "2024-03-04");
@@ -610,7 +610,7 @@ fn materialized_aggregates_equal_raw_intervals() {
         .with_ymd_and_hms(2024, 4, 2, 12, 0, 0)
         .unwrap()
         .timestamp_millis();
-    let march = crate::derive::Period::parse("2024-03", chrono_tz::Europe::Moscow).unwrap();
+    let march = crate::availability::Period::parse("2024-03", chrono_tz::Europe::Moscow).unwrap();
     let periods = [
         (at(4, 0, 0, 0), at(17, 0, 0, 0)),
         (at(6, 0, 0, 0), at(7, 0, 0, 0)),

@@ -1,6 +1,6 @@
 use super::*;
-use crate::derive::{GapCause, ProbeRow, SegRow, WorkCal};
 use crate::roster::WorkHours;
+use crate::{GapCause, ProbeRow, SegRow, WorkCal};
 
 const S: Ms = 1000;
 const MIN: Ms = 60 * S;

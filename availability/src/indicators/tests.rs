@@ -1,5 +1,5 @@
 use super::*;
-use crate::derive::{HostAgg, HostInfo, PeriodData, ReachAgg, cat_bit};
+use crate::{HostAgg, HostInfo, PeriodData, ReachAgg, cat_bit};
 
 const H: i64 = 3_600_000;
 

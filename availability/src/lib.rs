@@ -1,12 +1,14 @@
-//! Derivations without I/O: availability over periods, counts per МО and site, the regional
-//! indicator table. Everything here takes plain rows and instants (Unix ms) and is unit-tested
-//! to the second; the store loads the rows (`crate::store::reader`) and the report layer
-//! (`crate::report`) serves the results. Definitions: `docs/indicators.md`.
+//! `dozor-availability`: the region's roster and the maths over it, without I/O beyond reading
+//! a roster file — availability over periods, counts per МО and site, the regional indicator
+//! table. Everything here takes plain rows and instants (Unix ms) and is unit-tested to the
+//! second; the collector's store loads the rows and its report layer serves the results.
+//! Definitions: `docs/indicators.md`.
 
 pub mod calendar;
 pub mod indicators;
 pub mod period;
 pub mod reach;
+pub mod roster;
 pub mod timeline;
 
 pub use calendar::{Calendar, WorkCal};
