@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Cost of trust (issue 9; results in docs/benchmarks.md, "Security"). In one run:
 #   1. the collector's ingest pipeline per message, unsigned (open mode) vs signed and verified
-#      (enrolled mode: MAC check at ingest, signed acks) — dozor-pipeline-bench, RUNS each,
-#      alternating so that both see the same machine;
+#      (enrolled mode: MAC check at ingest, signed acks), and signed with the alert engine on its
+#      own thread — dozor-pipeline-bench, RUNS each, alternating so that all see the same machine;
 #   2. enrollment: N agents enrolling over HTTPS one after another, each on a new TLS connection
 #      (as agents do): time per enrollment, p50/p90/max;
 #   3. MQTT login through the embedded broker's gateway, plain vs TLS: N fresh connections each
@@ -35,14 +35,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "## 1. Pipeline per message: unsigned vs signed ($MESSAGES heartbeats of $HOSTS hosts)"
+echo "## 1. Pipeline per message: unsigned vs signed, alert engine off/on ($MESSAGES heartbeats of $HOSTS hosts)"
 echo
 echo "| mode | run | msgs/s | CPU µs per message |"
 echo "|---|---|---|---|"
 for run in $(seq "$RUNS"); do
-    for mode in unsigned signed; do
+    for mode in unsigned signed signed+alerts; do
         flag=()
         [[ $mode == signed ]] && flag=(--signed)
+        [[ $mode == signed+alerts ]] && flag=(--signed --alerts)
         line=$("$BIN/dozor-pipeline-bench" --messages "$MESSAGES" --hosts "$HOSTS" "${flag[@]}" 2>/dev/null | tail -1)
         rate=$(sed -n 's/.* rate=\([0-9.]*\).*/\1/p' <<<"$line")
         us=$(sed -n 's/.* us_per_msg=\([0-9.]*\).*/\1/p' <<<"$line")

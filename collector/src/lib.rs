@@ -335,6 +335,18 @@ fn restrict_dir(dir: &std::path::Path) {
     }
 }
 
+/// The alert service on its own thread, for the pipeline benchmark (feature `sim`): the same
+/// `AlertService` and channel `run` wires, with the configuration's rules and no channels.
+#[cfg(feature = "sim")]
+pub fn spawn_alerts_for_bench(
+    data_dir: &std::path::Path,
+    roster: Arc<Roster>,
+) -> anyhow::Result<(alerts::task::AlertSender, std::thread::JoinHandle<()>)> {
+    let cfg = config::RawConfig::default().validate()?;
+    let svc = alerts::AlertService::new(cfg.alerts, data_dir, roster).context("alerts")?;
+    Ok(alerts::task::spawn(svc)?)
+}
+
 fn write_sink_metrics(s: &store::SinkStats, out: &mut String) {
     use std::sync::atomic::Ordering::Relaxed;
     let mut f = metrics::Families::default();

@@ -467,6 +467,18 @@ async fn misconfigured_broker_forgeries_fail_end_to_end() {
     let t = topic(&a.mo, &a.host, dozor_proto::Kind::Hb);
     anon.publish((t.clone(), sign(&a.key(), &t, &json)), false)
         .await;
+    // 700 forged heartbeats on the victim's topic (its budget is 600 a minute): refused before
+    // admission, so they cannot spend it.
+    for _ in 0..700 {
+        let mut forged = SimAgent {
+            mo: b.mo.clone(),
+            host: b.host.clone(),
+            secret: Secret([8; 32]),
+            inst: b.inst.clone(),
+            seq: 1_000_000,
+        };
+        anon.publish(forged.hb(), false).await;
+    }
 
     wait_metric(
         &c,
@@ -474,7 +486,12 @@ async fn misconfigured_broker_forgeries_fail_end_to_end() {
         1.0,
     )
     .await;
-    wait_metric(&c, "dozor_messages_rejected_total{reason=\"bad_mac\"}", 1.0).await;
+    wait_metric(
+        &c,
+        "dozor_messages_rejected_total{reason=\"bad_mac\"}",
+        701.0,
+    )
+    .await;
     wait_metric(
         &c,
         "dozor_messages_rejected_total{reason=\"unenrolled\"}",
@@ -500,6 +517,12 @@ async fn misconfigured_broker_forgeries_fail_end_to_end() {
     )
     .await;
     assert_eq!(c.metric("dozor_messages_duplicate_total").await, dups);
+    assert_eq!(
+        c.metric("dozor_messages_rejected_total{reason=\"flood\"}")
+            .await,
+        0.0,
+        "the victim's flood budget was spent by forgeries"
+    );
     let hosts = c.get("/api/v1/hosts").await;
     assert!(
         hosts.as_array().unwrap().len() <= 3,

@@ -6,7 +6,8 @@
 //! `dozor_proto::decode`, an `Inbound::Msg` with its `Publish` — and feeds the real
 //! `pipeline::run` (admission, deduplication, live state, batches) with the real SQLite store
 //! on its own thread, in a temp dir, `synchronous=FULL`. The run ends when the pipeline has
-//! taken every message and committed the last batch. No alert observer is attached and the
+//! taken every message and committed the last batch. With `--alerts` the alert service runs on its
+//! own thread fed by the pipeline, as in the collector (its CPU counts); without, none. The
 //! confirmations to agents are queued to an MQTT client that is never connected (serialized,
 //! not sent). The last line of stdout is machine-readable:
 //! `dozor-pipeline-bench messages=N accepted=N secs=S rate=R cpu_secs=C us_per_msg=U`.
@@ -60,6 +61,9 @@ struct Args {
     /// Where the store goes (a temp dir inside it); default: the system temp dir.
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
+    /// Run the alert service on its own thread, fed by the pipeline as in the collector.
+    #[arg(long)]
+    alerts: bool,
     /// Enrolled mode: every host gets an identity, every heartbeat is signed and verified at
     /// ingest (`authenticate_decode` with the registry), every ack is signed.
     #[arg(long)]
@@ -151,6 +155,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         spec.mo_count,
         tmp.path().display()
     );
+    let (alerts, alert_thread) = if args.alerts {
+        let (tx, thread) =
+            dozor_collector::spawn_alerts_for_bench(tmp.path(), Arc::new(Roster::default()))?;
+        (Some(tx), Some(thread))
+    } else {
+        (None, None)
+    };
     let cpu0 = self_cpu_secs();
     let start = Instant::now();
     let pipeline_task = tokio::spawn(pipeline::run(
@@ -159,7 +170,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         client,
         rx,
         snap_tx,
-        None,
+        alerts,
         cancel.clone(),
     ));
     // The ingest task's share: decode and hand over, in order.
@@ -170,8 +181,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let _ = tx.send(Inbound::Connected).await;
             for (topic, payload) in samples {
                 metrics.received();
-                let decoded =
-                    dozor_collector::ingest::authenticate_decode(&topic, &payload, None, &limits);
+                let reg = reg_rx.as_ref().map(|r| r.borrow().clone());
+                let decoded = dozor_collector::ingest::authenticate_decode(
+                    &topic,
+                    &payload,
+                    reg.as_deref(),
+                    &limits,
+                );
                 let mut publish = Publish::from_bytes(topic, QoS::AtLeastOnce, payload);
                 publish.pkid = 1;
                 let msg = Inbound::Msg {
@@ -198,6 +214,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     cancel.cancel();
     feeder.await.context("feeder")?;
     pipeline_task.await.context("pipeline")?;
+    if let Some(t) = alert_thread {
+        let _ = tokio::task::spawn_blocking(move || t.join()).await;
+    }
     let secs = start.elapsed().as_secs_f64();
     let cpu = self_cpu_secs() - cpu0;
     let accepted = metrics.accepted_total();
@@ -220,7 +239,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         db as f64 / 1e6
     );
     println!(
-        "dozor-pipeline-bench signed={} messages={} accepted={accepted} secs={secs:.3} rate={:.0} cpu_secs={cpu:.2} us_per_msg={:.2}",
+        "dozor-pipeline-bench alerts={} signed={} messages={} accepted={accepted} secs={secs:.3} rate={:.0} cpu_secs={cpu:.2} us_per_msg={:.2}",
+        args.alerts,
         args.signed,
         args.messages,
         accepted as f64 / secs.max(1e-9),
