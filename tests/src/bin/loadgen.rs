@@ -218,38 +218,68 @@ async fn run(args: Args) -> anyhow::Result<()> {
 /// Decodes `count` heartbeats of the fleet (up to 100,000 distinct ones, cycled) on one thread
 /// and reports the time per message.
 fn bench_decode(fleet: Fleet, count: u64) {
+    use dozor_collector::identity::{Agent, Registry};
+    use dozor_collector::ingest::authenticate_decode;
     let mut hosts = fleet.hosts;
     let ts = now_ms();
     let n = hosts.len();
-    let samples: Vec<(String, Vec<u8>)> = (0..count.clamp(1, 100_000) as usize)
+    let mut registry = Registry::default();
+    let keys: Vec<_> = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let mut b = [0u8; 32];
+            b[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            let secret = dozor_proto::auth::Secret(b);
+            registry.insert(Agent::new(&h.mo, &h.host, &secret));
+            secret.mac_key()
+        })
+        .collect();
+    let samples: Vec<(String, Vec<u8>, Vec<u8>)> = (0..count.clamp(1, 100_000) as usize)
         .map(|i| {
             let h = &mut hosts[i % n];
             let mut buf = Vec::new();
             h.heartbeat_json(ts, &mut buf);
-            (h.hb_topic.clone(), buf)
+            let signed = dozor_proto::auth::sign(&keys[i % n], &h.hb_topic, &buf);
+            (h.hb_topic.clone(), buf, signed)
         })
         .collect();
-    let bytes: usize = samples.iter().map(|(_, p)| p.len()).sum();
-    let start = Instant::now();
-    let mut ok = 0u64;
-    for i in 0..count {
-        let (topic, payload) = &samples[(i % samples.len() as u64) as usize];
-        if let Ok(m) = dozor_proto::decode(topic, payload, &dozor_proto::Limits::DEFAULT) {
-            ok += 1;
-            std::hint::black_box(m);
+    let bytes: usize = samples.iter().map(|(_, p, _)| p.len()).sum();
+    let limits = dozor_proto::Limits::DEFAULT;
+    // The decoder alone, then the ingest task's whole step unsigned (open mode) and signed
+    // (enrolled mode: identity lookup, MAC check, decode).
+    let mut results = Vec::new();
+    for mode in ["decode", "ingest_open", "ingest_enrolled"] {
+        let start = Instant::now();
+        let mut ok = 0u64;
+        for i in 0..count {
+            let (topic, payload, signed) = &samples[(i % samples.len() as u64) as usize];
+            let r = match mode {
+                "decode" => dozor_proto::decode(topic, payload, &limits).map_err(|_| ()),
+                "ingest_open" => authenticate_decode(topic, payload, None, &limits).map_err(|_| ()),
+                _ => authenticate_decode(topic, signed, Some(&registry), &limits).map_err(|_| ()),
+            };
+            if let Ok(m) = r {
+                ok += 1;
+                std::hint::black_box(m);
+            }
+        }
+        let secs = start.elapsed().as_secs_f64();
+        eprintln!(
+            "dozor-loadgen: {mode}: {ok} of {count} heartbeats (avg {} bytes) in {secs:.3} s: {:.0} ns per message, {:.0} msgs/s on one core",
+            bytes / samples.len(),
+            secs * 1e9 / count.max(1) as f64,
+            count as f64 / secs.max(1e-9),
+        );
+        results.push(format!("{mode}_ns_per_msg={:.0}", secs * 1e9 / count.max(1) as f64));
+        if mode == "decode" {
+            println!(
+                "dozor-loadgen decoded={ok} secs={secs:.3} ns_per_msg={:.0}",
+                secs * 1e9 / count.max(1) as f64
+            );
         }
     }
-    let secs = start.elapsed().as_secs_f64();
-    eprintln!(
-        "dozor-loadgen: decoded {ok} of {count} heartbeats (avg {} bytes) in {secs:.3} s: {:.0} ns per message, {:.0} msgs/s on one core",
-        bytes / samples.len(),
-        secs * 1e9 / count.max(1) as f64,
-        count as f64 / secs.max(1e-9),
-    );
-    println!(
-        "dozor-loadgen decoded={ok} secs={secs:.3} ns_per_msg={:.0}",
-        secs * 1e9 / count.max(1) as f64
-    );
+    println!("dozor-loadgen {}", results.join(" "));
 }
 
 /// Messages connection `c` of `n` publishes out of `total`.
