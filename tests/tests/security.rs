@@ -38,6 +38,30 @@ fn token(data_dir: &std::path::Path, mo: &str, extra: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
+/// Revokes an identity with the collector's CLI (as a region admin would).
+fn revoke(data_dir: &std::path::Path, a: &SimAgent) {
+    let status = Command::new(bin("dozor-collector"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["agent", "revoke", &format!("{}/{}", a.mo, a.host)])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "agent revoke failed");
+}
+
+/// Connects until the broker accepts the login (the collector provisions asynchronously).
+async fn connect_when_accepted(o: impl Fn() -> MqttOptions) -> Option<Conn> {
+    for _ in 0..40 {
+        let mut k = connect(o()).await;
+        if k.connected().await {
+            return Some(k);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    None
+}
+
 /// Enrolls over HTTP; returns (status, JSON body).
 async fn enroll(c: &Collector, token: &str, hint: &str) -> (u16, serde_json::Value) {
     let r = c
@@ -657,14 +681,7 @@ async fn revoked_agents_and_expired_tokens_are_refused() {
     assert!(conn.connected().await);
     conn.publish(a.hb(), false).await;
     wait_metric(&c, "dozor_messages_accepted_total{kind=\"hb\"}", 1.0).await;
-    let status = Command::new(bin("dozor-collector"))
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["agent", "revoke", &format!("{}/{}", a.mo, a.host)])
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    revoke(dir.path(), &a);
     assert!(
         conn.dropped(Duration::from_secs(10)).await,
         "a revoked agent must be disconnected"
@@ -777,15 +794,7 @@ async fn mosquitto_with_tls_and_dynsec_holds_each_agent_to_its_own_topics() {
     let a = SimAgent::enroll(&c, &token(dir.path(), MO_A, &[]), "pc-a").await;
     let mut b = SimAgent::enroll(&c, &token(dir.path(), MO_B, &[]), "srv-b").await;
     // The collector provisions the broker asynchronously: wait until B may log in.
-    let mut vb = None;
-    for _ in 0..40 {
-        let mut k = connect(with_tls(b.options(m.port))).await;
-        if k.connected().await {
-            vb = Some(k);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let vb = connect_when_accepted(|| with_tls(b.options(m.port))).await;
     let vb = vb.expect("an enrolled agent logs in to Mosquitto");
     vb.publish(b.birth(Role::Server), true).await;
     vb.publish(b.hb(), false).await;
@@ -814,15 +823,7 @@ async fn mosquitto_with_tls_and_dynsec_holds_each_agent_to_its_own_topics() {
     assert!(!connect(wrong).await.connected().await);
 
     // A, logged in as itself, tries B's topics and the whole region: the broker drops it all.
-    let mut att = None;
-    for _ in 0..40 {
-        let mut k = connect(with_tls(a.options(m.port))).await;
-        if k.connected().await {
-            att = Some(k);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let att = connect_when_accepted(|| with_tls(a.options(m.port))).await;
     let mut att = att.expect("attacker logs in as itself");
     att.client
         .subscribe("dozor/v1/#", QoS::AtLeastOnce)
@@ -869,14 +870,7 @@ async fn mosquitto_with_tls_and_dynsec_holds_each_agent_to_its_own_topics() {
 
     // Revoking B deletes its broker client, which disconnects it.
     let mut vb = vb;
-    let status = Command::new(bin("dozor-collector"))
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["agent", "revoke", &format!("{}/{}", b.mo, b.host)])
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    revoke(dir.path(), &b);
     assert!(
         vb.dropped(Duration::from_secs(10)).await,
         "Mosquitto must disconnect a revoked agent"

@@ -271,7 +271,10 @@ fn bench_decode(fleet: Fleet, count: u64) {
             secs * 1e9 / count.max(1) as f64,
             count as f64 / secs.max(1e-9),
         );
-        results.push(format!("{mode}_ns_per_msg={:.0}", secs * 1e9 / count.max(1) as f64));
+        results.push(format!(
+            "{mode}_ns_per_msg={:.0}",
+            secs * 1e9 / count.max(1) as f64
+        ));
         if mode == "decode" {
             println!(
                 "dozor-loadgen decoded={ok} secs={secs:.3} ns_per_msg={:.0}",
