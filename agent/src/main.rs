@@ -64,11 +64,34 @@ fn serve(config: dozor_agent::config::Config) -> anyhow::Result<()> {
             tracing::info!("stop requested");
             token.cancel();
         });
+        #[cfg(unix)]
+        if std::env::var_os("DOZOR_EXIT_WITH_PARENT").is_some() {
+            tokio::spawn(exit_with_parent(shutdown.clone()));
+        }
         run(config, shutdown).await
     });
     // A sample stuck in the kernel must not keep the process alive.
     rt.shutdown_timeout(Duration::from_secs(1));
     result.context("agent failed to start")
+}
+
+/// Stops gracefully once the process that started us is gone (we are re-parented): set by a
+/// collector's `--demo` for its own agent, so that a killed collector leaves no orphan behind.
+#[cfg(unix)]
+async fn exit_with_parent(stop: CancellationToken) {
+    let parent = std::os::unix::process::parent_id();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if std::os::unix::process::parent_id() != parent {
+            tracing::info!("parent process gone; stopping");
+            stop.cancel();
+            return;
+        }
+    }
 }
 
 #[cfg(unix)]

@@ -380,6 +380,8 @@ pub fn spawn(
             .env("DOZOR_ENROLL_URL", format!("http://{http_host}"))
             .env("DOZOR_ENROLL_ALLOW_PLAIN_HTTP", "true");
     }
+    // The agent stops by itself if this collector dies without stopping it (kill -9).
+    cmd.env("DOZOR_EXIT_WITH_PARENT", "1");
     cmd.arg("--mqtt-url")
         .arg(format!("mqtt://{}:{}", agents.0, agents.1))
         .arg("--mo")
