@@ -3,7 +3,6 @@
 //! Plain atomics: incremented on the hot path without locks or allocation.
 
 use dozor_proto::{Kind, Reject};
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
@@ -364,37 +363,6 @@ impl prometheus_client::collector::Collector for Families {
 /// The end of an OpenMetrics exposition.
 pub const EOF: &str = "# EOF\n";
 
-/// Legacy writer, still used by `alerts/service.rs` (to move onto [`Families`]): the `# HELP`
-/// and `# TYPE` lines of a family, named as OpenMetrics wants (a counter without `_total`).
-pub fn family(out: &mut String, name: &str, kind: &str, help: Option<&str>) {
-    let name = match kind {
-        "counter" => name.strip_suffix("_total").unwrap_or(name),
-        _ => name,
-    };
-    if let Some(help) = help {
-        let _ = writeln!(out, "# HELP {name} {help}");
-    }
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-/// Legacy writer, see [`family`]: one sample, `name{k="v",…} value`.
-pub fn sample(
-    out: &mut String,
-    name: &str,
-    labels: &[(&str, &str)],
-    value: impl std::fmt::Display,
-) {
-    out.push_str(name);
-    for (i, (k, v)) in labels.iter().enumerate() {
-        out.push(if i == 0 { '{' } else { ',' });
-        let _ = write!(out, "{k}=\"{v}\"");
-    }
-    if !labels.is_empty() {
-        out.push('}');
-    }
-    let _ = writeln!(out, " {value}");
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -461,14 +429,11 @@ mod tests {
         f.gauge("dozor_hosts", "Hosts by live state and role.")
             .sample(&[("state", "online"), ("role", "server")], 3);
         f.write(&mut text);
-        // The legacy writer of alerts/service.rs, as it calls it.
-        family(
-            &mut text,
-            "dozor_alert_journal_errors_total",
-            "counter",
-            Some("x."),
-        );
-        sample(&mut text, "dozor_alert_journal_errors_total", &[], 2);
+        // A second component's families, written after the first (as /metrics does).
+        let mut g = Families::default();
+        g.counter("dozor_alert_journal_errors_total", "x.")
+            .sample(&[], 2);
+        g.write(&mut text);
         text.push_str(EOF);
         let v = parse(&text);
         assert_eq!(v["dozor_messages_received_total"], 1.0);

@@ -116,15 +116,15 @@ fn spawn_store(
                 }
                 continue;
             }
-            let mut delay = Duration::from_millis(100);
+            let mut backoff =
+                crate::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
             loop {
                 match store.write(&job.batch) {
                     Ok(()) => break,
                     Err(e) => {
                         metrics.store_error();
                         tracing::error!(error = %e, "store write failed; retrying (nothing is acknowledged meanwhile)");
-                        std::thread::sleep(delay);
-                        delay = (delay * 2).min(Duration::from_secs(10));
+                        std::thread::sleep(backoff.next_delay());
                     }
                 }
             }

@@ -100,45 +100,31 @@ impl AlertHandle {
 
     /// Appends the alerting metrics in Prometheus text format (for `/metrics`).
     pub(crate) fn write_metrics(&self, out: &mut String) {
-        use crate::metrics::{family, sample};
         super::notify::write_metrics(&self.shared.stats, out);
         let inc = self.incidents();
-        let n = "dozor_alert_incidents";
-        family(out, n, "gauge", Some("Incidents by state."));
+        let mut f = crate::metrics::Families::default();
+        let g = f.gauge("dozor_alert_incidents", "Incidents by state.");
         for st in ["pending", "firing", "resolved"] {
             let count = inc.iter().filter(|i| i.state.as_str() == st).count();
-            sample(out, n, &[("state", st)], count);
+            g.sample(&[("state", st)], count as u64);
         }
-        let n = "dozor_alert_journal_errors_total";
-        family(
-            out,
-            n,
-            "counter",
-            Some("Failed writes of the incident journal."),
-        );
-        sample(
-            out,
-            n,
-            &[],
-            self.shared.journal_errors.load(Ordering::Relaxed),
-        );
+        f.counter(
+            "dozor_alert_journal_errors_total",
+            "Failed writes of the incident journal.",
+        )
+        .sample(&[], self.shared.journal_errors.load(Ordering::Relaxed));
         let inputs = &self.shared.inputs;
-        let n = "dozor_alert_inputs_dropped_total";
-        family(
-            out,
-            n,
-            "counter",
-            Some("Transitions and replays the alert task never saw (its queue was full)."),
-        );
-        sample(out, n, &[], inputs.dropped.load(Ordering::Relaxed));
-        let n = "dozor_alert_ticks_skipped_total";
-        family(
-            out,
-            n,
-            "counter",
-            Some("Evaluations skipped because the alert task was behind."),
-        );
-        sample(out, n, &[], inputs.ticks_skipped.load(Ordering::Relaxed));
+        f.counter(
+            "dozor_alert_inputs_dropped_total",
+            "Transitions and replays the alert task never saw (its queue was full).",
+        )
+        .sample(&[], inputs.dropped.load(Ordering::Relaxed));
+        f.counter(
+            "dozor_alert_ticks_skipped_total",
+            "Evaluations skipped because the alert task was behind.",
+        )
+        .sample(&[], inputs.ticks_skipped.load(Ordering::Relaxed));
+        f.write(out);
     }
 
     /// Prometheus text of the alerting metrics.
