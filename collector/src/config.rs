@@ -166,16 +166,17 @@ pub struct RawLimits {
 }
 
 impl Default for RawLimits {
-    /// The one source of these values: the live state's and the pipeline's own defaults
-    /// (`StateConfig::default`, `PipelineConfig::default`) read them from here.
+    /// The live state's own defaults (`StateConfig::default`, in `dozor-live`); the time limits
+    /// are written here once and the pipeline's defaults read them.
     fn default() -> Self {
+        let state = crate::state::StateConfig::default();
         RawLimits {
-            max_hosts: 200_000,
-            max_hosts_per_mo: 5_000,
-            max_msgs_per_host_per_min: 600,
+            max_hosts: state.max_hosts,
+            max_hosts_per_mo: state.max_hosts_per_mo,
+            max_msgs_per_host_per_min: state.max_msgs_per_min,
             max_future_secs: 300,
             max_age_days: 30,
-            lost_after_intervals: 3,
+            lost_after_intervals: state.lost_after_intervals,
         }
     }
 }

@@ -12,18 +12,17 @@ mod backoff;
 pub mod clock;
 pub mod config;
 mod config_error;
-mod delivery;
 pub mod demo;
 /// The roster and the I/O-free maths live in their own crate (`availability/`).
 pub use dozor_availability as availability;
+/// Live state, delivery tracking and pipeline records live in their own crate (`live/`).
+pub use dozor_live::{delivery, record, state};
 pub mod identity;
 pub mod ingest;
 pub mod metrics;
 pub mod pipeline;
-pub mod record;
 pub mod report;
 pub use dozor_availability::roster;
-pub mod state;
 pub mod store;
 mod tls;
 

@@ -142,14 +142,13 @@ pub struct StateConfig {
 }
 
 impl Default for StateConfig {
-    /// The defaults of `[limits]` (written once, in `config::RawLimits`).
+    /// The defaults of `[limits]` (written once, here; the collector's config reads them).
     fn default() -> Self {
-        let l = crate::config::RawLimits::default();
         StateConfig {
-            max_hosts: l.max_hosts,
-            max_hosts_per_mo: l.max_hosts_per_mo,
-            lost_after_intervals: l.lost_after_intervals,
-            max_msgs_per_min: l.max_msgs_per_host_per_min,
+            max_hosts: 200_000,
+            max_hosts_per_mo: 5_000,
+            lost_after_intervals: 3,
+            max_msgs_per_min: 600,
         }
     }
 }

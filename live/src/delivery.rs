@@ -25,13 +25,13 @@ pub struct DeliveryMark {
 /// Largest number of out-of-order sequence numbers tracked above the contiguous mark of one
 /// instance. Beyond it, new numbers are refused (not stored, not confirmed); the agent keeps
 /// them in its spool and sends them again later.
-pub(crate) const MAX_ABOVE: usize = 100_000;
+pub const MAX_ABOVE: usize = 100_000;
 
 /// The key of an agent instance's delivery progress: `{mo}/{host}/{inst}`. Keyed by the
 /// identity that sent it and not by `inst` alone, so that a host claiming another host's `inst`
 /// (with an absurd `oldest_seq`, say) only ever moves its own marks. The store keeps marks under
 /// this key.
-pub(crate) fn key(mo: &str, host: &str, inst: &str) -> String {
+pub fn key(mo: &str, host: &str, inst: &str) -> String {
     let mut k = String::with_capacity(mo.len() + host.len() + inst.len() + 2);
     k.push_str(mo);
     k.push('/');
@@ -49,7 +49,7 @@ fn inst_of(key: &str) -> &str {
 
 /// What to do with a sequenced message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Verdict {
+pub enum Verdict {
     /// Not seen before: store it.
     New,
     /// Already stored: count it once only (drop), but confirm again.
@@ -94,7 +94,7 @@ pub struct DeliveryView {
 
 /// Delivery progress of every known agent instance.
 #[derive(Debug, Default)]
-pub(crate) struct Tracker {
+pub struct Tracker {
     /// foldhash: fast on short strings, randomly seeded (see `state::IdMap`).
     /// Ids are shared (`Arc<str>`) with marks and views, so that copying them is a count.
     insts: HashMap<Arc<str>, Inst, foldhash::fast::RandomState>,
@@ -103,7 +103,7 @@ pub(crate) struct Tracker {
 
 impl Tracker {
     /// A tracker for at most `max_insts` instances, loaded with the store's marks.
-    pub(crate) fn new(max_insts: usize, marks: Vec<DeliveryMark>) -> Tracker {
+    pub fn new(max_insts: usize, marks: Vec<DeliveryMark>) -> Tracker {
         let mut t = Tracker {
             insts: HashMap::with_capacity_and_hasher(marks.len(), Default::default()),
             max_insts,
@@ -142,12 +142,12 @@ impl Tracker {
     }
 
     #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.insts.len()
     }
 
     /// Classifies `seq` of `inst` without changing anything.
-    pub(crate) fn check(&self, inst: &str, seq: u64) -> Verdict {
+    pub fn check(&self, inst: &str, seq: u64) -> Verdict {
         match self.insts.get(inst) {
             None => Verdict::New,
             Some(i) if seq <= i.contiguous || i.above.contains(&seq) => Verdict::Duplicate,
@@ -157,19 +157,19 @@ impl Tracker {
     }
 
     /// True if a new instance can be tracked.
-    pub(crate) fn has_room(&self, inst: &str) -> bool {
+    pub fn has_room(&self, inst: &str) -> bool {
         self.insts.contains_key(inst) || self.insts.len() < self.max_insts
     }
 
     /// Records that `seq` of `inst` is in the batch being built.
-    pub(crate) fn record(&mut self, inst: &str, mo: &str, host: &str, seq: u64) {
+    pub fn record(&mut self, inst: &str, mo: &str, host: &str, seq: u64) {
         if self.mark(inst, mo, host, seq) {
             self.entry(inst, mo, host).stored += 1;
         }
     }
 
     /// Records that `seq` of `inst` was refused by policy: settled, never stored.
-    pub(crate) fn refuse(&mut self, inst: &str, mo: &str, host: &str, seq: u64) {
+    pub fn refuse(&mut self, inst: &str, mo: &str, host: &str, seq: u64) {
         if self.mark(inst, mo, host, seq) {
             self.entry(inst, mo, host).refused += 1;
         }
@@ -192,7 +192,7 @@ impl Tracker {
     }
 
     /// Progress of every instance, in no particular order (readers sort what they show).
-    pub(crate) fn views(&self) -> Vec<DeliveryView> {
+    pub fn views(&self) -> Vec<DeliveryView> {
         self.insts
             .values()
             .map(|i| DeliveryView {
@@ -209,7 +209,7 @@ impl Tracker {
     }
 
     /// The agent says every number below `oldest` is settled (confirmed or dropped by its bound).
-    pub(crate) fn settle_below(&mut self, inst: &str, mo: &str, host: &str, oldest: u64) {
+    pub fn settle_below(&mut self, inst: &str, mo: &str, host: &str, oldest: u64) {
         let i = self.entry(inst, mo, host);
         let settled = oldest.saturating_sub(1);
         if settled > i.contiguous {
@@ -221,7 +221,7 @@ impl Tracker {
     }
 
     /// Marks that a confirmation should be sent again (a duplicate arrived).
-    pub(crate) fn confirm_again(&mut self, inst: &str) {
+    pub fn confirm_again(&mut self, inst: &str) {
         if let Some(i) = self.insts.get_mut(inst) {
             i.due = true;
             i.confirmed = None;
@@ -229,7 +229,7 @@ impl Tracker {
     }
 
     /// The marks of every instance touched since the last call, for the next batch.
-    pub(crate) fn take_dirty(&mut self) -> Vec<DeliveryMark> {
+    pub fn take_dirty(&mut self) -> Vec<DeliveryMark> {
         let mut out = Vec::new();
         for (inst, i) in self.insts.iter_mut().filter(|(_, i)| i.dirty) {
             i.dirty = false;
@@ -247,7 +247,7 @@ impl Tracker {
     }
 
     /// The store committed a batch carrying these marks.
-    pub(crate) fn committed(&mut self, marks: &[DeliveryMark]) {
+    pub fn committed(&mut self, marks: &[DeliveryMark]) {
         for m in marks {
             if let Some(i) = self.insts.get_mut(&m.inst)
                 && m.contiguous > i.committed
@@ -259,7 +259,7 @@ impl Tracker {
     }
 
     /// Confirmations to send now: (mo, host, inst, acked_seq) for each instance with one due.
-    pub(crate) fn take_due(&mut self, mut f: impl FnMut(&str, &str, &str, u64)) {
+    pub fn take_due(&mut self, mut f: impl FnMut(&str, &str, &str, u64)) {
         for i in self.insts.values_mut().filter(|i| i.due) {
             i.due = false;
             if i.confirmed != Some(i.committed) && i.committed > 0 {
