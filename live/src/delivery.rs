@@ -141,9 +141,13 @@ impl Tracker {
         t
     }
 
-    #[cfg(test)]
+    /// Instances tracked.
     pub fn len(&self) -> usize {
         self.insts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.insts.is_empty()
     }
 
     /// Classifies `seq` of `inst` without changing anything.
