@@ -121,7 +121,7 @@ impl AlertHandle {
         .sample(&[], inputs.dropped.load(Ordering::Relaxed));
         f.counter(
             "dozor_alert_ticks_skipped_total",
-            "Evaluations skipped because the alert task was behind.",
+            "Evaluations left out while the alert task was behind.",
         )
         .sample(&[], inputs.ticks_skipped.load(Ordering::Relaxed));
         f.write(out);
