@@ -245,8 +245,14 @@ pub async fn run(
         .merge(alerts::router(alert_handle))
         .merge(report::http::router(reports))
         .merge(identity::http::router(ids.clone()));
-    // 64 KiB is far above any JSON body the API takes (a silence, an enrollment).
-    let app = app.layer(axum::extract::DefaultBodyLimit::max(64 * 1024));
+    // 64 KiB is far above any JSON body the API takes (a silence, an enrollment). Unknown
+    // routes and methods answer in the API's one error shape.
+    let app = app
+        .fallback(api_error::no_route)
+        .method_not_allowed_fallback(api_error::no_method)
+        .layer(axum::extract::DefaultBodyLimit::max(
+            api_error::BODY_LIMIT_KIB * 1024,
+        ));
     let http_stop = CancellationToken::new();
     {
         let stop = http_stop.clone();

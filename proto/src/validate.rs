@@ -117,8 +117,15 @@ fn is_deceptive(c: char) -> bool {
     matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}')
 }
 
+/// Text a person will read: at most `max_len` bytes, no control characters, no bidi controls
+/// or line/paragraph separators. The rule of every agent string, for other inputs to reuse
+/// (silence matchers and comments in the collector).
+pub fn valid_text(s: &str, max_len: usize) -> bool {
+    s.len() <= max_len && !s.chars().any(|c| c.is_control() || is_deceptive(c))
+}
+
 fn check_str(s: &str, l: &Limits) -> Result<(), Reject> {
-    if s.len() > l.max_string_len || s.chars().any(|c| c.is_control() || is_deceptive(c)) {
+    if !valid_text(s, l.max_string_len) {
         return Err(Reject::BadValue);
     }
     Ok(())

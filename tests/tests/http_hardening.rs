@@ -127,3 +127,229 @@ async fn connection_cap_closes_the_excess_and_counts_it() {
         .await;
     assert!(refused >= 30.0, "refused {refused}");
 }
+
+/// Resident memory of a process, KiB (Linux).
+fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+async fn post_silence(c: &Collector, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    let r = c
+        .client
+        .post(format!("http://{}/api/v1/silences", c.http))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or_default())
+}
+
+async fn silence_count(c: &Collector) -> usize {
+    c.get("/api/v1/silences").await.as_array().unwrap().len()
+}
+
+/// Asserts the one error shape: `{"error": code, "message": Russian, ["field"]}`.
+fn assert_error(j: &serde_json::Value, code: &str, field: Option<&str>) {
+    assert_eq!(j["error"], code, "{j}");
+    let m = j["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no message: {j}"));
+    assert!(
+        m.chars()
+            .any(|c| ('а'..='я').contains(&c.to_lowercase().next().unwrap())),
+        "message not in Russian: {j}"
+    );
+    if let Some(f) = field {
+        assert_eq!(j["field"], f, "{j}");
+        assert!(
+            m.starts_with(&format!("{f}: ")),
+            "message does not name {f}: {j}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_silences_are_refused_and_memory_stays_flat() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = collector(dir.path(), 10, 4096);
+    let pid = c.proc.pid();
+    let big = "1".repeat(60_000);
+    let bidi = "ВОССТАНОВЛЕНО\u{202E}x";
+    let cases: Vec<(serde_json::Value, &str)> = vec![
+        (serde_json::json!({"mo": big, "duration_secs": 60}), "mo"),
+        (
+            serde_json::json!({"host": "pc/1", "duration_secs": 60}),
+            "host",
+        ),
+        (
+            serde_json::json!({"target": big, "duration_secs": 60}),
+            "target",
+        ),
+        (
+            serde_json::json!({"target": bidi, "duration_secs": 60}),
+            "target",
+        ),
+        (
+            serde_json::json!({"rule": "central_outage", "duration_secs": 60, "comment": big}),
+            "comment",
+        ),
+        (
+            serde_json::json!({"rule": "central_outage", "duration_secs": 60, "created_by": "x".repeat(300)}),
+            "created_by",
+        ),
+        (
+            serde_json::json!({"rule": "central_outage", "duration_secs": 60, "created_by": "a\nb"}),
+            "created_by",
+        ),
+        (
+            serde_json::json!({"rule": "central_outage", "duration_secs": 31_536_000}),
+            "duration_secs",
+        ),
+        (
+            serde_json::json!({"rule": "central_outage", "until": "2099-01-01T00:00:00Z"}),
+            "until",
+        ),
+        (
+            serde_json::json!({"rule": "no_such_rule", "duration_secs": 60}),
+            "rule",
+        ),
+    ];
+    // Warm up the allocator and the connection pool with one refused request of each kind.
+    for (body, field) in &cases {
+        let (status, j) = post_silence(&c, body).await;
+        assert_eq!(status, 400, "{field}: {j}");
+        assert_error(&j, "invalid_field", Some(field));
+    }
+    let before = rss_kib(pid);
+    for _ in 0..10 {
+        for (body, _) in &cases {
+            assert_eq!(post_silence(&c, body).await.0, 400);
+        }
+    }
+    // A body over the 64 KiB limit (the 1.9 MB `mo` of issue 10): 413, same shape.
+    let huge = serde_json::json!({"mo": "1".repeat(1_900_000), "duration_secs": 60});
+    for _ in 0..20 {
+        let (status, j) = post_silence(&c, &huge).await;
+        assert_eq!(status, 413);
+        assert_error(&j, "too_large", None);
+    }
+    let after = rss_kib(pid);
+    eprintln!("RSS before {before} KiB, after 120 oversized attempts {after} KiB");
+    assert_eq!(silence_count(&c).await, 0);
+    assert!(
+        after < before + 20 * 1024,
+        "RSS grew from {before} to {after} KiB"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silences_are_bounded_in_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = collector(dir.path(), 10, 4096);
+    for i in 0..1000 {
+        let (status, j) = post_silence(
+            &c,
+            &serde_json::json!({"host": format!("pc-{i}"), "duration_secs": 3600, "comment": "плановые работы"}),
+        )
+        .await;
+        assert_eq!(status, 201, "silence {i}: {j}");
+    }
+    let (status, j) = post_silence(
+        &c,
+        &serde_json::json!({"host": "pc-x", "duration_secs": 3600}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_error(&j, "limit_reached", None);
+    assert_eq!(silence_count(&c).await, 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_has_one_json_shape_in_russian() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = collector(dir.path(), 10, 4096);
+    let get = |path: &str| {
+        let url = format!("http://{}{path}", c.http);
+        let client = c.client.clone();
+        async move {
+            let r = client.get(&url).send().await.unwrap();
+            let status = r.status().as_u16();
+            let ctype = r
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default();
+            assert!(ctype.starts_with("application/json"), "{url}: {ctype}");
+            (status, r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    for (path, status, code, field) in [
+        (
+            "/api/v1/hosts?state=bogus",
+            400,
+            "invalid_field",
+            Some("state"),
+        ),
+        (
+            "/api/v1/hosts?role=bogus",
+            400,
+            "invalid_field",
+            Some("role"),
+        ),
+        ("/api/v1/hosts?bogus=1", 400, "bad_request", None),
+        (
+            "/api/v1/incidents?state=bogus",
+            400,
+            "invalid_field",
+            Some("state"),
+        ),
+        ("/api/v1/incidents?limit=many", 400, "bad_request", None),
+        ("/api/v1/incidents/abc", 400, "bad_request", None),
+        ("/api/v1/incidents/12345", 404, "not_found", None),
+        ("/api/v1/hosts/nobody", 404, "not_found", None),
+        ("/api/v1/no-such-route", 404, "not_found", None),
+        (
+            "/api/v1/indicators?period=garbage",
+            400,
+            "invalid_field",
+            Some("period"),
+        ),
+    ] {
+        let (s, j) = get(path).await;
+        assert_eq!(s, status, "{path}: {j}");
+        assert_error(&j, code, field);
+    }
+    // Valid filters still answer 200.
+    for path in ["/api/v1/hosts?state=online", "/api/v1/hosts?role=unknown"] {
+        assert_eq!(get(path).await.0, 200, "{path}");
+    }
+    // Bad JSON, a wrong content type and a wrong method: the same shape.
+    let url = format!("http://{}/api/v1/silences", c.http);
+    for req in [
+        c.client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body("{not json"),
+        c.client.post(&url).body("{}"),
+        c.client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body("{\"mo\": 5}"),
+        c.client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body("{\"bogus\": 1}"),
+    ] {
+        let r = req.send().await.unwrap();
+        assert!(r.status() == 400 || r.status() == 415, "{}", r.status());
+        assert_error(&r.json().await.unwrap(), "bad_request", None);
+    }
+    let r = c.client.put(&url).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert_error(&r.json().await.unwrap(), "bad_request", None);
+}

@@ -2,11 +2,11 @@
 
 mod status;
 
-use crate::api_error::ApiError;
+use crate::api_error::{ApiError, Path, Query};
 use crate::metrics::Metrics;
 use crate::roster::Roster;
 use crate::state::{Host, Snapshot};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -152,7 +152,36 @@ pub(crate) struct HostsQuery {
     pub role: Option<String>,
 }
 
-async fn hosts(State(s): State<ApiState>, Query(q): Query<HostsQuery>) -> Response {
+impl HostsQuery {
+    /// Refuses a `state` or `role` no host can have (it would answer an empty list).
+    fn check(&self) -> Result<(), ApiError> {
+        if let Some(st) = self.state.as_deref()
+            && ![ConnState::Online, ConnState::Offline, ConnState::Lost]
+                .iter()
+                .any(|c| c.as_str() == st)
+        {
+            return Err(ApiError::field(
+                "state",
+                format!("{st:?}: ожидается online, offline или lost"),
+            ));
+        }
+        if let Some(r) = self.role.as_deref()
+            && ![Role::Workstation.as_str(), Role::Server.as_str(), "unknown"].contains(&r)
+        {
+            return Err(ApiError::field(
+                "role",
+                format!("{r:?}: ожидается workstation, server или unknown"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+async fn hosts(
+    State(s): State<ApiState>,
+    Query(q): Query<HostsQuery>,
+) -> Result<Response, ApiError> {
+    q.check()?;
     let snap = s.snapshot.borrow().clone();
     let list: Vec<HostJson<'_>> = snap
         .hosts
@@ -166,7 +195,7 @@ async fn hosts(State(s): State<ApiState>, Query(q): Query<HostsQuery>) -> Respon
         })
         .map(|h| host_json(h))
         .collect();
-    Json(list).into_response()
+    Ok(Json(list).into_response())
 }
 
 /// `GET /api/v1/hosts/{id}`: the full live record, `?mo=` to disambiguate.
