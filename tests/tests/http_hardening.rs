@@ -353,3 +353,72 @@ async fn every_error_has_one_json_shape_in_russian() {
     assert_eq!(r.status(), 405);
     assert_error(&r.json().await.unwrap(), "bad_request", None);
 }
+
+async fn readyz(c: &Collector) -> (u16, serde_json::Value) {
+    let r = c
+        .client
+        .get(format!("http://{}/readyz", c.http))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_follows_the_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = Mosquitto::start();
+    let port = m.port;
+    let c = Collector::start(&Broker::External(m.url()), dir.path(), &[]);
+    let ready = wait_for(Duration::from_secs(10), || async {
+        (readyz(&c).await.0 == 200).then_some(())
+    })
+    .await;
+    assert!(
+        ready.is_some(),
+        "not ready with the broker up: {}",
+        readyz(&c).await.1
+    );
+    assert_eq!(c.metric("dozor_ready{check=\"broker\"}").await, 1.0);
+    // `/healthz` only says the process answers.
+    assert_eq!(c.get("/healthz").await["status"], "ok");
+
+    m.proc.kill9();
+    let t = Instant::now();
+    let down = wait_for(Duration::from_secs(5), || async {
+        let (s, j) = readyz(&c).await;
+        (s == 503).then_some(j)
+    })
+    .await
+    .expect("/readyz still 200 five seconds after the broker went away");
+    eprintln!(
+        "/readyz 503 {:?} after the broker was killed: {down}",
+        t.elapsed()
+    );
+    assert_eq!(down["status"], "not_ready");
+    let broker = down["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|ch| ch["check"] == "broker")
+        .unwrap()
+        .clone();
+    assert_eq!(broker["ok"], false);
+    assert_eq!(broker["code"], "broker_disconnected");
+    assert!(broker["message"].as_str().unwrap().contains("брокер"));
+    assert_eq!(c.metric("dozor_ready{check=\"broker\"}").await, 0.0);
+    assert_eq!(c.get("/healthz").await["status"], "ok");
+
+    let _m = Mosquitto::start_on(port);
+    let t = Instant::now();
+    let back = wait_for(Duration::from_secs(30), || async {
+        (readyz(&c).await.0 == 200).then_some(())
+    })
+    .await;
+    assert!(back.is_some(), "not ready again after the broker returned");
+    eprintln!(
+        "/readyz 200 again {:?} after the broker restarted",
+        t.elapsed()
+    );
+    assert_eq!(c.metric("dozor_ready{check=\"broker\"}").await, 1.0);
+}

@@ -32,6 +32,7 @@ pub(crate) fn router(state: ApiState) -> Router {
     Router::new()
         .route("/", get(status::page))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/hosts", get(hosts))
         .route("/api/v1/hosts/{id}", get(host))
@@ -44,9 +45,29 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
+/// `GET /readyz`: 200 when every check passes, else 503; the checks with their reasons.
+async fn readyz(State(s): State<ApiState>) -> Response {
+    let checks = crate::health::checks(&s.metrics, crate::clock::now_ms());
+    let ready = checks.iter().all(|c| c.ok);
+    let status = if ready {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(serde_json::json!({
+            "status": if ready { "ready" } else { "not_ready" },
+            "checks": checks,
+        })),
+    )
+        .into_response()
+}
+
 async fn metrics(State(s): State<ApiState>) -> Response {
     let mut out = String::with_capacity(4096);
     s.metrics.render(&mut out);
+    crate::health::write_metrics(&s.metrics, crate::clock::now_ms(), &mut out);
     let snap = s.snapshot.borrow().clone();
     let mut by_state: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     for h in &snap.hosts {
