@@ -14,6 +14,7 @@ pub mod config;
 mod config_error;
 mod delivery;
 pub mod demo;
+mod fsperm;
 mod health;
 mod http_server;
 /// The roster and the I/O-free maths live in their own crate (`availability/`).
