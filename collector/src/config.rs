@@ -126,14 +126,22 @@ pub struct RawHttp {
     /// Serve HTTPS with this certificate chain and key (PEM); agents enroll over it.
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
+    /// Time a client has to send a request head; also how long an idle keep-alive connection
+    /// stays open.
+    pub header_read_timeout_secs: u64,
+    /// HTTP connections open at once; more are closed at accept (counted on `/metrics`).
+    pub max_connections: usize,
 }
 
 impl Default for RawHttp {
     fn default() -> Self {
+        let limits = crate::http_server::HttpLimits::default();
         RawHttp {
             listen: "127.0.0.1:8080".into(),
             tls_cert_file: None,
             tls_key_file: None,
+            header_read_timeout_secs: limits.header_read_timeout.as_secs(),
+            max_connections: limits.max_connections,
         }
     }
 }
@@ -234,6 +242,8 @@ pub struct Config {
     pub security: crate::identity::SecurityMode,
     /// HTTPS on the HTTP listener.
     pub http_tls: Option<crate::tls::ServerFiles>,
+    /// Timeouts and the connection cap of the HTTP listener.
+    pub http_limits: crate::http_server::HttpLimits,
     /// Run the in-process simulated region (`--demo`).
     pub demo: bool,
 }
@@ -398,6 +408,16 @@ impl RawConfig {
                 format!("{:?} is not host:port ({e})", self.http.listen),
             )
         })?;
+        if !(1..=300).contains(&self.http.header_read_timeout_secs) {
+            return Err(invalid("http.header_read_timeout_secs", "must be 1..=300"));
+        }
+        if !(1..=1_000_000).contains(&self.http.max_connections) {
+            return Err(invalid("http.max_connections", "must be 1..=1000000"));
+        }
+        let http_limits = crate::http_server::HttpLimits {
+            header_read_timeout: Duration::from_secs(self.http.header_read_timeout_secs),
+            max_connections: self.http.max_connections,
+        };
         let l = &self.limits;
         if l.max_hosts == 0 {
             return Err(invalid("limits.max_hosts", "must be > 0"));
@@ -441,6 +461,7 @@ impl RawConfig {
             alerts: self.alerts.validate()?,
             security,
             http_tls,
+            http_limits,
             demo: false,
         })
     }
@@ -589,6 +610,11 @@ mod tests {
         );
         check("[mqtt]\nlisten = \"nope\"", "mqtt.listen");
         check("[http]\nlisten = \"1.2.3.4\"", "http.listen");
+        check(
+            "[http]\nheader_read_timeout_secs = 0",
+            "http.header_read_timeout_secs",
+        );
+        check("[http]\nmax_connections = 0", "http.max_connections");
         check("[limits]\nmax_hosts = 0", "limits.max_hosts");
         check("[limits]\nmax_hostz = 1", "max_hostz");
         check("data_dir = 5", "data_dir");

@@ -13,6 +13,9 @@ pub mod clock;
 pub mod config;
 mod config_error;
 pub mod demo;
+mod fsperm;
+mod health;
+mod http_server;
 /// The roster and the I/O-free maths live in their own crate (`availability/`).
 pub use dozor_availability as availability;
 /// Live state, delivery tracking and pipeline records live in their own crate (`live/`).
@@ -211,6 +214,7 @@ pub async fn run(
         stats
     });
 
+    let http_stats = Arc::new(http_server::HttpStats::default());
     let api_state = api::ApiState {
         snapshot: snap_rx,
         metrics: metrics.clone(),
@@ -219,8 +223,10 @@ pub async fn run(
             let h = alert_handle.clone();
             let sink = sink_stats.clone();
             let ids = ids.clone();
+            let http = http_stats.clone();
             Arc::new(move |out: &mut String| {
                 h.write_metrics(out);
+                http.write_metrics(out);
                 ids.write_metrics(out);
                 if let Some(g) = &gate_stats {
                     ingest::broker::write_metrics(g, out);
@@ -240,32 +246,32 @@ pub async fn run(
         .merge(alerts::router(alert_handle))
         .merge(report::http::router(reports))
         .merge(identity::http::router(ids.clone()));
+    // 64 KiB is far above any JSON body the API takes (a silence, an enrollment). Unknown
+    // routes and methods answer in the API's one error shape.
+    let app = app
+        .fallback(api_error::no_route)
+        .method_not_allowed_fallback(api_error::no_method)
+        .layer(axum::extract::DefaultBodyLimit::max(
+            api_error::BODY_LIMIT_KIB * 1024,
+        ));
     let http_stop = CancellationToken::new();
     {
         let stop = http_stop.clone();
-        let app = app.into_make_service_with_connect_info::<tls::PeerAddr>();
+        let limits = cfg.http_limits;
+        let stats = http_stats.clone();
         match &cfg.http_tls {
             Some(files) => {
                 let tls = tls::server_config(files).context("http.tls_cert_file")?;
-                let listener = tls::TlsListener::new(http, tls, Duration::from_secs(10), 512)?;
-                tasks.spawn(async move {
-                    if let Err(e) = axum::serve(listener, app)
-                        .with_graceful_shutdown(stop.cancelled_owned())
-                        .await
-                    {
-                        tracing::error!(error = %e, "HTTPS server failed");
-                    }
-                });
+                let listener = tls::TlsListener::new(
+                    http,
+                    tls,
+                    limits.header_read_timeout,
+                    limits.max_connections.min(512),
+                )?;
+                tasks.spawn(http_server::serve(listener, app, limits, stats, stop));
             }
             None => {
-                tasks.spawn(async move {
-                    if let Err(e) = axum::serve(http, app)
-                        .with_graceful_shutdown(stop.cancelled_owned())
-                        .await
-                    {
-                        tracing::error!(error = %e, "HTTP server failed");
-                    }
-                });
+                tasks.spawn(http_server::serve(http, app, limits, stats, stop));
             }
         }
     }

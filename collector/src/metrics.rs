@@ -98,6 +98,12 @@ pub struct Metrics {
     store_errors: AtomicU64,
     acks_sent: AtomicU64,
     mqtt_reconnects: AtomicU64,
+    /// Readiness inputs (see `health`): the ingest client holds a broker connection.
+    broker_connected: std::sync::atomic::AtomicBool,
+    /// Unix ms since the store thread has been writing the current batch; 0 when idle.
+    store_busy_since_ms: std::sync::atomic::AtomicI64,
+    /// Unix ms of the pipeline's last flush tick (it ticks every few ms while it runs).
+    pipeline_tick_ms: std::sync::atomic::AtomicI64,
     /// Last time a rejection was logged, per reason, as ms since `started` (rate-limited log).
     last_log_ms: [AtomicU64; N_DROPS],
     suppressed: [AtomicU64; N_DROPS],
@@ -117,6 +123,9 @@ impl Default for Metrics {
             store_errors: AtomicU64::new(0),
             acks_sent: AtomicU64::new(0),
             mqtt_reconnects: AtomicU64::new(0),
+            broker_connected: Default::default(),
+            store_busy_since_ms: Default::default(),
+            pipeline_tick_ms: std::sync::atomic::AtomicI64::new(crate::clock::now_ms()),
             last_log_ms: std::array::from_fn(|_| AtomicU64::new(0)),
             suppressed: std::array::from_fn(|_| AtomicU64::new(0)),
         }
@@ -147,6 +156,30 @@ impl Metrics {
     pub fn batch(&self, records: usize) {
         self.batches.fetch_add(1, Relaxed);
         self.batch_records.fetch_add(records as u64, Relaxed);
+    }
+
+    /// The ingest client gained or lost its broker connection.
+    pub fn set_broker_connected(&self, up: bool) {
+        self.broker_connected.store(up, Relaxed);
+    }
+
+    /// The store thread started writing a batch at `at_ms` (0: it finished).
+    pub fn set_store_busy_since(&self, at_ms: i64) {
+        self.store_busy_since_ms.store(at_ms, Relaxed);
+    }
+
+    /// The pipeline ticked at `at_ms`.
+    pub fn pipeline_tick(&self, at_ms: i64) {
+        self.pipeline_tick_ms.store(at_ms, Relaxed);
+    }
+
+    /// Readiness inputs: (broker connected, store busy since ms or 0, last pipeline tick ms).
+    pub(crate) fn readiness_inputs(&self) -> (bool, i64, i64) {
+        (
+            self.broker_connected.load(Relaxed),
+            self.store_busy_since_ms.load(Relaxed),
+            self.pipeline_tick_ms.load(Relaxed),
+        )
     }
 
     pub fn store_error(&self) {

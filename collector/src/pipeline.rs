@@ -118,6 +118,7 @@ fn spawn_store(
             }
             let mut backoff =
                 crate::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+            metrics.set_store_busy_since(now_ms());
             loop {
                 match store.write(&job.batch) {
                     Ok(()) => break,
@@ -128,6 +129,7 @@ fn spawn_store(
                     }
                 }
             }
+            metrics.set_store_busy_since(0);
             metrics.batch(job.batch.records.len());
             if done
                 .send(Committed {
@@ -466,6 +468,7 @@ pub async fn run(
                 }
             }
             _ = flush.tick() => {
+                p.metrics.pipeline_tick(now_ms());
                 p.send_acks(&client);
                 if let Some(a) = &mut alerts {
                     a.flush();

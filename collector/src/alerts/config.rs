@@ -887,6 +887,39 @@ pub(crate) fn parse_time(s: &str) -> Option<i64> {
         .map(|t| t.timestamp_millis())
 }
 
+/// Longest text of a silence (a target name, a comment, an author), bytes: as long as any
+/// string an agent may send.
+pub(crate) const MAX_SILENCE_TEXT: usize = dozor_proto::Limits::DEFAULT.max_string_len;
+
+/// The first field of a silence's matcher that no incident could carry: `mo` and `host` are
+/// ids (the wire's charset and length), `target` a readable name no longer than an agent's.
+/// The field and what is wrong, in Russian. Shared by the API and the configuration, so a
+/// matcher can never hold megabytes or text that reorders what a person reads (issue 10).
+pub(crate) fn matcher_problem(m: &SilenceMatch) -> Option<(&'static str, String)> {
+    for (field, v) in [("mo", &m.mo), ("host", &m.host)] {
+        if let Some(v) = v
+            && !dozor_proto::valid_id(v)
+        {
+            return Some((
+                field,
+                format!(
+                    "ожидается идентификатор: латиница, цифры, «.», «_», «-», до {} символов",
+                    dozor_proto::MAX_ID_LEN
+                ),
+            ));
+        }
+    }
+    if let Some(t) = &m.target
+        && (t.is_empty() || !dozor_proto::valid_text(t, MAX_SILENCE_TEXT))
+    {
+        return Some((
+            "target",
+            format!("ожидается имя цели до {MAX_SILENCE_TEXT} байт без управляющих символов"),
+        ));
+    }
+    None
+}
+
 fn validate_silence(s: RawSilence, i: usize) -> Result<Silence, ConfigError> {
     let at = |m: String| format!("silence #{}: {m}", i + 1);
     let rule = match &s.rule {
@@ -906,6 +939,27 @@ fn validate_silence(s: RawSilence, i: usize) -> Result<Silence, ConfigError> {
         return Err(invalid(
             "alerts.silence",
             at("give at least one of mo, target, host, rule".into()),
+        ));
+    }
+    if let Some((field, _)) = matcher_problem(&matcher) {
+        let what = if field == "target" {
+            format!("at most {MAX_SILENCE_TEXT} bytes, no control characters")
+        } else {
+            "an id: ASCII letters, digits, '.', '_', '-', at most 64 characters".to_string()
+        };
+        let name = match field {
+            "mo" => "alerts.silence.mo",
+            "host" => "alerts.silence.host",
+            _ => "alerts.silence.target",
+        };
+        return Err(invalid(name, at(format!("must be {what}"))));
+    }
+    if !dozor_proto::valid_text(&s.comment, MAX_SILENCE_TEXT) {
+        return Err(invalid(
+            "alerts.silence.comment",
+            at(format!(
+                "at most {MAX_SILENCE_TEXT} bytes, no control characters"
+            )),
         ));
     }
     let ends_ms = parse_time(&s.until).ok_or_else(|| {

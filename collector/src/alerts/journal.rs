@@ -16,6 +16,9 @@ pub(crate) enum JournalError {
     /// A stored row could not be encoded or decoded.
     #[error("incident journal: bad row: {0}")]
     Json(#[from] serde_json::Error),
+    /// The file's permissions could not be made owner-only.
+    #[error("incident journal: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 /// What a previous run left.
@@ -40,7 +43,9 @@ impl std::fmt::Debug for Journal {
 impl Journal {
     /// Opens (creating) `incidents.db` in `data_dir`.
     pub(crate) fn open(data_dir: &Path) -> Result<Journal, JournalError> {
-        let db = Connection::open(data_dir.join("incidents.db"))?;
+        let path = data_dir.join("incidents.db");
+        crate::fsperm::private_db(&path)?;
+        let db = Connection::open(path)?;
         Journal::init(db)
     }
 

@@ -2,11 +2,11 @@
 
 mod status;
 
-use crate::api_error::ApiError;
+use crate::api_error::{ApiError, Path, Query};
 use crate::metrics::Metrics;
 use crate::roster::Roster;
 use crate::state::{Host, Snapshot};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -32,6 +32,7 @@ pub(crate) fn router(state: ApiState) -> Router {
     Router::new()
         .route("/", get(status::page))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/hosts", get(hosts))
         .route("/api/v1/hosts/{id}", get(host))
@@ -44,9 +45,29 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
+/// `GET /readyz`: 200 when every check passes, else 503; the checks with their reasons.
+async fn readyz(State(s): State<ApiState>) -> Response {
+    let checks = crate::health::checks(&s.metrics, crate::clock::now_ms());
+    let ready = checks.iter().all(|c| c.ok);
+    let status = if ready {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(serde_json::json!({
+            "status": if ready { "ready" } else { "not_ready" },
+            "checks": checks,
+        })),
+    )
+        .into_response()
+}
+
 async fn metrics(State(s): State<ApiState>) -> Response {
     let mut out = String::with_capacity(4096);
     s.metrics.render(&mut out);
+    crate::health::write_metrics(&s.metrics, crate::clock::now_ms(), &mut out);
     let snap = s.snapshot.borrow().clone();
     let mut by_state: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     for h in &snap.hosts {
@@ -152,7 +173,36 @@ pub(crate) struct HostsQuery {
     pub role: Option<String>,
 }
 
-async fn hosts(State(s): State<ApiState>, Query(q): Query<HostsQuery>) -> Response {
+impl HostsQuery {
+    /// Refuses a `state` or `role` no host can have (it would answer an empty list).
+    fn check(&self) -> Result<(), ApiError> {
+        if let Some(st) = self.state.as_deref()
+            && ![ConnState::Online, ConnState::Offline, ConnState::Lost]
+                .iter()
+                .any(|c| c.as_str() == st)
+        {
+            return Err(ApiError::field(
+                "state",
+                format!("{st:?}: ожидается online, offline или lost"),
+            ));
+        }
+        if let Some(r) = self.role.as_deref()
+            && ![Role::Workstation.as_str(), Role::Server.as_str(), "unknown"].contains(&r)
+        {
+            return Err(ApiError::field(
+                "role",
+                format!("{r:?}: ожидается workstation, server или unknown"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+async fn hosts(
+    State(s): State<ApiState>,
+    Query(q): Query<HostsQuery>,
+) -> Result<Response, ApiError> {
+    q.check()?;
     let snap = s.snapshot.borrow().clone();
     let list: Vec<HostJson<'_>> = snap
         .hosts
@@ -166,7 +216,7 @@ async fn hosts(State(s): State<ApiState>, Query(q): Query<HostsQuery>) -> Respon
         })
         .map(|h| host_json(h))
         .collect();
-    Json(list).into_response()
+    Ok(Json(list).into_response())
 }
 
 /// `GET /api/v1/hosts/{id}`: the full live record, `?mo=` to disambiguate.

@@ -137,6 +137,7 @@ pub async fn run(
     let mut backoff =
         crate::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     let mut connected = false;
+    let mut connect_warned = false;
     loop {
         let ev = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -165,6 +166,8 @@ pub async fn run(
                 );
                 backoff.reset();
                 connected = true;
+                connect_warned = false;
+                metrics.set_broker_connected(true);
                 // After a poisoned session was discarded, persist the session again from the
                 // next reconnect on.
                 eventloop.mqtt_options.set_clean_session(false);
@@ -204,6 +207,7 @@ pub async fn run(
                     tracing::warn!(error = %e, "unreadable message from the broker; discarding the session");
                     eventloop.mqtt_options.set_clean_session(true);
                 }
+                metrics.set_broker_connected(false);
                 if connected {
                     connected = false;
                     metrics.mqtt_reconnect();
@@ -211,6 +215,11 @@ pub async fn run(
                     if tx.send(Inbound::Disconnected).await.is_err() {
                         break;
                     }
+                } else if !connect_warned {
+                    // Once per outage at warn (an unreachable broker at start used to be
+                    // logged at debug only); the retries at debug.
+                    connect_warned = true;
+                    tracing::warn!(error = %e, "cannot connect to the MQTT broker; retrying");
                 } else {
                     tracing::debug!(error = %e, "MQTT connect failed; retrying");
                 }

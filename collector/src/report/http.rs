@@ -9,13 +9,14 @@
 //! gives a file download with Russian headers.
 
 use super::{Format, export};
+use crate::api_error::{ApiError, Query};
 use crate::availability::{AvailabilityBy, Ms, Period};
 use crate::roster::Roster;
 use crate::store::config::StoreConfig;
 use crate::store::{Reader, StoreError};
 use axum::Router;
-use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
+use axum::extract::State;
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
@@ -55,9 +56,9 @@ impl ReportState {
 /// Errors of the report endpoints.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
-    /// A parameter is missing or malformed; the message says which (Russian and English).
-    #[error("{0}")]
-    BadRequest(String),
+    /// A parameter is missing or malformed: the parameter and what is wrong (Russian).
+    #[error("{0}: {1}")]
+    BadRequest(&'static str, String),
     /// The store has not been created yet (no data).
     #[error("history store not available")]
     NoStore,
@@ -75,23 +76,21 @@ impl From<StoreError> for ReportError {
     }
 }
 
+impl From<ReportError> for ApiError {
+    fn from(e: ReportError) -> ApiError {
+        match e {
+            ReportError::BadRequest(field, message) => ApiError::field(field, message),
+            ReportError::NoStore => {
+                ApiError::Unavailable("хранилище истории ещё не создано".into())
+            }
+            ReportError::Internal(e) => ApiError::Internal(format!("report: {e}")),
+        }
+    }
+}
+
 impl IntoResponse for ReportError {
     fn into_response(self) -> Response {
-        let (status, msg) = match &self {
-            ReportError::BadRequest(m) => (StatusCode::BAD_REQUEST, m.clone()),
-            ReportError::NoStore => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "хранилище истории ещё не создано (history store not available yet)".into(),
-            ),
-            ReportError::Internal(e) => {
-                tracing::error!(error = %e, "report failed");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "внутренняя ошибка (internal error)".into(),
-                )
-            }
-        };
-        (status, axum::Json(serde_json::json!({ "error": msg }))).into_response()
+        ApiError::from(self).into_response()
     }
 }
 
@@ -107,16 +106,31 @@ pub struct ReportQuery {
 
 impl ReportQuery {
     fn period(&self, cfg: &StoreConfig) -> Result<Period, ReportError> {
-        let bad = |e: crate::availability::PeriodError| ReportError::BadRequest(e.0);
+        // The availability crate's errors are English (it also serves the CLI): told in
+        // Russian here, naming the parameter.
         match (&self.period, &self.from, &self.to) {
-            (Some(p), None, None) => super::parse_period(p, cfg).map_err(bad),
-            (None, Some(f), Some(t)) => Period::range(f, t, cfg.region_tz).map_err(bad),
+            (Some(p), None, None) => super::parse_period(p, cfg).map_err(|_| {
+                ReportError::BadRequest(
+                    "period",
+                    format!("{p:?}: ожидается 2024, 2024-Q1, 2024-03, 2024-W10 или 2024-03-05"),
+                )
+            }),
+            (None, Some(f), Some(t)) => Period::range(f, t, cfg.region_tz).map_err(|_| {
+                ReportError::BadRequest(
+                    "from",
+                    format!(
+                        "from {f:?}, to {t:?}: ожидаются момент RFC 3339, Unix ms или дата \
+                         ГГГГ-ММ-ДД, from раньше to"
+                    ),
+                )
+            }),
             (Some(_), _, _) => Err(ReportError::BadRequest(
-                "give either period or from and to, not both".into(),
+                "period",
+                "укажите либо period, либо from и to, не всё вместе".into(),
             )),
             _ => Err(ReportError::BadRequest(
-                "period (2024-Q1, 2024-03, 2024-W10, 2024-03-05, 2024) or from and to are required"
-                    .into(),
+                "period",
+                "нужен period (2024-Q1, 2024-03, 2024-W10, 2024-03-05, 2024) или from и to".into(),
             )),
         }
     }
@@ -125,7 +139,7 @@ impl ReportQuery {
         match self.format.as_deref() {
             None => Ok(Format::Json),
             Some(f) => Format::parse(f).ok_or_else(|| {
-                ReportError::BadRequest(format!("format {f:?} is not json, csv or xlsx"))
+                ReportError::BadRequest("format", format!("{f:?}: ожидается json, csv или xlsx"))
             }),
         }
     }
@@ -193,7 +207,7 @@ async fn availability(
     let by = match q.by.as_deref() {
         None => AvailabilityBy::Mo,
         Some(b) => AvailabilityBy::parse(b).ok_or_else(|| {
-            ReportError::BadRequest(format!("by {b:?} is not host, mo or target"))
+            ReportError::BadRequest("by", format!("{b:?}: ожидается host, mo или target"))
         })?,
     };
     let now = (s.clock)();

@@ -310,17 +310,39 @@ async fn http_endpoints() {
         .unwrap();
     assert_eq!(s1["down_ms"], H);
 
-    for (q, needle) in [
-        ("/api/v1/indicators", "period"),
-        ("/api/v1/indicators?period=2024-Q7", "2024-Q7"),
-        ("/api/v1/availability?period=2024-03&by=planet", "planet"),
-        ("/api/v1/counts?period=2024-03&format=pdf", "pdf"),
-        ("/api/v1/counts?from=2024-03-05", "required"),
+    // One error shape: an English code, the field, a Russian message naming the value.
+    for (q, field, needle) in [
+        ("/api/v1/indicators", "period", "нужен period"),
+        (
+            "/api/v1/indicators?period=2024-Q7",
+            "period",
+            "\"2024-Q7\": ожидается",
+        ),
+        (
+            "/api/v1/availability?period=2024-03&by=planet",
+            "by",
+            "\"planet\": ожидается",
+        ),
+        (
+            "/api/v1/counts?period=2024-03&format=pdf",
+            "format",
+            "\"pdf\": ожидается",
+        ),
+        ("/api/v1/counts?from=2024-03-05", "period", "нужен period"),
+        (
+            "/api/v1/counts?from=garbage&to=2024-03-05",
+            "from",
+            "\"garbage\"",
+        ),
     ] {
         let r = get(q).await.unwrap();
         assert_eq!(r.status(), 400, "{q}");
         let j: serde_json::Value = r.json().await.unwrap();
-        assert!(j["error"].as_str().unwrap().contains(needle), "{q}: {j}");
+        assert_eq!(j["error"], "invalid_field", "{q}: {j}");
+        assert_eq!(j["field"], field, "{q}: {j}");
+        let m = j["message"].as_str().unwrap();
+        assert!(m.starts_with(&format!("{field}: ")), "{q}: {j}");
+        assert!(m.contains(needle), "{q}: {j}");
     }
 }
 

@@ -279,6 +279,61 @@ fn invalid_messages_are_rejected_with_reason() {
     check("probe", hb_json(), |_| {}, r(Reject::BadJson));
 }
 
+/// Regression (issue 10): U+2028 and U+202E in a site or target name made an alert's text read
+/// «ВОССТАНОВЛЕНО: ложная тревога…». Every bidi control and line/paragraph separator is
+/// rejected in every string an agent sends, so nothing downstream (alerts, status page,
+/// exports) ever sees one.
+#[test]
+fn bidi_controls_and_separators_are_rejected() {
+    use serde_json::json;
+    let bad = [
+        '\u{200E}', '\u{200F}', '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}',
+        '\u{2066}', '\u{2067}', '\u{2068}', '\u{2069}', '\u{2028}', '\u{2029}',
+    ];
+    for c in bad {
+        let s = format!("ВОССТАНОВЛЕНО{c}x");
+        for field in ["site", "hostname", "os_name", "cpu_model"] {
+            check(
+                "birth",
+                birth_json(),
+                |d| d["body"][field] = json!(s),
+                Err(Reject::BadValue),
+            );
+        }
+        check(
+            "birth",
+            birth_json(),
+            |d| d["body"]["targets"][0]["name"] = json!(s),
+            Err(Reject::BadValue),
+        );
+        check(
+            "probe",
+            probe_json(),
+            |d| d["body"]["results"][0]["target"] = json!(s),
+            Err(Reject::BadValue),
+        );
+        check(
+            "state",
+            state_json(),
+            |d| d["body"]["reason"] = json!(s),
+            Err(Reject::BadValue),
+        );
+        check(
+            "hb",
+            hb_json(),
+            |d| d["body"]["disks"][0]["mount"] = json!(s),
+            Err(Reject::BadValue),
+        );
+    }
+    // Ordinary Cyrillic, punctuation and other non-ASCII text stays accepted.
+    check(
+        "birth",
+        birth_json(),
+        |d| d["body"]["site"] = json!("ФАП «Сосновка» — №2 (кор. Б)"),
+        Ok(()),
+    );
+}
+
 /// Found by `fuzz/` (target `decode_fields`): `boot_time * 1000` overflowed and panicked (debug
 /// builds) or wrapped (release builds), where 18_446_745_773_709_552 became 1_700_000_000_384
 /// ms (2023) and was accepted.

@@ -110,7 +110,7 @@ impl Alertmanager {
             .json(alerts)
             .send()
             .await
-            .map_err(transient)?;
+            .map_err(|e| transient(&self.url, e))?;
         let status = r.status();
         let body = r.text().await.unwrap_or_default();
         http_status(status, &body)

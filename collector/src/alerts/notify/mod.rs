@@ -390,8 +390,25 @@ fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
         .map_err(|e| e.to_string())
 }
 
-fn transient(e: reqwest::Error) -> SendError {
-    SendError::Transient(e.to_string())
+/// A request error as logged: where it went as `scheme://host[:port]/…` and what failed, never
+/// reqwest's own text with the full URL (a webhook's or Alertmanager's path or query may hold a
+/// token, a Telegram URL always does: `/bot<token>/`).
+fn transient(url: &str, e: reqwest::Error) -> SendError {
+    SendError::Transient(format!("{}: {}", redact_url(url), e.without_url()))
+}
+
+/// `scheme://host[:port]/…`: no userinfo, path or query.
+pub(crate) fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => {
+            let host = u.host_str().unwrap_or("?");
+            match u.port() {
+                Some(p) => format!("{}://{host}:{p}/…", u.scheme()),
+                None => format!("{}://{host}/…", u.scheme()),
+            }
+        }
+        Err(_) => "<неверный URL>".to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -39,8 +39,8 @@ impl Telegram {
             }))
             .send()
             .await
-            // The URL holds the token: never log reqwest's error with it.
-            .map_err(|e| transient(e.without_url()))?;
+            // The URL holds the token: `transient` logs only its scheme and host.
+            .map_err(|e| transient(&self.url, e))?;
         let status = r.status();
         let body = r.text().await.unwrap_or_default();
         http_status(status, &body)

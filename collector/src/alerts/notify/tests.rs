@@ -539,3 +539,27 @@ async fn alertmanager_receives_labels_resends_and_resolves() {
     assert_eq!(count(&n.stats()[0]).0, 2);
     cancel.cancel();
 }
+
+/// Regression (issue 10): webhook and Alertmanager errors logged the full URL with its token.
+/// A failed request's error names only the scheme and host.
+#[tokio::test]
+async fn request_errors_never_carry_the_url_secrets() {
+    let port = free_port();
+    for url in [
+        format!("http://user:pw-SECRET@127.0.0.1:{port}/hooks/SECRET?token=SECRET"),
+        format!("http://127.0.0.1:{port}/botSECRET:AAE/sendMessage"),
+        format!("http://127.0.0.1:{port}/api/v2/alerts#SECRET"),
+    ] {
+        let e = reqwest::Client::new().post(&url).send().await.unwrap_err();
+        let SendError::Transient(msg) = super::transient(&url, e) else {
+            panic!("not transient");
+        };
+        assert!(!msg.contains("SECRET"), "{msg}");
+        assert!(!msg.contains("pw"), "{msg}");
+        assert!(
+            msg.starts_with(&format!("http://127.0.0.1:{port}/…: ")),
+            "{msg}"
+        );
+    }
+    assert_eq!(super::redact_url("not a url"), "<неверный URL>");
+}

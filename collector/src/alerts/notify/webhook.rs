@@ -46,7 +46,7 @@ impl Webhook {
             .json(&Body { version: 1, n })
             .send()
             .await
-            .map_err(transient)?;
+            .map_err(|e| transient(&self.url, e))?;
         let status = r.status();
         let body = r.text().await.unwrap_or_default();
         http_status(status, &body)

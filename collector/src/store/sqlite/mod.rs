@@ -204,6 +204,7 @@ impl SqliteStore {
         {
             std::fs::create_dir_all(dir)?;
         }
+        crate::fsperm::private_db(path)?;
         let conn = Connection::open(path)?;
         schema::configure(&conn, cfg.sync_full)?;
         schema::migrate(&conn)?;
