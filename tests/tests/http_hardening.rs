@@ -234,11 +234,18 @@ async fn oversized_silences_are_refused_and_memory_stays_flat() {
     }
     // A body over the 64 KiB limit (the 1.9 MB `mo` of issue 10): 413, same shape.
     let huge = serde_json::json!({"mo": "1".repeat(1_900_000), "duration_secs": 60});
+    let url = format!("http://{}/api/v1/silences", c.http);
+    let mut answered = 0;
     for _ in 0..20 {
-        let (status, j) = post_silence(&c, &huge).await;
-        assert_eq!(status, 413);
-        assert_error(&j, "too_large", None);
+        // The server answers after 64 KiB and closes without reading the rest; the client,
+        // still writing, may see the reset before the answer: that attempt is refused too.
+        if let Ok(r) = c.client.post(&url).json(&huge).send().await {
+            assert_eq!(r.status(), 413);
+            assert_error(&r.json().await.unwrap(), "too_large", None);
+            answered += 1;
+        }
     }
+    assert!(answered > 0, "no 413 seen");
     let after = rss_kib(pid);
     eprintln!("RSS before {before} KiB, after 120 oversized attempts {after} KiB");
     assert_eq!(silence_count(&c).await, 0);
