@@ -10,11 +10,20 @@ use tokio::net::TcpStream;
 
 /// A collector whose HTTP listener has these limits.
 fn collector(dir: &std::path::Path, header_timeout_secs: u64, max_connections: usize) -> Collector {
+    collector_with(dir, header_timeout_secs, max_connections, 120)
+}
+
+fn collector_with(
+    dir: &std::path::Path,
+    header_timeout_secs: u64,
+    max_connections: usize,
+    request_timeout_secs: u64,
+) -> Collector {
     let cfg = dir.join("collector.toml");
     std::fs::write(
         &cfg,
         format!(
-            "[http]\nheader_read_timeout_secs = {header_timeout_secs}\nmax_connections = {max_connections}\n"
+            "[http]\nheader_read_timeout_secs = {header_timeout_secs}\nmax_connections = {max_connections}\nrequest_timeout_secs = {request_timeout_secs}\n"
         ),
     )
     .unwrap();
@@ -553,4 +562,28 @@ async fn hostile_names_never_reach_a_person() {
     assert_eq!(seen, 3, "{csv_text}");
     // The births with bidi controls never got in.
     assert!(!csv_text.contains("pc-b"), "{csv_text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slowly_sent_body_gets_408_and_the_connection_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = collector_with(dir.path(), 10, 4096, 2);
+    let mut s = TcpStream::connect(c.http).await.unwrap();
+    s.write_all(
+        b"POST /api/v1/silences HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{",
+    )
+    .await
+    .unwrap();
+    let t = Instant::now();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got))
+        .await
+        .expect("connection still open 5 s after a 2 s request timeout")
+        .ok();
+    let text = String::from_utf8_lossy(&got);
+    eprintln!("slow body answered after {:?}", t.elapsed());
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("\"error\":\"request_timeout\""), "{text}");
+    // A normal request still works.
+    assert_eq!(timed_get(&c, "/healthz").await.0, 200);
 }
