@@ -131,6 +131,8 @@ pub struct RawHttp {
     pub header_read_timeout_secs: u64,
     /// HTTP connections open at once; more are closed at accept (counted on `/metrics`).
     pub max_connections: usize,
+    /// Longest time from a request's head to its response (a slow body, a slow report): 408.
+    pub request_timeout_secs: u64,
 }
 
 impl Default for RawHttp {
@@ -142,6 +144,7 @@ impl Default for RawHttp {
             tls_key_file: None,
             header_read_timeout_secs: limits.header_read_timeout.as_secs(),
             max_connections: limits.max_connections,
+            request_timeout_secs: limits.request_timeout.as_secs(),
         }
     }
 }
@@ -414,9 +417,13 @@ impl RawConfig {
         if !(1..=1_000_000).contains(&self.http.max_connections) {
             return Err(invalid("http.max_connections", "must be 1..=1000000"));
         }
+        if !(1..=3600).contains(&self.http.request_timeout_secs) {
+            return Err(invalid("http.request_timeout_secs", "must be 1..=3600"));
+        }
         let http_limits = crate::http_server::HttpLimits {
             header_read_timeout: Duration::from_secs(self.http.header_read_timeout_secs),
             max_connections: self.http.max_connections,
+            request_timeout: Duration::from_secs(self.http.request_timeout_secs),
         };
         let l = &self.limits;
         if l.max_hosts == 0 {
@@ -615,6 +622,10 @@ mod tests {
             "http.header_read_timeout_secs",
         );
         check("[http]\nmax_connections = 0", "http.max_connections");
+        check(
+            "[http]\nrequest_timeout_secs = 0",
+            "http.request_timeout_secs",
+        );
         check("[limits]\nmax_hosts = 0", "limits.max_hosts");
         check("[limits]\nmax_hostz = 1", "max_hostz");
         check("data_dir = 5", "data_dir");

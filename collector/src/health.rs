@@ -6,7 +6,9 @@
 //! - `store`: no batch has been waiting on the store longer than [`STORE_STUCK_MS`] (a write
 //!   failing or hanging: the disk full, the database locked);
 //! - `ingest`: the pipeline ticked within [`INGEST_LAG_MS`] (it stalls when the store holds it
-//!   back, so messages wait unread in the broker).
+//!   back, so messages wait unread in the broker);
+//! - `alerts`: no notification channel's last notification was given up on (retries exhausted
+//!   or refused): the collector observes, but nobody would be told.
 
 use crate::metrics::Metrics;
 use serde::Serialize;
@@ -27,8 +29,9 @@ pub(crate) struct Check {
     pub(crate) message: String,
 }
 
-/// The checks at `now_ms`.
-pub(crate) fn checks(m: &Metrics, now_ms: i64) -> Vec<Check> {
+/// The checks at `now_ms`; `failing_channels` names the alert channels whose last
+/// notification was given up on.
+pub(crate) fn checks(m: &Metrics, failing_channels: &[String], now_ms: i64) -> Vec<Check> {
     let (broker, busy_since, tick) = m.readiness_inputs();
     let ok = |check, message: &str| Check {
         check,
@@ -70,17 +73,35 @@ pub(crate) fn checks(m: &Metrics, now_ms: i64) -> Vec<Check> {
                 message: format!("приём сообщений стоит {} с", (now_ms - tick) / 1000),
             }
         },
+        if failing_channels.is_empty() {
+            ok("alerts", "каналы оповещений доставляют")
+        } else {
+            Check {
+                check: "alerts",
+                ok: false,
+                code: "alert_channel_failing",
+                message: format!(
+                    "оповещения не доставлены, каналы: {}",
+                    failing_channels.join(", ")
+                ),
+            }
+        },
     ]
 }
 
 /// Appends `dozor_ready{check=…}` (1 ready, 0 not).
-pub(crate) fn write_metrics(m: &Metrics, now_ms: i64, out: &mut String) {
+pub(crate) fn write_metrics(
+    m: &Metrics,
+    failing_channels: &[String],
+    now_ms: i64,
+    out: &mut String,
+) {
     let mut f = crate::metrics::Families::default();
     let g = f.gauge(
         "dozor_ready",
-        "Readiness per check (1 ready, 0 not): broker, store, ingest; see /readyz.",
+        "Readiness per check (1 ready, 0 not): broker, store, ingest, alerts; see /readyz.",
     );
-    for c in checks(m, now_ms) {
+    for c in checks(m, failing_channels, now_ms) {
         g.sample(&[("check", c.check)], u64::from(c.ok));
     }
     f.write(out);
@@ -91,7 +112,7 @@ mod tests {
     use super::*;
 
     fn codes(m: &Metrics, now: i64) -> Vec<&'static str> {
-        checks(m, now).into_iter().map(|c| c.code).collect()
+        checks(m, &[], now).into_iter().map(|c| c.code).collect()
     }
 
     #[test]
@@ -99,18 +120,22 @@ mod tests {
         let now = crate::clock::now_ms();
         let m = Metrics::default();
         m.pipeline_tick(now);
-        assert_eq!(codes(&m, now), ["broker_disconnected", "ok", "ok"]);
+        assert_eq!(codes(&m, now), ["broker_disconnected", "ok", "ok", "ok"]);
         m.set_broker_connected(true);
-        assert_eq!(codes(&m, now), ["ok", "ok", "ok"]);
+        assert_eq!(codes(&m, now), ["ok", "ok", "ok", "ok"]);
         m.set_store_busy_since(now - STORE_STUCK_MS - 1);
-        assert_eq!(codes(&m, now), ["ok", "store_stuck", "ok"]);
+        assert_eq!(codes(&m, now), ["ok", "store_stuck", "ok", "ok"]);
         m.set_store_busy_since(0);
         assert_eq!(
             codes(&m, now + INGEST_LAG_MS + 1),
-            ["ok", "ok", "ingest_lagging"]
+            ["ok", "ok", "ingest_lagging", "ok"]
         );
+        let failing = checks(&m, &["helpdesk".to_string()], now);
+        assert_eq!(failing[3].code, "alert_channel_failing");
+        assert!(failing[3].message.contains("helpdesk"));
         let mut out = String::new();
-        write_metrics(&m, now, &mut out);
+        write_metrics(&m, &["helpdesk".to_string()], now, &mut out);
         assert!(out.contains("dozor_ready{check=\"broker\"} 1"), "{out}");
+        assert!(out.contains("dozor_ready{check=\"alerts\"} 0"), "{out}");
     }
 }

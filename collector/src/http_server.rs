@@ -26,6 +26,9 @@ pub struct HttpLimits {
     pub header_read_timeout: Duration,
     /// Connections open at once; beyond it new ones are closed at accept (counted).
     pub max_connections: usize,
+    /// Time from a request's head to its response: bounds a client that sends its body slowly
+    /// (the header timeout stops once the head is in). Answered 408.
+    pub request_timeout: Duration,
 }
 
 impl Default for HttpLimits {
@@ -33,6 +36,7 @@ impl Default for HttpLimits {
         HttpLimits {
             header_read_timeout: Duration::from_secs(10),
             max_connections: 4096,
+            request_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -98,6 +102,21 @@ impl Drop for Open {
     }
 }
 
+/// The answer to a request that took longer than `http.request_timeout_secs`; the connection
+/// is closed after it.
+fn timed_out() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        axum::http::StatusCode::REQUEST_TIMEOUT,
+        [(axum::http::header::CONNECTION, "close")],
+        axum::Json(serde_json::json!({
+            "error": "request_timeout",
+            "message": "запрос не получен целиком вовремя",
+        })),
+    )
+        .into_response()
+}
+
 /// Serves `app` on `listener` (plain TCP or [`crate::tls::TlsListener`]) until `stop`.
 pub(crate) async fn serve<L>(
     mut listener: L,
@@ -139,7 +158,13 @@ pub(crate) async fn serve<L>(
             let _open = open;
             let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
                 req.extensions_mut().insert(ConnectInfo(PeerAddr(addr)));
-                app.clone().oneshot(req.map(axum::body::Body::new))
+                let call = app.clone().oneshot(req.map(axum::body::Body::new));
+                async move {
+                    match tokio::time::timeout(limits.request_timeout, call).await {
+                        Ok(r) => r,
+                        Err(_) => Ok(timed_out()),
+                    }
+                }
             });
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder

