@@ -81,6 +81,16 @@ impl IntoResponse for ApiError {
         if let ApiError::Field { field, .. } = &self {
             body["field"] = (*field).into();
         }
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The unread rest of the body makes the connection unusable: say so, so that
+            // clients do not reuse it for their next request.
+            return (
+                status,
+                [(axum::http::header::CONNECTION, "close")],
+                Json(body),
+            )
+                .into_response();
+        }
         (status, Json(body)).into_response()
     }
 }
