@@ -126,6 +126,11 @@ pub struct RawHttp {
     /// Serve HTTPS with this certificate chain and key (PEM); agents enroll over it.
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
+    /// Reading (GET/HEAD of the page, the API, `/metrics`) without login.
+    pub public_read: bool,
+    /// Host names the API answers to (`Host` header, port ignored); empty: the listen address,
+    /// `localhost` and `127.0.0.1`.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for RawHttp {
@@ -134,6 +139,8 @@ impl Default for RawHttp {
             listen: "127.0.0.1:8080".into(),
             tls_cert_file: None,
             tls_key_file: None,
+            public_read: false,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -233,8 +240,39 @@ pub struct Config {
     pub security: crate::identity::SecurityMode,
     /// HTTPS on the HTTP listener.
     pub http_tls: Option<crate::tls::ServerFiles>,
+    /// Reading without login (`http.public_read`).
+    pub http_public_read: bool,
+    /// Host names the API answers to, lower case (`http.allowed_hosts` or its default).
+    pub http_allowed_hosts: Vec<String>,
     /// Run the in-process simulated region (`--demo`).
     pub demo: bool,
+}
+
+/// `http.allowed_hosts`, lower case; empty: the listen address, `localhost`, `127.0.0.1`.
+fn allowed_hosts(given: &[String], listen: &SocketAddr) -> Result<Vec<String>, ConfigError> {
+    if given.is_empty() {
+        let mut v = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        if !listen.ip().is_unspecified() {
+            v.push(listen.ip().to_string());
+        }
+        return Ok(v);
+    }
+    given
+        .iter()
+        .map(|h| {
+            let ok = !h.is_empty()
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
+            if ok {
+                Ok(h.to_ascii_lowercase())
+            } else {
+                Err(invalid(
+                    "http.allowed_hosts",
+                    format!("{h:?} is not a host name or address (no port)"),
+                ))
+            }
+        })
+        .collect()
 }
 
 /// Both files or neither.
@@ -397,6 +435,7 @@ impl RawConfig {
                 format!("{:?} is not host:port ({e})", self.http.listen),
             )
         })?;
+        let http_allowed_hosts = allowed_hosts(&self.http.allowed_hosts, &http_listen)?;
         let l = &self.limits;
         if l.max_hosts == 0 {
             return Err(invalid("limits.max_hosts", "must be > 0"));
@@ -440,6 +479,8 @@ impl RawConfig {
             alerts: self.alerts.validate()?,
             security,
             http_tls,
+            http_public_read: self.http.public_read,
+            http_allowed_hosts,
             demo: false,
         })
     }

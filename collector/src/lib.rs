@@ -8,6 +8,7 @@
 mod alerts;
 mod api;
 mod api_error;
+pub mod auth;
 mod backoff;
 pub mod clock;
 pub mod config;
@@ -212,6 +213,20 @@ pub async fn run(
         stats
     });
 
+    if cfg.demo && !cfg.http_public_read {
+        tracing::info!("demo: the status page and the API are readable without login");
+    }
+    let auth = auth::http::AuthState::open(
+        &cfg.data_dir,
+        auth::http::HttpAuthConfig {
+            // The demo runs on a laptop for a look around: reading needs no login there.
+            public_read: cfg.http_public_read || cfg.demo,
+            allowed_hosts: cfg.http_allowed_hosts.clone(),
+            https: cfg.http_tls.is_some(),
+        },
+        clock::system_clock(),
+    )
+    .context("auth.db")?;
     let api_state = api::ApiState {
         snapshot: snap_rx,
         metrics: metrics.clone(),
@@ -220,9 +235,11 @@ pub async fn run(
             let h = alert_handle.clone();
             let sink = sink_stats.clone();
             let ids = ids.clone();
+            let auth = auth.clone();
             Arc::new(move |out: &mut String| {
                 h.write_metrics(out);
                 ids.write_metrics(out);
+                auth.write_metrics(out);
                 if let Some(g) = &gate_stats {
                     ingest::broker::write_metrics(g, out);
                 }
@@ -240,7 +257,12 @@ pub async fn run(
     let app = api::router(api_state)
         .merge(alerts::router(alert_handle))
         .merge(report::http::router(reports))
-        .merge(identity::http::router(ids.clone()));
+        .merge(identity::http::router(ids.clone()))
+        .merge(auth::http::router(auth.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            auth::http::enforce,
+        ));
     let http_stop = CancellationToken::new();
     {
         let stop = http_stop.clone();

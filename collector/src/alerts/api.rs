@@ -129,8 +129,9 @@ struct NewSilence {
     duration_secs: Option<u64>,
     #[serde(default)]
     comment: String,
-    #[serde(default)]
-    created_by: String,
+    /// Ignored (accepted so older clients keep working): the author is the authenticated caller.
+    #[serde(default, rename = "created_by")]
+    _created_by: serde::de::IgnoredAny,
 }
 
 /// Longest maintenance window accepted over the API.
@@ -140,6 +141,7 @@ const MAX_SILENCES: usize = 10_000;
 
 async fn create_silence(
     State(h): State<AlertHandle>,
+    who: Option<axum::Extension<crate::auth::Principal>>,
     body: Result<Json<NewSilence>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(b) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
@@ -200,7 +202,8 @@ async fn create_silence(
         starts_ms,
         ends_ms,
         comment: b.comment.chars().take(1000).collect(),
-        created_by: b.created_by.chars().take(200).collect(),
+        // Who is asking, as authenticated (the body's `created_by` is ignored).
+        created_by: who.map(|w| w.0.name).unwrap_or_default(),
         created_ms: now,
     };
     book.list.push(s.clone());
