@@ -260,9 +260,10 @@ fn allowed_hosts(given: &[String], listen: &SocketAddr) -> Result<Vec<String>, C
     given
         .iter()
         .map(|h| {
-            let ok = !h.is_empty()
-                && h.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
+            let ok = h.parse::<std::net::IpAddr>().is_ok()
+                || (!h.is_empty()
+                    && h.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-')));
             if ok {
                 Ok(h.to_ascii_lowercase())
             } else {
@@ -613,6 +614,19 @@ mod tests {
     }
 
     #[test]
+    fn allowed_hosts_default_to_the_listen_address_and_localhost() {
+        let c = RawConfig::from_toml("[http]\nlisten = \"10.1.2.3:8080\"")
+            .and_then(RawConfig::validate)
+            .unwrap();
+        assert_eq!(c.http_allowed_hosts, ["localhost", "127.0.0.1", "10.1.2.3"]);
+        assert!(!c.http_public_read);
+        let c = RawConfig::from_toml("[http]\nallowed_hosts = [\"Dozor.Region.Local\"]")
+            .and_then(RawConfig::validate)
+            .unwrap();
+        assert_eq!(c.http_allowed_hosts, ["dozor.region.local"]);
+    }
+
+    #[test]
     fn errors_name_the_field() {
         let check = |text: &str, field: &str| {
             let e = RawConfig::from_toml(text)
@@ -629,6 +643,10 @@ mod tests {
         );
         check("[mqtt]\nlisten = \"nope\"", "mqtt.listen");
         check("[http]\nlisten = \"1.2.3.4\"", "http.listen");
+        check(
+            "[http]\nallowed_hosts = [\"evil.example:80\"]",
+            "http.allowed_hosts",
+        );
         check("[limits]\nmax_hosts = 0", "limits.max_hosts");
         check("[limits]\nmax_hostz = 1", "max_hostz");
         check("data_dir = 5", "data_dir");

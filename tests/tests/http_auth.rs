@@ -79,7 +79,18 @@ async fn unauthenticated_and_wrong_role_writes_are_refused_and_tokens_work() {
         anon.get(url(&c, "/healthz")).send().await.unwrap().status(),
         200
     );
-    for path in ["/", "/metrics", "/api/v1/hosts", "/api/v1/silences"] {
+    let no_redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_redirect.get(url(&c, "/")).send().await.unwrap();
+    assert_eq!(
+        r.status(),
+        303,
+        "the status page sends a person to the login form"
+    );
+    assert_eq!(r.headers()["location"], "/login");
+    for path in ["/metrics", "/api/v1/hosts", "/api/v1/silences"] {
         let (s, body) = parts(anon.get(url(&c, path)).send().await.unwrap()).await;
         assert_eq!(s, 401, "GET {path}");
         assert_eq!(body["error"], "unauthenticated", "GET {path}: {body}");
@@ -436,4 +447,217 @@ async fn wrong_host_is_refused_and_failed_logins_are_limited_and_counted() {
     let page = web.get(url(&c, "/login")).send().await.unwrap();
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("Вход"));
+}
+
+/// A headless Chromium driven over the W3C WebDriver protocol (chromedriver), spoken with
+/// reqwest: no WebDriver crate needed for a few commands.
+struct Browser {
+    base: String,
+    http: reqwest::Client,
+    _driver: Proc,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let port = free_port();
+        let child = std::process::Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("chromedriver (Debian package chromium-driver; tests/run installs it)");
+        let driver = Proc {
+            name: "chromedriver".into(),
+            child: Some(child),
+        };
+        wait_port(port, std::time::Duration::from_secs(20));
+        let http = reqwest::Client::new();
+        let base = format!("http://127.0.0.1:{port}");
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"
+            ]}
+        }}});
+        let r: Value = http
+            .post(format!("{base}/session"))
+            .json(&caps)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = r["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no WebDriver session: {r}"));
+        Browser {
+            base: format!("{base}/session/{id}"),
+            http,
+            _driver: driver,
+        }
+    }
+
+    async fn cmd(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        // chromedriver refuses a body on GET.
+        if !body.is_null() {
+            req = req.json(&body);
+        }
+        let r: Value = req.send().await.unwrap().json().await.unwrap();
+        r["value"].clone()
+    }
+
+    async fn go(&self, url: &str) {
+        self.cmd(reqwest::Method::POST, "/url", json!({"url": url}))
+            .await;
+    }
+
+    async fn element(&self, css: &str) -> String {
+        let v = self
+            .cmd(
+                reqwest::Method::POST,
+                "/element",
+                json!({"using": "css selector", "value": css}),
+            )
+            .await;
+        v["element-6066-11e4-a52e-4f735466cecf"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element {css}: {v}"))
+            .to_string()
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let e = self.element(css).await;
+        self.cmd(
+            reqwest::Method::POST,
+            &format!("/element/{e}/clear"),
+            json!({}),
+        )
+        .await;
+        self.cmd(
+            reqwest::Method::POST,
+            &format!("/element/{e}/value"),
+            json!({"text": text}),
+        )
+        .await;
+    }
+
+    async fn click(&self, css: &str) {
+        let e = self.element(css).await;
+        self.cmd(
+            reqwest::Method::POST,
+            &format!("/element/{e}/click"),
+            json!({}),
+        )
+        .await;
+    }
+
+    /// Runs an async script; `done` (the last argument) receives its result.
+    async fn run(&self, script: &str) -> Value {
+        let script = format!("const done = arguments[arguments.length - 1]; {script}");
+        self.cmd(
+            reqwest::Method::POST,
+            "/execute/async",
+            json!({"script": script, "args": []}),
+        )
+        .await
+    }
+
+    async fn text(&self, css: &str) -> String {
+        let e = self.element(css).await;
+        self.cmd(
+            reqwest::Method::GET,
+            &format!("/element/{e}/text"),
+            Value::Null,
+        )
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+    }
+
+    async fn url(&self) -> String {
+        self.cmd(reqwest::Method::GET, "/url", Value::Null)
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // Ends Chromium; chromedriver itself is killed by its Proc.
+        let base = self.base.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let _ = reqwest::Client::new().delete(base).send().await;
+            });
+        })
+        .join();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headless_chromium_logs_in_and_csrf_guards_its_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = start(dir.path());
+    let b = Browser::start().await;
+    let site = format!("http://{}", c.http);
+
+    // The status page sends the browser to the login form.
+    b.go(&format!("{site}/")).await;
+    assert_eq!(b.url().await, format!("{site}/login"));
+    b.type_into("#user", "admin").await;
+    b.type_into("#password", "wrong password").await;
+    b.click("#submit").await;
+    let error = wait_for(std::time::Duration::from_secs(10), || async {
+        let t = b.text("#error").await;
+        (!t.is_empty()).then_some(t)
+    })
+    .await;
+    assert_eq!(
+        error.as_deref(),
+        Some("неверное имя пользователя или пароль")
+    );
+
+    b.type_into("#password", ADMIN_PW).await;
+    b.click("#submit").await;
+    let home = wait_for(std::time::Duration::from_secs(10), || async {
+        (b.url().await == format!("{site}/")).then_some(())
+    })
+    .await;
+    assert!(
+        home.is_some(),
+        "logged in, the form goes to the status page"
+    );
+    // The cookie is HttpOnly: the page's scripts cannot read it.
+    assert_eq!(b.run("done(document.cookie)").await, "");
+
+    // The page's own scripts: without the CSRF header refused, with it accepted.
+    let post = |csrf: bool| {
+        format!(
+            "fetch('/api/v1/silences', {{method: 'POST', headers: Object.assign(
+               {{'Content-Type': 'application/json'}},
+               {csrf} ? {{'X-CSRF-Token': sessionStorage.getItem('dozor_csrf')}} : {{}}),
+               body: JSON.stringify({{rule: 'central_outage', duration_secs: 600}})}})
+             .then(r => done(r.status), e => done(String(e)))"
+        )
+    };
+    assert_eq!(b.run(&post(false)).await, 403);
+    assert_eq!(b.run(&post(true)).await, 201);
+    let silences = c.get("/api/v1/silences").await;
+    assert!(
+        silences
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["created_by"] == "admin"),
+        "{silences}"
+    );
 }

@@ -321,6 +321,10 @@ pub(crate) async fn enforce(State(st): State<AuthState>, mut req: Request, next:
         Decision::Allow => {}
         Decision::Unauthenticated => {
             c.unauthenticated.fetch_add(1, Relaxed);
+            // A person opening the status page gets the login form, not JSON.
+            if method == axum::http::Method::GET && path == "/" {
+                return (StatusCode::SEE_OTHER, [(header::LOCATION, "/login")]).into_response();
+            }
             return unauthenticated();
         }
         Decision::Forbidden => {
