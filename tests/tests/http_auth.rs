@@ -402,6 +402,15 @@ async fn wrong_host_is_refused_and_failed_logins_are_limited_and_counted() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "localhost is allowed by default");
+    // Agents and health probes may use any name (no cookies, nothing to rebind).
+    let r = c
+        .client
+        .get(url(&c, "/healthz"))
+        .header("host", "collector.region.local")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
 
     let web = reqwest::Client::new();
     for _ in 0..10 {

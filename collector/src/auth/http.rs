@@ -3,7 +3,9 @@
 //! tokens, enrollment tokens and the audit log.
 
 use super::db::{AuthDb, AuthDbError, LocalAuthenticator};
-use super::{Authenticator, Decision, Need, Principal, Role, Via, changes, decide, required};
+use super::{
+    Authenticator, Decision, Need, Principal, Role, Via, changes, decide, host_checked, required,
+};
 use crate::api_error::ApiError;
 use crate::clock::Clock;
 use crate::identity::db::IdentityDb;
@@ -293,7 +295,9 @@ pub(crate) async fn enforce(State(st): State<AuthState>, mut req: Request, next:
         .and_then(|h| h.to_str().ok())
         .unwrap_or("")
         .to_string();
-    if !st.0.cfg.allowed_hosts.contains(&host_name(&host)) {
+    if host_checked(req.method(), req.uri().path())
+        && !st.0.cfg.allowed_hosts.contains(&host_name(&host))
+    {
         c.refused_host.fetch_add(1, Relaxed);
         return error(
             StatusCode::MISDIRECTED_REQUEST,

@@ -109,6 +109,14 @@ pub(crate) fn required(method: &Method, path: &str, public_read: bool) -> Need {
     Need::Role(Role::Admin)
 }
 
+/// Whether the `Host` allow-list applies. It protects browsers (DNS rebinding reads pages and
+/// uses cookies under a foreign name); agents enrolling (a token in the body, no ambient
+/// credentials) and load balancers probing health may use any name or address.
+pub(crate) fn host_checked(method: &Method, path: &str) -> bool {
+    !((*method == Method::POST && path == "/api/v1/enroll")
+        || (*method == Method::GET && matches!(path, "/healthz" | "/readyz")))
+}
+
 /// The decision for a request needing `need` from someone with `role` (None: anonymous).
 pub(crate) fn decide(need: Need, role: Option<Role>) -> Decision {
     match (need, role) {
@@ -253,6 +261,22 @@ mod tests {
             Some(Role::Viewer),
             Decision::Allow,
         );
+    }
+
+    #[test]
+    fn the_host_allow_list_spares_only_agents_and_probes() {
+        assert!(!host_checked(&Method::POST, "/api/v1/enroll"));
+        assert!(!host_checked(&Method::GET, "/healthz"));
+        assert!(!host_checked(&Method::GET, "/readyz"));
+        for (m, p) in [
+            (Method::GET, "/"),
+            (Method::GET, "/login"),
+            (Method::POST, "/api/v1/login"),
+            (Method::GET, "/api/v1/enroll"),
+            (Method::POST, "/api/v1/silences"),
+        ] {
+            assert!(host_checked(&m, p), "{m} {p}");
+        }
     }
 
     #[test]
