@@ -346,6 +346,25 @@ async fn a_browser_session_needs_its_csrf_token_and_the_same_origin() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+    // Promoted with the CLI: the same session may silence at its next request; removed: gone.
+    collector_cli(&c.data_dir, &["user", "set-role", "ivanova", "operator"]);
+    let r = web
+        .post(url(&c, "/api/v1/silences"))
+        .header("cookie", &vcookie)
+        .header("x-csrf-token", &vcsrf)
+        .json(&silence())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    collector_cli(&c.data_dir, &["user", "remove", "ivanova"]);
+    let r = web
+        .get(url(&c, "/api/v1/hosts"))
+        .header("cookie", &vcookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
 
     // Logout ends the session.
     let r = web
@@ -456,6 +475,69 @@ async fn wrong_host_is_refused_and_failed_logins_are_limited_and_counted() {
     let page = web.get(url(&c, "/login")).send().await.unwrap();
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("Вход"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_https_the_cookie_is_secure_and_the_origin_must_be_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let (ca, key) = (dir.path().join("ca.pem"), dir.path().join("key.pem"));
+    std::fs::write(&ca, cert.cert.pem()).unwrap();
+    std::fs::write(&key, cert.signing_key.serialize_pem()).unwrap();
+    let cfg = dir.path().join("collector.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[http]\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+            ca.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("collector");
+    collector_cli_stdin(
+        &data,
+        &["user", "add", "admin", "--role", "admin"],
+        &format!("{ADMIN_PW}\n"),
+    );
+    let c = Collector::start(
+        &Broker::Embedded(0),
+        &data,
+        &["--config", cfg.to_str().unwrap()],
+    );
+    let web = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap()])
+        .build()
+        .unwrap();
+    let site = format!("https://{}", c.http);
+    let r = web
+        .post(format!("{site}/api/v1/login"))
+        .json(&json!({"user": "admin", "password": ADMIN_PW}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(set.contains("; Secure"), "{set}");
+    let cookie = set.split(';').next().unwrap().to_string();
+    let csrf = r.json::<Value>().await.unwrap()["csrf_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let post = |origin: String| {
+        web.post(format!("{site}/api/v1/silences"))
+            .header("cookie", &cookie)
+            .header("x-csrf-token", &csrf)
+            .header("origin", origin)
+            .json(&silence())
+            .send()
+    };
+    // The plain-HTTP origin of the same host is another origin.
+    assert_eq!(
+        post(format!("http://{}", c.http)).await.unwrap().status(),
+        403
+    );
+    assert_eq!(post(site.clone()).await.unwrap().status(), 201);
 }
 
 /// A headless Chromium driven over the W3C WebDriver protocol (chromedriver), spoken with
