@@ -18,7 +18,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -r
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 mqtt=$(free_port); http=$(free_port); mis=$(free_port); lis=$(free_port)
-"$TARGET/debug/dozor-collector" --mqtt-listen 127.0.0.1:$mqtt --http-listen 127.0.0.1:$http --data-dir "$work/c" >/dev/null 2>&1 & pids+=($!)
+DOZOR_HTTP_PUBLIC_READ=true "$TARGET/debug/dozor-collector" --mqtt-listen 127.0.0.1:$mqtt --http-listen 127.0.0.1:$http --data-dir "$work/c" >/dev/null 2>&1 & pids+=($!)
 (cd "$work" && python3 -m http.server $mis --bind 127.0.0.1 >/dev/null 2>&1) & pids+=($!)
 python3 -c "
 import socket

@@ -133,6 +133,11 @@ pub struct RawHttp {
     pub max_connections: usize,
     /// Longest time from a request's head to its response (a slow body, a slow report): 408.
     pub request_timeout_secs: u64,
+    /// Reading (GET/HEAD of the page, the API, `/metrics`) without login.
+    pub public_read: bool,
+    /// Host names the API answers to (`Host` header, port ignored); empty: the listen address,
+    /// `localhost` and `127.0.0.1`.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for RawHttp {
@@ -145,6 +150,8 @@ impl Default for RawHttp {
             header_read_timeout_secs: limits.header_read_timeout.as_secs(),
             max_connections: limits.max_connections,
             request_timeout_secs: limits.request_timeout.as_secs(),
+            public_read: false,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -247,8 +254,40 @@ pub struct Config {
     pub http_tls: Option<crate::tls::ServerFiles>,
     /// Timeouts and the connection cap of the HTTP listener.
     pub http_limits: crate::http_server::HttpLimits,
+    /// Reading without login (`http.public_read`).
+    pub http_public_read: bool,
+    /// Host names the API answers to, lower case (`http.allowed_hosts` or its default).
+    pub http_allowed_hosts: Vec<String>,
     /// Run the in-process simulated region (`--demo`).
     pub demo: bool,
+}
+
+/// `http.allowed_hosts`, lower case; empty: the listen address, `localhost`, `127.0.0.1`.
+fn allowed_hosts(given: &[String], listen: &SocketAddr) -> Result<Vec<String>, ConfigError> {
+    if given.is_empty() {
+        let mut v = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        if !listen.ip().is_unspecified() {
+            v.push(listen.ip().to_string());
+        }
+        return Ok(v);
+    }
+    given
+        .iter()
+        .map(|h| {
+            let ok = h.parse::<std::net::IpAddr>().is_ok()
+                || (!h.is_empty()
+                    && h.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-')));
+            if ok {
+                Ok(h.to_ascii_lowercase())
+            } else {
+                Err(invalid(
+                    "http.allowed_hosts",
+                    format!("{h:?} is not a host name or address (no port)"),
+                ))
+            }
+        })
+        .collect()
 }
 
 /// Both files or neither.
@@ -425,6 +464,7 @@ impl RawConfig {
             max_connections: self.http.max_connections,
             request_timeout: Duration::from_secs(self.http.request_timeout_secs),
         };
+        let http_allowed_hosts = allowed_hosts(&self.http.allowed_hosts, &http_listen)?;
         let l = &self.limits;
         if l.max_hosts == 0 {
             return Err(invalid("limits.max_hosts", "must be > 0"));
@@ -469,6 +509,8 @@ impl RawConfig {
             security,
             http_tls,
             http_limits,
+            http_public_read: self.http.public_read,
+            http_allowed_hosts,
             demo: false,
         })
     }
@@ -601,6 +643,19 @@ mod tests {
     }
 
     #[test]
+    fn allowed_hosts_default_to_the_listen_address_and_localhost() {
+        let c = RawConfig::from_toml("[http]\nlisten = \"10.1.2.3:8080\"")
+            .and_then(RawConfig::validate)
+            .unwrap();
+        assert_eq!(c.http_allowed_hosts, ["localhost", "127.0.0.1", "10.1.2.3"]);
+        assert!(!c.http_public_read);
+        let c = RawConfig::from_toml("[http]\nallowed_hosts = [\"Dozor.Region.Local\"]")
+            .and_then(RawConfig::validate)
+            .unwrap();
+        assert_eq!(c.http_allowed_hosts, ["dozor.region.local"]);
+    }
+
+    #[test]
     fn errors_name_the_field() {
         let check = |text: &str, field: &str| {
             let e = RawConfig::from_toml(text)
@@ -625,6 +680,10 @@ mod tests {
         check(
             "[http]\nrequest_timeout_secs = 0",
             "http.request_timeout_secs",
+        );
+        check(
+            "[http]\nallowed_hosts = [\"evil.example:80\"]",
+            "http.allowed_hosts",
         );
         check("[limits]\nmax_hosts = 0", "limits.max_hosts");
         check("[limits]\nmax_hostz = 1", "max_hostz");

@@ -8,6 +8,7 @@
 mod alerts;
 mod api;
 mod api_error;
+pub mod auth;
 mod backoff;
 pub mod clock;
 pub mod config;
@@ -219,6 +220,20 @@ pub async fn run(
         let h = alert_handle.clone();
         Arc::new(move || h.failing_channels())
     };
+    if cfg.demo && !cfg.http_public_read {
+        tracing::info!("demo: the status page and the API are readable without login");
+    }
+    let auth = auth::http::AuthState::open(
+        &cfg.data_dir,
+        auth::http::HttpAuthConfig {
+            // The demo runs on a laptop for a look around: reading needs no login there.
+            public_read: cfg.http_public_read || cfg.demo,
+            allowed_hosts: cfg.http_allowed_hosts.clone(),
+            https: cfg.http_tls.is_some(),
+        },
+        clock::system_clock(),
+    )
+    .context("auth.db")?;
     let api_state = api::ApiState {
         failing_channels,
         snapshot: snap_rx,
@@ -229,10 +244,12 @@ pub async fn run(
             let sink = sink_stats.clone();
             let ids = ids.clone();
             let http = http_stats.clone();
+            let auth = auth.clone();
             Arc::new(move |out: &mut String| {
                 h.write_metrics(out);
                 http.write_metrics(out);
                 ids.write_metrics(out);
+                auth.write_metrics(out);
                 if let Some(g) = &gate_stats {
                     ingest::broker::write_metrics(g, out);
                 }
@@ -250,14 +267,19 @@ pub async fn run(
     let app = api::router(api_state)
         .merge(alerts::router(alert_handle))
         .merge(report::http::router(reports))
-        .merge(identity::http::router(ids.clone()));
+        .merge(identity::http::router(ids.clone()))
+        .merge(auth::http::router(auth.clone()));
     // 64 KiB is far above any JSON body the API takes (a silence, an enrollment). Unknown
-    // routes and methods answer in the API's one error shape.
+    // routes and methods answer in the API's one error shape. Authentication wraps it all.
     let app = app
         .fallback(api_error::no_route)
         .method_not_allowed_fallback(api_error::no_method)
         .layer(axum::extract::DefaultBodyLimit::max(
             api_error::BODY_LIMIT_KIB * 1024,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            auth::http::enforce,
         ));
     let http_stop = CancellationToken::new();
     {

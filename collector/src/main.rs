@@ -84,6 +84,142 @@ enum Command {
         #[command(subcommand)]
         action: AgentAction,
     },
+    /// Users of the HTTP API and the web UI (works while the collector runs).
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+    /// API tokens for scripts and Grafana (`Authorization: Bearer dzt_…`).
+    ApiToken {
+        #[command(subcommand)]
+        action: ApiTokenAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum UserAction {
+    /// Add a user; the password is read from stdin (first line) or --password-file, never argv.
+    Add {
+        name: String,
+        /// viewer, operator or admin.
+        #[arg(long)]
+        role: String,
+        /// Read the password from this file (first line) instead of stdin.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+    /// List users (JSON lines).
+    List,
+    /// Remove a user (their sessions end).
+    Remove { name: String },
+    /// Change a user's role: viewer, operator or admin.
+    SetRole { name: String, role: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum ApiTokenAction {
+    /// Create a token with a role; prints it once (it is stored only as a hash).
+    Create {
+        /// What it is for (`grafana`, `backup script`).
+        #[arg(long)]
+        name: String,
+        /// viewer, operator or admin.
+        #[arg(long)]
+        role: String,
+        /// Valid for this many days (default: until revoked).
+        #[arg(long)]
+        expires_days: Option<u32>,
+    },
+    /// List tokens (JSON lines).
+    List,
+    /// Revoke a token by its id.
+    Revoke { id: String },
+}
+
+fn parse_role(s: &str) -> anyhow::Result<dozor_collector::auth::Role> {
+    dozor_collector::auth::Role::parse(s)
+        .with_context(|| format!("--role: {s:?} is not viewer, operator or admin"))
+}
+
+/// The first line of `file`, or of stdin.
+fn read_password(file: Option<&std::path::Path>) -> anyhow::Result<String> {
+    let text = match file {
+        Some(f) => std::fs::read_to_string(f).with_context(|| format!("{}", f.display()))?,
+        None => {
+            use std::io::BufRead;
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .context("stdin")?;
+            line
+        }
+    };
+    Ok(text.lines().next().unwrap_or("").to_string())
+}
+
+/// Runs a `user`/`api-token` subcommand against the data dir's auth.db.
+fn auth_command(data_dir: &std::path::Path, cmd: &Command) -> anyhow::Result<()> {
+    use dozor_collector::auth::db::{AuthDb, path};
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("data_dir {}", data_dir.display()))?;
+    let db = AuthDb::open(&path(data_dir))?;
+    let now = dozor_collector::clock::now_ms();
+    match cmd {
+        Command::User { action } => match action {
+            UserAction::Add {
+                name,
+                role,
+                password_file,
+            } => {
+                let role = parse_role(role)?;
+                let password = read_password(password_file.as_deref())?;
+                db.add_user(name, role, &password, now)?;
+                eprintln!("user {name} ({}) added", role.as_str());
+            }
+            UserAction::List => {
+                for u in db.users()? {
+                    println!("{}", serde_json::to_string(&u)?);
+                }
+            }
+            UserAction::Remove { name } => {
+                db.remove_user(name)?;
+                eprintln!("user {name} removed");
+            }
+            UserAction::SetRole { name, role } => {
+                let role = parse_role(role)?;
+                db.set_role(name, role)?;
+                eprintln!("user {name} is now {}", role.as_str());
+            }
+        },
+        Command::ApiToken { action } => match action {
+            ApiTokenAction::Create {
+                name,
+                role,
+                expires_days,
+            } => {
+                let role = parse_role(role)?;
+                let expires = expires_days.map(|d| now + i64::from(d) * 86_400_000);
+                let (id, token) = db.create_api_token(name, role, expires, "cli", now)?;
+                eprintln!(
+                    "API token {id} ({}) created; it is shown only now:",
+                    role.as_str()
+                );
+                println!("{token}");
+            }
+            ApiTokenAction::List => {
+                for t in db.api_tokens()? {
+                    println!("{}", serde_json::to_string(&t)?);
+                }
+            }
+            ApiTokenAction::Revoke { id } => {
+                db.revoke_api_token(id, now)?;
+                eprintln!("API token {id} revoked");
+            }
+        },
+        _ => {}
+    }
+    Ok(())
 }
 
 #[derive(Subcommand, Debug)]
@@ -164,7 +300,7 @@ fn identity_command(data_dir: &std::path::Path, cmd: &Command) -> anyhow::Result
                 eprintln!("agent {mo}/{host} revoked");
             }
         },
-        Command::Report { .. } => {}
+        _ => {}
     }
     Ok(())
 }
@@ -192,6 +328,15 @@ fn main() -> ExitCode {
     };
     if let Some(cmd @ (Command::Token { .. } | Command::Agent { .. })) = &cli.command {
         return match identity_command(&cfg.data_dir, cmd) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("dozor-collector: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(cmd @ (Command::User { .. } | Command::ApiToken { .. })) = &cli.command {
+        return match auth_command(&cfg.data_dir, cmd) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("dozor-collector: {e:#}");

@@ -241,6 +241,47 @@ pub enum Broker {
     External(String),
 }
 
+/// Runs a `dozor-collector` subcommand on `data_dir`; returns its stdout.
+pub fn collector_cli(data_dir: &Path, args: &[&str]) -> String {
+    collector_cli_stdin(data_dir, args, "")
+}
+
+/// Runs a `dozor-collector` subcommand on `data_dir` with `stdin`; returns its stdout.
+pub fn collector_cli_stdin(data_dir: &Path, args: &[&str], stdin: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(bin("dozor-collector"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("run dozor-collector");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("dozor-collector output");
+    assert!(out.status.success(), "dozor-collector {args:?} failed");
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+/// An HTTP client that sends `Authorization: Bearer TOKEN` with every request.
+pub fn client_with_token(token: &str) -> reqwest::Client {
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).expect("token header"),
+    );
+    reqwest::Client::builder()
+        .default_headers(h)
+        .build()
+        .expect("HTTP client")
+}
+
 /// A running collector.
 pub struct Collector {
     pub http: SocketAddr,
@@ -253,7 +294,13 @@ pub struct Collector {
 
 impl Collector {
     /// Starts `dozor-collector` with `broker`, a data dir and extra args; waits until it listens.
+    /// `client` carries an admin API token (created with the CLI before the start), so tests
+    /// of other things read and write the API as an admin; `anonymous` is a client without it.
     pub fn start(broker: &Broker, data_dir: &Path, extra: &[&str]) -> Collector {
+        let token = collector_cli(
+            data_dir,
+            &["api-token", "create", "--name", "e2e", "--role", "admin"],
+        );
         let mut cmd = Command::new(bin("dozor-collector"));
         cmd.arg("--http-listen")
             .arg("127.0.0.1:0")
@@ -311,7 +358,7 @@ impl Collector {
                 name: "dozor-collector".into(),
                 child: Some(child),
             },
-            client: reqwest::Client::new(),
+            client: client_with_token(token.trim()),
         }
     }
 

@@ -130,8 +130,9 @@ struct NewSilence {
     duration_secs: Option<u64>,
     #[serde(default)]
     comment: String,
-    #[serde(default)]
-    created_by: String,
+    /// Ignored (accepted so older clients keep working): the author is the authenticated caller.
+    #[serde(default, rename = "created_by")]
+    _created_by: serde::de::IgnoredAny,
 }
 
 /// Longest maintenance window accepted over the API, days.
@@ -143,6 +144,7 @@ const MAX_SILENCES: usize = 1_000;
 
 async fn create_silence(
     State(h): State<AlertHandle>,
+    who: Option<axum::Extension<crate::auth::Principal>>,
     JsonBody(b): JsonBody<NewSilence>,
 ) -> Result<Response, ApiError> {
     let now = h.now_ms();
@@ -167,7 +169,7 @@ async fn create_silence(
     if let Some((field, message)) = matcher_problem(&matcher) {
         return Err(ApiError::field(field, message));
     }
-    for (field, v) in [("comment", &b.comment), ("created_by", &b.created_by)] {
+    for (field, v) in [("comment", &b.comment)] {
         if !dozor_proto::valid_text(v, MAX_SILENCE_TEXT) {
             return Err(ApiError::field(
                 field,
@@ -231,7 +233,8 @@ async fn create_silence(
         starts_ms,
         ends_ms,
         comment: b.comment,
-        created_by: b.created_by,
+        // Who is asking, as authenticated (the body's `created_by` is ignored).
+        created_by: who.map(|w| w.0.name).unwrap_or_default(),
         created_ms: now,
     };
     book.list.push(s.clone());
