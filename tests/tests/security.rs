@@ -52,7 +52,8 @@ fn revoke(data_dir: &std::path::Path, a: &SimAgent) {
 
 /// Connects until the broker accepts the login (the collector provisions asynchronously).
 async fn connect_when_accepted(o: impl Fn() -> MqttOptions) -> Option<Conn> {
-    for _ in 0..40 {
+    // Up to 20 s: under a loaded CI machine the broker's provisioning can lag.
+    for _ in 0..80 {
         let mut k = connect(o()).await;
         if k.connected().await {
             return Some(k);

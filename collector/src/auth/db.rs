@@ -183,16 +183,7 @@ fn role_of(s: &str) -> rusqlite::Result<Role> {
 impl AuthDb {
     /// Opens (creating) the database with owner-only permissions.
     pub fn open(path: &Path) -> Result<AuthDb, AuthDbError> {
-        #[cfg(unix)]
-        if !path.exists() {
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                .open(path)?;
-        }
+        crate::fsperm::private_db(path)?;
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;

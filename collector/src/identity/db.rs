@@ -116,16 +116,7 @@ fn random_hex(bytes: usize) -> String {
 impl IdentityDb {
     /// Opens (creating) the database with owner-only permissions.
     pub fn open(path: &Path) -> Result<IdentityDb, DbError> {
-        #[cfg(unix)]
-        if !path.exists() {
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                .open(path)?;
-        }
+        crate::fsperm::private_db(path)?;
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
