@@ -651,10 +651,15 @@ async fn create_api_token(
     };
     let now = st.now();
     let expires = b.expires_days.map(|d| now + i64::from(d) * 86_400_000);
-    match st
-        .db(move |db| db.create_api_token(&b.name, b.role, expires, &p.name, now))
-        .await
-    {
+    token_created(
+        st.db(move |db| db.create_api_token(&b.name, b.role, expires, &p.name, now))
+            .await,
+    )
+}
+
+/// 201 with a new token's id and text (shown once), or the error already answered.
+fn token_created(r: Result<(String, String), Response>) -> Response {
+    match r {
         Ok((id, token)) => (
             StatusCode::CREATED,
             Json(serde_json::json!({ "id": id, "token": token })),
@@ -735,18 +740,12 @@ async fn new_etoken(
     } else {
         b.note
     };
-    match ids(&st, move |db| {
-        db.create_token(&b.mo, b.max_uses, expires, &note, now)
-    })
-    .await
-    {
-        Ok((id, token)) => (
-            StatusCode::CREATED,
-            Json(serde_json::json!({ "id": id, "token": token })),
-        )
-            .into_response(),
-        Err(r) => r,
-    }
+    token_created(
+        ids(&st, move |db| {
+            db.create_token(&b.mo, b.max_uses, expires, &note, now)
+        })
+        .await,
+    )
 }
 
 async fn revoke_etoken(State(st): State<AuthState>, Path(id): Path<String>) -> Response {
