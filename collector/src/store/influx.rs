@@ -136,13 +136,19 @@ pub fn probe_line(out: &mut String, mo: &str, host: &str, r: &ProbeResult, t_ms:
     push(out, b.timestamp(t_ms));
 }
 
-/// `dozor_mo`: hosts online, workstations online, servers online, hosts reaching the МИС.
-pub fn mo_line(out: &mut String, mo: &str, v: [i64; 4], t_ms: Ms) {
-    let b = base("dozor_mo", &[("mo", mo)])
+/// `dozor_mo`: hosts online, workstations online, servers online, hosts reaching the МИС;
+/// the МО's name (tag) and planned АРМ (field) when the roster lists it, so that dashboards
+/// show names, not OIDs, and the plan beside the fact.
+pub fn mo_line(out: &mut String, mo: &str, roster: Option<(&str, u32)>, v: [i64; 4], t_ms: Ms) {
+    let name = roster.map_or("", |(n, _)| n);
+    let mut b = base("dozor_mo", &[("mo", mo), ("name", name)])
         .field("hosts_online", v[0])
         .field("workstations_online", v[1])
         .field("servers_online", v[2])
         .field("hosts_reaching_mis", v[3]);
+    if let Some((_, planned)) = roster {
+        b = b.field("planned_arm", i64::from(planned));
+    }
     push(out, b.timestamp(t_ms));
 }
 

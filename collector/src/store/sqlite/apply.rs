@@ -884,7 +884,11 @@ impl Writer {
         let mut mos: Vec<_> = per_mo.into_iter().collect();
         mos.sort_unstable_by(|a, b| a.0.cmp(b.0));
         for (mo, v) in mos {
-            influx::mo_line(&mut self.scratch.lines, mo, v, now);
+            let listed = self
+                .roster
+                .get(mo)
+                .map(|m| (m.name.as_str(), m.planned_arm));
+            influx::mo_line(&mut self.scratch.lines, mo, listed, v, now);
             self.scratch.nlines += 1;
         }
     }

@@ -845,7 +845,10 @@ fn outbox_holds_influx_lines_and_is_bounded() {
         "{body}"
     );
     assert!(
-        lines.iter().any(|l| l.starts_with("dozor_mo,mo=mo1 ")),
+        lines
+            .iter()
+            .any(|l| l.starts_with("dozor_mo,mo=mo1,name=Поликлиника\\ 1 ")
+                && l.contains("planned_arm=10i")),
         "{body}"
     );
     assert!(body.contains("site=Главный\\ корпус"), "{body}");
