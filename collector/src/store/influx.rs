@@ -53,20 +53,34 @@ fn base(
     b
 }
 
+/// What the store knows of a host from its birth: tags of its heartbeat points.
+#[derive(Debug, Clone, Copy)]
+pub struct HostTags<'a> {
+    pub role: Option<Role>,
+    pub site: &'a str,
+    /// The host's own name (dashboards show it beside the host id).
+    pub hostname: &'a str,
+}
+
 /// `dozor_hb`: one heartbeat.
 pub fn hb_line(
     out: &mut String,
     mo: &str,
     host: &str,
-    role: Option<Role>,
-    site: &str,
+    tags: HostTags<'_>,
     hb: &Heartbeat,
     t_ms: Ms,
 ) {
-    let role = role.map_or("", Role::as_str);
+    let role = tags.role.map_or("", Role::as_str);
     let mut b = base(
         "dozor_hb",
-        &[("mo", mo), ("host", host), ("role", role), ("site", site)],
+        &[
+            ("mo", mo),
+            ("host", host),
+            ("role", role),
+            ("site", tags.site),
+            ("hostname", tags.hostname),
+        ],
     )
     .field("uptime_secs", hb.uptime_secs.min(i64::MAX as u64) as i64)
     .field("cpu_pct", f64::from(hb.cpu_pct))

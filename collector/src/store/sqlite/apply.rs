@@ -230,7 +230,12 @@ impl Writer {
                 }
                 if self.cfg.influx.is_some() {
                     let m = &self.hosts[hi];
-                    influx::hb_line(&mut self.scratch.lines, h.mo, h.host, m.role, &m.site, b, t);
+                    let tags = influx::HostTags {
+                        role: m.role,
+                        site: &m.site,
+                        hostname: &m.hostname,
+                    };
+                    influx::hb_line(&mut self.scratch.lines, h.mo, h.host, tags, b, t);
                     self.scratch.nlines += 1;
                 }
             }
