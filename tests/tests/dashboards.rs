@@ -684,6 +684,20 @@ async fn every_panel_query_returns_series_from_a_real_collector() {
         agent(&collector, p, MO_B, "arm-b", "workstation", "ФАП", &probes),
     ];
 
+    // A message that is not JSON: the rejections panel has a reason with a count above zero.
+    let mut o = rumqttc::MqttOptions::new("dashboards-test", "127.0.0.1", collector.mqtt_port);
+    o.set_keep_alive(Duration::from_secs(5));
+    let (mqtt, mut events) = rumqttc::AsyncClient::new(o, 10);
+    tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    mqtt.publish(
+        format!("dozor/v1/{MO_A}/bad-host/hb"),
+        rumqttc::QoS::AtLeastOnce,
+        false,
+        "{not json",
+    )
+    .await
+    .unwrap();
+
     let all = dashboards();
     let began = Instant::now();
     let mut last = Vec::new();
@@ -736,12 +750,12 @@ async fn every_panel_query_returns_series_from_a_real_collector() {
             .json
             .clone(),
     };
-    let i = panels(&broken.json)
-        .iter()
-        .position(|p| p["type"] != "row")
-        .unwrap();
-    broken.json["panels"][i]["targets"][0]["expr"] = "dozor_hb_nonexistent{host=\"$host\"}".into();
-    broken.json["panels"][i + 1]["targets"][0]["legendFormat"] = "{{target}}".into();
+    let stats: Vec<usize> = (0..broken.json["panels"].as_array().unwrap().len())
+        .filter(|&i| broken.json["panels"][i]["type"] == "stat")
+        .collect();
+    let ps = &mut broken.json["panels"];
+    ps[stats[0]]["targets"][0]["expr"] = "dozor_hb_nonexistent{host=\"$host\"}".into();
+    ps[stats[1]]["targets"][0]["legendFormat"] = "{{target}}".into();
     let bad = run_dashboard(&vm, &broken, &w).await;
     assert_eq!(bad.len(), 2, "{bad:#?}");
     assert!(
@@ -755,6 +769,26 @@ async fn every_panel_query_returns_series_from_a_real_collector() {
     assert!(
         bad.len() == 1 && bad[0].contains("has no values"),
         "{bad:#?}"
+    );
+
+    // The scraped counters move: the rejected message shows under its reason.
+    let rejected = wait_for(Duration::from_secs(20), || async {
+        let r = vm
+            .api(
+                "/api/v1/query",
+                &[(
+                    "query",
+                    "dozor_messages_rejected_total{reason=\"bad_json\"} > 0".into(),
+                )],
+            )
+            .await
+            .ok()?;
+        (!r["result"].as_array()?.is_empty()).then_some(r)
+    })
+    .await;
+    assert!(
+        rejected.is_some(),
+        "the rejected message never reached VictoriaMetrics"
     );
 
     // The МО series carry the roster's name and plan, heartbeats the host's name.
