@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 const MO_A: &str = "1.2.643.5.1.13.13.12.2.27.3101";
 const MO_B: &str = "1.2.643.5.1.13.13.12.2.27.3102";
+/// Not in the roster: its series have no name, the dashboards name it by its OID.
+const MO_C: &str = "1.2.643.5.1.13.13.12.2.27.3199";
 const NAME_A: &str = "ГБУЗ «Тестовая больница № 1»";
 /// The data source uid the dashboards default to and the provisioning defines.
 const DS_UID: &str = "dozor-vm";
@@ -100,10 +102,13 @@ fn has_cyrillic(s: &str) -> bool {
 }
 
 /// The variables `text` refers to: `$name`, `${name}`, `${name:format}`, `[[name]]`.
+/// `$1` (a regex group in `label_replace`) is not a variable.
 fn refs(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     substitute_with(text, &mut |name| {
-        out.push(name.to_string());
+        if !name.starts_with(|c: char| c.is_ascii_digit()) {
+            out.push(name.to_string());
+        }
         None
     });
     out
@@ -647,7 +652,7 @@ async fn every_panel_query_returns_series_from_a_real_collector() {
     let vm = Victoria::start(vm_port, Some(&scrape));
     let start = unix_ms() / 1000 - 5;
 
-    // Three real agents in two МО: the МИС answers, the ЛИС accepts TCP, the ЦАМИ refuses
+    // Four real agents in three МО (one missing from the roster): the МИС answers, the ЛИС accepts TCP, the ЦАМИ refuses
     // (so the panels of failed probes have something to show).
     let mis = FakeMis::start().await;
     let lis = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -682,6 +687,7 @@ async fn every_panel_query_returns_series_from_a_real_collector() {
             &probes,
         ),
         agent(&collector, p, MO_B, "arm-b", "workstation", "ФАП", &probes),
+        agent(&collector, p, MO_C, "arm-c", "workstation", "ФАП", &probes),
     ];
 
     // A message that is not JSON: the rejections panel has a reason with a count above zero.
@@ -802,6 +808,32 @@ async fn every_panel_query_returns_series_from_a_real_collector() {
     let s = &plan["result"][0];
     assert_eq!(s["metric"]["name"], NAME_A, "{plan}");
     assert_eq!(s["value"][1], "30", "{plan}");
+    // An МО missing from the roster is named by its OID in the region's legends.
+    let region = all
+        .iter()
+        .find(|d| d.json["uid"] == "dozor-region")
+        .unwrap();
+    let per_mo = panels(&region.json)
+        .into_iter()
+        .find(|p| p["title"] == "АРМ в сети по МО")
+        .expect("panel АРМ в сети по МО");
+    let expr = per_mo["targets"][0]["expr"]
+        .as_str()
+        .unwrap()
+        .replace("$mo", ".*");
+    let r = vm.api("/api/v1/query", &[("query", expr)]).await.unwrap();
+    let names: BTreeSet<&str> = r["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["metric"]["name"].as_str())
+        .collect();
+    let unlisted = format!("ОИД {MO_C}");
+    assert!(
+        names.contains(NAME_A) && names.contains(unlisted.as_str()),
+        "{names:?}"
+    );
+
     let hb = vm
         .api(
             "/api/v1/query",
