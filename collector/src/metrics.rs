@@ -3,6 +3,7 @@
 //! Plain atomics: incremented on the hot path without locks or allocation.
 
 use dozor_proto::{Kind, Reject};
+use prometheus_client::metrics::histogram::Histogram;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
@@ -98,6 +99,8 @@ pub struct Metrics {
     store_errors: AtomicU64,
     acks_sent: AtomicU64,
     mqtt_reconnects: AtomicU64,
+    /// Seconds from handing a batch to the store until it is committed (retries included).
+    store_write: Histogram,
     /// Readiness inputs (see `health`): the ingest client holds a broker connection.
     broker_connected: std::sync::atomic::AtomicBool,
     /// Unix ms since the store thread has been writing the current batch; 0 when idle.
@@ -123,6 +126,7 @@ impl Default for Metrics {
             store_errors: AtomicU64::new(0),
             acks_sent: AtomicU64::new(0),
             mqtt_reconnects: AtomicU64::new(0),
+            store_write: Histogram::new(STORE_WRITE_BUCKETS),
             broker_connected: Default::default(),
             store_busy_since_ms: Default::default(),
             pipeline_tick_ms: std::sync::atomic::AtomicI64::new(crate::clock::now_ms()),
@@ -131,6 +135,12 @@ impl Default for Metrics {
         }
     }
 }
+
+/// Upper bounds (seconds) of the store-write histogram: a batch commits in milliseconds with
+/// `synchronous = "full"` on a healthy disk; seconds mean a slow or failing disk.
+const STORE_WRITE_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 /// Minimum time between two log lines about the same rejection reason.
 const LOG_EVERY: Duration = Duration::from_secs(10);
@@ -153,9 +163,11 @@ impl Metrics {
         self.duplicates.fetch_add(1, Relaxed);
     }
 
-    pub fn batch(&self, records: usize) {
+    /// A batch of `records` was committed, `took` after it was handed to the store.
+    pub fn batch(&self, records: usize, took: Duration) {
         self.batches.fetch_add(1, Relaxed);
         self.batch_records.fetch_add(records as u64, Relaxed);
+        self.store_write.observe(took.as_secs_f64());
     }
 
     /// The ingest client gained or lost its broker connection.
@@ -289,6 +301,14 @@ impl Metrics {
         )
         .sample(&[], self.mqtt_reconnects.load(Relaxed));
         f.write(out);
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register(
+            "dozor_store_write_seconds",
+            "Time from handing a batch to the store until it is committed (retries included).",
+            self.store_write.clone(),
+        );
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode_registry(out, &registry);
     }
 }
 
@@ -419,7 +439,7 @@ mod tests {
             } else if let Some(rest) = line.strip_prefix("# TYPE ") {
                 let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
                 assert!(help.contains_key(name), "{name} has no HELP");
-                assert!(matches!(kind, "counter" | "gauge"), "{line}");
+                assert!(matches!(kind, "counter" | "gauge" | "histogram"), "{line}");
                 family = Some((name, kind));
             } else {
                 let (name, kind) = family.expect("a sample before any TYPE");
@@ -430,12 +450,18 @@ mod tests {
                     Some((s, l)) => (s, l.strip_suffix('}').expect("closing brace")),
                     None => (series, ""),
                 };
-                let want = if kind == "counter" {
-                    format!("{name}_total")
-                } else {
-                    name.to_string()
+                let want: Vec<String> = match kind {
+                    "counter" => vec![format!("{name}_total")],
+                    "histogram" => ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .map(|s| format!("{name}{s}"))
+                        .collect(),
+                    _ => vec![name.to_string()],
                 };
-                assert_eq!(sample, want, "sample outside its family: {line}");
+                assert!(
+                    want.iter().any(|w| w == sample),
+                    "sample outside its family: {line}"
+                );
                 for pair in labels.split(',').filter(|p| !p.is_empty()) {
                     let (k, v) = pair.split_once('=').expect("k=v");
                     assert!(k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
@@ -456,6 +482,7 @@ mod tests {
         m.received();
         m.accepted(Kind::Hb, true);
         m.rejected(Refusal::Flood, "t");
+        m.batch(3, Duration::from_millis(7));
         let mut text = String::new();
         m.render(&mut text);
         let mut f = Families::default();
@@ -474,6 +501,9 @@ mod tests {
         assert_eq!(v["dozor_messages_replayed_total"], 1.0);
         assert_eq!(v["dozor_messages_rejected_total{reason=\"flood\"}"], 1.0);
         assert_eq!(v["dozor_mqtt_reconnects_total"], 0.0);
+        assert_eq!(v["dozor_store_write_seconds_count"], 1.0);
+        assert_eq!(v["dozor_store_write_seconds_bucket{le=\"0.005\"}"], 0.0);
+        assert_eq!(v["dozor_store_write_seconds_bucket{le=\"0.01\"}"], 1.0);
         assert_eq!(v["dozor_hosts{state=\"online\",role=\"server\"}"], 3.0);
         assert_eq!(v["dozor_alert_journal_errors_total"], 2.0);
     }

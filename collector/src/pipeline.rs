@@ -119,6 +119,7 @@ fn spawn_store(
             let mut backoff =
                 crate::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
             metrics.set_store_busy_since(now_ms());
+            let started = std::time::Instant::now();
             loop {
                 match store.write(&job.batch) {
                     Ok(()) => break,
@@ -130,7 +131,7 @@ fn spawn_store(
                 }
             }
             metrics.set_store_busy_since(0);
-            metrics.batch(job.batch.records.len());
+            metrics.batch(job.batch.records.len(), started.elapsed());
             if done
                 .send(Committed {
                     marks: job.batch.delivery,

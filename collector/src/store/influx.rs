@@ -53,20 +53,34 @@ fn base(
     b
 }
 
+/// What the store knows of a host from its birth: tags of its heartbeat points.
+#[derive(Debug, Clone, Copy)]
+pub struct HostTags<'a> {
+    pub role: Option<Role>,
+    pub site: &'a str,
+    /// The host's own name (dashboards show it beside the host id).
+    pub hostname: &'a str,
+}
+
 /// `dozor_hb`: one heartbeat.
 pub fn hb_line(
     out: &mut String,
     mo: &str,
     host: &str,
-    role: Option<Role>,
-    site: &str,
+    tags: HostTags<'_>,
     hb: &Heartbeat,
     t_ms: Ms,
 ) {
-    let role = role.map_or("", Role::as_str);
+    let role = tags.role.map_or("", Role::as_str);
     let mut b = base(
         "dozor_hb",
-        &[("mo", mo), ("host", host), ("role", role), ("site", site)],
+        &[
+            ("mo", mo),
+            ("host", host),
+            ("role", role),
+            ("site", tags.site),
+            ("hostname", tags.hostname),
+        ],
     )
     .field("uptime_secs", hb.uptime_secs.min(i64::MAX as u64) as i64)
     .field("cpu_pct", f64::from(hb.cpu_pct))
@@ -136,13 +150,19 @@ pub fn probe_line(out: &mut String, mo: &str, host: &str, r: &ProbeResult, t_ms:
     push(out, b.timestamp(t_ms));
 }
 
-/// `dozor_mo`: hosts online, workstations online, servers online, hosts reaching the МИС.
-pub fn mo_line(out: &mut String, mo: &str, v: [i64; 4], t_ms: Ms) {
-    let b = base("dozor_mo", &[("mo", mo)])
+/// `dozor_mo`: hosts online, workstations online, servers online, hosts reaching the МИС;
+/// the МО's name (tag) and planned АРМ (field) when the roster lists it, so that dashboards
+/// show names, not OIDs, and the plan beside the fact.
+pub fn mo_line(out: &mut String, mo: &str, roster: Option<(&str, u32)>, v: [i64; 4], t_ms: Ms) {
+    let name = roster.map_or("", |(n, _)| n);
+    let mut b = base("dozor_mo", &[("mo", mo), ("name", name)])
         .field("hosts_online", v[0])
         .field("workstations_online", v[1])
         .field("servers_online", v[2])
         .field("hosts_reaching_mis", v[3]);
+    if let Some((_, planned)) = roster {
+        b = b.field("planned_arm", i64::from(planned));
+    }
     push(out, b.timestamp(t_ms));
 }
 

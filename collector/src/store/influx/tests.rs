@@ -181,12 +181,15 @@ async fn wait_drained(db: &Path, stats: &SinkStats) {
 }
 
 fn check_points(got: &Series, t0: i64) {
-    let cpu = &got["dozor_hb_cpu_pct{host=srv,mo=mo1,role=server,site=Главный корпус}"];
+    let cpu =
+        &got["dozor_hb_cpu_pct{host=srv,hostname=srv,mo=mo1,role=server,site=Главный корпус}"];
     assert_eq!(cpu.1.len(), 10);
     assert_eq!(cpu.1[0], (t0, 12.5));
-    let up = &got["dozor_hb_uptime_secs{host=srv,mo=mo1,role=server,site=Главный корпус}"];
+    let up =
+        &got["dozor_hb_uptime_secs{host=srv,hostname=srv,mo=mo1,role=server,site=Главный корпус}"];
     assert_eq!(up.1[1], (t0 + 60_000, 3660.0));
-    let mem = &got["dozor_hb_mem_pct{host=srv,mo=mo1,role=server,site=Главный корпус}"];
+    let mem =
+        &got["dozor_hb_mem_pct{host=srv,hostname=srv,mo=mo1,role=server,site=Главный корпус}"];
     assert_eq!(mem.1[0].1, 25.0);
     let ok = &got["dozor_probe_ok{category=mis,error=none,host=srv,mo=mo1,target=МИС}"];
     assert_eq!(ok.1.len(), 9);

@@ -230,7 +230,12 @@ impl Writer {
                 }
                 if self.cfg.influx.is_some() {
                     let m = &self.hosts[hi];
-                    influx::hb_line(&mut self.scratch.lines, h.mo, h.host, m.role, &m.site, b, t);
+                    let tags = influx::HostTags {
+                        role: m.role,
+                        site: &m.site,
+                        hostname: &m.hostname,
+                    };
+                    influx::hb_line(&mut self.scratch.lines, h.mo, h.host, tags, b, t);
                     self.scratch.nlines += 1;
                 }
             }
@@ -884,7 +889,11 @@ impl Writer {
         let mut mos: Vec<_> = per_mo.into_iter().collect();
         mos.sort_unstable_by(|a, b| a.0.cmp(b.0));
         for (mo, v) in mos {
-            influx::mo_line(&mut self.scratch.lines, mo, v, now);
+            let listed = self
+                .roster
+                .get(mo)
+                .map(|m| (m.name.as_str(), m.planned_arm));
+            influx::mo_line(&mut self.scratch.lines, mo, listed, v, now);
             self.scratch.nlines += 1;
         }
     }

@@ -845,10 +845,14 @@ fn outbox_holds_influx_lines_and_is_bounded() {
         "{body}"
     );
     assert!(
-        lines.iter().any(|l| l.starts_with("dozor_mo,mo=mo1 ")),
+        lines
+            .iter()
+            .any(|l| l.starts_with("dozor_mo,mo=mo1,name=Поликлиника\\ 1 ")
+                && l.contains("planned_arm=10i")),
         "{body}"
     );
     assert!(body.contains("site=Главный\\ корпус"), "{body}");
+    assert!(body.contains(",hostname=srv,"), "{body}");
     // Eight days later the outbox (7-day bound) is emptied and the drop counted.
     let rep = t.store.maintain_now(at(12, 0, 0, 0)).unwrap();
     assert_eq!(rep.outbox_dropped_lines as usize, lines.len());
