@@ -160,30 +160,35 @@ pub fn report_file(
     match kind {
         Kind::Indicators => {
             let t = indicators(&reader, roster, cfg, &p, now).context("computing indicators")?;
-            encode(&t, format, export::indicators_table)
+            encode(&t, format, export::indicators_workbook)
         }
         Kind::Counts => {
             let c = counts(&reader, roster, p.from_ms, p.to_ms, now).context("counting")?;
-            encode(&c, format, |c| export::counts_table(c, cfg.region_tz))
+            encode(&c, format, |c| vec![export::counts_table(c, cfg.region_tz)])
         }
         Kind::Availability(by) => {
             let a = availability(&reader, roster, p.from_ms, p.to_ms, by, now)
                 .context("computing availability")?;
-            encode(&a, format, |a| export::availability_table(a, cfg.region_tz))
+            encode(&a, format, |a| {
+                vec![export::availability_table(a, cfg.region_tz)]
+            })
         }
     }
 }
 
-/// `v` as JSON, or its table as CSV or XLSX.
+/// `v` as JSON, or its tables: the first as CSV, all as the sheets of an XLSX workbook.
 fn encode<T: serde::Serialize>(
     v: &T,
     format: Format,
-    table: impl FnOnce(&T) -> export::Table,
+    tables: impl FnOnce(&T) -> Vec<export::Table>,
 ) -> anyhow::Result<Vec<u8>> {
     Ok(match format {
         Format::Json => serde_json::to_vec_pretty(v)?,
-        Format::Csv => table(v).to_csv(),
-        Format::Xlsx => table(v).to_xlsx().context("building the XLSX file")?,
+        Format::Csv => tables(v)
+            .first()
+            .map(export::Table::to_csv)
+            .unwrap_or_default(),
+        Format::Xlsx => export::workbook(&tables(v)).context("building the XLSX file")?,
     })
 }
 
