@@ -211,6 +211,36 @@ async fn report_uses_the_kept_roster_and_equals_the_api() {
         assert!(site_row.contains(&Data::Float(3.0)), "{site_row:?}");
     }
 
+    // The indicator workbook to stdout: the table and the per-МО sheet with each МО's plan.
+    let out = collector_in(
+        cwd.path(),
+        &[
+            "report",
+            "--period",
+            &range,
+            "--format",
+            "xlsx",
+            "-o",
+            "-",
+            "--data-dir",
+            data_arg,
+        ],
+    );
+    {
+        use calamine::{Data, Reader as _, Xlsx};
+        let mut wb: Xlsx<_> =
+            calamine::open_workbook_from_rs(std::io::Cursor::new(out)).expect("an XLSX file");
+        assert_eq!(wb.sheet_names(), ["Показатели", "По МО"]);
+        let by_mo = wb.worksheet_range("По МО").expect("the per-МО sheet");
+        let mo1 = by_mo
+            .rows()
+            .find(|r| r.first() == Some(&Data::String(MO1.into())))
+            .expect("МО 1's row");
+        // Plan 5, 2 active, 3 short.
+        assert_eq!(mo1[2..4], [Data::Float(5.0), Data::Float(2.0)]);
+        assert_eq!(mo1[5], Data::Float(3.0));
+    }
+
     // Restarted without --roster, the collector uses the kept one.
     collector.proc.terminate();
     let collector = Collector::start(&Broker::Embedded(0), &data, &[]);
