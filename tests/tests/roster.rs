@@ -273,3 +273,41 @@ async fn report_uses_the_kept_roster_and_equals_the_api() {
     let cli: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(cli["total"]["planned_arm"], 50);
 }
+
+/// A roster with a mistake stops the collector before it starts (exit 64), naming the file,
+/// the row and the column as Excel shows them.
+#[test]
+fn a_bad_roster_stops_the_collector_naming_row_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let roster = dir.path().join("реестр.csv");
+    let text = format!(
+        "ОИД МО;Наименование МО;Подразделение;План АРМ\r\n\
+         {MO1};Поликлиника;Главный;3\r\n\
+         {MO1};Поликлиника;ФАП;два\r\n"
+    );
+    std::fs::write(&roster, encoding_rs::WINDOWS_1251.encode(&text).0).unwrap();
+    let out = Command::new(bin("dozor-collector"))
+        .arg("--roster")
+        .arg(&roster)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args([
+            "--http-listen",
+            "127.0.0.1:0",
+            "--mqtt-listen",
+            "127.0.0.1:0",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run dozor-collector");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains("реестр.csv: row 3, column D (План АРМ): \"два\" is not a whole number"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("data").join("roster.toml").exists(),
+        "nothing kept from a bad roster"
+    );
+}
