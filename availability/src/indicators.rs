@@ -249,6 +249,9 @@ pub struct CountRow {
     pub servers_active: u64,
     /// Hosts whose role is not known yet (no birth message stored).
     pub unknown_role: u64,
+    /// Planned АРМ without an active workstation: `planned − active` when positive. The region's
+    /// total is the sum over its МО, so a surplus in one МО never hides a shortage in another.
+    pub arm_shortfall: u64,
 }
 
 impl CountRow {
@@ -277,6 +280,18 @@ impl CountRow {
         self.servers_registered += o.servers_registered;
         self.servers_active += o.servers_active;
         self.unknown_role += o.unknown_role;
+        self.arm_shortfall += o.arm_shortfall;
+    }
+
+    /// Sets the shortfall of this row from its own plan and fact.
+    fn settle(&mut self) {
+        self.arm_shortfall = self.planned_arm.saturating_sub(self.workstations_active);
+    }
+
+    /// Active workstations as a share of the plan, `None` without a plan. Not capped: a
+    /// surplus shows as more than 100.
+    pub fn arm_pct_of_plan(&self) -> Option<f64> {
+        pct(self.workstations_active as f64, self.planned_arm as f64)
     }
 }
 
@@ -369,6 +384,12 @@ pub fn counts(data: &PeriodData, roster: &Roster) -> Counts {
         };
         site.counts.count(h, a, data.to);
     }
+    for m in mos.values_mut() {
+        m.counts.settle();
+        for s in &mut m.sites {
+            s.counts.settle();
+        }
+    }
     let mut total = CountRow::default();
     for m in mos
         .values()
@@ -415,8 +436,11 @@ pub struct IndicatorRow {
     pub plan: Option<f64>,
     /// `None` when nothing could be measured (e.g. no server reported).
     pub fact: Option<f64>,
-    /// `fact / plan × 100`.
+    /// `fact / plan × 100`; for rows in percent (shares, availability) at most 100 — a fact
+    /// above its plan is a plan met (`capped` says so), as the regional forms report it.
     pub pct_of_plan: Option<f64>,
+    /// True when `pct_of_plan` was capped at 100.
+    pub capped: bool,
     /// What the fact is made of: «95 из 100 МО».
     pub basis: String,
 }
@@ -428,8 +452,34 @@ pub struct IndicatorTable {
     /// Actual end of the data (the period's end, or now for a period in progress).
     pub computed_to_ms: i64,
     pub rows: Vec<IndicatorRow>,
+    /// The same facts per МО (the roster's, or those that sent data without a roster).
+    pub mos: Vec<MoIndicators>,
     /// Remarks on the data (МО outside the roster, …), Russian.
     pub notes: Vec<String>,
+}
+
+/// One МО's part of the indicator table: what the region acts on.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MoIndicators {
+    pub mo: String,
+    pub mo_name: String,
+    /// Planned АРМ; `None` without a roster.
+    pub planned_arm: Option<u64>,
+    /// Workstations active in the period.
+    pub arm_active: u64,
+    /// `planned − active` when positive.
+    pub arm_shortfall: u64,
+    /// `active / planned × 100`, not capped (a surplus shows).
+    pub arm_pct_of_plan: Option<f64>,
+    /// A workstation of the МО was active and reached the МИС.
+    pub uses_mis: bool,
+    /// Sites with an active workstation that reached the МИС, of `sites_total`.
+    pub sites_mis: u64,
+    pub sites_total: u64,
+    /// Required subsystems the МО's hosts never reached in the period (titles).
+    pub subsystems_missing: Vec<&'static str>,
+    /// Availability of the МО's servers, around the clock.
+    pub servers_availability_pct: Option<f64>,
 }
 
 fn row(
@@ -440,17 +490,21 @@ fn row(
     fact: Option<f64>,
     basis: String,
 ) -> IndicatorRow {
-    let pct_of_plan = match (plan, fact) {
+    let raw = match (plan, fact) {
         (Some(p), Some(f)) if p > 0.0 => Some(f / p * 100.0),
         _ => None,
     };
+    // A share or an availability cannot be "over-fulfilled" in any useful sense (101 % of a
+    // 99 % availability plan says only that the plan was met); counts keep their surplus.
+    let capped = unit == Unit::Percent && raw.is_some_and(|p| p > 100.0);
     IndicatorRow {
         id: id.into(),
         name: name.into(),
         unit,
         plan,
         fact,
-        pct_of_plan,
+        pct_of_plan: if capped { Some(100.0) } else { raw },
+        capped,
         basis,
     }
 }
@@ -489,6 +543,9 @@ struct MoFacts {
     ws_mis: bool,
     /// Normalized sites with an active workstation reaching the МИС.
     sites_mis: BTreeSet<String>,
+    /// Active workstations.
+    arm_active: u64,
+    servers: Avail,
 }
 
 /// The regional indicator table.
@@ -523,12 +580,16 @@ pub fn indicators(
         match h.role {
             Some(Role::Workstation) => {
                 arm_active += u64::from(a.active);
+                f.arm_active += u64::from(a.active);
                 if a.active && a.reached & cat_bit(Category::Mis) != 0 {
                     f.ws_mis = true;
                     f.sites_mis.insert(norm(&h.site));
                 }
             }
-            Some(Role::Server) => servers.add(a.for_role(true)),
+            Some(Role::Server) => {
+                servers.add(a.for_role(true));
+                f.servers.add(a.for_role(true));
+            }
             None => {}
         }
     }
@@ -548,15 +609,31 @@ pub fn indicators(
     let n_mo = mo_list.len() as f64;
     let mut rows = Vec::new();
 
-    // 1. АРМ.
+    // 1. АРМ: the regional total the form asks for; the basis names the МО short of plan,
+    // which a surplus elsewhere would hide.
     let plan_arm = (!use_all).then(|| roster.planned_arm() as f64);
+    let (mut short_mo, mut short_arm) = (0usize, 0u64);
+    for oid in &mo_list {
+        let planned = roster.get(oid).map_or(0, |m| u64::from(m.planned_arm));
+        let active = facts.get(oid).map_or(0, |f| f.arm_active);
+        if planned > active {
+            short_mo += 1;
+            short_arm += planned - active;
+        }
+    }
+    let mut basis = format!("{arm_active} АРМ передавали данные");
+    if short_mo > 0 {
+        basis.push_str(&format!(
+            "; ниже плана {short_mo} МО, не хватает {short_arm} АРМ"
+        ));
+    }
     rows.push(row(
         "arm",
         "Организовано автоматизированных рабочих мест медицинских работников (АРМ, передававших данные в периоде)",
         Unit::Count,
         plan_arm,
         Some(arm_active as f64),
-        format!("{arm_active} АРМ передавали данные"),
+        basis,
     ));
 
     // 2. МО using the МИС.
@@ -582,6 +659,7 @@ pub fn indicators(
     } else {
         cfg.subsystems.clone()
     };
+    let required: u16 = subsystems.iter().map(|c| cat_bit(*c)).fold(0, |a, b| a | b);
     if subsystems.is_empty() {
         notes.push(
             "Централизованные подсистемы не заданы и не проверялись агентами в периоде."
@@ -625,22 +703,45 @@ pub fn indicators(
 
     // 4. Sites keeping the electronic medical record.
     let (mut sites_total, mut sites_ok) = (0usize, 0usize);
+    let mut mos = Vec::with_capacity(mo_list.len());
     for oid in &mo_list {
         let f = facts.get(oid);
         let roster_mo: Option<&Mo> = roster.get(oid);
+        let (mut total, mut ok) = (0usize, 0usize);
         match roster_mo.filter(|m| !m.sites.is_empty()) {
             Some(m) => {
                 for s in &m.sites {
-                    sites_total += 1;
-                    sites_ok +=
-                        usize::from(f.is_some_and(|f| f.sites_mis.contains(&norm(&s.name))));
+                    total += 1;
+                    ok += usize::from(f.is_some_and(|f| f.sites_mis.contains(&norm(&s.name))));
                 }
             }
             None => {
-                sites_total += 1;
-                sites_ok += usize::from(f.is_some_and(|f| f.ws_mis));
+                total += 1;
+                ok += usize::from(f.is_some_and(|f| f.ws_mis));
             }
         }
+        sites_total += total;
+        sites_ok += ok;
+        let planned = roster_mo.map(|m| u64::from(m.planned_arm));
+        let active = f.map_or(0, |f| f.arm_active);
+        let reached = f.map_or(0, |f| f.reached_any);
+        mos.push(MoIndicators {
+            mo: oid.to_string(),
+            mo_name: roster_mo.map_or_else(|| oid.to_string(), |m| m.name.clone()),
+            planned_arm: planned,
+            arm_active: active,
+            arm_shortfall: planned.unwrap_or(0).saturating_sub(active),
+            arm_pct_of_plan: planned.and_then(|p| pct(active as f64, p as f64)),
+            uses_mis: f.is_some_and(|f| f.ws_mis),
+            sites_mis: ok as u64,
+            sites_total: total as u64,
+            subsystems_missing: subsystems
+                .iter()
+                .filter(|c| required & reached & cat_bit(**c) == 0)
+                .map(|c| c.title_ru())
+                .collect(),
+            servers_availability_pct: f.and_then(|f| f.servers.availability_pct),
+        });
     }
     rows.push(row(
         "sites_mis",
@@ -683,10 +784,23 @@ pub fn indicators(
             ),
         ));
     }
+    let capped: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.capped)
+        .map(|r| r.name.as_str())
+        .collect();
+    if !capped.is_empty() {
+        notes.push(format!(
+            "Факт выше плана, план выполнен; процент выполнения показателей в процентах указан \
+             не выше 100: {}.",
+            capped.join("; ")
+        ));
+    }
     IndicatorTable {
         period: period.clone(),
         computed_to_ms: data.to,
         rows,
+        mos,
         notes,
     }
 }

@@ -160,7 +160,8 @@ impl Default for RawHttp {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawRoster {
-    /// TOML or CSV file; without it every МО is "not in the roster".
+    /// TOML, CSV (UTF-8 or CP1251) or a workbook (docs/roster.md); without it the roster kept
+    /// in the data dir is used, and without that every МО is "not in the roster".
     pub path: Option<PathBuf>,
     /// Reject messages of МО missing from the roster instead of flagging them.
     pub strict: bool,

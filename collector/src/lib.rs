@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod report;
 pub use dozor_availability::roster;
+pub mod roster_file;
 pub mod store;
 mod tls;
 

@@ -24,37 +24,43 @@ const EXIT_CONFIG: u8 = 64;
 )]
 struct Cli {
     /// Configuration file (TOML); see --print-default-config.
-    #[arg(long, env = "DOZOR_CONFIG")]
+    #[arg(long, global = true, env = "DOZOR_CONFIG")]
     config: Option<PathBuf>,
     /// Print the commented default configuration and exit.
-    #[arg(long)]
+    #[arg(long, global = true)]
     print_default_config: bool,
     /// HTTP listen address (API, status page, metrics).
-    #[arg(long, env = "DOZOR_HTTP_LISTEN")]
+    #[arg(long, global = true, env = "DOZOR_HTTP_LISTEN")]
     http_listen: Option<String>,
     /// Run the embedded MQTT broker on this address (the default mode).
-    #[arg(long, env = "DOZOR_MQTT_LISTEN", conflicts_with = "mqtt_url")]
+    #[arg(
+        long,
+        global = true,
+        env = "DOZOR_MQTT_LISTEN",
+        conflicts_with = "mqtt_url"
+    )]
     mqtt_listen: Option<String>,
     /// Use an external MQTT broker (Mosquitto, EMQX) instead of the embedded one.
-    #[arg(long, env = "DOZOR_MQTT_URL")]
+    #[arg(long, global = true, env = "DOZOR_MQTT_URL")]
     mqtt_url: Option<String>,
     /// MQTT client id of the collector (must be unique per collector on a shared broker).
-    #[arg(long, env = "DOZOR_MQTT_CLIENT_ID")]
+    #[arg(long, global = true, env = "DOZOR_MQTT_CLIENT_ID")]
     mqtt_client_id: Option<String>,
     /// Directory for the store and state.
-    #[arg(long, env = "DOZOR_DATA_DIR")]
+    #[arg(long, global = true, env = "DOZOR_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Roster of МО, sites and planned АРМ (TOML or CSV).
-    #[arg(long, env = "DOZOR_ROSTER")]
+    /// Roster of МО, sites and planned АРМ: TOML, CSV (UTF-8 or CP1251, `;` or `,`) or a
+    /// workbook (XLSX, XLS, ODS). Kept in the data dir; without it the kept one is used.
+    #[arg(long, global = true, env = "DOZOR_ROSTER")]
     roster: Option<PathBuf>,
     /// Reject messages of МО missing from the roster.
-    #[arg(long, env = "DOZOR_ROSTER_STRICT")]
+    #[arg(long, global = true, env = "DOZOR_ROSTER_STRICT")]
     roster_strict: bool,
     /// `enrolled` (default: only enrolled agents, signed messages) or `open` (labs only).
-    #[arg(long, env = "DOZOR_SECURITY_MODE")]
+    #[arg(long, global = true, env = "DOZOR_SECURITY_MODE")]
     security_mode: Option<String>,
     /// Run a simulated region (and this machine's agent, if installed next to the collector).
-    #[arg(long, env = "DOZOR_DEMO")]
+    #[arg(long, global = true, env = "DOZOR_DEMO")]
     demo: bool,
     #[command(subcommand)]
     command: Option<Command>,
@@ -62,16 +68,24 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Print the regional indicator table for a period (CSV or XLSX).
+    /// Write a report for a period: the indicator table, counts or availability (CSV, XLSX or
+    /// JSON, as the HTTP API serves them). Uses the roster the collector keeps in its data dir
+    /// unless --roster is given.
     Report {
-        /// Period: 2024-Q1, 2024-03, 2024-W10, 2024-03-05 or 2024.
+        /// indicators, counts or availability.
+        #[arg(default_value = "indicators")]
+        table: String,
+        /// Period: 2024-Q1, 2024-03, 2024-W10, 2024-03-05, 2024 or FROM..TO.
         #[arg(long)]
         period: String,
-        /// csv or xlsx.
+        /// csv, xlsx or json.
         #[arg(long, default_value = "csv")]
         format: String,
-        /// Output file.
-        #[arg(short = 'o', long)]
+        /// Availability grouped by host, mo or target.
+        #[arg(long, default_value = "mo")]
+        by: String,
+        /// Output file; `-` (the default) writes to stdout.
+        #[arg(short = 'o', long, default_value = "-")]
         output: PathBuf,
     },
     /// Enrollment tokens: each lets agents of one МО enroll (works while the collector runs).
@@ -345,18 +359,14 @@ fn main() -> ExitCode {
         };
     }
     if let Some(Command::Report {
+        table,
         period,
         format,
+        by,
         output,
     }) = &cli.command
     {
-        use dozor_collector::report::{Format, run_report_with};
-        let Some(fmt) = Format::parse(format) else {
-            eprintln!("dozor-collector: --format: {format:?} is not csv or xlsx");
-            return ExitCode::from(EXIT_CONFIG);
-        };
-        let db = dozor_collector::store::db_path(&cfg.data_dir);
-        return match run_report_with(&db, &roster, &cfg.store, period, fmt, output) {
+        return match report_command(&cli, &cfg, roster, table, period, format, by, output) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("dozor-collector: report: {e:#}");
@@ -364,6 +374,31 @@ fn main() -> ExitCode {
             }
         };
     }
+    let roster = match roster {
+        RosterFrom::File(r) => {
+            // Kept for `report` and for a start without a roster; a failure costs only that.
+            if let Err(e) = dozor_collector::roster_file::save(&cfg.data_dir, &r) {
+                tracing::warn!(error = %e, dir = %cfg.data_dir.display(), "cannot keep the roster in the data dir");
+            }
+            r
+        }
+        RosterFrom::Demo(r) => r,
+        RosterFrom::None => match dozor_collector::roster_file::load(&cfg.data_dir) {
+            Ok(Some(r)) => {
+                tracing::info!(
+                    mo = r.mos.len(),
+                    file = %dozor_collector::roster_file::path(&cfg.data_dir).display(),
+                    "no roster configured: using the one kept in the data dir"
+                );
+                r
+            }
+            Ok(None) => Roster::default(),
+            Err(e) => {
+                eprintln!("dozor-collector: kept roster: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+    };
     raise_open_files(&cfg);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -403,7 +438,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(cli: &Cli) -> anyhow::Result<(dozor_collector::config::Config, Roster)> {
+fn load(cli: &Cli) -> anyhow::Result<(dozor_collector::config::Config, RosterFrom)> {
     // The file, then every `DOZOR_*` variable naming an option, then the flags.
     // Variables that are not UTF-8 name no option (`std::env::vars` would panic on them).
     let vars = std::env::vars_os()
@@ -438,12 +473,83 @@ fn load(cli: &Cli) -> anyhow::Result<(dozor_collector::config::Config, Roster)> 
     let mut cfg = raw.validate()?;
     cfg.demo = cli.demo;
     let roster = match &cfg.roster_path {
-        Some(p) => Roster::load(p).context("roster")?,
-        None if cfg.demo => Roster::from_toml(dozor_collector::demo::DEMO_ROSTER, "demo roster")
-            .context("demo roster")?,
-        None => Roster::default(),
+        Some(p) => RosterFrom::File(Roster::load(p).context("roster")?),
+        None if cfg.demo => RosterFrom::Demo(
+            Roster::from_toml(dozor_collector::demo::DEMO_ROSTER, "demo roster")
+                .context("demo roster")?,
+        ),
+        None => RosterFrom::None,
     };
     Ok((cfg, roster))
+}
+
+/// Where the roster came from.
+enum RosterFrom {
+    /// `roster.path` (`--roster`, `DOZOR_ROSTER`, the config file).
+    File(Roster),
+    /// The embedded demo roster (`--demo` without a roster).
+    Demo(Roster),
+    /// Nothing configured.
+    None,
+}
+
+/// `report`: the roster is `--roster` (flag or `DOZOR_ROSTER`) when given, else the one the
+/// collector keeps in its data dir (what the web page uses), else the config file's.
+#[allow(clippy::too_many_arguments)]
+fn report_command(
+    cli: &Cli,
+    cfg: &dozor_collector::config::Config,
+    configured: RosterFrom,
+    table: &str,
+    period: &str,
+    format: &str,
+    by: &str,
+    output: &std::path::Path,
+) -> anyhow::Result<()> {
+    use dozor_collector::availability::AvailabilityBy;
+    use dozor_collector::report::{Format, Kind, report_file};
+    let format = Format::parse(format)
+        .with_context(|| format!("--format: {format:?} is not csv, xlsx or json"))?;
+    let by = AvailabilityBy::parse(by)
+        .with_context(|| format!("--by: {by:?} is not host, mo or target"))?;
+    let kind = Kind::parse(table, by)
+        .with_context(|| format!("{table:?} is not indicators, counts or availability"))?;
+    let kept = if cli.roster.is_some() {
+        None
+    } else {
+        dozor_collector::roster_file::load(&cfg.data_dir).context("kept roster")?
+    };
+    let roster = match (kept, configured) {
+        (Some(r), _) => r,
+        (None, RosterFrom::File(r) | RosterFrom::Demo(r)) => r,
+        (None, RosterFrom::None) => {
+            eprintln!(
+                "dozor-collector: report: no roster (none kept in {} and no --roster): plans \
+                 are empty, МО are those that sent data",
+                cfg.data_dir.display()
+            );
+            Roster::default()
+        }
+    };
+    let db = dozor_collector::store::db_path(&cfg.data_dir);
+    let bytes = report_file(
+        &db,
+        &roster,
+        &cfg.store,
+        period,
+        kind,
+        format,
+        dozor_collector::clock::now_ms(),
+    )?;
+    if output.as_os_str() == "-" {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        out.write_all(&bytes).context("writing to stdout")?;
+        out.flush().context("writing to stdout")?;
+    } else {
+        std::fs::write(output, bytes).with_context(|| format!("writing {}", output.display()))?;
+    }
+    Ok(())
 }
 
 /// Raises the soft limit of open files to the hard limit: with the embedded broker each agent

@@ -207,3 +207,136 @@ fn empty_roster_uses_observed_mo() {
     assert_eq!(find(&t, "mo_mis").fact, Some(100.0));
     assert!(!t.notes.is_empty());
 }
+
+/// mo1 is 2 АРМ short of its plan of 4; mo2 (plan 2) has 4 active: the region meets its plan
+/// of 6 (6 active) while mo1 is short, and the reports say so.
+fn surplus_hides_shortage() -> PeriodData {
+    let mut d = data();
+    for id in ["e", "f", "g"] {
+        d.hosts
+            .push((host("mo2", id, Role::Workstation, ""), agg(true, 0, H, 0)));
+    }
+    d
+}
+
+#[test]
+fn shortfall_per_mo_and_site_is_not_hidden_by_a_surplus() {
+    let c = counts(&surplus_hides_shortage(), &roster());
+    let mo1 = c.mos.iter().find(|m| m.mo == "mo1").unwrap();
+    let mo2 = c.mos.iter().find(|m| m.mo == "mo2").unwrap();
+    assert_eq!(
+        (mo1.counts.planned_arm, mo1.counts.workstations_active),
+        (4, 2)
+    );
+    assert_eq!(mo1.counts.arm_shortfall, 2);
+    assert_eq!(mo1.counts.arm_pct_of_plan(), Some(50.0));
+    // Sites: Главный корпус 2 of 3, ФАП 0 of 1 (its workstation was not active); the server
+    // named no site (no plan there).
+    let short: Vec<(&str, u64)> = mo1
+        .sites
+        .iter()
+        .map(|s| (s.site.as_str(), s.counts.arm_shortfall))
+        .collect();
+    assert_eq!(short, [("Главный корпус", 1), ("ФАП", 1), ("", 0)]);
+    assert_eq!(
+        (mo2.counts.workstations_active, mo2.counts.arm_shortfall),
+        (4, 0)
+    );
+    assert_eq!(mo2.counts.arm_pct_of_plan(), Some(200.0));
+    // The region: 6 active of 6 planned, yet 2 АРМ short (mo1); mo9 is outside the roster.
+    assert_eq!((c.total.planned_arm, c.total.workstations_active), (6, 6));
+    assert_eq!(c.total.arm_shortfall, 2);
+
+    let period = Period::parse("2024-Q1", chrono_tz::Europe::Moscow).unwrap();
+    let t = indicators(
+        &surplus_hides_shortage(),
+        &roster(),
+        &IndicatorsConfig::default(),
+        &period,
+    );
+    let arm = find(&t, "arm");
+    assert_eq!(
+        (arm.plan, arm.fact, arm.pct_of_plan),
+        (Some(6.0), Some(6.0), Some(100.0))
+    );
+    assert_eq!(
+        arm.basis,
+        "6 АРМ передавали данные; ниже плана 1 МО, не хватает 2 АРМ"
+    );
+    let by: Vec<(&str, Option<u64>, u64, u64)> = t
+        .mos
+        .iter()
+        .map(|m| (m.mo.as_str(), m.planned_arm, m.arm_active, m.arm_shortfall))
+        .collect();
+    assert_eq!(by, [("mo1", Some(4), 2, 2), ("mo2", Some(2), 4, 0)]);
+}
+
+#[test]
+fn indicator_breakdown_per_mo() {
+    let period = Period::parse("2024-Q1", chrono_tz::Europe::Moscow).unwrap();
+    let t = indicators(&data(), &roster(), &IndicatorsConfig::default(), &period);
+    assert_eq!(t.mos.len(), 2, "the roster's МО only");
+    let mo1 = &t.mos[0];
+    assert_eq!(mo1.mo_name, "Поликлиника 1");
+    assert_eq!(
+        (mo1.planned_arm, mo1.arm_active, mo1.arm_shortfall),
+        (Some(4), 2, 2)
+    );
+    assert_eq!(mo1.arm_pct_of_plan, Some(50.0));
+    assert!(mo1.uses_mis);
+    assert_eq!((mo1.sites_mis, mo1.sites_total), (1, 2));
+    // ЛИС is the only subsystem probed: mo1 reached it, mo2 did not.
+    assert!(mo1.subsystems_missing.is_empty());
+    assert_eq!(mo1.servers_availability_pct, Some(99.0));
+    let mo2 = &t.mos[1];
+    assert_eq!((mo2.sites_mis, mo2.sites_total), (1, 1));
+    assert_eq!(mo2.subsystems_missing, ["ЛИС"]);
+    assert_eq!(mo2.servers_availability_pct, Some(97.0));
+    // Rows sum to the regional facts.
+    assert_eq!(t.mos.iter().map(|m| m.arm_active).sum::<u64>(), 3);
+    assert_eq!(
+        t.mos.iter().map(|m| m.sites_mis).sum::<u64>(),
+        2,
+        "as sites_mis: 2 из 3"
+    );
+}
+
+#[test]
+fn percent_of_plan_is_capped_for_percent_rows_only() {
+    let check = |unit: Unit, plan: f64, fact: f64, pct: f64, capped: bool| {
+        let r = row("x", "x", unit, Some(plan), Some(fact), String::new());
+        assert_eq!(
+            (r.pct_of_plan, r.capped),
+            (Some(pct), capped),
+            "{unit:?} {plan} {fact}"
+        );
+    };
+    // Availability 99.99 % against a plan of 99 %: the plan is met, not "101 %".
+    check(Unit::Percent, 99.0, 99.99, 100.0, true);
+    check(Unit::Percent, 99.0, 99.0, 100.0, false);
+    check(Unit::Percent, 76.0, 38.0, 50.0, false);
+    // Counts keep their surplus: 7,200 АРМ of 7,155 planned.
+    check(Unit::Count, 7155.0, 7200.0, 7200.0 / 7155.0 * 100.0, false);
+    // The table says which rows were capped.
+    let mut d = data();
+    d.hosts
+        .retain(|(h, _)| h.role != Some(Role::Server) || h.mo == "mo1");
+    let period = Period::parse("2024-Q1", chrono_tz::Europe::Moscow).unwrap();
+    let cfg = IndicatorsConfig {
+        plan_availability_pct: 95.0,
+        ..IndicatorsConfig::default()
+    };
+    let t = indicators(&d, &roster(), &cfg, &period);
+    let s = find(&t, "availability_servers");
+    assert_eq!(
+        (s.fact, s.pct_of_plan, s.capped),
+        (Some(99.0), Some(100.0), true)
+    );
+    assert!(
+        t.notes
+            .iter()
+            .any(|n| n.contains("план выполнен") && n.contains("серверного оборудования")),
+        "{:?}",
+        t.notes
+    );
+}

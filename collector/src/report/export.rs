@@ -1,14 +1,15 @@
 //! CSV and XLSX files with Russian headers.
 //!
 //! CSV is written for Russian Excel: UTF-8 with a byte-order mark, `;` between fields, decimal
-//! comma. XLSX keeps numbers as numbers (one decimal shown).
+//! comma. XLSX keeps numbers as numbers. Counts are whole numbers (`10`, never `10,0`);
+//! measures show the table's decimals.
 //!
 //! Every text cell (names come from agents: site, hostname, target) is neutralised against
 //! formula injection by the OWASP rule: text starting with `=`, `+`, `-`, `@`, a tab or a CR gets
 //! a leading `'`, so a spreadsheet shows it as text and never evaluates it. Numbers stay numbers
 //! (a negative number is written as a number, not as text).
 
-use crate::availability::indicators::{Avail, CountRow};
+use crate::availability::indicators::{Avail, CountRow, Unit};
 use crate::availability::{Availability, Counts, IndicatorTable};
 use rust_xlsxwriter::{Format as XFormat, Workbook, XlsxError};
 
@@ -16,7 +17,10 @@ use rust_xlsxwriter::{Format as XFormat, Workbook, XlsxError};
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cell {
     Text(String),
+    /// A measure, shown with the table's decimals.
     Num(f64),
+    /// A count, shown without decimals.
+    Int(i64),
     Empty,
 }
 
@@ -40,7 +44,15 @@ impl From<Option<f64>> for Cell {
 
 impl From<u64> for Cell {
     fn from(v: u64) -> Cell {
-        Cell::Num(v as f64)
+        Cell::Int(i64::try_from(v).unwrap_or(i64::MAX))
+    }
+}
+
+impl Cell {
+    /// A count held as `f64` (the indicator table's plan and fact of a count row).
+    fn count(v: Option<f64>) -> Cell {
+        v.filter(|v| v.is_finite())
+            .map_or(Cell::Empty, |v| Cell::Int(v.round() as i64))
     }
 }
 
@@ -97,6 +109,7 @@ impl Table {
                     .map(|c| match c {
                         Cell::Text(s) => neutralise(s).into_owned(),
                         Cell::Num(v) => format!("{:.*}", self.decimals, v).replace('.', ","),
+                        Cell::Int(v) => v.to_string(),
                         Cell::Empty => String::new(),
                     })
                     .collect(),
@@ -108,7 +121,10 @@ impl Table {
 
     /// An XLSX workbook with one sheet.
     pub fn to_xlsx(&self) -> Result<Vec<u8>, XlsxError> {
-        let mut wb = Workbook::new();
+        workbook(std::slice::from_ref(self))
+    }
+
+    fn add_to(&self, wb: &mut Workbook) -> Result<(), XlsxError> {
         let bold = XFormat::new().set_bold();
         let head = XFormat::new()
             .set_bold()
@@ -124,6 +140,9 @@ impl Table {
         };
         let num = XFormat::new()
             .set_num_format(num_fmt)
+            .set_border(rust_xlsxwriter::FormatBorder::Thin);
+        let int = XFormat::new()
+            .set_num_format("0")
             .set_border(rust_xlsxwriter::FormatBorder::Thin);
         let ws = wb.add_worksheet();
         ws.set_name(&self.sheet)?;
@@ -152,6 +171,7 @@ impl Table {
                         ws.write_string_with_format(row, c as u16, neutralise(s), &text)?
                     }
                     Cell::Num(v) => ws.write_number_with_format(row, c as u16, *v, &num)?,
+                    Cell::Int(v) => ws.write_number_with_format(row, c as u16, *v as f64, &int)?,
                     Cell::Empty => ws.write_blank(row, c as u16, &text)?,
                 };
             }
@@ -162,8 +182,17 @@ impl Table {
             ws.write_string(row, 0, neutralise(n))?;
             row += 1;
         }
-        wb.save_to_buffer()
+        Ok(())
     }
+}
+
+/// An XLSX workbook with a sheet per table, in order.
+pub fn workbook(tables: &[Table]) -> Result<Vec<u8>, XlsxError> {
+    let mut wb = Workbook::new();
+    for t in tables {
+        t.add_to(&mut wb)?;
+    }
+    wb.save_to_buffer()
 }
 
 fn ru_time(ms: i64, tz: chrono_tz::Tz) -> String {
@@ -198,11 +227,15 @@ pub fn indicators_table(t: &IndicatorTable) -> Table {
             .rows
             .iter()
             .map(|r| {
+                let (plan, fact) = match r.unit {
+                    Unit::Count => (Cell::count(r.plan), Cell::count(r.fact)),
+                    Unit::Percent => (r.plan.into(), r.fact.into()),
+                };
                 vec![
                     r.name.as_str().into(),
                     r.unit.ru().into(),
-                    r.plan.into(),
-                    r.fact.into(),
+                    plan,
+                    fact,
                     r.pct_of_plan.into(),
                     r.basis.as_str().into(),
                 ]
@@ -213,11 +246,97 @@ pub fn indicators_table(t: &IndicatorTable) -> Table {
     }
 }
 
+/// The indicator workbook: the table, then the same facts per МО («По МО»).
+pub fn indicators_workbook(t: &IndicatorTable) -> Vec<Table> {
+    vec![indicators_table(t), indicators_by_mo_table(t)]
+}
+
+/// The indicator table's facts per МО: plan vs fact of АРМ with the shortfall, МИС, sites,
+/// subsystems, servers.
+pub fn indicators_by_mo_table(t: &IndicatorTable) -> Table {
+    let mut rows: Vec<Vec<Cell>> = t
+        .mos
+        .iter()
+        .map(|m| {
+            vec![
+                m.mo.as_str().into(),
+                m.mo_name.as_str().into(),
+                m.planned_arm.map_or(Cell::Empty, Cell::from),
+                m.arm_active.into(),
+                m.arm_pct_of_plan.into(),
+                m.arm_shortfall.into(),
+                if m.uses_mis { "да" } else { "нет" }.into(),
+                m.sites_mis.into(),
+                m.sites_total.into(),
+                if m.subsystems_missing.is_empty() {
+                    Cell::Empty
+                } else {
+                    m.subsystems_missing.join(", ").into()
+                },
+                m.servers_availability_pct.into(),
+            ]
+        })
+        .collect();
+    let planned: Option<u64> = t.mos.iter().map(|m| m.planned_arm).sum();
+    let active: u64 = t.mos.iter().map(|m| m.arm_active).sum();
+    rows.push(vec![
+        "".into(),
+        "Итого по региону".into(),
+        planned.map_or(Cell::Empty, Cell::from),
+        active.into(),
+        planned
+            .and_then(|p| crate::availability::pct(active as f64, p as f64))
+            .into(),
+        t.mos.iter().map(|m| m.arm_shortfall).sum::<u64>().into(),
+        format!(
+            "{} из {}",
+            t.mos.iter().filter(|m| m.uses_mis).count(),
+            t.mos.len()
+        )
+        .into(),
+        t.mos.iter().map(|m| m.sites_mis).sum::<u64>().into(),
+        t.mos.iter().map(|m| m.sites_total).sum::<u64>().into(),
+        Cell::Empty,
+        Cell::Empty,
+    ]);
+    Table {
+        sheet: "По МО".into(),
+        title: vec![format!(
+            "Показатели по медицинским организациям за период: {}",
+            t.period.label
+        )],
+        headers: [
+            "ОИД МО",
+            "МО",
+            "План АРМ",
+            "АРМ передавали данные",
+            "% плана АРМ",
+            "Не хватает АРМ до плана",
+            "Использует МИС",
+            "Подразделений с АРМ, подключенными к МИС",
+            "Подразделений всего",
+            "Не подключены подсистемы",
+            "Доступность серверов, %",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows,
+        notes: vec![
+            "«Не хватает АРМ до плана» считается по каждой МО; итог — сумма по МО, поэтому \
+             избыток АРМ в одной МО не скрывает нехватку в другой."
+                .into(),
+        ],
+        decimals: 1,
+    }
+}
+
 fn count_cells(c: &CountRow) -> Vec<Cell> {
     vec![
         c.planned_arm.into(),
         c.workstations_registered.into(),
         c.workstations_active.into(),
+        c.arm_pct_of_plan().into(),
+        c.arm_shortfall.into(),
         c.workstations_reaching_mis.into(),
         c.servers_registered.into(),
         c.servers_active.into(),
@@ -258,6 +377,8 @@ pub fn counts_table(c: &Counts, tz: chrono_tz::Tz) -> Table {
             "План АРМ",
             "АРМ зарегистрировано",
             "АРМ передавали данные",
+            "% плана АРМ",
+            "Не хватает АРМ до плана",
             "АРМ обращались к МИС",
             "Серверов зарегистрировано",
             "Серверов передавали данные",
@@ -265,8 +386,12 @@ pub fn counts_table(c: &Counts, tz: chrono_tz::Tz) -> Table {
         .map(String::from)
         .to_vec(),
         rows,
-        notes: Vec::new(),
-        decimals: 0,
+        notes: vec![
+            "«Не хватает АРМ до плана» считается по каждой МО и подразделению; итог по региону — \
+             сумма по МО, поэтому избыток АРМ в одной МО не скрывает нехватку в другой."
+                .into(),
+        ],
+        decimals: 1,
     }
 }
 
@@ -425,7 +550,7 @@ mod tests {
         let csv = String::from_utf8(t.to_csv()).unwrap();
         assert_eq!(
             csv,
-            "\u{feff}МО;\"Доля; %\";Хосты\r\nГП «№ 1»;99,46;\r\n\"say \"\"hi\"\"\nthere\";3,00;5,00\r\n"
+            "\u{feff}МО;\"Доля; %\";Хосты\r\nГП «№ 1»;99,46;\r\n\"say \"\"hi\"\"\nthere\";3,00;5\r\n"
         );
     }
 

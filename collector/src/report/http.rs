@@ -162,16 +162,22 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ReportError::Internal(format!("report task: {e}")))?
 }
 
-fn file(format: Format, name: &str, t: &export::Table) -> Result<Response, ReportError> {
+/// A file of `tables`: the first as CSV, all as the sheets of an XLSX workbook.
+fn file(format: Format, name: &str, tables: &[export::Table]) -> Result<Response, ReportError> {
     // JSON is answered by the handlers before a file is built.
     let (bytes, ctype) = if format == Format::Xlsx {
         (
-            t.to_xlsx()
-                .map_err(|e| ReportError::Internal(format!("xlsx: {e}")))?,
+            export::workbook(tables).map_err(|e| ReportError::Internal(format!("xlsx: {e}")))?,
             "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
         )
     } else {
-        (t.to_csv(), "text/csv; charset=utf-8")
+        (
+            tables
+                .first()
+                .map(export::Table::to_csv)
+                .unwrap_or_default(),
+            "text/csv; charset=utf-8",
+        )
     };
     let disposition = format!("attachment; filename=\"{name}.{}\"", format.extension());
     Ok((
@@ -225,7 +231,7 @@ async fn availability(
     file(
         format,
         &format!("dozor-availability-{}", safe(&period.spec)),
-        &t,
+        &[t],
     )
 }
 
@@ -247,7 +253,11 @@ async fn counts(
         return Ok(axum::Json(c).into_response());
     }
     let t = export::counts_table(&c, s.cfg.region_tz);
-    file(format, &format!("dozor-counts-{}", safe(&period.spec)), &t)
+    file(
+        format,
+        &format!("dozor-counts-{}", safe(&period.spec)),
+        &[t],
+    )
 }
 
 async fn indicators(
@@ -267,10 +277,9 @@ async fn indicators(
     if format == Format::Json {
         return Ok(axum::Json(t).into_response());
     }
-    let table = export::indicators_table(&t);
     file(
         format,
         &format!("dozor-indicators-{}", safe(&period.spec)),
-        &table,
+        &export::indicators_workbook(&t),
     )
 }

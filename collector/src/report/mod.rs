@@ -93,6 +93,29 @@ pub fn parse_period(spec: &str, cfg: &StoreConfig) -> Result<Period, availabilit
     }
 }
 
+/// What a report file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The regional indicator table.
+    Indicators,
+    /// АРМ and servers per МО and site.
+    Counts,
+    /// Availability grouped by host, МО or target.
+    Availability(AvailabilityBy),
+}
+
+impl Kind {
+    /// `indicators`, `counts`, `availability` (with `by`).
+    pub fn parse(s: &str, by: AvailabilityBy) -> Option<Kind> {
+        match s {
+            "indicators" => Some(Kind::Indicators),
+            "counts" => Some(Kind::Counts),
+            "availability" => Some(Kind::Availability(by)),
+            _ => None,
+        }
+    }
+}
+
 /// `dozor-collector report --period 2024-Q1 --format xlsx -o FILE` with the default store
 /// settings (region time zone Europe/Moscow). Prefer [`run_report_with`] when the collector's
 /// configuration is at hand.
@@ -115,19 +138,58 @@ pub fn run_report_with(
     format: Format,
     out: &Path,
 ) -> anyhow::Result<()> {
+    let bytes = report_file(db, roster, cfg, period, Kind::Indicators, format, now_ms())?;
+    std::fs::write(out, bytes).with_context(|| format!("writing {}", out.display()))?;
+    Ok(())
+}
+
+/// The file of a report: `kind` over `period` (a period in progress up to `now`) in `format`,
+/// the same tables and JSON the HTTP API answers.
+pub fn report_file(
+    db: &Path,
+    roster: &Roster,
+    cfg: &StoreConfig,
+    period: &str,
+    kind: Kind,
+    format: Format,
+    now: Ms,
+) -> anyhow::Result<Vec<u8>> {
     let p = parse_period(period, cfg).map_err(|e| anyhow::anyhow!("--period: {e}"))?;
     let reader =
         Reader::open(db, cfg).with_context(|| format!("opening the store {}", db.display()))?;
-    let table = indicators(&reader, roster, cfg, &p, now_ms()).context("computing indicators")?;
-    let bytes = match format {
-        Format::Csv => export::indicators_table(&table).to_csv(),
-        Format::Xlsx => export::indicators_table(&table)
-            .to_xlsx()
-            .context("building the XLSX file")?,
-        Format::Json => serde_json::to_vec_pretty(&table)?,
-    };
-    std::fs::write(out, bytes).with_context(|| format!("writing {}", out.display()))?;
-    Ok(())
+    match kind {
+        Kind::Indicators => {
+            let t = indicators(&reader, roster, cfg, &p, now).context("computing indicators")?;
+            encode(&t, format, export::indicators_workbook)
+        }
+        Kind::Counts => {
+            let c = counts(&reader, roster, p.from_ms, p.to_ms, now).context("counting")?;
+            encode(&c, format, |c| vec![export::counts_table(c, cfg.region_tz)])
+        }
+        Kind::Availability(by) => {
+            let a = availability(&reader, roster, p.from_ms, p.to_ms, by, now)
+                .context("computing availability")?;
+            encode(&a, format, |a| {
+                vec![export::availability_table(a, cfg.region_tz)]
+            })
+        }
+    }
+}
+
+/// `v` as JSON, or its tables: the first as CSV, all as the sheets of an XLSX workbook.
+fn encode<T: serde::Serialize>(
+    v: &T,
+    format: Format,
+    tables: impl FnOnce(&T) -> Vec<export::Table>,
+) -> anyhow::Result<Vec<u8>> {
+    Ok(match format {
+        Format::Json => serde_json::to_vec_pretty(v)?,
+        Format::Csv => tables(v)
+            .first()
+            .map(export::Table::to_csv)
+            .unwrap_or_default(),
+        Format::Xlsx => export::workbook(&tables(v)).context("building the XLSX file")?,
+    })
 }
 
 #[cfg(test)]

@@ -175,7 +175,16 @@ fn indicator_table_of_a_day() {
     // МО 2 reachable 24 h.
     assert_eq!(round3(row(&t, "availability_mis").fact), Some(97.143));
     assert_eq!(row(&t, "availability_lis").fact, Some(100.0));
-    assert!(t.notes.is_empty(), "{:?}", t.notes);
+    // 100 % against a plan of 99 %: the plan is met, shown as 100 % of plan and said so.
+    let lis = row(&t, "availability_lis");
+    assert_eq!((lis.pct_of_plan, lis.capped), (Some(100.0), true));
+    assert_eq!(t.notes.len(), 1, "{:?}", t.notes);
+    assert!(t.notes[0].contains("план выполнен") && t.notes[0].contains("«ЛИС»"));
+    // Each МО is one АРМ short: 2 of 3 and 1 of 2.
+    assert_eq!(
+        row(&t, "arm").basis,
+        "3 АРМ передавали данные; ниже плана 2 МО, не хватает 2 АРМ"
+    );
 
     // The same through the availability and counts reports.
     let Availability::Target { rows, .. } = availability(
@@ -244,13 +253,45 @@ fn xlsx_and_csv_files() {
     let res = find("Работоспособность информационного ресурса «МИС»");
     assert_eq!(cell_f64(&res[2]), Some(99.0));
 
+    // The per-МО sheet: plan vs fact with the shortfall of each МО.
+    let range = wb.worksheet_range("По МО").unwrap();
+    let rows: Vec<Vec<String>> = range
+        .rows()
+        .map(|r| r.iter().map(|c| c.to_string()).collect())
+        .collect();
+    let by = |first: &str| -> &[String] {
+        rows.iter()
+            .find(|r| r[0] == first || r[1] == first)
+            .unwrap_or_else(|| panic!("no row {first}: {rows:?}"))
+    };
+    let header = by("ОИД МО");
+    assert_eq!(header[5], "Не хватает АРМ до плана");
+    let mo1 = by(MO1);
+    assert_eq!(mo1[1], "Городская поликлиника № 1");
+    // Plan 3, 2 active (66.7 %), 1 short, uses the МИС, 1 of 2 sites ("b" at the ФАП failed).
+    let pct1: f64 = mo1[4].parse().unwrap();
+    assert_eq!((pct1 * 10.0).round(), 667.0);
+    assert_eq!(mo1[2..4], ["3", "2"]);
+    assert_eq!(mo1[5..9], ["1", "да", "1", "2"]);
+    // ЛИС, probed in the period by МО 2 only, is what МО 1 lacks.
+    assert_eq!(mo1[9], "ЛИС");
+    // Its server: 23 h up, 1 h down.
+    let srv1: f64 = mo1[10].parse().unwrap();
+    assert_eq!((srv1 * 100.0).round(), 9583.0);
+    let mo2 = by(MO2);
+    assert_eq!(mo2[2..10], ["2", "1", "50", "1", "да", "1", "1", ""]);
+    let total = by("Итого по региону");
+    assert_eq!(total[2..9], ["5", "3", "60", "2", "2 из 2", "2", "3"]);
+
     let out = dir.path().join("report.csv");
     run_report(&path, &roster, "2024-03-05", Format::Csv, &out).unwrap();
     let text = std::fs::read_to_string(&out).unwrap();
     assert!(
         text.starts_with("\u{feff}Показатель;Ед. изм.;План;Факт;% выполнения плана;Расчёт\r\n")
     );
-    assert!(text.contains(";ед.;5,0;3,0;60,0;"), "{text}");
+    // Counts are whole numbers, measures keep one decimal.
+    assert!(text.contains(";ед.;5;3;60,0;"), "{text}");
+    assert!(text.contains(";%;99,0;100,0;100,0;"), "ЛИС capped: {text}");
     assert!(run_report(&path, &roster, "2024-13", Format::Csv, &out).is_err());
 }
 
@@ -295,7 +336,12 @@ async fn http_endpoints() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let text = r.text().await.unwrap();
-    assert!(text.contains("Итого по региону;;5;3;3;2;2;2"), "{text}");
+    // Counts as whole numbers; 60 % of plan, 2 АРМ short (one in each МО).
+    assert!(
+        text.contains("Итого по региону;;5;3;3;60,0;2;2;2;2"),
+        "{text}"
+    );
+    assert!(!text.contains("5,0"), "{text}");
 
     let r = get("/api/v1/availability?period=2024-03-05&by=host")
         .await
