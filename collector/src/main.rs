@@ -437,6 +437,7 @@ fn load(cli: &Cli) -> anyhow::Result<(dozor_collector::config::Config, Roster)> 
     }
     let mut cfg = raw.validate()?;
     cfg.demo = cli.demo;
+    cfg.config_path.clone_from(&cli.config);
     let roster = match &cfg.roster_path {
         Some(p) => Roster::load(p).context("roster")?,
         None if cfg.demo => Roster::from_toml(dozor_collector::demo::DEMO_ROSTER, "demo roster")

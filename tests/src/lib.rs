@@ -429,6 +429,34 @@ impl Agent {
         data_dir: &Path,
         extra: &[&str],
     ) -> Agent {
+        Agent::start_to(mqtt_url, mo, host_id, data_dir, extra, Stdio::inherit())
+    }
+
+    /// As [`Agent::start`], with the log (stderr) appended to `log` for the test to read.
+    pub fn start_logged(
+        mqtt_url: &str,
+        mo: &str,
+        host_id: &str,
+        data_dir: &Path,
+        extra: &[&str],
+        log: &Path,
+    ) -> Agent {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("agent log file");
+        Agent::start_to(mqtt_url, mo, host_id, data_dir, extra, Stdio::from(f))
+    }
+
+    fn start_to(
+        mqtt_url: &str,
+        mo: &str,
+        host_id: &str,
+        data_dir: &Path,
+        extra: &[&str],
+        stderr: Stdio,
+    ) -> Agent {
         let child = Command::new(bin("dozor-agent"))
             .arg("--mqtt-url")
             .arg(mqtt_url)
@@ -444,7 +472,7 @@ impl Agent {
                 std::env::var("DOZOR_TEST_LOG").unwrap_or_else(|_| "warn".into()),
             )
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start dozor-agent");
         Agent {

@@ -412,7 +412,11 @@ fn cfg_json() -> serde_json::Value {
             {"name": "lis", "category": "lis", "url": "tcp://lis.local:443", "timeout_ms": 3000}]})
 }
 
-fn check_cfg(mutate: impl FnOnce(&mut serde_json::Value), topic: &str, expected: Result<(), Reject>) {
+fn check_cfg(
+    mutate: impl FnOnce(&mut serde_json::Value),
+    topic: &str,
+    expected: Result<(), Reject>,
+) {
     let mut v = cfg_json();
     mutate(&mut v);
     let got = decode_cfg(topic, &serde_json::to_vec(&v).unwrap(), &Limits::DEFAULT).map(|_| ());
@@ -422,20 +426,49 @@ fn check_cfg(mutate: impl FnOnce(&mut serde_json::Value), topic: &str, expected:
 #[test]
 fn cfg_decodes_and_checks_identity_and_targets() {
     let t = "dozor/v1/1.2.3/pc-1/cfg";
-    let ok = decode_cfg(t, &serde_json::to_vec(&cfg_json()).unwrap(), &Limits::DEFAULT).unwrap();
+    let ok = decode_cfg(
+        t,
+        &serde_json::to_vec(&cfg_json()).unwrap(),
+        &Limits::DEFAULT,
+    )
+    .unwrap();
     assert_eq!(ok.targets.len(), 2);
     assert_eq!(ok.targets[1].timeout_ms, Some(3000));
     check_cfg(|_| {}, t, Ok(()));
     // Addressed to another host, or received on an upstream topic.
-    check_cfg(|_| {}, "dozor/v1/1.2.3/pc-2/cfg", Err(Reject::IdentityMismatch));
+    check_cfg(
+        |_| {},
+        "dozor/v1/1.2.3/pc-2/cfg",
+        Err(Reject::IdentityMismatch),
+    );
     check_cfg(|_| {}, "dozor/v1/1.2.3/pc-1/ack", Err(Reject::BadTopic));
     check_cfg(|v| v["v"] = 2.into(), t, Err(Reject::UnknownVersion));
     check_cfg(|v| v["extra"] = 1.into(), t, Err(Reject::BadJson));
-    check_cfg(|v| v["targets"][1]["name"] = "mis".into(), t, Err(Reject::BadValue));
-    check_cfg(|v| v["targets"][0]["name"] = "m i s".into(), t, Err(Reject::BadValue));
-    check_cfg(|v| v["targets"][0]["url"] = "".into(), t, Err(Reject::BadValue));
-    check_cfg(|v| v["targets"][0]["url"] = "http://a\u{202e}".into(), t, Err(Reject::BadValue));
-    check_cfg(|v| v["targets"][0]["timeout_ms"] = 0.into(), t, Err(Reject::BadValue));
+    check_cfg(
+        |v| v["targets"][1]["name"] = "mis".into(),
+        t,
+        Err(Reject::BadValue),
+    );
+    check_cfg(
+        |v| v["targets"][0]["name"] = "m i s".into(),
+        t,
+        Err(Reject::BadValue),
+    );
+    check_cfg(
+        |v| v["targets"][0]["url"] = "".into(),
+        t,
+        Err(Reject::BadValue),
+    );
+    check_cfg(
+        |v| v["targets"][0]["url"] = "http://a\u{202e}".into(),
+        t,
+        Err(Reject::BadValue),
+    );
+    check_cfg(
+        |v| v["targets"][0]["timeout_ms"] = 0.into(),
+        t,
+        Err(Reject::BadValue),
+    );
     check_cfg(|v| v["ts"] = 0.into(), t, Err(Reject::BadTimestamp));
     check_cfg(
         |v| {
