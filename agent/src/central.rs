@@ -25,7 +25,7 @@ use crate::probe::Target;
 /// File name of the applied central configuration inside the data directory.
 pub const FILE_NAME: &str = "central.json";
 const TMP_NAME: &str = "central.json.tmp";
-/// Refused messages are logged at most this often.
+/// Refused messages are logged at most this often per reason.
 const REFUSE_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// What `central.json` holds: the last configuration applied, as received.
@@ -281,7 +281,9 @@ pub async fn run(
     dir: PathBuf,
     stop: CancellationToken,
 ) {
-    let mut refuse_logged: Option<Instant> = None;
+    // Per reason (a handful), so a flood of one kind does not hide another.
+    let mut refuse_logged: std::collections::HashMap<&'static str, Instant> =
+        std::collections::HashMap::new();
     loop {
         let payload = tokio::select! {
             _ = stop.cancelled() => return,
@@ -316,8 +318,9 @@ pub async fn run(
             }
             Err(e) => {
                 let now = Instant::now();
-                if refuse_logged.is_none_or(|t| now.duration_since(t) >= REFUSE_LOG_EVERY) {
-                    refuse_logged = Some(now);
+                let last = refuse_logged.get(e.as_str());
+                if last.is_none_or(|t| now.duration_since(*t) >= REFUSE_LOG_EVERY) {
+                    refuse_logged.insert(e.as_str(), now);
                     tracing::warn!(
                         reason = e.as_str(),
                         error = %e,

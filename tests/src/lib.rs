@@ -429,10 +429,20 @@ impl Agent {
         data_dir: &Path,
         extra: &[&str],
     ) -> Agent {
-        Agent::start_to(mqtt_url, mo, host_id, data_dir, extra, Stdio::inherit())
+        let level = std::env::var("DOZOR_TEST_LOG").unwrap_or_else(|_| "warn".into());
+        Agent::start_to(
+            mqtt_url,
+            mo,
+            host_id,
+            data_dir,
+            extra,
+            Stdio::inherit(),
+            &level,
+        )
     }
 
-    /// As [`Agent::start`], with the log (stderr) appended to `log` for the test to read.
+    /// As [`Agent::start`], with the log (stderr, at `info` whatever `DOZOR_TEST_LOG` says)
+    /// appended to `log` for the test to read.
     pub fn start_logged(
         mqtt_url: &str,
         mo: &str,
@@ -446,7 +456,15 @@ impl Agent {
             .append(true)
             .open(log)
             .expect("agent log file");
-        Agent::start_to(mqtt_url, mo, host_id, data_dir, extra, Stdio::from(f))
+        Agent::start_to(
+            mqtt_url,
+            mo,
+            host_id,
+            data_dir,
+            extra,
+            Stdio::from(f),
+            "info",
+        )
     }
 
     fn start_to(
@@ -456,6 +474,7 @@ impl Agent {
         data_dir: &Path,
         extra: &[&str],
         stderr: Stdio,
+        log_level: &str,
     ) -> Agent {
         let child = Command::new(bin("dozor-agent"))
             .arg("--mqtt-url")
@@ -467,10 +486,7 @@ impl Agent {
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
-            .env(
-                "RUST_LOG",
-                std::env::var("DOZOR_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
+            .env("RUST_LOG", log_level)
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
