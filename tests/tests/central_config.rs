@@ -178,9 +178,17 @@ async fn an_agent_offline_during_the_change_probes_the_new_url_when_it_returns()
         .map(|h| start_agent(&c.mqtt_url(), dir.path(), h, &[]))
         .collect();
     let mut away = start_agent(&c.mqtt_url(), dir.path(), "pc-away", &[]);
+    // A PC whose МИС is pinned locally (its own replica, here the old one): the local one wins.
+    let pin = format!("mis={}", old.url());
+    let _pinned = start_agent(
+        &c.mqtt_url(),
+        dir.path(),
+        "pc-pinned",
+        &["--probe".into(), pin],
+    );
     wait_mis(
         &c,
-        &["pc-1", "pc-2", "pc-away"],
+        &["pc-1", "pc-2", "pc-away", "pc-pinned"],
         false,
         Duration::from_secs(60),
     )
@@ -192,6 +200,18 @@ async fn an_agent_offline_during_the_change_probes_the_new_url_when_it_returns()
 
     write_config(&conf, &new.url());
     wait_mis(&c, &online, true, Duration::from_secs(60)).await;
+    // The pinned PC took the new version but still probes its own МИС.
+    wait_for(Duration::from_secs(15), || async {
+        (saved(&dir.path().join("pc-pinned"))["targets"][0]["url"] == new.url()).then_some(())
+    })
+    .await
+    .expect("the pinned PC applies the new version");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        mis_ok(&c, "pc-pinned").await,
+        Some(false),
+        "the local pin must win"
+    );
     // While it was off, its saved configuration stayed the old one.
     assert_eq!(
         saved(&dir.path().join("pc-away"))["version"].as_u64(),
