@@ -25,10 +25,15 @@ const AGENT_ARGS: [&str; 6] = [
     "2000",
 ];
 
-/// Writes the collector's configuration with the region's МИС at `mis_url`.
+/// Writes the collector's configuration with the region's МИС at `mis_url`, checked for
+/// changes every second.
 fn write_config(path: &Path, mis_url: &str) {
+    write_config_watched(path, mis_url, 1);
+}
+
+fn write_config_watched(path: &Path, mis_url: &str, watch_secs: u32) {
     let text = format!(
-        "[probes]\nwatch_secs = 1\n\n[[probes.target]]\nname = \"mis\"\nurl = \"{mis_url}\"\n"
+        "[probes]\nwatch_secs = {watch_secs}\n\n[[probes.target]]\nname = \"mis\"\nurl = \"{mis_url}\"\n"
     );
     // Write-then-rename: the collector never reads half a file.
     let tmp = path.with_extension("tmp");
@@ -351,5 +356,42 @@ async fn a_forged_cfg_on_a_broker_without_acls_is_refused_and_counted() {
         evil_hits.load(Ordering::SeqCst),
         0,
         "the agent probed the attacker's URL"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_an_edit_at_once() {
+    // The file is checked only hourly: the edit reaches the agent because of the signal.
+    let old = FakeMis::start().await;
+    old.set(MIS_500);
+    let new = FakeMis::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("collector.toml");
+    write_config_watched(&conf, &old.url(), 3600);
+    let conf_arg = conf.display().to_string();
+    let c = Collector::start(
+        &Broker::Embedded(free_port()),
+        &dir.path().join("collector"),
+        &["--config", &conf_arg],
+    );
+    let _agent = start_agent(&c.mqtt_url(), dir.path(), "pc-1", &[]);
+    wait_mis(&c, &["pc-1"], false, Duration::from_secs(60)).await;
+    write_config_watched(&conf, &new.url(), 3600);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        mis_ok(&c, "pc-1").await,
+        Some(false),
+        "not before the signal"
+    );
+    let status = Command::new("kill")
+        .args(["-HUP", &c.proc.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_mis(&c, &["pc-1"], true, Duration::from_secs(15)).await;
+    assert_eq!(
+        c.metric("dozor_cfg_reloads_total{outcome=\"applied\"}")
+            .await,
+        1.0
     );
 }
