@@ -20,8 +20,8 @@ pub(crate) const MAX_TARGETS: usize = 64;
 pub struct RawProbes {
     /// How often the configuration file is checked for changes (SIGHUP checks at once).
     pub watch_secs: u64,
-    /// Most `cfg` messages handed to the broker per second (a change reaches 20,000 agents in
-    /// 10 s at the default).
+    /// Most `cfg` messages handed to the broker per second: pacing, so that a change to
+    /// 20,000 agents is spread over ~10 s rather than hitting the broker at once.
     pub send_rate_per_sec: u32,
     /// `[[probes.target]]`: the region's targets, given to every agent.
     pub target: Vec<RawTarget>,
