@@ -11,6 +11,7 @@
 //! or a stop is requested), or, with neither, the configured ids, unsigned. [`tls`] builds the
 //! one TLS client configuration shared by `mqtts://` and enrollment.
 
+pub mod central;
 pub mod collect;
 pub mod config;
 pub mod enroll;
@@ -81,6 +82,9 @@ const INPUT_QUEUE: usize = 32;
 const NET_QUEUE: usize = 64;
 /// Capacity of rumqttc's request queue; a full queue leaves messages to the replayer.
 const MQTT_QUEUE: usize = 64;
+/// Capacity of the publisher → central configuration channel (a flood of `cfg` messages is
+/// dropped beyond it; the retained one comes again on the next reconnect).
+const CFG_QUEUE: usize = 4;
 /// How long the tasks get to stop after the publisher is done.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
@@ -140,7 +144,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         })
     })
     .await??;
-    let prober = Prober::new(config.probes.clone(), config.probe_ca_file.as_deref())?;
+    // The central probe configuration applied before (central.json), with the local targets.
+    let dir = config.data_dir.clone();
+    let timeout_ms = config.probe_timeout_ms;
+    let (central_version, central_targets) =
+        blocking(move || central::load_applied(&dir, timeout_ms)).await?;
+    let probe_targets = central::effective(&config.probes, &central_targets);
+    let prober = Prober::new(probe_targets.clone(), config.probe_ca_file.as_deref())?;
+    let (targets_tx, targets_rx) = tokio::sync::watch::channel(probe_targets);
+    let (cfg_tx, cfg_rx) = mpsc::channel(CFG_QUEUE);
+    let central = central::Central::new(
+        id.topic(dozor_proto::Kind::Cfg),
+        id.mac.clone(),
+        config.probe_timeout_ms,
+        central_version,
+    );
 
     let announce = Announce {
         role: config.role,
@@ -196,14 +214,24 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         config.interval(),
         shutdown.clone(),
     ));
+    tracker.spawn(central::run(
+        central,
+        config.probes.clone(),
+        cfg_rx,
+        targets_tx,
+        config.data_dir.clone(),
+        shutdown.clone(),
+    ));
     tracker.spawn(probe_loop(
         prober,
+        targets_rx,
         in_tx,
         config.probe_interval,
         shutdown.clone(),
     ));
 
     Publisher::new(id, announce, client, spool, last_seq, inventory)
+        .with_cfg(cfg_tx)
         .run(in_rx, net_rx, shutdown.clone())
         .await;
 
@@ -315,22 +343,31 @@ async fn sample_loop(
 }
 
 /// Runs a probe round every `interval` (the first at once); a slow round delays the next one,
-/// never a heartbeat.
+/// never a heartbeat. A new target list (central configuration) is probed at once.
 async fn probe_loop(
-    prober: Prober,
+    mut prober: Prober,
+    mut targets: tokio::sync::watch::Receiver<Vec<probe::Target>>,
     tx: mpsc::Sender<Input>,
     interval: Duration,
     stop: CancellationToken,
 ) {
-    if prober.is_empty() {
-        return;
-    }
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // False once the central task is gone (stopping): keep probing what we have.
+    let mut central = true;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
+            changed = targets.changed(), if central => {
+                if changed.is_err() {
+                    central = false;
+                    continue;
+                }
+                prober.set_targets(targets.borrow_and_update().clone());
+                tick.reset_immediately();
+                continue;
+            }
+            _ = tick.tick(), if !prober.is_empty() => {}
         }
         let ts_ms = wall_ms();
         let probe = tokio::select! {

@@ -97,6 +97,11 @@ impl Prober {
         self.targets.is_empty()
     }
 
+    /// Replaces the targets (a new central configuration); the next round probes these.
+    pub fn set_targets(&mut self, targets: Vec<Target>) {
+        self.targets = targets;
+    }
+
     /// Probes every target in parallel; returns when the slowest has answered or timed out.
     pub async fn round(&self) -> Probe {
         let results =

@@ -31,6 +31,7 @@ pub struct RawConfig {
     pub store: crate::store::config::RawStore,
     pub alerts: crate::alerts::config::RawAlerts,
     pub security: RawSecurity,
+    pub probes: crate::central::config::RawProbes,
 }
 
 impl Default for RawConfig {
@@ -44,6 +45,7 @@ impl Default for RawConfig {
             store: crate::store::config::RawStore::default(),
             alerts: crate::alerts::config::RawAlerts::default(),
             security: RawSecurity::default(),
+            probes: crate::central::config::RawProbes::default(),
         }
     }
 }
@@ -261,6 +263,10 @@ pub struct Config {
     pub http_allowed_hosts: Vec<String>,
     /// Run the in-process simulated region (`--demo`).
     pub demo: bool,
+    /// The central probe configuration (`[probes]`).
+    pub probes: crate::central::config::ProbesConfig,
+    /// The file the configuration came from (`--config`), watched for `[probes]` changes.
+    pub config_path: Option<PathBuf>,
 }
 
 /// `http.allowed_hosts`, lower case; empty: the listen address, `localhost`, `127.0.0.1`.
@@ -513,6 +519,8 @@ impl RawConfig {
             http_public_read: self.http.public_read,
             http_allowed_hosts,
             demo: false,
+            probes: self.probes.validate()?,
+            config_path: None,
         })
     }
 }

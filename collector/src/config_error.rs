@@ -16,15 +16,18 @@ pub enum ConfigError {
     /// A field has an invalid value.
     #[error("config: {field}: {message}")]
     Invalid {
-        field: &'static str,
+        field: std::borrow::Cow<'static, str>,
         message: String,
     },
 }
 
 /// A [`ConfigError::Invalid`] naming `field`.
-pub(crate) fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(
+    field: impl Into<std::borrow::Cow<'static, str>>,
+    message: impl Into<String>,
+) -> ConfigError {
     ConfigError::Invalid {
-        field,
+        field: field.into(),
         message: message.into(),
     }
 }

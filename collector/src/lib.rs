@@ -10,6 +10,7 @@ mod api;
 mod api_error;
 pub mod auth;
 mod backoff;
+mod central;
 pub mod clock;
 pub mod config;
 mod config_error;
@@ -177,6 +178,7 @@ pub async fn run(
     };
     let pipeline = Pipeline::new(pcfg, state, marks, roster.clone(), metrics.clone())
         .with_registry(ids.subscribe());
+    let central_stats = Arc::new(central::CentralStats::default());
     let mut alerts = alerts::AlertService::new(cfg.alerts.clone(), &cfg.data_dir, roster.clone())
         .context("alerts")?;
     let alert_handle = alerts.handle();
@@ -187,6 +189,22 @@ pub async fn run(
     // whole snapshot), fed by the pipeline over a bounded channel it never waits on.
     let (alert_tx, alert_thread) = alerts::task::spawn(alerts).context("alerts thread")?;
     let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::default()));
+    // The central probe configuration: to every identity in enrolled mode (signed with its
+    // key), to every host heard from in open mode (unsigned).
+    let central_hosts = match ids.subscribe() {
+        Some(reg) => central::Hosts::Registry(reg),
+        None => central::Hosts::Seen(snap_rx.clone()),
+    };
+    tasks.spawn(central::run(
+        cfg.probes.clone(),
+        cfg.config_path.clone(),
+        cfg.data_dir.clone(),
+        client.clone(),
+        central_hosts,
+        metrics.clone(),
+        central_stats.clone(),
+        ids_cancel.clone(),
+    ));
     let pipeline_done = CancellationToken::new();
     {
         let done = pipeline_done.clone();
@@ -246,8 +264,10 @@ pub async fn run(
             let ids = ids.clone();
             let http = http_stats.clone();
             let auth = auth.clone();
+            let central = central_stats.clone();
             Arc::new(move |out: &mut String| {
                 h.write_metrics(out);
+                central.write_metrics(out);
                 http.write_metrics(out);
                 ids.write_metrics(out);
                 auth.write_metrics(out);

@@ -472,6 +472,7 @@ fn load(cli: &Cli) -> anyhow::Result<(dozor_collector::config::Config, RosterFro
     }
     let mut cfg = raw.validate()?;
     cfg.demo = cli.demo;
+    cfg.config_path.clone_from(&cli.config);
     let roster = match &cfg.roster_path {
         Some(p) => RosterFrom::File(Roster::load(p).context("roster")?),
         None if cfg.demo => RosterFrom::Demo(

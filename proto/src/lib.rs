@@ -11,7 +11,7 @@ pub use topic::{
     Kind, MAX_ID_LEN, TOPIC_ROOT, Topic, client_id, parse_username, topic, upstream_filter,
     username, valid_id,
 };
-pub use validate::{Limits, decode, decode_ack, valid_text};
+pub use validate::{Limits, decode, decode_ack, decode_cfg, valid_text};
 
 /// Largest payload a receiver accepts, in bytes. Agents keep their messages well below it.
 pub const MAX_PAYLOAD_BYTES: usize = 16 * 1024;

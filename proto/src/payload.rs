@@ -328,3 +328,37 @@ pub struct Ack {
     /// Collector wall-clock time, Unix milliseconds (lets agents see their own clock offset).
     pub ts: i64,
 }
+
+/// One target of a central probe configuration: what the agent probes and how, in the same
+/// form as a local `[[probe]]` of the agent's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CfgTarget {
+    /// Unique within the configuration: 1..=64 of `[A-Za-z0-9._-]`.
+    pub name: String,
+    pub category: Category,
+    /// `http(s)://…` (ok = 2xx/3xx), `tcp://HOST:PORT` or `dns://NAME`.
+    pub url: String,
+    /// Per-target timeout, 1..=60000 ms; the agent's `probe_timeout_ms` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u32>,
+}
+
+/// Downstream `cfg` body: the probe targets the collector's central configuration gives this
+/// host (the region's, overridden and extended by its МО's). Retained and signed like `ack`.
+/// An agent applies it only if `version` is higher than the one it last applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cfg {
+    pub v: u32,
+    /// Equal to the topic's `{mo}` and `{host}`: a configuration is addressed to one host.
+    pub mo: String,
+    pub host: String,
+    /// Monotonic across changes of the collector's configuration (Unix milliseconds of the
+    /// change, or one more than the previous version if the clock went back).
+    pub version: u64,
+    /// Collector wall-clock time when this message was made, Unix milliseconds.
+    pub ts: i64,
+    /// At most 64 ([`crate::Limits::max_targets`]), names unique.
+    pub targets: Vec<CfgTarget>,
+}

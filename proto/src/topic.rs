@@ -20,7 +20,7 @@ pub enum Kind {
     Probe,
     /// Downstream (collector → agent): highest sequence stored contiguously.
     Ack,
-    /// Downstream (collector → agent): configuration, reserved for a later version.
+    /// Downstream (collector → agent): the central probe configuration, retained.
     Cfg,
 }
 

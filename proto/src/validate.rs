@@ -1,7 +1,7 @@
 //! Decoding and validation of received messages: never panics, bounded work per byte.
 
 use crate::{
-    Ack, Birth, Envelope, Heartbeat, Kind, MAX_PAYLOAD_BYTES, Message, Probe, Reject,
+    Ack, Birth, Cfg, Envelope, Heartbeat, Kind, MAX_PAYLOAD_BYTES, Message, Probe, Reject,
     SCHEMA_VERSION, State, Topic, valid_id,
 };
 use serde::Deserialize;
@@ -88,6 +88,58 @@ pub fn decode_ack(payload: &[u8]) -> Result<Ack, Reject> {
         return Err(Reject::UnknownVersion);
     }
     Ok(ack)
+}
+
+/// Decodes a downstream `cfg` payload (used by agents) received on `topic`, after its MAC was
+/// checked: size, topic (`cfg` kind), JSON shape, schema version, identity (the payload's
+/// `mo`/`host` equal the topic's) and target values (count, unique valid names, URL text,
+/// timeout). Whether a URL is usable is the agent's business (it parses it like a local probe).
+pub fn decode_cfg(topic: &str, payload: &[u8], limits: &Limits) -> Result<Cfg, Reject> {
+    if payload.len() > MAX_PAYLOAD_BYTES {
+        return Err(Reject::Oversized);
+    }
+    let t = Topic::parse(topic)?;
+    if t.kind != Kind::Cfg {
+        return Err(Reject::BadTopic);
+    }
+    let text = std::str::from_utf8(payload).map_err(|_| Reject::BadUtf8)?;
+    let cfg: Cfg = match serde_json::from_str(text) {
+        Ok(c) => c,
+        Err(_) => {
+            #[derive(Deserialize)]
+            struct V {
+                v: u32,
+            }
+            return match serde_json::from_str::<V>(text) {
+                Ok(V { v }) if v != SCHEMA_VERSION => Err(Reject::UnknownVersion),
+                _ => Err(Reject::BadJson),
+            };
+        }
+    };
+    if cfg.v != SCHEMA_VERSION {
+        return Err(Reject::UnknownVersion);
+    }
+    if cfg.mo != t.mo || cfg.host != t.host {
+        return Err(Reject::IdentityMismatch);
+    }
+    if cfg.ts < limits.min_ts_ms || cfg.ts > limits.max_ts_ms {
+        return Err(Reject::BadTimestamp);
+    }
+    if cfg.targets.len() > limits.max_targets {
+        return Err(Reject::BadValue);
+    }
+    for (i, t) in cfg.targets.iter().enumerate() {
+        if !valid_id(&t.name) || cfg.targets[..i].iter().any(|o| o.name == t.name) {
+            return Err(Reject::BadValue);
+        }
+        if t.url.is_empty() || !valid_text(&t.url, limits.max_string_len) {
+            return Err(Reject::BadValue);
+        }
+        if t.timeout_ms.is_some_and(|ms| !(1..=60_000).contains(&ms)) {
+            return Err(Reject::BadValue);
+        }
+    }
+    Ok(cfg)
 }
 
 fn parse<'a, B: Deserialize<'a>>(text: &'a str) -> Result<Envelope<B>, Reject> {

@@ -431,6 +431,53 @@ impl Agent {
         data_dir: &Path,
         extra: &[&str],
     ) -> Agent {
+        let level = std::env::var("DOZOR_TEST_LOG").unwrap_or_else(|_| "warn".into());
+        Agent::start_to(
+            mqtt_url,
+            mo,
+            host_id,
+            data_dir,
+            extra,
+            Stdio::inherit(),
+            &level,
+        )
+    }
+
+    /// As [`Agent::start`], with the log (stderr, at `info` whatever `DOZOR_TEST_LOG` says)
+    /// appended to `log` for the test to read.
+    pub fn start_logged(
+        mqtt_url: &str,
+        mo: &str,
+        host_id: &str,
+        data_dir: &Path,
+        extra: &[&str],
+        log: &Path,
+    ) -> Agent {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("agent log file");
+        Agent::start_to(
+            mqtt_url,
+            mo,
+            host_id,
+            data_dir,
+            extra,
+            Stdio::from(f),
+            "info",
+        )
+    }
+
+    fn start_to(
+        mqtt_url: &str,
+        mo: &str,
+        host_id: &str,
+        data_dir: &Path,
+        extra: &[&str],
+        stderr: Stdio,
+        log_level: &str,
+    ) -> Agent {
         let child = Command::new(bin("dozor-agent"))
             .arg("--mqtt-url")
             .arg(mqtt_url)
@@ -441,12 +488,9 @@ impl Agent {
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
-            .env(
-                "RUST_LOG",
-                std::env::var("DOZOR_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
+            .env("RUST_LOG", log_level)
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start dozor-agent");
         Agent {

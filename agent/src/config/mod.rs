@@ -193,6 +193,10 @@ pub struct Config {
     pub interval_secs: u32,
     pub probe_interval: Duration,
     pub probe_ca_file: Option<PathBuf>,
+    /// Default per-target timeout (`probe_timeout_ms`), also for central targets without one.
+    pub probe_timeout_ms: u32,
+    /// The local `[[probe]]` targets: probed with the central ones, and win over a central
+    /// target of the same name (see `central`).
     pub probes: Vec<Target>,
     pub mqtt: MqttConfig,
     pub enroll: EnrollConfig,
@@ -418,6 +422,7 @@ impl RawConfig {
             interval_secs,
             probe_interval: Duration::from_secs(u64::from(probe_interval_secs)),
             probe_ca_file: self.probe_ca_file,
+            probe_timeout_ms: default_timeout,
             probes,
             mqtt,
             enroll,
@@ -621,7 +626,8 @@ fn url_host(u: &Url) -> Option<String> {
 }
 
 /// Validates one probe; the error carries the sub-field (`url`, `name`, …) and the reason.
-fn validate_probe(
+/// Central targets (`central`) go through it too.
+pub fn validate_probe(
     p: RawProbe,
     default_timeout_ms: u32,
 ) -> Result<Target, (Option<&'static str>, String)> {

@@ -148,6 +148,8 @@ pub struct Publisher {
     rejected_acks: u64,
     /// When a refused ack was last logged.
     reject_logged: Option<Instant>,
+    /// Where `cfg` messages go (the `central` task); `None`: not subscribed.
+    cfg: Option<mpsc::Sender<Vec<u8>>>,
 }
 
 fn lock(spool: &Mutex<Spool>) -> MutexGuard<'_, Spool> {
@@ -179,7 +181,15 @@ impl Publisher {
             replay_at: Instant::now(),
             rejected_acks: 0,
             reject_logged: None,
+            cfg: None,
         }
+    }
+
+    /// Subscribes to this host's `cfg` topic and hands what arrives to `tx` (the `central`
+    /// task, which authenticates and applies it).
+    pub fn with_cfg(mut self, tx: mpsc::Sender<Vec<u8>>) -> Publisher {
+        self.cfg = Some(tx);
+        self
     }
 
     /// Runs until `shutdown` is cancelled, then publishes `offline`, waits (bounded) for the
@@ -332,6 +342,11 @@ impl Publisher {
             Net::Event(Event::Incoming(Packet::Publish(p))) => {
                 if p.topic == self.id.topic(Kind::Ack) {
                     self.on_ack(&p.payload).await;
+                } else if let (Some(tx), true) = (&self.cfg, p.topic == self.id.topic(Kind::Cfg)) {
+                    // Never waits: a flood is dropped here; the retained one comes again.
+                    if tx.try_send(p.payload.to_vec()).is_err() {
+                        tracing::debug!("central configuration queue full; message dropped");
+                    }
                 } else {
                     tracing::debug!(topic = %p.topic, "ignoring message on unexpected topic");
                 }
@@ -375,6 +390,13 @@ impl Publisher {
             .try_subscribe(self.id.topic(Kind::Ack), QoS::AtLeastOnce)
         {
             tracing::warn!(error = %e, "could not queue the ack subscription");
+        }
+        if self.cfg.is_some()
+            && let Err(e) = self
+                .client
+                .try_subscribe(self.id.topic(Kind::Cfg), QoS::AtLeastOnce)
+        {
+            tracing::warn!(error = %e, "could not queue the cfg subscription");
         }
         let inv = self.inventory.clone();
         let a = self.announce.clone();

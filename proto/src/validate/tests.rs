@@ -405,8 +405,101 @@ fn ack_decodes() {
     assert_eq!(decode_ack(b"{}").map(|a| a.acked_seq), Err(Reject::BadJson));
 }
 
+fn cfg_json() -> serde_json::Value {
+    serde_json::json!({"v": 1, "mo": "1.2.3", "host": "pc-1", "version": 1_763_900_000_000u64,
+        "ts": 1_763_900_000_000i64, "targets": [
+            {"name": "mis", "category": "mis", "url": "https://mis.local/health"},
+            {"name": "lis", "category": "lis", "url": "tcp://lis.local:443", "timeout_ms": 3000}]})
+}
+
+fn check_cfg(
+    mutate: impl FnOnce(&mut serde_json::Value),
+    topic: &str,
+    expected: Result<(), Reject>,
+) {
+    let mut v = cfg_json();
+    mutate(&mut v);
+    let got = decode_cfg(topic, &serde_json::to_vec(&v).unwrap(), &Limits::DEFAULT).map(|_| ());
+    assert_eq!(got, expected, "{v}");
+}
+
+#[test]
+fn cfg_decodes_and_checks_identity_and_targets() {
+    let t = "dozor/v1/1.2.3/pc-1/cfg";
+    let ok = decode_cfg(
+        t,
+        &serde_json::to_vec(&cfg_json()).unwrap(),
+        &Limits::DEFAULT,
+    )
+    .unwrap();
+    assert_eq!(ok.targets.len(), 2);
+    assert_eq!(ok.targets[1].timeout_ms, Some(3000));
+    check_cfg(|_| {}, t, Ok(()));
+    // Addressed to another host, or received on an upstream topic.
+    check_cfg(
+        |_| {},
+        "dozor/v1/1.2.3/pc-2/cfg",
+        Err(Reject::IdentityMismatch),
+    );
+    check_cfg(|_| {}, "dozor/v1/1.2.3/pc-1/ack", Err(Reject::BadTopic));
+    check_cfg(|v| v["v"] = 2.into(), t, Err(Reject::UnknownVersion));
+    check_cfg(|v| v["extra"] = 1.into(), t, Err(Reject::BadJson));
+    check_cfg(
+        |v| v["targets"][1]["name"] = "mis".into(),
+        t,
+        Err(Reject::BadValue),
+    );
+    check_cfg(
+        |v| v["targets"][0]["name"] = "m i s".into(),
+        t,
+        Err(Reject::BadValue),
+    );
+    check_cfg(
+        |v| v["targets"][0]["url"] = "".into(),
+        t,
+        Err(Reject::BadValue),
+    );
+    check_cfg(
+        |v| v["targets"][0]["url"] = "http://a\u{202e}".into(),
+        t,
+        Err(Reject::BadValue),
+    );
+    check_cfg(
+        |v| v["targets"][0]["timeout_ms"] = 0.into(),
+        t,
+        Err(Reject::BadValue),
+    );
+    check_cfg(|v| v["ts"] = 0.into(), t, Err(Reject::BadTimestamp));
+    check_cfg(
+        |v| {
+            let one = v["targets"][0].clone();
+            v["targets"] = (0..65)
+                .map(|i| {
+                    let mut o = one.clone();
+                    o["name"] = format!("t{i}").into();
+                    o
+                })
+                .collect();
+        },
+        t,
+        Err(Reject::BadValue),
+    );
+    assert_eq!(
+        decode_cfg(t, &vec![b' '; MAX_PAYLOAD_BYTES + 1], &Limits::DEFAULT),
+        Err(Reject::Oversized)
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn cfg_never_panics_on_mutated_json(pos in 0usize..400, byte in any::<u8>()) {
+        let mut bytes = serde_json::to_vec(&cfg_json()).unwrap();
+        let i = pos % bytes.len();
+        bytes[i] = byte;
+        let _ = decode_cfg("dozor/v1/1.2.3/pc-1/cfg", &bytes, &Limits::DEFAULT);
+    }
 
     #[test]
     fn never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..2048), kind in 0usize..4) {
