@@ -178,6 +178,7 @@ mod tests {
             mo_count: 1,
             hosts: vec![format!("srv-{id}")],
             host_count: 1,
+            host_refs: Vec::new(),
             target: None,
             category: None,
             value: None,
@@ -193,6 +194,7 @@ mod tests {
             merged: Vec::new(),
             evidence: None,
             notify: true,
+            ack: None,
         };
         Track {
             inc,
@@ -202,6 +204,7 @@ mod tests {
             clear_since: None,
             affected: BTreeSet::from([format!("srv-{id}")]),
             evidence: BTreeMap::new(),
+            alive: BTreeSet::new(),
             guard_ms: 0,
             notified_firings: 0,
             firing_since_ms: None,

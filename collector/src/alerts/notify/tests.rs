@@ -30,6 +30,7 @@ fn incident(state: IncidentState) -> Incident {
         mo_count: 1,
         hosts: vec!["pc-01".into(), "pc-02".into()],
         host_count: 2,
+        host_refs: Vec::new(),
         target: Some("mis-main".into()),
         category: Some(dozor_proto::Category::Mis),
         value: Some(1.0),
@@ -45,6 +46,7 @@ fn incident(state: IncidentState) -> Incident {
         merged: Vec::new(),
         evidence: None,
         notify: true,
+        ack: None,
     };
     if state == IncidentState::Resolved {
         inc.resolved_ms = Some(1_704_791_520_000);
@@ -67,16 +69,16 @@ fn notification(kind: ChangeKind) -> Arc<Notification> {
     };
     Arc::new(Notification::new(
         &c,
-        text::render(&c, chrono_tz::Europe::Moscow),
+        text::render(&c, chrono_tz::Europe::Moscow, None),
+        None,
     ))
 }
 
 fn channels(raw: Vec<RawChannel>) -> Vec<ChannelConfig> {
-    RawAlerts {
+    crate::alerts::config::validate(RawAlerts {
         channel: raw,
         ..RawAlerts::default()
-    }
-    .validate()
+    })
     .unwrap()
     .channels
 }
