@@ -64,9 +64,11 @@ pub struct Track {
 }
 
 /// A replayed message counts as "the agent ran during the outage" only when made this long
-/// after the outage began (a heartbeat queued just before a `kill -9` and re-sent by the next
-/// agent must not pass for one).
-const ALIVE_MARGIN_MS: i64 = 1_000;
+/// after the outage began and this long before it arrived: a heartbeat queued just before a
+/// `kill -9` and re-sent by the next agent, or one the next agent made before its connection
+/// was up (spooled, so sent as a replay), must not pass for one. A channel break that fires
+/// lasts far longer than the margins and the agent spools a heartbeat every interval.
+const ALIVE_MARGIN_MS: i64 = 5_000;
 
 /// Most incidents merged into one that are listed by id.
 const MAX_MERGED_LISTED: usize = 100;
@@ -319,7 +321,8 @@ impl Engine {
             .collect();
         for id in hits {
             let alive = kind != ReplayKind::Birth
-                && *ts.end() > self.tracks[&id].inc.episode_started_ms + ALIVE_MARGIN_MS;
+                && *ts.end() > self.tracks[&id].inc.episode_started_ms + ALIVE_MARGIN_MS
+                && *ts.start() < now - ALIVE_MARGIN_MS;
             self.record_evidence(id, host, kind != ReplayKind::Birth, alive, now, &mut out);
         }
         // A relabel of a firing incident waits for the next evaluation: a host replaying its

@@ -1117,6 +1117,15 @@ fn killed_agent_is_told_apart_from_a_channel_break_and_from_power() {
         ReplayKind::Heartbeat,
     );
     w.log.extend(ch);
+    // Nor one the new agent made before its connection was up (spooled, so replayed).
+    let ch = w.engine.on_replay(
+        now,
+        "mo1",
+        "srv-1",
+        now - 700..=now - 700,
+        ReplayKind::Heartbeat,
+    );
+    w.log.extend(ch);
     w.run(120);
     assert_eq!(
         w.log.iter().rfind(|c| c.notify).unwrap().incident.cause,
