@@ -275,6 +275,39 @@ async fn webhook_retries_with_backoff_then_succeeds() {
     cancel.cancel();
 }
 
+/// The retry schedule, in paused time (tokio's test clock jumps to the next timer whenever every
+/// task waits): a channel whose server refuses every connection retries `max_retries` times,
+/// waiting 1, 2, 3, 3 s (doubling, capped at `retry_max_ms`), then gives up: 9 s of test time,
+/// none of it waited for.
+#[tokio::test(start_paused = true)]
+async fn retries_follow_the_backoff_schedule_in_paused_time() {
+    let port = free_port(); // nothing listens there: every attempt is refused at once
+    let mut raw = quick(webhook(format!("http://127.0.0.1:{port}/hook")));
+    raw.max_retries = 4;
+    raw.retry_initial_ms = 1_000;
+    raw.retry_max_ms = 3_000;
+    let (n, _t, cancel) = start(&channels(vec![raw]));
+    let t0 = tokio::time::Instant::now();
+    let real = Instant::now();
+    n.dispatch(notification(ChangeKind::Firing));
+    let stats = n.stats();
+    eventually("given up", 10, || {
+        (stats[0].failed.load(Ordering::Relaxed) == 1).then_some(())
+    })
+    .await;
+    let took = t0.elapsed();
+    assert_eq!(count(&stats[0]), (0, 1, 0, 4));
+    assert!(
+        took >= Duration::from_secs(9) && took < Duration::from_millis(9_500),
+        "gave up after {took:?} of test time"
+    );
+    assert!(
+        real.elapsed() < Duration::from_secs(5),
+        "the backoff was slept for real"
+    );
+    cancel.cancel();
+}
+
 #[tokio::test]
 async fn a_stuck_channel_drops_its_oldest_and_never_delays_the_others() {
     // A server that accepts connections and never answers.
