@@ -247,4 +247,17 @@ mod tests {
         assert_eq!(r.silences.len(), 1);
         assert_eq!(r.silences[0].comment, "плановые работы");
     }
+
+    #[test]
+    fn incidents_written_before_acks_and_host_names_still_load() {
+        // A row as journals wrote it before `ack`, `host_refs` and `alive` existed.
+        let mut old = serde_json::to_value(track(7, IncidentState::Firing)).unwrap();
+        let inc = old["inc"].as_object_mut().unwrap();
+        assert!(inc.remove("ack").is_some());
+        inc.remove("host_refs");
+        assert!(old.as_object_mut().unwrap().remove("alive").is_some());
+        let t: Track = serde_json::from_value(old).unwrap();
+        assert_eq!(t.inc.ack, None);
+        assert!(t.inc.host_refs.is_empty() && t.alive.is_empty());
+    }
 }
