@@ -1063,6 +1063,37 @@ async fn server_outage(r: &mut Region, mo: usize, host: &str, fault: ServerFault
     let h = r.collector.host(host).await.unwrap();
     assert_eq!(h["state"], "lost");
     assert_eq!(h["reason"], "last_will");
+    if fault == ServerFault::Kill9 {
+        // Someone takes it: acknowledged through the real auth middleware (the harness's API
+        // token), shown at once, and named in the recovery.
+        let url = format!(
+            "http://{}/api/v1/incidents/{}/ack",
+            r.collector.http,
+            fired.id()
+        );
+        let ack = r
+            .collector
+            .client
+            .post(&url)
+            .json(&serde_json::json!({"comment": "выезжаем"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ack.status(), 200);
+        let inc: Value = ack.json().await.unwrap();
+        let by = inc["ack"]["by"].as_str().unwrap().to_string();
+        assert!(by.starts_with("token:"), "{inc}");
+        let listed = r
+            .collector
+            .get(&format!("/api/v1/incidents/{}", fired.id()))
+            .await;
+        assert_eq!(listed["ack"]["comment"], "выезжаем", "{listed}");
+        let anonymous = reqwest::Client::new()
+            .post(&url)
+            .json(&serde_json::json!({}))
+            .send();
+        assert_eq!(anonymous.await.unwrap().status(), 401);
+    }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let hits = r.hooks_since(mark);
     assert_eq!(hits.len(), 1, "scenario {label}: {}", lines(&hits));
@@ -1133,6 +1164,10 @@ async fn server_outage(r: &mut Region, mo: usize, host: &str, fault: ServerFault
             "{text}"
         );
         assert!(!text.contains("канал"), "{text}");
+        assert!(
+            text.contains("\nПринято в работу: token:") && text.contains(" — «выезжаем»\n"),
+            "{text}"
+        );
         let listed = r
             .incidents(&format!("?rule=server_lost&mo={}", m.oid))
             .await;
