@@ -140,6 +140,9 @@ pub struct RawHttp {
     /// Host names the API answers to (`Host` header, port ignored); empty: the listen address,
     /// `localhost` and `127.0.0.1`.
     pub allowed_hosts: Vec<String>,
+    /// The web UI's address as people open it (`https://dozor.miac.local`): alert messages
+    /// link to `{public_url}/incidents/{id}`. Unset: no links.
+    pub public_url: Option<String>,
 }
 
 impl Default for RawHttp {
@@ -154,6 +157,7 @@ impl Default for RawHttp {
             request_timeout_secs: limits.request_timeout.as_secs(),
             public_read: false,
             allowed_hosts: Vec::new(),
+            public_url: None,
         }
     }
 }
@@ -259,6 +263,8 @@ pub struct Config {
     pub http_limits: crate::http_server::HttpLimits,
     /// Reading without login (`http.public_read`).
     pub http_public_read: bool,
+    /// The web UI's public base URL (`http.public_url`), without trailing `/`.
+    pub http_public_url: Option<String>,
     /// Host names the API answers to, lower case (`http.allowed_hosts` or its default).
     pub http_allowed_hosts: Vec<String>,
     /// Run the in-process simulated region (`--demo`).
@@ -267,6 +273,31 @@ pub struct Config {
     pub probes: crate::central::config::ProbesConfig,
     /// The file the configuration came from (`--config`), watched for `[probes]` changes.
     pub config_path: Option<PathBuf>,
+}
+
+/// `http.public_url`: an http(s) URL without trailing `/`, query or fragment (it is printed into
+/// messages, so no spaces or control characters either).
+fn public_url(given: Option<&str>) -> Result<Option<String>, ConfigError> {
+    let Some(u) = given.map(|u| u.trim_end_matches('/')) else {
+        return Ok(None);
+    };
+    let rest = u
+        .strip_prefix("https://")
+        .or_else(|| u.strip_prefix("http://"));
+    let ok = rest.is_some_and(|r| {
+        !r.is_empty()
+            && !r.starts_with('/')
+            && r.chars()
+                .all(|c| c.is_ascii_graphic() && !matches!(c, '?' | '#' | '"' | '<' | '>'))
+    }) && u.len() <= 512;
+    if ok {
+        Ok(Some(u.to_string()))
+    } else {
+        Err(invalid(
+            "http.public_url",
+            format!("{u:?} is not an http(s) URL without query or fragment"),
+        ))
+    }
 }
 
 /// `http.allowed_hosts`, lower case; empty: the listen address, `localhost`, `127.0.0.1`.
@@ -472,6 +503,9 @@ impl RawConfig {
             request_timeout: Duration::from_secs(self.http.request_timeout_secs),
         };
         let http_allowed_hosts = allowed_hosts(&self.http.allowed_hosts, &http_listen)?;
+        let http_public_url = public_url(self.http.public_url.as_deref())?;
+        let mut alerts = crate::alerts::config::validate(self.alerts)?;
+        alerts.public_url.clone_from(&http_public_url);
         let l = &self.limits;
         if l.max_hosts == 0 {
             return Err(invalid("limits.max_hosts", "must be > 0"));
@@ -512,12 +546,13 @@ impl RawConfig {
             roster_strict: self.roster.strict,
             limits,
             store: self.store.validate()?,
-            alerts: self.alerts.validate()?,
+            alerts,
             security,
             http_tls,
             http_limits,
             http_public_read: self.http.public_read,
             http_allowed_hosts,
+            http_public_url,
             demo: false,
             probes: self.probes.validate()?,
             config_path: None,
@@ -649,6 +684,44 @@ mod tests {
         let c = RawConfig::from_toml("").unwrap().validate().unwrap();
         assert_eq!(c.http_listen.port(), 8080);
         assert_eq!(c.limits.max_hosts, 200_000);
+    }
+
+    #[test]
+    fn public_url_links_alerts_to_the_web_ui() {
+        let c = RawConfig::default().validate().unwrap();
+        assert_eq!(c.http_public_url, None);
+        assert_eq!(c.alerts.public_url, None);
+        let c = RawConfig::from_toml("[http]\npublic_url = \"https://dozor.miac.local/\"")
+            .and_then(RawConfig::validate)
+            .unwrap();
+        assert_eq!(
+            c.http_public_url.as_deref(),
+            Some("https://dozor.miac.local")
+        );
+        assert_eq!(c.alerts.public_url, c.http_public_url);
+        let env = vec![(
+            "DOZOR_HTTP_PUBLIC_URL".to_string(),
+            "http://10.0.0.5:8080/dozor".to_string(),
+        )];
+        let c = RawConfig::from_toml_env("", env)
+            .and_then(RawConfig::validate)
+            .unwrap();
+        assert_eq!(
+            c.http_public_url.as_deref(),
+            Some("http://10.0.0.5:8080/dozor")
+        );
+        for bad in [
+            "dozor.miac.local",
+            "ftp://x",
+            "https://",
+            "https://a b",
+            "https://x/?q=1",
+        ] {
+            let e = RawConfig::from_toml(&format!("[http]\npublic_url = {bad:?}"))
+                .and_then(RawConfig::validate)
+                .unwrap_err();
+            assert!(e.to_string().contains("http.public_url"), "{bad}: {e}");
+        }
     }
 
     #[test]

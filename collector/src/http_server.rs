@@ -188,3 +188,75 @@ pub(crate) async fn serve<L>(
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The listener's timers in paused time (tokio's test clock jumps to the next timer when
+    //! every task waits): each limit is checked to the millisecond without being waited for.
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::time::Instant;
+
+    async fn start(limits: HttpLimits) -> (SocketAddr, Arc<HttpStats>, CancellationToken) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        // Echoes the body (a fallback: the route table in docs/api.md is for real routes).
+        let app = Router::new().fallback(|body: String| async move { body });
+        let (stats, stop) = (Arc::new(HttpStats::default()), CancellationToken::new());
+        tokio::spawn(serve(l, app, limits, stats.clone(), stop.clone()));
+        (addr, stats, stop)
+    }
+
+    const LIMITS: HttpLimits = HttpLimits {
+        header_read_timeout: Duration::from_secs(10),
+        max_connections: 8,
+        request_timeout: Duration::from_secs(120),
+    };
+
+    /// Reads until the server closes; returns what it sent.
+    async fn until_closed(tcp: &mut tokio::net::TcpStream) -> String {
+        let mut out = Vec::new();
+        let _ = tcp.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_and_slow_header_connections_close_at_the_header_read_timeout() {
+        let (addr, stats, stop) = start(LIMITS).await;
+        for head in ["", "POST / HTTP/1.1\r\nHost: x\r\n"] {
+            let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            tcp.write_all(head.as_bytes()).await.unwrap();
+            let t0 = Instant::now();
+            until_closed(&mut tcp).await;
+            let took = t0.elapsed();
+            assert!(
+                took >= LIMITS.header_read_timeout
+                    && took < LIMITS.header_read_timeout + Duration::from_millis(100),
+                "{head:?}: closed after {took:?} of test time"
+            );
+        }
+        assert_eq!(stats.errors.load(Relaxed), 2);
+        stop.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slowly_sent_body_is_answered_408_at_the_request_timeout() {
+        let (addr, stats, stop) = start(LIMITS).await;
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12345")
+            .await
+            .unwrap();
+        let t0 = Instant::now();
+        let answer = until_closed(&mut tcp).await;
+        let took = t0.elapsed();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("\"error\":\"request_timeout\""), "{answer}");
+        assert!(
+            took >= LIMITS.request_timeout
+                && took < LIMITS.request_timeout + Duration::from_millis(100),
+            "answered after {took:?} of test time"
+        );
+        assert_eq!(stats.accepted.load(Relaxed), 1);
+        stop.cancel();
+    }
+}

@@ -469,6 +469,27 @@ async fn idle_connections_without_connect_are_closed_in_time() {
     .await;
 }
 
+/// The CONNECT deadline to the millisecond, in paused time (tokio's test clock): the gate's
+/// timer is the only one due, so the runtime jumps to it, and the connection must close exactly
+/// then: not before `connect_timeout`, and not waiting for anything after it.
+#[tokio::test]
+async fn the_connect_deadline_is_exact_in_paused_time() {
+    let connect_timeout = Duration::from_secs(30);
+    let gate = TestGate::start(|cfg| cfg.connect_timeout = connect_timeout).await;
+    // From here the clock moves only when every task waits on a timer.
+    tokio::time::pause();
+    let started = Instant::now();
+    let mut idle = TcpStream::connect(gate.addr).await.expect("connects");
+    closed_within(&mut idle, PATIENCE * 10).await;
+    let took = started.elapsed();
+    assert!(
+        took >= connect_timeout && took < connect_timeout + Duration::from_millis(100),
+        "closed after {took:?} of test time"
+    );
+    tokio::time::resume();
+    gate.wait_count(Reason::ConnectTimeout, 1).await;
+}
+
 #[tokio::test]
 async fn pending_connections_beyond_max_pending_are_closed_at_once() {
     let gate = TestGate::start(|cfg| {

@@ -42,6 +42,8 @@ const CHANNEL_RESOLVE: u64 = 1;
 const CENTRAL_FOR: u64 = 1;
 const CENTRAL_RESOLVE: u64 = 2;
 const FLAP_MAX: usize = 4;
+/// `http.public_url` of the collector under test: messages link to its incident pages.
+const PUBLIC_URL: &str = "https://dozor.miac.local";
 /// Allowance for a loaded 2-core machine on top of the rule timings: probe interval (1 s),
 /// evaluation tick (1 s), delivery, and scheduling delays.
 const MARGIN: Duration = Duration::from_secs(6);
@@ -149,7 +151,10 @@ fn roster_toml() -> String {
 
 fn collector_toml(hook: &str, smtp_port: u16, am: &str) -> String {
     format!(
-        r#"[alerts]
+        r#"[http]
+public_url = "{PUBLIC_URL}/"
+
+[alerts]
 time_zone = "Europe/Moscow"
 startup_grace_secs = 0
 flap_window_secs = 900
@@ -998,6 +1003,12 @@ async fn server_outage(r: &mut Region, mo: usize, host: &str, fault: ServerFault
     let m = &MOS[mo];
     let mark = r.cap.webhook().len();
     let pid = r.agents[host].proc.pid().to_string();
+    // The name the agent reported (the machine's), as messages must show it.
+    let hostname = r.collector.host(host).await.unwrap()["hostname"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!hostname.is_empty());
     let t0 = Instant::now();
     match fault {
         ServerFault::Kill9 => r.kill9(host),
@@ -1036,14 +1047,53 @@ async fn server_outage(r: &mut Region, mo: usize, host: &str, fault: ServerFault
     let text = fired.json["text"].as_str().unwrap();
     assert!(
         text.starts_with(&format!(
-            "АВАРИЯ: Сервер {host} (МО «{}») не на связи\n",
+            "АВАРИЯ: Сервер {hostname} (подразделение «Главный корпус», МО «{}») не на связи\n",
             m.name
         )),
         "{text}"
     );
+    // Linked to the incident's page of the web UI, in the text and in the webhook's JSON.
+    let page = format!("{PUBLIC_URL}/incidents/{}", fired.id());
+    assert!(text.ends_with(&format!("\nПодробнее: {page}")), "{text}");
+    assert_eq!(fired.json["url"], page);
+    assert_eq!(
+        fired.json["incident"]["host_refs"][0]["site"],
+        "Главный корпус"
+    );
     let h = r.collector.host(host).await.unwrap();
     assert_eq!(h["state"], "lost");
     assert_eq!(h["reason"], "last_will");
+    if fault == ServerFault::Kill9 {
+        // Someone takes it: acknowledged through the real auth middleware (the harness's API
+        // token), shown at once, and named in the recovery.
+        let url = format!(
+            "http://{}/api/v1/incidents/{}/ack",
+            r.collector.http,
+            fired.id()
+        );
+        let ack = r
+            .collector
+            .client
+            .post(&url)
+            .json(&serde_json::json!({"comment": "выезжаем"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ack.status(), 200);
+        let inc: Value = ack.json().await.unwrap();
+        let by = inc["ack"]["by"].as_str().unwrap().to_string();
+        assert!(by.starts_with("token:"), "{inc}");
+        let listed = r
+            .collector
+            .get(&format!("/api/v1/incidents/{}", fired.id()))
+            .await;
+        assert_eq!(listed["ack"]["comment"], "выезжаем", "{listed}");
+        let anonymous = reqwest::Client::new()
+            .post(&url)
+            .json(&serde_json::json!({}))
+            .send();
+        assert_eq!(anonymous.await.unwrap().status(), 401);
+    }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let hits = r.hooks_since(mark);
     assert_eq!(hits.len(), 1, "scenario {label}: {}", lines(&hits));
@@ -1097,6 +1147,32 @@ async fn server_outage(r: &mut Region, mo: usize, host: &str, fault: ServerFault
         lines(&hits)
     );
     assert!(relabels <= 1, "scenario {label}: {}", lines(&hits));
+    if fault == ServerFault::Kill9 {
+        // kill -9 of the agent, machine and link fine, a new agent on the same boot and nothing
+        // spooled from the silence: the agent's own cause, not a channel break, not power.
+        assert_eq!(
+            rec.json["incident"]["cause"],
+            "agent_down",
+            "scenario {label}: {}",
+            lines(&hits)
+        );
+        let text = rec.json["text"].as_str().unwrap();
+        assert!(
+            text.contains(
+                "Причина: агент не работал (служба агента остановлена или зависла), компьютер не перезагружался\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("канал"), "{text}");
+        assert!(
+            text.contains("\nПринято в работу: token:") && text.contains(" — «выезжаем»\n"),
+            "{text}"
+        );
+        let listed = r
+            .incidents(&format!("?rule=server_lost&mo={}", m.oid))
+            .await;
+        assert_eq!(listed[0]["cause"], "agent_down", "{listed:?}");
+    }
     let online = wait_for(Duration::from_secs(10), || async {
         let h = r.collector.host(host).await?;
         (h["state"] == "online").then_some(())

@@ -2,16 +2,17 @@
 //!
 //! - `GET /api/v1/incidents?state=pending|firing|resolved&rule=…&mo=…&limit=N` (newest first)
 //! - `GET /api/v1/incidents/{id}`
+//! - `POST /api/v1/incidents/{id}/ack` with `{"comment": "…"}` (operator): acknowledge
 //! - `GET /api/v1/silences`, `POST /api/v1/silences`, `DELETE /api/v1/silences/{id}`
 
 use super::config::{MAX_SILENCE_TEXT, matcher_problem, parse_time};
-use super::model::{IncidentState, Rule, Silence, SilenceMatch};
+use super::model::{Ack, IncidentState, Rule, Silence, SilenceMatch};
 use super::service::AlertHandle;
 use crate::api_error::{ApiError, JsonBody, Path, Query};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +21,7 @@ pub(crate) fn router(handle: AlertHandle) -> Router {
     Router::new()
         .route("/api/v1/incidents", get(incidents))
         .route("/api/v1/incidents/{id}", get(incident))
+        .route("/api/v1/incidents/{id}/ack", post(acknowledge))
         .route("/api/v1/silences", get(silences).post(create_silence))
         .route("/api/v1/silences/{id}", get(silence).delete(delete_silence))
         .with_state(handle)
@@ -75,6 +77,40 @@ async fn incident(State(h): State<AlertHandle>, Path(id): Path<u64>) -> Result<R
         .find(|i| i.id == id)
         .ok_or_else(|| ApiError::NotFound(format!("инцидент {id}")))?;
     Ok(Json(i).into_response())
+}
+
+/// Body of `POST /api/v1/incidents/{id}/ack`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewAck {
+    #[serde(default)]
+    comment: String,
+}
+
+/// Acknowledges an incident: who is the authenticated caller (never the body), stored in
+/// `incidents.db`; from now on its firings are not notified again (its recovery still is).
+/// Answers the incident as listed, with its `ack`.
+async fn acknowledge(
+    State(h): State<AlertHandle>,
+    who: Option<axum::Extension<crate::auth::Principal>>,
+    Path(id): Path<u64>,
+    JsonBody(b): JsonBody<NewAck>,
+) -> Result<Response, ApiError> {
+    if !dozor_proto::valid_text(&b.comment, MAX_SILENCE_TEXT) {
+        return Err(ApiError::field(
+            "comment",
+            format!("не длиннее {MAX_SILENCE_TEXT} байт, без управляющих символов"),
+        ));
+    }
+    let ack = Ack {
+        by: who.map(|w| w.0.name).unwrap_or_default(),
+        at_ms: h.now_ms(),
+        comment: b.comment,
+    };
+    let inc = h
+        .acknowledge(id, ack)
+        .ok_or_else(|| ApiError::NotFound(format!("инцидент {id}")))?;
+    Ok(Json(inc).into_response())
 }
 
 /// A silence as listed, with whether it is in force now.

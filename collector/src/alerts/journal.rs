@@ -178,6 +178,7 @@ mod tests {
             mo_count: 1,
             hosts: vec![format!("srv-{id}")],
             host_count: 1,
+            host_refs: Vec::new(),
             target: None,
             category: None,
             value: None,
@@ -193,6 +194,7 @@ mod tests {
             merged: Vec::new(),
             evidence: None,
             notify: true,
+            ack: None,
         };
         Track {
             inc,
@@ -202,6 +204,7 @@ mod tests {
             clear_since: None,
             affected: BTreeSet::from([format!("srv-{id}")]),
             evidence: BTreeMap::new(),
+            alive: BTreeSet::new(),
             guard_ms: 0,
             notified_firings: 0,
             firing_since_ms: None,
@@ -243,5 +246,18 @@ mod tests {
         assert_eq!(r.tracks[0].notified, Some(IncidentState::Firing));
         assert_eq!(r.silences.len(), 1);
         assert_eq!(r.silences[0].comment, "плановые работы");
+    }
+
+    #[test]
+    fn incidents_written_before_acks_and_host_names_still_load() {
+        // A row as journals wrote it before `ack`, `host_refs` and `alive` existed.
+        let mut old = serde_json::to_value(track(7, IncidentState::Firing)).unwrap();
+        let inc = old["inc"].as_object_mut().unwrap();
+        assert!(inc.remove("ack").is_some());
+        inc.remove("host_refs");
+        assert!(old.as_object_mut().unwrap().remove("alive").is_some());
+        let t: Track = serde_json::from_value(old).unwrap();
+        assert_eq!(t.inc.ack, None);
+        assert!(t.inc.host_refs.is_empty() && t.alive.is_empty());
     }
 }

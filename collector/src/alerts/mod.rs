@@ -1,22 +1,20 @@
-//! Outage incidents: an I/O-free engine over live state, and notification channels.
+//! Outage incidents: the I/O edge around the engine of `dozor-alerts-core`.
 //!
-//! Detection (`rules`) turns the live snapshot into conditions; the engine (`engine`) gives
-//! them a lifecycle and decides what people are told; the journal persists incidents; the
-//! notifier (`notify`) delivers messages over webhooks, Telegram, e-mail and Alertmanager;
-//! `service` ties them together, `task` runs it on its own thread fed by the pipeline over a
-//! bounded channel, and `api` serves them over HTTP.
+//! The crate `dozor-alerts-core` holds detection, the incident lifecycle, the Russian texts and
+//! the model (re-exported here as `engine`, `model`, `text`); this module adds the journal
+//! (`incidents.db`), the notifier (`notify`: webhooks, Telegram, e-mail, Alertmanager), the
+//! channel configuration (`config`), `service` tying them together, `task` running it on its
+//! own thread fed by the pipeline over a bounded channel, and `api` serving it over HTTP.
 //! See `docs/alerts.md`.
 
 pub(crate) mod api;
 pub(crate) mod config;
-pub(crate) mod engine;
 pub(crate) mod journal;
-pub(crate) mod model;
 pub(crate) mod notify;
-mod rules;
 pub(crate) mod service;
 pub(crate) mod task;
-pub(crate) mod text;
+
+pub(crate) use dozor_alerts_core::{engine, model, text};
 
 pub(crate) use api::router;
 pub(crate) use service::AlertService;

@@ -5,7 +5,7 @@
 use super::config::AlertsConfig;
 use super::engine::{Engine, ReplayKind};
 use super::journal::{Journal, JournalError};
-use super::model::{Change, Incident, Silence};
+use super::model::{Ack, Change, Incident, Silence};
 use super::notify::{ChannelStats, Notification, Notifier, NotifyError};
 use super::text;
 use crate::clock::{Clock, system_clock};
@@ -49,6 +49,9 @@ pub(crate) struct SilenceBook {
 
 pub(crate) struct Shared {
     pub incidents: RwLock<Arc<Vec<Incident>>>,
+    /// Acknowledgements made over the API, waiting for the alert thread (lock before
+    /// `incidents`).
+    pub acks: Mutex<Vec<(u64, Ack)>>,
     pub silences: Mutex<SilenceBook>,
     pub config_silences: Vec<Silence>,
     pub stats: Vec<Arc<ChannelStats>>,
@@ -84,6 +87,30 @@ impl AlertHandle {
         let mut all = self.shared.config_silences.clone();
         all.extend(self.book().list.iter().cloned());
         all
+    }
+
+    /// Records an acknowledgement of incident `id` and shows it at once in the published list;
+    /// the alert thread applies it to the engine (and `incidents.db`) at its next input, at
+    /// most a second later. `None` when no such incident is listed.
+    pub(crate) fn acknowledge(&self, id: u64, ack: Ack) -> Option<Incident> {
+        let mut acks = self.acks();
+        let mut g = self
+            .shared
+            .incidents
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        let pos = g.iter().position(|i| i.id == id)?;
+        let mut list = Vec::clone(&g);
+        list[pos].ack = Some(ack.clone());
+        let inc = list[pos].clone();
+        *g = Arc::new(list);
+        acks.push((id, ack));
+        Some(inc)
+    }
+
+    fn acks(&self) -> std::sync::MutexGuard<'_, Vec<(u64, Ack)>> {
+        // A poisoned list is still a list of acknowledgements.
+        self.shared.acks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn book(&self) -> std::sync::MutexGuard<'_, SilenceBook> {
@@ -154,6 +181,8 @@ pub(crate) struct AlertService {
     notifier: Notifier,
     roster: Arc<Roster>,
     handle: AlertHandle,
+    /// The web UI's base URL for links in messages (`http.public_url`).
+    public_url: Option<String>,
     silences_seen: u64,
     last_now: i64,
     last_publish: i64,
@@ -192,8 +221,9 @@ impl AlertService {
         let journal = Journal::open(data_dir)?;
         let restored = journal.load()?;
         let notifier = Notifier::new(&cfg.channels, clock.clone())?;
-        let config_silences = cfg.silences.clone();
-        let mut engine = Engine::new(cfg, now);
+        let config_silences = cfg.engine.silences.clone();
+        let public_url = cfg.public_url;
+        let mut engine = Engine::new(cfg.engine, now);
         let next_api = restored
             .silences
             .iter()
@@ -207,6 +237,7 @@ impl AlertService {
         let handle = AlertHandle {
             shared: Arc::new(Shared {
                 incidents: RwLock::new(Arc::new(incidents)),
+                acks: Mutex::new(Vec::new()),
                 silences: Mutex::new(SilenceBook {
                     list: restored.silences,
                     version: 0,
@@ -225,6 +256,7 @@ impl AlertService {
             notifier,
             roster,
             handle,
+            public_url,
             silences_seen: 0,
             last_now: now,
             last_publish: now,
@@ -304,9 +336,18 @@ impl AlertService {
 
     fn after(&mut self, now: i64, changes: &[Change]) {
         let tz = self.engine.config().tz;
+        let url = self.public_url.as_deref();
         for c in changes.iter().filter(|c| c.notify) {
-            let n = Notification::new(c, text::render(c, tz));
+            let n = Notification::new(c, text::render(c, tz, url), url);
             self.notifier.dispatch(Arc::new(n));
+        }
+        // Acknowledgements from the API are applied and published under their lock, so an
+        // answered `POST …/ack` is never undone by a publish racing it.
+        let mut acks = self.handle.acks();
+        let acked = !acks.is_empty();
+        for (id, ack) in acks.drain(..) {
+            // An incident pruned meanwhile is simply gone.
+            let _ = self.engine.acknowledge(id, ack, now);
         }
         let next = self.engine.next_id();
         let (dirty, removed) = self.engine.take_dirty();
@@ -319,7 +360,7 @@ impl AlertService {
                 .fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %e, "incident journal write failed");
         }
-        if !changes.is_empty() || now - self.last_publish >= PUBLISH_EVERY_MS {
+        if acked || !changes.is_empty() || now - self.last_publish >= PUBLISH_EVERY_MS {
             self.last_publish = now;
             let list: Vec<Incident> = self.engine.incidents().cloned().collect();
             let mut g = self
@@ -330,6 +371,7 @@ impl AlertService {
                 .unwrap_or_else(|e| e.into_inner());
             *g = Arc::new(list);
         }
+        drop(acks);
     }
 
     fn journal_error(&self, e: &JournalError) {

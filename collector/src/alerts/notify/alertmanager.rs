@@ -28,6 +28,9 @@ struct Alert {
     starts_at: String,
     #[serde(rename = "endsAt")]
     ends_at: String,
+    /// The incident's page in the web UI (with `http.public_url`).
+    #[serde(rename = "generatorURL", skip_serializing_if = "Option::is_none")]
+    generator_url: Option<String>,
 }
 
 fn rfc3339(ms: i64) -> String {
@@ -88,6 +91,9 @@ impl Alertmanager {
         if let Some(mo) = inc.mo() {
             annotations.insert("mo_name", mo.name.clone());
         }
+        if let Some(a) = &inc.ack {
+            annotations.insert("acknowledged_by", a.by.clone());
+        }
         let ends_at = match inc.state {
             IncidentState::Resolved => rfc3339(inc.resolved_ms.unwrap_or(n.at_ms)),
             _ => self.ends_at_while_firing(),
@@ -97,6 +103,7 @@ impl Alertmanager {
             annotations,
             starts_at: rfc3339(inc.episode_started_ms),
             ends_at,
+            generator_url: n.url.clone(),
         }
     }
 

@@ -30,16 +30,26 @@ pub(crate) struct Notification {
     pub subject: String,
     /// The Russian message.
     pub text: String,
+    /// The incident's page in the web UI (`http.public_url` + `/incidents/{id}`); absent
+    /// without a public URL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     pub incident: Incident,
 }
 
 impl Notification {
-    pub(crate) fn new(change: &Change, rendered: Rendered) -> Notification {
+    /// `public_url`: the web UI's base, as the text's link was rendered with.
+    pub(crate) fn new(
+        change: &Change,
+        rendered: Rendered,
+        public_url: Option<&str>,
+    ) -> Notification {
         Notification {
             event: change.kind,
             at_ms: change.at_ms,
             subject: rendered.subject,
             text: rendered.text,
+            url: public_url.map(|u| super::text::incident_url(u, change.incident.id)),
             incident: change.incident.clone(),
         }
     }

@@ -30,6 +30,7 @@ fn incident(state: IncidentState) -> Incident {
         mo_count: 1,
         hosts: vec!["pc-01".into(), "pc-02".into()],
         host_count: 2,
+        host_refs: Vec::new(),
         target: Some("mis-main".into()),
         category: Some(dozor_proto::Category::Mis),
         value: Some(1.0),
@@ -45,6 +46,7 @@ fn incident(state: IncidentState) -> Incident {
         merged: Vec::new(),
         evidence: None,
         notify: true,
+        ack: None,
     };
     if state == IncidentState::Resolved {
         inc.resolved_ms = Some(1_704_791_520_000);
@@ -67,16 +69,16 @@ fn notification(kind: ChangeKind) -> Arc<Notification> {
     };
     Arc::new(Notification::new(
         &c,
-        text::render(&c, chrono_tz::Europe::Moscow),
+        text::render(&c, chrono_tz::Europe::Moscow, None),
+        None,
     ))
 }
 
 fn channels(raw: Vec<RawChannel>) -> Vec<ChannelConfig> {
-    RawAlerts {
+    crate::alerts::config::validate(RawAlerts {
         channel: raw,
         ..RawAlerts::default()
-    }
-    .validate()
+    })
     .unwrap()
     .channels
 }
@@ -269,6 +271,39 @@ async fn webhook_retries_with_backoff_then_succeeds() {
             "dozor_alert_notification_retries_total{channel=\"miac-hook\",type=\"webhook\"} 2\n"
         ),
         "{m}"
+    );
+    cancel.cancel();
+}
+
+/// The retry schedule, in paused time (tokio's test clock jumps to the next timer whenever every
+/// task waits): a channel whose server refuses every connection retries `max_retries` times,
+/// waiting 1, 2, 3, 3 s (doubling, capped at `retry_max_ms`), then gives up: 9 s of test time,
+/// none of it waited for.
+#[tokio::test(start_paused = true)]
+async fn retries_follow_the_backoff_schedule_in_paused_time() {
+    let port = free_port(); // nothing listens there: every attempt is refused at once
+    let mut raw = quick(webhook(format!("http://127.0.0.1:{port}/hook")));
+    raw.max_retries = 4;
+    raw.retry_initial_ms = 1_000;
+    raw.retry_max_ms = 3_000;
+    let (n, _t, cancel) = start(&channels(vec![raw]));
+    let t0 = tokio::time::Instant::now();
+    let real = Instant::now();
+    n.dispatch(notification(ChangeKind::Firing));
+    let stats = n.stats();
+    eventually("given up", 10, || {
+        (stats[0].failed.load(Ordering::Relaxed) == 1).then_some(())
+    })
+    .await;
+    let took = t0.elapsed();
+    assert_eq!(count(&stats[0]), (0, 1, 0, 4));
+    assert!(
+        took >= Duration::from_secs(9) && took < Duration::from_millis(9_500),
+        "gave up after {took:?} of test time"
+    );
+    assert!(
+        real.elapsed() < Duration::from_secs(5),
+        "the backoff was slept for real"
     );
     cancel.cancel();
 }

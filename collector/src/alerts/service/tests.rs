@@ -55,7 +55,7 @@ fn cfg() -> AlertsConfig {
         ..RawAlerts::default()
     };
     raw.server_lost.for_secs = 20;
-    raw.validate().unwrap()
+    crate::alerts::config::validate(raw).unwrap()
 }
 
 /// A live state with one server in mo1 that stops reporting at T0 and is lost 35 s later.
@@ -209,5 +209,129 @@ async fn api_silences_incidents_and_a_restart_that_does_not_repage() {
             .filter(|i| i.rule == Rule::ServerLost)
             .count(),
         1
+    );
+}
+
+#[tokio::test]
+async fn an_acknowledgement_is_shown_at_once_stored_and_stops_repeats() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(AtomicI64::new(T0));
+    let c = clock.clone();
+    let clk: Clock = Arc::new(move || c.load(Ordering::Relaxed));
+    let mut svc = AlertService::with_clock(cfg(), dir.path(), roster(), clk.clone()).unwrap();
+    // The operator as the auth middleware would name them.
+    let app = super::super::router(svc.handle()).layer(axum::Extension(crate::auth::Principal {
+        name: "petrova".into(),
+        role: crate::auth::Role::Operator,
+        via: crate::auth::Via::Session,
+    }));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    let http = reqwest::Client::new();
+
+    let mut live = live();
+    let ch = run(&mut svc, &mut live, &clock, T0, T0 + 120_000);
+    let firing: Vec<_> = ch.iter().filter(|c| c.notify).collect();
+    assert_eq!(firing.len(), 1, "{ch:?}");
+    let id = firing[0].incident.id;
+    assert_eq!(svc.handle().incidents()[0].ack, None);
+
+    let ack = |body: serde_json::Value, id: u64| {
+        http.post(format!("{url}/api/v1/incidents/{id}/ack"))
+            .json(&body)
+            .send()
+    };
+    let r = ack(serde_json::json!({"comment": "связались с ЦРБ"}), id)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let inc: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(inc["id"], id);
+    assert_eq!(
+        inc["ack"],
+        serde_json::json!({"by": "petrova", "at_ms": T0 + 120_000, "comment": "связались с ЦРБ"})
+    );
+    // Listed at once, before the alert thread has seen it.
+    let listed: serde_json::Value = http
+        .get(format!("{url}/api/v1/incidents/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["ack"]["by"], "petrova");
+    // Refused: unknown incident, a control character, a field that is not ours.
+    assert_eq!(ack(serde_json::json!({}), 999).await.unwrap().status(), 404);
+    let bad = ack(serde_json::json!({"comment": "a\u{7}"}), id)
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let bad: serde_json::Value = bad.json().await.unwrap();
+    assert_eq!(bad["field"], "comment");
+    let bad = ack(serde_json::json!({"by": "someone-else"}), id)
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+
+    // The server comes back (recovery sent), then is lost again: the reopened incident fires
+    // without telling anyone.
+    let ch = run(&mut svc, &mut live, &clock, T0 + 120_000, T0 + 121_000);
+    assert!(ch.iter().all(|c| !c.notify), "{ch:?}");
+    assert_eq!(
+        svc.engine()
+            .incident(id)
+            .unwrap()
+            .ack
+            .as_ref()
+            .map(|a| a.by.as_str()),
+        Some("petrova")
+    );
+    let hb = |ts: i64, seq: u64| {
+        dozor_proto::Message::Hb(dozor_proto::Envelope {
+            v: 1,
+            mo: "mo1".into(),
+            host: "srv-1".into(),
+            inst: "i".into(),
+            seq,
+            ts,
+            replay: false,
+            body: dozor_proto::Heartbeat {
+                uptime_secs: 7200,
+                cpu_pct: 1.0,
+                mem_used_bytes: 1,
+                mem_total_bytes: 2,
+                load: None,
+                disks: Vec::new(),
+                interval_secs: 10,
+                spool: None,
+            },
+        })
+    };
+    let back = T0 + 121_000;
+    let mut ch = Vec::new();
+    for k in 0..12 {
+        let at = back + k * 10_000;
+        if let Some(t) = live.apply(&hb(at, 2 + k as u64), at, false, true).unwrap() {
+            ch.extend(svc.on_transition(&t));
+        }
+        ch.extend(run(&mut svc, &mut live, &clock, at, at + 10_000));
+    }
+    let sent: Vec<_> = ch.iter().filter(|c| c.notify).map(|c| c.kind).collect();
+    assert_eq!(sent, vec![ChangeKind::Resolved], "{ch:?}");
+    let ch = run(&mut svc, &mut live, &clock, back + 120_000, back + 300_000);
+    let inc = svc.engine().incident(id).unwrap();
+    assert_eq!((inc.state, inc.reopened), (IncidentState::Firing, 1));
+    assert!(ch.iter().all(|c| !c.notify), "{ch:?}");
+    drop(svc);
+
+    // Stored in incidents.db: a restart keeps who, when and why.
+    let svc = AlertService::with_clock(cfg(), dir.path(), roster(), clk).unwrap();
+    let inc = svc.handle().incidents();
+    let a = inc[0].ack.as_ref().unwrap();
+    assert_eq!(
+        (a.by.as_str(), a.at_ms, a.comment.as_str()),
+        ("petrova", T0 + 120_000, "связались с ЦРБ")
     );
 }

@@ -5,13 +5,15 @@
 //! No I/O and no clock of its own: every entry point takes `now_ms`. The owner persists what
 //! [`Engine::take_dirty`] returns and sends the changes with `notify = true`.
 
-use super::config::AlertsConfig;
-use super::model::{Cause, Change, ChangeKind, Evidence, Incident, IncidentState, Rule, Silence};
-use super::rules::{self, Cond, OpenUnreachable};
-use super::text;
-use crate::record::Transition;
-use crate::roster::Roster;
-use crate::state::Snapshot;
+use crate::config::AlertsConfig;
+use crate::model::{
+    Ack, Cause, Change, ChangeKind, Evidence, Incident, IncidentState, Rule, Silence,
+};
+use crate::rules::{self, Cond, OpenUnreachable};
+use crate::text;
+use dozor_availability::roster::Roster;
+use dozor_live::record::Transition;
+use dozor_live::state::Snapshot;
 use dozor_proto::{ConnState, Role};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -20,7 +22,7 @@ use std::ops::RangeInclusive;
 /// What a replayed message shows about its host at its (corrected) time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum ReplayKind {
+pub enum ReplayKind {
     /// A heartbeat: the host was up.
     Heartbeat,
     /// A probe round: the host was up.
@@ -31,7 +33,7 @@ pub(crate) enum ReplayKind {
 
 /// An incident with the bookkeeping the engine needs; persisted whole by the journal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Track {
+pub struct Track {
     pub inc: Incident,
     /// The state people were last told about (`None`: told nothing).
     pub notified: Option<IncidentState>,
@@ -45,6 +47,10 @@ pub(crate) struct Track {
     pub affected: BTreeSet<String>,
     /// Per affected host: true = shown up during the outage, false = shown down.
     pub evidence: BTreeMap<String, bool>,
+    /// Affected hosts whose agent was shown running during the outage (its spooled heartbeats
+    /// or probes replayed into it): the channel, not the agent, was down.
+    #[serde(default)]
+    pub alive: BTreeSet<String>,
     /// Absence of the condition is not judged on snapshots built before this (an incident
     /// opened from a transition must not be cancelled by an older snapshot).
     #[serde(default)]
@@ -57,12 +63,19 @@ pub(crate) struct Track {
     pub firing_since_ms: Option<i64>,
 }
 
+/// A replayed message counts as "the agent ran during the outage" only when made this long
+/// after the outage began and this long before it arrived: a heartbeat queued just before a
+/// `kill -9` and re-sent by the next agent, or one the next agent made before its connection
+/// was up (spooled, so sent as a replay), must not pass for one. A channel break that fires
+/// lasts far longer than the margins and the agent spools a heartbeat every interval.
+const ALIVE_MARGIN_MS: i64 = 5_000;
+
 /// Most incidents merged into one that are listed by id.
 const MAX_MERGED_LISTED: usize = 100;
 
 /// The incident engine.
 #[derive(Debug)]
-pub(crate) struct Engine {
+pub struct Engine {
     cfg: AlertsConfig,
     tracks: BTreeMap<u64, Track>,
     open_by_key: HashMap<String, u64>,
@@ -81,7 +94,7 @@ pub(crate) struct Engine {
 
 impl Engine {
     /// A new engine started at `now_ms`.
-    pub(crate) fn new(cfg: AlertsConfig, now_ms: i64) -> Engine {
+    pub fn new(cfg: AlertsConfig, now_ms: i64) -> Engine {
         Engine {
             cfg,
             tracks: BTreeMap::new(),
@@ -98,13 +111,13 @@ impl Engine {
         }
     }
 
-    pub(crate) fn config(&self) -> &AlertsConfig {
+    pub fn config(&self) -> &AlertsConfig {
         &self.cfg
     }
 
     /// Restores incidents from the journal. Open incidents are not resolved during the startup
     /// grace, so that the live state can fill up first.
-    pub(crate) fn restore(&mut self, tracks: Vec<Track>, next_id: u64, now_ms: i64) {
+    pub fn restore(&mut self, tracks: Vec<Track>, next_id: u64, now_ms: i64) {
         let mut any_open = false;
         for t in tracks {
             let id = t.inc.id;
@@ -134,27 +147,27 @@ impl Engine {
     }
 
     /// The id the next incident will get (persisted so ids are never reused).
-    pub(crate) fn next_id(&self) -> u64 {
+    pub fn next_id(&self) -> u64 {
         self.next_id
     }
 
     /// Every incident kept: open ones and recently resolved ones, by id.
-    pub(crate) fn incidents(&self) -> impl Iterator<Item = &Incident> {
+    pub fn incidents(&self) -> impl Iterator<Item = &Incident> {
         self.tracks.values().map(|t| &t.inc)
     }
 
-    #[cfg(test)]
-    pub(crate) fn incident(&self, id: u64) -> Option<&Incident> {
+    /// One kept incident by id.
+    pub fn incident(&self, id: u64) -> Option<&Incident> {
         self.tracks.get(&id).map(|t| &t.inc)
     }
 
     /// Replaces the silences made over the API (configured ones stay).
-    pub(crate) fn set_api_silences(&mut self, silences: Vec<Silence>) {
+    pub fn set_api_silences(&mut self, silences: Vec<Silence>) {
         self.api_silences = silences;
     }
 
     /// Tracks changed since the last call (to persist) and ids removed (to delete).
-    pub(crate) fn take_dirty(&mut self) -> (Vec<&Track>, Vec<u64>) {
+    pub fn take_dirty(&mut self) -> (Vec<&Track>, Vec<u64>) {
         let dirty = std::mem::take(&mut self.dirty);
         let removed = std::mem::take(&mut self.removed);
         (
@@ -164,7 +177,7 @@ impl Engine {
     }
 
     /// Evaluates every rule over the snapshot and advances every incident.
-    pub(crate) fn evaluate(&mut self, now: i64, snap: &Snapshot, roster: &Roster) -> Vec<Change> {
+    pub fn evaluate(&mut self, now: i64, snap: &Snapshot, roster: &Roster) -> Vec<Change> {
         let mut out = Vec::new();
         if !self.cfg.enabled {
             return out;
@@ -240,7 +253,7 @@ impl Engine {
 
     /// A host changed connection state. Opens a "server lost" incident at once instead of at
     /// the next evaluation.
-    pub(crate) fn on_transition(&mut self, t: &Transition, roster: &Roster) -> Vec<Change> {
+    pub fn on_transition(&mut self, t: &Transition, roster: &Roster) -> Vec<Change> {
         let mut out = Vec::new();
         if !self.cfg.enabled
             || !self.cfg.server_lost.enabled
@@ -262,6 +275,7 @@ impl Engine {
             mo_count: 1,
             hosts: vec![t.host_id.clone()],
             host_count: 1,
+            host_refs: Vec::new(),
             target: None,
             category: None,
             value: None,
@@ -283,7 +297,7 @@ impl Engine {
 
     /// Replayed data of `host` covering agent times `ts` (corrected to collector time) arrived.
     /// Never opens incidents; updates the cause of outages the host was part of.
-    pub(crate) fn on_replay(
+    pub fn on_replay(
         &mut self,
         now: i64,
         mo: &str,
@@ -306,7 +320,10 @@ impl Engine {
             })
             .collect();
         for id in hits {
-            self.record_evidence(id, host, kind != ReplayKind::Birth, now, &mut out);
+            let alive = kind != ReplayKind::Birth
+                && *ts.end() > self.tracks[&id].inc.episode_started_ms + ALIVE_MARGIN_MS
+                && *ts.start() < now - ALIVE_MARGIN_MS;
+            self.record_evidence(id, host, kind != ReplayKind::Birth, alive, now, &mut out);
         }
         // A relabel of a firing incident waits for the next evaluation: a host replaying its
         // backlog is back, and the evaluation that notices it holds the relabel for the
@@ -315,7 +332,18 @@ impl Engine {
         out
     }
 
-    fn rule_cfg(&self, rule: Rule) -> super::config::RuleConfig {
+    /// An operator acknowledged incident `id`: recorded (a later acknowledgement replaces it)
+    /// and from now on its firings are not notified; a recovery of a firing people were told
+    /// about still is. `None` when no such incident is kept.
+    pub fn acknowledge(&mut self, id: u64, ack: Ack, now: i64) -> Option<Change> {
+        let t = self.tracks.get_mut(&id)?;
+        t.inc.ack = Some(ack);
+        t.inc.updated_ms = now;
+        self.dirty.insert(id);
+        Some(change(ChangeKind::Acknowledged, now, &t.inc))
+    }
+
+    fn rule_cfg(&self, rule: Rule) -> crate::config::RuleConfig {
         self.cfg.rule(rule)
     }
 
@@ -335,6 +363,7 @@ impl Engine {
             mo_count: c.mo_count,
             hosts: c.hosts.clone(),
             host_count: c.host_count,
+            host_refs: c.host_refs.clone(),
             target: c.target.clone(),
             category: c.category,
             value: c.value,
@@ -350,6 +379,7 @@ impl Engine {
             merged: Vec::new(),
             evidence: None,
             notify: rc.notify,
+            ack: None,
         };
         inc.title = text::title(&inc);
         Track {
@@ -360,6 +390,7 @@ impl Engine {
             clear_since: None,
             affected: c.affected.iter().cloned().collect(),
             evidence: BTreeMap::new(),
+            alive: BTreeSet::new(),
             guard_ms: 0,
             notified_firings: 0,
             firing_since_ms: None,
@@ -397,6 +428,7 @@ impl Engine {
                         t.firing_since_ms = None;
                         t.clear_since = None;
                         t.evidence.clear();
+                        t.alive.clear();
                         t.inc.evidence = None;
                         t.affected = c.affected.iter().cloned().collect();
                         id
@@ -428,7 +460,11 @@ impl Engine {
             || inc.mo_count != c.mo_count
             || inc.hosts != c.hosts
             || inc.mos != c.mos
+            || (inc.host_refs != c.host_refs && !c.host_refs.is_empty())
         {
+            if !c.host_refs.is_empty() || inc.hosts != c.hosts {
+                inc.host_refs = c.host_refs;
+            }
             inc.hosts = c.hosts;
             inc.host_count = c.host_count;
             inc.mos = c.mos;
@@ -531,19 +567,33 @@ impl Engine {
             })
             .collect();
         for id in hits {
-            self.record_evidence(id, host, up, now, out);
+            self.record_evidence(id, host, up, false, now, out);
         }
     }
 
-    fn record_evidence(&mut self, id: u64, host: &str, up: bool, now: i64, out: &mut Vec<Change>) {
+    /// `up`: the machine was up during the outage (same boot); `alive`: and its agent ran
+    /// (replayed data from inside the outage).
+    fn record_evidence(
+        &mut self,
+        id: u64,
+        host: &str,
+        up: bool,
+        alive: bool,
+        now: i64,
+        out: &mut Vec<Change>,
+    ) {
         let Some(t) = self.tracks.get_mut(&id) else {
             return;
         };
+        let new_alive = up && alive && !t.alive.contains(host);
         match t.evidence.get(host) {
             // "Down" is sticky: a host that rebooted during the outage lost power.
             Some(false) => return,
-            Some(true) if up => return,
+            Some(true) if up && !new_alive => return,
             _ => {}
+        }
+        if new_alive {
+            t.alive.insert(host.to_string());
         }
         t.evidence.insert(host.to_string(), up);
         self.dirty.insert(id);
@@ -565,10 +615,14 @@ impl Engine {
         if !enough {
             return;
         }
-        let cause = if up >= down {
-            Cause::Channel
-        } else {
+        let cause = if up < down {
             Cause::Power
+        } else if t.inc.rule == Rule::ServerLost && t.alive.is_empty() {
+            // The machine kept its boot and its agent left nothing from inside the silence: the
+            // agent itself was not running (killed, crashed, stopped, hung).
+            Cause::AgentDown
+        } else {
+            Cause::Channel
         };
         if cause != t.inc.cause {
             t.inc.cause = cause;
@@ -661,6 +715,12 @@ impl Engine {
             return true;
         }
         let kind = match (t.inc.state, t.notified) {
+            // Acknowledged: someone is on it; its firings are not told again.
+            (IncidentState::Firing, n)
+                if n != Some(IncidentState::Firing) && t.inc.ack.is_some() =>
+            {
+                return true;
+            }
             (IncidentState::Firing, n) if n != Some(IncidentState::Firing) => ChangeKind::Firing,
             (IncidentState::Resolved, Some(IncidentState::Firing)) => {
                 if t.inc.merged_into.is_some() || t.inc.silenced_by.is_some() {

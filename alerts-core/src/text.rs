@@ -1,6 +1,6 @@
 //! Russian wording of incidents: titles, durations, times and whole messages.
 
-use super::model::{Cause, Change, ChangeKind, Incident, Rule, Severity};
+use crate::model::{Cause, Change, ChangeKind, Incident, Rule, Severity};
 use chrono::TimeZone;
 use chrono_tz::Tz;
 use dozor_proto::Category;
@@ -17,7 +17,7 @@ fn unavailable(cat: Option<Category>) -> &'static str {
 }
 
 /// `МИС (mis-main)`: the category and the target name.
-pub(crate) fn target_ru(inc: &Incident) -> String {
+pub fn target_ru(inc: &Incident) -> String {
     match (inc.category, &inc.target) {
         (Some(c), Some(t)) => format!("{} ({t})", c.title_ru()),
         (None, Some(t)) => t.clone(),
@@ -30,18 +30,27 @@ fn mo_name(inc: &Incident) -> &str {
     inc.mos.first().map_or("?", |m| m.name.as_str())
 }
 
-fn host_name(inc: &Incident) -> &str {
-    inc.hosts.first().map_or("?", String::as_str)
+/// The host of a one-host incident with its МО: `srv-01 (подразделение «Стационар», МО «…»)`.
+fn host_in_mo(inc: &Incident) -> String {
+    let id = inc.hosts.first().map_or("?", String::as_str);
+    let r = inc.host_refs.iter().find(|r| r.id == id);
+    let name = r.map_or(id, |r| {
+        if r.hostname.is_empty() {
+            id
+        } else {
+            &r.hostname
+        }
+    });
+    match r.map(|r| r.site.as_str()).filter(|s| !s.is_empty()) {
+        Some(site) => format!("{name} (подразделение «{site}», МО «{}»)", mo_name(inc)),
+        None => format!("{name} (МО «{}»)", mo_name(inc)),
+    }
 }
 
 /// One-line Russian summary of an incident.
-pub(crate) fn title(inc: &Incident) -> String {
+pub fn title(inc: &Incident) -> String {
     match inc.rule {
-        Rule::ServerLost => format!(
-            "Сервер {} (МО «{}») не на связи",
-            host_name(inc),
-            mo_name(inc)
-        ),
+        Rule::ServerLost => format!("Сервер {} не на связи", host_in_mo(inc)),
         Rule::MoUnreachable => format!(
             "МО «{}» недоступна (не на связи хостов: {})",
             mo_name(inc),
@@ -54,16 +63,10 @@ pub(crate) fn title(inc: &Incident) -> String {
             unavailable(inc.category),
             inc.mo_count
         ),
-        Rule::HostTarget => format!(
-            "Хост {} (МО «{}») не достигает {}",
-            host_name(inc),
-            mo_name(inc),
-            target_ru(inc)
-        ),
+        Rule::HostTarget => format!("Хост {} не достигает {}", host_in_mo(inc), target_ru(inc)),
         Rule::DiskFull => format!(
-            "На сервере {} (МО «{}») заканчивается место: {} заполнен на {:.0} %",
-            host_name(inc),
-            mo_name(inc),
+            "На сервере {} заканчивается место: {} заполнен на {:.0} %",
+            host_in_mo(inc),
             inc.target.as_deref().unwrap_or("?"),
             inc.value.unwrap_or(0.0)
         ),
@@ -77,7 +80,7 @@ pub(crate) fn title(inc: &Incident) -> String {
 }
 
 /// Duration in Russian abbreviations: `45 с`, `12 мин 5 с`, `1 ч 12 мин`, `2 д 3 ч`.
-pub(crate) fn duration(ms: i64) -> String {
+pub fn duration(ms: i64) -> String {
     let s = ms.max(0) / 1000;
     let (d, h, m, sec) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60, s % 60);
     match (d, h, m) {
@@ -92,7 +95,7 @@ pub(crate) fn duration(ms: i64) -> String {
 }
 
 /// `12.03.2025 11:04:10 MSK`.
-pub(crate) fn time(ms: i64, tz: Tz) -> String {
+pub fn time(ms: i64, tz: Tz) -> String {
     match tz.timestamp_millis_opt(ms).single() {
         Some(t) => t.format("%d.%m.%Y %H:%M:%S %Z").to_string(),
         None => ms.to_string(),
@@ -109,7 +112,7 @@ fn severity_word(s: Severity) -> &'static str {
 
 /// A rendered notification.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Rendered {
+pub struct Rendered {
     /// Short subject line (e-mail subject, Alertmanager summary).
     pub subject: String,
     /// The whole message.
@@ -124,13 +127,20 @@ fn list(items: &[String], count: usize) -> String {
     s
 }
 
-/// Renders one change as a message.
-pub(crate) fn render(change: &Change, tz: Tz) -> Rendered {
+/// The page of an incident in the web UI: `{public_url}/incidents/{id}`.
+pub fn incident_url(public_url: &str, id: u64) -> String {
+    format!("{}/incidents/{id}", public_url.trim_end_matches('/'))
+}
+
+/// Renders one change as a message; with the web UI's public URL, the message ends with a
+/// link to the incident's page.
+pub fn render(change: &Change, tz: Tz, public_url: Option<&str>) -> Rendered {
     let inc = &change.incident;
     let title = &inc.title;
     let head = match change.kind {
         ChangeKind::Resolved => "ВОССТАНОВЛЕНО".to_string(),
         ChangeKind::Relabelled => "УТОЧНЕНА ПРИЧИНА".to_string(),
+        ChangeKind::Acknowledged => "ПРИНЯТО В РАБОТУ".to_string(),
         _ if inc.repeat > 0 => {
             format!("{} (повторно: {})", severity_word(inc.severity), inc.repeat)
         }
@@ -161,7 +171,8 @@ pub(crate) fn render(change: &Change, tz: Tz) -> Rendered {
     }
     if inc.rule == Rule::MoUnreachable
         || change.kind == ChangeKind::Relabelled
-        || matches!(inc.cause, Cause::Channel | Cause::Power) && inc.rule == Rule::ServerLost
+        || matches!(inc.cause, Cause::Channel | Cause::Power | Cause::AgentDown)
+            && inc.rule == Rule::ServerLost
     {
         let _ = writeln!(t, "Причина: {}", inc.cause.title_ru());
         if let Some(e) = inc.evidence
@@ -190,14 +201,24 @@ pub(crate) fn render(change: &Change, tz: Tz) -> Rendered {
             t,
             "Хосты ({}): {}",
             inc.host_count,
-            list(&inc.hosts, inc.host_count)
+            list(&inc.host_labels(), inc.host_count)
         );
+    }
+    if let Some(a) = &inc.ack {
+        let _ = write!(t, "Принято в работу: {}, {}", a.by, time(a.at_ms, tz));
+        if !a.comment.is_empty() {
+            let _ = write!(t, " — «{}»", a.comment);
+        }
+        t.push('\n');
     }
     if !inc.merged.is_empty() {
         let ids: Vec<String> = inc.merged.iter().map(|i| format!("№{i}")).collect();
         let _ = writeln!(t, "Объединены инциденты: {}", ids.join(", "));
     }
     let _ = write!(t, "Инцидент №{}", inc.id);
+    if let Some(base) = public_url {
+        let _ = write!(t, "\nПодробнее: {}", incident_url(base, inc.id));
+    }
     Rendered { subject, text: t }
 }
 

@@ -3,10 +3,10 @@
 //!
 //! O(hosts + probes): hosts are visited once, grouped by МО; per-МО work uses small maps.
 
-use super::config::AlertsConfig;
-use super::model::{Cause, MoRef, Rule};
-use crate::roster::{DEFAULT_TZ, Roster, WorkHours};
-use crate::state::{Host, Snapshot};
+use crate::config::AlertsConfig;
+use crate::model::{Cause, HostRef, MoRef, Rule};
+use dozor_availability::roster::{DEFAULT_TZ, Roster, WorkHours};
+use dozor_live::state::{Host, Snapshot};
 use dozor_proto::{Category, ConnState, Role};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -21,6 +21,8 @@ pub(crate) struct Cond {
     pub mo_count: usize,
     pub hosts: Vec<String>,
     pub host_count: usize,
+    /// Names and sites of `hosts`, same order (filled at the end of the МО's pass).
+    pub host_refs: Vec<HostRef>,
     pub target: Option<String>,
     pub category: Option<Category>,
     pub value: Option<f64>,
@@ -41,6 +43,7 @@ impl Cond {
             mo_count: 0,
             hosts: Vec::new(),
             host_count: 0,
+            host_refs: Vec::new(),
             target: None,
             category: None,
             value: None,
@@ -140,6 +143,7 @@ pub(crate) fn detect(
     let listed = cfg.max_hosts_listed;
 
     for chunk in hosts.chunk_by(|a, b| a.mo == b.mo) {
+        let (conds_before, per_target_before) = (out.conds.len(), per_target.len());
         let oid = chunk[0].mo.as_str();
         let mo = mo_ref(roster, oid);
         let mut unreachable_key: Option<String> = None;
@@ -365,6 +369,12 @@ pub(crate) fn detect(
                 }
             }
         }
+        name_hosts(
+            chunk,
+            out.conds[conds_before..]
+                .iter_mut()
+                .chain(&mut per_target[per_target_before..]),
+        );
     }
 
     // Central outages absorb the per-МО conditions of their target.
@@ -408,7 +418,7 @@ pub(crate) fn detect(
 fn unreachable_trigger<'a>(
     chunk: &[&'a Host],
     now: i64,
-    u: &super::config::MoUnreachableConfig,
+    u: &crate::config::MoUnreachableConfig,
 ) -> Option<(Vec<&'a Host>, f64)> {
     let recent = now - u.active_window_ms;
     let active = chunk
@@ -436,4 +446,26 @@ fn lost_burst<'a>(chunk: &[&'a Host], recent: i64, window: i64) -> Vec<&'a Host>
     lost.into_iter()
         .filter(|h| h.state_since_ms >= latest - window)
         .collect()
+}
+
+/// Fills the names and sites of the hosts listed by the МО's new conditions.
+fn name_hosts<'c>(chunk: &[&Host], conds: impl Iterator<Item = &'c mut Cond>) {
+    let mut index: Option<HashMap<&str, &Host>> = None;
+    for c in conds.filter(|c| !c.hosts.is_empty()) {
+        let index =
+            index.get_or_insert_with(|| chunk.iter().map(|h| (h.host_id.as_str(), *h)).collect());
+        c.host_refs = c
+            .hosts
+            .iter()
+            .map(|id| HostRef {
+                id: id.clone(),
+                hostname: index
+                    .get(id.as_str())
+                    .map_or_else(String::new, |h| h.hostname.clone()),
+                site: index
+                    .get(id.as_str())
+                    .map_or_else(String::new, |h| h.site.clone()),
+            })
+            .collect();
+    }
 }

@@ -148,6 +148,9 @@ pub enum Cause {
     HostProblem,
     /// The host stopped reporting (last will or heartbeats lapsed).
     HostSilent,
+    /// The agent process died while its machine and channel were fine: a new agent started on
+    /// the same boot of the machine, and nothing the old one spooled covers the silence.
+    AgentDown,
     /// A disk is almost full.
     Disk,
     /// A clock is off.
@@ -163,6 +166,7 @@ impl Cause {
             Cause::TargetDown => "target_down",
             Cause::HostProblem => "host_problem",
             Cause::HostSilent => "host_silent",
+            Cause::AgentDown => "agent_down",
             Cause::Disk => "disk",
             Cause::Clock => "clock",
         }
@@ -177,6 +181,9 @@ impl Cause {
             Cause::TargetDown => "недоступен сам сервис",
             Cause::HostProblem => "проблема на стороне хоста (сеть, прокси, сертификаты)",
             Cause::HostSilent => "хост перестал выходить на связь",
+            Cause::AgentDown => {
+                "агент не работал (служба агента остановлена или зависла), компьютер не перезагружался"
+            }
             Cause::Disk => "заполнение диска",
             Cause::Clock => "неверное время на хостах",
         }
@@ -190,6 +197,47 @@ pub struct MoRef {
     pub oid: String,
     /// Name from the roster (the OID when the МО is not in the roster).
     pub name: String,
+}
+
+/// A host named in an incident, as people know it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRef {
+    /// Host id (the `{host}` of topics).
+    pub id: String,
+    /// Host name the agent reported (empty until its first birth).
+    #[serde(default)]
+    pub hostname: String,
+    /// Site (подразделение) the agent reported.
+    #[serde(default)]
+    pub site: String,
+}
+
+impl HostRef {
+    /// `srv-01 (подразделение «Поликлиника № 2»)`, or the id when no name is known.
+    pub fn label(&self) -> String {
+        let name = if self.hostname.is_empty() {
+            &self.id
+        } else {
+            &self.hostname
+        };
+        if self.site.is_empty() {
+            name.clone()
+        } else {
+            format!("{name} (подразделение «{}»)", self.site)
+        }
+    }
+}
+
+/// An operator's acknowledgement: someone is on it. An acknowledged incident is not notified
+/// again (its resolution still is).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    /// The authenticated user who acknowledged.
+    pub by: String,
+    /// When, Unix ms.
+    pub at_ms: i64,
+    #[serde(default)]
+    pub comment: String,
 }
 
 /// Evidence gathered for the cause of an "МО unreachable" incident, per affected host.
@@ -221,6 +269,10 @@ pub struct Incident {
     /// Affected hosts (bounded list of host ids) and their full count.
     pub hosts: Vec<String>,
     pub host_count: usize,
+    /// The listed hosts with their names and sites, in the order of `hosts` (filled from the
+    /// live state; empty for incidents without hosts).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_refs: Vec<HostRef>,
     /// Target name as probed, for target rules.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
@@ -260,6 +312,9 @@ pub struct Incident {
     pub evidence: Option<Evidence>,
     /// False when the rule only records (e.g. `host_target` by default).
     pub notify: bool,
+    /// Who acknowledged it, when and why; `null` until someone does.
+    #[serde(default)]
+    pub ack: Option<Ack>,
 }
 
 impl Incident {
@@ -275,6 +330,19 @@ impl Incident {
             .flatten()
     }
 
+    /// Names of the listed hosts (`srv-01 (подразделение «…»)`), ids where none is known.
+    pub fn host_labels(&self) -> Vec<String> {
+        self.hosts
+            .iter()
+            .map(|id| {
+                self.host_refs
+                    .iter()
+                    .find(|r| &r.id == id)
+                    .map_or_else(|| id.clone(), HostRef::label)
+            })
+            .collect()
+    }
+
     /// The МО of a single-МО incident.
     pub fn mo(&self) -> Option<&MoRef> {
         (self.mo_count == 1).then(|| self.mos.first()).flatten()
@@ -284,7 +352,7 @@ impl Incident {
 /// What happened to an incident.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum ChangeKind {
+pub enum ChangeKind {
     /// A condition appeared: pending.
     Opened,
     /// Held for `for_secs`: firing (also after a reopen).
@@ -295,23 +363,26 @@ pub(crate) enum ChangeKind {
     Relabelled,
     /// A silence began or ended covering it.
     Silenced,
+    /// An operator acknowledged it.
+    Acknowledged,
 }
 
 impl ChangeKind {
-    pub(crate) const fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             ChangeKind::Opened => "opened",
             ChangeKind::Firing => "firing",
             ChangeKind::Resolved => "resolved",
             ChangeKind::Relabelled => "relabelled",
             ChangeKind::Silenced => "silenced",
+            ChangeKind::Acknowledged => "acknowledged",
         }
     }
 }
 
 /// One change, with the incident as it is after it. `notify` says whether people are told.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub(crate) struct Change {
+pub struct Change {
     pub kind: ChangeKind,
     pub at_ms: i64,
     pub notify: bool,

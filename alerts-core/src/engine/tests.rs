@@ -1,7 +1,9 @@
 use super::*;
-use crate::alerts::config::RawAlerts;
-use crate::alerts::model::{Severity, SilenceMatch};
-use crate::state::{Host, ProbeView, Resources};
+use crate::config::RawAlerts as RawAlertsOf;
+
+type RawAlerts = RawAlertsOf<()>;
+use crate::model::{Severity, SilenceMatch};
+use dozor_live::state::{Host, ProbeView, Resources};
 use dozor_proto::{Category, DiskUsage};
 
 /// Tuesday 2024-01-09 11:00 MSK (08:00 UTC): working hours.
@@ -26,7 +28,7 @@ fn config(f: impl FnOnce(&mut RawAlerts)) -> AlertsConfig {
         ..RawAlerts::default()
     };
     f(&mut raw);
-    raw.validate().unwrap()
+    raw.validate().unwrap().0
 }
 
 /// A simulated region: hosts whose liveness and probe results the test sets, and a clock.
@@ -68,7 +70,7 @@ fn mk_host(mo: &str, id: &str, role: Role, now: i64) -> Host {
             targets: Vec::new(),
         },
     };
-    let mut live = crate::state::LiveState::new(crate::state::StateConfig::default());
+    let mut live = dozor_live::state::LiveState::new(dozor_live::state::StateConfig::default());
     live.apply(&dozor_proto::Message::Birth(birth), now, false, true)
         .unwrap();
     let mut h = std::sync::Arc::unwrap_or_clone(live.snapshot(now).hosts.remove(0));
@@ -229,7 +231,7 @@ fn mo_channel_cut_gives_one_incident_then_one_recovery() {
         .iter()
         .find(|c| c.notify && c.kind == ChangeKind::Resolved)
         .unwrap();
-    let msg = text::render(resolved, chrono_tz::Europe::Moscow);
+    let msg = text::render(resolved, chrono_tz::Europe::Moscow, None);
     assert!(msg.text.contains("Длительность: 10 мин"), "{}", msg.text);
     assert!(
         w.engine.incidents().all(|i| i.rule == Rule::MoChannel),
@@ -314,7 +316,7 @@ fn lost_server_gives_one_incident() {
     );
     w.log.extend(ch);
     w.run(300);
-    w.set_state("srv-1", ConnState::Online);
+    w.back_with_backlog("srv-1");
     w.run(300);
     let inc = w.incidents(Rule::ServerLost);
     assert_eq!(inc.len(), 1);
@@ -331,14 +333,15 @@ fn lost_server_gives_one_incident() {
     );
     // Down 300 s, seen back at the next evaluation.
     assert_eq!(inc[0].duration_ms(0), 305_000);
-    // It came back without a reboot: it was up but cut off, told in the recovery message.
+    // It came back without a reboot and replayed heartbeats from the outage: it was up but
+    // cut off, told in the recovery message.
     assert_eq!(inc[0].cause, Cause::Channel);
     let resolved = w
         .log
         .iter()
         .find(|c| c.notify && c.kind == ChangeKind::Resolved)
         .unwrap();
-    let msg = text::render(resolved, chrono_tz::Europe::Moscow);
+    let msg = text::render(resolved, chrono_tz::Europe::Moscow, None);
     assert!(
         msg.text.contains("Причина: обрыв канала связи"),
         "{}",
@@ -447,7 +450,7 @@ fn unreachable_mo_relabelled_as_channel_from_replayed_backlog() {
         .iter()
         .find(|c| c.notify && c.kind == ChangeKind::Relabelled)
         .unwrap();
-    let msg = text::render(relabel, chrono_tz::Europe::Moscow);
+    let msg = text::render(relabel, chrono_tz::Europe::Moscow, None);
     assert!(
         msg.text.contains("Причина: обрыв канала связи"),
         "{}",
@@ -487,7 +490,7 @@ fn unreachable_mo_relabelled_as_power_when_hosts_rebooted() {
         .find(|c| c.notify && c.kind == ChangeKind::Resolved)
         .unwrap();
     assert_eq!(resolved.incident.cause, Cause::Power);
-    let msg = text::render(resolved, chrono_tz::Europe::Moscow);
+    let msg = text::render(resolved, chrono_tz::Europe::Moscow, None);
     assert!(
         msg.text.contains("Причина: отключение электропитания"),
         "{}",
@@ -612,7 +615,7 @@ fn silenced_incidents_are_recorded_not_notified() {
         4,
         TUE_11,
         config(|r| {
-            r.silence.push(crate::alerts::config::RawSilence {
+            r.silence.push(crate::config::RawSilence {
                 mo: None,
                 target: Some("mis-main".into()),
                 host: None,
@@ -750,7 +753,7 @@ impl World {
             .iter()
             .filter(|c| c.notify)
             .map(|c| {
-                let r = text::render(c, chrono_tz::Europe::Moscow);
+                let r = text::render(c, chrono_tz::Europe::Moscow, None);
                 let s = r.subject.strip_prefix("[dozor] ").unwrap_or(&r.subject);
                 let title = format!(": {}", c.incident.title);
                 s.strip_suffix(&title).unwrap_or(s).to_string()
@@ -813,7 +816,7 @@ fn same_server_lost_twice_within_flap_window_gives_two_firings_and_two_recoverie
     // Both recoveries say why.
     for c in w.log.iter().filter(|c| c.notify && c.kind == Resolved) {
         assert_eq!(c.incident.cause, Cause::Channel);
-        let msg = text::render(c, chrono_tz::Europe::Moscow);
+        let msg = text::render(c, chrono_tz::Europe::Moscow, None);
         assert!(
             msg.text.contains("Причина: обрыв канала связи"),
             "{}",
@@ -875,7 +878,7 @@ fn recovery_carries_the_cause_instead_of_a_separate_relabel() {
     );
     let resolved = w.log.iter().rfind(|c| c.notify).unwrap();
     assert_eq!(resolved.incident.cause, Cause::Channel);
-    let msg = text::render(resolved, chrono_tz::Europe::Moscow);
+    let msg = text::render(resolved, chrono_tz::Europe::Moscow, None);
     assert!(
         msg.text.contains("Причина: обрыв канала связи"),
         "{}",
@@ -1037,4 +1040,212 @@ fn per_mo_incident_merged_before_firing_is_no_repeat_later() {
     assert!(per_mo[0].reopened >= 1);
     assert_eq!(per_mo[0].state, IncidentState::Firing);
     assert_eq!(w.heads(), vec!["АВАРИЯ", "ВОССТАНОВЛЕНО", "АВАРИЯ"]);
+}
+
+/// A server comes back on the same boot of its machine without replaying anything from the
+/// outage (the agent was killed and a new one started): «агент не работал».
+fn back_without_backlog(w: &mut World, id: &str) {
+    w.set_state(id, ConnState::Online);
+}
+
+#[test]
+fn killed_agent_is_told_apart_from_a_channel_break_and_from_power() {
+    // Agent killed, machine and link fine: a new agent on the same boot, nothing replayed.
+    let mut w = server_world(|_| {});
+    w.lose("srv-1");
+    w.run(120);
+    let id = server_lost_id(&w);
+    back_without_backlog(&mut w, "srv-1");
+    w.run(120);
+    let inc = w.engine.incident(id).unwrap();
+    assert_eq!(inc.state, IncidentState::Resolved);
+    assert_eq!(inc.cause, Cause::AgentDown);
+    use ChangeKind::*;
+    assert_eq!(
+        w.sent(),
+        vec![
+            (Firing, Rule::ServerLost, id),
+            (Resolved, Rule::ServerLost, id)
+        ]
+    );
+    let resolved = w.log.iter().rfind(|c| c.notify).unwrap();
+    assert_eq!(resolved.incident.cause, Cause::AgentDown);
+    let msg = text::render(resolved, chrono_tz::Europe::Moscow, None);
+    assert!(
+        msg.text
+            .contains("Причина: агент не работал (служба агента остановлена или зависла)"),
+        "{}",
+        msg.text
+    );
+    assert!(!msg.text.contains("канала"), "{}", msg.text);
+
+    // A channel break: the same agent kept running and replays its heartbeats from inside
+    // the outage (here after the evaluation saw it back: the replay corrects the cause).
+    let mut w = server_world(|_| {});
+    w.lose("srv-1");
+    w.run(120);
+    let id = server_lost_id(&w);
+    back_without_backlog(&mut w, "srv-1");
+    w.run(10);
+    assert_eq!(w.engine.incident(id).unwrap().cause, Cause::AgentDown);
+    let now = w.now;
+    let ch = w.engine.on_replay(
+        now,
+        "mo1",
+        "srv-1",
+        now - 60_000..=now - 60_000,
+        ReplayKind::Heartbeat,
+    );
+    w.log.extend(ch);
+    w.run(120);
+    let resolved = w.log.iter().rfind(|c| c.notify).unwrap();
+    assert_eq!(resolved.kind, Resolved);
+    assert_eq!(resolved.incident.cause, Cause::Channel);
+
+    // A heartbeat queued just before the kill and re-sent by the next agent is no sign of life.
+    let mut w = server_world(|_| {});
+    w.lose("srv-1");
+    let lost_at = w.now;
+    w.run(120);
+    back_without_backlog(&mut w, "srv-1");
+    let now = w.now;
+    let ch = w.engine.on_replay(
+        now,
+        "mo1",
+        "srv-1",
+        lost_at - 100..=lost_at + 200,
+        ReplayKind::Heartbeat,
+    );
+    w.log.extend(ch);
+    // Nor one the new agent made before its connection was up (spooled, so replayed).
+    let ch = w.engine.on_replay(
+        now,
+        "mo1",
+        "srv-1",
+        now - 700..=now - 700,
+        ReplayKind::Heartbeat,
+    );
+    w.log.extend(ch);
+    w.run(120);
+    assert_eq!(
+        w.log.iter().rfind(|c| c.notify).unwrap().incident.cause,
+        Cause::AgentDown
+    );
+
+    // Power: the machine rebooted during the outage.
+    let mut w = server_world(|_| {});
+    w.lose("srv-1");
+    w.run(120);
+    let now = w.now;
+    w.host_mut("srv-1").boot_time = (now - 30_000) / 1000;
+    back_without_backlog(&mut w, "srv-1");
+    w.run(120);
+    assert_eq!(
+        w.log.iter().rfind(|c| c.notify).unwrap().incident.cause,
+        Cause::Power
+    );
+}
+
+#[test]
+fn an_acknowledged_incident_stops_repeating_but_its_recovery_is_sent() {
+    let mut w = server_world(|_| {});
+    w.lose("srv-1");
+    w.run(120);
+    let id = server_lost_id(&w);
+    let ack = crate::model::Ack {
+        by: "ivanov".into(),
+        at_ms: w.now,
+        comment: "выехали на место".into(),
+    };
+    let c = w.engine.acknowledge(id, ack.clone(), w.now).unwrap();
+    assert_eq!(c.kind, ChangeKind::Acknowledged);
+    assert!(!c.notify);
+    assert!(w.engine.acknowledge(999, ack.clone(), w.now).is_none());
+    assert_eq!(
+        w.engine
+            .take_dirty()
+            .0
+            .iter()
+            .map(|t| t.inc.id)
+            .collect::<Vec<_>>(),
+        vec![id],
+        "the acknowledgement is persisted"
+    );
+    // The recovery of the told firing is sent, and says who took it.
+    w.back_with_backlog("srv-1");
+    w.run(120);
+    // Flapping afterwards: the reopened episodes fire, but nobody is told again.
+    for _ in 0..3 {
+        w.lose("srv-1");
+        w.run(120);
+        assert_eq!(w.engine.incident(id).unwrap().state, IncidentState::Firing);
+        w.back_with_backlog("srv-1");
+        w.run(120);
+    }
+    use ChangeKind::*;
+    assert_eq!(
+        w.sent(),
+        vec![
+            (Firing, Rule::ServerLost, id),
+            (Resolved, Rule::ServerLost, id)
+        ]
+    );
+    let inc = w.engine.incident(id).unwrap();
+    assert_eq!(inc.reopened, 3);
+    assert_eq!(inc.ack.as_ref(), Some(&ack));
+    let resolved = w
+        .log
+        .iter()
+        .find(|c| c.notify && c.kind == Resolved)
+        .unwrap();
+    let msg = text::render(resolved, chrono_tz::Europe::Moscow, None);
+    assert!(
+        msg.text
+            .contains("Принято в работу: ivanov, 09.01.2024 21:02:30 MSK — «выехали на место»"),
+        "{}",
+        msg.text
+    );
+}
+
+#[test]
+fn texts_name_hosts_and_sites_and_link_to_the_incident() {
+    let mut w = server_world(|_| {});
+    {
+        let h = w.host_mut("srv-1");
+        h.hostname = "srv-mis-01".into();
+        h.site = "Стационар".into();
+    }
+    w.lose("srv-1");
+    w.run(120);
+    let id = server_lost_id(&w);
+    let firing = w.log.iter().find(|c| c.notify).unwrap();
+    assert_eq!(
+        firing.incident.title,
+        "Сервер srv-mis-01 (подразделение «Стационар», МО «Поликлиника № 1») не на связи"
+    );
+    let msg = text::render(
+        firing,
+        chrono_tz::Europe::Moscow,
+        Some("https://dozor.miac.local/"),
+    );
+    assert!(
+        msg.text
+            .contains("Хосты (1): srv-mis-01 (подразделение «Стационар»)\n"),
+        "{}",
+        msg.text
+    );
+    assert!(
+        msg.text.ends_with(&format!(
+            "Инцидент №{id}\nПодробнее: https://dozor.miac.local/incidents/{id}"
+        )),
+        "{}",
+        msg.text
+    );
+    // Without a public URL, no link.
+    let msg = text::render(firing, chrono_tz::Europe::Moscow, None);
+    assert!(
+        msg.text.ends_with(&format!("Инцидент №{id}")),
+        "{}",
+        msg.text
+    );
 }
