@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 use dozor_tests::{Broker, Collector, Proc, bin, wait_for};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The tests that install into this machine take turns.
+static SYSTEM: std::sync::Mutex<()> = std::sync::Mutex::new(());
 const MO: &str = "1.2.643.5.1.13.13.12.2.27.4242";
 const SITE: &str = "ФАП с. Ивановка";
 
@@ -151,24 +153,29 @@ fn inspect_rpm(name: &str) {
     assert!(deps.contains("glibc >= 2.17"), "{deps}");
 }
 
-/// `systemd-analyze verify` and `security --offline` on the unit as the .deb installs it
-/// (extracted with the binary, so ExecStart points at a real executable under `--root`).
-/// Returns the exposure score.
+/// `systemd-analyze verify` and `security --offline` on the unit as the .deb installs it,
+/// with `ExecStart` pointed at the extracted binary (verify checks that it is executable; the
+/// package is not installed here). Returns the exposure score.
 fn unit_checks(name: &str) -> f64 {
     let tree = tempfile::tempdir().unwrap();
     let t = path_str(tree.path());
     run("dpkg-deb", &["-x", path_str(&deb(name, 1)), t]);
-    let unit = format!("{t}/usr/lib/systemd/system/{name}.service");
-    let unit = if Path::new(&unit).exists() {
-        unit
-    } else {
-        format!("{t}/lib/systemd/system/{name}.service")
-    };
-    let root_arg = format!("--root={t}");
-    run("systemd-analyze", &["verify", "--man=no", &root_arg, &unit]);
+    let text = std::fs::read_to_string(format!("{t}/usr/lib/systemd/system/{name}.service"))
+        .unwrap_or_else(|e| panic!("{name}.service not in the .deb: {e}"));
+    assert!(
+        text.contains(&format!("ExecStart=/usr/bin/{name} ")),
+        "{text}"
+    );
+    let unit = format!("{t}/{name}.service");
+    std::fs::write(
+        &unit,
+        text.replace("ExecStart=/usr/bin/", &format!("ExecStart={t}/usr/bin/")),
+    )
+    .unwrap();
+    run("systemd-analyze", &["verify", "--man=no", &unit]);
     let report = run(
         "systemd-analyze",
-        &["security", "--offline=true", "--no-pager", &root_arg, &unit],
+        &["security", "--offline=true", "--no-pager", &unit],
     );
     let score: f64 = report
         .lines()
@@ -340,6 +347,21 @@ fn spool_meta() -> (String, u64) {
     (get("inst"), get("next_seq").parse().expect("next_seq"))
 }
 
+/// Creates an enrollment token for `MO` with the collector's CLI, as a region admin would.
+fn create_token(data: &Path) -> String {
+    let out = Command::new(bin("dozor-collector"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(["token", "create", "--mo", MO, "--note", "deploy test"])
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "token create");
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(!token.is_empty());
+    token
+}
+
 async fn wait_online(c: &Collector, what: &str) -> serde_json::Value {
     wait_for(Duration::from_secs(60), || async {
         let hosts = c.get("/api/v1/hosts").await;
@@ -362,6 +384,9 @@ fn mode_owner(path: &str) -> (u32, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ansible_installs_enrolls_upgrades_and_purges_the_agent() {
+    let _turn = SYSTEM
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     purge_agent();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("collector");
@@ -371,17 +396,7 @@ async fn ansible_installs_enrolls_upgrades_and_purges_the_agent() {
         &data,
         &["--security-mode", "enrolled"],
     );
-    // The МО's token, as the region's administrator creates it.
-    let out = Command::new(bin("dozor-collector"))
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["token", "create", "--mo", MO, "--note", "ansible test"])
-        .stderr(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "token create");
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    assert!(!token.is_empty());
+    let token = create_token(&data);
 
     // Group and host variables as the inventory would give them (the token as from the vault),
     // in a vars file so the token is on no command line.
@@ -426,7 +441,15 @@ async fn ansible_installs_enrolls_upgrades_and_purges_the_agent() {
         "{env}"
     );
     assert!(!env.contains(&token), "agent.env holds the token itself");
-    // The unit's own view of the configuration is valid.
+    // The installed unit, with the installed binary and user.
+    run(
+        "systemd-analyze",
+        &[
+            "verify",
+            "--man=no",
+            "/usr/lib/systemd/system/dozor-agent.service",
+        ],
+    );
     run(
         "setpriv",
         &[
@@ -519,4 +542,102 @@ async fn ansible_installs_enrolls_upgrades_and_purges_the_agent() {
         !user.status.success(),
         "the dozor-agent user survived the purge"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_sh_installs_the_deb_and_the_agent_enrolls() {
+    let _turn = SYSTEM
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    purge_agent();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("collector");
+    std::fs::create_dir_all(&data).unwrap();
+    let c = Collector::start(
+        &Broker::Embedded(0),
+        &data,
+        &["--security-mode", "enrolled"],
+    );
+    let token = create_token(&data);
+    // The token on stdin (`--token -`), as an installer typing it or a script piping it.
+    let started = Instant::now();
+    let mut child = Command::new(root().join("deploy/install.sh"))
+        .arg("--package")
+        .arg(deb("dozor-agent", 1))
+        .args(["--collector", &c.mqtt_url(), "--mo", MO, "--site", SITE])
+        .args([
+            "--enroll-url",
+            &format!("http://{}", c.http),
+            "--allow-plain-http",
+        ])
+        .args(["--probe", &format!("mis=http://{}/healthz", c.http)])
+        .args(["--token", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("deploy/install.sh");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{token}").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "install.sh failed:\n{text}");
+    println!("install.sh run: {:?}", started.elapsed());
+    assert!(
+        !text.contains(&token),
+        "install.sh printed the token:\n{text}"
+    );
+    assert!(text.contains("enrollment token in place"), "{text}");
+    let conf = std::fs::read_to_string("/etc/dozor/agent.toml").unwrap();
+    assert!(conf.contains(&format!("site = \"{SITE}\"")), "{conf}");
+    assert_eq!(
+        std::fs::read_to_string("/etc/dozor/enroll-token")
+            .unwrap()
+            .trim(),
+        token
+    );
+    assert_eq!(
+        mode_owner("/etc/dozor/enroll-token"),
+        (0o640, "root:dozor-agent".into())
+    );
+
+    let log = dir.path().join("agent.log");
+    let mut agent = start_from_unit(&log);
+    wait_online(&c, "installed by install.sh").await;
+    assert_eq!(agent.terminate(), Some(0));
+    let identity = std::fs::read("/var/lib/dozor-agent/identity.json").unwrap();
+
+    // Run again (idempotent): the identity stays, and the script says the token is unused.
+    let out = Command::new(root().join("deploy/install.sh"))
+        .arg("--package")
+        .arg(deb("dozor-agent", 1))
+        .args(["--collector", &c.mqtt_url(), "--mo", MO, "--site", SITE])
+        .args([
+            "--enroll-url",
+            &format!("http://{}", c.http),
+            "--allow-plain-http",
+        ])
+        .env("DOZOR_ENROLL_TOKEN", &token)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "second install.sh run failed:\n{text}"
+    );
+    assert!(text.contains("already enrolled"), "{text}");
+    assert_eq!(
+        std::fs::read("/var/lib/dozor-agent/identity.json").unwrap(),
+        identity
+    );
+    purge_agent();
+    assert!(!Path::new("/var/lib/dozor-agent").exists());
 }
