@@ -329,13 +329,18 @@ fn purge_agent() {
         .status();
 }
 
-/// `meta.inst` and `meta.next_seq` of the installed agent's spool.
+/// `meta.inst` and `meta.next_seq` of the installed agent's spool, read from a copy (with its
+/// WAL) so that no file of root's appears in the agent's directory and a running agent is
+/// not disturbed.
 fn spool_meta() -> (String, u64) {
-    let db = rusqlite::Connection::open_with_flags(
-        "/var/lib/dozor-agent/spool.db",
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .expect("spool.db");
+    let copy = tempfile::tempdir().unwrap();
+    for suffix in ["", "-wal"] {
+        let src = format!("/var/lib/dozor-agent/spool.db{suffix}");
+        if Path::new(&src).exists() {
+            std::fs::copy(&src, copy.path().join(format!("spool.db{suffix}"))).unwrap();
+        }
+    }
+    let db = rusqlite::Connection::open(copy.path().join("spool.db")).expect("spool.db");
     let get = |k: &str| -> String {
         db.query_row(
             "SELECT CAST(value AS TEXT) FROM meta WHERE key = ?1",
