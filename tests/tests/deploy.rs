@@ -19,7 +19,7 @@ use dozor_tests::{Broker, Collector, Proc, bin, wait_for};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The tests that install into this machine take turns.
-static SYSTEM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static SYSTEM: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const MO: &str = "1.2.643.5.1.13.13.12.2.27.4242";
 const SITE: &str = "ФАП с. Ивановка";
 
@@ -304,7 +304,7 @@ fn ansible(inventory: &Path, vars: &Path, extra: &[&str]) -> (String, Duration) 
         .arg("-e")
         .arg(format!("@{}", vars.display()))
         .args(extra)
-        .arg(&play)
+        .arg(play)
         .env("ANSIBLE_NOCOLOR", "1")
         .env("ANSIBLE_HOST_KEY_CHECKING", "0")
         .env("ANSIBLE_LOCALHOST_WARNING", "0")
@@ -389,9 +389,7 @@ fn mode_owner(path: &str) -> (u32, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ansible_installs_enrolls_upgrades_and_purges_the_agent() {
-    let _turn = SYSTEM
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _turn = SYSTEM.lock().await;
     purge_agent();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("collector");
@@ -551,9 +549,7 @@ async fn ansible_installs_enrolls_upgrades_and_purges_the_agent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn install_sh_installs_the_deb_and_the_agent_enrolls() {
-    let _turn = SYSTEM
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _turn = SYSTEM.lock().await;
     purge_agent();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("collector");
