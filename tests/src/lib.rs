@@ -429,6 +429,34 @@ impl Agent {
         data_dir: &Path,
         extra: &[&str],
     ) -> Agent {
+        Agent::start_logged(mqtt_url, mo, host_id, data_dir, extra, None)
+    }
+
+    /// As [`Agent::start`]; with `log = Some((file, filter))` the agent logs with `RUST_LOG =
+    /// filter`, appending its stderr to `file` (drills read the `issued seq=N` trace lines:
+    /// what an agent killed with `kill -9` had numbered).
+    pub fn start_logged(
+        mqtt_url: &str,
+        mo: &str,
+        host_id: &str,
+        data_dir: &Path,
+        extra: &[&str],
+        log: Option<(&Path, &str)>,
+    ) -> Agent {
+        let (filter, stderr) = match log {
+            Some((file, filter)) => {
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(file)
+                    .expect("agent log file");
+                (filter.to_owned(), Stdio::from(f))
+            }
+            None => (
+                std::env::var("DOZOR_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+                Stdio::inherit(),
+            ),
+        };
         let child = Command::new(bin("dozor-agent"))
             .arg("--mqtt-url")
             .arg(mqtt_url)
@@ -439,12 +467,9 @@ impl Agent {
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
-            .env(
-                "RUST_LOG",
-                std::env::var("DOZOR_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
+            .env("RUST_LOG", filter)
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start dozor-agent");
         Agent {

@@ -1,5 +1,5 @@
-//! The publisher: the one task that owns the spool. It numbers every message, commits it, sends
-//! it live when connected, announces itself (`birth`, `state`) on every CONNACK, applies the
+//! The publisher: the one task that owns the spool. It numbers every message, keeps it in the
+//! spool (memory first, the file when the spool's index says so), sends it live when connected, announces itself (`birth`, `state`) on every CONNACK, applies the
 //! collector's acks, replays the backlog at a bounded rate and says `offline` on shutdown.
 
 pub mod mqtt;
@@ -193,6 +193,7 @@ impl Publisher {
         let mut expire = tokio::time::interval(EXPIRE_EVERY);
         expire.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let flush_at = self.spool().next_flush();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
@@ -202,15 +203,30 @@ impl Publisher {
                 },
                 Some(input) = inputs.recv() => self.on_input(input).await,
                 _ = sleep_until(self.replay_at), if self.connected => self.replay_step().await,
+                _ = sleep_until(flush_at.unwrap_or_else(Instant::now)), if flush_at.is_some() => {
+                    self.flush_spool().await;
+                }
                 _ = expire.tick() => {
                     let now = wall_ms();
-                    if let Some(Err(e)) = self.with_spool(move |s| s.expire(now)).await {
+                    if let Some(Err(e)) = self.with_spool(move |s| s.expire(now, Instant::now())).await {
                         tracing::error!(error = %e, "spool expiry failed");
                     }
                 }
             }
         }
         self.shutdown(&mut net).await;
+        // Everything still unconfirmed goes to the file, with the exact counter.
+        if let Some(Err(e)) = self.with_spool(|s| s.close(Instant::now())).await {
+            tracing::error!(error = %e, "final spool write failed");
+        }
+    }
+
+    /// Writes the spool file if its index says so (a message unconfirmed for `flush_after`,
+    /// the link down, deletes waiting).
+    async fn flush_spool(&self) {
+        if let Some(Err(e)) = self.with_spool(|s| s.flush_if_due(Instant::now())).await {
+            tracing::error!(error = %e, "spool write failed: unconfirmed messages held in memory");
+        }
     }
 
     /// Runs a spool operation on the blocking pool (SQLite commits fsync), so the event loop
@@ -278,14 +294,14 @@ impl Publisher {
         let now_ms = wall_ms();
         let spooled = self
             .with_spool(move |s| {
-                s.append(kind, ts_ms, now_ms, |seq, stats| {
+                s.append(kind, ts_ms, now_ms, Instant::now(), |seq, stats| {
                     id.envelope(seq, ts_ms, body(seq, stats)).to_json()
                 })
             })
             .await?;
         self.last_seq.store(spooled.seq, Ordering::Relaxed);
         if let Some(e) = &spooled.error {
-            tracing::error!(seq = spooled.seq, error = %e, "spool write failed: sending live only");
+            tracing::error!(seq = spooled.seq, error = %e, "spool write failed: holding messages in memory");
         }
         if self.connected {
             let seq = spooled.seq;
@@ -358,6 +374,8 @@ impl Publisher {
                 self.queued = 0;
                 self.unacked.clear();
                 self.spool().index_mut().disconnected();
+                // The link is down: what was held in memory goes to the file now.
+                self.flush_spool().await;
             }
         }
     }
@@ -444,7 +462,7 @@ impl Publisher {
             return;
         }
         let acked = ack.acked_seq;
-        match self.with_spool(move |s| s.ack(acked)).await {
+        match self.with_spool(move |s| s.ack(acked, Instant::now())).await {
             Some(Ok(n)) => {
                 tracing::debug!(acked, confirmed = n, "collector confirmed messages");
                 self.replay_at = Instant::now();
