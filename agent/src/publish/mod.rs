@@ -206,12 +206,7 @@ impl Publisher {
                 _ = sleep_until(flush_at.unwrap_or_else(Instant::now)), if flush_at.is_some() => {
                     self.flush_spool().await;
                 }
-                _ = expire.tick() => {
-                    let now = wall_ms();
-                    if let Some(Err(e)) = self.with_spool(move |s| s.expire(now, Instant::now())).await {
-                        tracing::error!(error = %e, "spool expiry failed");
-                    }
-                }
+                _ = expire.tick() => self.spool().expire(wall_ms(), Instant::now()),
             }
         }
         self.shutdown(&mut net).await;
@@ -292,13 +287,19 @@ impl Publisher {
     ) -> Option<u64> {
         let id = self.id.clone();
         let now_ms = wall_ms();
-        let spooled = self
-            .with_spool(move |s| {
-                s.append(kind, ts_ms, now_ms, Instant::now(), |seq, stats| {
-                    id.envelope(seq, ts_ms, body(seq, stats)).to_json()
-                })
+        let append = move |s: &mut Spool| {
+            s.append(kind, ts_ms, now_ms, Instant::now(), |seq, stats| {
+                id.envelope(seq, ts_ms, body(seq, stats)).to_json()
             })
-            .await?;
+        };
+        // An append that writes nothing (the usual case with the link up) stays on this task:
+        // a hop to the blocking pool cost more CPU than the append itself.
+        let writes = self.spool().index().append_writes();
+        let spooled = if writes {
+            self.with_spool(append).await?
+        } else {
+            append(&mut self.spool())
+        };
         self.last_seq.store(spooled.seq, Ordering::Relaxed);
         if let Some(e) = &spooled.error {
             tracing::error!(seq = spooled.seq, error = %e, "spool write failed: holding messages in memory");
@@ -462,14 +463,15 @@ impl Publisher {
             return;
         }
         let acked = ack.acked_seq;
-        match self.with_spool(move |s| s.ack(acked, Instant::now())).await {
-            Some(Ok(n)) => {
+        // An ack writes nothing (deletes wait for the next write): no blocking-pool hop.
+        let applied = self.spool().ack(acked, Instant::now());
+        match applied {
+            Ok(n) => {
                 tracing::debug!(acked, confirmed = n, "collector confirmed messages");
                 self.replay_at = Instant::now();
             }
-            Some(Err(SpoolError::Ack(e))) => tracing::warn!(error = %e, "ignoring an ack"),
-            Some(Err(e)) => tracing::error!(error = %e, "could not delete confirmed messages"),
-            None => {}
+            Err(SpoolError::Ack(e)) => tracing::warn!(error = %e, "ignoring an ack"),
+            Err(e) => tracing::error!(error = %e, "could not apply a confirmation"),
         }
     }
 

@@ -366,6 +366,12 @@ impl SpoolIndex {
         self.next_flush().is_some_and(|t| t <= now)
     }
 
+    /// True if an append now would have to write the file before returning (link down, the
+    /// counter block used up, write-through); false means it stays in memory.
+    pub fn append_writes(&self) -> bool {
+        !self.connected || self.next_seq >= self.reserved || self.limits.flush_after.is_zero()
+    }
+
     /// When the file must be written next, if anything waits; see [`SpoolIndex::flush_due`].
     pub fn next_flush(&self) -> Option<Instant> {
         let oldest_mem = self.entries.iter().filter_map(|e| e.mem_since).min();
@@ -964,9 +970,11 @@ mod tests {
             let to = t;
             run_writes(&mut ix, &mut now, to)
         };
+        assert!(!ix.append_writes());
         let held = ix.append(Kind::Hb, T0, 10, T0, now).seq;
         assert!(!ix.flush_due(now));
         ix.disconnected();
+        assert!(ix.append_writes());
         assert!(
             ix.flush_due(now),
             "what memory holds is written when the link drops"

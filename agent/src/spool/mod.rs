@@ -152,7 +152,7 @@ impl Spool {
         }
         // Record the skip (and the mark) at once, so a second crash does not count it again.
         spool.write(now, true)?;
-        spool.expire(now_ms, now)?;
+        spool.expire(now_ms, now);
         Ok(spool)
     }
 
@@ -305,14 +305,14 @@ impl Spool {
         }
     }
 
-    /// Drops messages past the age bound (their rows go with the next write).
-    pub fn expire(&mut self, now_ms: i64, now: Instant) -> Result<(), SpoolError> {
+    /// Drops messages past the age bound. Writes nothing: their rows and the drop count go
+    /// with the next write, within `flush_after`.
+    pub fn expire(&mut self, now_ms: i64, now: Instant) {
         if let Some(through) = self.index.expire(now_ms) {
             self.log_drop(through);
             self.forget_mem_through(through);
             self.index.changed(now);
         }
-        self.flush_if_due(now)
     }
 
     /// The payload of a message in the index. A message whose payload is missing is removed
