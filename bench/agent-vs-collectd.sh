@@ -10,10 +10,13 @@
 # publishing to a collector with its embedded broker (a debug build: only the broker matters).
 # collectd 5.12 (Debian collectd-core, installed here): cpu, memory, load, df, uptime, the
 # curl plugin fetching the same local HTTP page (collectd has no TCP or DNS probe without
-# forking a script), the network plugin sending to UDP 127.0.0.1:25826.
+# forking a script), the network plugin sending to UDP 127.0.0.1:25826; and `collectd-min`, the
+# same without the curl plugin.
 #
 # Usage: bench/agent-vs-collectd.sh [DURATION_SECS=600] [INTERVAL_SECS=30]
-# Env: FLUSH_AFTER_SECS (agent spool.flush_after_secs, default the agent's), SYNCHRONOUS.
+# Env: FLUSH_AFTER_SECS (agent spool.flush_after_secs, default the agent's), SYNCHRONOUS;
+# PERF=1 then profiles two more rounds of each peer with perf (stat: task clock, context
+# switches, page faults; record: CPU by shared object, and by symbol where there are symbols).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-600}
@@ -28,7 +31,7 @@ fi
 echo "+ cargo build --profile $PROFILE -p dozor-agent && cargo build -p dozor-collector"
 cargo build --profile "$PROFILE" -p dozor-agent >/dev/null 2>&1
 cargo build -p dozor-collector >/dev/null 2>&1
-AGENT="$TARGET/$PROFILE/dozor-agent"
+AGENT="$TARGET/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")/dozor-agent"
 # On a real disk, not tmpfs: write_bytes counts what reaches the block layer.
 work=$(mktemp -d -p /var/tmp dozor-diet.XXXXXX)
 CG=/sys/fs/cgroup/cpuacct
@@ -36,15 +39,17 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   sleep 1
-  for g in agent collectd; do rmdir "$CG/dozor-bench-$$-$g" 2>/dev/null || true; done
+  for g in agent collectd collectd-min; do rmdir "$CG/dozor-bench-$$-$g" 2>/dev/null || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
 use_cg=1
-for g in agent collectd; do mkdir -p "$CG/dozor-bench-$$-$g" 2>/dev/null || use_cg=0; done
+for g in agent collectd collectd-min; do mkdir -p "$CG/dozor-bench-$$-$g" 2>/dev/null || use_cg=0; done
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 mqtt=$(free_port); http=$(free_port); mis=$(free_port); lis=$(free_port)
-DOZOR_HTTP_PUBLIC_READ=true "$TARGET/debug/dozor-collector" --mqtt-listen 127.0.0.1:$mqtt \
+# Open mode: the bench agent is not enrolled (signing costs are in docs/benchmarks.md, Security).
+token=$("$TARGET/debug/dozor-collector" --data-dir "$work/c" api-token create --name bench --role admin 2>/dev/null | tail -1)
+"$TARGET/debug/dozor-collector" --security-mode open --mqtt-listen 127.0.0.1:$mqtt \
   --http-listen 127.0.0.1:$http --data-dir "$work/c" >/dev/null 2>&1 & pids+=($!)
 (cd "$work" && exec python3 -m http.server $mis --bind 127.0.0.1 >/dev/null 2>&1) & pids+=($!)
 python3 -c "
@@ -81,6 +86,10 @@ LoadPlugin network
   Server "127.0.0.1" "25826"
 </Plugin>
 EOF
+# The same without the curl plugin (and so without libcurl and its TLS libraries): the figure
+# issue 15 compared against.
+grep -v -e 'LoadPlugin curl' "$work/collectd.conf" | python3 -c '
+import re,sys; t=sys.stdin.read(); print(re.sub(r"<Plugin curl>.*?</Plugin>\n", "", t, flags=re.S).replace("collectd.pid", "collectd-min.pid"))' >"$work/collectd-min.conf"
 sleep 2
 SYNCS=fsync,fdatasync,sync_file_range,msync
 # Each peer: strace → sh (joins its cgroup, writes its pid) → exec the peer.
@@ -101,10 +110,13 @@ agent_args=(--mqtt-url mqtt://127.0.0.1:$mqtt --mo 1.2.643.5.1.13.13.12.2.27.999
 [ -n "${SYNCHRONOUS:-}" ] && agent_args+=(--spool-synchronous "$SYNCHRONOUS")
 launch agent "$AGENT" "${agent_args[@]}"
 launch collectd collectd -f -C "$work/collectd.conf"
+launch collectd-min collectd -f -C "$work/collectd-min.conf"
 sleep 2
-apid=$(cat "$work/agent.pid"); cpid=$(cat "$work/collectd.pid")
-kill -0 "$apid" && kill -0 "$cpid"
-pids+=("$apid" "$cpid")
+PEERS=(agent collectd collectd-min)
+declare -A pid_of
+for n in "${PEERS[@]}"; do
+  pid_of[$n]=$(cat "$work/$n.pid"); kill -0 "${pid_of[$n]}"; pids+=("${pid_of[$n]}")
+done
 # Warm-up: the first round, the first counter block, the spool opening.
 sleep $((INTERVAL + 10))
 
@@ -115,16 +127,16 @@ cpu_ns() { # name pid
 wbytes() { awk '/^write_bytes/{print $2}' /proc/$1/io; }
 syncs() { grep -cE "(fsync|fdatasync|sync_file_range|msync)\(" "$work/$1.strace" || true; }
 declare -A c0 w0 s0 rsum rmax psum pmax
-for n in agent collectd; do
-  pid=$([ $n = agent ] && echo "$apid" || echo "$cpid")
+for n in "${PEERS[@]}"; do
+  pid=${pid_of[$n]}
   c0[$n]=$(cpu_ns $n "$pid"); w0[$n]=$(wbytes "$pid"); s0[$n]=$(syncs $n)
   rsum[$n]=0; rmax[$n]=0; psum[$n]=0; pmax[$n]=0
 done
 t0=$(date +%s.%N); samples=0
 end=$(( $(date +%s) + DURATION ))
 while [ "$(date +%s)" -lt "$end" ]; do
-  for n in agent collectd; do
-    pid=$([ $n = agent ] && echo "$apid" || echo "$cpid")
+  for n in "${PEERS[@]}"; do
+    pid=${pid_of[$n]}
     r=$(awk '/^VmRSS/{print $2}' /proc/$pid/status)
     p=$(awk '/^Pss:/{print $2}' /proc/$pid/smaps_rollup)
     rsum[$n]=$((rsum[$n] + r)); psum[$n]=$((psum[$n] + p))
@@ -137,19 +149,38 @@ done
 t1=$(date +%s.%N)
 secs=$(echo "$t1 - $t0" | bc -l)
 rounds=$(echo "$secs / $INTERVAL" | bc -l)
-state=$(curl -s "http://127.0.0.1:$http/api/v1/hosts" | python3 -c 'import json,sys; h=json.load(sys.stdin)[0]; print(h["state"], {k:v["ok"] for k,v in h["probes"].items()}, "spool", h["resources"]["spool"])' 2>/dev/null || echo "?")
+state=$(curl -s -H "Authorization: Bearer $token" "http://127.0.0.1:$http/api/v1/hosts" | python3 -c 'import json,sys; h=json.load(sys.stdin)[0]; print(h["state"], {k:v["ok"] for k,v in h["probes"].items()})' 2>/dev/null || echo "?")
 printf 'duration_s=%.0f interval_s=%s rounds=%.1f cpu_source=%s agent_profile=%s\n' "$secs" "$INTERVAL" "$rounds" \
   "$([ "$use_cg" = 1 ] && echo cgroup-cpuacct || echo proc-stat-ticks)" "$PROFILE"
 printf '%-12s %9s %9s %9s %9s %12s %12s %14s %12s\n' peer rss_avg_kb rss_max_kb pss_avg_kb pss_max_kb \
   cpu_ms_hour cpu_ms_round written_kib_hour flushes_hour
-for n in agent collectd; do
-  pid=$([ $n = agent ] && echo "$apid" || echo "$cpid")
+for n in "${PEERS[@]}"; do
+  pid=${pid_of[$n]}
   c=$(( $(cpu_ns $n "$pid") - c0[$n] )); w=$(( $(wbytes "$pid") - w0[$n] )); s=$(( $(syncs $n) - s0[$n] ))
   printf '%-12s %9d %9d %9d %9d %12.1f %12.3f %14.1f %12.1f\n' \
-    "$([ $n = agent ] && echo dozor-agent || echo collectd)" \
+    "$([ $n = agent ] && echo dozor-agent || echo "$n")" \
     $((rsum[$n] / samples)) "${rmax[$n]}" $((psum[$n] / samples)) "${pmax[$n]}" \
     "$(echo "$c / 1000000 * 3600 / $secs" | bc -l)" "$(echo "$c / 1000000 / $rounds" | bc -l)" \
     "$(echo "$w / 1024 * 3600 / $secs" | bc -l)" "$(echo "$s * 3600 / $secs" | bc -l)"
 done
 echo "agent's host at the end: $state"
 echo "agent's spool file: $(ls -l "$work/a/" | awk 'NR>1{printf "%s=%s ", $9, $5}')"
+if [ "${PERF:-0}" = 1 ]; then
+  # After the measured window (perf's sampling would tax what it measures): two rounds, all
+  # peers at once.
+  command -v perf >/dev/null || apt-get install -y --no-install-recommends linux-perf >/dev/null
+  ppids=()
+  for n in "${PEERS[@]}"; do
+    perf stat -e task-clock,context-switches,cpu-migrations,page-faults -p "${pid_of[$n]}" \
+      -o "$work/$n.stat" -- sleep $((2 * INTERVAL)) >/dev/null 2>&1 & ppids+=($!)
+    perf record -q -F 9999 -g -p "${pid_of[$n]}" -o "$work/$n.perf" \
+      -- sleep $((2 * INTERVAL)) >/dev/null 2>&1 & ppids+=($!)
+  done
+  wait "${ppids[@]}" || true
+  for n in "${PEERS[@]}"; do
+    echo "--- perf, $n, $((2 * INTERVAL)) s (2 rounds)"
+    grep -E 'task-clock|context|migrations|faults' "$work/$n.stat" || true
+    perf report -q -i "$work/$n.perf" --stdio --no-children --sort dso -g none 2>/dev/null | grep -E '^ +[0-9]' | head -8
+    perf report -q -i "$work/$n.perf" --stdio --no-children --sort dso,sym -g none 2>/dev/null | grep -E '^ +[0-9]' | head -12
+  done
+fi
