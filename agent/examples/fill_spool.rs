@@ -74,6 +74,8 @@ fn config(max_bytes: u64, synchronous: Synchronous) -> SpoolConfig {
         max_age: Duration::from_secs(14 * 86_400),
         resend_after: Duration::from_secs(60),
         replay_rate_per_sec: 5,
+        // Write-through: every append is a commit, as while the link is down.
+        flush_after: Duration::ZERO,
         synchronous,
     }
 }
@@ -90,7 +92,9 @@ fn bench_appends(dir: &std::path::Path, max_bytes: u64, sync: Synchronous, n: us
     for _ in 0..n {
         let now = wall_ms();
         let t = StdInstant::now();
-        let r = spool.append(Kind::Hb, now, now, |seq, _| heartbeat(seq, now));
+        let r = spool.append(Kind::Hb, now, now, Instant::now(), |seq, _| {
+            heartbeat(seq, now)
+        });
         times.push(t.elapsed());
         assert!(r.error.is_none(), "append failed: {:?}", r.error);
     }

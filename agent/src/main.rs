@@ -54,6 +54,10 @@ fn main() -> ExitCode {
 fn serve(config: dozor_agent::config::Config) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        // Name lookups (DNS probe, HTTP probe) run on the blocking pool once per round; with
+        // tokio's default 10 s keep-alive a 30 s interval started a new thread every round
+        // (docs/benchmarks.md, "Agent diet").
+        .thread_keep_alive(std::time::Duration::from_secs(180))
         .build()
         .context("cannot start the async runtime")?;
     let shutdown = CancellationToken::new();

@@ -431,53 +431,34 @@ impl Agent {
         data_dir: &Path,
         extra: &[&str],
     ) -> Agent {
-        let level = std::env::var("DOZOR_TEST_LOG").unwrap_or_else(|_| "warn".into());
-        Agent::start_to(
-            mqtt_url,
-            mo,
-            host_id,
-            data_dir,
-            extra,
-            Stdio::inherit(),
-            &level,
-        )
+        Agent::start_logged(mqtt_url, mo, host_id, data_dir, extra, None)
     }
 
-    /// As [`Agent::start`], with the log (stderr, at `info` whatever `DOZOR_TEST_LOG` says)
-    /// appended to `log` for the test to read.
+    /// As [`Agent::start`]; with `log = Some((file, filter))` the agent logs with `RUST_LOG =
+    /// filter`, appending its stderr to `file` (drills read the `issued seq=N` trace lines:
+    /// what an agent killed with `kill -9` had numbered).
     pub fn start_logged(
         mqtt_url: &str,
         mo: &str,
         host_id: &str,
         data_dir: &Path,
         extra: &[&str],
-        log: &Path,
+        log: Option<(&Path, &str)>,
     ) -> Agent {
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .expect("agent log file");
-        Agent::start_to(
-            mqtt_url,
-            mo,
-            host_id,
-            data_dir,
-            extra,
-            Stdio::from(f),
-            "info",
-        )
-    }
-
-    fn start_to(
-        mqtt_url: &str,
-        mo: &str,
-        host_id: &str,
-        data_dir: &Path,
-        extra: &[&str],
-        stderr: Stdio,
-        log_level: &str,
-    ) -> Agent {
+        let (filter, stderr) = match log {
+            Some((file, filter)) => {
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(file)
+                    .expect("agent log file");
+                (filter.to_owned(), Stdio::from(f))
+            }
+            None => (
+                std::env::var("DOZOR_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+                Stdio::inherit(),
+            ),
+        };
         let child = Command::new(bin("dozor-agent"))
             .arg("--mqtt-url")
             .arg(mqtt_url)
@@ -488,7 +469,7 @@ impl Agent {
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
-            .env("RUST_LOG", log_level)
+            .env("RUST_LOG", filter)
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()

@@ -297,7 +297,14 @@ async fn a_forged_cfg_on_a_broker_without_acls_is_refused_and_counted() {
     let mut args: Vec<String> = AGENT_ARGS.iter().map(|s| s.to_string()).collect();
     args.extend(enroll_args(&c, &tok));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let _victim = Agent::start_logged(&m.url(), MO, "pc-victim", &adir, &args, &log);
+    let _victim = Agent::start_logged(
+        &m.url(),
+        MO,
+        "pc-victim",
+        &adir,
+        &args,
+        Some((&log, "info")),
+    );
     wait_mis(&c, &["pc-victim"], true, Duration::from_secs(60)).await;
     let version = saved(&adir)["version"].as_u64().unwrap();
 

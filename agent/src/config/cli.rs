@@ -116,6 +116,10 @@ pub struct Cli {
     /// Backlog replay rate, messages per second.
     #[arg(long, env = "DOZOR_SPOOL_REPLAY_RATE_PER_SEC", value_name = "N")]
     pub spool_replay_rate_per_sec: Option<u32>,
+    /// Seconds an unconfirmed message may stay in memory only while the link is up (0: write
+    /// every message at once).
+    #[arg(long, env = "DOZOR_SPOOL_FLUSH_AFTER_SECS", value_name = "N")]
+    pub spool_flush_after_secs: Option<u32>,
     /// SQLite synchronous mode of the spool: full or normal.
     #[arg(long, env = "DOZOR_SPOOL_SYNCHRONOUS", value_name = "MODE")]
     pub spool_synchronous: Option<String>,
@@ -188,6 +192,10 @@ impl Cli {
         set(
             &mut raw.spool.replay_rate_per_sec,
             &self.spool_replay_rate_per_sec,
+        );
+        set(
+            &mut raw.spool.flush_after_secs,
+            &self.spool_flush_after_secs,
         );
         set(&mut raw.spool.synchronous, &self.spool_synchronous);
         for (i, spec) in self.probes.iter().enumerate() {

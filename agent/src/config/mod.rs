@@ -148,6 +148,7 @@ pub struct RawSpool {
     pub max_age_days: u32,
     pub resend_after_secs: u32,
     pub replay_rate_per_sec: u32,
+    pub flush_after_secs: u32,
     pub synchronous: String,
 }
 
@@ -158,6 +159,7 @@ impl Default for RawSpool {
             max_age_days: 14,
             resend_after_secs: 60,
             replay_rate_per_sec: 5,
+            flush_after_secs: 10,
             synchronous: "full".into(),
         }
     }
@@ -267,6 +269,9 @@ pub struct SpoolConfig {
     pub max_age: Duration,
     pub resend_after: Duration,
     pub replay_rate_per_sec: u32,
+    /// While the link is up, a message not confirmed within this is written to the file;
+    /// zero writes every message at once.
+    pub flush_after: Duration,
     pub synchronous: Synchronous,
 }
 
@@ -596,6 +601,7 @@ fn validate_spool(s: RawSpool) -> Result<SpoolConfig, ConfigError> {
     let max_age_days = check_range("spool.max_age_days", s.max_age_days, 1, 366)?;
     let resend = check_range("spool.resend_after_secs", s.resend_after_secs, 1, 86_400)?;
     let rate = check_range("spool.replay_rate_per_sec", s.replay_rate_per_sec, 1, 1000)?;
+    let flush_after = check_range("spool.flush_after_secs", s.flush_after_secs, 0, 300)?;
     let synchronous = match s.synchronous.as_str() {
         "full" => Synchronous::Full,
         "normal" => Synchronous::Normal,
@@ -611,6 +617,7 @@ fn validate_spool(s: RawSpool) -> Result<SpoolConfig, ConfigError> {
         max_age: Duration::from_secs(u64::from(max_age_days) * 86_400),
         resend_after: Duration::from_secs(u64::from(resend)),
         replay_rate_per_sec: rate,
+        flush_after: Duration::from_secs(u64::from(flush_after)),
         synchronous,
     })
 }

@@ -1,5 +1,5 @@
-//! The publisher: the one task that owns the spool. It numbers every message, commits it, sends
-//! it live when connected, announces itself (`birth`, `state`) on every CONNACK, applies the
+//! The publisher: the one task that owns the spool. It numbers every message, keeps it in the
+//! spool (memory first, the file when the spool's index says so), sends it live when connected, announces itself (`birth`, `state`) on every CONNACK, applies the
 //! collector's acks, replays the backlog at a bounded rate and says `offline` on shutdown.
 
 pub mod mqtt;
@@ -203,6 +203,7 @@ impl Publisher {
         let mut expire = tokio::time::interval(EXPIRE_EVERY);
         expire.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let flush_at = self.spool().next_flush();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
@@ -212,15 +213,25 @@ impl Publisher {
                 },
                 Some(input) = inputs.recv() => self.on_input(input).await,
                 _ = sleep_until(self.replay_at), if self.connected => self.replay_step().await,
-                _ = expire.tick() => {
-                    let now = wall_ms();
-                    if let Some(Err(e)) = self.with_spool(move |s| s.expire(now)).await {
-                        tracing::error!(error = %e, "spool expiry failed");
-                    }
+                _ = sleep_until(flush_at.unwrap_or_else(Instant::now)), if flush_at.is_some() => {
+                    self.flush_spool().await;
                 }
+                _ = expire.tick() => self.spool().expire(wall_ms(), Instant::now()),
             }
         }
         self.shutdown(&mut net).await;
+        // Everything still unconfirmed goes to the file, with the exact counter.
+        if let Some(Err(e)) = self.with_spool(|s| s.close(Instant::now())).await {
+            tracing::error!(error = %e, "final spool write failed");
+        }
+    }
+
+    /// Writes the spool file if its index says so (a message unconfirmed for `flush_after`,
+    /// the link down, deletes waiting).
+    async fn flush_spool(&self) {
+        if let Some(Err(e)) = self.with_spool(|s| s.flush_if_due(Instant::now())).await {
+            tracing::error!(error = %e, "spool write failed: unconfirmed messages held in memory");
+        }
     }
 
     /// Runs a spool operation on the blocking pool (SQLite commits fsync), so the event loop
@@ -286,16 +297,22 @@ impl Publisher {
     ) -> Option<u64> {
         let id = self.id.clone();
         let now_ms = wall_ms();
-        let spooled = self
-            .with_spool(move |s| {
-                s.append(kind, ts_ms, now_ms, |seq, stats| {
-                    id.envelope(seq, ts_ms, body(seq, stats)).to_json()
-                })
+        let append = move |s: &mut Spool| {
+            s.append(kind, ts_ms, now_ms, Instant::now(), |seq, stats| {
+                id.envelope(seq, ts_ms, body(seq, stats)).to_json()
             })
-            .await?;
+        };
+        // An append that writes nothing (the usual case with the link up) stays on this task:
+        // a hop to the blocking pool cost more CPU than the append itself.
+        let writes = self.spool().index().append_writes();
+        let spooled = if writes {
+            self.with_spool(append).await?
+        } else {
+            append(&mut self.spool())
+        };
         self.last_seq.store(spooled.seq, Ordering::Relaxed);
         if let Some(e) = &spooled.error {
-            tracing::error!(seq = spooled.seq, error = %e, "spool write failed: sending live only");
+            tracing::error!(seq = spooled.seq, error = %e, "spool write failed: holding messages in memory");
         }
         if self.connected {
             let seq = spooled.seq;
@@ -373,6 +390,8 @@ impl Publisher {
                 self.queued = 0;
                 self.unacked.clear();
                 self.spool().index_mut().disconnected();
+                // The link is down: what was held in memory goes to the file now.
+                self.flush_spool().await;
             }
         }
     }
@@ -466,14 +485,15 @@ impl Publisher {
             return;
         }
         let acked = ack.acked_seq;
-        match self.with_spool(move |s| s.ack(acked)).await {
-            Some(Ok(n)) => {
+        // An ack writes nothing (deletes wait for the next write): no blocking-pool hop.
+        let applied = self.spool().ack(acked, Instant::now());
+        match applied {
+            Ok(n) => {
                 tracing::debug!(acked, confirmed = n, "collector confirmed messages");
                 self.replay_at = Instant::now();
             }
-            Some(Err(SpoolError::Ack(e))) => tracing::warn!(error = %e, "ignoring an ack"),
-            Some(Err(e)) => tracing::error!(error = %e, "could not delete confirmed messages"),
-            None => {}
+            Err(SpoolError::Ack(e)) => tracing::warn!(error = %e, "ignoring an ack"),
+            Err(e) => tracing::error!(error = %e, "could not apply a confirmation"),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The spool's bookkeeping without I/O: which sequence number comes next, what waits for the
-//! collector's confirmation, what the bounds drop, and what to (re)send when. Time is passed
-//! in by the caller (`now` monotonic, `now_ms` wall clock), so every rule is unit-tested here.
+//! collector's confirmation, what the bounds drop, what to (re)send when, and what must be
+//! written to the file when (write-behind: see [`SpoolIndex::flush_due`]). Time is passed in by
+//! the caller (`now` monotonic, `now_ms` wall clock), so every rule is unit-tested here.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -22,6 +23,12 @@ pub struct Limits {
     pub resend_after: Duration,
     /// Smallest gap between two replayed messages.
     pub replay_interval: Duration,
+    /// While connected, a message stays in memory only until it is confirmed or this old;
+    /// then everything unconfirmed is written. Zero writes every message at once.
+    pub flush_after: Duration,
+    /// Sequence numbers reserved per counter write: the file's counter runs ahead of the
+    /// numbers issued, so a restart after a crash never reuses a number.
+    pub seq_block: u64,
 }
 
 /// One spooled message as the index sees it (the payload stays on disk).
@@ -33,9 +40,12 @@ pub struct Entry {
     pub len: u32,
     /// When it was last handed to the broker on the current connection.
     sent_at: Option<Instant>,
+    /// `Some(t)`: held in memory only, since `t`; `None`: in the file.
+    mem_since: Option<Instant>,
 }
 
 impl Entry {
+    /// An entry that is in the file (as loaded at start).
     pub fn new(seq: u64, kind: Kind, ts_ms: i64, len: u32) -> Entry {
         Entry {
             seq,
@@ -43,8 +53,29 @@ impl Entry {
             ts_ms,
             len,
             sent_at: None,
+            mem_since: None,
         }
     }
+
+    /// True once the message is in the file.
+    pub fn is_durable(&self) -> bool {
+        self.mem_since.is_none()
+    }
+}
+
+/// One write of the spool file, as [`SpoolIndex::take_flush`] plans it: insert the payloads of
+/// `insert` (held in memory until now), delete every row up to `delete_through`, store the
+/// counters. Applied in one transaction, then reported with [`SpoolIndex::flushed`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Flush {
+    pub insert: Vec<u64>,
+    pub delete_through: Option<u64>,
+    /// The counter stored: numbers below it may have been issued; a restart starts here.
+    pub next_seq: u64,
+    /// Every number below this is in the file, confirmed or dropped once the write lands.
+    pub flushed_seq: u64,
+    pub dropped: u64,
+    pub skipped: u64,
 }
 
 /// The result of [`SpoolIndex::append`].
@@ -97,6 +128,16 @@ pub struct SpoolIndex {
     next_slot: Instant,
     backoff_exp: u32,
     resent_on_timeout: bool,
+    /// The counter in the file: every number below it is covered across a crash.
+    reserved: u64,
+    /// The highest number removed (confirmed or dropped) whose row may still be in the file.
+    delete_through: Option<u64>,
+    /// Since when a delete or a counter change waits for the next write.
+    dirty_since: Option<Instant>,
+    /// After a failed write, no new attempt before this instant.
+    retry_at: Option<Instant>,
+    /// Numbers abandoned at restarts (issued or not, never durable), persisted for ledgers.
+    skipped: u64,
 }
 
 impl SpoolIndex {
@@ -121,6 +162,8 @@ impl SpoolIndex {
             .map_or(next_seq, |e| next_seq.max(e.seq + 1))
             .max(1);
         let bytes = entries.iter().map(|e| u64::from(e.len)).sum();
+        // Every number below the stored counter may have been issued before a crash.
+        let reserved = next_seq;
         SpoolIndex {
             limits,
             entries,
@@ -132,7 +175,26 @@ impl SpoolIndex {
             next_slot: now,
             backoff_exp: 0,
             resent_on_timeout: false,
+            reserved,
+            delete_through: None,
+            dirty_since: None,
+            retry_at: None,
+            skipped: 0,
         }
+    }
+
+    /// Numbers abandoned at restarts since the spool was created (see [`Flush::flushed_seq`]).
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    /// At open: numbers from `flushed_seq` (the last write's mark) up to the counter were
+    /// reserved by a run that ended without writing them; they are skipped, never reissued.
+    /// `skipped` is the persisted total so far. Returns the new total.
+    pub fn skip_unwritten(&mut self, flushed_seq: Option<u64>, skipped: u64) -> u64 {
+        let flushed = flushed_seq.unwrap_or(self.next_seq).min(self.next_seq);
+        self.skipped = skipped + (self.next_seq - flushed);
+        self.skipped
     }
 
     /// The number the next appended message gets.
@@ -176,25 +238,38 @@ impl SpoolIndex {
         self.limits.resend_after * (1u32 << self.backoff_exp)
     }
 
-    /// Adds a message (not yet sent) and applies the bounds, oldest first. The newest message
-    /// itself is never dropped.
-    pub fn append(&mut self, kind: Kind, ts_ms: i64, len: u32, now_ms: i64) -> Appended {
+    /// Adds a message (not yet sent, held in memory: see [`SpoolIndex::flush_due`]) and
+    /// applies the bounds, oldest first. The newest message itself is never dropped.
+    pub fn append(
+        &mut self,
+        kind: Kind,
+        ts_ms: i64,
+        len: u32,
+        now_ms: i64,
+        now: Instant,
+    ) -> Appended {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.entries.push_back(Entry::new(seq, kind, ts_ms, len));
+        let mut e = Entry::new(seq, kind, ts_ms, len);
+        e.mem_since = Some(now);
+        self.entries.push_back(e);
         self.bytes += u64::from(len);
         if self.connected {
             self.restart_pass_at(seq);
         }
         let by_size = self.drop_while(|ix| ix.bytes > ix.limits.max_bytes);
         let by_age = self.expire(now_ms);
+        if by_size.is_some() || by_age.is_some() {
+            self.touch(now);
+        }
         Appended {
             seq,
             drop_through: by_age.or(by_size),
         }
     }
 
-    /// Drops messages older than the age bound; returns the highest dropped number.
+    /// Drops messages older than the age bound; returns the highest dropped number. The
+    /// caller marks the change for the next write ([`SpoolIndex::changed`]).
     pub fn expire(&mut self, now_ms: i64) -> Option<u64> {
         let oldest_kept = now_ms.saturating_sub(self.limits.max_age_ms);
         self.drop_while(|ix| ix.entries.front().is_some_and(|e| e.ts_ms < oldest_kept))
@@ -204,7 +279,7 @@ impl SpoolIndex {
         let mut through = None;
         while self.entries.len() > 1 && cond(self) {
             if let Some(e) = self.entries.pop_front() {
-                self.bytes -= u64::from(e.len);
+                self.removed(&e);
                 self.dropped += 1;
                 through = Some(e.seq);
             }
@@ -212,8 +287,23 @@ impl SpoolIndex {
         through
     }
 
+    /// Bookkeeping of an entry leaving the front of the index: its row, if it has one, is
+    /// deleted with the next write.
+    fn removed(&mut self, e: &Entry) {
+        self.bytes -= u64::from(e.len);
+        if e.is_durable() {
+            self.delete_through = Some(self.delete_through.map_or(e.seq, |d| d.max(e.seq)));
+        }
+    }
+
+    /// Something only the next write records (a delete, a counter) changed at `now`.
+    fn touch(&mut self, now: Instant) {
+        self.dirty_since.get_or_insert(now);
+    }
+
     /// Removes one message that could not be kept (its write failed, or its payload is gone),
     /// counting it as dropped.
+    /// The caller deletes its row, if any, and stores the counter itself.
     pub fn forget(&mut self, seq: u64) {
         if let Some(i) = self.position(seq)
             && let Some(e) = self.entries.remove(i)
@@ -225,7 +315,7 @@ impl SpoolIndex {
 
     /// The collector has stored everything of this instance up to `acked_seq`. Returns the
     /// number to delete through, if anything was removed.
-    pub fn ack(&mut self, acked_seq: u64) -> Result<Option<u64>, AckError> {
+    pub fn ack(&mut self, acked_seq: u64, now: Instant) -> Result<Option<u64>, AckError> {
         if acked_seq >= self.next_seq {
             return Err(AckError::Future {
                 acked: acked_seq,
@@ -235,9 +325,14 @@ impl SpoolIndex {
         let mut removed = false;
         while self.entries.front().is_some_and(|e| e.seq <= acked_seq) {
             if let Some(e) = self.entries.pop_front() {
-                self.bytes -= u64::from(e.len);
+                self.removed(&e);
                 removed = true;
             }
+        }
+        if self.delete_through.is_some() {
+            // Deleting confirmed rows waits for the next write (at most `flush_after`): a
+            // crash before it only replays them, and the collector recognises duplicates.
+            self.touch(now);
         }
         if !removed {
             return Ok(None);
@@ -249,6 +344,94 @@ impl SpoolIndex {
             self.pass = Pass::Running { cursor: 0 };
         }
         Ok(Some(acked_seq))
+    }
+
+    /// A change only the next write records (a drop, a delete) happened at `now`.
+    pub fn changed(&mut self, now: Instant) {
+        self.touch(now);
+    }
+
+    /// True if the file must be written now. Messages live in memory while the collector
+    /// confirms them promptly; the file is written (everything unconfirmed, deletes, counters,
+    /// in one transaction) when
+    /// - the link is down and something is held in memory only (an outage is spooled durably,
+    ///   message by message, as it happens),
+    /// - a message was issued with a number the file's counter does not cover yet,
+    /// - the oldest message held in memory, or the oldest unwritten delete, is `flush_after`
+    ///   old (`flush_after` is the most a power cut can cost while the link is up),
+    /// - `flush_after` is zero (write-through) and anything is unwritten,
+    ///
+    /// but never before `retry_at` after a failed write.
+    pub fn flush_due(&self, now: Instant) -> bool {
+        self.next_flush().is_some_and(|t| t <= now)
+    }
+
+    /// True if an append now would have to write the file before returning (link down, the
+    /// counter block used up, write-through); false means it stays in memory.
+    pub fn append_writes(&self) -> bool {
+        !self.connected || self.next_seq >= self.reserved || self.limits.flush_after.is_zero()
+    }
+
+    /// When the file must be written next, if anything waits; see [`SpoolIndex::flush_due`].
+    pub fn next_flush(&self) -> Option<Instant> {
+        let oldest_mem = self.entries.iter().filter_map(|e| e.mem_since).min();
+        let urgent = oldest_mem.is_some()
+            && (!self.connected
+                || self.next_seq > self.reserved
+                || self.limits.flush_after.is_zero());
+        let due = if urgent {
+            oldest_mem
+        } else {
+            [oldest_mem, self.dirty_since]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(|t| t + self.limits.flush_after)
+        }?;
+        Some(self.retry_at.map_or(due, |r| due.max(r)))
+    }
+
+    /// Plans a write of everything unwritten. `exact` (at shutdown) stores the counter without
+    /// a reserve, so a clean restart skips no number.
+    pub fn take_flush(&self, exact: bool) -> Flush {
+        let reserve = if exact {
+            0
+        } else {
+            self.limits.seq_block.max(1)
+        };
+        Flush {
+            insert: self
+                .entries
+                .iter()
+                .filter(|e| !e.is_durable())
+                .map(|e| e.seq)
+                .collect(),
+            delete_through: self.delete_through,
+            next_seq: self.next_seq + reserve,
+            flushed_seq: self.next_seq,
+            dropped: self.dropped,
+            skipped: self.skipped,
+        }
+    }
+
+    /// The write planned by `plan` committed.
+    pub fn flushed(&mut self, plan: &Flush) {
+        for e in &mut self.entries {
+            if plan.insert.binary_search(&e.seq).is_ok() {
+                e.mem_since = None;
+            }
+        }
+        if self.delete_through <= plan.delete_through {
+            self.delete_through = None;
+        }
+        self.reserved = plan.next_seq;
+        self.dirty_since = None;
+        self.retry_at = None;
+    }
+
+    /// The write failed; the next attempt waits `flush_after` (at least a second).
+    pub fn flush_failed(&mut self, now: Instant) {
+        self.retry_at = Some(now + self.limits.flush_after.max(Duration::from_secs(1)));
     }
 
     /// A connection to the broker is up: everything unconfirmed is due again, live messages
@@ -371,6 +554,8 @@ mod tests {
             max_age_ms: 14 * 24 * 60 * MIN,
             resend_after: Duration::from_secs(60),
             replay_interval: Duration::from_millis(200),
+            flush_after: Duration::from_secs(10),
+            seq_block: 100,
         }
     }
 
@@ -403,8 +588,8 @@ mod tests {
         let now = Instant::now();
         let mut ix = index(now);
         assert_eq!(ix.last_seq(), 0);
-        let a = ix.append(Kind::Birth, T0, 10, T0);
-        let b = ix.append(Kind::Hb, T0, 10, T0);
+        let a = ix.append(Kind::Birth, T0, 10, T0, Instant::now());
+        let b = ix.append(Kind::Hb, T0, 10, T0, Instant::now());
         assert_eq!((a.seq, b.seq), (1, 2));
         assert_eq!(ix.last_seq(), 2);
         // Reopening with a stale counter never reissues a stored number.
@@ -419,9 +604,13 @@ mod tests {
         let now = Instant::now();
         let mut ix = index(now);
         for _ in 0..10 {
-            assert_eq!(ix.append(Kind::Hb, T0, 100, T0).drop_through, None);
+            assert_eq!(
+                ix.append(Kind::Hb, T0, 100, T0, Instant::now())
+                    .drop_through,
+                None
+            );
         }
-        let a = ix.append(Kind::Hb, T0, 250, T0);
+        let a = ix.append(Kind::Hb, T0, 250, T0, Instant::now());
         assert_eq!(a.drop_through, Some(3));
         assert_eq!(seqs(&ix), (4..=11).collect::<Vec<_>>());
         assert_eq!(
@@ -434,7 +623,7 @@ mod tests {
             }
         );
         // A message larger than the bound is still kept, alone.
-        let a = ix.append(Kind::Probe, T0, 5000, T0);
+        let a = ix.append(Kind::Probe, T0, 5000, T0, Instant::now());
         assert_eq!(a.drop_through, Some(11));
         assert_eq!(seqs(&ix), [12]);
     }
@@ -443,8 +632,8 @@ mod tests {
     fn age_bound_drops_old_messages() {
         let now = Instant::now();
         let mut ix = index(now);
-        ix.append(Kind::Hb, T0, 1, T0);
-        ix.append(Kind::Hb, T0 + MIN, 1, T0 + MIN);
+        ix.append(Kind::Hb, T0, 1, T0, Instant::now());
+        ix.append(Kind::Hb, T0 + MIN, 1, T0 + MIN, Instant::now());
         let later = T0 + limits().max_age_ms + 30_000;
         assert_eq!(ix.expire(later), Some(1));
         assert_eq!(seqs(&ix), [2]);
@@ -459,21 +648,24 @@ mod tests {
         let now = Instant::now();
         let mut ix = index(now);
         for _ in 0..5 {
-            ix.append(Kind::Hb, T0, 10, T0);
+            ix.append(Kind::Hb, T0, 10, T0, Instant::now());
         }
-        assert_eq!(ix.ack(0), Ok(None));
-        assert_eq!(ix.ack(3), Ok(Some(3)));
+        assert_eq!(ix.ack(0, Instant::now()), Ok(None));
+        assert_eq!(ix.ack(3, Instant::now()), Ok(Some(3)));
         assert_eq!(seqs(&ix), [4, 5]);
-        assert_eq!(ix.ack(3), Ok(None));
-        assert_eq!(ix.ack(6), Err(AckError::Future { acked: 6, last: 5 }));
+        assert_eq!(ix.ack(3, Instant::now()), Ok(None));
         assert_eq!(
-            ix.ack(u64::MAX),
+            ix.ack(6, Instant::now()),
+            Err(AckError::Future { acked: 6, last: 5 })
+        );
+        assert_eq!(
+            ix.ack(u64::MAX, Instant::now()),
             Err(AckError::Future {
                 acked: u64::MAX,
                 last: 5
             })
         );
-        assert_eq!(ix.ack(5), Ok(Some(5)));
+        assert_eq!(ix.ack(5, Instant::now()), Ok(Some(5)));
         assert_eq!(
             ix.stats(),
             SpoolStats {
@@ -489,7 +681,7 @@ mod tests {
     fn nothing_is_replayed_while_offline() {
         let now = Instant::now();
         let mut ix = index(now);
-        ix.append(Kind::Hb, T0, 10, T0);
+        ix.append(Kind::Hb, T0, 10, T0, Instant::now());
         assert_eq!(ix.poll_replay(now), Replay::Idle);
     }
 
@@ -498,7 +690,7 @@ mod tests {
         let t = Instant::now();
         let mut ix = index(t);
         for _ in 0..5 {
-            ix.append(Kind::Hb, T0, 10, T0);
+            ix.append(Kind::Hb, T0, 10, T0, Instant::now());
         }
         ix.connected(t);
         // Live first: the backlog waits one interval.
@@ -507,7 +699,7 @@ mod tests {
             Replay::WaitUntil(t + Duration::from_millis(200))
         );
         // A live message sent now is not replayed.
-        let live = ix.append(Kind::Birth, T0, 10, T0).seq;
+        let live = ix.append(Kind::Birth, T0, 10, T0, Instant::now()).seq;
         ix.mark_sent(live, t);
         let mut now = t + Duration::from_millis(200);
         let mut sent = Vec::new();
@@ -541,7 +733,7 @@ mod tests {
         let t = Instant::now();
         let mut ix = index(t);
         ix.connected(t);
-        let s = ix.append(Kind::Hb, T0, 10, T0).seq;
+        let s = ix.append(Kind::Hb, T0, 10, T0, Instant::now()).seq;
         ix.mark_sent(s, t);
         assert_eq!(
             ix.poll_replay(t),
@@ -576,14 +768,14 @@ mod tests {
         };
         assert!(u - now <= Duration::from_secs(60 * 16));
         // An ack resets the pace.
-        let s2 = ix.append(Kind::Hb, T0, 10, T0).seq;
+        let s2 = ix.append(Kind::Hb, T0, 10, T0, Instant::now()).seq;
         ix.mark_sent(s2, now);
-        assert_eq!(ix.ack(s), Ok(Some(s)));
+        assert_eq!(ix.ack(s, Instant::now()), Ok(Some(s)));
         assert_eq!(
             ix.poll_replay(now),
             Replay::WaitUntil(now + Duration::from_secs(60))
         );
-        assert_eq!(ix.ack(s2), Ok(Some(s2)));
+        assert_eq!(ix.ack(s2, Instant::now()), Ok(Some(s2)));
         assert_eq!(ix.poll_replay(now), Replay::Idle);
     }
 
@@ -594,7 +786,7 @@ mod tests {
         ix.connected(t);
         let (sent, now) = drain(&mut ix, t, 10);
         assert!(sent.is_empty());
-        let s = ix.append(Kind::Hb, T0, 10, T0).seq;
+        let s = ix.append(Kind::Hb, T0, 10, T0, Instant::now()).seq;
         ix.send_failed(s);
         let (sent, _) = drain(&mut ix, now, 10);
         assert_eq!(sent, [s]);
@@ -606,11 +798,11 @@ mod tests {
         let mut ix = index(t);
         ix.connected(t);
         for _ in 0..3 {
-            let s = ix.append(Kind::Hb, T0, 10, T0).seq;
+            let s = ix.append(Kind::Hb, T0, 10, T0, Instant::now()).seq;
             ix.mark_sent(s, t);
         }
         ix.disconnected();
-        let s4 = ix.append(Kind::Hb, T0, 10, T0).seq;
+        let s4 = ix.append(Kind::Hb, T0, 10, T0, Instant::now()).seq;
         assert_eq!(s4, 4);
         let t2 = t + Duration::from_secs(5);
         ix.connected(t2);
@@ -623,12 +815,12 @@ mod tests {
         let t = Instant::now();
         let mut ix = index(t);
         for _ in 0..6 {
-            ix.append(Kind::Hb, T0, 10, T0);
+            ix.append(Kind::Hb, T0, 10, T0, Instant::now());
         }
         ix.connected(t);
         let (sent, now) = drain(&mut ix, t, 2);
         assert_eq!(sent, [1, 2]);
-        assert_eq!(ix.ack(4), Ok(Some(4)));
+        assert_eq!(ix.ack(4, Instant::now()), Ok(Some(4)));
         let (sent, _) = drain(&mut ix, now, 100);
         assert_eq!(sent, [5, 6]);
     }
@@ -637,8 +829,8 @@ mod tests {
     fn forget_counts_as_dropped() {
         let t = Instant::now();
         let mut ix = index(t);
-        ix.append(Kind::Hb, T0, 10, T0);
-        ix.append(Kind::Hb, T0, 10, T0);
+        ix.append(Kind::Hb, T0, 10, T0, Instant::now());
+        ix.append(Kind::Hb, T0, 10, T0, Instant::now());
         ix.forget(2);
         ix.forget(99);
         assert_eq!(
@@ -651,5 +843,209 @@ mod tests {
             }
         );
         assert_eq!(ix.next_seq(), 3);
+    }
+
+    /// Applies every write the index asks for up to `to`; returns how many there were.
+    fn run_writes(ix: &mut SpoolIndex, now: &mut Instant, to: Instant) -> usize {
+        let mut n = 0;
+        while let Some(t) = ix.next_flush().filter(|t| *t <= to) {
+            *now = t.max(*now);
+            let plan = ix.take_flush(false);
+            ix.flushed(&plan);
+            n += 1;
+        }
+        *now = to;
+        n
+    }
+
+    #[test]
+    fn prompt_confirmations_keep_messages_in_memory() {
+        let t = Instant::now();
+        let mut ix = index(t);
+        ix.connected(t);
+        let mut now = t;
+        // The first number needs the counter written (and takes the message with it).
+        let s1 = ix.append(Kind::Hb, T0, 10, T0, now).seq;
+        assert!(ix.flush_due(now));
+        assert_eq!(
+            {
+                let to = t;
+                run_writes(&mut ix, &mut now, to)
+            },
+            1
+        );
+        assert!(ix.get(s1).is_some_and(Entry::is_durable));
+        assert_eq!(ix.ack(s1, now), Ok(Some(s1)));
+        // The delete of its row waits for a write, at most flush_after.
+        assert_eq!(ix.next_flush(), Some(now + Duration::from_secs(10)));
+        let s2 = ix.append(Kind::Hb, T0, 10, T0, now).seq;
+        assert!(!ix.flush_due(now));
+        assert!(!ix.get(s2).is_some_and(Entry::is_durable));
+        assert_eq!(ix.ack(s2, now), Ok(Some(s2)));
+        let plan = ix.take_flush(false);
+        assert_eq!(plan.insert, Vec::<u64>::new());
+        assert_eq!(plan.delete_through, Some(s1));
+        assert_eq!(
+            {
+                let to = t + Duration::from_secs(60);
+                run_writes(&mut ix, &mut now, to)
+            },
+            1
+        );
+        assert_eq!(ix.next_flush(), None);
+    }
+
+    #[test]
+    fn an_hour_at_30s_with_prompt_acks_writes_once_per_counter_block() {
+        let t = Instant::now();
+        let mut ix = index(t);
+        ix.connected(t);
+        let mut now = t;
+        let mut writes = 0;
+        for _ in 0..120 {
+            for kind in [Kind::Hb, Kind::Probe] {
+                let s = ix.append(kind, T0, 500, T0, now).seq;
+                writes += {
+                    let to = now;
+                    run_writes(&mut ix, &mut now, to)
+                };
+                ix.mark_sent(s, now);
+            }
+            writes += {
+                let to = now + Duration::from_millis(300);
+                run_writes(&mut ix, &mut now, to)
+            };
+            ix.ack(ix.last_seq(), now).expect("ack");
+            writes += {
+                let to = now + Duration::from_millis(29_700);
+                run_writes(&mut ix, &mut now, to)
+            };
+        }
+        // 240 numbers in blocks of 100: three counter writes (each with the messages held at
+        // that moment) and the deletes those rows then need.
+        assert!(writes <= 6, "{writes} writes");
+    }
+
+    #[test]
+    fn unconfirmed_messages_are_written_after_flush_after() {
+        let t = Instant::now();
+        let mut ix = index(t);
+        ix.connected(t);
+        let mut now = t;
+        {
+            let to = t;
+            run_writes(&mut ix, &mut now, to)
+        };
+        ix.append(Kind::Hb, T0, 10, T0, now);
+        {
+            let to = t;
+            run_writes(&mut ix, &mut now, to)
+        }; // the counter block
+        let t1 = t + Duration::from_secs(3);
+        let a = ix.append(Kind::Hb, T0, 10, T0, t1).seq;
+        let b = ix
+            .append(Kind::Probe, T0, 10, T0, t1 + Duration::from_secs(5))
+            .seq;
+        assert_eq!(ix.next_flush(), Some(t1 + Duration::from_secs(10)));
+        let plan = ix.take_flush(false);
+        assert_eq!(plan.insert, [a, b], "everything unconfirmed goes together");
+        assert_eq!(
+            {
+                let to = t1 + Duration::from_secs(10);
+                run_writes(&mut ix, &mut now, to)
+            },
+            1
+        );
+        assert!(ix.entries().all(Entry::is_durable));
+    }
+
+    #[test]
+    fn link_down_writes_every_message_at_once() {
+        let t = Instant::now();
+        let mut ix = index(t);
+        ix.connected(t);
+        let mut now = t;
+        ix.append(Kind::Hb, T0, 10, T0, now);
+        {
+            let to = t;
+            run_writes(&mut ix, &mut now, to)
+        };
+        assert!(!ix.append_writes());
+        let held = ix.append(Kind::Hb, T0, 10, T0, now).seq;
+        assert!(!ix.flush_due(now));
+        ix.disconnected();
+        assert!(ix.append_writes());
+        assert!(
+            ix.flush_due(now),
+            "what memory holds is written when the link drops"
+        );
+        assert_eq!(ix.take_flush(false).insert, [held]);
+        {
+            let to = now;
+            run_writes(&mut ix, &mut now, to)
+        };
+        let s = ix.append(Kind::Hb, T0, 10, T0, now).seq;
+        assert!(ix.flush_due(now));
+        assert_eq!(ix.take_flush(false).insert, [s]);
+    }
+
+    #[test]
+    fn zero_flush_after_writes_through() {
+        let t = Instant::now();
+        let mut ix = SpoolIndex::new(
+            Limits {
+                flush_after: Duration::ZERO,
+                ..limits()
+            },
+            vec![],
+            1,
+            0,
+            t,
+        );
+        ix.connected(t);
+        let mut now = t;
+        ix.append(Kind::Hb, T0, 10, T0, now);
+        {
+            let to = t;
+            run_writes(&mut ix, &mut now, to)
+        };
+        ix.append(Kind::Hb, T0, 10, T0, now);
+        assert!(ix.flush_due(now));
+    }
+
+    #[test]
+    fn a_failed_write_is_retried_later_not_in_a_loop() {
+        let t = Instant::now();
+        let mut ix = index(t);
+        ix.append(Kind::Hb, T0, 10, T0, t);
+        assert!(ix.flush_due(t));
+        ix.flush_failed(t);
+        assert!(!ix.flush_due(t));
+        assert_eq!(ix.next_flush(), Some(t + Duration::from_secs(10)));
+        let plan = ix.take_flush(false);
+        ix.flushed(&plan);
+        assert_eq!(ix.next_flush(), None);
+    }
+
+    #[test]
+    fn the_counter_is_written_ahead_and_exactly_at_shutdown() {
+        let t = Instant::now();
+        let mut ix = index(t);
+        ix.append(Kind::Hb, T0, 10, T0, t);
+        let plan = ix.take_flush(false);
+        assert_eq!((plan.next_seq, plan.flushed_seq), (102, 2));
+        ix.flushed(&plan);
+        let exact = ix.take_flush(true);
+        assert_eq!((exact.next_seq, exact.flushed_seq), (2, 2));
+        // At open, the numbers between the last write's mark and the counter are skipped.
+        let mut ix = SpoolIndex::new(limits(), vec![], 102, 0, t);
+        assert_eq!(ix.skip_unwritten(Some(2), 7), 107);
+        assert_eq!(ix.next_seq(), 102);
+        let mut ix = SpoolIndex::new(limits(), vec![], 102, 0, t);
+        assert_eq!(
+            ix.skip_unwritten(None, 0),
+            0,
+            "older files have no mark: nothing skipped"
+        );
     }
 }

@@ -1,18 +1,21 @@
-//! Durable store-and-forward spool: every sequenced message (birth, hb, probe) is committed to
-//! `spool.db` before it is published and stays there until the collector confirms it with an
-//! `ack`, or until the size/age bounds drop it. The rules live in [`index`]; SQLite in
-//! [`store`]; [`Spool`] keeps the two in step.
+//! Store-and-forward spool: every sequenced message (birth, hb, probe) is kept until the
+//! collector confirms it with an `ack`, or until the size/age bounds drop it. While the link is
+//! up and confirmations come promptly, messages live in memory only; whatever is not confirmed
+//! within `flush_after`, and everything while the link is down, is committed to `spool.db`
+//! (write-behind, see [`SpoolIndex::flush_due`]). The rules live in [`index`]; SQLite in
+//! [`store`]; [`Spool`] keeps the two and the in-memory payloads in step.
 
 mod index;
 mod store;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use dozor_proto::{Kind, SpoolStats};
 use tokio::time::Instant;
 
-pub use index::{AckError, Appended, Entry, Limits, MAX_BACKOFF_EXP, Replay, SpoolIndex};
+pub use index::{AckError, Appended, Entry, Flush, Limits, MAX_BACKOFF_EXP, Replay, SpoolIndex};
 pub use store::{Loaded, Row, Store};
 
 use crate::config::SpoolConfig;
@@ -48,15 +51,23 @@ pub fn limits(cfg: &SpoolConfig) -> Limits {
         max_age_ms: i64::try_from(cfg.max_age.as_millis()).unwrap_or(i64::MAX),
         resend_after: cfg.resend_after,
         replay_interval: Duration::from_secs(1) / cfg.replay_rate_per_sec.max(1),
+        flush_after: cfg.flush_after,
+        seq_block: SEQ_BLOCK,
     }
 }
+
+/// Sequence numbers reserved per counter write. At the 30 s interval with three probes an
+/// agent issues ~240 numbers an hour, so the counter costs about one write an hour; a crash
+/// skips at most this many numbers (the collector settles them through `oldest_seq`).
+pub const SEQ_BLOCK: u64 = 256;
 
 /// The result of [`Spool::append`].
 #[derive(Debug)]
 pub struct Spooled {
     pub seq: u64,
     pub bytes: Vec<u8>,
-    /// Set when the message could not be written; it is then sent live only.
+    /// Set when a write this message needed failed; it is then held in memory only (and sent
+    /// live) until a later write succeeds.
     pub error: Option<SpoolError>,
 }
 
@@ -65,6 +76,8 @@ pub struct Spool {
     path: PathBuf,
     store: Store,
     index: SpoolIndex,
+    /// Payloads of the messages held in memory only (not yet in the file).
+    mem: BTreeMap<u64, Vec<u8>>,
     inst: String,
     /// When a drop was last logged at warn level (a full spool drops on every append).
     drop_logged: Option<std::time::Instant>,
@@ -113,21 +126,33 @@ impl Spool {
             }
             Err(e) => return Err(db(e)),
         };
-        let index = SpoolIndex::new(
+        let mut index = SpoolIndex::new(
             limits(cfg),
             loaded.entries,
             loaded.next_seq,
             loaded.dropped,
             now,
         );
+        let skipped_before = loaded.skipped;
+        let skipped = index.skip_unwritten(loaded.flushed_seq, loaded.skipped);
         let mut spool = Spool {
             path,
             store,
             index,
+            mem: BTreeMap::new(),
             inst: loaded.inst,
             drop_logged: None,
         };
-        spool.expire(now_ms)?;
+        if skipped > skipped_before {
+            tracing::info!(
+                skipped = skipped - skipped_before,
+                "the last run ended without a final write: its unwritten sequence numbers are \
+                 skipped"
+            );
+        }
+        // Record the skip (and the mark) at once, so a second crash does not count it again.
+        spool.write(now, true)?;
+        spool.expire(now_ms, now);
         Ok(spool)
     }
 
@@ -162,14 +187,17 @@ impl Spool {
         self.index.stats()
     }
 
-    /// Takes the next sequence number, lets `make` serialize the message with it, and commits
-    /// the message before returning. `make` also gets the spool's figures for the heartbeat:
-    /// `oldest_seq` counts the new message, so it is never `None` there.
+    /// Takes the next sequence number, lets `make` serialize the message with it, and keeps
+    /// it: in memory, or committed before returning when the index says the file must be
+    /// written now (link down, a new counter block, write-through). `make` also gets the
+    /// spool's figures for the heartbeat: `oldest_seq` counts the new message, so it is never
+    /// `None` there.
     pub fn append(
         &mut self,
         kind: Kind,
         ts_ms: i64,
         now_ms: i64,
+        now: Instant,
         make: impl FnOnce(u64, SpoolStats) -> Vec<u8>,
     ) -> Spooled {
         let seq = self.index.next_seq();
@@ -177,45 +205,80 @@ impl Spool {
         stats.oldest_seq = Some(stats.oldest_seq.unwrap_or(seq));
         let bytes = make(seq, stats);
         let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
-        let appended = self.index.append(kind, ts_ms, len, now_ms);
+        let appended = self.index.append(kind, ts_ms, len, now_ms, now);
         debug_assert_eq!(appended.seq, seq);
-        let row = Row {
-            seq,
-            kind,
-            ts_ms,
-            body: &bytes,
-        };
-        let result = self.store.append(
-            &row,
-            appended.drop_through,
-            self.index.next_seq(),
-            self.index.dropped(),
-        );
-        let error = match result {
-            Ok(()) => None,
-            Err(e) => {
-                // Keep the index true to the file: the message is not spooled. Its number stays
-                // used (next_seq is stored with the next successful write).
-                self.index.forget(seq);
-                Some(self.db(e))
-            }
-        };
+        tracing::trace!(seq, kind = kind.as_str(), "issued");
+        self.mem.insert(seq, bytes.clone());
         if let Some(through) = appended.drop_through {
+            self.forget_mem_through(through);
             self.log_drop(through);
         }
+        let error = self.flush_if_due(now).err();
         Spooled { seq, bytes, error }
     }
 
-    /// Applies a collector acknowledgement; returns how many messages were confirmed.
-    pub fn ack(&mut self, acked_seq: u64) -> Result<usize, SpoolError> {
+    /// Writes the file if the index says it is due (see [`SpoolIndex::flush_due`]).
+    pub fn flush_if_due(&mut self, now: Instant) -> Result<(), SpoolError> {
+        if self.index.flush_due(now) {
+            self.write(now, false)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// When [`Spool::flush_if_due`] should run next.
+    pub fn next_flush(&self) -> Option<Instant> {
+        self.index.next_flush()
+    }
+
+    /// The final write at shutdown: everything unconfirmed to the file, the exact counter.
+    pub fn close(&mut self, now: Instant) -> Result<(), SpoolError> {
+        self.write(now, true)
+    }
+
+    fn write(&mut self, now: Instant, exact: bool) -> Result<(), SpoolError> {
+        let plan = self.index.take_flush(exact);
+        let rows: Vec<Row<'_>> = plan
+            .insert
+            .iter()
+            .filter_map(|&seq| {
+                let e = self.index.get(seq)?;
+                Some(Row {
+                    seq,
+                    kind: e.kind,
+                    ts_ms: e.ts_ms,
+                    body: self.mem.get(&seq)?,
+                })
+            })
+            .collect();
+        match self.store.flush(&rows, &plan) {
+            Ok(()) => {
+                self.index.flushed(&plan);
+                for seq in &plan.insert {
+                    self.mem.remove(seq);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.index.flush_failed(now);
+                Err(self.db(e))
+            }
+        }
+    }
+
+    fn forget_mem_through(&mut self, through: u64) {
+        self.mem = self.mem.split_off(&(through + 1));
+    }
+
+    /// Applies a collector acknowledgement; returns how many messages were confirmed. Writes
+    /// nothing: deleting confirmed rows waits for the next write.
+    pub fn ack(&mut self, acked_seq: u64, now: Instant) -> Result<usize, SpoolError> {
         let before = self.index.stats().pending;
-        let Some(through) = self.index.ack(acked_seq)? else {
+        let Some(through) = self.index.ack(acked_seq, now)? else {
             return Ok(0);
         };
         let removed = usize::try_from(before - self.index.stats().pending).unwrap_or(0);
-        self.store
-            .delete_through(through, self.index.next_seq(), self.index.dropped())
-            .map_err(|e| self.db(e))?;
+        self.forget_mem_through(through);
         Ok(removed)
     }
 
@@ -242,20 +305,22 @@ impl Spool {
         }
     }
 
-    /// Drops messages past the age bound.
-    pub fn expire(&mut self, now_ms: i64) -> Result<(), SpoolError> {
+    /// Drops messages past the age bound. Writes nothing: their rows and the drop count go
+    /// with the next write, within `flush_after`.
+    pub fn expire(&mut self, now_ms: i64, now: Instant) {
         if let Some(through) = self.index.expire(now_ms) {
             self.log_drop(through);
-            self.store
-                .delete_through(through, self.index.next_seq(), self.index.dropped())
-                .map_err(|e| self.db(e))?;
+            self.forget_mem_through(through);
+            self.index.changed(now);
         }
-        Ok(())
     }
 
-    /// The stored payload of a message in the index. A message whose payload is missing is
-    /// removed from the index (and counted as dropped) so the replayer moves on.
+    /// The payload of a message in the index. A message whose payload is missing is removed
+    /// from the index (and counted as dropped) so the replayer moves on.
     pub fn body(&mut self, seq: u64) -> Result<Option<Vec<u8>>, SpoolError> {
+        if let Some(b) = self.mem.get(&seq) {
+            return Ok(Some(b.clone()));
+        }
         let body = self.store.body(seq).map_err(|e| self.db(e))?;
         if body.is_none() {
             self.index.forget(seq);
@@ -266,8 +331,9 @@ impl Spool {
     /// Removes a message whose payload cannot be replayed, counting it as dropped.
     pub fn discard(&mut self, seq: u64) -> Result<(), SpoolError> {
         self.index.forget(seq);
+        self.mem.remove(&seq);
         self.store
-            .delete_one(seq, self.index.next_seq(), self.index.dropped())
+            .delete_one(seq, self.index.dropped())
             .map_err(|e| self.db(e))
     }
 

@@ -1,5 +1,6 @@
 //! The spool's SQLite file (WAL): payloads by sequence number, plus the instance id, the
-//! sequence counter and the drop count. Every change is one transaction.
+//! sequence counter, the mark of the last write and the drop and skip counts. Every change is
+//! one transaction.
 
 use std::path::Path;
 use std::time::Duration;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use dozor_proto::Kind;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::index::Entry;
+use super::index::{Entry, Flush};
 use crate::config::Synchronous;
 
 /// Layout version written to `meta`; bump with a migration when the schema changes.
@@ -18,7 +19,10 @@ const SCHEMA: i64 = 1;
 pub struct Loaded {
     pub inst: String,
     pub next_seq: u64,
+    /// `next_seq` as it was at the last write (absent in files of older agents).
+    pub flushed_seq: Option<u64>,
     pub dropped: u64,
+    pub skipped: u64,
     pub entries: Vec<Entry>,
 }
 
@@ -118,6 +122,15 @@ impl Store {
                 })?;
         let next_seq = self.meta_u64("next_seq")?;
         let dropped = self.meta_u64("dropped")?;
+        let skipped = self.meta_u64("skipped")?;
+        let flushed_seq: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'flushed_seq'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
         let mut stmt = self
             .conn
             .prepare("SELECT seq, kind, ts, length(body) FROM msg ORDER BY seq")?;
@@ -142,33 +155,39 @@ impl Store {
         Ok(Loaded {
             inst,
             next_seq,
+            flushed_seq: flushed_seq.map(unsql),
             dropped,
+            skipped,
             entries,
         })
     }
 
-    /// Inserts one message, deletes what the bounds dropped and updates the counters, in one
-    /// transaction.
-    pub fn append(
-        &mut self,
-        row: &Row<'_>,
-        drop_through: Option<u64>,
-        next_seq: u64,
-        dropped: u64,
-    ) -> rusqlite::Result<()> {
+    /// Applies one planned write in one transaction: inserts `rows` (the payloads of
+    /// `plan.insert`), deletes through `plan.delete_through`, stores the counters.
+    pub fn flush(&mut self, rows: &[Row<'_>], plan: &Flush) -> rusqlite::Result<()> {
         let tx = self.conn.transaction()?;
-        tx.prepare_cached("INSERT INTO msg (seq, kind, ts, body) VALUES (?1, ?2, ?3, ?4)")?
-            .execute(params![
-                sql(row.seq),
-                row.kind.as_str(),
-                row.ts_ms,
-                row.body
-            ])?;
-        if let Some(through) = drop_through {
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT OR REPLACE INTO msg (seq, kind, ts, body) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for row in rows {
+                ins.execute(params![
+                    sql(row.seq),
+                    row.kind.as_str(),
+                    row.ts_ms,
+                    row.body
+                ])?;
+            }
+        }
+        if let Some(through) = plan.delete_through {
             tx.prepare_cached("DELETE FROM msg WHERE seq <= ?1")?
                 .execute([sql(through)])?;
         }
-        Self::set_counters(&tx, next_seq, dropped)?;
+        Self::set_counters(&tx, plan.next_seq, plan.dropped)?;
+        for (key, v) in [("flushed_seq", plan.flushed_seq), ("skipped", plan.skipped)] {
+            tx.prepare_cached("INSERT OR REPLACE INTO meta VALUES (?1, ?2)")?
+                .execute(params![key, sql(v)])?;
+        }
         tx.commit()
     }
 
@@ -200,28 +219,13 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes every message up to `through` (confirmed or dropped) and stores the counters.
-    pub fn delete_through(
-        &mut self,
-        through: u64,
-        next_seq: u64,
-        dropped: u64,
-    ) -> rusqlite::Result<usize> {
-        let tx = self.conn.transaction()?;
-        let n = tx
-            .prepare_cached("DELETE FROM msg WHERE seq <= ?1")?
-            .execute([sql(through)])?;
-        Self::set_counters(&tx, next_seq, dropped)?;
-        tx.commit()?;
-        Ok(n)
-    }
-
-    /// Deletes one message (its payload turned out unusable) and stores the counters.
-    pub fn delete_one(&mut self, seq: u64, next_seq: u64, dropped: u64) -> rusqlite::Result<()> {
+    /// Deletes one message (its payload turned out unusable) and stores the drop count.
+    pub fn delete_one(&mut self, seq: u64, dropped: u64) -> rusqlite::Result<()> {
         let tx = self.conn.transaction()?;
         tx.prepare_cached("DELETE FROM msg WHERE seq = ?1")?
             .execute([sql(seq)])?;
-        Self::set_counters(&tx, next_seq, dropped)?;
+        tx.prepare_cached("INSERT OR REPLACE INTO meta VALUES ('dropped', ?1)")?
+            .execute([sql(dropped)])?;
         tx.commit()
     }
 
