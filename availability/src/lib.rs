@@ -7,6 +7,7 @@
 pub mod calendar;
 pub mod indicators;
 pub mod period;
+pub mod planned;
 pub mod reach;
 pub mod resource;
 pub mod roster;

@@ -170,8 +170,11 @@ mod tests {
     const MIS: usize = 0;
     const LIS: usize = 2;
 
-    /// An МО that observed `cat` over `seen` and reached it over `ok` (and nothing else).
-    fn mo(spans: &[(usize, &[(Ms, Ms)], &[(Ms, Ms)])]) -> MoSpans {
+    /// (category, seen, ok) of one МО.
+    type Obs<'a> = (usize, &'a [(Ms, Ms)], &'a [(Ms, Ms)]);
+
+    /// An МО that observed each category over `seen` and reached it over `ok`.
+    fn mo(spans: &[Obs<'_>]) -> MoSpans {
         let mut m = MoSpans::default();
         for (c, seen, ok) in spans {
             m.seen[*c] = seen.to_vec();

@@ -141,6 +141,10 @@ pub enum PieceState {
     Down(GapCause),
     /// The collector could not observe the host.
     Unknown,
+    /// Down (with the gap's cause) inside an announced planned work ([`super::planned`]);
+    /// never counted as down. [`host_pieces`] never yields it; [`super::planned::split_piece`]
+    /// does.
+    Planned(GapCause),
 }
 
 /// A labelled piece `[start, end)` of a host's timeline.
@@ -310,31 +314,95 @@ pub fn host_agg(
         }
     }
     host_pieces(segs, tol, outages, a, b, |p| {
-        let len = p.end - p.start;
-        match p.state {
-            PieceState::Up => agg.up_ms += len,
-            PieceState::Down(_) => agg.down_ms += len,
-            PieceState::Unknown => agg.unknown_ms += len,
+        integrate(&mut agg, &p, work, None)
+    });
+    agg
+}
+
+/// Time a host was down inside planned works; additive over disjoint windows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PlannedAgg {
+    /// Around the clock (servers).
+    pub planned_ms: i64,
+    /// Within working hours, by the workstation rules (a planned shutdown is not expected up
+    /// anyway, so only lost/reboot silences that began in the working window count).
+    pub planned_w_ms: i64,
+}
+
+/// As [`host_agg`], with the host's planned windows (sorted disjoint spans,
+/// [`super::planned::host_windows`]): down time inside them is moved out of `down` into the
+/// returned [`PlannedAgg`].
+#[allow(clippy::too_many_arguments)]
+pub fn host_agg_planned(
+    segs: &[SegRow],
+    probes: &[ProbeRow],
+    tol: Ms,
+    outages: &Outages,
+    work: &[(Ms, Ms)],
+    planned: &[(Ms, Ms)],
+    a: Ms,
+    b: Ms,
+) -> (HostAgg, PlannedAgg) {
+    let mut agg = HostAgg {
+        active: segs.iter().any(|s| s.start < b && s.end >= a),
+        reached: 0,
+        probed: 0,
+        ..HostAgg::default()
+    };
+    for p in probes.iter().filter(|p| p.touches(a, b)) {
+        let bit = 1u16 << p.cat;
+        agg.probed |= bit;
+        if p.ok {
+            agg.reached |= bit;
         }
-        for &(w0, w1) in work {
-            let (s, e) = (p.start.max(w0), p.end.min(w1));
-            if s >= e {
-                continue;
+    }
+    let mut pl = PlannedAgg::default();
+    host_pieces(segs, tol, outages, a, b, |p| {
+        super::planned::split_piece(p, planned, |q| {
+            integrate(&mut agg, &q, work, Some(&mut pl));
+        });
+    });
+    (agg, pl)
+}
+
+fn integrate(agg: &mut HostAgg, p: &Piece, work: &[(Ms, Ms)], mut pl: Option<&mut PlannedAgg>) {
+    let len = p.end - p.start;
+    match p.state {
+        PieceState::Up => agg.up_ms += len,
+        PieceState::Down(_) => agg.down_ms += len,
+        PieceState::Unknown => agg.unknown_ms += len,
+        PieceState::Planned(_) => {
+            if let Some(pl) = pl.as_deref_mut() {
+                pl.planned_ms += len;
             }
-            let len = e - s;
-            match p.state {
-                PieceState::Up => agg.up_w_ms += len,
-                PieceState::Unknown => agg.unknown_w_ms += len,
-                PieceState::Down(GapCause::Shutdown) => {}
-                PieceState::Down(_) => {
-                    if (w0..w1).contains(&p.gap_start) {
-                        agg.down_w_ms += len;
-                    }
+        }
+    }
+    for &(w0, w1) in work {
+        let (s, e) = (p.start.max(w0), p.end.min(w1));
+        if s >= e {
+            continue;
+        }
+        let len = e - s;
+        let began_here = (w0..w1).contains(&p.gap_start);
+        match p.state {
+            PieceState::Up => agg.up_w_ms += len,
+            PieceState::Unknown => agg.unknown_w_ms += len,
+            PieceState::Down(GapCause::Shutdown) => {}
+            PieceState::Down(_) => {
+                if began_here {
+                    agg.down_w_ms += len;
+                }
+            }
+            PieceState::Planned(GapCause::Shutdown) => {}
+            PieceState::Planned(_) => {
+                if let Some(pl) = pl.as_deref_mut()
+                    && began_here
+                {
+                    pl.planned_w_ms += len;
                 }
             }
         }
-    });
-    agg
+    }
 }
 
 /// The up intervals of `[a, b)`, ascending.
