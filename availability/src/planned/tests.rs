@@ -257,3 +257,49 @@ fn host_windows_union() {
         vec![(H, 3 * H), (5 * H, 6 * H)]
     );
 }
+
+proptest::proptest! {
+    /// Planned time only moves down time: up and unknown are those of `host_agg`, down +
+    /// planned is its down, and the sums are additive over any split of the window.
+    #[test]
+    fn planned_only_moves_down_time(
+        raw in proptest::collection::vec((0i64..200, 0i64..30, 0u8..5), 1..8),
+        works in proptest::collection::vec((0i64..1000, 1i64..120), 0..4),
+        cut in 1i64..999,
+        out_s in 0i64..1000, out_len in 0i64..100,
+    ) {
+        let mut segs = Vec::new();
+        let mut t = 0;
+        for (gap, len, cause) in &raw {
+            let start = t + gap * MIN;
+            segs.push(seg(start, start + len * MIN, GapCause::from_i64(i64::from(*cause)), None));
+            t = start + len * MIN;
+        }
+        for i in 0..segs.len() - 1 {
+            segs[i].next = Some(segs[i + 1].start);
+            if segs[i].cause == GapCause::Pending { segs[i].cause = GapCause::Silent; }
+        }
+        let mut planned: Vec<(Ms, Ms)> = works.iter().map(|(s, l)| (s * MIN, (s + l) * MIN)).collect();
+        let planned = crate::reach::union_spans(&mut planned);
+        let out = Outages::from_runs(&[(0, out_s * MIN), ((out_s + out_len) * MIN, 10_000 * MIN)], 2000 * MIN);
+        let w = WorkCal { tz: chrono_tz::UTC, hours: WorkHours { days: [true; 7], start_min: 60, end_min: 600 } };
+        let (a, b) = (0, 1000 * MIN);
+        let m = cut * MIN;
+        let plain = host_agg(&segs, &[], 2 * MIN, &out, &w.windows(a, b), a, b);
+        let (agg, pl) = host_agg_planned(&segs, &[], 2 * MIN, &out, &w.windows(a, b), &planned, a, b);
+        proptest::prop_assert_eq!(agg.up_ms, plain.up_ms);
+        proptest::prop_assert_eq!(agg.unknown_ms, plain.unknown_ms);
+        proptest::prop_assert_eq!(agg.up_w_ms, plain.up_w_ms);
+        proptest::prop_assert_eq!(agg.unknown_w_ms, plain.unknown_w_ms);
+        proptest::prop_assert_eq!(agg.down_ms + pl.planned_ms, plain.down_ms);
+        proptest::prop_assert_eq!(agg.down_w_ms + pl.planned_w_ms, plain.down_w_ms);
+        let (mut p1, mut q1) = host_agg_planned(&segs, &[], 2 * MIN, &out, &w.windows(a, m), &planned, a, m);
+        let (p2, q2) = host_agg_planned(&segs, &[], 2 * MIN, &out, &w.windows(m, b), &planned, m, b);
+        p1.add(&p2);
+        q1.planned_ms += q2.planned_ms;
+        q1.planned_w_ms += q2.planned_w_ms;
+        proptest::prop_assert_eq!(p1.down_ms, agg.down_ms);
+        proptest::prop_assert_eq!(p1.down_w_ms, agg.down_w_ms);
+        proptest::prop_assert_eq!(q1, pl);
+    }
+}
