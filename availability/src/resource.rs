@@ -284,6 +284,61 @@ mod tests {
         assert_eq!(parts, whole);
     }
 
+    fn spans_of(raw: &[(i64, i64)]) -> Vec<(Ms, Ms)> {
+        let mut v: Vec<(Ms, Ms)> = raw.iter().map(|(s, l)| (s * MIN, (s + l) * MIN)).collect();
+        union_spans(&mut v)
+    }
+
+    proptest::proptest! {
+        /// Every observed instant is exactly one of up, down, unknown; a channel is judged only
+        /// while the resource is up; the sums are additive over any split.
+        #[test]
+        fn partitions_observed_time(
+            mos in proptest::collection::vec(
+                (
+                    proptest::collection::vec((0i64..100, 1i64..30), 0..4),
+                    proptest::collection::vec((0i64..100, 1i64..30), 0..4),
+                    proptest::collection::vec((0i64..100, 1i64..30), 0..3),
+                ),
+                1..4,
+            ),
+            cut in 1i64..129,
+        ) {
+            let mos: Vec<MoSpans> = mos
+                .iter()
+                .map(|(seen, ok, other)| {
+                    let mut m = MoSpans::default();
+                    m.seen[LIS] = spans_of(seen);
+                    // ok ⊆ seen, as MoSpans::of builds them.
+                    let mut ok_in: Vec<(Ms, Ms)> = Vec::new();
+                    for &(s, e) in &spans_of(ok) {
+                        crate::reach::intersect(&m.seen[LIS], s, e, |x, y| ok_in.push((x, y)));
+                    }
+                    m.ok[LIS] = union_spans(&mut ok_in);
+                    m.ok[MIS] = spans_of(other);
+                    m.seen[MIS] = m.ok[MIS].clone();
+                    m
+                })
+                .collect();
+            let (a, b) = (0, 130 * MIN);
+            let r = resource(&mos, LIS, a, b);
+            let mut all: Vec<(Ms, Ms)> = mos.iter().flat_map(|m| m.seen[LIS].clone()).collect();
+            let observed = crate::reach::union_len(&mut all);
+            proptest::prop_assert_eq!(r.up_ms + r.down_ms + r.unknown_ms, observed);
+            let mut any_ok: Vec<(Ms, Ms)> = mos.iter().flat_map(|m| m.ok[LIS].clone()).collect();
+            proptest::prop_assert_eq!(r.up_ms, crate::reach::union_len(&mut any_ok));
+            for (m, ch) in mos.iter().zip(&r.channels) {
+                let mut ok = m.ok[LIS].clone();
+                proptest::prop_assert_eq!(ch.ok_ms, crate::reach::union_len(&mut ok));
+                proptest::prop_assert!(ch.ok_ms + ch.fail_ms <= r.up_ms);
+            }
+            let m = cut * MIN;
+            let mut parts = resource(&mos, LIS, a, m);
+            parts.add(&resource(&mos, LIS, m, b));
+            proptest::prop_assert_eq!(parts, r);
+        }
+    }
+
     /// From host rows: probe results count only while their host is up.
     #[test]
     fn spans_from_hosts() {
