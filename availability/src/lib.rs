@@ -7,7 +7,9 @@
 pub mod calendar;
 pub mod indicators;
 pub mod period;
+pub mod planned;
 pub mod reach;
+pub mod resource;
 pub mod roster;
 pub mod timeline;
 
@@ -18,6 +20,7 @@ pub use indicators::{
 };
 pub use period::{Period, PeriodError};
 pub use reach::{ReachAgg, mo_reach};
+pub use resource::{ChannelAgg, MoSpans, ResourceAgg, resource};
 pub use timeline::{HostAgg, Outages, Piece, PieceState, host_agg, host_pieces};
 
 use dozor_proto::{Category, Role};

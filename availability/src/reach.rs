@@ -71,7 +71,7 @@ pub fn mo_reach(hosts: &[HostReach<'_>], a: Ms, b: Ms) -> [ReachAgg; 12] {
 }
 
 /// Calls `f` with each part of `[s, e)` inside the sorted disjoint spans.
-fn intersect(spans: &[(Ms, Ms)], s: Ms, e: Ms, mut f: impl FnMut(Ms, Ms)) {
+pub(crate) fn intersect(spans: &[(Ms, Ms)], s: Ms, e: Ms, mut f: impl FnMut(Ms, Ms)) {
     let i = spans.partition_point(|x| x.1 <= s);
     for &(x, y) in &spans[i..] {
         if x >= e {
@@ -82,6 +82,19 @@ fn intersect(spans: &[(Ms, Ms)], s: Ms, e: Ms, mut f: impl FnMut(Ms, Ms)) {
             f(p, q);
         }
     }
+}
+
+/// The union of spans as sorted disjoint spans (sorts them).
+pub(crate) fn union_spans(v: &mut [(Ms, Ms)]) -> Vec<(Ms, Ms)> {
+    v.sort_unstable();
+    let mut out: Vec<(Ms, Ms)> = Vec::new();
+    for &(s, e) in v.iter() {
+        match out.last_mut() {
+            Some(c) if s <= c.1 => c.1 = c.1.max(e),
+            _ => out.push((s, e)),
+        }
+    }
+    out
 }
 
 /// Length of the union of spans (sorts them).

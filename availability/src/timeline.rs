@@ -9,6 +9,9 @@
 //! - time the collector was not running is **unknown**, never down; a silence nobody marked
 //!   (`reboot`, `silent`, overdue `pending`) within `tol` of a collector outage is unknown too
 //!   (the collector could not have noticed it);
+//! - after the collector starts, a host not heard since before the start is **unknown** until it
+//!   had a fair chance to reconnect ([`Outages::reconnect_ms`] + `tol`): a restart never produces
+//!   down; after that window the stored history (replayed or not) decides;
 //! - servers: every down second counts; workstations: only working hours count, a graceful
 //!   shutdown is never down, and a lost/reboot silence is down only within the working window
 //!   in which it began.
@@ -16,16 +19,49 @@
 use super::{GapCause, Ms, ProbeRow, SegRow};
 use serde::Serialize;
 
-/// Time the collector was not running, as sorted disjoint spans.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The longest an agent takes to reconnect after the collector (with its embedded broker) comes
+/// back, before it sends its first message: the agent's reconnect backoff is capped at 30 s
+/// (`BACKOFF_CAP`, `agent/src/publish/mqtt.rs`; a delay is uniform in [d/2, d]) and a connection
+/// attempt that started while the collector's machine was still rebooting may hang for the
+/// agent's 10 s connect timeout before that sleep. The first message after the connection comes
+/// within one heartbeat interval (the spool replays at once), which the host's `tol`
+/// (2.5 intervals) covers with room to spare.
+pub const AGENT_RECONNECT_MS: Ms = 30_000 + 10_000;
+
+/// Time the collector was not running, as sorted disjoint spans, and how long after each
+/// restart a host is given to reconnect.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outages {
     spans: Vec<(Ms, Ms)>,
+    /// After an outage ends, hosts not heard since before its end are unknown for this long
+    /// plus their `tol`.
+    reconnect_ms: Ms,
+}
+
+impl Default for Outages {
+    fn default() -> Self {
+        Outages {
+            spans: Vec::new(),
+            reconnect_ms: AGENT_RECONNECT_MS,
+        }
+    }
 }
 
 impl Outages {
     /// No outage at all.
     pub fn none() -> Outages {
         Outages::default()
+    }
+
+    /// The same outages with another reconnect allowance (at least 0).
+    pub fn with_reconnect(mut self, ms: Ms) -> Outages {
+        self.reconnect_ms = ms.max(0);
+        self
+    }
+
+    /// The reconnect allowance after each outage, without the host's `tol`.
+    pub fn reconnect_ms(&self) -> Ms {
+        self.reconnect_ms
     }
 
     /// Outages from the collector's runs `(start, end)`: before the first run, between runs and
@@ -36,7 +72,10 @@ impl Outages {
         runs.sort_unstable();
         let mut spans = Vec::new();
         let Some(first) = runs.first() else {
-            return Outages { spans };
+            return Outages {
+                spans,
+                ..Outages::default()
+            };
         };
         spans.push((Ms::MIN, first.0));
         let mut covered = first.1;
@@ -49,22 +88,28 @@ impl Outages {
         if covered < horizon {
             spans.push((covered, Ms::MAX));
         }
-        Outages { spans }
+        Outages {
+            spans,
+            ..Outages::default()
+        }
     }
 
     pub fn spans(&self) -> &[(Ms, Ms)] {
         &self.spans
     }
 
-    /// Splits `[x, y)` into sub-spans inside (true) and outside (false) the outages, each
-    /// outage widened by `pad` on both sides.
-    fn split(&self, x: Ms, y: Ms, pad: Ms, mut f: impl FnMut(Ms, Ms, bool)) {
+    /// Splits `[x, y)`, part of a silence that began at `g0`, into sub-spans inside (true) and
+    /// outside (false) the outages, each outage widened by `pad` on both sides; an outage that
+    /// ended after `g0` (the host was not heard since before the restart) is also widened after
+    /// its end by the reconnect allowance `reconnect` (the larger of the two wins).
+    fn split(&self, x: Ms, y: Ms, pad: Ms, g0: Ms, reconnect: Ms, mut f: impl FnMut(Ms, Ms, bool)) {
         let mut at = x;
         for &(s, e) in &self.spans {
             if at >= y {
                 break;
             }
-            let (s, e) = (s.saturating_sub(pad), e.saturating_add(pad));
+            let post = if g0 < e { pad.max(reconnect) } else { pad };
+            let (s, e) = (s.saturating_sub(pad), e.saturating_add(post));
             if e <= at {
                 continue;
             }
@@ -96,6 +141,10 @@ pub enum PieceState {
     Down(GapCause),
     /// The collector could not observe the host.
     Unknown,
+    /// Down (with the gap's cause) inside an announced planned work ([`super::planned`]);
+    /// never counted as down. [`host_pieces`] never yields it; [`super::planned::split_piece`]
+    /// does.
+    Planned(GapCause),
 }
 
 /// A labelled piece `[start, end)` of a host's timeline.
@@ -145,8 +194,9 @@ pub fn host_pieces(
             (c, _) => c,
         };
         let (x, y) = (g0.max(a), g1.min(b));
+        let rc = outages.reconnect_ms.saturating_add(tol);
         match cause {
-            GapCause::Shutdown | GapCause::Lost => outages.split(x, y, 0, |s, e, out| {
+            GapCause::Shutdown | GapCause::Lost => outages.split(x, y, 0, g0, rc, |s, e, out| {
                 let st = if out {
                     PieceState::Unknown
                 } else {
@@ -154,7 +204,7 @@ pub fn host_pieces(
                 };
                 piece(s, e, st, g0);
             }),
-            GapCause::Reboot | GapCause::Silent => outages.split(x, y, tol, |s, e, out| {
+            GapCause::Reboot | GapCause::Silent => outages.split(x, y, tol, g0, rc, |s, e, out| {
                 let st = if out {
                     PieceState::Unknown
                 } else {
@@ -169,7 +219,7 @@ pub fn host_pieces(
             GapCause::Pending => {
                 let due = g0.saturating_add(tol);
                 if x < due {
-                    outages.split(x, due.min(y), 0, |s, e, out| {
+                    outages.split(x, due.min(y), 0, g0, rc, |s, e, out| {
                         let st = if out {
                             PieceState::Unknown
                         } else {
@@ -179,7 +229,7 @@ pub fn host_pieces(
                     });
                 }
                 if y > due {
-                    outages.split(x.max(due), y, tol, |s, e, out| {
+                    outages.split(x.max(due), y, tol, g0, rc, |s, e, out| {
                         let st = if out {
                             PieceState::Unknown
                         } else {
@@ -264,31 +314,95 @@ pub fn host_agg(
         }
     }
     host_pieces(segs, tol, outages, a, b, |p| {
-        let len = p.end - p.start;
-        match p.state {
-            PieceState::Up => agg.up_ms += len,
-            PieceState::Down(_) => agg.down_ms += len,
-            PieceState::Unknown => agg.unknown_ms += len,
+        integrate(&mut agg, &p, work, None)
+    });
+    agg
+}
+
+/// Time a host was down inside planned works; additive over disjoint windows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PlannedAgg {
+    /// Around the clock (servers).
+    pub planned_ms: i64,
+    /// Within working hours, by the workstation rules (a planned shutdown is not expected up
+    /// anyway, so only lost/reboot silences that began in the working window count).
+    pub planned_w_ms: i64,
+}
+
+/// As [`host_agg`], with the host's planned windows (sorted disjoint spans,
+/// [`super::planned::host_windows`]): down time inside them is moved out of `down` into the
+/// returned [`PlannedAgg`].
+#[allow(clippy::too_many_arguments)]
+pub fn host_agg_planned(
+    segs: &[SegRow],
+    probes: &[ProbeRow],
+    tol: Ms,
+    outages: &Outages,
+    work: &[(Ms, Ms)],
+    planned: &[(Ms, Ms)],
+    a: Ms,
+    b: Ms,
+) -> (HostAgg, PlannedAgg) {
+    let mut agg = HostAgg {
+        active: segs.iter().any(|s| s.start < b && s.end >= a),
+        reached: 0,
+        probed: 0,
+        ..HostAgg::default()
+    };
+    for p in probes.iter().filter(|p| p.touches(a, b)) {
+        let bit = 1u16 << p.cat;
+        agg.probed |= bit;
+        if p.ok {
+            agg.reached |= bit;
         }
-        for &(w0, w1) in work {
-            let (s, e) = (p.start.max(w0), p.end.min(w1));
-            if s >= e {
-                continue;
+    }
+    let mut pl = PlannedAgg::default();
+    host_pieces(segs, tol, outages, a, b, |p| {
+        super::planned::split_piece(p, planned, |q| {
+            integrate(&mut agg, &q, work, Some(&mut pl));
+        });
+    });
+    (agg, pl)
+}
+
+fn integrate(agg: &mut HostAgg, p: &Piece, work: &[(Ms, Ms)], mut pl: Option<&mut PlannedAgg>) {
+    let len = p.end - p.start;
+    match p.state {
+        PieceState::Up => agg.up_ms += len,
+        PieceState::Down(_) => agg.down_ms += len,
+        PieceState::Unknown => agg.unknown_ms += len,
+        PieceState::Planned(_) => {
+            if let Some(pl) = pl.as_deref_mut() {
+                pl.planned_ms += len;
             }
-            let len = e - s;
-            match p.state {
-                PieceState::Up => agg.up_w_ms += len,
-                PieceState::Unknown => agg.unknown_w_ms += len,
-                PieceState::Down(GapCause::Shutdown) => {}
-                PieceState::Down(_) => {
-                    if (w0..w1).contains(&p.gap_start) {
-                        agg.down_w_ms += len;
-                    }
+        }
+    }
+    for &(w0, w1) in work {
+        let (s, e) = (p.start.max(w0), p.end.min(w1));
+        if s >= e {
+            continue;
+        }
+        let len = e - s;
+        let began_here = (w0..w1).contains(&p.gap_start);
+        match p.state {
+            PieceState::Up => agg.up_w_ms += len,
+            PieceState::Unknown => agg.unknown_w_ms += len,
+            PieceState::Down(GapCause::Shutdown) => {}
+            PieceState::Down(_) => {
+                if began_here {
+                    agg.down_w_ms += len;
+                }
+            }
+            PieceState::Planned(GapCause::Shutdown) => {}
+            PieceState::Planned(_) => {
+                if let Some(pl) = pl.as_deref_mut()
+                    && began_here
+                {
+                    pl.planned_w_ms += len;
                 }
             }
         }
-    });
-    agg
+    }
 }
 
 /// The up intervals of `[a, b)`, ascending.

@@ -414,6 +414,9 @@ pub async fn run(
     let mut ack = tokio::time::interval(p.cfg.ack_interval);
     let mut in_flight = 0usize;
     let mut stopping = false;
+    // When ingest stopped: nothing is heard after it, so the run ends here for availability
+    // (a slow final flush must not stretch the run over time nobody could observe; issue 13).
+    let mut stopped_at: Option<i64> = None;
     loop {
         tokio::select! {
             biased;
@@ -425,6 +428,7 @@ pub async fn run(
             }
             _ = cancel.cancelled(), if !stopping => {
                 stopping = true;
+                stopped_at = Some(now_ms());
                 rx.close();
             }
             msg = rx.recv(), if in_flight < 2 || p.batch.records.len() < p.cfg.max_batch => {
@@ -537,7 +541,9 @@ pub async fn run(
         }
     }
     // Final flush: everything received is written and acknowledged before we go.
-    p.push(Record::CollectorStop { at_ms: now_ms() });
+    p.push(Record::CollectorStop {
+        at_ms: stopped_at.unwrap_or_else(now_ms),
+    });
     let job = p.cut();
     in_flight += 1;
     let _ = job_tx.send(job).await;

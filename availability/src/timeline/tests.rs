@@ -63,8 +63,13 @@ fn collector_outage_is_unknown() {
         vec![
             (0, 10 * MIN, PieceState::Up),
             (10 * MIN, 20 * MIN, PieceState::Down(GapCause::Lost)),
-            (20 * MIN, 30 * MIN, PieceState::Unknown),
-            (30 * MIN, 40 * MIN, PieceState::Down(GapCause::Lost)),
+            // The outage, then 40 s reconnect allowance + tol (75 s) after the start: unknown.
+            (20 * MIN, 31 * MIN + 55 * S, PieceState::Unknown),
+            (
+                31 * MIN + 55 * S,
+                40 * MIN,
+                PieceState::Down(GapCause::Lost)
+            ),
             (40 * MIN, 50 * MIN, PieceState::Up),
         ]
     );
@@ -78,11 +83,124 @@ fn collector_outage_is_unknown() {
         vec![
             (0, 10 * MIN, PieceState::Up),
             (10 * MIN, 19 * MIN, PieceState::Down(GapCause::Lost)),
-            (19 * MIN, 31 * MIN, PieceState::Unknown),
-            (31 * MIN, 40 * MIN, PieceState::Down(GapCause::Lost)),
+            // tol (1 min) before the stop; 40 s + tol after the start.
+            (19 * MIN, 31 * MIN + 40 * S, PieceState::Unknown),
+            (
+                31 * MIN + 40 * S,
+                40 * MIN,
+                PieceState::Down(GapCause::Lost)
+            ),
             (40 * MIN, 50 * MIN, PieceState::Up),
         ]
     );
+}
+
+/// Issue 13, item 3: the collector stops 5 s after a host's last message and starts again
+/// 15 s later; the host (tol 75 s) has not reconnected yet.
+#[test]
+fn restart_never_produces_down() {
+    let s = [seg(0, 10 * MIN, GapCause::Pending, None)];
+    let stop = 10 * MIN + 5 * S;
+    let start = 10 * MIN + 20 * S;
+    let out = Outages::from_runs(&[(0, stop), (start, 60 * MIN)], 60 * MIN);
+    assert_eq!(out.reconnect_ms(), AGENT_RECONNECT_MS);
+    // A report taken a minute after the start: no down at all.
+    assert_eq!(
+        pieces(&s, 75 * S, &out, 0, start + MIN),
+        vec![
+            (0, 10 * MIN, PieceState::Up),
+            (10 * MIN, stop, PieceState::Up),
+            (stop, 11 * MIN + 15 * S, PieceState::Unknown),
+            (11 * MIN + 15 * S, start + MIN, PieceState::Unknown),
+        ]
+    );
+    // The host never came back: down from start + 40 s + 75 s = 12:15 on, not before.
+    assert_eq!(
+        pieces(&s, 75 * S, &out, 0, 15 * MIN),
+        vec![
+            (0, 10 * MIN, PieceState::Up),
+            (10 * MIN, stop, PieceState::Up),
+            (stop, 11 * MIN + 15 * S, PieceState::Unknown),
+            (11 * MIN + 15 * S, 12 * MIN + 15 * S, PieceState::Unknown),
+            (
+                12 * MIN + 15 * S,
+                15 * MIN,
+                PieceState::Down(GapCause::Lost)
+            ),
+        ]
+    );
+    // It came back 30 s after the start and replayed nothing (a new boot): the silence before
+    // is unknown, none of it down.
+    let s = [
+        seg(0, 10 * MIN, GapCause::Silent, Some(start + 30 * S)),
+        seg(start + 30 * S, 15 * MIN, GapCause::Pending, None),
+    ];
+    assert_eq!(
+        pieces(&s, 75 * S, &out, 0, 15 * MIN),
+        vec![
+            (0, 10 * MIN, PieceState::Up),
+            (10 * MIN, start + 30 * S, PieceState::Unknown),
+            (start + 30 * S, 15 * MIN, PieceState::Up),
+        ]
+    );
+    // It reconnected and replayed its spool: one segment across the outage, up throughout.
+    let s = [seg(0, 15 * MIN, GapCause::Pending, None)];
+    assert_eq!(
+        pieces(&s, 75 * S, &out, 0, 15 * MIN),
+        vec![(0, 15 * MIN, PieceState::Up)]
+    );
+    // A smaller allowance (a region whose agents reconnect faster) shortens the window.
+    let s = [seg(0, 10 * MIN, GapCause::Lost, None)];
+    let fast = out.clone().with_reconnect(5 * S);
+    assert_eq!(
+        pieces(&s, 75 * S, &fast, 0, 15 * MIN),
+        vec![
+            (0, 10 * MIN, PieceState::Up),
+            (10 * MIN, stop, PieceState::Down(GapCause::Lost)),
+            (stop, start + 80 * S, PieceState::Unknown),
+            (start + 80 * S, 15 * MIN, PieceState::Down(GapCause::Lost)),
+        ]
+    );
+}
+
+/// A silence that began after the restart (the host had reconnected) gets no allowance.
+#[test]
+fn silence_after_the_restart_is_observed() {
+    let out = Outages::from_runs(&[(0, 5 * MIN), (7 * MIN + 30 * S, 60 * MIN)], 60 * MIN);
+    let s = [seg(7 * MIN + 35 * S, 8 * MIN, GapCause::Lost, None)];
+    assert_eq!(
+        pieces(&s, 75 * S, &out, 0, 10 * MIN),
+        vec![
+            (7 * MIN + 35 * S, 8 * MIN, PieceState::Up),
+            (8 * MIN, 10 * MIN, PieceState::Down(GapCause::Lost)),
+        ]
+    );
+}
+
+/// A workstation whose collector restarted at 11:00 on a Monday: its working hours hold no
+/// down for the restart, only unknown.
+#[test]
+fn restart_in_working_hours_is_unknown_for_workstations() {
+    let w = WorkCal {
+        tz: chrono_tz::UTC,
+        hours: WorkHours::default(),
+    };
+    let (a, b) = (utc(4, 0, 0), utc(5, 0, 0));
+    // Up 08:00–11:00, collector stopped 11:00:10–11:00:40; the PC reconnects at 11:01:20
+    // without its backlog (new segment).
+    let back = utc(4, 11, 1) + 20 * S;
+    let s = [
+        seg(utc(4, 8, 0), utc(4, 11, 0), GapCause::Silent, Some(back)),
+        seg(back, utc(4, 18, 0), GapCause::Shutdown, None),
+    ];
+    let out = Outages::from_runs(
+        &[(a, utc(4, 11, 0) + 10 * S), (utc(4, 11, 0) + 40 * S, b)],
+        b,
+    );
+    let agg = host_agg(&s, &[], 75 * S, &out, &w.windows(a, b), a, b);
+    assert_eq!(agg.down_w_ms, 0);
+    assert_eq!(agg.unknown_w_ms, MIN + 20 * S);
+    assert_eq!(agg.up_w_ms, 10 * H - MIN - 20 * S);
 }
 
 #[test]

@@ -1,0 +1,366 @@
+//! A central resource's own availability, told apart from the МО channels to it (issue 13,
+//! item 4): «работоспособность информационного ресурса» must not fall because one МО's uplink
+//! broke while the resource answered everybody else.
+//!
+//! Rules (see `docs/indicators.md`, "Resource and channel"), at every instant, for a category:
+//! - the resource is **up** while at least one МО reaches it;
+//! - it is **down** while nobody reaches it and it is observed failing by an МО whose channel
+//!   demonstrably works (that МО reaches another central target at the same instant), or by
+//!   at least two МО at once (independent channels do not fail together);
+//! - otherwise it is **unknown**: nobody observes it, or only one МО does, and that МО reaches
+//!   nothing else (its channel may be what is broken);
+//! - an МО's **channel** to the resource is good while it reaches the resource, bad while it
+//!   observes the resource failing *while the resource is up*; time the resource itself is
+//!   down or unknown is not held against the channel.
+
+use super::reach::{HostReach, union_spans};
+use super::{Ms, pct};
+use serde::Serialize;
+
+/// What one МО observed of every category (indexed as [`dozor_proto::Category::ALL`]) over a
+/// window: sorted disjoint spans while some up host of the МО reached it (`ok`) and while some
+/// up host probed it (`seen`, a superset of `ok`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MoSpans {
+    pub ok: [Vec<(Ms, Ms)>; 12],
+    pub seen: [Vec<(Ms, Ms)>; 12],
+}
+
+impl MoSpans {
+    /// The spans of an МО's hosts over `[a, b)` (probe results count only while their host is
+    /// up, as in [`super::mo_reach`]).
+    pub fn of(hosts: &[HostReach<'_>], a: Ms, b: Ms) -> MoSpans {
+        let mut ok: [Vec<(Ms, Ms)>; 12] = Default::default();
+        let mut seen: [Vec<(Ms, Ms)>; 12] = Default::default();
+        for h in hosts {
+            for p in h.probes {
+                let (s, e) = (p.start.max(a), p.end.min(b));
+                if s >= e {
+                    continue;
+                }
+                let c = usize::from(p.cat).min(11);
+                super::reach::intersect(h.up, s, e, |x, y| {
+                    seen[c].push((x, y));
+                    if p.ok {
+                        ok[c].push((x, y));
+                    }
+                });
+            }
+        }
+        MoSpans {
+            ok: ok.map(|mut v| union_spans(&mut v)),
+            seen: seen.map(|mut v| union_spans(&mut v)),
+        }
+    }
+}
+
+/// An МО's channel to one resource: ms it reached it, ms it failed while the resource was up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ChannelAgg {
+    pub ok_ms: i64,
+    pub fail_ms: i64,
+}
+
+impl ChannelAgg {
+    /// `ok / (ok + fail) × 100`; `None` when never observed while the resource was up.
+    pub fn pct(&self) -> Option<f64> {
+        pct(self.ok_ms as f64, (self.ok_ms + self.fail_ms) as f64)
+    }
+}
+
+/// A resource's own availability over a window and each МО's channel to it (same order as the
+/// МО given); additive over disjoint windows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ResourceAgg {
+    pub up_ms: i64,
+    pub down_ms: i64,
+    /// Observed by somebody, but not decidable (one МО without a working channel).
+    pub unknown_ms: i64,
+    pub channels: Vec<ChannelAgg>,
+}
+
+impl ResourceAgg {
+    /// `up / (up + down) × 100`; `None` when nothing was decided.
+    pub fn pct(&self) -> Option<f64> {
+        pct(self.up_ms as f64, (self.up_ms + self.down_ms) as f64)
+    }
+
+    pub fn add(&mut self, o: &ResourceAgg) {
+        self.up_ms += o.up_ms;
+        self.down_ms += o.down_ms;
+        self.unknown_ms += o.unknown_ms;
+        if self.channels.len() < o.channels.len() {
+            self.channels
+                .resize(o.channels.len(), ChannelAgg::default());
+        }
+        for (m, c) in self.channels.iter_mut().zip(&o.channels) {
+            m.ok_ms += c.ok_ms;
+            m.fail_ms += c.fail_ms;
+        }
+    }
+}
+
+/// True if `t` lies in one of the sorted disjoint `spans`.
+fn holds(spans: &[(Ms, Ms)], t: Ms) -> bool {
+    let i = spans.partition_point(|s| s.1 <= t);
+    spans.get(i).is_some_and(|s| s.0 <= t)
+}
+
+/// The resource of category index `cat` over `[a, b)` as seen from `mos`.
+pub fn resource(mos: &[MoSpans], cat: usize, a: Ms, b: Ms) -> ResourceAgg {
+    let cat = cat.min(11);
+    let mut out = ResourceAgg {
+        channels: vec![ChannelAgg::default(); mos.len()],
+        ..ResourceAgg::default()
+    };
+    // Every state is constant between consecutive span edges.
+    let mut edges: Vec<Ms> = vec![a, b];
+    for m in mos {
+        for c in 0..12 {
+            for &(s, e) in m.ok[c].iter().chain(&m.seen[c]) {
+                edges.extend([s.clamp(a, b), e.clamp(a, b)]);
+            }
+        }
+    }
+    edges.sort_unstable();
+    edges.dedup();
+    let mut reached = Vec::with_capacity(mos.len());
+    let mut observing = Vec::with_capacity(mos.len());
+    for w in edges.windows(2) {
+        let (t, len) = (w[0], w[1] - w[0]);
+        reached.clear();
+        observing.clear();
+        let mut working_observer = false;
+        for m in mos {
+            let seen = holds(&m.seen[cat], t);
+            let ok = seen && holds(&m.ok[cat], t);
+            reached.push(ok);
+            observing.push(seen);
+            if seen && !ok {
+                working_observer |= (0..12).any(|c| c != cat && holds(&m.ok[c], t));
+            }
+        }
+        let observers = observing.iter().filter(|o| **o).count();
+        if observers == 0 {
+            continue;
+        }
+        if reached.iter().any(|r| *r) {
+            out.up_ms += len;
+            for (i, ch) in out.channels.iter_mut().enumerate() {
+                if reached[i] {
+                    ch.ok_ms += len;
+                } else if observing[i] {
+                    ch.fail_ms += len;
+                }
+            }
+        } else if working_observer || observers >= 2 {
+            out.down_ms += len;
+        } else {
+            out.unknown_ms += len;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: Ms = 60_000;
+    const MIS: usize = 0;
+    const LIS: usize = 2;
+
+    /// (category, seen, ok) of one МО.
+    type Obs<'a> = (usize, &'a [(Ms, Ms)], &'a [(Ms, Ms)]);
+
+    /// An МО that observed each category over `seen` and reached it over `ok`.
+    fn mo(spans: &[Obs<'_>]) -> MoSpans {
+        let mut m = MoSpans::default();
+        for (c, seen, ok) in spans {
+            m.seen[*c] = seen.to_vec();
+            m.ok[*c] = ok.to_vec();
+        }
+        m
+    }
+
+    /// The issue's case: the ЛИС answered everyone whose channel worked; one МО's channel was
+    /// broken for 30 min of the hour. The resource is 100 %, that МО's channel 50 %.
+    #[test]
+    fn one_broken_channel_is_not_the_resource() {
+        let h = [(0, 60 * MIN)];
+        let good = mo(&[(LIS, &h, &h), (MIS, &h, &h)]);
+        let broken = mo(&[(LIS, &h, &[(0, 30 * MIN)]), (MIS, &h, &[(0, 30 * MIN)])]);
+        let r = resource(&[good, broken], LIS, 0, 60 * MIN);
+        assert_eq!((r.up_ms, r.down_ms, r.unknown_ms), (60 * MIN, 0, 0));
+        assert_eq!(r.pct(), Some(100.0));
+        assert_eq!(
+            r.channels[0],
+            ChannelAgg {
+                ok_ms: 60 * MIN,
+                fail_ms: 0
+            }
+        );
+        assert_eq!(
+            r.channels[1],
+            ChannelAgg {
+                ok_ms: 30 * MIN,
+                fail_ms: 30 * MIN
+            }
+        );
+        assert_eq!(r.channels[1].pct(), Some(50.0));
+    }
+
+    /// Down for everyone 10:00–10:20 (two МО fail together): the resource is down, no channel
+    /// is blamed.
+    #[test]
+    fn outage_for_everyone_is_the_resource() {
+        let h = [(0, 60 * MIN)];
+        let ok: &[(Ms, Ms)] = &[(0, 10 * MIN), (30 * MIN, 60 * MIN)];
+        let a = mo(&[(LIS, &h, ok)]);
+        let b = mo(&[(LIS, &h, ok)]);
+        let r = resource(&[a, b], LIS, 0, 60 * MIN);
+        assert_eq!((r.up_ms, r.down_ms, r.unknown_ms), (40 * MIN, 20 * MIN, 0));
+        for ch in &r.channels {
+            assert_eq!(
+                *ch,
+                ChannelAgg {
+                    ok_ms: 40 * MIN,
+                    fail_ms: 0
+                }
+            );
+        }
+    }
+
+    /// A single observer: failing while it reaches the МИС (working channel) is the resource;
+    /// failing while it reaches nothing is unknown (its channel may be broken).
+    #[test]
+    fn single_observer_needs_a_working_channel() {
+        let h = [(0, 60 * MIN)];
+        // ЛИС fails 10–40; the МИС is reached 0–25 only (channel lost at 25).
+        let m = mo(&[
+            (LIS, &h, &[(0, 10 * MIN), (40 * MIN, 60 * MIN)]),
+            (MIS, &h, &[(0, 25 * MIN)]),
+        ]);
+        let r = resource(&[m], LIS, 0, 60 * MIN);
+        assert_eq!(r.up_ms, 30 * MIN);
+        assert_eq!(r.down_ms, 15 * MIN, "10–25: the channel worked");
+        assert_eq!(
+            r.unknown_ms,
+            15 * MIN,
+            "25–40: nothing reached, cannot tell"
+        );
+        assert_eq!(
+            r.channels[0],
+            ChannelAgg {
+                ok_ms: 30 * MIN,
+                fail_ms: 0
+            }
+        );
+    }
+
+    /// Nobody observing (night, no servers): neither up, down nor unknown; windows clip and
+    /// the sums are additive.
+    #[test]
+    fn unobserved_and_additive() {
+        let a = mo(&[(LIS, &[(10 * MIN, 20 * MIN)], &[(10 * MIN, 15 * MIN)])]);
+        let b = mo(&[(LIS, &[(12 * MIN, 30 * MIN)], &[])]);
+        let mos = [a, b];
+        let whole = resource(&mos, LIS, 0, 60 * MIN);
+        // 10–12 up (a), 12–15 up (a; b's channel fails), 15–20 down (both fail),
+        // 20–30 only b fails and b reaches nothing else: unknown.
+        assert_eq!(
+            (whole.up_ms, whole.down_ms, whole.unknown_ms),
+            (5 * MIN, 5 * MIN, 10 * MIN)
+        );
+        assert_eq!(
+            whole.channels[1],
+            ChannelAgg {
+                ok_ms: 0,
+                fail_ms: 3 * MIN
+            }
+        );
+        let mut parts = resource(&mos, LIS, 0, 13 * MIN);
+        parts.add(&resource(&mos, LIS, 13 * MIN, 60 * MIN));
+        assert_eq!(parts, whole);
+    }
+
+    fn spans_of(raw: &[(i64, i64)]) -> Vec<(Ms, Ms)> {
+        let mut v: Vec<(Ms, Ms)> = raw.iter().map(|(s, l)| (s * MIN, (s + l) * MIN)).collect();
+        union_spans(&mut v)
+    }
+
+    proptest::proptest! {
+        /// Every observed instant is exactly one of up, down, unknown; a channel is judged only
+        /// while the resource is up; the sums are additive over any split.
+        #[test]
+        fn partitions_observed_time(
+            mos in proptest::collection::vec(
+                (
+                    proptest::collection::vec((0i64..100, 1i64..30), 0..4),
+                    proptest::collection::vec((0i64..100, 1i64..30), 0..4),
+                    proptest::collection::vec((0i64..100, 1i64..30), 0..3),
+                ),
+                1..4,
+            ),
+            cut in 1i64..129,
+        ) {
+            let mos: Vec<MoSpans> = mos
+                .iter()
+                .map(|(seen, ok, other)| {
+                    let mut m = MoSpans::default();
+                    m.seen[LIS] = spans_of(seen);
+                    // ok ⊆ seen, as MoSpans::of builds them.
+                    let mut ok_in: Vec<(Ms, Ms)> = Vec::new();
+                    for &(s, e) in &spans_of(ok) {
+                        crate::reach::intersect(&m.seen[LIS], s, e, |x, y| ok_in.push((x, y)));
+                    }
+                    m.ok[LIS] = union_spans(&mut ok_in);
+                    m.ok[MIS] = spans_of(other);
+                    m.seen[MIS] = m.ok[MIS].clone();
+                    m
+                })
+                .collect();
+            let (a, b) = (0, 130 * MIN);
+            let r = resource(&mos, LIS, a, b);
+            let mut all: Vec<(Ms, Ms)> = mos.iter().flat_map(|m| m.seen[LIS].clone()).collect();
+            let observed = crate::reach::union_len(&mut all);
+            proptest::prop_assert_eq!(r.up_ms + r.down_ms + r.unknown_ms, observed);
+            let mut any_ok: Vec<(Ms, Ms)> = mos.iter().flat_map(|m| m.ok[LIS].clone()).collect();
+            proptest::prop_assert_eq!(r.up_ms, crate::reach::union_len(&mut any_ok));
+            for (m, ch) in mos.iter().zip(&r.channels) {
+                let mut ok = m.ok[LIS].clone();
+                proptest::prop_assert_eq!(ch.ok_ms, crate::reach::union_len(&mut ok));
+                proptest::prop_assert!(ch.ok_ms + ch.fail_ms <= r.up_ms);
+            }
+            let m = cut * MIN;
+            let mut parts = resource(&mos, LIS, a, m);
+            parts.add(&resource(&mos, LIS, m, b));
+            proptest::prop_assert_eq!(parts, r);
+        }
+    }
+
+    /// From host rows: probe results count only while their host is up.
+    #[test]
+    fn spans_from_hosts() {
+        use crate::ProbeRow;
+        let up = [(10 * MIN, 20 * MIN)];
+        let p = [ProbeRow {
+            cat: LIS as u8,
+            start: 0,
+            end: 30 * MIN,
+            ok: true,
+            closed: true,
+        }];
+        let m = MoSpans::of(
+            &[HostReach {
+                up: &up,
+                probes: &p,
+            }],
+            0,
+            60 * MIN,
+        );
+        assert_eq!(m.ok[LIS], vec![(10 * MIN, 20 * MIN)]);
+        assert_eq!(m.seen[LIS], vec![(10 * MIN, 20 * MIN)]);
+        assert!(m.ok[MIS].is_empty());
+    }
+}
