@@ -4,6 +4,8 @@
 //! The binaries are taken from the cargo target directory the tests run from; `tests/run`
 //! builds them before running the tests.
 
+pub mod browser;
+
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
