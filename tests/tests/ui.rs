@@ -149,7 +149,10 @@ async fn overview_search_and_host_page_with_charts() {
     })
     .await
     .expect("the host with its hostname");
-    assert!(found.contains(&mos[0].1) && found.contains("АРМ"), "{found}");
+    assert!(
+        found.contains(&mos[0].1) && found.contains("АРМ"),
+        "{found}"
+    );
     b.click("table.found tbody a").await;
     assert_eq!(
         b.url().await,
@@ -201,7 +204,7 @@ async fn overview_search_and_host_page_with_charts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_demo_incident_appears_live_and_is_acknowledged() {
+async fn a_demo_incident_appears_live_on_the_overview() {
     let dir = tempfile::tempdir().unwrap();
     let c = start(dir.path(), true);
     let site = site(&c);
@@ -240,7 +243,7 @@ async fn a_demo_incident_appears_live_and_is_acknowledged() {
     assert!(!seen.contains("««") && !seen.contains("»»"), "{seen}");
     shoot(&b, "overview-incident").await;
 
-    // Its page: cause, scope, the МО linked; acknowledge it.
+    // Its page: cause, scope, the МО linked.
     let id = inc["id"].as_u64().unwrap();
     b.click(&format!("section.incidents-now a[href='/incidents/{id}']"))
         .await;
@@ -253,7 +256,26 @@ async fn a_demo_incident_appears_live_and_is_acknowledged() {
             >= 1,
         "the МО is linked"
     );
+    assert!(b.text("ol.timeline").await.contains("подтверждено"));
     shoot(&b, "incident").await;
+}
+
+/// Needs the acknowledge route (`POST /api/v1/incidents/{id}/ack`, issue 11's alerts part).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_acknowledges_an_incident_from_its_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = start(dir.path(), true);
+    let site = site(&c);
+    let b = Browser::start(1400, None).await;
+    b.login(&site, USER, PW, "/").await;
+    let id = wait_for(Duration::from_secs(FOR_SECS + 60), || async {
+        c.get("/api/v1/incidents?rule=mo_channel&state=firing")
+            .await[0]["id"]
+            .as_u64()
+    })
+    .await
+    .expect("the demo's МО-channel incident fires");
+    b.go(&format!("{site}/incidents/{id}")).await;
     b.type_into("#ack-comment", "выехал связист").await;
     b.click("#ack-form button").await;
     let acked = b
@@ -261,17 +283,18 @@ async fn a_demo_incident_appears_live_and_is_acknowledged() {
         .await
         .unwrap_or_else(|t| {
             panic!(
-                "acknowledged on the page: {t:?}; form says {:?}",
-                futures_text(&b)
+                "acknowledged on the page: {t:?}; the form says {:?}",
+                ack_form_text(&b)
             )
         });
     assert!(acked.contains("выехал связист"), "{acked}");
+    assert!(b.text("ol.timeline").await.contains("принято в работу"));
     let inc = c.get(&format!("/api/v1/incidents/{id}")).await;
     assert_eq!(inc["ack"]["by"], USER, "{inc}");
 }
 
 /// What the acknowledge form reported (for a failure message).
-fn futures_text(b: &Browser) -> String {
+fn ack_form_text(b: &Browser) -> String {
     let rt = tokio::runtime::Handle::current();
     tokio::task::block_in_place(|| rt.block_on(b.text("#ack-form .result")))
 }
