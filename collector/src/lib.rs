@@ -31,6 +31,10 @@ pub use dozor_availability::roster;
 pub mod roster_file;
 pub mod store;
 mod tls;
+mod ui;
+/// The web UI's rendering for the benchmark (feature `sim`).
+#[cfg(feature = "sim")]
+pub use ui::bench as ui_bench;
 
 use anyhow::Context;
 use config::{Config, MqttMode};
@@ -280,12 +284,32 @@ pub async fn run(
             })
         },
     };
+    let trends = Arc::new(ui::trends::Trends::default());
+    let ui_state = ui::UiState {
+        snapshot: api_state.snapshot.clone(),
+        roster: roster.clone(),
+        incidents: {
+            let h = alert_handle.clone();
+            Arc::new(move || h.incidents())
+        },
+        db: store::db_path(&cfg.data_dir),
+        store: Arc::new(cfg.store.clone()),
+        trends: trends.clone(),
+        shutdown: shutdown.clone(),
+        clock: clock::system_clock(),
+    };
+    tasks.spawn(ui::trends::run(
+        trends,
+        api_state.snapshot.clone(),
+        shutdown.clone(),
+    ));
     let reports = report::http::ReportState::new(
         store::db_path(&cfg.data_dir),
         roster.clone(),
         cfg.store.clone(),
     );
     let app = api::router(api_state)
+        .merge(ui::router(ui_state))
         .merge(alerts::router(alert_handle))
         .merge(report::http::router(reports))
         .merge(identity::http::router(ids.clone()))

@@ -4,6 +4,7 @@
 //! The binaries are taken from the cargo target directory the tests run from; `tests/run`
 //! builds them before running the tests.
 
+pub mod browser;
 pub mod victoria;
 
 use std::io::{BufRead, BufReader};

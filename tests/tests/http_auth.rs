@@ -2,6 +2,7 @@
 //! client: the first admin from the CLI, roles, bearer tokens, browser sessions with CSRF,
 //! the Origin and Host allow-lists, the audit log, failed logins limited and counted.
 
+use dozor_tests::browser::Browser;
 use dozor_tests::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -540,165 +541,11 @@ async fn over_https_the_cookie_is_secure_and_the_origin_must_be_https() {
     assert_eq!(post(site.clone()).await.unwrap().status(), 201);
 }
 
-/// A headless Chromium driven over the W3C WebDriver protocol (chromedriver), spoken with
-/// reqwest: no WebDriver crate needed for a few commands.
-struct Browser {
-    base: String,
-    http: reqwest::Client,
-    _driver: Proc,
-}
-
-impl Browser {
-    async fn start() -> Browser {
-        let port = free_port();
-        let child = std::process::Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("chromedriver (Debian package chromium-driver; tests/run installs it)");
-        let driver = Proc {
-            name: "chromedriver".into(),
-            child: Some(child),
-        };
-        wait_port(port, std::time::Duration::from_secs(20));
-        let http = reqwest::Client::new();
-        let base = format!("http://127.0.0.1:{port}");
-        let caps = json!({"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": {"args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"
-            ]}
-        }}});
-        let r: Value = http
-            .post(format!("{base}/session"))
-            .json(&caps)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let id = r["value"]["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no WebDriver session: {r}"));
-        Browser {
-            base: format!("{base}/session/{id}"),
-            http,
-            _driver: driver,
-        }
-    }
-
-    async fn cmd(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        // chromedriver refuses a body on GET.
-        if !body.is_null() {
-            req = req.json(&body);
-        }
-        let r: Value = req.send().await.unwrap().json().await.unwrap();
-        r["value"].clone()
-    }
-
-    async fn go(&self, url: &str) {
-        self.cmd(reqwest::Method::POST, "/url", json!({"url": url}))
-            .await;
-    }
-
-    async fn element(&self, css: &str) -> String {
-        let v = self
-            .cmd(
-                reqwest::Method::POST,
-                "/element",
-                json!({"using": "css selector", "value": css}),
-            )
-            .await;
-        v["element-6066-11e4-a52e-4f735466cecf"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no element {css}: {v}"))
-            .to_string()
-    }
-
-    async fn type_into(&self, css: &str, text: &str) {
-        let e = self.element(css).await;
-        self.cmd(
-            reqwest::Method::POST,
-            &format!("/element/{e}/clear"),
-            json!({}),
-        )
-        .await;
-        self.cmd(
-            reqwest::Method::POST,
-            &format!("/element/{e}/value"),
-            json!({"text": text}),
-        )
-        .await;
-    }
-
-    async fn click(&self, css: &str) {
-        let e = self.element(css).await;
-        self.cmd(
-            reqwest::Method::POST,
-            &format!("/element/{e}/click"),
-            json!({}),
-        )
-        .await;
-    }
-
-    /// Runs an async script; `done` (the last argument) receives its result.
-    async fn run(&self, script: &str) -> Value {
-        let script = format!("const done = arguments[arguments.length - 1]; {script}");
-        self.cmd(
-            reqwest::Method::POST,
-            "/execute/async",
-            json!({"script": script, "args": []}),
-        )
-        .await
-    }
-
-    async fn text(&self, css: &str) -> String {
-        let e = self.element(css).await;
-        self.cmd(
-            reqwest::Method::GET,
-            &format!("/element/{e}/text"),
-            Value::Null,
-        )
-        .await
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-    }
-
-    async fn url(&self) -> String {
-        self.cmd(reqwest::Method::GET, "/url", Value::Null)
-            .await
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        // Ends Chromium; chromedriver itself is killed by its Proc.
-        let base = self.base.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let _ = reqwest::Client::new().delete(base).send().await;
-            });
-        })
-        .join();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headless_chromium_logs_in_and_csrf_guards_its_session() {
     let dir = tempfile::tempdir().unwrap();
     let c = start(dir.path());
-    let b = Browser::start().await;
+    let b = Browser::start(1280, None).await;
     let site = format!("http://{}", c.http);
 
     // The status page sends the browser to the login form.

@@ -1,6 +1,4 @@
-//! The HTTP API (axum): live hosts and МО, health, Prometheus metrics and the status page.
-
-mod status;
+//! The HTTP API (axum): live hosts and МО, health and Prometheus metrics (the web UI is `ui`).
 
 use crate::api_error::{ApiError, Path, Query};
 use crate::metrics::Metrics;
@@ -32,7 +30,6 @@ pub(crate) struct ApiState {
 /// The router of the live API; other components' routers are merged in by `lib.rs`.
 pub(crate) fn router(state: ApiState) -> Router {
     Router::new()
-        .route("/", get(status::page))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

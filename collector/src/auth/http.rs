@@ -317,8 +317,10 @@ pub(crate) async fn enforce(State(st): State<AuthState>, mut req: Request, next:
     }
     let path = req.uri().path().to_string();
     let need = required(&method, &path, st.0.cfg.public_read);
-    // Open routes (health probes, agents enrolling, the login) cost no database lookup.
-    let who = if need == Need::Public {
+    // Open routes (health probes, agents enrolling, the login) cost no database lookup; pages
+    // readable without login still learn who is logged in (the header, the operator's forms).
+    let lookup = need != Need::Public || (st.0.cfg.public_read && super::is_page(&path));
+    let who = if !lookup {
         None
     } else {
         match principal(&st, req.headers()).await {
@@ -330,9 +332,14 @@ pub(crate) async fn enforce(State(st): State<AuthState>, mut req: Request, next:
         Decision::Allow => {}
         Decision::Unauthenticated => {
             c.unauthenticated.fetch_add(1, Relaxed);
-            // A person opening the status page gets the login form, not JSON.
-            if method == axum::http::Method::GET && path == "/" {
-                return (StatusCode::SEE_OTHER, [(header::LOCATION, "/login")]).into_response();
+            // A person opening a page gets the login form (and comes back after it), not JSON.
+            if method == axum::http::Method::GET && super::is_page(&path) {
+                let to = match req.uri().path_and_query().map(|p| p.as_str()) {
+                    Some("/") | None => "/login".to_string(),
+                    Some(back) => format!("/login?next={}", urlencode(back)),
+                };
+                let to = HeaderValue::from_str(&to).unwrap_or(HeaderValue::from_static("/login"));
+                return (StatusCode::SEE_OTHER, [(header::LOCATION, to)]).into_response();
             }
             return unauthenticated();
         }
@@ -373,6 +380,18 @@ pub(crate) async fn enforce(State(st): State<AuthState>, mut req: Request, next:
         .await;
     }
     resp
+}
+
+/// Percent-encodes everything but unreserved characters (a path and query as a parameter).
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -109,6 +109,17 @@ pub(crate) fn required(method: &Method, path: &str, public_read: bool) -> Need {
     Need::Role(Role::Admin)
 }
 
+/// Whether `path` is a page of the web UI: a browser without a session is sent to the login
+/// form instead of getting the API's JSON 401.
+pub(crate) fn is_page(path: &str) -> bool {
+    path == "/"
+        || path == "/incidents"
+        || path == "/indicators"
+        || ["/mo/", "/host/", "/incidents/"]
+            .iter()
+            .any(|p| path.starts_with(p))
+}
+
 /// Whether the `Host` allow-list applies. It protects browsers (DNS rebinding reads pages and
 /// uses cookies under a foreign name); agents enrolling (a token in the body, no ambient
 /// credentials) and load balancers probing health may use any name or address.
@@ -178,6 +189,29 @@ mod tests {
             got, want,
             "{method} {path} public_read={public_read} role={role:?}"
         );
+    }
+
+    #[test]
+    fn pages_are_told_from_the_api() {
+        for p in [
+            "/",
+            "/mo/1.2.3",
+            "/host/1.2.3/arm-1",
+            "/incidents",
+            "/incidents/7",
+            "/indicators",
+        ] {
+            assert!(is_page(p), "{p}");
+        }
+        for p in [
+            "/api/v1/incidents",
+            "/metrics",
+            "/ui/events",
+            "/login",
+            "/mos",
+        ] {
+            assert!(!is_page(p), "{p}");
+        }
     }
 
     #[test]

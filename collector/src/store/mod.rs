@@ -6,6 +6,7 @@
 //! acknowledge the batch's MQTT messages and confirm their sequence numbers to the agents.
 
 pub mod config;
+pub mod history;
 pub mod influx;
 pub mod intervals;
 pub mod load;

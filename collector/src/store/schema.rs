@@ -98,6 +98,9 @@ CREATE TABLE IF NOT EXISTS rollups(
     -- Bucket first: the current buckets of all hosts are appended together.
     PRIMARY KEY(bucket, host_id)
 ) WITHOUT ROWID;
+-- One host's history (the host page, /api/v1/hosts/{mo}/{host}/history) without scanning
+-- every host's buckets of the window.
+CREATE INDEX IF NOT EXISTS rollups_host ON rollups(host_id, bucket);
 
 CREATE TABLE IF NOT EXISTS delivery(
     inst TEXT PRIMARY KEY,

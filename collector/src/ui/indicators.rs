@@ -1,0 +1,251 @@
+//! `GET /indicators`: the regional indicator table for a period (quarter, month, week, day or a
+//! range of dates), its XLSX/CSV downloads, and the facts per МО linked to their pages.
+
+use super::pages::render;
+use super::{UiState, Viewer, fmt};
+use crate::api_error::{ApiError, Query};
+use crate::auth::Principal;
+use askama::Template;
+use axum::Extension;
+use axum::extract::State;
+use axum::response::Response;
+use chrono::{Datelike, Duration as Days, NaiveDate, TimeZone};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+pub(super) struct PeriodQuery {
+    period: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// A row of the regional table.
+pub(crate) struct Row {
+    pub name: String,
+    pub plan: String,
+    pub fact: String,
+    pub of_plan: String,
+    pub basis: String,
+}
+
+/// An МО's facts.
+pub(crate) struct MoFacts {
+    pub href: String,
+    pub name: String,
+    pub plan: u64,
+    pub active: u64,
+    pub reaching: u64,
+    pub servers: String,
+}
+
+/// A quick choice of period.
+pub(crate) struct Choice {
+    pub href: String,
+    pub label: String,
+    pub current: bool,
+}
+
+#[derive(Template)]
+#[template(path = "indicators.html")]
+pub(crate) struct Page {
+    pub v: Viewer,
+    pub label: String,
+    pub spec: String,
+    pub choices: Vec<Choice>,
+    pub from: String,
+    pub to: String,
+    pub rows: Vec<Row>,
+    pub notes: Vec<String>,
+    pub mos: Vec<MoFacts>,
+    pub xlsx: String,
+    pub csv: String,
+    pub error: String,
+}
+
+fn num(v: Option<f64>, unit: &str) -> String {
+    v.map_or_else(
+        || "—".into(),
+        |v| {
+            if unit == "%" {
+                fmt::pct(Some(v))
+            } else if v.fract() == 0.0 {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.1}").replace('.', ",")
+            }
+        },
+    )
+}
+
+/// Quick periods around `today`: this and last quarter, this month, last week, yesterday.
+pub(crate) fn choices(today: NaiveDate) -> Vec<(String, String)> {
+    let q = (today.month() - 1) / 3 + 1;
+    let (py, pq) = if q == 1 {
+        (today.year() - 1, 4)
+    } else {
+        (today.year(), q - 1)
+    };
+    let roman = ["I", "II", "III", "IV"];
+    let week = today - Days::days(7);
+    let yesterday = today - Days::days(1);
+    vec![
+        (
+            format!("{}-Q{q}", today.year()),
+            format!("{} квартал {} г.", roman[q as usize - 1], today.year()),
+        ),
+        (
+            format!("{py}-Q{pq}"),
+            format!("{} квартал {py} г.", roman[pq as usize - 1]),
+        ),
+        (
+            format!("{}-{:02}", today.year(), today.month()),
+            "текущий месяц".into(),
+        ),
+        (
+            format!("{}-W{:02}", week.iso_week().year(), week.iso_week().week()),
+            "прошлая неделя".into(),
+        ),
+        (yesterday.format("%Y-%m-%d").to_string(), "вчера".into()),
+    ]
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub(super) async fn page(
+    State(s): State<UiState>,
+    who: Option<Extension<Principal>>,
+    Query(q): Query<PeriodQuery>,
+) -> Result<Response, ApiError> {
+    let now = s.now();
+    let today = s
+        .tz()
+        .timestamp_millis_opt(now)
+        .single()
+        .map_or_else(|| chrono::Utc::now().date_naive(), |t| t.date_naive());
+    let quick = choices(today);
+    let (from, to) = (
+        q.from.clone().filter(|v| !v.is_empty()),
+        q.to.clone().filter(|v| !v.is_empty()),
+    );
+    let spec = match (&from, &to) {
+        (Some(f), Some(t)) => format!("{f}..{t}"),
+        _ => q
+            .period
+            .clone()
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| quick[0].0.clone()),
+    };
+    let query = match (&from, &to) {
+        (Some(f), Some(t)) => format!("from={}&to={}", enc(f), enc(t)),
+        _ => format!("period={}", enc(&spec)),
+    };
+    let mut page = Page {
+        v: Viewer::of(who.as_deref()),
+        label: spec.clone(),
+        choices: quick
+            .iter()
+            .map(|(p, l)| Choice {
+                href: format!("/indicators?period={}", enc(p)),
+                label: l.clone(),
+                current: *p == spec,
+            })
+            .collect(),
+        spec: if from.is_some() {
+            String::new()
+        } else {
+            spec.clone()
+        },
+        from: from.clone().unwrap_or_default(),
+        to: to.clone().unwrap_or_default(),
+        rows: Vec::new(),
+        notes: Vec::new(),
+        mos: Vec::new(),
+        xlsx: format!("/api/v1/indicators?{query}&format=xlsx"),
+        csv: format!("/api/v1/indicators?{query}&format=csv"),
+        error: String::new(),
+    };
+    let period = match crate::report::parse_period(&spec, &s.store) {
+        Ok(p) => p,
+        Err(_) => {
+            page.error = format!(
+                "Период «{spec}» не распознан: выберите квартал, месяц, неделю, день или даты."
+            );
+            return render(&page);
+        }
+    };
+    page.label = period.label.clone();
+    let st = s.clone();
+    let p = period.clone();
+    let r = tokio::task::spawn_blocking(move || {
+        let r = crate::store::Reader::open(&st.db, &st.store)?;
+        let data = r.period_data(&st.roster, p.from_ms, p.to_ms, now)?;
+        let t = crate::availability::indicators(&data, &st.roster, &st.store.indicators, &p);
+        let c = crate::availability::counts(&data, &st.roster);
+        Ok::<_, crate::store::StoreError>((t, c))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("indicators task: {e}")))?;
+    match r {
+        Ok((t, c)) => {
+            page.rows = t
+                .rows
+                .iter()
+                .map(|r| {
+                    let unit = r.unit.ru();
+                    Row {
+                        name: fmt::unnest_quotes(&r.name),
+                        plan: num(r.plan, unit),
+                        fact: num(r.fact, unit),
+                        of_plan: fmt::pct(r.pct_of_plan),
+                        basis: r.basis.clone(),
+                    }
+                })
+                .collect();
+            page.notes = t.notes;
+            page.mos = c
+                .mos
+                .into_iter()
+                .map(|m| MoFacts {
+                    href: format!("/mo/{}", m.mo),
+                    name: m.mo_name,
+                    plan: m.counts.planned_arm,
+                    active: m.counts.workstations_active,
+                    reaching: m.counts.workstations_reaching_mis,
+                    servers: format!(
+                        "{} из {}",
+                        m.counts.servers_active, m.counts.servers_registered
+                    ),
+                })
+                .collect();
+        }
+        Err(crate::store::StoreError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            page.error = "Хранилище истории ещё не создано: показателей пока нет.".into();
+        }
+        Err(e) => return Err(ApiError::Internal(format!("indicators: {e}"))),
+    }
+    render(&page)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quick_periods_in_russian() {
+        let c = choices(NaiveDate::from_ymd_opt(2026, 11, 30).unwrap());
+        assert_eq!(c[0], ("2026-Q4".into(), "IV квартал 2026 г.".into()));
+        assert_eq!(c[1], ("2026-Q3".into(), "III квартал 2026 г.".into()));
+        assert_eq!(c[2].0, "2026-11");
+        assert_eq!(c[3].0, "2026-W48");
+        assert_eq!(c[4].0, "2026-11-29");
+        let c = choices(NaiveDate::from_ymd_opt(2027, 1, 5).unwrap());
+        assert_eq!(c[1].0, "2026-Q4");
+    }
+}
