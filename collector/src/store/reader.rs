@@ -13,7 +13,7 @@ use super::load::{
 use super::{StoreError, schema};
 use crate::availability::{Calendar, HostAgg, HostInfo, Ms, PeriodData, ReachAgg, cat_of};
 use crate::roster::Roster;
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::{Connection, params};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 
@@ -44,24 +44,7 @@ struct Plan {
 impl Reader {
     /// Opens the store at `path` read-only.
     pub fn open(path: &Path, cfg: &StoreConfig) -> Result<Reader, StoreError> {
-        if !path.exists() {
-            return Err(StoreError::Io(std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!("store {} does not exist", path.display()),
-            )));
-        }
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        if v != schema::VERSION {
-            return Err(StoreError::Corrupt(format!(
-                "store schema version {v}, expected {}",
-                schema::VERSION
-            )));
-        }
+        let conn = super::history::open(path)?;
         Ok(Reader {
             conn,
             cal: Calendar::new(cfg.region_tz),

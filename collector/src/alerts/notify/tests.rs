@@ -331,8 +331,10 @@ async fn a_stuck_channel_drops_its_oldest_and_never_delays_the_others() {
     for _ in 0..5 {
         n.dispatch(notification(ChangeKind::Firing));
     }
+    // The stuck channel's request waits 30 s for an answer: a dispatch that waited for it
+    // would take that long. 2 s leaves room for a loaded machine's scheduling.
     assert!(
-        t0.elapsed() < Duration::from_millis(50),
+        t0.elapsed() < Duration::from_secs(2),
         "dispatch never blocks"
     );
     eventually("good channel", 5, || (cap.reqs().len() == 5).then_some(())).await;
