@@ -211,7 +211,8 @@ fn installed_unit(name: &str) -> Unit {
         .iter()
         .map(|d| format!("{d}/{name}.service"))
         .find(|p| Path::new(p).exists())
-        .unwrap_or_else(|| panic!("{name}.service not installed"));
+        // The test just installed the package: a missing unit is the package's defect (fail).
+        .unwrap_or_else(|| panic!("the installed package holds no {name}.service"));
     let text = std::fs::read_to_string(&path).unwrap();
     let key = |k: &str| {
         text.lines()
