@@ -1,6 +1,7 @@
 //! The report tables built from a period's aggregates: availability by host / МО / target,
 //! counts per МО and site, and the regional indicator table.
 
+use super::usage::{UsageRule, workcal_of, working_days};
 use super::{HostAgg, HostInfo, PeriodData, ReachAgg, cat_bit, pct};
 use crate::roster::{Mo, Roster};
 use dozor_proto::{Category, Role};
@@ -471,12 +472,17 @@ pub struct MoIndicators {
     pub arm_shortfall: u64,
     /// `active / planned × 100`, not capped (a surplus shows).
     pub arm_pct_of_plan: Option<f64>,
-    /// A workstation of the МО was active and reached the МИС.
+    /// The МО uses the МИС: its workstations reached it on at least `mis_use` of its working
+    /// days ([`super::usage`]).
     pub uses_mis: bool,
+    /// Working days of the МО in the period (its calendar).
+    pub working_days: i64,
+    /// Of them, days on which its workstations reached the МИС.
+    pub mis_days: i64,
     /// Sites with an active workstation that reached the МИС, of `sites_total`.
     pub sites_mis: u64,
     pub sites_total: u64,
-    /// Required subsystems the МО's hosts never reached in the period (titles).
+    /// Required subsystems the МО is not connected to by the `subsystem_use` rule (titles).
     pub subsystems_missing: Vec<&'static str>,
     /// Availability of the МО's servers, around the clock.
     pub servers_availability_pct: Option<f64>,
@@ -520,6 +526,10 @@ pub struct IndicatorsConfig {
     pub plan_mo_subsystems_pct: f64,
     pub plan_availability_pct: f64,
     pub plan_sites_pct: f64,
+    /// When an МО "uses the МИС" (`mo_mis`, per-МО `uses_mis`).
+    pub mis_use: UsageRule,
+    /// When an МО "is connected to a subsystem" (`mo_subsystems`, `mo_subsystem_<cat>`).
+    pub subsystem_use: UsageRule,
 }
 
 impl Default for IndicatorsConfig {
@@ -531,14 +541,14 @@ impl Default for IndicatorsConfig {
             plan_mo_subsystems_pct: 100.0,
             plan_availability_pct: 99.0,
             plan_sites_pct: 100.0,
+            mis_use: UsageRule::default(),
+            subsystem_use: UsageRule::default(),
         }
     }
 }
 
 #[derive(Default)]
 struct MoFacts {
-    /// Union of categories reached by any host.
-    reached_any: u16,
     /// A workstation was active and reached the МИС.
     ws_mis: bool,
     /// Normalized sites with an active workstation reaching the МИС.
@@ -575,7 +585,6 @@ pub fn indicators(
             continue;
         }
         let f = facts.entry(&h.mo).or_default();
-        f.reached_any |= a.reached;
         probed_any |= a.probed;
         match h.role {
             Some(Role::Workstation) => {
@@ -608,6 +617,21 @@ pub fn indicators(
     };
     let n_mo = mo_list.len() as f64;
     let mut rows = Vec::new();
+    // Usage by the rules of `cfg.mis_use` / `cfg.subsystem_use`: days reached of working days.
+    let working: HashMap<&str, i64> = mo_list
+        .iter()
+        .map(|m| (*m, working_days(&workcal_of(roster, m), data.from, data.to)))
+        .collect();
+    let days = |oid: &str, c: Category, rule: &UsageRule| -> i64 {
+        data.mo_reach
+            .get(&(oid.to_string(), c))
+            .map_or(0, |r| rule.days(r.ws_days, r.any_days))
+    };
+    let uses = |oid: &str, c: Category, rule: &UsageRule| -> bool {
+        rule.met(days(oid, c, rule), working.get(oid).copied().unwrap_or(0))
+    };
+    let uses_mis = |oid: &str| uses(oid, Category::Mis, &cfg.mis_use);
+    let connected = |oid: &str, c: Category| uses(oid, c, &cfg.subsystem_use);
 
     // 1. АРМ: the regional total the form asks for; the basis names the МО short of plan,
     // which a surplus elsewhere would hide.
@@ -637,17 +661,19 @@ pub fn indicators(
     ));
 
     // 2. МО using the МИС.
-    let mo_mis = mo_list
-        .iter()
-        .filter(|m| facts.get(*m).is_some_and(|f| f.ws_mis))
-        .count();
+    let mo_mis = mo_list.iter().filter(|m| uses_mis(m)).count();
     rows.push(row(
         "mo_mis",
         "Доля МО, использующих медицинские информационные системы, обеспечивающие информационное взаимодействие с ЕГИСЗ",
         Unit::Percent,
         Some(cfg.plan_mo_mis_pct),
         pct(mo_mis as f64, n_mo),
-        format!("{mo_mis} из {} МО: хотя бы один АРМ обращался к МИС", mo_list.len()),
+        format!(
+            "{mo_mis} из {} МО: {} обращались к МИС не менее чем в {} % рабочих дней",
+            mo_list.len(),
+            who(&cfg.mis_use),
+            pct_text(cfg.mis_use.min_working_days_pct)
+        ),
     ));
 
     // 3. МО connected to the centralized subsystems.
@@ -659,17 +685,15 @@ pub fn indicators(
     } else {
         cfg.subsystems.clone()
     };
-    let required: u16 = subsystems.iter().map(|c| cat_bit(*c)).fold(0, |a, b| a | b);
     if subsystems.is_empty() {
         notes.push(
             "Централизованные подсистемы не заданы и не проверялись агентами в периоде."
                 .to_string(),
         );
     } else {
-        let mask: u16 = subsystems.iter().map(|c| cat_bit(*c)).fold(0, |a, b| a | b);
         let all = mo_list
             .iter()
-            .filter(|m| facts.get(*m).is_some_and(|f| f.reached_any & mask == mask))
+            .filter(|m| subsystems.iter().all(|c| connected(m, *c)))
             .count();
         let names: Vec<&str> = subsystems.iter().map(|c| c.title_ru()).collect();
         rows.push(row(
@@ -679,17 +703,16 @@ pub fn indicators(
             Some(cfg.plan_mo_subsystems_pct),
             pct(all as f64, n_mo),
             format!(
-                "{all} из {} МО обращались ко всем подсистемам: {}",
+                "{all} из {} МО: {} обращались ко всем подсистемам не менее чем в {} % рабочих \
+                 дней: {}",
                 mo_list.len(),
+                who(&cfg.subsystem_use),
+                pct_text(cfg.subsystem_use.min_working_days_pct),
                 names.join(", ")
             ),
         ));
         for c in &subsystems {
-            let bit = cat_bit(*c);
-            let n = mo_list
-                .iter()
-                .filter(|m| facts.get(*m).is_some_and(|f| f.reached_any & bit != 0))
-                .count();
+            let n = mo_list.iter().filter(|m| connected(m, *c)).count();
             rows.push(row(
                 format!("mo_subsystem_{}", c.as_str()),
                 format!("Доля МО, подключенных к подсистеме «{}»", c.title_ru()),
@@ -724,7 +747,6 @@ pub fn indicators(
         sites_ok += ok;
         let planned = roster_mo.map(|m| u64::from(m.planned_arm));
         let active = f.map_or(0, |f| f.arm_active);
-        let reached = f.map_or(0, |f| f.reached_any);
         mos.push(MoIndicators {
             mo: oid.to_string(),
             mo_name: roster_mo.map_or_else(|| oid.to_string(), |m| m.name.clone()),
@@ -732,12 +754,14 @@ pub fn indicators(
             arm_active: active,
             arm_shortfall: planned.unwrap_or(0).saturating_sub(active),
             arm_pct_of_plan: planned.and_then(|p| pct(active as f64, p as f64)),
-            uses_mis: f.is_some_and(|f| f.ws_mis),
+            uses_mis: uses_mis(oid),
+            working_days: working.get(oid).copied().unwrap_or(0),
+            mis_days: days(oid, Category::Mis, &cfg.mis_use),
             sites_mis: ok as u64,
             sites_total: total as u64,
             subsystems_missing: subsystems
                 .iter()
-                .filter(|c| required & reached & cat_bit(**c) == 0)
+                .filter(|c| !connected(oid, **c))
                 .map(|c| c.title_ru())
                 .collect(),
             servers_availability_pct: f.and_then(|f| f.servers.availability_pct),
@@ -802,6 +826,24 @@ pub fn indicators(
         rows,
         mos,
         notes,
+    }
+}
+
+/// Who counts for a usage rule, Russian.
+fn who(r: &UsageRule) -> &'static str {
+    if r.servers {
+        "АРМ и серверы"
+    } else {
+        "АРМ"
+    }
+}
+
+/// A percentage without a needless fraction: «80», «87,5».
+fn pct_text(p: f64) -> String {
+    if p.fract() == 0.0 {
+        format!("{p:.0}")
+    } else {
+        format!("{p}").replace('.', ",")
     }
 }
 

@@ -6,18 +6,21 @@
 
 pub mod calendar;
 pub mod indicators;
+pub mod offhours;
 pub mod period;
 pub mod planned;
 pub mod reach;
 pub mod resource;
 pub mod roster;
 pub mod timeline;
+pub mod usage;
 
 pub use calendar::{Calendar, WorkCal};
 pub use indicators::{
     Availability, AvailabilityBy, Counts, IndicatorRow, IndicatorTable, Unit, availability, counts,
     indicators,
 };
+pub use offhours::{OffHours, offhours};
 pub use period::{Period, PeriodError};
 pub use reach::{ReachAgg, mo_reach};
 pub use resource::{ChannelAgg, MoSpans, ResourceAgg, resource};

@@ -10,12 +10,19 @@ use serde::Serialize;
 pub struct ReachAgg {
     pub reach_ms: i64,
     pub unreach_ms: i64,
+    /// Working days (region days overlapping a working window of the МО) on which a
+    /// workstation of the МО had an ok result of the category ([`super::usage`]).
+    pub ws_days: i64,
+    /// The same for any host, servers included.
+    pub any_days: i64,
 }
 
 impl ReachAgg {
     pub fn add(&mut self, o: &ReachAgg) {
         self.reach_ms += o.reach_ms;
         self.unreach_ms += o.unreach_ms;
+        self.ws_days += o.ws_days;
+        self.any_days += o.any_days;
     }
 
     /// Observed time: reachable + unreachable.
@@ -24,7 +31,7 @@ impl ReachAgg {
     }
 
     pub fn is_zero(&self) -> bool {
-        self.reach_ms == 0 && self.unreach_ms == 0
+        self.reach_ms == 0 && self.unreach_ms == 0 && self.ws_days == 0 && self.any_days == 0
     }
 }
 
@@ -65,6 +72,7 @@ pub fn mo_reach(hosts: &[HostReach<'_>], a: Ms, b: Ms) -> [ReachAgg; 12] {
         out[c] = ReachAgg {
             reach_ms: reach,
             unreach_ms: observed - reach,
+            ..ReachAgg::default()
         };
     }
     out

@@ -255,6 +255,11 @@ pub struct HostAgg {
     pub up_w_ms: i64,
     pub down_w_ms: i64,
     pub unknown_w_ms: i64,
+    /// Switched off (graceful shutdown) within the working window in which the shutdown began,
+    /// ms: «выключен в рабочее время», neither down nor hidden ([`super::offhours`]).
+    pub off_w_ms: i64,
+    /// Working windows with some of that time (one per working day).
+    pub off_w_days: i64,
     /// The host sent at least one message in the window.
     pub active: bool,
     /// Categories (bits of [`super::cat_bit`]) with an ok result in the window.
@@ -271,6 +276,8 @@ impl HostAgg {
         self.up_w_ms += o.up_w_ms;
         self.down_w_ms += o.down_w_ms;
         self.unknown_w_ms += o.unknown_w_ms;
+        self.off_w_ms += o.off_w_ms;
+        self.off_w_days += o.off_w_days;
         self.active |= o.active;
         self.reached |= o.reached;
         self.probed |= o.probed;
@@ -313,8 +320,9 @@ pub fn host_agg(
             agg.reached |= bit;
         }
     }
+    let mut off = super::offhours::OffWindows::default();
     host_pieces(segs, tol, outages, a, b, |p| {
-        integrate(&mut agg, &p, work, None)
+        integrate(&mut agg, &p, work, None, &mut off)
     });
     agg
 }
@@ -357,15 +365,22 @@ pub fn host_agg_planned(
         }
     }
     let mut pl = PlannedAgg::default();
+    let mut off = super::offhours::OffWindows::default();
     host_pieces(segs, tol, outages, a, b, |p| {
         super::planned::split_piece(p, planned, |q| {
-            integrate(&mut agg, &q, work, Some(&mut pl));
+            integrate(&mut agg, &q, work, Some(&mut pl), &mut off);
         });
     });
     (agg, pl)
 }
 
-fn integrate(agg: &mut HostAgg, p: &Piece, work: &[(Ms, Ms)], mut pl: Option<&mut PlannedAgg>) {
+fn integrate(
+    agg: &mut HostAgg,
+    p: &Piece,
+    work: &[(Ms, Ms)],
+    mut pl: Option<&mut PlannedAgg>,
+    off: &mut super::offhours::OffWindows,
+) {
     let len = p.end - p.start;
     match p.state {
         PieceState::Up => agg.up_ms += len,
@@ -387,7 +402,11 @@ fn integrate(agg: &mut HostAgg, p: &Piece, work: &[(Ms, Ms)], mut pl: Option<&mu
         match p.state {
             PieceState::Up => agg.up_w_ms += len,
             PieceState::Unknown => agg.unknown_w_ms += len,
-            PieceState::Down(GapCause::Shutdown) => {}
+            PieceState::Down(GapCause::Shutdown) => {
+                if began_here {
+                    off.add(agg, w0, len);
+                }
+            }
             PieceState::Down(_) => {
                 if began_here {
                     agg.down_w_ms += len;

@@ -1,4 +1,5 @@
 use super::*;
+use crate::usage::UsageRule;
 use crate::{HostAgg, HostInfo, PeriodData, ReachAgg, cat_bit};
 
 const H: i64 = 3_600_000;
@@ -88,14 +89,21 @@ fn data() -> PeriodData {
             agg(true, mis, H, 0),
         ),
     ];
-    let r = |reach: i64, unreach: i64| ReachAgg {
+    // The period has 2 working days (Thu 1970-01-01 and Fri, 08:00–20:00 Moscow time).
+    let r = |reach: i64, unreach: i64, ws_days: i64, any_days: i64| ReachAgg {
         reach_ms: reach * H,
         unreach_ms: unreach * H,
+        ws_days,
+        any_days,
     };
-    d.mo_reach.insert(("mo1".into(), Category::Mis), r(90, 10));
-    d.mo_reach.insert(("mo2".into(), Category::Mis), r(50, 0));
-    d.mo_reach.insert(("mo1".into(), Category::Lis), r(10, 0));
-    d.mo_reach.insert(("mo9".into(), Category::Mis), r(0, 100));
+    d.mo_reach
+        .insert(("mo1".into(), Category::Mis), r(90, 10, 2, 2));
+    d.mo_reach
+        .insert(("mo2".into(), Category::Mis), r(50, 0, 2, 2));
+    d.mo_reach
+        .insert(("mo1".into(), Category::Lis), r(10, 0, 2, 2));
+    d.mo_reach
+        .insert(("mo9".into(), Category::Mis), r(0, 100, 2, 2));
     d
 }
 
@@ -130,6 +138,65 @@ fn indicator_table() {
     assert_eq!(m.fact.map(|f| (f * 1000.0).round() / 1000.0), Some(93.333));
     assert_eq!(m.pct_of_plan.map(|f| (f * 10.0).round() / 10.0), Some(94.3));
     assert!(t.notes.iter().any(|n| n.contains("1 МО")), "{:?}", t.notes);
+}
+
+/// Issue 13 item 5: an МО uses the МИС when its workstations reached it on at least 80 % of its
+/// working days; subsystems by the same rule, workstations only unless configured.
+#[test]
+fn usage_rules_by_working_days() {
+    let period = Period::parse("2024-Q1", chrono_tz::Europe::Moscow).unwrap();
+    let mut d = data();
+    // mo2's workstations reached the МИС on one of its 2 working days: 50 % < 80 %.
+    d.mo_reach
+        .get_mut(&("mo2".to_string(), Category::Mis))
+        .unwrap()
+        .ws_days = 1;
+    // mo2's ЛИС: reached by its server only, on both days.
+    d.mo_reach.insert(
+        ("mo2".into(), Category::Lis),
+        ReachAgg {
+            reach_ms: H,
+            any_days: 2,
+            ..ReachAgg::default()
+        },
+    );
+    let t = indicators(&d, &roster(), &IndicatorsConfig::default(), &period);
+    let r = find(&t, "mo_mis");
+    assert_eq!(r.fact, Some(50.0));
+    assert_eq!(
+        r.basis,
+        "1 из 2 МО: АРМ обращались к МИС не менее чем в 80 % рабочих дней"
+    );
+    let mo2 = t.mos.iter().find(|m| m.mo == "mo2").unwrap();
+    assert_eq!(
+        (mo2.uses_mis, mo2.mis_days, mo2.working_days),
+        (false, 1, 2)
+    );
+    // Workstations only: mo2 is not connected to the ЛИС.
+    assert_eq!(find(&t, "mo_subsystem_lis").fact, Some(50.0));
+    assert_eq!(mo2.subsystems_missing, vec!["ЛИС"]);
+    // A share of 50 % accepts mo2's МИС; servers counted accept its ЛИС.
+    let cfg = IndicatorsConfig {
+        mis_use: UsageRule {
+            min_working_days_pct: 50.0,
+            servers: false,
+        },
+        subsystem_use: UsageRule {
+            min_working_days_pct: 80.0,
+            servers: true,
+        },
+        ..IndicatorsConfig::default()
+    };
+    let t = indicators(&d, &roster(), &cfg, &period);
+    assert_eq!(find(&t, "mo_mis").fact, Some(100.0));
+    assert_eq!(find(&t, "mo_subsystem_lis").fact, Some(100.0));
+    assert!(
+        find(&t, "mo_subsystems")
+            .basis
+            .starts_with("2 из 2 МО: АРМ и серверы обращались"),
+        "{}",
+        find(&t, "mo_subsystems").basis
+    );
 }
 
 #[test]
