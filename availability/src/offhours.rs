@@ -123,11 +123,14 @@ fn rank(a: &HostOff, b: &HostOff) -> std::cmp::Ordering {
         .then_with(|| a.host.cmp(&b.host))
 }
 
+/// An МО's sums, its sites' sums and its hosts off in working hours.
+type MoAcc<'a> = (OffSum, BTreeMap<&'a str, OffSum>, Vec<HostOff>);
+
 /// Builds the report over the period's hosts; `mo` keeps one МО only. Hosts never switched off
 /// in working hours are counted in the sums but never listed.
 pub fn offhours(data: &PeriodData, roster: &Roster, top_n: usize, mo: Option<&str>) -> OffHours {
     let use_all = roster.mos.is_empty();
-    let mut mos: BTreeMap<&str, (OffSum, BTreeMap<&str, OffSum>, Vec<HostOff>)> = BTreeMap::new();
+    let mut mos: BTreeMap<&str, MoAcc<'_>> = BTreeMap::new();
     if !use_all {
         for m in &roster.mos {
             mos.entry(&m.oid).or_default();
