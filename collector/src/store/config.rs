@@ -6,6 +6,7 @@
 //! [`StoreConfig`]; every error names the field (`store.influxdb.url`).
 
 use crate::availability::indicators::IndicatorsConfig;
+use crate::availability::usage::UsageRule;
 use crate::config_error::{ConfigError, invalid, secret};
 use chrono_tz::Tz;
 use dozor_proto::Category;
@@ -73,6 +74,42 @@ pub struct RawIndicators {
     pub plan_availability_pct: f64,
     /// Plan of «Доля подразделений МО …», %.
     pub plan_sites_pct: f64,
+    /// When an МО "uses the МИС" (`[store.indicators.mis_use]`).
+    pub mis_use: RawUsage,
+    /// When an МО "is connected to a subsystem" (`[store.indicators.subsystem_use]`).
+    pub subsystem_use: RawUsage,
+}
+
+/// Raw usage rule: an МО uses a target when its workstations (and servers, if `servers`) reached
+/// it on at least `min_working_days_pct` of its working days in the period.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawUsage {
+    pub min_working_days_pct: f64,
+    pub servers: bool,
+}
+
+impl Default for RawUsage {
+    fn default() -> Self {
+        let r = UsageRule::default();
+        RawUsage {
+            min_working_days_pct: r.min_working_days_pct,
+            servers: r.servers,
+        }
+    }
+}
+
+impl RawUsage {
+    fn validate(self, section: &'static str) -> Result<UsageRule, ConfigError> {
+        let field: &'static str = match section {
+            "mis_use" => "store.indicators.mis_use.min_working_days_pct",
+            _ => "store.indicators.subsystem_use.min_working_days_pct",
+        };
+        Ok(UsageRule {
+            min_working_days_pct: pct(field, self.min_working_days_pct)?,
+            servers: self.servers,
+        })
+    }
 }
 
 impl Default for RawIndicators {
@@ -83,6 +120,8 @@ impl Default for RawIndicators {
             plan_mo_subsystems_pct: 100.0,
             plan_availability_pct: 99.0,
             plan_sites_pct: 100.0,
+            mis_use: RawUsage::default(),
+            subsystem_use: RawUsage::default(),
         }
     }
 }
@@ -289,6 +328,8 @@ impl RawStore {
                 i.plan_availability_pct,
             )?,
             plan_sites_pct: pct("store.indicators.plan_sites_pct", i.plan_sites_pct)?,
+            mis_use: i.mis_use.validate("mis_use")?,
+            subsystem_use: i.subsystem_use.validate("subsystem_use")?,
         };
         let influx = match self.influxdb {
             None => None,
@@ -426,6 +467,16 @@ mod tests {
             "[indicators]\nplan_mo_mis_pct = 120",
             "store.indicators.plan_mo_mis_pct",
         );
+        check(
+            "[indicators.mis_use]\nmin_working_days_pct = 101",
+            "store.indicators.mis_use.min_working_days_pct",
+        );
+        check(
+            "[indicators.subsystem_use]\nmin_working_days_pct = -1",
+            "store.indicators.subsystem_use.min_working_days_pct",
+        );
+        check("[indicators.subsystem_use]\nservers = \"yes\"", "servers");
+        check("[indicators.mis_use]\nshare = 80", "share");
         check(
             "[influxdb]\nurl = \"ftp://x\"\norg = \"o\"\nbucket = \"b\"",
             "store.influxdb.url",

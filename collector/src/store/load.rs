@@ -5,7 +5,7 @@ use super::StoreError;
 use crate::availability::timeline::up_spans;
 use crate::availability::{
     Calendar, GapCause, HostAgg, Ms, Outages, ProbeRow, ReachAgg, SegRow, WorkCal, host_agg,
-    mo_reach, reach::HostReach,
+    mo_reach, reach::HostReach, usage::day_use,
 };
 use crate::roster::Roster;
 use dozor_proto::Role;
@@ -217,6 +217,8 @@ pub struct Ctx<'a> {
     pub roster: &'a Roster,
     pub outages: &'a Outages,
     pub gap_factor: f64,
+    /// The region's calendar (usage days are counted per region day).
+    pub cal: Calendar,
 }
 
 impl Ctx<'_> {
@@ -245,7 +247,7 @@ pub fn compute_window(
 ) -> WindowAggs {
     let mut out = WindowAggs::default();
     let mut work: HashMap<i64, Vec<(Ms, Ms)>> = HashMap::new();
-    type UpAndProbes<'r> = (Vec<(Ms, Ms)>, &'r [ProbeRow]);
+    type UpAndProbes<'r> = (Vec<(Ms, Ms)>, &'r [ProbeRow], bool);
     let mut by_mo: HashMap<i64, Vec<UpAndProbes<'_>>> = HashMap::new();
     let empty_s: Vec<SegRow> = Vec::new();
     let empty_p: Vec<ProbeRow> = Vec::new();
@@ -267,15 +269,41 @@ pub fn compute_window(
         }
         if want_mos && !probes.is_empty() {
             let up = up_spans(segs, tol, ctx.outages, a, b);
-            by_mo.entry(h.mo_id).or_default().push((up, probes));
+            by_mo
+                .entry(h.mo_id)
+                .or_default()
+                .push((up, probes, h.role == Some(Role::Server)));
         }
     }
     for (mo, list) in by_mo {
         let hr: Vec<HostReach<'_>> = list
             .iter()
-            .map(|(up, p)| HostReach { up, probes: p })
+            .map(|(up, p, _)| HostReach { up, probes: p })
             .collect();
-        for (c, r) in mo_reach(&hr, a, b).into_iter().enumerate() {
+        let mut aggs = mo_reach(&hr, a, b);
+        // Usage days (issue 13, item 5): one per region day of the window.
+        let oid = hosts
+            .iter()
+            .find(|h| h.mo_id == mo)
+            .map_or("", |h| h.mo.as_str());
+        let cal = workcal(ctx.roster, oid);
+        let used: Vec<(bool, &[ProbeRow])> = list.iter().map(|(_, p, s)| (*s, *p)).collect();
+        let mut d = ctx.cal.day_of(a);
+        loop {
+            let (ds, de) = (ctx.cal.day_start(d).max(a), ctx.cal.day_start(d + 1).min(b));
+            if ds >= b {
+                break;
+            }
+            if ds < de {
+                let (ws, any) = day_use(&cal.windows(ds, de), &used, ds, de);
+                for (c, r) in aggs.iter_mut().enumerate() {
+                    r.ws_days += i64::from(ws >> c & 1);
+                    r.any_days += i64::from(any >> c & 1);
+                }
+            }
+            d += 1;
+        }
+        for (c, r) in aggs.into_iter().enumerate() {
             if !r.is_zero() {
                 out.mos.insert((mo, c as u8), r);
             }
@@ -289,8 +317,8 @@ pub fn pack_flags(a: &HostAgg) -> i64 {
     i64::from(a.active) | i64::from(a.reached) << 1 | i64::from(a.probed) << 13
 }
 
-pub fn unpack_agg(v: [i64; 7]) -> HostAgg {
-    let flags = v[6];
+pub fn unpack_agg(v: [i64; 9]) -> HostAgg {
+    let flags = v[8];
     HostAgg {
         up_ms: v[0],
         down_ms: v[1],
@@ -298,6 +326,8 @@ pub fn unpack_agg(v: [i64; 7]) -> HostAgg {
         up_w_ms: v[3],
         down_w_ms: v[4],
         unknown_w_ms: v[5],
+        off_w_ms: v[6],
+        off_w_days: v[7],
         active: flags & 1 != 0,
         reached: ((flags >> 1) & 0xfff) as u16,
         probed: ((flags >> 13) & 0xfff) as u16,

@@ -106,6 +106,7 @@ impl Reader {
             roster,
             outages: &out,
             gap_factor: self.gap_factor,
+            cal: self.cal,
         };
         let wm = schema::meta_get(c, "watermark_day")?.map(|d| d as i32);
         let plan = self.plan(from, to, wm);
@@ -167,7 +168,7 @@ impl Reader {
                 .map(|h| h.id)
                 .collect();
             let mut st = c.prepare_cached(
-                "SELECT host_id, up, down, unk, up_w, down_w, unk_w, flags FROM host_month WHERE month = ?1",
+                "SELECT host_id, up, down, unk, up_w, down_w, unk_w, off_w, off_d, flags FROM host_month WHERE month = ?1",
             )?;
             for r in st.query_map([m], agg_row)? {
                 let (id, a) = r?;
@@ -188,7 +189,7 @@ impl Reader {
                 }
             }
             let mut st = c.prepare_cached(
-                "SELECT mo_id, cat, reach, unreach FROM mo_month WHERE month = ?1",
+                "SELECT mo_id, cat, reach, unreach, ws_d, any_d FROM mo_month WHERE month = ?1",
             )?;
             let mut mseen = HashSet::new();
             for r in st.query_map([m], mo_row)? {
@@ -217,7 +218,7 @@ impl Reader {
         }
         for &d in &plan.days {
             let mut st = c.prepare_cached(
-                "SELECT host_id, up, down, unk, up_w, down_w, unk_w, flags FROM host_day WHERE day = ?1",
+                "SELECT host_id, up, down, unk, up_w, down_w, unk_w, off_w, off_d, flags FROM host_day WHERE day = ?1",
             )?;
             for r in st.query_map([d], agg_row)? {
                 let (id, a) = r?;
@@ -230,8 +231,9 @@ impl Reader {
                     raw_h.entry(d).or_default().push(h.id);
                 }
             }
-            let mut st =
-                c.prepare_cached("SELECT mo_id, cat, reach, unreach FROM mo_day WHERE day = ?1")?;
+            let mut st = c.prepare_cached(
+                "SELECT mo_id, cat, reach, unreach, ws_d, any_d FROM mo_day WHERE day = ?1",
+            )?;
             for r in st.query_map([d], mo_row)? {
                 let (mo, cat, a) = r?;
                 if !dirty_m.get(&mo).is_some_and(|s| s.contains(&d)) {
@@ -297,7 +299,7 @@ impl Reader {
         acc: &mut HashMap<i64, HostAgg>,
     ) -> Result<(), StoreError> {
         let mut st = c.prepare_cached(
-            "SELECT host_id, up, down, unk, up_w, down_w, unk_w, flags FROM host_day
+            "SELECT host_id, up, down, unk, up_w, down_w, unk_w, off_w, off_d, flags FROM host_day
              WHERE day = ?1 AND host_id = ?2",
         )?;
         for r in st.query_map(params![day, host], agg_row)? {
@@ -315,7 +317,7 @@ impl Reader {
         acc: &mut HashMap<(i64, u8), ReachAgg>,
     ) -> Result<(), StoreError> {
         let mut st = c.prepare_cached(
-            "SELECT mo_id, cat, reach, unreach FROM mo_day WHERE day = ?1 AND mo_id = ?2",
+            "SELECT mo_id, cat, reach, unreach, ws_d, any_d FROM mo_day WHERE day = ?1 AND mo_id = ?2",
         )?;
         for r in st.query_map(params![day, mo], mo_row)? {
             let (m, cat, a) = r?;
@@ -382,6 +384,8 @@ fn agg_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, HostAgg)> {
             r.get(5)?,
             r.get(6)?,
             r.get(7)?,
+            r.get(8)?,
+            r.get(9)?,
         ]),
     ))
 }
@@ -393,6 +397,8 @@ fn mo_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, u8, ReachAgg)> {
         ReachAgg {
             reach_ms: r.get(2)?,
             unreach_ms: r.get(3)?,
+            ws_days: r.get(4)?,
+            any_days: r.get(5)?,
         },
     ))
 }

@@ -4,7 +4,20 @@ use super::StoreError;
 use rusqlite::Connection;
 
 /// Schema version in `PRAGMA user_version`.
-pub(super) const VERSION: i64 = 1;
+pub(super) const VERSION: i64 = 2;
+
+/// Columns added in version 2 (issue 13): time off in working hours and the days it happened
+/// per host, and usage days per МО and category (`docs/indicators.md`).
+const V2_COLUMNS: [(&str, &str); 8] = [
+    ("host_day", "off_w"),
+    ("host_day", "off_d"),
+    ("host_month", "off_w"),
+    ("host_month", "off_d"),
+    ("mo_day", "ws_d"),
+    ("mo_day", "any_d"),
+    ("mo_month", "ws_d"),
+    ("mo_month", "any_d"),
+];
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta(
@@ -117,6 +130,7 @@ CREATE TABLE IF NOT EXISTS host_day(
     day INTEGER NOT NULL, host_id INTEGER NOT NULL,
     up INTEGER NOT NULL, down INTEGER NOT NULL, unk INTEGER NOT NULL,
     up_w INTEGER NOT NULL, down_w INTEGER NOT NULL, unk_w INTEGER NOT NULL,
+    off_w INTEGER NOT NULL DEFAULT 0, off_d INTEGER NOT NULL DEFAULT 0,
     flags INTEGER NOT NULL,
     PRIMARY KEY(day, host_id)
 ) WITHOUT ROWID;
@@ -124,17 +138,20 @@ CREATE TABLE IF NOT EXISTS host_month(
     month INTEGER NOT NULL, host_id INTEGER NOT NULL,
     up INTEGER NOT NULL, down INTEGER NOT NULL, unk INTEGER NOT NULL,
     up_w INTEGER NOT NULL, down_w INTEGER NOT NULL, unk_w INTEGER NOT NULL,
+    off_w INTEGER NOT NULL DEFAULT 0, off_d INTEGER NOT NULL DEFAULT 0,
     flags INTEGER NOT NULL,
     PRIMARY KEY(month, host_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS mo_day(
     day INTEGER NOT NULL, mo_id INTEGER NOT NULL, cat INTEGER NOT NULL,
     reach INTEGER NOT NULL, unreach INTEGER NOT NULL,
+    ws_d INTEGER NOT NULL DEFAULT 0, any_d INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY(day, mo_id, cat)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS mo_month(
     month INTEGER NOT NULL, mo_id INTEGER NOT NULL, cat INTEGER NOT NULL,
     reach INTEGER NOT NULL, unreach INTEGER NOT NULL,
+    ws_d INTEGER NOT NULL DEFAULT 0, any_d INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY(month, mo_id, cat)
 ) WITHOUT ROWID;
 
@@ -187,6 +204,16 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
         return Err(StoreError::Corrupt(format!(
             "store schema version {v} is newer than this collector's {VERSION}"
         )));
+    }
+    if v == 1 {
+        // Version 1 → 2: add the columns, and mark every МО's calendar as changed so that
+        // maintenance recomputes their aggregated days with the new figures.
+        for (table, col) in V2_COLUMNS {
+            conn.execute_batch(&format!(
+                "ALTER TABLE {table} ADD COLUMN {col} INTEGER NOT NULL DEFAULT 0"
+            ))?;
+        }
+        conn.execute_batch("UPDATE mos SET wfp = 0")?;
     }
     conn.execute_batch(SCHEMA)?;
     conn.pragma_update(None, "user_version", VERSION)?;

@@ -94,10 +94,17 @@ impl Writer {
             let ids: Vec<i64> = hs.iter().map(|h| h.id).collect();
             let (a, b) = (self.cal.day_start(day), self.cal.day_start(day + 1));
             let rows = load_window(c, &self.cal, hosts, Some(&ids), a, b)?;
-            let aggs = compute_window(ctx, &rows, &hs, a, b, true, false);
+            // МО-days too: their usage day counts depend on the working calendar.
+            let aggs = compute_window(ctx, &rows, &hs, a, b, true, true);
             for id in &ids {
                 let agg = aggs.hosts.get(id).copied().unwrap_or_default();
                 self.put_host_day(c, *id, day, &agg)?;
+            }
+            for mo in &mos {
+                for cat in 0..12u8 {
+                    let r = aggs.mos.get(&(*mo, cat)).copied().unwrap_or_default();
+                    self.put_mo_day(c, *mo, cat, day, &r)?;
+                }
             }
             done += ids.len();
             for mo in &mos {
@@ -172,6 +179,7 @@ impl Writer {
                 roster: &roster,
                 outages: &out,
                 gap_factor: self.cfg.gap_factor,
+                cal: self.cal,
             };
             // Finished days.
             while let Some(wm) = self.wm {
@@ -342,6 +350,8 @@ impl Writer {
         m.up_w_ms += agg.up_w_ms - old.up_w_ms;
         m.down_w_ms += agg.down_w_ms - old.down_w_ms;
         m.unknown_w_ms += agg.unknown_w_ms - old.unknown_w_ms;
+        m.off_w_ms += agg.off_w_ms - old.off_w_ms;
+        m.off_w_days += agg.off_w_days - old.off_w_days;
         m.active |= agg.active;
         m.reached |= agg.reached;
         m.probed |= agg.probed;
@@ -358,12 +368,15 @@ impl Writer {
     ) -> Result<(), StoreError> {
         let old = c
             .prepare_cached(
-                "SELECT reach, unreach FROM mo_day WHERE day = ?1 AND mo_id = ?2 AND cat = ?3",
+                "SELECT reach, unreach, ws_d, any_d FROM mo_day
+                 WHERE day = ?1 AND mo_id = ?2 AND cat = ?3",
             )?
             .query_row(params![day, mo, i64::from(cat)], |x| {
                 Ok(ReachAgg {
                     reach_ms: x.get(0)?,
                     unreach_ms: x.get(1)?,
+                    ws_days: x.get(2)?,
+                    any_days: x.get(3)?,
                 })
             })
             .optional()?
@@ -376,23 +389,35 @@ impl Writer {
                 .execute(params![day, mo, i64::from(cat)])?;
         } else {
             c.prepare_cached(
-                "INSERT OR REPLACE INTO mo_day(day, mo_id, cat, reach, unreach)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR REPLACE INTO mo_day(day, mo_id, cat, reach, unreach, ws_d, any_d)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
-            .execute(params![day, mo, i64::from(cat), r.reach_ms, r.unreach_ms])?;
+            .execute(params![
+                day,
+                mo,
+                i64::from(cat),
+                r.reach_ms,
+                r.unreach_ms,
+                r.ws_days,
+                r.any_days
+            ])?;
         }
         let month = self.cal.month_of_day(day);
         c.prepare_cached(
-            "INSERT INTO mo_month(month, mo_id, cat, reach, unreach) VALUES (?1, ?2, ?3, ?4, ?5)
+            "INSERT INTO mo_month(month, mo_id, cat, reach, unreach, ws_d, any_d)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT(month, mo_id, cat) DO UPDATE SET reach = reach + excluded.reach,
-             unreach = unreach + excluded.unreach",
+             unreach = unreach + excluded.unreach, ws_d = ws_d + excluded.ws_d,
+             any_d = any_d + excluded.any_d",
         )?
         .execute(params![
             month,
             mo,
             i64::from(cat),
             r.reach_ms - old.reach_ms,
-            r.unreach_ms - old.unreach_ms
+            r.unreach_ms - old.unreach_ms,
+            r.ws_days - old.ws_days,
+            r.any_days - old.any_days
         ])?;
         Ok(())
     }
@@ -443,7 +468,7 @@ fn get_agg(
     host: i64,
 ) -> Result<Option<HostAgg>, StoreError> {
     Ok(c.prepare_cached(&format!(
-        "SELECT up, down, unk, up_w, down_w, unk_w, flags FROM {table} WHERE {key} = ?1 AND host_id = ?2"
+        "SELECT up, down, unk, up_w, down_w, unk_w, off_w, off_d, flags FROM {table} WHERE {key} = ?1 AND host_id = ?2"
     ))?
     .query_row(params![k, host], |r| {
         Ok(unpack_agg([
@@ -454,6 +479,8 @@ fn get_agg(
             r.get(4)?,
             r.get(5)?,
             r.get(6)?,
+            r.get(7)?,
+            r.get(8)?,
         ]))
     })
     .optional()?)
@@ -468,8 +495,9 @@ fn put_agg(
     a: &HostAgg,
 ) -> Result<(), StoreError> {
     c.prepare_cached(&format!(
-        "INSERT OR REPLACE INTO {table}({key}, host_id, up, down, unk, up_w, down_w, unk_w, flags)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+        "INSERT OR REPLACE INTO {table}({key}, host_id, up, down, unk, up_w, down_w, unk_w,
+         off_w, off_d, flags)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
     ))?
     .execute(params![
         k,
@@ -480,6 +508,8 @@ fn put_agg(
         a.up_w_ms,
         a.down_w_ms,
         a.unknown_w_ms,
+        a.off_w_ms,
+        a.off_w_days,
         pack_flags(a)
     ])?;
     Ok(())
