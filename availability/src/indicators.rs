@@ -61,6 +61,10 @@ pub struct HostAvail {
     pub basis: &'static str,
     #[serde(flatten)]
     pub avail: Avail,
+    /// Switched off in working hours, ms, and on how many working days («выключен в рабочее
+    /// время», [`super::offhours`]); `None` for servers (a server switched off is down).
+    pub off_w_ms: Option<i64>,
+    pub off_days: Option<i64>,
 }
 
 /// Availability of one МО's workstations and servers.
@@ -70,6 +74,9 @@ pub struct MoAvail {
     pub mo_name: String,
     pub in_roster: bool,
     pub workstations: Avail,
+    /// The МО's workstations switched off in working hours: Σ ms, and Σ host-days.
+    pub workstations_off_w_ms: i64,
+    pub workstations_off_days: i64,
     pub servers: Avail,
 }
 
@@ -151,6 +158,8 @@ pub fn availability(data: &PeriodData, roster: &Roster, by: AvailabilityBy) -> A
                             "working_hours"
                         },
                         avail,
+                        off_w_ms: (!is_server(h)).then_some(a.off_w_ms),
+                        off_days: (!is_server(h)).then_some(a.off_w_days),
                     }
                 })
                 .collect();
@@ -161,7 +170,7 @@ pub fn availability(data: &PeriodData, roster: &Roster, by: AvailabilityBy) -> A
             }
         }
         AvailabilityBy::Mo => {
-            let mut by_mo: BTreeMap<&str, (Avail, Avail)> = BTreeMap::new();
+            let mut by_mo: BTreeMap<&str, (Avail, Avail, i64, i64)> = BTreeMap::new();
             for m in &roster.mos {
                 by_mo.entry(&m.oid).or_default();
             }
@@ -171,17 +180,21 @@ pub fn availability(data: &PeriodData, roster: &Roster, by: AvailabilityBy) -> A
                     e.1.add(a.for_role(true));
                 } else if h.role == Some(Role::Workstation) {
                     e.0.add(a.for_role(false));
+                    e.2 += a.off_w_ms;
+                    e.3 += a.off_w_days;
                 }
             }
             let rows = by_mo
                 .into_iter()
-                .map(|(mo, (w, s))| {
+                .map(|(mo, (w, s, off, off_days))| {
                     let (mo_name, in_roster) = mo_name(roster, mo);
                     MoAvail {
                         mo: mo.to_string(),
                         mo_name,
                         in_roster,
                         workstations: w,
+                        workstations_off_w_ms: off,
+                        workstations_off_days: off_days,
                         servers: s,
                     }
                 })

@@ -72,7 +72,8 @@ enum Command {
     /// JSON, as the HTTP API serves them). Uses the roster the collector keeps in its data dir
     /// unless --roster is given.
     Report {
-        /// indicators, counts or availability.
+        /// indicators, counts, availability or offhours (workstations most often switched off
+        /// in working hours).
         #[arg(default_value = "indicators")]
         table: String,
         /// Period: 2024-Q1, 2024-03, 2024-W10, 2024-03-05, 2024 or FROM..TO.
@@ -84,6 +85,9 @@ enum Command {
         /// Availability grouped by host, mo or target.
         #[arg(long, default_value = "mo")]
         by: String,
+        /// offhours: how many workstations to list, for the region and for each МО.
+        #[arg(long, default_value_t = dozor_collector::report::DEFAULT_TOP)]
+        top: usize,
         /// Output file; `-` (the default) writes to stdout.
         #[arg(short = 'o', long, default_value = "-")]
         output: PathBuf,
@@ -363,10 +367,18 @@ fn main() -> ExitCode {
         period,
         format,
         by,
+        top,
         output,
     }) = &cli.command
     {
-        return match report_command(&cli, &cfg, roster, table, period, format, by, output) {
+        let what = ReportWhat {
+            table,
+            period,
+            format,
+            by,
+            top: *top,
+        };
+        return match report_command(&cli, &cfg, roster, &what, output) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("dozor-collector: report: {e:#}");
@@ -494,27 +506,47 @@ enum RosterFrom {
     None,
 }
 
+/// What `report` was asked for (its arguments).
+#[derive(Clone, Copy)]
+struct ReportWhat<'a> {
+    table: &'a str,
+    period: &'a str,
+    format: &'a str,
+    by: &'a str,
+    top: usize,
+}
+
 /// `report`: the roster is `--roster` (flag or `DOZOR_ROSTER`) when given, else the one the
 /// collector keeps in its data dir (what the web page uses), else the config file's.
-#[allow(clippy::too_many_arguments)]
 fn report_command(
     cli: &Cli,
     cfg: &dozor_collector::config::Config,
     configured: RosterFrom,
-    table: &str,
-    period: &str,
-    format: &str,
-    by: &str,
+    what: &ReportWhat<'_>,
     output: &std::path::Path,
 ) -> anyhow::Result<()> {
+    let ReportWhat {
+        table,
+        period,
+        format,
+        by,
+        top,
+    } = *what;
     use dozor_collector::availability::AvailabilityBy;
     use dozor_collector::report::{Format, Kind, report_file};
     let format = Format::parse(format)
         .with_context(|| format!("--format: {format:?} is not csv, xlsx or json"))?;
     let by = AvailabilityBy::parse(by)
         .with_context(|| format!("--by: {by:?} is not host, mo or target"))?;
-    let kind = Kind::parse(table, by)
-        .with_context(|| format!("{table:?} is not indicators, counts or availability"))?;
+    if !(1..=dozor_collector::report::MAX_TOP).contains(&top) {
+        anyhow::bail!(
+            "--top: {top} is not 1..={}",
+            dozor_collector::report::MAX_TOP
+        );
+    }
+    let kind = Kind::parse(table, by, top).with_context(|| {
+        format!("{table:?} is not indicators, counts, availability or offhours")
+    })?;
     let kept = if cli.roster.is_some() {
         None
     } else {

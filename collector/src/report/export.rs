@@ -10,7 +10,8 @@
 //! (a negative number is written as a number, not as text).
 
 use crate::availability::indicators::{Avail, CountRow, Unit};
-use crate::availability::{Availability, Counts, IndicatorTable};
+use crate::availability::offhours::{HostOff, OffSum};
+use crate::availability::{Availability, Counts, IndicatorTable, OffHours};
 use rust_xlsxwriter::{Format as XFormat, Workbook, XlsxError};
 
 /// A cell of an exported table.
@@ -428,6 +429,8 @@ pub fn availability_table(a: &Availability, tz: chrono_tz::Tz) -> Table {
                 "Простой, ч",
                 "Нет данных, ч",
                 "Доступность, %",
+                "Выключен в рабочее время, ч",
+                "Дней выключения в рабочее время",
             ],
             rows.iter()
                 .map(|r| {
@@ -444,6 +447,8 @@ pub fn availability_table(a: &Availability, tz: chrono_tz::Tz) -> Table {
                         r.site.as_str().into(),
                     ];
                     v.extend(avail_cells(&r.avail));
+                    v.push(r.off_w_ms.map_or(Cell::Empty, hours));
+                    v.push(r.off_days.map_or(Cell::Empty, Cell::Int));
                     v
                 })
                 .collect(),
@@ -462,6 +467,8 @@ pub fn availability_table(a: &Availability, tz: chrono_tz::Tz) -> Table {
                 "АРМ: простой, ч",
                 "АРМ: нет данных, ч",
                 "АРМ: доступность, %",
+                "АРМ: выключены в рабочее время, ч",
+                "АРМ: дней выключения в рабочее время",
                 "Серверы: работали, ч",
                 "Серверы: простой, ч",
                 "Серверы: нет данных, ч",
@@ -471,6 +478,8 @@ pub fn availability_table(a: &Availability, tz: chrono_tz::Tz) -> Table {
                 .map(|r| {
                     let mut v: Vec<Cell> = vec![r.mo.as_str().into(), r.mo_name.as_str().into()];
                     v.extend(avail_cells(&r.workstations));
+                    v.push(hours(r.workstations_off_w_ms));
+                    v.push(Cell::Int(r.workstations_off_days));
                     v.extend(avail_cells(&r.servers));
                     v
                 })
@@ -525,9 +534,120 @@ pub fn availability_table(a: &Availability, tz: chrono_tz::Tz) -> Table {
         )],
         headers: headers.into_iter().map(String::from).collect(),
         rows,
-        notes: Vec::new(),
+        notes: vec![
+            "«Выключен в рабочее время»: АРМ штатно выключен в рабочие часы своей МО — с момента \
+             выключения до конца того рабочего дня; это не простой и не работа. Для серверов не \
+             считается: выключенный сервер — простой."
+                .into(),
+        ],
         decimals: 2,
     }
+}
+
+fn off_host_row(h: &HostOff) -> Vec<Cell> {
+    vec![
+        h.mo.as_str().into(),
+        h.mo_name.as_str().into(),
+        h.site.as_str().into(),
+        h.hostname.as_str().into(),
+        h.host.as_str().into(),
+        hours(h.off_w_ms),
+        Cell::Int(h.off_days),
+        hours(h.up_w_ms),
+    ]
+}
+
+const OFF_HOST_HEADERS: [&str; 8] = [
+    "ОИД МО",
+    "МО",
+    "Подразделение",
+    "Имя",
+    "Хост",
+    "Выключен в рабочее время, ч",
+    "Дней, когда выключали в рабочее время",
+    "Работал в рабочее время, ч",
+];
+
+fn off_sum_cells(s: &OffSum) -> Vec<Cell> {
+    vec![
+        s.hosts.into(),
+        s.hosts_off.into(),
+        hours(s.off_w_ms),
+        Cell::Int(s.off_days),
+    ]
+}
+
+/// «АРМ, чаще всего выключенные в рабочее время»: the region's top (the CSV), sums per МО and
+/// site, and each МО's top.
+pub fn offhours_tables(o: &OffHours, tz: chrono_tz::Tz) -> Vec<Table> {
+    let when = format!("с {} по {}", ru_time(o.from_ms, tz), ru_time(o.to_ms, tz));
+    let note = "Считается время от штатного выключения АРМ в рабочие часы его МО до конца того \
+                рабочего дня (утро до включения не считается); серверы не входят: выключенный \
+                сервер — простой."
+        .to_string();
+    let top = Table {
+        sheet: "Чаще всего выключены".into(),
+        title: vec![format!(
+            "АРМ, чаще всего выключенные в рабочее время (первые {}), {when}",
+            o.top_n
+        )],
+        headers: OFF_HOST_HEADERS.map(String::from).to_vec(),
+        rows: o.top.iter().map(off_host_row).collect(),
+        notes: vec![note.clone()],
+        decimals: 1,
+    };
+    let mut rows = Vec::new();
+    for m in &o.mos {
+        let mut r: Vec<Cell> = vec![m.mo.as_str().into(), m.mo_name.as_str().into(), "".into()];
+        r.extend(off_sum_cells(&m.sum));
+        rows.push(r);
+        for s in &m.sites {
+            let mut r: Vec<Cell> = vec![
+                m.mo.as_str().into(),
+                m.mo_name.as_str().into(),
+                s.site.as_str().into(),
+            ];
+            r.extend(off_sum_cells(&s.sum));
+            rows.push(r);
+        }
+    }
+    let mut total: Vec<Cell> = vec!["".into(), "Итого по региону".into(), "".into()];
+    total.extend(off_sum_cells(&o.region));
+    rows.push(total);
+    let sums = Table {
+        sheet: "По МО и подразделениям".into(),
+        title: vec![format!("АРМ, выключенные в рабочее время, {when}")],
+        headers: [
+            "ОИД МО",
+            "МО",
+            "Подразделение",
+            "АРМ",
+            "АРМ выключали в рабочее время",
+            "Выключены в рабочее время, ч",
+            "АРМ-дней выключения",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows,
+        notes: vec![note.clone()],
+        decimals: 1,
+    };
+    let per_mo = Table {
+        sheet: "Первые по каждой МО".into(),
+        title: vec![format!(
+            "АРМ, чаще всего выключенные в рабочее время, по МО (первые {}), {when}",
+            o.top_n
+        )],
+        headers: OFF_HOST_HEADERS.map(String::from).to_vec(),
+        rows: o
+            .mos
+            .iter()
+            .flat_map(|m| m.top.iter().map(off_host_row))
+            .collect(),
+        notes: vec![note],
+        decimals: 1,
+    };
+    vec![top, sums, per_mo]
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 //! - `GET /api/v1/availability?from=&to=&by=host|mo|target[&format=csv|xlsx]`
 //! - `GET /api/v1/counts?from=&to=[&format=csv|xlsx]`
 //! - `GET /api/v1/indicators?period=2024-Q1` (or `from=&to=`) `[&format=csv|xlsx]`
+//! - `GET /api/v1/offhours?period=…[&top=20][&mo=OID][&format=csv|xlsx]`: workstations most
+//!   often switched off in working hours
 //!
 //! `from`/`to` accept RFC 3339 instants, Unix ms or dates (a date `to` is inclusive); `period`
 //! accepts `2024`, `2024-Q1`, `2024-03`, `2024-W10`, `2024-03-05`. JSON by default; `format`
@@ -102,6 +104,10 @@ pub struct ReportQuery {
     pub to: Option<String>,
     pub by: Option<String>,
     pub format: Option<String>,
+    /// `offhours`: how many workstations to list.
+    pub top: Option<String>,
+    /// `offhours`: one МО only.
+    pub mo: Option<String>,
 }
 
 impl ReportQuery {
@@ -151,6 +157,7 @@ pub fn router(state: ReportState) -> Router {
         .route("/api/v1/availability", get(availability))
         .route("/api/v1/counts", get(counts))
         .route("/api/v1/indicators", get(indicators))
+        .route("/api/v1/offhours", get(offhours))
         .with_state(state)
 }
 
@@ -281,5 +288,51 @@ async fn indicators(
         format,
         &format!("dozor-indicators-{}", safe(&period.spec)),
         &export::indicators_workbook(&t),
+    )
+}
+
+async fn offhours(
+    State(s): State<ReportState>,
+    Query(q): Query<ReportQuery>,
+) -> Result<Response, ReportError> {
+    let period = q.period(&s.cfg)?;
+    let format = q.format()?;
+    let top = match q.top.as_deref() {
+        None => super::DEFAULT_TOP,
+        Some(t) => t
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=super::MAX_TOP).contains(n))
+            .ok_or_else(|| {
+                ReportError::BadRequest(
+                    "top",
+                    format!("{t:?}: ожидается целое число от 1 до {}", super::MAX_TOP),
+                )
+            })?,
+    };
+    let mo = q.mo.clone().filter(|m| !m.is_empty());
+    let now = (s.clock)();
+    let st = s.clone();
+    let (from, to) = (period.from_ms, period.to_ms);
+    let o = blocking(move || {
+        let r = Reader::open(&st.db, &st.cfg)?;
+        Ok(super::offhours(
+            &r,
+            &st.roster,
+            from,
+            to,
+            top,
+            mo.as_deref(),
+            now,
+        )?)
+    })
+    .await?;
+    if format == Format::Json {
+        return Ok(axum::Json(o).into_response());
+    }
+    file(
+        format,
+        &format!("dozor-offhours-{}", safe(&period.spec)),
+        &export::offhours_tables(&o, s.cfg.region_tz),
     )
 }

@@ -8,7 +8,9 @@
 pub mod export;
 pub mod http;
 
-use crate::availability::{self, Availability, AvailabilityBy, Counts, IndicatorTable, Ms, Period};
+use crate::availability::{
+    self, Availability, AvailabilityBy, Counts, IndicatorTable, Ms, OffHours, Period,
+};
 use crate::clock::now_ms;
 use crate::roster::Roster;
 use crate::store::config::StoreConfig;
@@ -85,6 +87,28 @@ pub fn indicators(
     ))
 }
 
+/// «АРМ, чаще всего выключенные в рабочее время» over `[from, to)` (clamped to `now`): the
+/// `top` workstations of the region and of each МО (`mo`: that МО only).
+pub fn offhours(
+    reader: &Reader,
+    roster: &Roster,
+    from: Ms,
+    to: Ms,
+    top: usize,
+    mo: Option<&str>,
+    now: Ms,
+) -> Result<OffHours, StoreError> {
+    let data = reader.period_data(roster, from, to, now)?;
+    Ok(availability::offhours(&data, roster, top, mo))
+}
+
+/// The default `N` of the off-in-working-hours report.
+pub const DEFAULT_TOP: usize = 20;
+
+/// The largest `N` accepted (a region has up to ~30,000 workstations; a list longer than this
+/// is a dump, not a report).
+pub const MAX_TOP: usize = 1000;
+
 /// Parses a period: `2024-Q1`, `2024-03`, `2024-W10`, `2024-03-05`, `2024`, or `FROM..TO`.
 pub fn parse_period(spec: &str, cfg: &StoreConfig) -> Result<Period, availability::PeriodError> {
     match spec.split_once("..") {
@@ -102,15 +126,19 @@ pub enum Kind {
     Counts,
     /// Availability grouped by host, МО or target.
     Availability(AvailabilityBy),
+    /// Workstations most often switched off in working hours: the top `N` of the region and of
+    /// each МО, with sums per МО and site.
+    Offhours(usize),
 }
 
 impl Kind {
-    /// `indicators`, `counts`, `availability` (with `by`).
-    pub fn parse(s: &str, by: AvailabilityBy) -> Option<Kind> {
+    /// `indicators`, `counts`, `availability` (with `by`), `offhours` (with `top`).
+    pub fn parse(s: &str, by: AvailabilityBy, top: usize) -> Option<Kind> {
         match s {
             "indicators" => Some(Kind::Indicators),
             "counts" => Some(Kind::Counts),
             "availability" => Some(Kind::Availability(by)),
+            "offhours" => Some(Kind::Offhours(top)),
             _ => None,
         }
     }
@@ -172,6 +200,11 @@ pub fn report_file(
             encode(&a, format, |a| {
                 vec![export::availability_table(a, cfg.region_tz)]
             })
+        }
+        Kind::Offhours(top) => {
+            let o = offhours(&reader, roster, p.from_ms, p.to_ms, top, None, now)
+                .context("computing time off in working hours")?;
+            encode(&o, format, |o| export::offhours_tables(o, cfg.region_tz))
         }
     }
 }

@@ -152,6 +152,20 @@ pub(crate) fn pct(v: Option<f64>) -> String {
     v.map_or_else(|| "—".into(), |v| format!("{:.1} %", v).replace('.', ","))
 }
 
+/// Hours with one decimal and a comma, from ms: «2,5».
+pub(crate) fn hours(ms: i64) -> String {
+    format!("{:.1}", ms as f64 / 3_600_000.0).replace('.', ",")
+}
+
+/// A number without a needless fraction: «80», «87,5».
+pub(crate) fn num(v: f64) -> String {
+    if v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v}").replace('.', ",")
+    }
+}
+
 /// Bytes as «8 ГБ».
 pub(crate) fn gib(bytes: u64) -> String {
     let g = bytes as f64 / f64::from(1u32 << 30);

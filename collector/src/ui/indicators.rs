@@ -35,6 +35,12 @@ pub(crate) struct MoFacts {
     pub plan: u64,
     pub active: u64,
     pub reaching: u64,
+    /// Days its workstations reached the МИС, of its working days: «52 из 63».
+    pub mis_days: String,
+    pub uses_mis: bool,
+    /// Its workstations' time switched off in working hours, hours.
+    pub off_hours: String,
+    pub off_v: i64,
     pub servers: String,
 }
 
@@ -188,12 +194,13 @@ pub(super) async fn page(
         let data = r.period_data(&st.roster, p.from_ms, p.to_ms, now)?;
         let t = crate::availability::indicators(&data, &st.roster, &st.store.indicators, &p);
         let c = crate::availability::counts(&data, &st.roster);
-        Ok::<_, crate::store::StoreError>((t, c))
+        let o = crate::availability::offhours(&data, &st.roster, 0, None);
+        Ok::<_, crate::store::StoreError>((t, c, o))
     })
     .await
     .map_err(|e| ApiError::Internal(format!("indicators task: {e}")))?;
     match r {
-        Ok((t, c)) => {
+        Ok((t, c, o)) => {
             page.rows = t
                 .rows
                 .iter()
@@ -209,15 +216,31 @@ pub(super) async fn page(
                 })
                 .collect();
             page.notes = t.notes;
+            let ind: std::collections::HashMap<
+                &str,
+                &crate::availability::indicators::MoIndicators,
+            > = t.mos.iter().map(|m| (m.mo.as_str(), m)).collect();
+            let off: std::collections::HashMap<&str, i64> = o
+                .mos
+                .iter()
+                .map(|m| (m.mo.as_str(), m.sum.off_w_ms))
+                .collect();
             page.mos = c
                 .mos
-                .into_iter()
+                .iter()
                 .map(|m| MoFacts {
                     href: format!("/mo/{}", m.mo),
-                    name: m.mo_name,
+                    name: m.mo_name.clone(),
                     plan: m.counts.planned_arm,
                     active: m.counts.workstations_active,
                     reaching: m.counts.workstations_reaching_mis,
+                    mis_days: ind.get(m.mo.as_str()).map_or_else(
+                        || "—".into(),
+                        |i| format!("{} из {}", i.mis_days, i.working_days),
+                    ),
+                    uses_mis: ind.get(m.mo.as_str()).is_some_and(|i| i.uses_mis),
+                    off_hours: fmt::hours(off.get(m.mo.as_str()).copied().unwrap_or(0)),
+                    off_v: off.get(m.mo.as_str()).copied().unwrap_or(0),
                     servers: format!(
                         "{} из {}",
                         m.counts.servers_active, m.counts.servers_registered

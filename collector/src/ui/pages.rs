@@ -207,9 +207,26 @@ pub(crate) struct MoPage {
     pub sites: Vec<SiteBlock>,
     pub incidents: Vec<IncidentLine>,
     pub period: String,
+    /// The period's spec (`2026-Q4`) for download links.
+    pub period_spec: String,
     pub facts: Vec<(String, String)>,
     pub facts_note: String,
+    /// «АРМ, чаще всего выключенные в рабочее время» of the period.
+    pub off: Vec<OffLine>,
 }
+
+/// A workstation switched off in working hours (МО page).
+pub(crate) struct OffLine {
+    pub href: String,
+    pub name: String,
+    pub site: String,
+    pub hours: String,
+    pub hours_v: i64,
+    pub days: i64,
+}
+
+/// How many workstations the МО page lists as most often switched off in working hours.
+const MO_PAGE_OFF_TOP: usize = 10;
 
 fn host_line(s: &UiState, h: &Host) -> HostLine {
     let mis = match h.reaches(Category::Mis) {
@@ -318,7 +335,7 @@ pub(super) async fn mo(
         .take(30)
         .map(|i| overview::incident_line(i, s.tz(), now))
         .collect();
-    let (period, facts, facts_note) = mo_facts(&s, &oid).await;
+    let (period, facts, facts_note, off) = mo_facts(&s, &oid).await;
     render(&MoPage {
         v: Viewer::of(who.as_deref()),
         name: s.mo_name(&oid),
@@ -329,23 +346,28 @@ pub(super) async fn mo(
         sites,
         incidents,
         period,
+        period_spec: current_quarter(&s),
         facts,
         facts_note,
+        off,
+    })
+}
+
+/// The current quarter in the region's time zone: `2026-Q4`.
+fn current_quarter(s: &UiState) -> String {
+    use chrono::{Datelike, TimeZone};
+    let t = s.tz().timestamp_millis_opt(s.now()).single();
+    t.map_or_else(String::new, |t| {
+        format!("{}-Q{}", t.year(), (t.month() - 1) / 3 + 1)
     })
 }
 
 /// The МО's share of the indicator table for the current quarter: counts and availability.
-async fn mo_facts(s: &UiState, oid: &str) -> (String, Vec<(String, String)>, String) {
+async fn mo_facts(s: &UiState, oid: &str) -> (String, Vec<(String, String)>, String, Vec<OffLine>) {
     let now = s.now();
-    let spec = {
-        use chrono::{Datelike, TimeZone};
-        let t = s.tz().timestamp_millis_opt(now).single();
-        t.map_or_else(String::new, |t| {
-            format!("{}-Q{}", t.year(), (t.month() - 1) / 3 + 1)
-        })
-    };
+    let spec = current_quarter(s);
     let Ok(period) = crate::report::parse_period(&spec, &s.store) else {
-        return (spec, Vec::new(), "период не распознан".into());
+        return (spec, Vec::new(), "период не распознан".into(), Vec::new());
     };
     let (st, oid_s, p) = (s.clone(), oid.to_string(), period.clone());
     let r = tokio::task::spawn_blocking(move || {
@@ -362,16 +384,25 @@ async fn mo_facts(s: &UiState, oid: &str) -> (String, Vec<(String, String)>, Str
             &st.roster,
             crate::availability::AvailabilityBy::Target,
         );
+        let off = crate::availability::offhours(&data, &st.roster, MO_PAGE_OFF_TOP, Some(&oid_s));
+        let ind = crate::availability::indicators(&data, &st.roster, &st.store.indicators, &p);
         Ok::<_, crate::store::StoreError>((
             counts.mos.into_iter().find(|m| m.mo == oid_s),
             avail,
             reach,
+            off,
+            ind.mos.into_iter().find(|m| m.mo == oid_s),
             oid_s,
         ))
     })
     .await;
-    let Ok(Ok((counts, avail, reach, oid))) = r else {
-        return (period.label, Vec::new(), "данных за период пока нет".into());
+    let Ok(Ok((counts, avail, reach, off, ind, oid))) = r else {
+        return (
+            period.label,
+            Vec::new(),
+            "данных за период пока нет".into(),
+            Vec::new(),
+        );
     };
     let mut facts = Vec::new();
     if let Some(c) = counts {
@@ -392,6 +423,53 @@ async fn mo_facts(s: &UiState, oid: &str) -> (String, Vec<(String, String)>, Str
             format!("{} из {}", c.servers_active, c.servers_registered),
         ));
     }
+    if let Some(i) = &ind {
+        let rule = &s.store.indicators.mis_use;
+        facts.push((
+            "Дней с обращениями АРМ к МИС".into(),
+            format!(
+                "{} из {} рабочих — {} (нужно не менее {} % рабочих дней)",
+                i.mis_days,
+                i.working_days,
+                if i.uses_mis {
+                    "использует МИС"
+                } else {
+                    "не использует МИС"
+                },
+                fmt::num(rule.min_working_days_pct)
+            ),
+        ));
+    }
+    let off_sum = off.mos.first().map(|m| m.sum.clone()).unwrap_or_default();
+    facts.push((
+        "АРМ выключали в рабочее время".into(),
+        format!(
+            "{} из {} АРМ, всего {} ч, {} АРМ-дней",
+            off_sum.hosts_off,
+            off_sum.hosts,
+            fmt::hours(off_sum.off_w_ms),
+            off_sum.off_days
+        ),
+    ));
+    let off_lines: Vec<OffLine> = off
+        .mos
+        .first()
+        .map(|m| m.top.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|h| OffLine {
+            href: format!("/host/{}/{}", h.mo, h.host),
+            name: if h.hostname.is_empty() {
+                h.host.clone()
+            } else {
+                h.hostname.clone()
+            },
+            site: h.site.clone(),
+            hours: fmt::hours(h.off_w_ms),
+            hours_v: h.off_w_ms,
+            days: h.off_days,
+        })
+        .collect();
     if let crate::availability::Availability::Mo { rows, .. } = avail
         && let Some(r) = rows.iter().find(|r| r.mo == oid)
     {
@@ -414,7 +492,7 @@ async fn mo_facts(s: &UiState, oid: &str) -> (String, Vec<(String, String)>, Str
             }
         }
     }
-    (period.label, facts, String::new())
+    (period.label, facts, String::new(), off_lines)
 }
 
 // ---------------------------------------------------------------------------------------------
