@@ -267,6 +267,8 @@ pub fn indicators_by_mo_table(t: &IndicatorTable) -> Table {
                 m.arm_pct_of_plan.into(),
                 m.arm_shortfall.into(),
                 if m.uses_mis { "да" } else { "нет" }.into(),
+                Cell::Int(m.mis_days),
+                Cell::Int(m.working_days),
                 m.sites_mis.into(),
                 m.sites_total.into(),
                 if m.subsystems_missing.is_empty() {
@@ -295,6 +297,8 @@ pub fn indicators_by_mo_table(t: &IndicatorTable) -> Table {
             t.mos.len()
         )
         .into(),
+        Cell::Empty,
+        Cell::Empty,
         t.mos.iter().map(|m| m.sites_mis).sum::<u64>().into(),
         t.mos.iter().map(|m| m.sites_total).sum::<u64>().into(),
         Cell::Empty,
@@ -314,6 +318,8 @@ pub fn indicators_by_mo_table(t: &IndicatorTable) -> Table {
             "% плана АРМ",
             "Не хватает АРМ до плана",
             "Использует МИС",
+            "Дней с обращениями АРМ к МИС",
+            "Рабочих дней",
             "Подразделений с АРМ, подключенными к МИС",
             "Подразделений всего",
             "Не подключены подсистемы",

@@ -272,16 +272,23 @@ fn xlsx_and_csv_files() {
     let pct1: f64 = mo1[4].parse().unwrap();
     assert_eq!((pct1 * 10.0).round(), 667.0);
     assert_eq!(mo1[2..4], ["3", "2"]);
-    assert_eq!(mo1[5..9], ["1", "да", "1", "2"]);
+    // Uses the МИС: reached on 1 of its 1 working day (a Tuesday).
+    assert_eq!(mo1[5..11], ["1", "да", "1", "1", "1", "2"]);
     // ЛИС, probed in the period by МО 2 only, is what МО 1 lacks.
-    assert_eq!(mo1[9], "ЛИС");
+    assert_eq!(mo1[11], "ЛИС");
     // Its server: 23 h up, 1 h down.
-    let srv1: f64 = mo1[10].parse().unwrap();
+    let srv1: f64 = mo1[12].parse().unwrap();
     assert_eq!((srv1 * 100.0).round(), 9583.0);
     let mo2 = by(MO2);
-    assert_eq!(mo2[2..10], ["2", "1", "50", "1", "да", "1", "1", ""]);
+    assert_eq!(
+        mo2[2..12],
+        ["2", "1", "50", "1", "да", "1", "1", "1", "1", ""]
+    );
     let total = by("Итого по региону");
-    assert_eq!(total[2..9], ["5", "3", "60", "2", "2 из 2", "2", "3"]);
+    assert_eq!(
+        total[2..11],
+        ["5", "3", "60", "2", "2 из 2", "", "", "2", "3"]
+    );
 
     let out = dir.path().join("report.csv");
     run_report(&path, &roster, "2024-03-05", Format::Csv, &out).unwrap();

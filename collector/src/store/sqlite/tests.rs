@@ -1027,3 +1027,92 @@ fn changed_working_hours_recompute_aggregated_days() {
         .unwrap();
     assert_eq!(agg(&d, "pc"), before);
 }
+
+/// Issue 13: off in working hours and usage days through the store, raw and materialized, and
+/// a store of schema 1 migrated (columns added, every day recomputed).
+#[test]
+fn off_in_working_hours_and_usage_days_through_the_store() {
+    let mut t = T::new("UTC", ROSTER_UTC);
+    let mut s = Sim::new();
+    s.start(at(4, 0, 0, 0));
+    // Monday: on 08:00, МИС reached, switched off at 10:00 (offline 10:00:04), on again 14:00
+    // until 18:00, switched off (offline 18:00:02). Tuesday: on 09:00–12:00, МИС failing,
+    // switched off (offline 12:00:03). Saturday: on 10:00–11:00, МИС reached (not a working
+    // day of the default calendar).
+    let days: [(u32, (u32, u32), (u32, u32), bool); 4] = [
+        (4, (8, 0), (10, 0), true),
+        (4, (14, 0), (18, 0), true),
+        (5, (9, 0), (12, 0), false),
+        (9, (10, 0), (11, 0), true),
+    ];
+    for (d, (h0, m0), (h1, m1), ok) in days {
+        let b = at(d, h0, m0, 0) - 5 * MIN;
+        s.birth("mo1", "pc", Role::Workstation, "", at(d, h0, m0, 0), b);
+        let mut ts = at(d, h0, m0, 0);
+        while ts <= at(d, h1, m1, 0) {
+            s.hb("mo1", "pc", ts, b, false);
+            s.probe("mo1", "pc", ts, &[("mis", Category::Mis, ok)], false);
+            ts += 30 * S;
+        }
+        s.offline("mo1", "pc", at(d, h1, m1, 0) + 2 * S);
+    }
+    s.stop(at(11, 0, 0, 0));
+    t.write(s.take());
+    let now = at(11, 0, 0, 0);
+    let check = |t: &T, what: &str| {
+        let d = t.data(at(4, 0, 0, 0), at(11, 0, 0, 0), now);
+        let a = agg(&d, "pc");
+        // Off from the last message before each shutdown to the end of that working day:
+        // Monday 10:00–14:00 and 18:00–20:00, Tuesday 12:00–20:00; nothing on Saturday (not a
+        // working day) and nothing in the mornings before the PC was switched on.
+        assert_eq!(a.off_w_ms, 4 * H + 2 * H + 8 * H, "{what}");
+        assert_eq!(a.off_w_days, 2, "{what}");
+        assert_eq!(a.down_w_ms, 0, "{what}");
+        // Usage: the МИС was reached on Monday only among the 5 working days (Saturday does
+        // not count).
+        let r = reach(&d, "mo1", Category::Mis);
+        assert_eq!((r.ws_days, r.any_days), (1, 1), "{what}");
+        // Monday alone.
+        let d = t.data(at(4, 0, 0, 0), at(5, 0, 0, 0), now);
+        assert_eq!(agg(&d, "pc").off_w_ms, 6 * H, "{what}");
+        assert_eq!(reach(&d, "mo1", Category::Mis).ws_days, 1, "{what}");
+    };
+    check(&t, "raw");
+    t.store.maintain_now(now).unwrap();
+    check(&t, "materialized");
+
+    // A store of schema 1: the new columns dropped, version 1.
+    drop(std::mem::replace(
+        &mut t.store,
+        SqliteStore::open(&t.path, &t.cfg, t.roster.clone()).unwrap(),
+    ));
+    {
+        let c = rusqlite::Connection::open(&t.path).unwrap();
+        for (table, col) in [
+            ("host_day", "off_w"),
+            ("host_day", "off_d"),
+            ("host_month", "off_w"),
+            ("host_month", "off_d"),
+            ("mo_day", "ws_d"),
+            ("mo_day", "any_d"),
+            ("mo_month", "ws_d"),
+            ("mo_month", "any_d"),
+        ] {
+            c.execute_batch(&format!("ALTER TABLE {table} DROP COLUMN {col}"))
+                .unwrap();
+        }
+        c.pragma_update(None, "user_version", 1).unwrap();
+    }
+    assert!(
+        Reader::open(&t.path, &t.cfg).is_err(),
+        "a reader refuses schema 1"
+    );
+    drop(std::mem::replace(
+        &mut t.store,
+        SqliteStore::open(&t.path, &t.cfg, t.roster.clone()).unwrap(),
+    ));
+    // Before maintenance: host-days read raw (the МО is stale); after it: recomputed.
+    let rep = t.store.maintain_now(now).unwrap();
+    assert!(rep.stale_host_days > 0, "{rep:?}");
+    check(&t, "migrated");
+}
