@@ -58,7 +58,8 @@ async fn switched_off_in_working_hours_is_its_own_figure() {
         &["--roster", roster.to_str().unwrap()],
     );
     let agent = |id: &str, extra: &[&str]| {
-        let mut args = vec!["--interval-secs", "1", "--site", "Поликлиника"];
+        // 2 s: a heartbeat late by up to 5 s on a loaded machine still keeps one segment.
+        let mut args = vec!["--interval-secs", "2", "--site", "Поликлиника"];
         args.extend_from_slice(extra);
         Agent::start(&c.mqtt_url(), MO, id, &dir.path().join(id), &args)
     };
@@ -89,9 +90,10 @@ async fn switched_off_in_working_hours_is_its_own_figure() {
     let t1 = unix_ms();
     let pc = host(&a["rows"], "pc-off");
     let off_ms = pc["off_w_ms"].as_i64().unwrap();
-    // Off from its last message (≤ 1 interval before SIGTERM) until the report's "now".
+    // Off from its last message (about one 2 s interval before SIGTERM, more if a heartbeat
+    // was late) until the report's "now".
     assert!(
-        off_ms >= t0 - t_stopped - 1_000 && off_ms <= t1 - t_off + 1_500,
+        off_ms >= t0 - t_stopped - 1_000 && off_ms <= t1 - t_off + 6_000,
         "pc-off off {off_ms} ms; expected about {} ms: {pc:#}",
         t0 - t_off
     );
