@@ -1039,7 +1039,9 @@ fn off_in_working_hours_and_usage_days_through_the_store() {
     // until 18:00, switched off (offline 18:00:02). Tuesday: on 09:00–12:00, МИС failing,
     // switched off (offline 12:00:03). Saturday: on 10:00–11:00, МИС reached (not a working
     // day of the default calendar).
-    let days: [(u32, (u32, u32), (u32, u32), bool); 4] = [
+    // (day, on at, off at, МИС reachable).
+    type Day = (u32, (u32, u32), (u32, u32), bool);
+    let days: [Day; 4] = [
         (4, (8, 0), (10, 0), true),
         (4, (14, 0), (18, 0), true),
         (5, (9, 0), (12, 0), false),
