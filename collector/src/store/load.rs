@@ -248,7 +248,8 @@ pub fn compute_window(
     let mut out = WindowAggs::default();
     let mut work: HashMap<i64, Vec<(Ms, Ms)>> = HashMap::new();
     type UpAndProbes<'r> = (Vec<(Ms, Ms)>, &'r [ProbeRow], bool);
-    let mut by_mo: HashMap<i64, Vec<UpAndProbes<'_>>> = HashMap::new();
+    // Per МО id: its oid and its hosts' up spans and probes.
+    let mut by_mo: HashMap<i64, (&str, Vec<UpAndProbes<'_>>)> = HashMap::new();
     let empty_s: Vec<SegRow> = Vec::new();
     let empty_p: Vec<ProbeRow> = Vec::new();
     for h in hosts {
@@ -271,21 +272,18 @@ pub fn compute_window(
             let up = up_spans(segs, tol, ctx.outages, a, b);
             by_mo
                 .entry(h.mo_id)
-                .or_default()
+                .or_insert_with(|| (h.mo.as_str(), Vec::new()))
+                .1
                 .push((up, probes, h.role == Some(Role::Server)));
         }
     }
-    for (mo, list) in by_mo {
+    for (mo, (oid, list)) in by_mo {
         let hr: Vec<HostReach<'_>> = list
             .iter()
             .map(|(up, p, _)| HostReach { up, probes: p })
             .collect();
         let mut aggs = mo_reach(&hr, a, b);
         // Usage days (issue 13, item 5): one per region day of the window.
-        let oid = hosts
-            .iter()
-            .find(|h| h.mo_id == mo)
-            .map_or("", |h| h.mo.as_str());
         let cal = workcal(ctx.roster, oid);
         let used: Vec<(bool, &[ProbeRow])> = list.iter().map(|(_, p, s)| (*s, *p)).collect();
         let mut d = ctx.cal.day_of(a);
