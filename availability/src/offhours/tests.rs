@@ -239,3 +239,55 @@ fn report_ranks_workstations_per_region_mo_and_site() {
     assert_eq!(r.top.len(), 1);
     assert_eq!(r.region.off_w_ms, 5 * H);
 }
+
+proptest::proptest! {
+    /// Off time is additive over any split of a window; the days may count the one working
+    /// window the cut falls in twice, never more, never fewer.
+    #[test]
+    fn off_is_additive_over_windows(
+        raw in proptest::collection::vec((0i64..200, 0i64..30, 0u8..5), 1..8),
+        cut in 1i64..999,
+        out_s in 0i64..1000, out_len in 0i64..100,
+    ) {
+        let mut segs = Vec::new();
+        let mut t = 0;
+        for (gap, len, cause) in &raw {
+            let start = t + gap * MIN;
+            segs.push(seg(start, start + len * MIN, GapCause::from_i64(i64::from(*cause)), None));
+            t = start + len * MIN;
+        }
+        for i in 0..segs.len() - 1 {
+            segs[i].next = Some(segs[i + 1].start);
+            if segs[i].cause == GapCause::Pending {
+                segs[i].cause = GapCause::Silent;
+            }
+        }
+        let out = Outages::from_runs(
+            &[(0, out_s * MIN), ((out_s + out_len) * MIN, 10_000 * MIN)],
+            2000 * MIN,
+        );
+        // Working windows 01:00–10:00 every day (several per 1000 min).
+        let w = WorkCal {
+            tz: chrono_tz::UTC,
+            hours: WorkHours { days: [true; 7], start_min: 60, end_min: 600 },
+        };
+        let (a, b) = (0, 1000 * MIN);
+        let m = cut * MIN;
+        let whole = host_agg(&segs, &[], 2 * MIN, &out, &w.windows(a, b), a, b);
+        let mut parts = host_agg(&segs, &[], 2 * MIN, &out, &w.windows(a, m), a, m);
+        parts.add(&host_agg(&segs, &[], 2 * MIN, &out, &w.windows(m, b), m, b));
+        proptest::prop_assert_eq!(whole.off_w_ms, parts.off_w_ms);
+        proptest::prop_assert!(parts.off_w_days >= whole.off_w_days);
+        proptest::prop_assert!(parts.off_w_days <= whole.off_w_days + 1);
+        proptest::prop_assert_eq!(whole.off_w_days > 0, whole.off_w_ms > 0);
+        // Off time is working time that is neither up, down nor unknown.
+        let working: i64 = w
+            .windows(a, b)
+            .iter()
+            .map(|&(s, e)| (e.min(b) - s.max(a).max(segs[0].start)).max(0))
+            .sum();
+        proptest::prop_assert!(
+            whole.up_w_ms + whole.down_w_ms + whole.unknown_w_ms + whole.off_w_ms <= working
+        );
+    }
+}
