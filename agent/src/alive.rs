@@ -1,8 +1,10 @@
 //! The "last alive" stamp: a one-line file in the data directory that says when this agent was
 //! last known alive and whether its run ended gracefully (issue 13, items 8 and 9).
 //!
-//! - Every heartbeat rewrites it (`<unix ms> run`): one small write per interval, **no fsync**,
-//!   so it adds no cache flush to the spool's disk-write budget (issue 15); after a crash or
+//! - Every heartbeat rewrites it in place (`<unix ms> run`, fixed width, so the size never
+//!   changes): one small write per interval, **no fsync**, so it asks for no cache flush (the
+//!   spool's disk-write budget of issue 15; the file system still writes the page and the
+//!   inode's mtime back on its own schedule); after a crash or
 //!   `kill -9` the page cache still holds it, after a power cut it is as old as the kernel's
 //!   writeback left it (up to `vm.dirty_expire_centisecs`, 30 s by default), never newer than
 //!   the truth.
@@ -34,10 +36,17 @@ pub fn parse(text: &str) -> Option<PrevEnd> {
     (parts.next().is_none() && at > 0).then_some(PrevEnd { at, shutdown })
 }
 
-/// The text of a stamp.
+/// The text of a stamp, always [`STAMP_LEN`] bytes: a rewrite in place never changes the
+/// file's size (no truncation, so only the inode's mtime changes on disk).
 pub fn render(at_ms: i64, shutdown: bool) -> String {
-    format!("{at_ms} {}\n", if shutdown { "shutdown" } else { "run" })
+    format!(
+        "{at_ms:>15} {:<8}\n",
+        if shutdown { "shutdown" } else { "run" }
+    )
 }
+
+/// Length of every stamp [`render`] makes.
+pub const STAMP_LEN: usize = 25;
 
 /// The stamp file of one data directory.
 #[derive(Debug, Clone)]
@@ -60,7 +69,13 @@ impl Stamp {
     /// The agent is alive at `at_ms` (a heartbeat was made): rewrites the stamp without
     /// syncing. A failure is logged at debug: the stamp only refines dating.
     pub fn beat(&self, at_ms: i64) {
-        if let Err(e) = std::fs::write(&self.path, render(at_ms, false)) {
+        let r = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&self.path)
+            .and_then(|mut f| f.write_all(render(at_ms, false).as_bytes()));
+        if let Err(e) = r {
             tracing::debug!(path = %self.path.display(), error = %e, "alive stamp not written");
         }
     }
@@ -84,6 +99,7 @@ mod tests {
     #[test]
     fn parses_what_it_renders_and_nothing_else() {
         for shutdown in [false, true] {
+            assert_eq!(render(1_796_000_000_123, shutdown).len(), STAMP_LEN);
             assert_eq!(
                 parse(&render(1_796_000_000_123, shutdown)),
                 Some(PrevEnd {
