@@ -11,6 +11,7 @@
 //! or a stop is requested), or, with neither, the configured ids, unsigned. [`tls`] builds the
 //! one TLS client configuration shared by `mqtts://` and enrollment.
 
+pub mod alive;
 pub mod central;
 pub mod collect;
 pub mod config;
@@ -230,8 +231,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         shutdown.clone(),
     ));
 
+    let stamp = alive::Stamp::new(&config.data_dir);
+    let prev_end = stamp.read();
+    if let Some(p) = prev_end {
+        tracing::info!(
+            at_ms = p.at,
+            shutdown = p.shutdown,
+            "previous run's end (sent in every birth)"
+        );
+    }
     Publisher::new(id, announce, client, spool, last_seq, inventory)
         .with_cfg(cfg_tx)
+        .with_alive(stamp, prev_end)
         .run(in_rx, net_rx, shutdown.clone())
         .await;
 

@@ -101,14 +101,34 @@ impl Outages {
     /// Splits `[x, y)`, part of a silence that began at `g0`, into sub-spans inside (true) and
     /// outside (false) the outages, each outage widened by `pad` on both sides; an outage that
     /// ended after `g0` (the host was not heard since before the restart) is also widened after
-    /// its end by the reconnect allowance `reconnect` (the larger of the two wins).
-    fn split(&self, x: Ms, y: Ms, pad: Ms, g0: Ms, reconnect: Ms, mut f: impl FnMut(Ms, Ms, bool)) {
+    /// its end by the reconnect allowance `reconnect` (the larger of the two wins). With
+    /// `backlog` (a silence closed by later messages), so is an outage that ended less than
+    /// [`Outages::reconnect_ms`] before `g0`: a message made after the start by an agent still
+    /// in its reconnect backoff reaches the collector only with the agent's backlog, and a
+    /// replay in progress (oldest first, after the live messages) leaves a silence before the
+    /// live messages that is not one.
+    #[allow(clippy::too_many_arguments)]
+    fn split(
+        &self,
+        x: Ms,
+        y: Ms,
+        pad: Ms,
+        g0: Ms,
+        reconnect: Ms,
+        backlog: bool,
+        mut f: impl FnMut(Ms, Ms, bool),
+    ) {
         let mut at = x;
         for &(s, e) in &self.spans {
             if at >= y {
                 break;
             }
-            let post = if g0 < e { pad.max(reconnect) } else { pad };
+            let late = backlog && g0 < e.saturating_add(self.reconnect_ms);
+            let post = if g0 < e || late {
+                pad.max(reconnect)
+            } else {
+                pad
+            };
             let (s, e) = (s.saturating_sub(pad), e.saturating_add(post));
             if e <= at {
                 continue;
@@ -195,31 +215,40 @@ pub fn host_pieces(
         };
         let (x, y) = (g0.max(a), g1.min(b));
         let rc = outages.reconnect_ms.saturating_add(tol);
+        // A silence closed by later messages may be backlog not replayed yet: an agent sends
+        // its live messages first and replays oldest first after them. An open silence after
+        // the start is not (the latest message is live: the host had reconnected), nor is an
+        // `offline`, the agent's own word.
+        let backlog = cause != GapCause::Shutdown && seg.next.is_some();
         match cause {
-            GapCause::Shutdown | GapCause::Lost => outages.split(x, y, 0, g0, rc, |s, e, out| {
-                let st = if out {
-                    PieceState::Unknown
-                } else {
-                    PieceState::Down(cause)
-                };
-                piece(s, e, st, g0);
-            }),
-            GapCause::Reboot | GapCause::Silent => outages.split(x, y, tol, g0, rc, |s, e, out| {
-                let st = if out {
-                    PieceState::Unknown
-                } else {
-                    PieceState::Down(if cause == GapCause::Silent {
-                        GapCause::Lost
+            GapCause::Shutdown | GapCause::Lost => {
+                outages.split(x, y, 0, g0, rc, backlog, |s, e, out| {
+                    let st = if out {
+                        PieceState::Unknown
                     } else {
-                        cause
-                    })
-                };
-                piece(s, e, st, g0);
-            }),
+                        PieceState::Down(cause)
+                    };
+                    piece(s, e, st, g0);
+                })
+            }
+            GapCause::Reboot | GapCause::Silent => {
+                outages.split(x, y, tol, g0, rc, backlog, |s, e, out| {
+                    let st = if out {
+                        PieceState::Unknown
+                    } else {
+                        PieceState::Down(if cause == GapCause::Silent {
+                            GapCause::Lost
+                        } else {
+                            cause
+                        })
+                    };
+                    piece(s, e, st, g0);
+                })
+            }
             GapCause::Pending => {
                 let due = g0.saturating_add(tol);
                 if x < due {
-                    outages.split(x, due.min(y), 0, g0, rc, |s, e, out| {
+                    outages.split(x, due.min(y), 0, g0, rc, false, |s, e, out| {
                         let st = if out {
                             PieceState::Unknown
                         } else {
@@ -229,7 +258,7 @@ pub fn host_pieces(
                     });
                 }
                 if y > due {
-                    outages.split(x.max(due), y, tol, g0, rc, |s, e, out| {
+                    outages.split(x.max(due), y, tol, g0, rc, backlog, |s, e, out| {
                         let st = if out {
                             PieceState::Unknown
                         } else {

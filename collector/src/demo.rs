@@ -100,6 +100,7 @@ impl SimHost {
             seq_base,
             interval_secs: INTERVAL_SECS,
             keepalive_secs: 30,
+            prev_end: None,
             targets: vec![
                 TargetInfo {
                     name: "mis".into(),

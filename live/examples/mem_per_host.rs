@@ -68,6 +68,7 @@ fn birth(mo: &str, host: &str, ts: i64) -> Message {
             seq_base: 1,
             interval_secs: 30,
             keepalive_secs: 60,
+            prev_end: None,
             targets: TARGETS
                 .iter()
                 .map(|(n, c)| TargetInfo {

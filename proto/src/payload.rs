@@ -185,6 +185,24 @@ pub struct Birth {
     /// MQTT keep-alive the agent uses.
     pub keepalive_secs: u32,
     pub targets: Vec<TargetInfo>,
+    /// How the agent's previous run ended, as its state directory recorded it (agents before
+    /// issue 13 items 8/9 leave it out; a collector then keeps dating by the last message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev_end: Option<PrevEnd>,
+}
+
+/// The end of an agent's previous run: the last instant it is known to have been alive and
+/// whether it stopped gracefully. Sent in every `birth` of the next run, so it is spooled and
+/// replayed like any sequenced message: a shutdown while the channel was down reaches the
+/// collector when the agent next runs with a working channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrevEnd {
+    /// Unix ms by the agent's clock: the graceful stop, or the last heartbeat made before an
+    /// unclean end (crash, `kill -9`, power cut).
+    pub at: i64,
+    /// True: the run ended by a graceful shutdown (`offline`).
+    pub shutdown: bool,
 }
 
 /// Connection state of an agent, the body of the retained `state` topic.

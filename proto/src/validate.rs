@@ -70,7 +70,15 @@ pub fn decode(topic: &str, payload: &[u8], limits: &Limits) -> Result<Message, R
         return Err(Reject::BadTimestamp);
     }
     match &msg {
-        Message::Birth(e) => check_birth(&e.body, limits)?,
+        Message::Birth(e) => {
+            check_birth(&e.body, limits)?;
+            // The previous run ended before this message was made.
+            if let Some(p) = e.body.prev_end
+                && (p.at < limits.min_ts_ms || p.at > h.ts)
+            {
+                return Err(Reject::BadTimestamp);
+            }
+        }
         Message::State(e) => check_str(e.body.reason.as_deref().unwrap_or(""), limits)?,
         Message::Hb(e) => check_hb(&e.body, limits)?,
         Message::Probe(e) => check_probe(&e.body, limits)?,

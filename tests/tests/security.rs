@@ -176,6 +176,7 @@ impl SimAgent {
                 seq_base: self.seq,
                 interval_secs: 1,
                 keepalive_secs: 30,
+                prev_end: None,
                 targets: vec![],
             },
         })

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use dozor_proto::auth::{self, MacKey};
 use dozor_proto::{
-    Birth, ConnState, Envelope, Heartbeat, Kind, Probe, Role, SCHEMA_VERSION, SpoolStats, State,
-    TargetInfo, decode_ack, topic,
+    Birth, ConnState, Envelope, Heartbeat, Kind, PrevEnd, Probe, Role, SCHEMA_VERSION, SpoolStats,
+    State, TargetInfo, decode_ack, topic,
 };
 use rumqttc::{AsyncClient, Event, LastWill, Outgoing, Packet, QoS};
 use serde::Serialize;
@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
+use crate::alive::Stamp;
 use crate::collect::{Inventory, Sample};
 use crate::spool::{Replay, Spool, SpoolError};
 use crate::wall_ms;
@@ -150,6 +151,10 @@ pub struct Publisher {
     reject_logged: Option<Instant>,
     /// Where `cfg` messages go (the `central` task); `None`: not subscribed.
     cfg: Option<mpsc::Sender<Vec<u8>>>,
+    /// The "last alive" stamp ([`crate::alive`]): rewritten per heartbeat, synced at shutdown.
+    stamp: Option<Stamp>,
+    /// How the previous run ended, announced in every `birth` of this run.
+    prev_end: Option<PrevEnd>,
 }
 
 fn lock(spool: &Mutex<Spool>) -> MutexGuard<'_, Spool> {
@@ -182,7 +187,16 @@ impl Publisher {
             rejected_acks: 0,
             reject_logged: None,
             cfg: None,
+            stamp: None,
+            prev_end: None,
         }
+    }
+
+    /// Keeps the "last alive" stamp and announces how the previous run ended.
+    pub fn with_alive(mut self, stamp: Stamp, prev_end: Option<PrevEnd>) -> Publisher {
+        self.stamp = Some(stamp);
+        self.prev_end = prev_end;
+        self
     }
 
     /// Subscribes to this host's `cfg` topic and hands what arrives to `tx` (the `central`
@@ -219,7 +233,15 @@ impl Publisher {
                 _ = expire.tick() => self.spool().expire(wall_ms(), Instant::now()),
             }
         }
+        // The instant of the stop, before waiting for the broker.
+        let stopped_at = wall_ms();
         self.shutdown(&mut net).await;
+        // A graceful end, whether or not `offline` reached the broker: the next run's births
+        // carry it (spooled and replayed like any message).
+        if let Some(stamp) = self.stamp.clone() {
+            let at = stopped_at;
+            let _ = tokio::task::spawn_blocking(move || stamp.shutdown(at)).await;
+        }
         // Everything still unconfirmed goes to the file, with the exact counter.
         if let Some(Err(e)) = self.with_spool(|s| s.close(Instant::now())).await {
             tracing::error!(error = %e, "final spool write failed");
@@ -267,6 +289,9 @@ impl Publisher {
                     disks,
                 } = *sample;
                 self.inventory = inventory;
+                if let Some(stamp) = &self.stamp {
+                    stamp.beat(ts_ms);
+                }
                 let interval_secs = self.announce.interval_secs;
                 let hb = move |_, stats| Heartbeat {
                     uptime_secs,
@@ -419,6 +444,7 @@ impl Publisher {
         }
         let inv = self.inventory.clone();
         let a = self.announce.clone();
+        let prev_end = self.prev_end;
         let birth = move |seq_base, _| Birth {
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             role: a.role,
@@ -436,6 +462,7 @@ impl Publisher {
             interval_secs: a.interval_secs,
             keepalive_secs: a.keepalive_secs,
             targets: a.targets,
+            prev_end,
         };
         self.send_sequenced(Kind::Birth, wall_ms(), true, birth)
             .await;

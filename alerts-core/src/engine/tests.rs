@@ -67,6 +67,7 @@ fn mk_host(mo: &str, id: &str, role: Role, now: i64) -> Host {
             seq_base: 1,
             interval_secs: 30,
             keepalive_secs: 30,
+            prev_end: None,
             targets: Vec::new(),
         },
     };

@@ -163,7 +163,9 @@ fn restart_never_produces_down() {
     );
 }
 
-/// A silence that began after the restart (the host had reconnected) gets no allowance.
+/// A silence that began after the restart and is still open (the host had reconnected: its
+/// latest message is live) gets no allowance; an `offline` after the start is the agent's own
+/// word and gets none either.
 #[test]
 fn silence_after_the_restart_is_observed() {
     let out = Outages::from_runs(&[(0, 5 * MIN), (7 * MIN + 30 * S, 60 * MIN)], 60 * MIN);
@@ -173,6 +175,78 @@ fn silence_after_the_restart_is_observed() {
         vec![
             (7 * MIN + 35 * S, 8 * MIN, PieceState::Up),
             (8 * MIN, 10 * MIN, PieceState::Down(GapCause::Lost)),
+        ]
+    );
+    let s = [seg(7 * MIN + 35 * S, 8 * MIN, GapCause::Shutdown, None)];
+    assert_eq!(
+        pieces(&s, 75 * S, &out, 0, 10 * MIN),
+        vec![
+            (7 * MIN + 35 * S, 8 * MIN, PieceState::Up),
+            (8 * MIN, 10 * MIN, PieceState::Down(GapCause::Shutdown)),
+        ]
+    );
+}
+
+/// The e2e failure of 2026-11-30 (`tests/tests/rules.rs`), to the second: a 1 s server
+/// (tol 2.5 s), collector stopped at 3.77 s, started at 15.10 s; the agent, in its reconnect
+/// backoff, reconnected only at 22.08 s. Its live messages from then on form a new segment; its
+/// backlog replays oldest first and had reached the message of 17.26 s when a report was
+/// taken at 25 s. The silence 17.26–22.08 s began after the start, but it is backlog not yet
+/// replayed: unknown, never down. A host that reconnected and then really fell silent is down
+/// from `start + 40 s + tol` on, not before.
+#[test]
+fn backlog_replay_in_progress_after_a_restart_is_not_down() {
+    let (stop, start) = (3_770, 15_104);
+    let out = Outages::from_runs(&[(-260, stop), (start, 60 * S)], 60 * S);
+    let s = [
+        seg(227, 17_256, GapCause::Silent, Some(22_077)),
+        seg(22_077, 24_261, GapCause::Pending, None),
+    ];
+    assert_eq!(
+        pieces(&s, 2_500, &out, 0, 25 * S),
+        vec![
+            (227, 17_256, PieceState::Up),
+            (17_256, 22_077, PieceState::Unknown),
+            (22_077, 24_261, PieceState::Up),
+            (24_261, 25 * S, PieceState::Up),
+        ]
+    );
+    // The same silence as the host's last: open, after live messages (which go first), so the
+    // host had reconnected and fell silent at 17.26 s: up for tol, then lost, no allowance.
+    let s = [seg(227, 17_256, GapCause::Pending, None)];
+    assert_eq!(
+        pieces(&s, 2_500, &out, 0, 60 * S),
+        vec![
+            (227, 17_256, PieceState::Up),
+            (17_256, 19_756, PieceState::Up),
+            (19_756, 60 * S, PieceState::Down(GapCause::Lost)),
+        ]
+    );
+    // Closed by a new run 6 s later (a crash after reconnecting, same boot): unknown until the
+    // window's end, start + 40 s + 2.5 s = 57.604 s, whatever closed it.
+    let s = [
+        seg(227, 17_256, GapCause::Lost, Some(23_256)),
+        seg(23_256, 60 * S, GapCause::Pending, None),
+    ];
+    assert_eq!(
+        pieces(&s, 2_500, &out, 0, 60 * S),
+        vec![
+            (227, 17_256, PieceState::Up),
+            (17_256, 23_256, PieceState::Unknown),
+            (23_256, 60 * S, PieceState::Up),
+        ]
+    );
+    // An `offline` after the start is the agent's own word: shutdown from it.
+    let s = [
+        seg(227, 17_256, GapCause::Shutdown, Some(23_256)),
+        seg(23_256, 60 * S, GapCause::Pending, None),
+    ];
+    assert_eq!(
+        pieces(&s, 2_500, &out, 0, 60 * S),
+        vec![
+            (227, 17_256, PieceState::Up),
+            (17_256, 23_256, PieceState::Down(GapCause::Shutdown)),
+            (23_256, 60 * S, PieceState::Up),
         ]
     );
 }

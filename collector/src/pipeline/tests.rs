@@ -134,6 +134,7 @@ fn birth(host: &str, seq: u64, role: Role) -> Message {
             seq_base: 1,
             interval_secs: 10,
             keepalive_secs: 10,
+            prev_end: None,
             targets: Vec::new(),
         },
     ))

@@ -20,6 +20,9 @@ pub struct Sim {
     pub replay_recv_ms: Option<i64>,
     /// Heartbeat interval announced.
     pub interval_secs: u32,
+    /// How the previous run ended, by the agent's clock, announced in the births
+    /// (`birth.prev_end`); `None`: an agent that does not say (before issue 13 items 8/9).
+    pub prev_end: Option<dozor_proto::PrevEnd>,
 }
 
 fn env<B>(mo: &str, host: &str, seq: u64, ts: i64, replay: bool, body: B) -> Envelope<B> {
@@ -81,6 +84,10 @@ impl Sim {
             seq_base: seq,
             interval_secs: self.interval_secs,
             keepalive_secs: 30,
+            prev_end: self.prev_end.map(|p| dozor_proto::PrevEnd {
+                at: p.at + self.skew_ms,
+                ..p
+            }),
             targets: Vec::new(),
         };
         let m = Message::Birth(env(mo, host, seq, t + self.skew_ms, false, body));

@@ -183,6 +183,7 @@ pub(crate) fn test_host(
             seq_base: 1,
             interval_secs: 30,
             keepalive_secs: 30,
+            prev_end: None,
             targets: Vec::new(),
         },
     };

@@ -521,3 +521,58 @@ proptest! {
         let _ = decode(&topic, &body, &Limits::DEFAULT);
     }
 }
+
+/// `birth.prev_end` (issue 13 items 8/9): optional (a birth without it, as older agents send,
+/// decodes), taken as given when it lies between 2020 and the birth's own `ts`, refused as
+/// `bad_timestamp` otherwise, and refused as `bad_json` with an unknown field.
+#[test]
+fn birth_prev_end_is_optional_and_checked() {
+    use serde_json::json;
+    let ok = |at: i64, shutdown: bool| {
+        move |d: &mut serde_json::Value| {
+            d["body"]["prev_end"] = json!({"at": at, "shutdown": shutdown})
+        }
+    };
+    check("birth", birth_json(), ok(TS - 60_000, true), Ok(()));
+    check("birth", birth_json(), ok(TS, false), Ok(()));
+    let bytes = serde_json::to_vec(&{
+        let mut d = birth_json();
+        ok(TS - 5_000, true)(&mut d);
+        d
+    })
+    .unwrap();
+    match decode(&topic_of("birth"), &bytes, &Limits::DEFAULT) {
+        Ok(Message::Birth(e)) => assert_eq!(
+            e.body.prev_end,
+            Some(crate::PrevEnd {
+                at: TS - 5_000,
+                shutdown: true
+            })
+        ),
+        other => panic!("{other:?}"),
+    }
+    check(
+        "birth",
+        birth_json(),
+        ok(TS + 1, false),
+        Err(Reject::BadTimestamp),
+    );
+    check(
+        "birth",
+        birth_json(),
+        ok(1_000, true),
+        Err(Reject::BadTimestamp),
+    );
+    check(
+        "birth",
+        birth_json(),
+        |d| d["body"]["prev_end"] = json!({"at": TS, "shutdown": true, "why": "x"}),
+        Err(Reject::BadJson),
+    );
+    check(
+        "birth",
+        birth_json(),
+        |d| d["body"]["prev_end"] = json!({"at": TS}),
+        Err(Reject::BadJson),
+    );
+}

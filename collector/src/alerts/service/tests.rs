@@ -34,6 +34,7 @@ fn birth(mo: &str, host: &str, role: dozor_proto::Role, ts: i64) -> dozor_proto:
             seq_base: 1,
             interval_secs: 10,
             keepalive_secs: 10,
+            prev_end: None,
             targets: Vec::new(),
         },
     })

@@ -190,6 +190,9 @@ impl Writer {
                     boot_id: Some(boot_hash(&b.boot_id)),
                     boot_ms: (uptime >= 0).then(|| t - uptime),
                 };
+                if let Some(p) = b.prev_end {
+                    self.prev_end(c, hi, p, t - h.ts)?;
+                }
                 self.evidence(c, hi, ev)?;
             }
             Message::Hb(e) => {
@@ -305,6 +308,36 @@ impl Writer {
             self.queue(hi);
         }
         self.marker(c, hi, t.at_ms, kind)
+    }
+
+    /// How the agent's previous run ended (`birth.prev_end`, issue 13 items 8/9), `offset` ms
+    /// of clock correction: it was alive until then (evidence, which extends the segment of its
+    /// last messages when within the host's tolerance), and a graceful end is an `offline` just
+    /// after it. Births of one run repeat it: both are idempotent.
+    fn prev_end(
+        &mut self,
+        c: &Connection,
+        hi: usize,
+        p: dozor_proto::PrevEnd,
+        offset: Ms,
+    ) -> Result<(), StoreError> {
+        let at = p.at.saturating_add(offset);
+        // Time before the host's first message is not part of its life (an agent moved to a
+        // new collector brings the end of a run this store never saw).
+        if at <= self.hosts[hi].first_ms {
+            return Ok(());
+        }
+        let alive = Evidence {
+            t: at,
+            boot_id: None,
+            boot_ms: None,
+        };
+        self.evidence(c, hi, alive)?;
+        if p.shutdown {
+            // After the instant of life (a marker at a segment's end falls inside it).
+            self.marker(c, hi, at + 1, MARK_OFFLINE)?;
+        }
+        Ok(())
     }
 
     /// Records an `offline`/`lost` marker and relabels the gap it falls in.

@@ -162,6 +162,80 @@ fn server_reboot_and_lost_channel() {
     assert_eq!(agg(&d, "srv").up_ms, H - 100 * S);
 }
 
+/// Issue 13, item 8: a server's channel drops at 12:00:10 (the collector marks it lost at
+/// 12:01:45); the agent keeps its heartbeats in the spool and is shut down gracefully at
+/// 12:20:05, unable to say `offline`. At 13:00 it runs again, its new birth says so
+/// (`prev_end`, shutdown) and its spool replays 12:00:30–12:20:00. Then the host is up until
+/// 12:20:05 and shut down from there, to the second; an agent that does not say (`prev_end`
+/// absent) keeps today's rule (the silence after the replayed heartbeats is lost: `Silent`).
+/// Item 9: after an unclean end (same boot), the stamp dates the failure: the segment ends at
+/// the stamp 12:20:25 (its last heartbeats were lost), not at 12:20:00.
+#[test]
+fn prev_end_dates_the_previous_runs_end() {
+    for (prev, cause, end) in [
+        (
+            Some((at(4, 12, 20, 5), true)),
+            GapCause::Shutdown,
+            at(4, 12, 20, 5),
+        ),
+        (None, GapCause::Silent, at(4, 12, 20, 0)),
+        (
+            Some((at(4, 12, 20, 25), false)),
+            GapCause::Silent,
+            at(4, 12, 20, 25),
+        ),
+    ] {
+        let mut t = T::new("UTC", ROSTER_UTC);
+        let mut s = Sim::new();
+        s.skew_ms = 7 * MIN; // the agent's clock is 7 min fast: changes nothing
+        s.start(at(4, 0, 0, 0));
+        let boot = at(3, 0, 0, 0);
+        s.birth("mo1", "srv", Role::Server, "", at(4, 11, 0, 0), boot);
+        s.hbs(
+            "mo1",
+            "srv",
+            at(4, 11, 0, 0),
+            at(4, 12, 0, 10),
+            30 * S,
+            boot,
+            false,
+        );
+        s.lost("mo1", "srv", at(4, 12, 1, 45));
+        t.write(s.take());
+        s.prev_end = prev.map(|(at, shutdown)| dozor_proto::PrevEnd { at, shutdown });
+        s.birth("mo1", "srv", Role::Server, "", at(4, 13, 0, 0), boot);
+        s.hbs(
+            "mo1",
+            "srv",
+            at(4, 13, 0, 30),
+            at(4, 14, 0, 10),
+            30 * S,
+            boot,
+            false,
+        );
+        s.hbs(
+            "mo1",
+            "srv",
+            at(4, 12, 0, 30),
+            at(4, 12, 20, 10),
+            30 * S,
+            boot,
+            true,
+        );
+        t.write(s.take());
+        let d = t.data(at(4, 11, 0, 0), at(4, 14, 0, 0), at(4, 14, 0, 0));
+        let a = agg(&d, "srv");
+        assert_eq!(a.down_ms, at(4, 13, 0, 0) - end, "{prev:?}");
+        assert_eq!(a.up_ms, 3 * H - (at(4, 13, 0, 0) - end), "{prev:?}");
+        let c = t.store.conn.query_row(
+            "SELECT cause, end_ms FROM segs WHERE start_ms = ?1",
+            [at(4, 11, 0, 0)],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+        );
+        assert_eq!(c.unwrap(), (cause as i64, end), "{prev:?}");
+    }
+}
+
 #[test]
 fn workstation_night_shutdown_and_lost() {
     let mut t = T::new("UTC", ROSTER_UTC);
