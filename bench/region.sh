@@ -46,7 +46,7 @@ cleanup() {
     pids=$(jobs -p)
     [[ -z $pids ]] || kill -KILL $pids 2>/dev/null || true
     wait 2>/dev/null || true
-    rm -rf "$WORK"
+    [[ ${KEEP:-0} == 1 ]] && echo "kept $WORK" >&2 || rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap "exit 130" INT TERM

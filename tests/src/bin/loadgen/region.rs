@@ -10,7 +10,7 @@
 //!    of `--backlog` heartbeats 30 s apart (default 20,160 = 7 days) made before they
 //!    connected — a channel down for 7 days. They replay it at once (`replay: true`, original
 //!    `ts`, oldest first) while sending live heartbeats. Measured: until the collector has
-//!    stored every backlog message (`contiguous` in `/api/v1/delivery`), and every second
+//!    committed every backlog message to its store (`committed` in `/api/v1/delivery`), and every second
 //!    meanwhile whether any of those hosts reads anything but `online` (freshness);
 //! 3. **report**: `/api/v1/availability?by=host` over the backlog's days for the replayed
 //!    hosts: expected no down time at all (they were up and reporting the whole week);
@@ -253,7 +253,7 @@ pub(crate) async fn run(a: DayArgs) -> anyhow::Result<()> {
                 let host = d["host"].as_str().unwrap_or("");
                 replay_hosts
                     .get(host)
-                    .is_some_and(|last| d["contiguous"].as_u64().unwrap_or(0) >= *last)
+                    .is_some_and(|last| d["committed"].as_u64().unwrap_or(0) >= *last)
             })
             .count();
         if done == replay_hosts.len() {
@@ -335,6 +335,40 @@ pub(crate) async fn run(a: DayArgs) -> anyhow::Result<()> {
                 .map(|r| format!("; a server's row: {r}"))
                 .unwrap_or_default(),
         );
+        // Where the time of one replayed server went, from its timeline.
+        if let Some(host) = rows
+            .iter()
+            .find(|r| r["role"] == "server")
+            .and_then(|r| r["host"].as_str())
+        {
+            let now = crate::now_ms();
+            let span = (a.backlog as i64 + 10) * i64::from(crate::fleet::INTERVAL_SECS) * 1000;
+            let v = api
+                .get(&format!(
+                    "/api/v1/hosts/{replay_mo}/{host}/history?from={}&to={now}",
+                    now - span
+                ))
+                .await?;
+            let pieces: Vec<String> = v["availability"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| {
+                    format!(
+                        "{} {:.2} h from -{:.2} h",
+                        p["state"].as_str().unwrap_or("?"),
+                        (p["to_ms"].as_i64().unwrap_or(0) - p["from_ms"].as_i64().unwrap_or(0))
+                            as f64
+                            / 3.6e6,
+                        (now - p["from_ms"].as_i64().unwrap_or(0)) as f64 / 3.6e6
+                    )
+                })
+                .collect();
+            eprintln!(
+                "dozor-loadgen day: timeline of {host} over its backlog: {}",
+                pieces.join(", ")
+            );
+        }
         out.push(format!(
             "report_rows={} report_servers_up_h={:.1} report_servers_expected_up_h={expected_up:.1} report_servers_down_h={:.3} report_servers_unknown_h={:.1} report_workstations_down_h={:.3}",
             rows.len(),
