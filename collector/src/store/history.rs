@@ -5,9 +5,9 @@
 //! `load` is the I/O (three indexed range queries on a read-only connection); the resampling
 //! functions below it are plain and unit-tested.
 
-use super::load::role_of;
+use super::load::{load_runs, outages, role_of};
 use super::{StoreError, schema};
-use crate::availability::{GapCause, Ms};
+use crate::availability::{GapCause, Ms, Outages, PieceState, SegRow, host_pieces};
 use dozor_proto::{Category, Role};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::Serialize;
@@ -258,6 +258,9 @@ pub fn load(
     })? {
         probes.push(r?);
     }
+    // The collector's runs: time it did not run (or was cut off from the broker) is unknown,
+    // and so is a host's silence until it had a fair chance to reconnect afterwards.
+    let out = outages(&load_runs(c)?, now);
     tx.finish()?;
     let tol = (interval_s.max(1) as f64 * 1000.0 * tol_factor) as Ms;
     // Steps on multiples of the step (whole 5-minute buckets), the first may start before `from`.
@@ -273,7 +276,7 @@ pub fn load(
         to_ms: to,
         step_ms: step,
         resources: resample_rollups(&rollups, base, step),
-        availability: spans(&segs, from, to.min(now), now, tol),
+        availability: spans(&segs, from, to.min(now), tol, &out),
         boots: boots(&segs, from, to),
         probes: probe_series(&probes, base, to.min(now), step),
     }))
@@ -320,9 +323,12 @@ pub fn resample_rollups(rows: &[RollupRow], from: Ms, step: Ms) -> Vec<ResPoint>
     out
 }
 
-/// The availability timeline over `[from, to)` from the segments: up while reporting (and
-/// `tol` after the last message), then the gap's state by its cause; unobserved time unknown.
-pub fn spans(segs: &[SegRowH], from: Ms, to: Ms, now: Ms, tol: Ms) -> Vec<Span> {
+/// The availability timeline over `[from, to)` from the segments, by the rules of the reports
+/// (`availability::timeline::host_pieces`, docs/indicators.md): up while reporting (and `tol`
+/// after the last message), then the gap's state by its cause; time the collector did not run
+/// or could not hear the host (`outages`, with the reconnect allowance after each) unknown, and
+/// so is time before the host's first message in the window. `to` must not be after now.
+pub fn spans(segs: &[SegRowH], from: Ms, to: Ms, tol: Ms, outages: &Outages) -> Vec<Span> {
     let mut out: Vec<Span> = Vec::new();
     let mut push = |a: Ms, b: Ms, state: SpanState| {
         let (a, b) = (a.max(from), b.min(to));
@@ -338,25 +344,31 @@ pub fn spans(segs: &[SegRowH], from: Ms, to: Ms, now: Ms, tol: Ms) -> Vec<Span> 
             }),
         }
     };
+    let rows: Vec<SegRow> = segs
+        .iter()
+        .map(|s| SegRow {
+            start: s.start,
+            end: s.end,
+            cause: s.cause,
+            next: s.next,
+        })
+        .collect();
     let mut cursor = from;
-    for s in segs {
-        if s.start > cursor {
-            push(cursor, s.start, SpanState::Unknown);
+    host_pieces(&rows, tol, outages, from, to, |p| {
+        if p.start > cursor {
+            push(cursor, p.start, SpanState::Unknown);
         }
-        let gap_end = s.next.unwrap_or(now);
-        let up_end = match (s.next, s.cause) {
-            (None, GapCause::Pending) => (s.end + tol).min(now),
-            _ => s.end,
+        let state = match p.state {
+            PieceState::Up => SpanState::Up,
+            PieceState::Down(GapCause::Shutdown) | PieceState::Planned(GapCause::Shutdown) => {
+                SpanState::Off
+            }
+            PieceState::Down(_) | PieceState::Planned(_) => SpanState::Down,
+            PieceState::Unknown => SpanState::Unknown,
         };
-        push(s.start, up_end.max(s.start), SpanState::Up);
-        let state = match s.cause {
-            GapCause::Shutdown => SpanState::Off,
-            GapCause::Reboot | GapCause::Lost | GapCause::Pending => SpanState::Down,
-            GapCause::Silent => SpanState::Unknown,
-        };
-        push(up_end, gap_end, state);
-        cursor = cursor.max(gap_end);
-    }
+        push(p.start, p.end, state);
+        cursor = cursor.max(p.end);
+    });
     out
 }
 
@@ -477,7 +489,7 @@ mod tests {
             seg(5 * H, 6 * H, GapCause::Lost, Some(7 * H)),
             seg(7 * H, 8 * H, GapCause::Pending, None),
         ];
-        let got = spans(&segs, 0, 10 * H, 10 * H, 60_000);
+        let got = spans(&segs, 0, 10 * H, 60_000, &Outages::none());
         let want = [
             (0, 2 * H, SpanState::Unknown),
             (2 * H, 4 * H, SpanState::Up),
@@ -491,10 +503,38 @@ mod tests {
         assert_eq!(got, want);
     }
 
+    /// The broker-outage run of issue 15: the collector was cut off from the broker for 12 s;
+    /// the host's replay had filled the silence up to 6 s into the outage; the collector
+    /// declared it lost after it came back and the agent was still backing off. That silence is
+    /// unknown through the reconnect allowance, as in the reports (it used to read down).
+    #[test]
+    fn a_silence_inside_a_collector_outage_is_unknown_through_the_allowance() {
+        let s = 1_000;
+        let segs = [
+            seg(0, 11 * s, GapCause::Lost, Some(28 * s)),
+            seg(28 * s, 40 * s, GapCause::Pending, None),
+        ];
+        // Runs: until 5 s, and from 17 s on (still running at 40 s).
+        let out = Outages::from_runs(&[(-100 * s, 5 * s), (17 * s, 40 * s)], 40 * s);
+        let got = spans(&segs, 0, 40 * s, 2_500, &out);
+        let got: Vec<_> = got.iter().map(|x| (x.from_ms, x.to_ms, x.state)).collect();
+        assert_eq!(
+            got,
+            [
+                (0, 11 * s, SpanState::Up),
+                (11 * s, 28 * s, SpanState::Unknown),
+                (28 * s, 40 * s, SpanState::Up),
+            ]
+        );
+        // Without the outage the same silence is down.
+        let got = spans(&segs, 0, 40 * s, 2_500, &Outages::none());
+        assert_eq!(got[1].state, SpanState::Down);
+    }
+
     #[test]
     fn a_live_host_is_up_until_now() {
         let segs = [seg(0, 10 * H - 5_000, GapCause::Pending, None)];
-        let got = spans(&segs, H, 10 * H, 10 * H, 60_000);
+        let got = spans(&segs, H, 10 * H, 60_000, &Outages::none());
         assert_eq!(
             got,
             [Span {

@@ -11,6 +11,8 @@
 
 #[path = "loadgen/fleet.rs"]
 mod fleet;
+#[path = "loadgen/region.rs"]
+mod region;
 
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -66,6 +68,30 @@ struct Args {
     /// one collector are new data, not duplicates.
     #[arg(long)]
     run_id: Option<u64>,
+    /// Instead of a fixed number of heartbeats, run a scenario of a region's day: `day`
+    /// (morning switch-on, one МО's week-long backlog replayed, the report, evening shutdown;
+    /// see `loadgen/region.rs` and `bench/region.sh`). Needs `--api-url` (and `--api-token` unless the API is public to read).
+    #[arg(long, value_parser = ["day"])]
+    scenario: Option<String>,
+    /// The collector's HTTP API (for `--scenario`), e.g. `http://127.0.0.1:8080`.
+    #[arg(long)]
+    api_url: Option<String>,
+    /// A viewer API token for `--api-url` (none: `http.public_read`).
+    #[arg(long, env = "DOZOR_API_TOKEN")]
+    api_token: Option<String>,
+    /// `--scenario day`: seconds over which the fleet switches on (and workstations off); 30 s
+    /// is the 15 minutes of 08:00–08:15 at the scenario clock factor 30.
+    #[arg(long, default_value_t = 30)]
+    ramp_secs: u64,
+    /// `--scenario day`: heartbeats in each replaying host's spool (30 s apart; 20,160 = 7 days).
+    #[arg(long, default_value_t = 20_160)]
+    backlog: u64,
+    /// `--scenario day`: index of the МО whose channel was down (its hosts replay).
+    #[arg(long, default_value_t = 0)]
+    replay_mo: usize,
+    /// `--scenario day`: the collector's PID, to sample its CPU and RSS from /proc.
+    #[arg(long)]
+    collector_pid: Option<u32>,
 }
 
 /// Progress of one connection, shared between its publisher and its event loop.
@@ -85,6 +111,24 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let (host, port) = parse_mqtt_url(&args.mqtt_url)?;
+    if args.scenario.is_some() {
+        return region::run(region::DayArgs {
+            host,
+            port,
+            api: args.api_url.context("--scenario needs --api-url")?,
+            token: args.api_token,
+            hosts: args.hosts,
+            mo_count: args.mo_count,
+            connections: args.connections,
+            ramp_secs: args.ramp_secs,
+            backlog: args.backlog,
+            replay_mo: args.replay_mo,
+            collector_pid: args.collector_pid,
+            timeout_secs: args.timeout_secs,
+            run_id: args.run_id.unwrap_or_else(|| now_ms() as u64 / 1000),
+        })
+        .await;
+    }
     let qos = if args.qos == 0 {
         QoS::AtMostOnce
     } else {

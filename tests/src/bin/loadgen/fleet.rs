@@ -236,6 +236,111 @@ impl SimHost {
     }
 }
 
+impl SimHost {
+    /// Windows workstation (true) or Linux server.
+    pub(crate) fn is_workstation(&self) -> bool {
+        self.windows
+    }
+
+    /// Reserves `n` sequence numbers (a spool backlog made earlier); returns the first.
+    pub(crate) fn reserve(&mut self, n: u64) -> u64 {
+        let first = self.seq + 1;
+        self.seq += n;
+        first
+    }
+
+    /// Writes heartbeat `seq` (from [`SimHost::reserve`]) made at `ts_ms`, flagged `replay`, of
+    /// a boot at `boot_ms`: its uptime is exact (`ts_ms − boot_ms`), so every heartbeat of the
+    /// boot names the same boot; disks stay below 85 % (a healthy fleet: no `disk_full`).
+    pub(crate) fn heartbeat_json_as(
+        &mut self,
+        seq: u64,
+        ts_ms: i64,
+        replay: bool,
+        boot_ms: i64,
+        out: &mut Vec<u8>,
+    ) {
+        let mut body = self.body_for(seq);
+        body.uptime_secs = u64::try_from((ts_ms - boot_ms) / 1000).unwrap_or(0);
+        for d in &mut body.disks {
+            d.used_bytes = d.used_bytes.min(d.total_bytes / 100 * 85);
+        }
+        out.clear();
+        out.extend_from_slice(&self.prefix);
+        let _ = write!(out, "{seq},\"ts\":{ts_ms},");
+        if replay {
+            out.extend_from_slice(b"\"replay\":true,");
+        }
+        out.extend_from_slice(b"\"body\":");
+        let _ = serde_json::to_writer(&mut *out, &body);
+        out.push(b'}');
+    }
+
+    /// The next message as a `birth` of a boot at `boot_ms` (a workstation switched on).
+    pub(crate) fn birth_json(&mut self, ts_ms: i64, boot_ms: i64) -> (String, Vec<u8>) {
+        self.seq += 1;
+        let env = Envelope {
+            v: SCHEMA_VERSION,
+            mo: self.mo.clone(),
+            host: self.host.clone(),
+            inst: self.inst.clone(),
+            seq: self.seq,
+            ts: ts_ms,
+            replay: false,
+            body: dozor_proto::Birth {
+                agent_version: "loadgen".into(),
+                role: if self.windows {
+                    dozor_proto::Role::Workstation
+                } else {
+                    dozor_proto::Role::Server
+                },
+                site: "Корпус 1".into(),
+                hostname: self.host.to_uppercase(),
+                os_name: if self.windows { "Windows" } else { "Linux" }.into(),
+                os_version: "10".into(),
+                cpu_model: "sim".into(),
+                cpu_count: 4,
+                mem_total_bytes: self.mem_total_bytes,
+                disks: self
+                    .disk_totals
+                    .iter()
+                    .map(|(m, t)| dozor_proto::DiskInfo {
+                        mount: m.clone(),
+                        fs: String::new(),
+                        total_bytes: *t,
+                    })
+                    .collect(),
+                boot_time: boot_ms / 1000,
+                boot_id: format!("{:016x}", splitmix(self.seed ^ (boot_ms / 1000) as u64)),
+                seq_base: self.seq,
+                interval_secs: INTERVAL_SECS,
+                keepalive_secs: 60,
+                targets: Vec::new(),
+            },
+        };
+        (topic(&self.mo, &self.host, Kind::Birth), env.to_json())
+    }
+
+    /// A graceful `offline` (`shutdown`) made at `ts_ms`: retained state carrying the last
+    /// sequence number, not sequenced itself.
+    pub(crate) fn offline_json(&self, ts_ms: i64) -> (String, Vec<u8>) {
+        let env = Envelope {
+            v: SCHEMA_VERSION,
+            mo: self.mo.clone(),
+            host: self.host.clone(),
+            inst: self.inst.clone(),
+            seq: self.seq,
+            ts: ts_ms,
+            replay: false,
+            body: dozor_proto::State {
+                state: dozor_proto::ConnState::Offline,
+                reason: Some("shutdown".into()),
+            },
+        };
+        (topic(&self.mo, &self.host, Kind::State), env.to_json())
+    }
+}
+
 /// SplitMix64: a stateless mixer, good enough for plausible figures.
 fn splitmix(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
