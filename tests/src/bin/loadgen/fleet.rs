@@ -313,6 +313,7 @@ impl SimHost {
                 boot_time: boot_ms / 1000,
                 boot_id: format!("{:016x}", splitmix(self.seed ^ (boot_ms / 1000) as u64)),
                 seq_base: self.seq,
+                prev_end: None,
                 interval_secs: INTERVAL_SECS,
                 keepalive_secs: 60,
                 targets: Vec::new(),
