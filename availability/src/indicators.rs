@@ -35,11 +35,19 @@ pub struct Avail {
     pub up_ms: i64,
     pub down_ms: i64,
     pub unknown_ms: i64,
+    /// Down inside planned works (out of `down_ms` and of the availability).
+    pub planned_ms: i64,
     /// `None` when nothing was observed (up + down = 0).
     pub availability_pct: Option<f64>,
 }
 
 impl Avail {
+    fn add_planned(&mut self, p: Option<&super::timeline::PlannedAgg>, server: bool) {
+        if let Some(p) = p {
+            self.planned_ms += if server { p.planned_ms } else { p.planned_w_ms };
+        }
+    }
+
     fn add(&mut self, (up, down, unknown): (i64, i64, i64)) {
         self.up_ms += up;
         self.down_ms += down;
@@ -138,6 +146,7 @@ pub fn availability(data: &PeriodData, roster: &Roster, by: AvailabilityBy) -> A
                 .map(|(h, a)| {
                     let mut avail = Avail::default();
                     avail.add(a.for_role(is_server(h)));
+                    avail.add_planned(data.planned_of(h), is_server(h));
                     HostAvail {
                         mo: h.mo.clone(),
                         host: h.host.clone(),
@@ -168,8 +177,10 @@ pub fn availability(data: &PeriodData, roster: &Roster, by: AvailabilityBy) -> A
                 let e = by_mo.entry(&h.mo).or_default();
                 if is_server(h) {
                     e.1.add(a.for_role(true));
+                    e.1.add_planned(data.planned_of(h), true);
                 } else if h.role == Some(Role::Workstation) {
                     e.0.add(a.for_role(false));
+                    e.0.add_planned(data.planned_of(h), false);
                 }
             }
             let rows = by_mo

@@ -32,6 +32,10 @@ pub struct RawConfig {
     pub alerts: crate::alerts::config::RawAlerts,
     pub security: RawSecurity,
     pub probes: crate::central::config::RawProbes,
+    /// `[[planned_works]]`: announced maintenance windows (docs/indicators.md, "Planned
+    /// works"). Not settable from the environment.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub planned_works: Vec<crate::availability::planned::RawPlannedWork>,
 }
 
 impl Default for RawConfig {
@@ -46,6 +50,7 @@ impl Default for RawConfig {
             alerts: crate::alerts::config::RawAlerts::default(),
             security: RawSecurity::default(),
             probes: crate::central::config::RawProbes::default(),
+            planned_works: Vec::new(),
         }
     }
 }
@@ -273,6 +278,8 @@ pub struct Config {
     pub probes: crate::central::config::ProbesConfig,
     /// The file the configuration came from (`--config`), watched for `[probes]` changes.
     pub config_path: Option<PathBuf>,
+    /// `[[planned_works]]` with their ids (`config-N`); also in `store.planned_works`.
+    pub(crate) planned_works: Vec<crate::store::planned::Entry>,
 }
 
 /// `http.public_url`: an http(s) URL without trailing `/`, query or fragment (it is printed into
@@ -390,6 +397,12 @@ impl RawConfig {
 
     /// Checks every field and converts to typed values.
     pub fn validate(self) -> Result<Config, ConfigError> {
+        let planned = self
+            .planned_works
+            .iter()
+            .enumerate()
+            .map(|(i, w)| w.validate(i).map_err(|e| invalid(e.field, e.message)))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut tls = None;
         let mut credentials = None;
         let mode = match self.mqtt.kind.as_str() {
@@ -545,7 +558,12 @@ impl RawConfig {
             roster_path: self.roster.path,
             roster_strict: self.roster.strict,
             limits,
-            store: self.store.validate()?,
+            store: {
+                let mut st = self.store.validate()?;
+                st.planned_works = planned.clone();
+                st
+            },
+            planned_works: crate::store::planned::config_entries(&self.planned_works, &planned),
             alerts,
             security,
             http_tls,

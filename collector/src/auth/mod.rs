@@ -115,6 +115,7 @@ pub(crate) fn is_page(path: &str) -> bool {
     path == "/"
         || path == "/incidents"
         || path == "/indicators"
+        || path == "/planned"
         || ["/mo/", "/host/", "/incidents/"]
             .iter()
             .any(|p| path.starts_with(p))

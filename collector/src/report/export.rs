@@ -403,6 +403,7 @@ fn avail_cells(a: &Avail) -> Vec<Cell> {
     vec![
         hours(a.up_ms),
         hours(a.down_ms),
+        hours(a.planned_ms),
         hours(a.unknown_ms),
         a.availability_pct.into(),
     ]
@@ -426,6 +427,7 @@ pub fn availability_table(a: &Availability, tz: chrono_tz::Tz) -> Table {
                 "Подразделение",
                 "Работал, ч",
                 "Простой, ч",
+                "Плановые работы, ч",
                 "Нет данных, ч",
                 "Доступность, %",
             ],
@@ -460,10 +462,12 @@ pub fn availability_table(a: &Availability, tz: chrono_tz::Tz) -> Table {
                 "МО",
                 "АРМ: работали, ч",
                 "АРМ: простой, ч",
+                "АРМ: плановые работы, ч",
                 "АРМ: нет данных, ч",
                 "АРМ: доступность, %",
                 "Серверы: работали, ч",
                 "Серверы: простой, ч",
+                "Серверы: плановые работы, ч",
                 "Серверы: нет данных, ч",
                 "Серверы: доступность, %",
             ],
