@@ -678,6 +678,36 @@ mod tests {
         );
     }
 
+    /// The example's commented `[[planned_works]]`, uncommented, validate; a bad entry is
+    /// refused naming its index and field.
+    #[test]
+    fn planned_works_validate_naming_the_entry() {
+        let start = DEFAULT_CONFIG.find("# [[planned_works]]").unwrap();
+        let example: String = DEFAULT_CONFIG[start..]
+            .lines()
+            .map(|l| l.strip_prefix("# ").unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let raw = RawConfig::from_toml(&example).unwrap();
+        assert_eq!(raw.planned_works.len(), 2);
+        let c = raw.validate().unwrap();
+        assert_eq!(c.store.planned_works.len(), 2);
+        let ids: Vec<&str> = c.planned_works.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["config-1", "config-2"]);
+        let bad = format!(
+            "{example}\n[[planned_works]]\ntitle = \"x\"\ndays = [\"sun\"]\nstart = \"02:00\"\nend = \"03:00\"\ntz = \"Mars/Olympus\"\n"
+        );
+        let e = RawConfig::from_toml(&bad).unwrap().validate().unwrap_err();
+        assert!(e.to_string().contains("planned_works[2].tz"), "{e}");
+        let e = RawConfig::from_toml("[[planned_works]]\ntitle = \"x\"\nsite = \"a\"\nfrom = \"2026-01-01T00:00:00Z\"\nto = \"2026-01-02T00:00:00Z\"\n")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("planned_works[0].mo"), "{e}");
+        // Unknown keys are refused at parse time.
+        assert!(RawConfig::from_toml("[[planned_works]]\ntitle = \"x\"\nwhen = 1\n").is_err());
+    }
+
     #[test]
     fn the_mqtt_password_comes_from_a_file_or_the_environment() {
         let dir = tempfile::tempdir().unwrap();

@@ -306,6 +306,10 @@ pub async fn run(
         trends: trends.clone(),
         shutdown: shutdown.clone(),
         clock: clock::system_clock(),
+        planned: {
+            let p = planned.clone();
+            Arc::new(move || p.list())
+        },
     };
     tasks.spawn(ui::trends::run(
         trends,
