@@ -87,6 +87,8 @@ pub struct MoReach {
     pub mo_name: String,
     pub reach_ms: i64,
     pub unreach_ms: i64,
+    /// Unreachable inside planned works of the category (out of `unreach_ms`).
+    pub planned_ms: i64,
     pub availability_pct: Option<f64>,
 }
 
@@ -97,6 +99,8 @@ pub struct TargetAvail {
     pub title: &'static str,
     pub reach_ms: i64,
     pub unreach_ms: i64,
+    /// Unreachable inside planned works of the category (out of `unreach_ms`).
+    pub planned_ms: i64,
     pub availability_pct: Option<f64>,
     /// МО that observed the target at some time in the period.
     pub mo_observing: usize,
@@ -222,12 +226,19 @@ fn targets(data: &PeriodData, roster: &Roster, keep: impl Fn(&str) -> bool) -> V
             title: cat.title_ru(),
             reach_ms: 0,
             unreach_ms: 0,
+            planned_ms: 0,
             availability_pct: None,
             mo_observing: 0,
             mos: Vec::new(),
         });
+        let planned_ms = data
+            .mo_planned
+            .get(&(mo.clone(), *cat))
+            .copied()
+            .unwrap_or(0);
         t.reach_ms += r.reach_ms;
         t.unreach_ms += r.unreach_ms;
+        t.planned_ms += planned_ms;
         t.mo_observing += 1;
         let (mo_name, _) = mo_name(roster, mo);
         t.mos.push(MoReach {
@@ -235,6 +246,7 @@ fn targets(data: &PeriodData, roster: &Roster, keep: impl Fn(&str) -> bool) -> V
             mo_name,
             reach_ms: r.reach_ms,
             unreach_ms: r.unreach_ms,
+            planned_ms,
             availability_pct: pct(r.reach_ms as f64, r.observed_ms() as f64),
         });
     }

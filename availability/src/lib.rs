@@ -145,6 +145,9 @@ pub struct PeriodData {
     /// Down time inside planned works, by (МО, host id), already taken out of the hosts'
     /// `down` ([`planned`]; absent: none).
     pub planned: BTreeMap<(String, String), timeline::PlannedAgg>,
+    /// Unreachable time of a category from an МО inside planned works scoped to that category
+    /// (`target = …`), already taken out of `mo_reach`'s `unreach_ms`.
+    pub mo_planned: BTreeMap<(String, Category), i64>,
 }
 
 impl PeriodData {

@@ -493,6 +493,7 @@ pub fn availability_table(a: &Availability, tz: chrono_tz::Tz) -> Table {
                 "МО",
                 "Доступен, ч",
                 "Недоступен, ч",
+                "Плановые работы, ч",
                 "Доступность, %",
             ],
             rows.iter()
@@ -503,6 +504,7 @@ pub fn availability_table(a: &Availability, tz: chrono_tz::Tz) -> Table {
                         "Регион".into(),
                         hours(t.reach_ms),
                         hours(t.unreach_ms),
+                        hours(t.planned_ms),
                         t.availability_pct.into(),
                     ]];
                     v.extend(t.mos.iter().map(|m| {
@@ -512,6 +514,7 @@ pub fn availability_table(a: &Availability, tz: chrono_tz::Tz) -> Table {
                             m.mo_name.as_str().into(),
                             hours(m.reach_ms),
                             hours(m.unreach_ms),
+                            hours(m.planned_ms),
                             m.availability_pct.into(),
                         ]
                     }));

@@ -11,10 +11,11 @@ use super::load::{
     unpack_agg, workcal,
 };
 use super::{StoreError, schema};
-use crate::availability::planned::{PlannedWork, host_windows};
+use crate::availability::planned::{PlannedWork, Scope, host_windows};
 use crate::availability::timeline::{PlannedAgg, host_agg_planned};
 use crate::availability::{Calendar, HostAgg, HostInfo, Ms, PeriodData, ReachAgg, cat_of};
 use crate::roster::Roster;
+use dozor_proto::Category;
 use rusqlite::{Connection, params};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
@@ -283,6 +284,24 @@ impl Reader {
         // know nothing of them, and works made over the API change the past).
         let mut works = self.planned.clone();
         works.extend(super::planned::list(c)?.into_iter().map(|e| e.work));
+        // Target-scoped works: an МО's unreachable time of the category inside them.
+        for (cat, spans) in target_windows(&works, from, to) {
+            let ci = crate::availability::cat_index(cat);
+            for (s, e) in spans {
+                let rows = load_window(c, &self.cal, &hosts, None, s, e)?;
+                let all: Vec<&HostRow> = hosts.iter().collect();
+                for ((mo, k), r) in compute_window(&ctx, &rows, &all, s, e, false, true).mos {
+                    if k != ci || r.unreach_ms == 0 {
+                        continue;
+                    }
+                    let m = macc.entry((mo, k)).or_default();
+                    m.unreach_ms = (m.unreach_ms - r.unreach_ms).max(0);
+                    if let Some(oid) = oid_of.get(&mo) {
+                        *data.mo_planned.entry((oid.clone(), cat)).or_default() += r.unreach_ms;
+                    }
+                }
+            }
+        }
         if !works.is_empty() {
             let live: Vec<&HostRow> = hosts.iter().filter(|h| h.first_ms < to).collect();
             for (id, pl) in planned_aggs(&ctx, c, &self.cal, &hosts, &live, &works, from, to)? {
@@ -378,6 +397,34 @@ impl Reader {
         p.days = mat.into_iter().filter(|d| !covered.contains(d)).collect();
         p
     }
+}
+
+/// The windows of target-scoped works within `[from, to)`, clipped, per category (sorted,
+/// disjoint).
+fn target_windows(works: &[PlannedWork], from: Ms, to: Ms) -> BTreeMap<Category, Vec<(Ms, Ms)>> {
+    let mut out: BTreeMap<Category, Vec<(Ms, Ms)>> = BTreeMap::new();
+    for w in works {
+        if let Scope::Target(cat) = w.scope {
+            out.entry(cat).or_default().extend(
+                w.windows(from, to)
+                    .into_iter()
+                    .map(|(s, e)| (s.max(from), e.min(to)))
+                    .filter(|(s, e)| s < e),
+            );
+        }
+    }
+    for v in out.values_mut() {
+        v.sort_unstable();
+        let mut merged: Vec<(Ms, Ms)> = Vec::with_capacity(v.len());
+        for &(s, e) in v.iter() {
+            match merged.last_mut() {
+                Some(l) if s <= l.1 => l.1 = l.1.max(e),
+                _ => merged.push((s, e)),
+            }
+        }
+        *v = merged;
+    }
+    out
 }
 
 /// The down time of `hosts` inside the planned windows covering them within `[from, to)`, per

@@ -1128,3 +1128,55 @@ fn planned_works_move_down_time_to_planned() {
     assert_eq!(rows[0].avail.planned_ms, 30 * MIN);
     assert_eq!(rows[0].avail.availability_pct, Some(100.0));
 }
+
+/// A planned work of the МИС (`target = "mis"`) takes the МО's unreachable time inside it out
+/// of `unreach`, into `mo_planned`, to the second; the target report shows it apart.
+#[test]
+fn target_planned_work_moves_unreachable_time() {
+    use crate::availability::planned::RawPlannedWork;
+    let raw: RawStore = toml::from_str("region_tz = \"UTC\"").unwrap();
+    let mut cfg = raw.validate().unwrap();
+    // Weekly on Mondays (2024-03-04) 09:20–09:40 UTC, inside the 09:00–10:00 outage.
+    cfg.planned_works = vec![
+        RawPlannedWork {
+            title: "Обновление МИС".into(),
+            target: Some("mis".into()),
+            days: vec!["mon".into()],
+            start: Some("09:20".into()),
+            end: Some("09:40".into()),
+            tz: Some("UTC".into()),
+            ..RawPlannedWork::default()
+        }
+        .validate(0)
+        .unwrap(),
+    ];
+    let mut t = T::with_cfg(cfg, ROSTER_UTC);
+    let mut s = Sim::new();
+    s.start(at(4, 0, 0, 0));
+    let b = at(4, 7, 0, 0);
+    s.birth("mo1", "a", Role::Workstation, "", at(4, 8, 0, 0), b);
+    for m in 0..=240 {
+        let ts = at(4, 8, 0, 0) + m * MIN;
+        s.hb("mo1", "a", ts, b, false);
+        let down = (at(4, 9, 0, 0)..at(4, 10, 0, 0)).contains(&ts);
+        s.probe("mo1", "a", ts, if down { MIS_DOWN } else { MIS }, false);
+    }
+    s.offline("mo1", "a", at(4, 12, 0, 5));
+    t.write(s.take());
+    let now = at(4, 13, 0, 0);
+    let d = t.data(at(4, 0, 0, 0), now, now);
+    let r = reach(&d, "mo1", Category::Mis);
+    assert_eq!((r.reach_ms, r.unreach_ms), (3 * H, 40 * MIN));
+    assert_eq!(d.mo_planned[&("mo1".to_string(), Category::Mis)], 20 * MIN);
+    let rep = crate::availability::availability(
+        &d,
+        &t.roster,
+        crate::availability::AvailabilityBy::Target,
+    );
+    let crate::availability::Availability::Target { rows, .. } = rep else {
+        unreachable!()
+    };
+    assert_eq!(rows[0].planned_ms, 20 * MIN);
+    assert_eq!(rows[0].mos[0].planned_ms, 20 * MIN);
+    assert_eq!(rows[0].mos[0].unreach_ms, 40 * MIN);
+}
