@@ -395,6 +395,7 @@ impl Engine {
             reopened: 0,
             repeat: 0,
             silenced_by: None,
+            planned_over: None,
             merged_into: None,
             merged: Vec::new(),
             evidence: None,
@@ -696,6 +697,21 @@ impl Engine {
                 .find(|s| s.matcher.matches(&t.inc))
                 .map(|s| s.id.clone());
             if by != t.inc.silenced_by {
+                // A planned work ended with the trouble still there: say so when it fires.
+                if by.is_none()
+                    && let Some(id) = t
+                        .inc
+                        .silenced_by
+                        .as_deref()
+                        .and_then(|s| s.strip_prefix(crate::planned::SILENCE_PREFIX))
+                {
+                    t.inc.planned_over = Some(
+                        self.planned
+                            .iter()
+                            .find(|p| p.id == id)
+                            .map_or_else(String::new, |p| p.work.title.clone()),
+                    );
+                }
                 t.inc.silenced_by = by;
                 self.dirty.insert(id);
                 self.unsynced.insert(id);
