@@ -82,6 +82,9 @@ pub struct Engine {
     resolved_by_key: HashMap<String, u64>,
     next_id: u64,
     api_silences: Vec<Silence>,
+    /// Planned works, and the silences made of them at the last evaluation.
+    planned: Vec<crate::planned::Planned>,
+    planned_silences: Vec<Silence>,
     /// Tracks whose notified state may differ from their state.
     unsynced: BTreeSet<u64>,
     /// Tracks whose cause is still being established from evidence.
@@ -102,6 +105,8 @@ impl Engine {
             resolved_by_key: HashMap::new(),
             next_id: 1,
             api_silences: Vec::new(),
+            planned: Vec::new(),
+            planned_silences: Vec::new(),
             unsynced: BTreeSet::new(),
             watch: BTreeSet::new(),
             dirty: BTreeSet::new(),
@@ -166,6 +171,17 @@ impl Engine {
         self.api_silences = silences;
     }
 
+    /// Replaces the planned works; each evaluation turns those in force into silences
+    /// ([`crate::planned::silences`]).
+    pub fn set_planned(&mut self, works: Vec<crate::planned::Planned>) {
+        self.planned = works;
+    }
+
+    /// The silences made of planned works at the last evaluation.
+    pub fn planned_silences(&self) -> &[Silence] {
+        &self.planned_silences
+    }
+
     /// Tracks changed since the last call (to persist) and ids removed (to delete).
     pub fn take_dirty(&mut self) -> (Vec<&Track>, Vec<u64>) {
         let dirty = std::mem::take(&mut self.dirty);
@@ -182,6 +198,7 @@ impl Engine {
         if !self.cfg.enabled {
             return out;
         }
+        self.planned_silences = crate::planned::silences(&self.planned, now, snap);
         let detected = {
             let mut open_u: HashMap<&str, OpenUnreachable<'_>> = HashMap::new();
             let mut watch: HashMap<&str, Vec<(i64, &BTreeSet<String>)>> = HashMap::new();
@@ -291,6 +308,9 @@ impl Engine {
         {
             tr.guard_ms = tr.guard_ms.max(t.at_ms);
         }
+        // A server switched off inside a planned work or a silence is never told, not even
+        // before the next evaluation.
+        self.apply_silences(t.at_ms, &mut out);
         self.sync_all(t.at_ms, false, &mut out);
         out
     }
@@ -375,6 +395,7 @@ impl Engine {
             reopened: 0,
             repeat: 0,
             silenced_by: None,
+            planned_over: None,
             merged_into: None,
             merged: Vec::new(),
             evidence: None,
@@ -658,6 +679,7 @@ impl Engine {
             .silences
             .iter()
             .chain(&self.api_silences)
+            .chain(&self.planned_silences)
             .filter(|s| s.active(now))
             .collect();
         let ids: Vec<u64> = self
@@ -675,6 +697,21 @@ impl Engine {
                 .find(|s| s.matcher.matches(&t.inc))
                 .map(|s| s.id.clone());
             if by != t.inc.silenced_by {
+                // A planned work ended with the trouble still there: say so when it fires.
+                if by.is_none()
+                    && let Some(id) = t
+                        .inc
+                        .silenced_by
+                        .as_deref()
+                        .and_then(|s| s.strip_prefix(crate::planned::SILENCE_PREFIX))
+                {
+                    t.inc.planned_over = Some(
+                        self.planned
+                            .iter()
+                            .find(|p| p.id == id)
+                            .map_or_else(String::new, |p| p.work.title.clone()),
+                    );
+                }
                 t.inc.silenced_by = by;
                 self.dirty.insert(id);
                 self.unsynced.insert(id);

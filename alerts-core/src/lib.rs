@@ -10,5 +10,6 @@
 pub mod config;
 pub mod engine;
 pub mod model;
+pub mod planned;
 mod rules;
 pub mod text;

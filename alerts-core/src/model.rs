@@ -301,6 +301,10 @@ pub struct Incident {
     /// The silence that keeps it from being notified, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub silenced_by: Option<String>,
+    /// The title of a planned work that silenced it and ended while it was still open: its
+    /// firing then says the works are over and the trouble is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned_over: Option<String>,
     /// The incident it was merged into (a central outage absorbs per-МО incidents).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merged_into: Option<u64>,

@@ -185,6 +185,18 @@ pub fn render(change: &Change, tz: Tz, public_url: Option<&str>) -> Rendered {
             );
         }
     }
+    if change.kind == ChangeKind::Firing
+        && let Some(p) = &inc.planned_over
+    {
+        if p.is_empty() {
+            let _ = writeln!(t, "Плановые работы закончились, а неисправность осталась");
+        } else {
+            let _ = writeln!(
+                t,
+                "Плановые работы «{p}» закончились, а неисправность осталась"
+            );
+        }
+    }
     if inc.target.is_some() && inc.rule != Rule::DiskFull {
         let _ = writeln!(t, "Сервис: {}", target_ru(inc));
     }

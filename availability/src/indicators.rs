@@ -36,11 +36,19 @@ pub struct Avail {
     pub up_ms: i64,
     pub down_ms: i64,
     pub unknown_ms: i64,
+    /// Down inside planned works (out of `down_ms` and of the availability).
+    pub planned_ms: i64,
     /// `None` when nothing was observed (up + down = 0).
     pub availability_pct: Option<f64>,
 }
 
 impl Avail {
+    fn add_planned(&mut self, p: Option<&super::timeline::PlannedAgg>, server: bool) {
+        if let Some(p) = p {
+            self.planned_ms += if server { p.planned_ms } else { p.planned_w_ms };
+        }
+    }
+
     fn add(&mut self, (up, down, unknown): (i64, i64, i64)) {
         self.up_ms += up;
         self.down_ms += down;
@@ -87,6 +95,8 @@ pub struct MoReach {
     pub mo_name: String,
     pub reach_ms: i64,
     pub unreach_ms: i64,
+    /// Unreachable inside planned works of the category (out of `unreach_ms`).
+    pub planned_ms: i64,
     pub availability_pct: Option<f64>,
 }
 
@@ -97,6 +107,8 @@ pub struct TargetAvail {
     pub title: &'static str,
     pub reach_ms: i64,
     pub unreach_ms: i64,
+    /// Unreachable inside planned works of the category (out of `unreach_ms`).
+    pub planned_ms: i64,
     pub availability_pct: Option<f64>,
     /// МО that observed the target at some time in the period.
     pub mo_observing: usize,
@@ -146,6 +158,7 @@ pub fn availability(data: &PeriodData, roster: &Roster, by: AvailabilityBy) -> A
                 .map(|(h, a)| {
                     let mut avail = Avail::default();
                     avail.add(a.for_role(is_server(h)));
+                    avail.add_planned(data.planned_of(h), is_server(h));
                     HostAvail {
                         mo: h.mo.clone(),
                         host: h.host.clone(),
@@ -178,10 +191,12 @@ pub fn availability(data: &PeriodData, roster: &Roster, by: AvailabilityBy) -> A
                 let e = by_mo.entry(&h.mo).or_default();
                 if is_server(h) {
                     e.1.add(a.for_role(true));
+                    e.1.add_planned(data.planned_of(h), true);
                 } else if h.role == Some(Role::Workstation) {
                     e.0.add(a.for_role(false));
                     e.2 += a.off_w_ms;
                     e.3 += a.off_w_days;
+                    e.0.add_planned(data.planned_of(h), false);
                 }
             }
             let rows = by_mo
@@ -225,12 +240,19 @@ fn targets(data: &PeriodData, roster: &Roster, keep: impl Fn(&str) -> bool) -> V
             title: cat.title_ru(),
             reach_ms: 0,
             unreach_ms: 0,
+            planned_ms: 0,
             availability_pct: None,
             mo_observing: 0,
             mos: Vec::new(),
         });
+        let planned_ms = data
+            .mo_planned
+            .get(&(mo.clone(), *cat))
+            .copied()
+            .unwrap_or(0);
         t.reach_ms += r.reach_ms;
         t.unreach_ms += r.unreach_ms;
+        t.planned_ms += planned_ms;
         t.mo_observing += 1;
         let (mo_name, _) = mo_name(roster, mo);
         t.mos.push(MoReach {
@@ -238,6 +260,7 @@ fn targets(data: &PeriodData, roster: &Roster, keep: impl Fn(&str) -> bool) -> V
             mo_name,
             reach_ms: r.reach_ms,
             unreach_ms: r.unreach_ms,
+            planned_ms,
             availability_pct: pct(r.reach_ms as f64, r.observed_ms() as f64),
         });
     }

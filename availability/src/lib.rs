@@ -145,6 +145,19 @@ pub struct PeriodData {
     pub hosts: Vec<(HostInfo, HostAgg)>,
     /// Reachability of each category from each МО over the period.
     pub mo_reach: BTreeMap<(String, Category), ReachAgg>,
+    /// Down time inside planned works, by (МО, host id), already taken out of the hosts'
+    /// `down` ([`planned`]; absent: none).
+    pub planned: BTreeMap<(String, String), timeline::PlannedAgg>,
+    /// Unreachable time of a category from an МО inside planned works scoped to that category
+    /// (`target = …`), already taken out of `mo_reach`'s `unreach_ms`.
+    pub mo_planned: BTreeMap<(String, Category), i64>,
+}
+
+impl PeriodData {
+    /// The host's down time inside planned works, if any.
+    pub fn planned_of(&self, h: &HostInfo) -> Option<&timeline::PlannedAgg> {
+        self.planned.get(&(h.mo.clone(), h.host.clone()))
+    }
 }
 
 /// Percentage `num / den × 100`, `None` when the denominator is zero.

@@ -24,28 +24,42 @@ use super::timeline::{Piece, PieceState};
 use chrono::{Datelike, Days, NaiveDate, NaiveTime, TimeZone};
 use chrono_tz::Tz;
 use dozor_proto::Category;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-/// One `[[planned_works]]` entry as written.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// One `[[planned_works]]` entry as written (also the body of `POST /api/v1/planned-works`
+/// and what the store keeps of one made over the API).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawPlannedWork {
     /// Shown in reports (Russian), e.g. «Обновление МИС».
     pub title: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub mo: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub site: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     /// A target category (`mis`, `lis`, …): its reachability, not hosts.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     /// Once: RFC 3339 instants.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
     /// Weekly: `mon`…`sun`, `HH:MM` local times, an IANA time zone.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub days: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub start: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub end: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tz: Option<String>,
 }
+
+/// Longest title accepted, bytes.
+pub const MAX_TITLE: usize = 256;
 
 /// What a planned work covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +129,12 @@ impl RawPlannedWork {
         if title.is_empty() {
             return Err(bad("title", "must not be empty".into()));
         }
+        if title.len() > MAX_TITLE || title.chars().any(char::is_control) {
+            return Err(bad(
+                "title",
+                format!("at most {MAX_TITLE} bytes, no control characters"),
+            ));
+        }
         let id = |f: &str, v: &str| {
             if dozor_proto::valid_id(v) {
                 Ok(v.to_string())
@@ -125,6 +145,14 @@ impl RawPlannedWork {
         let scope = match (&self.mo, &self.site, &self.host, &self.target) {
             (None, None, None, None) => Scope::Region,
             (Some(mo), None, None, None) => Scope::Mo(id("mo", mo)?),
+            (Some(_), Some(site), None, None)
+                if site.len() > MAX_TITLE || site.chars().any(char::is_control) =>
+            {
+                return Err(bad(
+                    "site",
+                    format!("at most {MAX_TITLE} bytes, no control characters"),
+                ));
+            }
             (Some(mo), Some(site), None, None) if !site.trim().is_empty() => Scope::Site {
                 mo: id("mo", mo)?,
                 site: site.trim().to_string(),

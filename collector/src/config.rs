@@ -32,6 +32,10 @@ pub struct RawConfig {
     pub alerts: crate::alerts::config::RawAlerts,
     pub security: RawSecurity,
     pub probes: crate::central::config::RawProbes,
+    /// `[[planned_works]]`: announced maintenance windows (docs/indicators.md, "Planned
+    /// works"). Not settable from the environment.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub planned_works: Vec<crate::availability::planned::RawPlannedWork>,
 }
 
 impl Default for RawConfig {
@@ -46,6 +50,7 @@ impl Default for RawConfig {
             alerts: crate::alerts::config::RawAlerts::default(),
             security: RawSecurity::default(),
             probes: crate::central::config::RawProbes::default(),
+            planned_works: Vec::new(),
         }
     }
 }
@@ -273,6 +278,8 @@ pub struct Config {
     pub probes: crate::central::config::ProbesConfig,
     /// The file the configuration came from (`--config`), watched for `[probes]` changes.
     pub config_path: Option<PathBuf>,
+    /// `[[planned_works]]` with their ids (`config-N`); also in `store.planned_works`.
+    pub(crate) planned_works: Vec<crate::store::planned::Entry>,
 }
 
 /// `http.public_url`: an http(s) URL without trailing `/`, query or fragment (it is printed into
@@ -390,6 +397,12 @@ impl RawConfig {
 
     /// Checks every field and converts to typed values.
     pub fn validate(self) -> Result<Config, ConfigError> {
+        let planned = self
+            .planned_works
+            .iter()
+            .enumerate()
+            .map(|(i, w)| w.validate(i).map_err(|e| invalid(e.field, e.message)))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut tls = None;
         let mut credentials = None;
         let mode = match self.mqtt.kind.as_str() {
@@ -545,7 +558,12 @@ impl RawConfig {
             roster_path: self.roster.path,
             roster_strict: self.roster.strict,
             limits,
-            store: self.store.validate()?,
+            store: {
+                let mut st = self.store.validate()?;
+                st.planned_works = planned.clone();
+                st
+            },
+            planned_works: crate::store::planned::config_entries(&self.planned_works, &planned),
             alerts,
             security,
             http_tls,
@@ -658,6 +676,36 @@ mod tests {
             RawConfig::from_toml(DEFAULT_CONFIG).unwrap(),
             RawConfig::default()
         );
+    }
+
+    /// The example's commented `[[planned_works]]`, uncommented, validate; a bad entry is
+    /// refused naming its index and field.
+    #[test]
+    fn planned_works_validate_naming_the_entry() {
+        let start = DEFAULT_CONFIG.find("# [[planned_works]]").unwrap();
+        let example: String = DEFAULT_CONFIG[start..]
+            .lines()
+            .map(|l| l.strip_prefix("# ").unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let raw = RawConfig::from_toml(&example).unwrap();
+        assert_eq!(raw.planned_works.len(), 2);
+        let c = raw.validate().unwrap();
+        assert_eq!(c.store.planned_works.len(), 2);
+        let ids: Vec<&str> = c.planned_works.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["config-1", "config-2"]);
+        let bad = format!(
+            "{example}\n[[planned_works]]\ntitle = \"x\"\ndays = [\"sun\"]\nstart = \"02:00\"\nend = \"03:00\"\ntz = \"Mars/Olympus\"\n"
+        );
+        let e = RawConfig::from_toml(&bad).unwrap().validate().unwrap_err();
+        assert!(e.to_string().contains("planned_works[2].tz"), "{e}");
+        let e = RawConfig::from_toml("[[planned_works]]\ntitle = \"x\"\nsite = \"a\"\nfrom = \"2026-01-01T00:00:00Z\"\nto = \"2026-01-02T00:00:00Z\"\n")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("planned_works[0].mo"), "{e}");
+        // Unknown keys are refused at parse time.
+        assert!(RawConfig::from_toml("[[planned_works]]\ntitle = \"x\"\nwhen = 1\n").is_err());
     }
 
     #[test]

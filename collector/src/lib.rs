@@ -26,6 +26,7 @@ pub mod identity;
 pub mod ingest;
 pub mod metrics;
 pub mod pipeline;
+mod planned;
 pub mod report;
 pub use dozor_availability::roster;
 pub mod roster_file;
@@ -185,6 +186,14 @@ pub async fn run(
     let central_stats = Arc::new(central::CentralStats::default());
     let mut alerts = alerts::AlertService::new(cfg.alerts.clone(), &cfg.data_dir, roster.clone())
         .context("alerts")?;
+    let planned = planned::PlannedState::open(
+        store::db_path(&cfg.data_dir),
+        cfg.planned_works.clone(),
+        roster.clone(),
+        clock::system_clock(),
+    )
+    .context("planned works")?;
+    alerts.follow_planned(planned.subscribe());
     let alert_handle = alerts.handle();
     // Notifiers outlive the pipeline so that the last incident changes are still delivered.
     let notify_cancel = CancellationToken::new();
@@ -297,6 +306,10 @@ pub async fn run(
         trends: trends.clone(),
         shutdown: shutdown.clone(),
         clock: clock::system_clock(),
+        planned: {
+            let p = planned.clone();
+            Arc::new(move || p.list())
+        },
     };
     tasks.spawn(ui::trends::run(
         trends,
@@ -312,6 +325,7 @@ pub async fn run(
         .merge(ui::router(ui_state))
         .merge(alerts::router(alert_handle))
         .merge(report::http::router(reports))
+        .merge(planned::router(planned.clone()))
         .merge(identity::http::router(ids.clone()))
         .merge(auth::http::router(auth.clone()));
     // 64 KiB is far above any JSON body the API takes (a silence, an enrollment). Unknown

@@ -1250,3 +1250,76 @@ fn texts_name_hosts_and_sites_and_link_to_the_incident() {
         msg.text
     );
 }
+
+/// A server switched off inside a planned work of its host: recorded, never told, not even
+/// by the instant path (`on_transition`); the same server lost after the window is told.
+#[test]
+fn planned_work_silences_its_server_and_only_while_in_force() {
+    let mut w = server_world(|_| {});
+    let raw = dozor_availability::planned::RawPlannedWork {
+        title: "Замена ИБП".into(),
+        mo: Some("mo1".into()),
+        host: Some("srv-1".into()),
+        from: Some("2024-01-09T21:00:00+03:00".into()),
+        to: Some("2024-01-09T21:10:00+03:00".into()),
+        ..Default::default()
+    };
+    w.engine.set_planned(vec![crate::planned::Planned {
+        id: "p-1".into(),
+        work: raw.validate(0).unwrap(),
+    }]);
+    w.run(5);
+    w.lose("srv-1");
+    w.run(120);
+    let id = server_lost_id(&w);
+    assert_eq!(
+        w.engine.incident(id).unwrap().silenced_by.as_deref(),
+        Some("planned-p-1")
+    );
+    w.back_with_backlog("srv-1");
+    w.run(120);
+    assert!(w.sent().is_empty(), "{:?}", w.sent());
+    // After the window (21:10): the same server lost is told.
+    w.run(600);
+    w.lose("srv-1");
+    w.run(120);
+    assert_eq!(
+        w.sent().iter().map(|s| s.0).collect::<Vec<_>>(),
+        vec![ChangeKind::Firing]
+    );
+}
+
+/// A server still lost when its planned work ends is told then, and the message says the works
+/// are over and the trouble is not.
+#[test]
+fn a_planned_work_that_ends_with_the_server_still_lost_is_told_so() {
+    let mut w = server_world(|_| {});
+    let raw = dozor_availability::planned::RawPlannedWork {
+        title: "Замена ИБП".into(),
+        mo: Some("mo1".into()),
+        host: Some("srv-1".into()),
+        from: Some("2024-01-09T21:00:00+03:00".into()),
+        to: Some("2024-01-09T21:05:00+03:00".into()),
+        ..Default::default()
+    };
+    w.engine.set_planned(vec![crate::planned::Planned {
+        id: "p-7".into(),
+        work: raw.validate(0).unwrap(),
+    }]);
+    w.run(5);
+    w.lose("srv-1");
+    w.run(120);
+    assert!(w.sent().is_empty(), "{:?}", w.sent());
+    // 21:05 passes; the server is still lost.
+    w.run(240);
+    let firing: Vec<&Change> = w.log.iter().filter(|c| c.notify).collect();
+    assert_eq!(firing.len(), 1, "{:?}", w.sent());
+    assert_eq!(firing[0].kind, ChangeKind::Firing);
+    let msg = text::render(firing[0], chrono_tz::Europe::Moscow, None);
+    assert!(
+        msg.text
+            .contains("Плановые работы «Замена ИБП» закончились, а неисправность осталась\n"),
+        "{}",
+        msg.text
+    );
+}

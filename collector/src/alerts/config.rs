@@ -590,7 +590,10 @@ url = "http://127.0.0.1:9093"
         // The commented channel and silence examples of deploy/collector.toml, uncommented.
         let text = crate::config::DEFAULT_CONFIG;
         let start = text.find("# [[alerts.silence]]").unwrap();
-        let examples: String = text[start..]
+        let end = text[start..]
+            .find("\n# Planned works")
+            .map_or(text.len(), |e| start + e);
+        let examples: String = text[start..end]
             .lines()
             .filter(|l| l.starts_with("# ") && !l.starts_with("# Notification"))
             .filter(|l| !l.starts_with("# max_retries"))

@@ -190,6 +190,7 @@ mod tests {
             reopened: 0,
             repeat: 0,
             silenced_by: None,
+            planned_over: None,
             merged_into: None,
             merged: Vec::new(),
             evidence: None,

@@ -14,7 +14,7 @@ pub(crate) mod notify;
 pub(crate) mod service;
 pub(crate) mod task;
 
-pub(crate) use dozor_alerts_core::{engine, model, text};
+pub(crate) use dozor_alerts_core::{engine, model, planned, text};
 
 pub(crate) use api::router;
 pub(crate) use service::AlertService;

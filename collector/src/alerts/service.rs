@@ -184,6 +184,8 @@ pub(crate) struct AlertService {
     /// The web UI's base URL for links in messages (`http.public_url`).
     public_url: Option<String>,
     silences_seen: u64,
+    /// Planned works (the API and the config), turned into silences by the engine.
+    planned: Option<tokio::sync::watch::Receiver<Arc<Vec<crate::store::planned::Entry>>>>,
     last_now: i64,
     last_publish: i64,
 }
@@ -258,9 +260,37 @@ impl AlertService {
             handle,
             public_url,
             silences_seen: 0,
+            planned: None,
             last_now: now,
             last_publish: now,
         })
+    }
+
+    /// Follows the planned works: those in force silence what they cover.
+    pub(crate) fn follow_planned(
+        &mut self,
+        mut rx: tokio::sync::watch::Receiver<Arc<Vec<crate::store::planned::Entry>>>,
+    ) {
+        rx.mark_changed();
+        self.planned = Some(rx);
+    }
+
+    fn sync_planned(&mut self) {
+        let Some(rx) = self.planned.as_mut() else {
+            return;
+        };
+        if !rx.has_changed().unwrap_or(false) {
+            return;
+        }
+        let list = rx.borrow_and_update().clone();
+        self.engine.set_planned(
+            list.iter()
+                .map(|e| dozor_alerts_core::planned::Planned {
+                    id: e.id.clone(),
+                    work: e.work.clone(),
+                })
+                .collect(),
+        );
     }
 
     /// The counters the pipeline's [`super::task::AlertSender`] keeps.
@@ -288,6 +318,7 @@ impl AlertService {
     pub(crate) fn evaluate(&mut self, now_ms: i64, snap: &Snapshot) -> Vec<Change> {
         self.last_now = now_ms;
         self.sync_silences(now_ms);
+        self.sync_planned();
         let changes = self.engine.evaluate(now_ms, snap, &self.roster);
         self.after(now_ms, &changes);
         changes

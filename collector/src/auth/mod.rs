@@ -115,6 +115,7 @@ pub(crate) fn is_page(path: &str) -> bool {
     path == "/"
         || path == "/incidents"
         || path == "/indicators"
+        || path == "/planned"
         || ["/mo/", "/host/", "/incidents/"]
             .iter()
             .any(|p| path.starts_with(p))
@@ -200,6 +201,7 @@ mod tests {
             "/incidents",
             "/incidents/7",
             "/indicators",
+            "/planned",
         ] {
             assert!(is_page(p), "{p}");
         }
@@ -247,6 +249,32 @@ mod tests {
             true,
             None,
             Decision::Unauthenticated,
+        );
+    }
+
+    /// Planned works change the figures of signed reports: admins only; anyone who reads
+    /// may list them.
+    #[test]
+    fn planned_works_need_an_admin() {
+        for (m, p) in [
+            (Method::POST, "/api/v1/planned-works"),
+            (Method::DELETE, "/api/v1/planned-works/p-1"),
+        ] {
+            check(
+                m.clone(),
+                p,
+                true,
+                Some(Role::Operator),
+                Decision::Forbidden,
+            );
+            check(m, p, true, Some(Role::Admin), Decision::Allow);
+        }
+        check(
+            Method::GET,
+            "/api/v1/planned-works",
+            false,
+            Some(Role::Viewer),
+            Decision::Allow,
         );
     }
 

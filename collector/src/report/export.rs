@@ -410,6 +410,7 @@ fn avail_cells(a: &Avail) -> Vec<Cell> {
     vec![
         hours(a.up_ms),
         hours(a.down_ms),
+        hours(a.planned_ms),
         hours(a.unknown_ms),
         a.availability_pct.into(),
     ]
@@ -433,6 +434,7 @@ pub fn availability_table(a: &Availability, tz: chrono_tz::Tz) -> Table {
                 "Подразделение",
                 "Работал, ч",
                 "Простой, ч",
+                "Плановые работы, ч",
                 "Нет данных, ч",
                 "Доступность, %",
                 "Выключен в рабочее время, ч",
@@ -471,12 +473,14 @@ pub fn availability_table(a: &Availability, tz: chrono_tz::Tz) -> Table {
                 "МО",
                 "АРМ: работали, ч",
                 "АРМ: простой, ч",
+                "АРМ: плановые работы, ч",
                 "АРМ: нет данных, ч",
                 "АРМ: доступность, %",
                 "АРМ: выключены в рабочее время, ч",
                 "АРМ: дней выключения в рабочее время",
                 "Серверы: работали, ч",
                 "Серверы: простой, ч",
+                "Серверы: плановые работы, ч",
                 "Серверы: нет данных, ч",
                 "Серверы: доступность, %",
             ],
@@ -504,6 +508,7 @@ pub fn availability_table(a: &Availability, tz: chrono_tz::Tz) -> Table {
                 "МО",
                 "Доступен, ч",
                 "Недоступен, ч",
+                "Плановые работы, ч",
                 "Доступность, %",
             ],
             rows.iter()
@@ -514,6 +519,7 @@ pub fn availability_table(a: &Availability, tz: chrono_tz::Tz) -> Table {
                         "Регион".into(),
                         hours(t.reach_ms),
                         hours(t.unreach_ms),
+                        hours(t.planned_ms),
                         t.availability_pct.into(),
                     ]];
                     v.extend(t.mos.iter().map(|m| {
@@ -523,6 +529,7 @@ pub fn availability_table(a: &Availability, tz: chrono_tz::Tz) -> Table {
                             m.mo_name.as_str().into(),
                             hours(m.reach_ms),
                             hours(m.unreach_ms),
+                            hours(m.planned_ms),
                             m.availability_pct.into(),
                         ]
                     }));

@@ -205,6 +205,9 @@ pub struct StoreConfig {
     pub region_tz: Tz,
     pub indicators: IndicatorsConfig,
     pub influx: Option<InfluxConfig>,
+    /// The config's `[[planned_works]]` (set by the collector's `Config::validate`; the
+    /// store's `planned_works` table adds those made over the API).
+    pub planned_works: Vec<crate::availability::planned::PlannedWork>,
 }
 
 impl Default for StoreConfig {
@@ -345,6 +348,7 @@ impl RawStore {
             region_tz,
             indicators,
             influx,
+            planned_works: Vec::new(),
         })
     }
 }

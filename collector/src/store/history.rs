@@ -55,6 +55,8 @@ pub enum SpanState {
     Down,
     /// Nobody saw (the collector was not running, or nothing was heard).
     Unknown,
+    /// Down or switched off inside a planned work covering the host: not an outage.
+    Planned,
 }
 
 /// A stretch of the availability timeline.
@@ -164,6 +166,8 @@ pub fn open(path: &Path) -> Result<Connection, StoreError> {
 /// Loads the history of host `host` of МО `mo` over `[from, to)` as seen at `now`; `None` when
 /// the store never heard of the host. `tol_factor` × the host's interval is how long after its
 /// last message a host still counts as up.
+/// `planned` are the config's planned works (the store's own are read here).
+#[allow(clippy::too_many_arguments)]
 pub fn load(
     c: &Connection,
     mo: &str,
@@ -172,6 +176,7 @@ pub fn load(
     to: Ms,
     now: Ms,
     tol_factor: f64,
+    planned: &[crate::availability::planned::PlannedWork],
 ) -> Result<Option<HostHistory>, StoreError> {
     let row = c
         .prepare_cached(
@@ -261,7 +266,11 @@ pub fn load(
     // The collector's runs: time it did not run (or was cut off from the broker) is unknown,
     // and so is a host's silence until it had a fair chance to reconnect afterwards.
     let out = outages(&load_runs(c)?, now);
+    let mut works = planned.to_vec();
+    works.extend(super::planned::list(c)?.into_iter().map(|e| e.work));
     tx.finish()?;
+    let windows =
+        crate::availability::planned::host_windows(&works, mo, &site, host, from, to.min(now));
     let tol = (interval_s.max(1) as f64 * 1000.0 * tol_factor) as Ms;
     // Steps on multiples of the step (whole 5-minute buckets), the first may start before `from`.
     let base = from.div_euclid(step) * step;
@@ -276,7 +285,7 @@ pub fn load(
         to_ms: to,
         step_ms: step,
         resources: resample_rollups(&rollups, base, step),
-        availability: spans(&segs, from, to.min(now), tol, &out),
+        availability: mark_planned(spans(&segs, from, to.min(now), tol, &out), &windows),
         boots: boots(&segs, from, to),
         probes: probe_series(&probes, base, to.min(now), step),
     }))
@@ -369,6 +378,47 @@ pub fn spans(segs: &[SegRowH], from: Ms, to: Ms, tol: Ms, outages: &Outages) -> 
         push(p.start, p.end, state);
         cursor = cursor.max(p.end);
     });
+    out
+}
+
+/// Relabels the down and switched-off stretches inside the planned windows (sorted, disjoint)
+/// as [`SpanState::Planned`]; a pass over the finished timeline, like
+/// `availability::planned::split_piece` over a host's pieces.
+pub fn mark_planned(spans: Vec<Span>, planned: &[(Ms, Ms)]) -> Vec<Span> {
+    if planned.is_empty() {
+        return spans;
+    }
+    let mut out: Vec<Span> = Vec::with_capacity(spans.len());
+    let mut push = |from_ms: Ms, to_ms: Ms, state: SpanState| {
+        if from_ms >= to_ms {
+            return;
+        }
+        match out.last_mut() {
+            Some(l) if l.state == state && l.to_ms == from_ms => l.to_ms = to_ms,
+            _ => out.push(Span {
+                from_ms,
+                to_ms,
+                state,
+            }),
+        }
+    };
+    for s in spans {
+        if !matches!(s.state, SpanState::Down | SpanState::Off) {
+            push(s.from_ms, s.to_ms, s.state);
+            continue;
+        }
+        let mut at = s.from_ms;
+        for &(a, b) in planned {
+            if b <= at || a >= s.to_ms {
+                continue;
+            }
+            push(at, a.max(at), s.state);
+            let end = b.min(s.to_ms);
+            push(a.max(at), end, SpanState::Planned);
+            at = end;
+        }
+        push(at, s.to_ms, s.state);
+    }
     out
 }
 
@@ -529,6 +579,37 @@ mod tests {
         // Without the outage the same silence is down.
         let got = spans(&segs, 0, 40 * s, 2_500, &Outages::none());
         assert_eq!(got[1].state, SpanState::Down);
+    }
+
+    #[test]
+    fn planned_windows_relabel_down_and_off_only() {
+        let sp = |a: Ms, b: Ms, state: SpanState| Span {
+            from_ms: a,
+            to_ms: b,
+            state,
+        };
+        let spans = vec![
+            sp(0, 10, SpanState::Up),
+            sp(10, 20, SpanState::Down),
+            sp(20, 30, SpanState::Up),
+            sp(30, 40, SpanState::Off),
+            sp(40, 50, SpanState::Unknown),
+        ];
+        assert_eq!(mark_planned(spans.clone(), &[]), spans);
+        assert_eq!(
+            mark_planned(spans, &[(5, 12), (15, 17), (35, 45)]),
+            vec![
+                sp(0, 10, SpanState::Up),
+                sp(10, 12, SpanState::Planned),
+                sp(12, 15, SpanState::Down),
+                sp(15, 17, SpanState::Planned),
+                sp(17, 20, SpanState::Down),
+                sp(20, 30, SpanState::Up),
+                sp(30, 35, SpanState::Off),
+                sp(35, 40, SpanState::Planned),
+                sp(40, 50, SpanState::Unknown),
+            ]
+        );
     }
 
     #[test]

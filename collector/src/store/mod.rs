@@ -10,6 +10,7 @@ pub mod history;
 pub mod influx;
 pub mod intervals;
 pub mod load;
+pub(crate) mod planned;
 pub mod reader;
 mod schema;
 /// Synthetic history for tests, benchmarks and `examples/gen_history` (feature `sim`): not in

@@ -11,8 +11,11 @@ use super::load::{
     unpack_agg, workcal,
 };
 use super::{StoreError, schema};
+use crate::availability::planned::{PlannedWork, Scope, host_windows};
+use crate::availability::timeline::{PlannedAgg, host_agg_planned};
 use crate::availability::{Calendar, HostAgg, HostInfo, Ms, PeriodData, ReachAgg, cat_of};
 use crate::roster::Roster;
+use dozor_proto::Category;
 use rusqlite::{Connection, params};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
@@ -22,6 +25,8 @@ pub struct Reader {
     conn: Connection,
     cal: Calendar,
     gap_factor: f64,
+    /// The config's planned works (the store's own are read with each period).
+    planned: Vec<PlannedWork>,
 }
 
 impl std::fmt::Debug for Reader {
@@ -49,6 +54,7 @@ impl Reader {
             conn,
             cal: Calendar::new(cfg.region_tz),
             gap_factor: cfg.gap_factor,
+            planned: cfg.planned_works.clone(),
         })
     }
 
@@ -276,6 +282,39 @@ impl Reader {
                 macc.entry(k).or_default().add(&x);
             }
         }
+        // Planned works: down time inside their windows leaves `down` (the materialized days
+        // know nothing of them, and works made over the API change the past).
+        let mut works = self.planned.clone();
+        works.extend(super::planned::list(c)?.into_iter().map(|e| e.work));
+        // Target-scoped works: an МО's unreachable time of the category inside them.
+        for (cat, spans) in target_windows(&works, from, to) {
+            let ci = crate::availability::cat_index(cat);
+            for (s, e) in spans {
+                let rows = load_window(c, &self.cal, &hosts, None, s, e)?;
+                let all: Vec<&HostRow> = hosts.iter().collect();
+                for ((mo, k), r) in compute_window(&ctx, &rows, &all, s, e, false, true).mos {
+                    if k != ci || r.unreach_ms == 0 {
+                        continue;
+                    }
+                    let m = macc.entry((mo, k)).or_default();
+                    m.unreach_ms = (m.unreach_ms - r.unreach_ms).max(0);
+                    if let Some(oid) = oid_of.get(&mo) {
+                        *data.mo_planned.entry((oid.clone(), cat)).or_default() += r.unreach_ms;
+                    }
+                }
+            }
+        }
+        if !works.is_empty() {
+            let live: Vec<&HostRow> = hosts.iter().filter(|h| h.first_ms < to).collect();
+            for (id, pl) in planned_aggs(&ctx, c, &self.cal, &hosts, &live, &works, from, to)? {
+                let a = hacc.entry(id).or_default();
+                a.down_ms = (a.down_ms - pl.planned_ms).max(0);
+                a.down_w_ms = (a.down_w_ms - pl.planned_w_ms).max(0);
+                if let Some(h) = by_id.get(&id) {
+                    data.planned.insert((h.mo.clone(), h.host.clone()), pl);
+                }
+            }
+        }
         data.hosts = hosts
             .iter()
             .filter(|h| h.first_ms < to)
@@ -360,6 +399,82 @@ impl Reader {
         p.days = mat.into_iter().filter(|d| !covered.contains(d)).collect();
         p
     }
+}
+
+/// The windows of target-scoped works within `[from, to)`, clipped, per category (sorted,
+/// disjoint).
+fn target_windows(works: &[PlannedWork], from: Ms, to: Ms) -> BTreeMap<Category, Vec<(Ms, Ms)>> {
+    let mut out: BTreeMap<Category, Vec<(Ms, Ms)>> = BTreeMap::new();
+    for w in works {
+        if let Scope::Target(cat) = w.scope {
+            out.entry(cat).or_default().extend(
+                w.windows(from, to)
+                    .into_iter()
+                    .map(|(s, e)| (s.max(from), e.min(to)))
+                    .filter(|(s, e)| s < e),
+            );
+        }
+    }
+    for v in out.values_mut() {
+        v.sort_unstable();
+        let mut merged: Vec<(Ms, Ms)> = Vec::with_capacity(v.len());
+        for &(s, e) in v.iter() {
+            match merged.last_mut() {
+                Some(l) if s <= l.1 => l.1 = l.1.max(e),
+                _ => merged.push((s, e)),
+            }
+        }
+        *v = merged;
+    }
+    out
+}
+
+/// The down time of `hosts` inside the planned windows covering them within `[from, to)`, per
+/// host id (hosts without any are absent). Each window is computed from the raw intervals on
+/// its own: a host's aggregate is additive over disjoint windows, so what is taken out of the
+/// period's `down` is exactly the down time inside them.
+#[allow(clippy::too_many_arguments)]
+fn planned_aggs(
+    ctx: &Ctx<'_>,
+    c: &Connection,
+    cal: &Calendar,
+    all: &[HostRow],
+    hosts: &[&HostRow],
+    works: &[PlannedWork],
+    from: Ms,
+    to: Ms,
+) -> Result<HashMap<i64, PlannedAgg>, StoreError> {
+    // Hosts by window: a region-wide weekly work is one load per week, not per host.
+    let mut by_span: BTreeMap<(Ms, Ms), Vec<&HostRow>> = BTreeMap::new();
+    for h in hosts {
+        for (s, e) in host_windows(works, &h.mo, &h.site, &h.host, from, to) {
+            let (s, e) = (s.max(from), e.min(to));
+            if s < e {
+                by_span.entry((s, e)).or_default().push(h);
+            }
+        }
+    }
+    let mut out: HashMap<i64, PlannedAgg> = HashMap::new();
+    let mut work: HashMap<(i64, Ms), Vec<(Ms, Ms)>> = HashMap::new();
+    for ((s, e), hs) in by_span {
+        let ids: Vec<i64> = hs.iter().map(|h| h.id).collect();
+        let rows = load_window(c, cal, all, Some(&ids), s, e)?;
+        for h in hs {
+            let Some(segs) = rows.segs.get(&h.id) else {
+                continue;
+            };
+            let w = work
+                .entry((h.mo_id, s))
+                .or_insert_with(|| workcal(ctx.roster, &h.mo).windows(s, e));
+            let (_, pl) = host_agg_planned(segs, &[], ctx.tol(h), ctx.outages, w, &[(s, e)], s, e);
+            if pl != PlannedAgg::default() {
+                let t = out.entry(h.id).or_default();
+                t.planned_ms += pl.planned_ms;
+                t.planned_w_ms += pl.planned_w_ms;
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn info(h: &HostRow) -> HostInfo {

@@ -172,6 +172,15 @@ CREATE TABLE IF NOT EXISTS stale_mo(
     to_day INTEGER NOT NULL
 );
 
+-- Planned works made over the API (`[[planned_works]]` of the config are not stored): the
+-- body is the work as given (`RawPlannedWork`, JSON), validated again when read.
+CREATE TABLE IF NOT EXISTS planned_works(
+    id INTEGER PRIMARY KEY,
+    body TEXT NOT NULL,
+    created_by TEXT NOT NULL DEFAULT '',
+    created_ms INTEGER NOT NULL
+);
+
 -- Line protocol waiting for the InfluxDB sink.
 CREATE TABLE IF NOT EXISTS outbox(
     id INTEGER PRIMARY KEY,
@@ -183,7 +192,7 @@ CREATE TABLE IF NOT EXISTS outbox(
 "#;
 
 /// Opens the settings every connection needs.
-pub(super) fn configure(conn: &Connection, sync_full: bool) -> Result<(), StoreError> {
+pub(crate) fn configure(conn: &Connection, sync_full: bool) -> Result<(), StoreError> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(
@@ -198,7 +207,7 @@ pub(super) fn configure(conn: &Connection, sync_full: bool) -> Result<(), StoreE
 }
 
 /// Creates or checks the schema.
-pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
+pub(crate) fn migrate(conn: &Connection) -> Result<(), StoreError> {
     let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if v > VERSION {
         return Err(StoreError::Corrupt(format!(

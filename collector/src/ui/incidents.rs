@@ -176,7 +176,17 @@ pub(super) async fn one(
         hosts,
         more_hosts: i.host_count.saturating_sub(i.hosts.len()),
         timeline: timeline(i, tz),
-        silenced_by: i.silenced_by.clone().unwrap_or_default(),
+        silenced_by: match i.silenced_by.as_deref() {
+            None => String::new(),
+            Some(by) => match by.strip_prefix(crate::alerts::planned::SILENCE_PREFIX) {
+                // A planned work in force: say which, by its title.
+                Some(id) => s.planned().iter().find(|e| e.id == id).map_or_else(
+                    || "плановые работы".to_string(),
+                    |e| format!("плановые работы «{}»", e.work.title),
+                ),
+                None => by.to_string(),
+            },
+        },
         ack_at: ack
             .as_ref()
             .map_or_else(String::new, |a| fmt::datetime(tz, a.at_ms)),

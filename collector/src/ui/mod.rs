@@ -14,6 +14,7 @@ mod incidents;
 mod indicators;
 pub(crate) mod overview;
 mod pages;
+mod planned;
 pub(crate) mod svg;
 pub(crate) mod trends;
 
@@ -47,6 +48,9 @@ pub(crate) struct UiState {
     /// Ends the live-update streams when the collector stops.
     pub shutdown: CancellationToken,
     pub clock: crate::clock::Clock,
+    /// Every planned work (the config's and the API's; a function, so benchmarks need no
+    /// store).
+    pub planned: Arc<dyn Fn() -> Arc<Vec<crate::store::planned::Entry>> + Send + Sync>,
 }
 
 impl UiState {
@@ -56,6 +60,10 @@ impl UiState {
 
     fn incidents(&self) -> Arc<Vec<Incident>> {
         (self.incidents)()
+    }
+
+    fn planned(&self) -> Arc<Vec<crate::store::planned::Entry>> {
+        (self.planned)()
     }
 
     fn tz(&self) -> chrono_tz::Tz {
@@ -82,6 +90,7 @@ pub(crate) fn router(state: UiState) -> Router {
         .route("/incidents", get(incidents::list))
         .route("/incidents/{id}", get(incidents::one))
         .route("/indicators", get(indicators::page))
+        .route("/planned", get(planned::page))
         .route("/api/v1/hosts/{mo}/{host}/history", get(history::api))
         .with_state(state)
 }
@@ -113,6 +122,8 @@ pub(crate) struct Viewer {
     pub user: Option<String>,
     /// May acknowledge incidents and create silences.
     pub operator: bool,
+    /// May add and delete planned works.
+    pub admin: bool,
 }
 
 impl Viewer {
@@ -120,6 +131,7 @@ impl Viewer {
         Viewer {
             user: p.map(|p| p.name.clone()),
             operator: p.is_some_and(|p| p.role >= Role::Operator),
+            admin: p.is_some_and(|p| p.role >= Role::Admin),
         }
     }
 }
@@ -211,6 +223,7 @@ pub mod bench {
             trends: Arc::new(Trends::default()),
             shutdown: CancellationToken::new(),
             clock: Arc::new(move || now),
+            planned: Arc::new(|| Arc::new(Vec::new())),
         }
     }
 
@@ -240,7 +253,8 @@ pub mod bench {
     ) -> Result<(String, usize), crate::store::StoreError> {
         let s = state(Arc::new(Snapshot::default()), roster, db, now);
         let c = crate::store::history::open(db)?;
-        let h = crate::store::history::load(&c, mo, host, now - days * 86_400_000, now, now, 2.5)?;
+        let h =
+            crate::store::history::load(&c, mo, host, now - days * 86_400_000, now, now, 2.5, &[])?;
         let points = h.as_ref().map_or(0, |h| {
             h.resources.len()
                 + h.availability.len()

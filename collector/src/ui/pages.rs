@@ -213,6 +213,7 @@ pub(crate) struct MoPage {
     pub facts_note: String,
     /// «АРМ, чаще всего выключенные в рабочее время» of the period.
     pub off: Vec<OffLine>,
+    pub planned: Vec<super::planned::PlannedLine>,
 }
 
 /// A workstation switched off in working hours (МО page).
@@ -336,7 +337,9 @@ pub(super) async fn mo(
         .map(|i| overview::incident_line(i, s.tz(), now))
         .collect();
     let (period, facts, facts_note, off) = mo_facts(&s, &oid).await;
+    let planned = super::planned::for_mo(&s, &oid, now);
     render(&MoPage {
+        planned,
         v: Viewer::of(who.as_deref()),
         name: s.mo_name(&oid),
         in_roster: m.is_some(),
@@ -540,6 +543,7 @@ pub(crate) struct HostPage {
     pub boots: Vec<String>,
     pub incidents: Vec<IncidentLine>,
     pub history_note: String,
+    pub planned: Vec<super::planned::PlannedLine>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -619,9 +623,10 @@ pub(super) async fn load_history(
         s.store.gap_factor,
     );
     let now = s.now();
+    let store = s.store.clone();
     tokio::task::spawn_blocking(move || {
         let c = history::open(&db)?;
-        history::load(&c, &mo, &host, from, to, now, gap)
+        history::load(&c, &mo, &host, from, to, now, gap, &store.planned_works)
     })
     .await
     .map_err(|e| ApiError::Internal(format!("history task: {e}")))?
@@ -807,6 +812,7 @@ pub(crate) fn host_page(
         .map(|i| overview::incident_line(i, tz, now))
         .collect();
     HostPage {
+        planned: super::planned::for_host(s, mo, &site, host, now),
         v,
         mo_name: s.mo_name(mo),
         mo_href: format!("/mo/{mo}"),

@@ -218,6 +218,7 @@ pub(crate) fn span_state(s: SpanState) -> (&'static str, &'static str) {
         SpanState::Off => ("выключен штатно", "tl-off"),
         SpanState::Down => ("нет связи", "tl-down"),
         SpanState::Unknown => ("нет данных", "tl-unknown"),
+        SpanState::Planned => ("плановые работы", "tl-planned"),
     }
 }
 
@@ -260,6 +261,7 @@ pub(crate) fn timeline(
         SpanState::Up,
         SpanState::Off,
         SpanState::Down,
+        SpanState::Planned,
         SpanState::Unknown,
     ] {
         if spans.iter().any(|s| s.state == st) {

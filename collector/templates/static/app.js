@@ -98,13 +98,28 @@ function initForms() {
       const out = f.querySelector(".result");
       const body = {};
       f.querySelectorAll("input[name], select[name]").forEach((i) => {
+        if (f.dataset.kind === "planned") {
+          // Only what was filled in; local date-times as RFC 3339, days as a list.
+          const val = i.value.trim();
+          if (val === "") return;
+          if (i.type === "datetime-local") body[i.name] = new Date(val).toISOString();
+          else if (i.name === "days") body.days = val.split(/[ ,;]+/).filter((d) => d);
+          else body[i.name] = val;
+          return;
+        }
         body[i.name] = i.name === "duration_secs" ? parseInt(i.value, 10) : i.value;
       });
+      if (f.dataset.kind === "planned" && !body.days) delete body.tz;
+      if (f.dataset.method === "DELETE" && !confirm("Удалить плановые работы?")) return;
       const btn = f.querySelector("button");
       btn.disabled = true;
-      const r = await callApi(f.dataset.method, f.dataset.api, body);
+      const r = await callApi(f.dataset.method, f.dataset.api, f.dataset.method === "DELETE" ? undefined : body);
       btn.disabled = false;
-      if (r.ok) {
+      if (r.ok && f.dataset.kind && f.dataset.kind.startsWith("planned")) {
+        out.textContent = f.dataset.kind === "planned" ? "Плановые работы объявлены." : "Удалено.";
+        out.className = "result ok-note";
+        setTimeout(() => location.reload(), 800);
+      } else if (r.ok) {
         out.textContent = f.dataset.kind === "ack" ? "Инцидент принят в работу." : "Тишина включена до " +
           new Date(r.data.ends_ms).toLocaleString("ru-RU") + ".";
         out.className = "result ok-note";

@@ -42,6 +42,7 @@ fn incident(state: IncidentState) -> Incident {
         reopened: 0,
         repeat: 0,
         silenced_by: None,
+        planned_over: None,
         merged_into: None,
         merged: Vec::new(),
         evidence: None,

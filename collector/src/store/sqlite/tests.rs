@@ -1192,3 +1192,156 @@ fn off_in_working_hours_and_usage_days_through_the_store() {
     assert!(rep.stale_host_days > 0, "{rep:?}");
     check(&t, "migrated");
 }
+
+/// Planned works (config and API) take the down time inside their windows out of `down`,
+/// into `planned`, to the second; up time inside them stays up; materialized days read the
+/// same as the raw intervals.
+#[test]
+fn planned_works_move_down_time_to_planned() {
+    use crate::availability::planned::RawPlannedWork;
+    let once = |mo: &str, host: Option<&str>, from: Ms, to: Ms| RawPlannedWork {
+        title: "Работы".into(),
+        mo: Some(mo.into()),
+        host: host.map(str::to_string),
+        from: Some(chrono::Utc.timestamp_millis_opt(from).unwrap().to_rfc3339()),
+        to: Some(chrono::Utc.timestamp_millis_opt(to).unwrap().to_rfc3339()),
+        ..RawPlannedWork::default()
+    };
+    let raw: RawStore = toml::from_str("region_tz = \"UTC\"").unwrap();
+    let mut cfg = raw.validate().unwrap();
+    // Config: the server's channel work 12:10–12:20, and a window while it was up.
+    cfg.planned_works = vec![
+        once("mo1", Some("srv"), at(4, 12, 10, 0), at(4, 12, 20, 0))
+            .validate(0)
+            .unwrap(),
+        once("mo1", None, at(4, 2, 0, 0), at(4, 3, 0, 0))
+            .validate(1)
+            .unwrap(),
+    ];
+    let mut t = T::with_cfg(cfg, ROSTER_UTC);
+    let mut s = Sim::new();
+    s.start(at(4, 0, 0, 0));
+    let boot = at(3, 0, 0, 0);
+    s.birth("mo1", "srv", Role::Server, "", at(4, 0, 0, 0), boot);
+    s.hbs(
+        "mo1",
+        "srv",
+        at(4, 0, 0, 0),
+        at(4, 12, 0, 0),
+        30 * S,
+        boot,
+        false,
+    );
+    s.lost("mo1", "srv", at(4, 12, 1, 35));
+    s.hbs(
+        "mo1",
+        "srv",
+        at(4, 12, 30, 0),
+        at(5, 1, 0, 0),
+        30 * S,
+        boot,
+        false,
+    );
+    t.write(s.take());
+    let day = (at(4, 0, 0, 0), at(5, 0, 0, 0));
+    let now = at(5, 1, 0, 0);
+    let d = t.data(day.0, day.1, now);
+    let a = agg(&d, "srv");
+    let pl = d.planned[&("mo1".to_string(), "srv".to_string())];
+    assert_eq!(pl.planned_ms, 10 * MIN);
+    // Down from the last heartbeat (12:00) to 12:30, less the planned 10 minutes.
+    assert_eq!(a.down_ms, 30 * MIN - 10 * MIN);
+    assert_eq!(a.up_ms + a.down_ms + pl.planned_ms, 24 * H);
+    // An API work over the rest of the outage: all of it planned.
+    {
+        let conn = crate::store::planned::open_rw(&t.path).unwrap();
+        crate::store::planned::insert(
+            &conn,
+            &once("mo1", Some("srv"), at(4, 11, 0, 0), at(4, 12, 15, 0)),
+            "admin",
+            0,
+        )
+        .unwrap()
+        .unwrap();
+        crate::store::planned::insert(
+            &conn,
+            &once("mo1", Some("srv"), at(4, 12, 15, 0), at(4, 13, 0, 0)),
+            "admin",
+            0,
+        )
+        .unwrap()
+        .unwrap();
+    }
+    let raw_read = t.data(day.0, day.1, now);
+    let a = agg(&raw_read, "srv");
+    assert_eq!(a.down_ms, 0);
+    assert_eq!(
+        raw_read.planned[&("mo1".to_string(), "srv".to_string())].planned_ms,
+        30 * MIN
+    );
+    // The same from the materialized day.
+    t.store.maintain_now(at(5, 1, 0, 0)).unwrap();
+    let m = t.data(day.0, day.1, now);
+    assert_eq!(m.hosts, raw_read.hosts);
+    assert_eq!(m.planned, raw_read.planned);
+    // The availability report: planned is its own figure, out of the availability.
+    let rep =
+        crate::availability::availability(&m, &t.roster, crate::availability::AvailabilityBy::Host);
+    let crate::availability::Availability::Host { rows, .. } = rep else {
+        unreachable!()
+    };
+    assert_eq!(rows[0].avail.planned_ms, 30 * MIN);
+    assert_eq!(rows[0].avail.availability_pct, Some(100.0));
+}
+
+/// A planned work of the МИС (`target = "mis"`) takes the МО's unreachable time inside it out
+/// of `unreach`, into `mo_planned`, to the second; the target report shows it apart.
+#[test]
+fn target_planned_work_moves_unreachable_time() {
+    use crate::availability::planned::RawPlannedWork;
+    let raw: RawStore = toml::from_str("region_tz = \"UTC\"").unwrap();
+    let mut cfg = raw.validate().unwrap();
+    // Weekly on Mondays (2024-03-04) 09:20–09:40 UTC, inside the 09:00–10:00 outage.
+    cfg.planned_works = vec![
+        RawPlannedWork {
+            title: "Обновление МИС".into(),
+            target: Some("mis".into()),
+            days: vec!["mon".into()],
+            start: Some("09:20".into()),
+            end: Some("09:40".into()),
+            tz: Some("UTC".into()),
+            ..RawPlannedWork::default()
+        }
+        .validate(0)
+        .unwrap(),
+    ];
+    let mut t = T::with_cfg(cfg, ROSTER_UTC);
+    let mut s = Sim::new();
+    s.start(at(4, 0, 0, 0));
+    let b = at(4, 7, 0, 0);
+    s.birth("mo1", "a", Role::Workstation, "", at(4, 8, 0, 0), b);
+    for m in 0..=240 {
+        let ts = at(4, 8, 0, 0) + m * MIN;
+        s.hb("mo1", "a", ts, b, false);
+        let down = (at(4, 9, 0, 0)..at(4, 10, 0, 0)).contains(&ts);
+        s.probe("mo1", "a", ts, if down { MIS_DOWN } else { MIS }, false);
+    }
+    s.offline("mo1", "a", at(4, 12, 0, 5));
+    t.write(s.take());
+    let now = at(4, 13, 0, 0);
+    let d = t.data(at(4, 0, 0, 0), now, now);
+    let r = reach(&d, "mo1", Category::Mis);
+    assert_eq!((r.reach_ms, r.unreach_ms), (3 * H, 40 * MIN));
+    assert_eq!(d.mo_planned[&("mo1".to_string(), Category::Mis)], 20 * MIN);
+    let rep = crate::availability::availability(
+        &d,
+        &t.roster,
+        crate::availability::AvailabilityBy::Target,
+    );
+    let crate::availability::Availability::Target { rows, .. } = rep else {
+        unreachable!()
+    };
+    assert_eq!(rows[0].planned_ms, 20 * MIN);
+    assert_eq!(rows[0].mos[0].planned_ms, 20 * MIN);
+    assert_eq!(rows[0].mos[0].unreach_ms, 40 * MIN);
+}
