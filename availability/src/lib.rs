@@ -20,7 +20,7 @@ pub use indicators::{
 };
 pub use period::{Period, PeriodError};
 pub use reach::{ReachAgg, mo_reach};
-pub use resource::{ChannelAgg, MoSpans, ResourceAgg, resource};
+pub use resource::{ChannelAgg, MoSpans, ResourceAgg, resource, resources};
 pub use timeline::{HostAgg, Outages, Piece, PieceState, host_agg, host_pieces};
 
 use dozor_proto::{Category, Role};
@@ -142,6 +142,9 @@ pub struct PeriodData {
     pub hosts: Vec<(HostInfo, HostAgg)>,
     /// Reachability of each category from each МО over the period.
     pub mo_reach: BTreeMap<(String, Category), ReachAgg>,
+    /// Each central resource's own availability and every МО's channel to it
+    /// ([`resource::resources`]).
+    pub resources: BTreeMap<Category, ResourceAgg>,
 }
 
 /// Percentage `num / den × 100`, `None` when the denominator is zero.

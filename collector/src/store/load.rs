@@ -4,12 +4,14 @@
 use super::StoreError;
 use crate::availability::timeline::up_spans;
 use crate::availability::{
-    Calendar, GapCause, HostAgg, Ms, Outages, ProbeRow, ReachAgg, SegRow, WorkCal, host_agg,
-    mo_reach, reach::HostReach,
+    Calendar, GapCause, HostAgg, MoSpans, Ms, Outages, ProbeRow, ReachAgg, ResourceAgg, SegRow,
+    WorkCal, host_agg, mo_reach, reach::HostReach, resources,
 };
 use crate::roster::Roster;
+use dozor_proto::Category;
 use dozor_proto::Role;
 use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 
 /// A host of the registry as stored.
@@ -282,6 +284,38 @@ pub fn compute_window(
         }
     }
     out
+}
+
+/// Each central resource's own availability over `[a, b)` and every МО's channel to it, from
+/// the window's rows of all `hosts` (every МО is a vantage point; МО named by oid).
+pub fn resource_window(
+    ctx: &Ctx<'_>,
+    rows: &WindowRows,
+    hosts: &[HostRow],
+    a: Ms,
+    b: Ms,
+) -> BTreeMap<Category, ResourceAgg> {
+    let mut by_mo: BTreeMap<&str, Vec<(Vec<(Ms, Ms)>, &[ProbeRow])>> = BTreeMap::new();
+    let empty_s: Vec<SegRow> = Vec::new();
+    for h in hosts {
+        let Some(probes) = rows.probes.get(&h.id).filter(|p| !p.is_empty()) else {
+            continue;
+        };
+        let segs = rows.segs.get(&h.id).unwrap_or(&empty_s);
+        let up = up_spans(segs, ctx.tol(h), ctx.outages, a, b);
+        by_mo.entry(&h.mo).or_default().push((up, probes));
+    }
+    let spans: Vec<(String, MoSpans)> = by_mo
+        .into_iter()
+        .map(|(mo, list)| {
+            let hr: Vec<HostReach<'_>> = list
+                .iter()
+                .map(|(up, p)| HostReach { up, probes: p })
+                .collect();
+            (mo.to_string(), MoSpans::of(&hr, a, b))
+        })
+        .collect();
+    resources(&spans, a, b)
 }
 
 /// Packs the flags of a host aggregate.

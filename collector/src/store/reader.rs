@@ -8,7 +8,7 @@
 use super::config::StoreConfig;
 use super::load::{
     Ctx, HostRow, compute_window, load_hosts, load_mos, load_runs, load_window, outages,
-    unpack_agg, workcal,
+    resource_window, unpack_agg, workcal,
 };
 use super::{StoreError, schema};
 use crate::availability::{Calendar, HostAgg, HostInfo, Ms, PeriodData, ReachAgg, cat_of};
@@ -272,6 +272,22 @@ impl Reader {
             let rows = load_window(c, &self.cal, &hosts, Some(&ids), a, b)?;
             for (k, x) in compute_window(&ctx, &rows, &hs, a, b, false, true).mos {
                 macc.entry(k).or_default().add(&x);
+            }
+        }
+        // Resources need every МО's spans at the same instants: not materialized, computed from
+        // the raw intervals day by day (docs/indicators.md, "Resource and channel").
+        let (d0, d1) = (self.cal.day_of(from), self.cal.day_of(to - 1));
+        for d in d0..=d1 {
+            let (a, b) = (
+                from.max(self.cal.day_start(d)),
+                to.min(self.cal.day_start(d + 1)),
+            );
+            if a >= b {
+                continue;
+            }
+            let rows = load_window(c, &self.cal, &hosts, None, a, b)?;
+            for (cat, r) in resource_window(&ctx, &rows, &hosts, a, b) {
+                data.resources.entry(cat).or_default().add(&r);
             }
         }
         data.hosts = hosts

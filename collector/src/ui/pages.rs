@@ -408,8 +408,12 @@ async fn mo_facts(s: &UiState, oid: &str) -> (String, Vec<(String, String)>, Str
         for t in rows {
             if let Some(m) = t.mos.iter().find(|m| m.mo == oid) {
                 facts.push((
-                    format!("Доступность: {}", t.category.title_ru()),
-                    fmt::pct(m.availability_pct),
+                    format!("Доступность из МО: {}", t.category.title_ru()),
+                    fmt::pct(m.reachability_pct),
+                ));
+                facts.push((
+                    format!("Качество канала МО к ресурсу «{}»", t.category.title_ru()),
+                    fmt::pct(m.channel_quality_pct),
                 ));
             }
         }
