@@ -286,7 +286,7 @@ impl Reader {
                 continue;
             }
             let rows = load_window(c, &self.cal, &hosts, None, a, b)?;
-            for (cat, r) in resource_window(&ctx, &rows, &hosts, a, b) {
+            for (cat, r) in resource_window(&ctx, &rows, &hosts, a, b, now) {
                 data.resources.entry(cat).or_default().add(&r);
             }
         }
