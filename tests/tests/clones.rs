@@ -25,3 +25,69 @@ async fn same_machine_id_from_two_installs_is_reported_once() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(c.metric("dozor_cloned_machine_ids_total").await, 1.0);
 }
+
+/// Creates an enrollment token with the collector's CLI (as a region admin would).
+fn token(data_dir: &std::path::Path) -> String {
+    let out = std::process::Command::new(bin("dozor-collector"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["token", "create", "--mo", MO])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .expect("dozor-collector token create");
+    assert!(out.status.success(), "token create failed");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// In enrolled mode (the region's mode) the collector keeps clones apart already: the second
+/// install enrolling with the same host hint gets the hint with a random suffix, so the two
+/// PCs are two hosts, and nothing is merged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrolled_clones_are_two_hosts() {
+    let dir = tempfile::tempdir().unwrap();
+    let cdir = dir.path().join("collector");
+    let c = Collector::start(
+        &Broker::Embedded(free_port()),
+        &cdir,
+        &["--security-mode", "enrolled"],
+    );
+    let url = format!("http://{}", c.http);
+    let start = |name: &str| {
+        let t = token(&cdir);
+        Agent::start(
+            &c.mqtt_url(),
+            MO,
+            "clone-01",
+            &dir.path().join(name),
+            &[
+                "--role",
+                "workstation",
+                "--interval-secs",
+                "1",
+                "--enroll-token",
+                &t,
+                "--enroll-url",
+                &url,
+                "--enroll-allow-plain-http",
+            ],
+        )
+    };
+    let _a = start("a");
+    let _b = start("b");
+    let hosts = wait_for(Duration::from_secs(60), || async {
+        let v = c.get("/api/v1/hosts").await;
+        let mut ids: Vec<String> = v
+            .as_array()?
+            .iter()
+            .filter(|h| h["state"] == "online")
+            .filter_map(|h| h["host_id"].as_str().map(String::from))
+            .collect();
+        ids.sort();
+        (ids.len() == 2).then_some(ids)
+    })
+    .await
+    .expect("two hosts online within 60 s");
+    assert_eq!(hosts[0], "clone-01");
+    assert!(hosts[1].starts_with("clone-01-"), "{hosts:?}");
+    assert_eq!(c.metric("dozor_cloned_machine_ids_total").await, 0.0);
+}
