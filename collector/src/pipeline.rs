@@ -266,13 +266,9 @@ impl Pipeline {
                     self.clones.seen(h.mo, h.host, h.inst, recv_ms)
             {
                 self.metrics.cloned_id();
-                tracing::warn!(
-                    mo = h.mo,
-                    host = h.host,
-                    insts,
-                    "{}",
-                    clones::warning_ru(h.mo, h.host, insts)
-                );
+                let text = clones::warning_ru(h.mo, h.host, insts);
+                tracing::warn!(mo = h.mo, host = h.host, insts, "{text}");
+                self.state.warn(h.mo, h.host, text);
             }
             if let Message::Hb(e) = &msg
                 && let Some(oldest) = e.body.spool.as_ref().and_then(|s| s.oldest_seq)

@@ -21,9 +21,28 @@ async fn same_machine_id_from_two_installs_is_reported_once() {
     .await
     .expect("the cloned id is detected within 30 s");
     assert_eq!(found, 1.0);
+    // The host's live record carries the warning in Russian (API and host page).
+    let h = wait_for(Duration::from_secs(10), || async {
+        let h = c.host("clone-01").await?;
+        h["warnings"].is_array().then_some(h)
+    })
+    .await
+    .expect("the host's warning in the API");
+    let w = h["warnings"].as_array().unwrap();
+    assert_eq!(w.len(), 1, "{h}");
+    assert!(
+        w[0].as_str()
+            .unwrap()
+            .starts_with("Клонированный идентификатор машины: узел «clone-01»"),
+        "{w:?}"
+    );
+    let page = c.text(&format!("/host/{MO}/clone-01")).await;
+    assert!(page.contains("Клонированный идентификатор машины"));
     // Both keep sending for a while: still one warning.
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(c.metric("dozor_cloned_machine_ids_total").await, 1.0);
+    let h = c.host("clone-01").await.expect("the host");
+    assert_eq!(h["warnings"].as_array().map(Vec::len), Some(1));
 }
 
 /// Creates an enrollment token with the collector's CLI (as a region admin would).

@@ -466,6 +466,8 @@ pub(crate) struct HostPage {
     pub boots: Vec<String>,
     pub incidents: Vec<IncidentLine>,
     pub history_note: String,
+    /// The live record's warnings (a cloned machine id, …).
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -773,6 +775,7 @@ pub(crate) fn host_page(
         charts,
         boots,
         incidents,
+        warnings: live.map(|h| h.warnings.clone()).unwrap_or_default(),
         history_note: if hist.is_none() {
             "История ещё не записана в хранилище.".into()
         } else {
