@@ -2,7 +2,7 @@
 //! counts per МО and site, and the regional indicator table.
 
 use super::usage::{UsageRule, workcal_of, working_days};
-use super::{HostAgg, HostInfo, PeriodData, ReachAgg, cat_bit, pct};
+use super::{HostAgg, HostInfo, PeriodData, cat_bit, pct};
 use crate::roster::{Mo, Roster};
 use dozor_proto::{Category, Role};
 use serde::Serialize;
@@ -88,7 +88,8 @@ pub struct MoAvail {
     pub servers: Avail,
 }
 
-/// Reachability of a target category from one МО.
+/// A target category seen from one МО: how often the МО reached it (the mix of the resource
+/// and the МО's channel), and the quality of its channel (judged only while the resource was up).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MoReach {
     pub mo: String,
@@ -97,19 +98,39 @@ pub struct MoReach {
     pub unreach_ms: i64,
     /// Unreachable inside planned works of the category (out of `unreach_ms`).
     pub planned_ms: i64,
-    pub availability_pct: Option<f64>,
+    /// `reach / (reach + unreach)`: what the МО's users saw.
+    pub reachability_pct: Option<f64>,
+    /// The МО reached the resource while somebody did.
+    pub channel_ok_ms: i64,
+    /// The МО failed to reach the resource while somebody else reached it.
+    pub channel_fail_ms: i64,
+    /// `channel_ok / (channel_ok + channel_fail)`: the МО's channel to the resource.
+    pub channel_quality_pct: Option<f64>,
 }
 
-/// Availability of a target category: regional (over the МО observing it) and per МО.
+/// A target category over the period: the resource's own availability, the regional
+/// reachability from the МО (resource and channels mixed), and each МО's figures.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TargetAvail {
     pub category: Category,
     pub title: &'static str,
-    pub reach_ms: i64,
-    pub unreach_ms: i64,
-    /// Unreachable inside planned works of the category (out of `unreach_ms`).
+    /// Somebody reached the resource.
+    pub resource_up_ms: i64,
+    /// Nobody reached it while a working channel (or two МО at once) saw it failing.
+    pub resource_down_ms: i64,
+    /// Observed, but only by one МО that reached nothing else.
+    pub resource_unknown_ms: i64,
+    /// The resource's own availability `up / (up + down)`: «работоспособность ресурса».
+    pub resource_availability_pct: Option<f64>,
+    /// Σ over the МО of the time each reached it.
+    pub reach_from_mos_ms: i64,
+    /// Σ over the МО of the time each observed it failing.
+    pub unreach_from_mos_ms: i64,
+    /// `reach / (reach + unreach)` over the МО: resource and channels mixed.
+    pub reachability_from_mos_pct: Option<f64>,
+    /// Σ over the МО of the time unreachable inside planned works of the category (out of
+    /// `unreach_from_mos_ms`).
     pub planned_ms: i64,
-    pub availability_pct: Option<f64>,
     /// МО that observed the target at some time in the period.
     pub mo_observing: usize,
     pub mos: Vec<MoReach>,
@@ -228,45 +249,71 @@ pub fn availability(data: &PeriodData, roster: &Roster, by: AvailabilityBy) -> A
     }
 }
 
-/// Per-category reachability, regional sums over the МО accepted by `keep`.
+/// Per category: the resource's own figures (from every МО's vantage point), and the
+/// reachability sums and channels over the МО accepted by `keep`.
 fn targets(data: &PeriodData, roster: &Roster, keep: impl Fn(&str) -> bool) -> Vec<TargetAvail> {
     let mut out: BTreeMap<Category, TargetAvail> = BTreeMap::new();
+    let blank = |cat: Category| TargetAvail {
+        category: cat,
+        title: cat.title_ru(),
+        resource_up_ms: 0,
+        resource_down_ms: 0,
+        resource_unknown_ms: 0,
+        resource_availability_pct: None,
+        reach_from_mos_ms: 0,
+        unreach_from_mos_ms: 0,
+        reachability_from_mos_pct: None,
+        planned_ms: 0,
+        mo_observing: 0,
+        mos: Vec::new(),
+    };
     for ((mo, cat), r) in &data.mo_reach {
         if r.is_zero() || !keep(mo) {
             continue;
         }
-        let t = out.entry(*cat).or_insert_with(|| TargetAvail {
-            category: *cat,
-            title: cat.title_ru(),
-            reach_ms: 0,
-            unreach_ms: 0,
-            planned_ms: 0,
-            availability_pct: None,
-            mo_observing: 0,
-            mos: Vec::new(),
-        });
+        let t = out.entry(*cat).or_insert_with(|| blank(*cat));
         let planned_ms = data
             .mo_planned
             .get(&(mo.clone(), *cat))
             .copied()
             .unwrap_or(0);
-        t.reach_ms += r.reach_ms;
-        t.unreach_ms += r.unreach_ms;
+        t.reach_from_mos_ms += r.reach_ms;
+        t.unreach_from_mos_ms += r.unreach_ms;
         t.planned_ms += planned_ms;
         t.mo_observing += 1;
         let (mo_name, _) = mo_name(roster, mo);
+        let ch = data
+            .resources
+            .get(cat)
+            .and_then(|x| x.channels.get(mo))
+            .copied()
+            .unwrap_or_default();
         t.mos.push(MoReach {
             mo: mo.clone(),
             mo_name,
             reach_ms: r.reach_ms,
             unreach_ms: r.unreach_ms,
             planned_ms,
-            availability_pct: pct(r.reach_ms as f64, r.observed_ms() as f64),
+            reachability_pct: pct(r.reach_ms as f64, r.observed_ms() as f64),
+            channel_ok_ms: ch.channel_ok_ms,
+            channel_fail_ms: ch.channel_fail_ms,
+            channel_quality_pct: ch.quality_pct(),
         });
+    }
+    for (cat, r) in &data.resources {
+        // A resource only МО outside `keep` observed is not the region's.
+        let Some(t) = out.get_mut(cat) else { continue };
+        t.resource_up_ms = r.resource_up_ms;
+        t.resource_down_ms = r.resource_down_ms;
+        t.resource_unknown_ms = r.resource_unknown_ms;
+        t.resource_availability_pct = r.availability_pct();
     }
     out.into_values()
         .map(|mut t| {
-            t.availability_pct = pct(t.reach_ms as f64, (t.reach_ms + t.unreach_ms) as f64);
+            t.reachability_from_mos_pct = pct(
+                t.reach_from_mos_ms as f64,
+                (t.reach_from_mos_ms + t.unreach_from_mos_ms) as f64,
+            );
             t
         })
         .collect()
@@ -491,6 +538,9 @@ pub struct IndicatorTable {
     pub rows: Vec<IndicatorRow>,
     /// The same facts per МО (the roster's, or those that sent data without a roster).
     pub mos: Vec<MoIndicators>,
+    /// Each central resource: its own availability (the `availability_<cat>` rows) and each
+    /// МО's reachability and channel quality to it.
+    pub resources: Vec<TargetAvail>,
     /// Remarks on the data (МО outside the roster, …), Russian.
     pub notes: Vec<String>,
 }
@@ -826,22 +876,15 @@ pub fn indicators(
             hours(servers.unknown_ms)
         ),
     ));
-    for t in targets(data, roster, in_scope) {
+    let resources = targets(data, roster, in_scope);
+    for t in &resources {
         rows.push(row(
             format!("availability_{}", t.category.as_str()),
-            format!(
-                "Работоспособность информационного ресурса «{}» (доступность из МО)",
-                t.title
-            ),
+            format!("Работоспособность информационного ресурса «{}»", t.title),
             Unit::Percent,
             Some(cfg.plan_availability_pct),
-            t.availability_pct,
-            format!(
-                "доступен {} ч, недоступен {} ч; наблюдали {} МО",
-                hours(t.reach_ms),
-                hours(t.unreach_ms),
-                t.mo_observing
-            ),
+            t.resource_availability_pct,
+            resource_basis(t),
         ));
     }
     let capped: Vec<&str> = rows
@@ -861,6 +904,7 @@ pub fn indicators(
         computed_to_ms: data.to,
         rows,
         mos,
+        resources,
         notes,
     }
 }
@@ -883,6 +927,24 @@ fn pct_text(p: f64) -> String {
     }
 }
 
+/// How the resource's figure was made, and the channels that were worse than the resource.
+fn resource_basis(t: &TargetAvail) -> String {
+    let mut s = format!(
+        "работал {} ч, не работал {} ч, не определено {} ч; наблюдали {} МО",
+        hours(t.resource_up_ms),
+        hours(t.resource_down_ms),
+        hours(t.resource_unknown_ms),
+        t.mo_observing
+    );
+    let bad = t.mos.iter().filter(|m| m.channel_fail_ms > 0).count();
+    if bad > 0 {
+        s.push_str(&format!(
+            "; у {bad} МО канал к ресурсу работал с перебоями (лист «Каналы МО»)"
+        ));
+    }
+    s
+}
+
 fn hours(ms: i64) -> String {
     let h = ms as f64 / 3_600_000.0;
     if h >= 100.0 {
@@ -892,9 +954,6 @@ fn hours(ms: i64) -> String {
     }
     .replace('.', ",")
 }
-
-#[allow(dead_code)]
-fn _assert_reach_used(_: ReachAgg) {}
 
 #[cfg(test)]
 mod tests;

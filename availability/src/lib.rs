@@ -23,7 +23,7 @@ pub use indicators::{
 pub use offhours::{OffHours, offhours};
 pub use period::{Period, PeriodError};
 pub use reach::{ReachAgg, mo_reach};
-pub use resource::{ChannelAgg, MoSpans, ResourceAgg, resource};
+pub use resource::{ChannelAgg, MoSpans, ResourceAgg, resource, resources};
 pub use timeline::{HostAgg, Outages, Piece, PieceState, host_agg, host_pieces};
 
 use dozor_proto::{Category, Role};
@@ -145,6 +145,9 @@ pub struct PeriodData {
     pub hosts: Vec<(HostInfo, HostAgg)>,
     /// Reachability of each category from each МО over the period.
     pub mo_reach: BTreeMap<(String, Category), ReachAgg>,
+    /// Each central resource's own availability and every МО's channel to it
+    /// ([`resource::resources`]).
+    pub resources: BTreeMap<Category, ResourceAgg>,
     /// Down time inside planned works, by (МО, host id), already taken out of the hosts'
     /// `down` ([`planned`]; absent: none).
     pub planned: BTreeMap<(String, String), timeline::PlannedAgg>,

@@ -14,8 +14,10 @@
 //!   down or unknown is not held against the channel.
 
 use super::reach::{HostReach, union_spans};
-use super::{Ms, pct};
+use super::{Ms, cat_of, pct};
+use dozor_proto::Category;
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 /// What one МО observed of every category (indexed as [`dozor_proto::Category::ALL`]) over a
 /// window: sorted disjoint spans while some up host of the МО reached it (`ok`) and while some
@@ -54,48 +56,68 @@ impl MoSpans {
     }
 }
 
-/// An МО's channel to one resource: ms it reached it, ms it failed while the resource was up.
+/// An МО's channel to one resource: ms the МО reached it, ms it failed to while the resource
+/// was up (somebody else reached it).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct ChannelAgg {
-    pub ok_ms: i64,
-    pub fail_ms: i64,
+    pub channel_ok_ms: i64,
+    pub channel_fail_ms: i64,
 }
 
 impl ChannelAgg {
-    /// `ok / (ok + fail) × 100`; `None` when never observed while the resource was up.
-    pub fn pct(&self) -> Option<f64> {
-        pct(self.ok_ms as f64, (self.ok_ms + self.fail_ms) as f64)
+    /// Channel quality `ok / (ok + fail) × 100`; `None` when never observed while the resource
+    /// was up.
+    pub fn quality_pct(&self) -> Option<f64> {
+        pct(
+            self.channel_ok_ms as f64,
+            (self.channel_ok_ms + self.channel_fail_ms) as f64,
+        )
+    }
+
+    pub fn is_zero(&self) -> bool {
+        self.channel_ok_ms == 0 && self.channel_fail_ms == 0
     }
 }
 
-/// A resource's own availability over a window and each МО's channel to it (same order as the
-/// МО given); additive over disjoint windows.
+/// A resource's own availability over a window and each МО's channel to it (by МО id);
+/// additive over disjoint windows.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ResourceAgg {
-    pub up_ms: i64,
-    pub down_ms: i64,
+    /// Somebody reached the resource.
+    pub resource_up_ms: i64,
+    /// Nobody reached it, and a working channel (or two МО at once) saw it failing.
+    pub resource_down_ms: i64,
     /// Observed by somebody, but not decidable (one МО without a working channel).
-    pub unknown_ms: i64,
-    pub channels: Vec<ChannelAgg>,
+    pub resource_unknown_ms: i64,
+    /// Each observing МО's channel to the resource, by МО id.
+    pub channels: BTreeMap<String, ChannelAgg>,
 }
 
 impl ResourceAgg {
-    /// `up / (up + down) × 100`; `None` when nothing was decided.
-    pub fn pct(&self) -> Option<f64> {
-        pct(self.up_ms as f64, (self.up_ms + self.down_ms) as f64)
+    /// The resource's own availability `up / (up + down) × 100`; `None` when nothing was
+    /// decided.
+    pub fn availability_pct(&self) -> Option<f64> {
+        pct(
+            self.resource_up_ms as f64,
+            (self.resource_up_ms + self.resource_down_ms) as f64,
+        )
+    }
+
+    pub fn is_zero(&self) -> bool {
+        self.resource_up_ms == 0
+            && self.resource_down_ms == 0
+            && self.resource_unknown_ms == 0
+            && self.channels.values().all(ChannelAgg::is_zero)
     }
 
     pub fn add(&mut self, o: &ResourceAgg) {
-        self.up_ms += o.up_ms;
-        self.down_ms += o.down_ms;
-        self.unknown_ms += o.unknown_ms;
-        if self.channels.len() < o.channels.len() {
-            self.channels
-                .resize(o.channels.len(), ChannelAgg::default());
-        }
-        for (m, c) in self.channels.iter_mut().zip(&o.channels) {
-            m.ok_ms += c.ok_ms;
-            m.fail_ms += c.fail_ms;
+        self.resource_up_ms += o.resource_up_ms;
+        self.resource_down_ms += o.resource_down_ms;
+        self.resource_unknown_ms += o.resource_unknown_ms;
+        for (mo, c) in &o.channels {
+            let m = self.channels.entry(mo.clone()).or_default();
+            m.channel_ok_ms += c.channel_ok_ms;
+            m.channel_fail_ms += c.channel_fail_ms;
         }
     }
 }
@@ -106,16 +128,28 @@ fn holds(spans: &[(Ms, Ms)], t: Ms) -> bool {
     spans.get(i).is_some_and(|s| s.0 <= t)
 }
 
-/// The resource of category index `cat` over `[a, b)` as seen from `mos`.
-pub fn resource(mos: &[MoSpans], cat: usize, a: Ms, b: Ms) -> ResourceAgg {
+/// Every category some МО observed over `[a, b)`, with its resource figures.
+pub fn resources(mos: &[(String, MoSpans)], a: Ms, b: Ms) -> BTreeMap<Category, ResourceAgg> {
+    let mut out = BTreeMap::new();
+    for c in 0..12 {
+        if mos.iter().any(|(_, m)| !m.seen[c].is_empty()) {
+            let r = resource(mos, c, a, b);
+            if !r.is_zero() {
+                out.insert(cat_of(c as u8), r);
+            }
+        }
+    }
+    out
+}
+
+/// The resource of category index `cat` over `[a, b)` as seen from `mos` (МО id, spans).
+pub fn resource(mos: &[(String, MoSpans)], cat: usize, a: Ms, b: Ms) -> ResourceAgg {
     let cat = cat.min(11);
-    let mut out = ResourceAgg {
-        channels: vec![ChannelAgg::default(); mos.len()],
-        ..ResourceAgg::default()
-    };
+    let mut out = ResourceAgg::default();
+    let mut channels = vec![ChannelAgg::default(); mos.len()];
     // Every state is constant between consecutive span edges.
     let mut edges: Vec<Ms> = vec![a, b];
-    for m in mos {
+    for (_, m) in mos {
         for c in 0..12 {
             for &(s, e) in m.ok[c].iter().chain(&m.seen[c]) {
                 edges.extend([s.clamp(a, b), e.clamp(a, b)]);
@@ -131,7 +165,7 @@ pub fn resource(mos: &[MoSpans], cat: usize, a: Ms, b: Ms) -> ResourceAgg {
         reached.clear();
         observing.clear();
         let mut working_observer = false;
-        for m in mos {
+        for (_, m) in mos {
             let seen = holds(&m.seen[cat], t);
             let ok = seen && holds(&m.ok[cat], t);
             reached.push(ok);
@@ -145,18 +179,23 @@ pub fn resource(mos: &[MoSpans], cat: usize, a: Ms, b: Ms) -> ResourceAgg {
             continue;
         }
         if reached.iter().any(|r| *r) {
-            out.up_ms += len;
-            for (i, ch) in out.channels.iter_mut().enumerate() {
+            out.resource_up_ms += len;
+            for (i, ch) in channels.iter_mut().enumerate() {
                 if reached[i] {
-                    ch.ok_ms += len;
+                    ch.channel_ok_ms += len;
                 } else if observing[i] {
-                    ch.fail_ms += len;
+                    ch.channel_fail_ms += len;
                 }
             }
         } else if working_observer || observers >= 2 {
-            out.down_ms += len;
+            out.resource_down_ms += len;
         } else {
-            out.unknown_ms += len;
+            out.resource_unknown_ms += len;
+        }
+    }
+    for ((mo, m), ch) in mos.iter().zip(channels) {
+        if !m.seen[cat].is_empty() {
+            out.channels.insert(mo.clone(), ch);
         }
     }
     out
@@ -190,24 +229,32 @@ mod tests {
         let h = [(0, 60 * MIN)];
         let good = mo(&[(LIS, &h, &h), (MIS, &h, &h)]);
         let broken = mo(&[(LIS, &h, &[(0, 30 * MIN)]), (MIS, &h, &[(0, 30 * MIN)])]);
-        let r = resource(&[good, broken], LIS, 0, 60 * MIN);
-        assert_eq!((r.up_ms, r.down_ms, r.unknown_ms), (60 * MIN, 0, 0));
-        assert_eq!(r.pct(), Some(100.0));
+        let r = resource(
+            &[("a".into(), good), ("b".into(), broken)],
+            LIS,
+            0,
+            60 * MIN,
+        );
         assert_eq!(
-            r.channels[0],
+            (r.resource_up_ms, r.resource_down_ms, r.resource_unknown_ms),
+            (60 * MIN, 0, 0)
+        );
+        assert_eq!(r.availability_pct(), Some(100.0));
+        assert_eq!(
+            r.channels["a"],
             ChannelAgg {
-                ok_ms: 60 * MIN,
-                fail_ms: 0
+                channel_ok_ms: 60 * MIN,
+                channel_fail_ms: 0
             }
         );
         assert_eq!(
-            r.channels[1],
+            r.channels["b"],
             ChannelAgg {
-                ok_ms: 30 * MIN,
-                fail_ms: 30 * MIN
+                channel_ok_ms: 30 * MIN,
+                channel_fail_ms: 30 * MIN
             }
         );
-        assert_eq!(r.channels[1].pct(), Some(50.0));
+        assert_eq!(r.channels["b"].quality_pct(), Some(50.0));
     }
 
     /// Down for everyone 10:00–10:20 (two МО fail together): the resource is down, no channel
@@ -218,14 +265,17 @@ mod tests {
         let ok: &[(Ms, Ms)] = &[(0, 10 * MIN), (30 * MIN, 60 * MIN)];
         let a = mo(&[(LIS, &h, ok)]);
         let b = mo(&[(LIS, &h, ok)]);
-        let r = resource(&[a, b], LIS, 0, 60 * MIN);
-        assert_eq!((r.up_ms, r.down_ms, r.unknown_ms), (40 * MIN, 20 * MIN, 0));
-        for ch in &r.channels {
+        let r = resource(&[("a".into(), a), ("b".into(), b)], LIS, 0, 60 * MIN);
+        assert_eq!(
+            (r.resource_up_ms, r.resource_down_ms, r.resource_unknown_ms),
+            (40 * MIN, 20 * MIN, 0)
+        );
+        for ch in r.channels.values() {
             assert_eq!(
                 *ch,
                 ChannelAgg {
-                    ok_ms: 40 * MIN,
-                    fail_ms: 0
+                    channel_ok_ms: 40 * MIN,
+                    channel_fail_ms: 0
                 }
             );
         }
@@ -241,19 +291,19 @@ mod tests {
             (LIS, &h, &[(0, 10 * MIN), (40 * MIN, 60 * MIN)]),
             (MIS, &h, &[(0, 25 * MIN)]),
         ]);
-        let r = resource(&[m], LIS, 0, 60 * MIN);
-        assert_eq!(r.up_ms, 30 * MIN);
-        assert_eq!(r.down_ms, 15 * MIN, "10–25: the channel worked");
+        let r = resource(&[("a".into(), m)], LIS, 0, 60 * MIN);
+        assert_eq!(r.resource_up_ms, 30 * MIN);
+        assert_eq!(r.resource_down_ms, 15 * MIN, "10–25: the channel worked");
         assert_eq!(
-            r.unknown_ms,
+            r.resource_unknown_ms,
             15 * MIN,
             "25–40: nothing reached, cannot tell"
         );
         assert_eq!(
-            r.channels[0],
+            r.channels["a"],
             ChannelAgg {
-                ok_ms: 30 * MIN,
-                fail_ms: 0
+                channel_ok_ms: 30 * MIN,
+                channel_fail_ms: 0
             }
         );
     }
@@ -264,19 +314,23 @@ mod tests {
     fn unobserved_and_additive() {
         let a = mo(&[(LIS, &[(10 * MIN, 20 * MIN)], &[(10 * MIN, 15 * MIN)])]);
         let b = mo(&[(LIS, &[(12 * MIN, 30 * MIN)], &[])]);
-        let mos = [a, b];
+        let mos = [("a".to_string(), a), ("b".to_string(), b)];
         let whole = resource(&mos, LIS, 0, 60 * MIN);
         // 10–12 up (a), 12–15 up (a; b's channel fails), 15–20 down (both fail),
         // 20–30 only b fails and b reaches nothing else: unknown.
         assert_eq!(
-            (whole.up_ms, whole.down_ms, whole.unknown_ms),
+            (
+                whole.resource_up_ms,
+                whole.resource_down_ms,
+                whole.resource_unknown_ms
+            ),
             (5 * MIN, 5 * MIN, 10 * MIN)
         );
         assert_eq!(
-            whole.channels[1],
+            whole.channels["b"],
             ChannelAgg {
-                ok_ms: 0,
-                fail_ms: 3 * MIN
+                channel_ok_ms: 0,
+                channel_fail_ms: 3 * MIN
             }
         );
         let mut parts = resource(&mos, LIS, 0, 13 * MIN);
@@ -304,9 +358,10 @@ mod tests {
             ),
             cut in 1i64..129,
         ) {
-            let mos: Vec<MoSpans> = mos
+            let mos: Vec<(String, MoSpans)> = mos
                 .iter()
-                .map(|(seen, ok, other)| {
+                .enumerate()
+                .map(|(i, (seen, ok, other))| {
                     let mut m = MoSpans::default();
                     m.seen[LIS] = spans_of(seen);
                     // ok ⊆ seen, as MoSpans::of builds them.
@@ -317,20 +372,21 @@ mod tests {
                     m.ok[LIS] = union_spans(&mut ok_in);
                     m.ok[MIS] = spans_of(other);
                     m.seen[MIS] = m.ok[MIS].clone();
-                    m
+                    (format!("mo{i}"), m)
                 })
                 .collect();
             let (a, b) = (0, 130 * MIN);
             let r = resource(&mos, LIS, a, b);
-            let mut all: Vec<(Ms, Ms)> = mos.iter().flat_map(|m| m.seen[LIS].clone()).collect();
+            let mut all: Vec<(Ms, Ms)> = mos.iter().flat_map(|(_, m)| m.seen[LIS].clone()).collect();
             let observed = crate::reach::union_len(&mut all);
-            proptest::prop_assert_eq!(r.up_ms + r.down_ms + r.unknown_ms, observed);
-            let mut any_ok: Vec<(Ms, Ms)> = mos.iter().flat_map(|m| m.ok[LIS].clone()).collect();
-            proptest::prop_assert_eq!(r.up_ms, crate::reach::union_len(&mut any_ok));
-            for (m, ch) in mos.iter().zip(&r.channels) {
+            proptest::prop_assert_eq!(r.resource_up_ms + r.resource_down_ms + r.resource_unknown_ms, observed);
+            let mut any_ok: Vec<(Ms, Ms)> = mos.iter().flat_map(|(_, m)| m.ok[LIS].clone()).collect();
+            proptest::prop_assert_eq!(r.resource_up_ms, crate::reach::union_len(&mut any_ok));
+            for (mo, m) in &mos {
+                let ch = r.channels.get(mo).copied().unwrap_or_default();
                 let mut ok = m.ok[LIS].clone();
-                proptest::prop_assert_eq!(ch.ok_ms, crate::reach::union_len(&mut ok));
-                proptest::prop_assert!(ch.ok_ms + ch.fail_ms <= r.up_ms);
+                proptest::prop_assert_eq!(ch.channel_ok_ms, crate::reach::union_len(&mut ok));
+                proptest::prop_assert!(ch.channel_ok_ms + ch.channel_fail_ms <= r.resource_up_ms);
             }
             let m = cut * MIN;
             let mut parts = resource(&mos, LIS, a, m);

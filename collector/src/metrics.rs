@@ -99,6 +99,8 @@ pub struct Metrics {
     store_errors: AtomicU64,
     acks_sent: AtomicU64,
     mqtt_reconnects: AtomicU64,
+    /// Host ids found sent by two or more agent installs at once (cloned machine ids).
+    cloned_ids: AtomicU64,
     /// Seconds from handing a batch to the store until it is committed (retries included).
     store_write: Histogram,
     /// Readiness inputs (see `health`): the ingest client holds a broker connection.
@@ -126,6 +128,7 @@ impl Default for Metrics {
             store_errors: AtomicU64::new(0),
             acks_sent: AtomicU64::new(0),
             mqtt_reconnects: AtomicU64::new(0),
+            cloned_ids: AtomicU64::new(0),
             store_write: Histogram::new(STORE_WRITE_BUCKETS),
             broker_connected: Default::default(),
             store_busy_since_ms: Default::default(),
@@ -200,6 +203,11 @@ impl Metrics {
 
     pub fn acks_sent(&self, n: u64) {
         self.acks_sent.fetch_add(n, Relaxed);
+    }
+
+    /// A host id was found sent by more agent installs at once than before.
+    pub fn cloned_id(&self) {
+        self.cloned_ids.fetch_add(1, Relaxed);
     }
 
     pub fn mqtt_reconnect(&self) {
@@ -286,6 +294,11 @@ impl Metrics {
                 "dozor_store_errors_total",
                 "Failed store commits (the batch is retried).",
                 &self.store_errors,
+            ),
+            (
+                "dozor_cloned_machine_ids_total",
+                "Host ids found sent live by two or more agent installs at once (cloned disk images).",
+                &self.cloned_ids,
             ),
         ] {
             f.counter(n, help).sample(&[], v.load(Relaxed));

@@ -163,6 +163,8 @@ pub struct Pipeline {
     last_job: tokio::time::Instant,
     /// Identities whose keys sign the acks (enrolled mode); `None`: acks go unsigned.
     registry: Option<watch::Receiver<Arc<Registry>>>,
+    /// Host ids heard from several agent installs at once.
+    clones: clones::CloneWatch,
 }
 
 impl Pipeline {
@@ -188,6 +190,7 @@ impl Pipeline {
             connected: false,
             last_job: tokio::time::Instant::now(),
             registry: None,
+            clones: clones::CloneWatch::default(),
         }
     }
 
@@ -256,6 +259,16 @@ impl Pipeline {
                 }
                 Verdict::WindowFull => return Outcome::Rejected(Refusal::SeqWindow),
                 Verdict::New => self.tracker.record(&key, h.mo, h.host, h.seq),
+            }
+            if !h.replay
+                && !retained
+                && let clones::CloneVerdict::Cloned { insts } =
+                    self.clones.seen(h.mo, h.host, h.inst, recv_ms)
+            {
+                self.metrics.cloned_id();
+                let text = clones::warning_ru(h.mo, h.host, insts);
+                tracing::warn!(mo = h.mo, host = h.host, insts, "{text}");
+                self.state.warn(h.mo, h.host, text);
             }
             if let Message::Hb(e) = &msg
                 && let Some(oldest) = e.body.spool.as_ref().and_then(|s| s.oldest_seq)
@@ -572,3 +585,5 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests;
+
+pub(crate) mod clones;

@@ -69,6 +69,9 @@ pub struct Host {
     pub inventory: Option<Box<Birth>>,
     /// False when the host's МО is not in the roster.
     pub in_roster: bool,
+    /// Warnings about the host for people, Russian (e.g. a cloned machine id).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// Flood control: start of the current one-minute window (collector ms) and its count.
     #[serde(skip)]
     window_start_ms: i64,
@@ -98,6 +101,7 @@ impl Host {
             probes: Vec::new(),
             inventory: None,
             in_roster,
+            warnings: Vec::new(),
             window_start_ms: now_ms,
             window_count: 0,
         }
@@ -359,6 +363,21 @@ impl LiveState {
         self.hosts
             .push(Arc::new(Host::new(mo, host, now_ms, in_roster)));
         Ok(Arc::make_mut(&mut self.hosts[i]))
+    }
+
+    /// Sets the host's warning that starts like `text` up to its first `:` (replacing an
+    /// older one of the same kind); unknown hosts are ignored.
+    pub fn warn(&mut self, mo: &str, host: &str, text: String) {
+        let Some(i) = self.mos.get(mo).and_then(|m| m.get(host)).copied() else {
+            return;
+        };
+        let Some(h) = self.hosts.get_mut(i) else {
+            return;
+        };
+        let h = Arc::make_mut(h);
+        let kind = text.split(':').next().unwrap_or_default().to_string();
+        h.warnings.retain(|w| !w.starts_with(&kind));
+        h.warnings.push(text);
     }
 
     /// Builds a snapshot for readers, sorted by (МО, host id). Copies one pointer per host;

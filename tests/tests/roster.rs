@@ -230,7 +230,7 @@ async fn report_uses_the_kept_roster_and_equals_the_api() {
         use calamine::{Data, Reader as _, Xlsx};
         let mut wb: Xlsx<_> =
             calamine::open_workbook_from_rs(std::io::Cursor::new(out)).expect("an XLSX file");
-        assert_eq!(wb.sheet_names(), ["Показатели", "По МО"]);
+        assert_eq!(wb.sheet_names(), ["Показатели", "По МО", "Каналы МО"]);
         let by_mo = wb.worksheet_range("По МО").expect("the per-МО sheet");
         let mo1 = by_mo
             .rows()

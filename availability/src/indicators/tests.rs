@@ -104,6 +104,26 @@ fn data() -> PeriodData {
         .insert(("mo1".into(), Category::Lis), r(10, 0, 2, 2));
     d.mo_reach
         .insert(("mo9".into(), Category::Mis), r(0, 100, 2, 2));
+    // The МИС itself: reached by somebody 99 h, down for everyone 1 h; mo1's channel failed
+    // 9 h while mo2 reached it.
+    let ch = |ok: i64, fail: i64| crate::ChannelAgg {
+        channel_ok_ms: ok * H,
+        channel_fail_ms: fail * H,
+    };
+    d.resources.insert(
+        Category::Mis,
+        crate::ResourceAgg {
+            resource_up_ms: 99 * H,
+            resource_down_ms: H,
+            resource_unknown_ms: 0,
+            channels: [
+                ("mo1".to_string(), ch(90, 9)),
+                ("mo2".to_string(), ch(50, 0)),
+                ("mo9".to_string(), ch(0, 99)),
+            ]
+            .into(),
+        },
+    );
     d
 }
 
@@ -133,10 +153,34 @@ fn indicator_table() {
     assert_eq!(s.basis, "2 из 3 подразделений");
     // Servers: 196 h up of 200 h observed.
     assert_eq!(find(&t, "availability_servers").fact, Some(98.0));
-    // МИС from the roster's МО: 140 of 150 h.
+    // The МИС's own availability, 99 of 100 h, not the reachability from the МО (140 of
+    // 150 h, channels mixed in); two МО's channels failed at times.
     let m = find(&t, "availability_mis");
-    assert_eq!(m.fact.map(|f| (f * 1000.0).round() / 1000.0), Some(93.333));
-    assert_eq!(m.pct_of_plan.map(|f| (f * 10.0).round() / 10.0), Some(94.3));
+    assert_eq!(m.name, "Работоспособность информационного ресурса «МИС»");
+    assert_eq!(m.fact, Some(99.0));
+    assert_eq!(m.pct_of_plan, Some(100.0));
+    assert_eq!(
+        m.basis,
+        "работал 99,0 ч, не работал 1,0 ч, не определено 0,0 ч; наблюдали 2 МО; у 1 МО канал к \
+         ресурсу работал с перебоями (лист «Каналы МО»)"
+    );
+    let mis = t
+        .resources
+        .iter()
+        .find(|r| r.category == Category::Mis)
+        .unwrap();
+    assert_eq!(
+        mis.reachability_from_mos_pct
+            .map(|f| (f * 1000.0).round() / 1000.0),
+        Some(93.333)
+    );
+    let mo1 = mis.mos.iter().find(|m| m.mo == "mo1").unwrap();
+    assert_eq!((mo1.channel_ok_ms, mo1.channel_fail_ms), (90 * H, 9 * H));
+    assert_eq!(
+        mo1.channel_quality_pct.map(|f| (f * 10.0).round() / 10.0),
+        Some(90.9)
+    );
+    assert_eq!(mo1.reachability_pct, Some(90.0));
     assert!(t.notes.iter().any(|n| n.contains("1 МО")), "{:?}", t.notes);
 }
 
@@ -251,7 +295,10 @@ fn availability_views() {
     };
     let mis = rows.iter().find(|r| r.category == Category::Mis).unwrap();
     assert_eq!(mis.mo_observing, 3);
-    assert_eq!(mis.reach_ms, 140 * H);
+    assert_eq!(mis.reach_from_mos_ms, 140 * H);
+    assert_eq!(mis.resource_availability_pct, Some(99.0));
+    let mo9 = mis.mos.iter().find(|m| m.mo == "mo9").unwrap();
+    assert_eq!(mo9.channel_quality_pct, Some(0.0));
     let Availability::Host { rows, .. } = availability(&data(), &roster(), AvailabilityBy::Host)
     else {
         panic!()

@@ -125,6 +125,9 @@ pub(crate) struct HostJson<'a> {
     pub clock_offset_ms: Option<i64>,
     pub in_roster: bool,
     pub probes: BTreeMap<&'a str, ProbeJson>,
+    /// Warnings for people, Russian (a cloned machine id, …); omitted when none.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub warnings: &'a [String],
 }
 
 fn rfc3339(ms: i64) -> Option<String> {
@@ -150,6 +153,7 @@ fn host_json(h: &Host) -> HostJson<'_> {
         last_seen_ms: h.last_seen_ms,
         clock_offset_ms: h.clock_offset_ms,
         in_roster: h.in_roster,
+        warnings: &h.warnings,
         probes: h
             .probes
             .iter()

@@ -9,7 +9,7 @@
 //! a leading `'`, so a spreadsheet shows it as text and never evaluates it. Numbers stay numbers
 //! (a negative number is written as a number, not as text).
 
-use crate::availability::indicators::{Avail, CountRow, Unit};
+use crate::availability::indicators::{Avail, CountRow, MoReach, Unit};
 use crate::availability::offhours::{HostOff, OffSum};
 use crate::availability::{Availability, Counts, IndicatorTable, OffHours};
 use rust_xlsxwriter::{Format as XFormat, Workbook, XlsxError};
@@ -247,9 +247,14 @@ pub fn indicators_table(t: &IndicatorTable) -> Table {
     }
 }
 
-/// The indicator workbook: the table, then the same facts per МО («По МО»).
+/// The indicator workbook: the table, the same facts per МО («По МО»), then the resources and
+/// each МО's channel to them («Каналы МО»).
 pub fn indicators_workbook(t: &IndicatorTable) -> Vec<Table> {
-    vec![indicators_table(t), indicators_by_mo_table(t)]
+    vec![
+        indicators_table(t),
+        indicators_by_mo_table(t),
+        channels_table(t),
+    ]
 }
 
 /// The indicator table's facts per МО: plan vs fact of АРМ with the shortfall, МИС, sites,
@@ -406,6 +411,77 @@ fn hours(ms: i64) -> Cell {
     Cell::Num(ms as f64 / 3_600_000.0)
 }
 
+/// An МО's reachability of a resource and its channel to it.
+fn channel_cells(m: &MoReach) -> Vec<Cell> {
+    vec![
+        hours(m.reach_ms),
+        hours(m.unreach_ms),
+        m.reachability_pct.into(),
+        hours(m.channel_ok_ms),
+        hours(m.channel_fail_ms),
+        m.channel_quality_pct.into(),
+    ]
+}
+
+/// The indicator workbook's «Каналы МО»: for each central resource, its own availability, and
+/// each МО's reachability of it and the quality of its channel to it.
+pub fn channels_table(t: &IndicatorTable) -> Table {
+    let mut rows = Vec::new();
+    for r in &t.resources {
+        rows.push(vec![
+            r.title.into(),
+            "".into(),
+            "Регион".into(),
+            r.resource_availability_pct.into(),
+            hours(r.reach_from_mos_ms),
+            hours(r.unreach_from_mos_ms),
+            r.reachability_from_mos_pct.into(),
+            Cell::Empty,
+            Cell::Empty,
+            Cell::Empty,
+        ]);
+        for m in &r.mos {
+            let mut row: Vec<Cell> = vec![
+                r.title.into(),
+                m.mo.as_str().into(),
+                m.mo_name.as_str().into(),
+                Cell::Empty,
+            ];
+            row.extend(channel_cells(m));
+            rows.push(row);
+        }
+    }
+    Table {
+        sheet: "Каналы МО".into(),
+        title: vec![format!(
+            "Работоспособность ресурсов и каналы МО к ним за период: {}",
+            t.period.label
+        )],
+        headers: [
+            "Ресурс",
+            "ОИД МО",
+            "МО",
+            "Работоспособность ресурса, %",
+            "Доступен из МО, ч",
+            "Недоступен из МО, ч",
+            "Доступность из МО, %",
+            "Канал МО исправен, ч",
+            "Канал МО не работал при работающем ресурсе, ч",
+            "Качество канала МО, %",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows,
+        notes: vec![
+            "Работоспособность ресурса считается по всем МО: ресурс работал, пока его достигала \
+             хотя бы одна МО. Время, когда ресурс не работал для всех, не ставится в вину \
+             каналу МО."
+                .into(),
+        ],
+        decimals: 1,
+    }
+}
+
 fn avail_cells(a: &Avail) -> Vec<Cell> {
     vec![
         hours(a.up_ms),
@@ -506,10 +582,17 @@ pub fn availability_table(a: &Availability, tz: chrono_tz::Tz) -> Table {
                 "Ресурс",
                 "ОИД МО",
                 "МО",
-                "Доступен, ч",
-                "Недоступен, ч",
+                "Ресурс работал, ч",
+                "Ресурс не работал, ч",
+                "Ресурс: не определено, ч",
+                "Работоспособность ресурса, %",
+                "Доступен из МО, ч",
+                "Недоступен из МО, ч",
+                "Доступность из МО, %",
+                "Канал МО исправен, ч",
+                "Канал МО не работал при работающем ресурсе, ч",
+                "Качество канала МО, %",
                 "Плановые работы, ч",
-                "Доступность, %",
             ],
             rows.iter()
                 .flat_map(|t| {
@@ -517,21 +600,31 @@ pub fn availability_table(a: &Availability, tz: chrono_tz::Tz) -> Table {
                         t.title.into(),
                         "".into(),
                         "Регион".into(),
-                        hours(t.reach_ms),
-                        hours(t.unreach_ms),
+                        hours(t.resource_up_ms),
+                        hours(t.resource_down_ms),
+                        hours(t.resource_unknown_ms),
+                        t.resource_availability_pct.into(),
+                        hours(t.reach_from_mos_ms),
+                        hours(t.unreach_from_mos_ms),
+                        t.reachability_from_mos_pct.into(),
+                        Cell::Empty,
+                        Cell::Empty,
+                        Cell::Empty,
                         hours(t.planned_ms),
-                        t.availability_pct.into(),
                     ]];
                     v.extend(t.mos.iter().map(|m| {
-                        vec![
+                        let mut row = vec![
                             t.title.into(),
                             m.mo.as_str().into(),
                             m.mo_name.as_str().into(),
-                            hours(m.reach_ms),
-                            hours(m.unreach_ms),
-                            hours(m.planned_ms),
-                            m.availability_pct.into(),
-                        ]
+                            Cell::Empty,
+                            Cell::Empty,
+                            Cell::Empty,
+                            Cell::Empty,
+                        ];
+                        row.extend(channel_cells(m));
+                        row.push(hours(m.planned_ms));
+                        row
                     }));
                     v
                 })

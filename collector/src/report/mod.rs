@@ -54,7 +54,8 @@ pub fn availability(
     by: AvailabilityBy,
     now: Ms,
 ) -> Result<Availability, StoreError> {
-    let data = reader.period_data(roster, from, to, now)?;
+    let resources = by == AvailabilityBy::Target;
+    let data = reader.period_data_with(roster, from, to, now, resources)?;
     Ok(availability::availability(&data, roster, by))
 }
 
@@ -66,7 +67,7 @@ pub fn counts(
     to: Ms,
     now: Ms,
 ) -> Result<Counts, StoreError> {
-    let data = reader.period_data(roster, from, to, now)?;
+    let data = reader.period_data_with(roster, from, to, now, false)?;
     Ok(availability::counts(&data, roster))
 }
 

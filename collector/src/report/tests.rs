@@ -172,14 +172,16 @@ fn indicator_table_of_a_day() {
     // Servers: 23 h + 24 h up, 1 h down.
     assert_eq!(round3(row(&t, "availability_servers").fact), Some(97.917));
     // МИС: МО 1 reachable 10 h, unreachable 1 h (only "b", failing, was up 04:00–05:00 UTC);
-    // МО 2 reachable 24 h.
-    assert_eq!(round3(row(&t, "availability_mis").fact), Some(97.143));
+    // МО 2 reachable 24 h. МО 2 reached it all that time, so the МИС itself worked: 100 %,
+    // and the hour is МО 1's channel (below).
+    assert_eq!(row(&t, "availability_mis").fact, Some(100.0));
     assert_eq!(row(&t, "availability_lis").fact, Some(100.0));
     // 100 % against a plan of 99 %: the plan is met, shown as 100 % of plan and said so.
     let lis = row(&t, "availability_lis");
     assert_eq!((lis.pct_of_plan, lis.capped), (Some(100.0), true));
     assert_eq!(t.notes.len(), 1, "{:?}", t.notes);
     assert!(t.notes[0].contains("план выполнен") && t.notes[0].contains("«ЛИС»"));
+    assert!(t.notes[0].contains("«МИС»"));
     // Each МО is one АРМ short: 2 of 3 and 1 of 2.
     assert_eq!(
         row(&t, "arm").basis,
@@ -199,7 +201,24 @@ fn indicator_table_of_a_day() {
         panic!()
     };
     let mis = rows.iter().find(|r| r.category == Category::Mis).unwrap();
-    assert_eq!((mis.reach_ms, mis.unreach_ms), (34 * H, H));
+    assert_eq!(
+        (mis.reach_from_mos_ms, mis.unreach_from_mos_ms),
+        (34 * H, H)
+    );
+    assert_eq!(round3(mis.reachability_from_mos_pct), Some(97.143));
+    assert_eq!(
+        (
+            mis.resource_up_ms,
+            mis.resource_down_ms,
+            mis.resource_unknown_ms
+        ),
+        (24 * H, 0, 0)
+    );
+    assert_eq!(mis.resource_availability_pct, Some(100.0));
+    let mo1 = &mis.mos[0];
+    assert_eq!((mo1.channel_ok_ms, mo1.channel_fail_ms), (10 * H, H));
+    assert_eq!(round3(mo1.channel_quality_pct), Some(90.909));
+    assert_eq!(mis.mos[1].channel_quality_pct, Some(100.0));
     let c = counts(&reader, &roster, p.from_ms, p.to_ms, at(6, 12, 0)).unwrap();
     assert_eq!(c.total.workstations_active, 3);
     assert_eq!(c.total.workstations_reaching_mis, 2);
@@ -252,6 +271,7 @@ fn xlsx_and_csv_files() {
     );
     let res = find("Работоспособность информационного ресурса «МИС»");
     assert_eq!(cell_f64(&res[2]), Some(99.0));
+    assert_eq!(cell_f64(&res[3]), Some(100.0));
 
     // The per-МО sheet: plan vs fact with the shortfall of each МО.
     let range = wb.worksheet_range("По МО").unwrap();
@@ -289,6 +309,27 @@ fn xlsx_and_csv_files() {
         total[2..11],
         ["5", "3", "60", "2", "2 из 2", "", "", "2", "3"]
     );
+
+    // The channel sheet: the МИС itself worked (МО 2 reached it all day); МО 1's channel
+    // failed one hour of the eleven it observed it.
+    let range = wb.worksheet_range("Каналы МО").unwrap();
+    let rows: Vec<Vec<String>> = range
+        .rows()
+        .map(|r| r.iter().map(|c| c.to_string()).collect())
+        .collect();
+    let header = rows.iter().find(|r| r[0] == "Ресурс").unwrap();
+    assert_eq!(header[3], "Работоспособность ресурса, %");
+    assert_eq!(header[9], "Качество канала МО, %");
+    let region = rows
+        .iter()
+        .find(|r| r[0] == "МИС" && r[2] == "Регион")
+        .unwrap();
+    assert_eq!(region[3], "100");
+    let mo1 = rows.iter().find(|r| r[0] == "МИС" && r[1] == MO1).unwrap();
+    assert_eq!(mo1[3], "");
+    assert_eq!((mo1[7].as_str(), mo1[8].as_str()), ("10", "1"));
+    let q: f64 = mo1[9].parse().unwrap();
+    assert_eq!((q * 1000.0).round(), 90909.0);
 
     let out = dir.path().join("report.csv");
     run_report(&path, &roster, "2024-03-05", Format::Csv, &out).unwrap();

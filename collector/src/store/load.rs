@@ -4,12 +4,14 @@
 use super::StoreError;
 use crate::availability::timeline::up_spans;
 use crate::availability::{
-    Calendar, GapCause, HostAgg, Ms, Outages, ProbeRow, ReachAgg, SegRow, WorkCal, host_agg,
-    mo_reach, reach::HostReach, usage::day_use,
+    Calendar, GapCause, HostAgg, MoSpans, Ms, Outages, ProbeRow, ReachAgg, ResourceAgg, SegRow,
+    WorkCal, host_agg, mo_reach, reach::HostReach, resources, usage::day_use,
 };
 use crate::roster::Roster;
+use dozor_proto::Category;
 use dozor_proto::Role;
 use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 
 /// A host of the registry as stored.
@@ -308,6 +310,65 @@ pub fn compute_window(
         }
     }
     out
+}
+
+/// Each central resource's own availability over `[a, b)` and every МО's channel to it, from
+/// the window's rows of all `hosts` (every МО is a vantage point; МО named by oid).
+///
+/// Each host's latest result of a category holds up to `b` while its next result is not
+/// overdue at `now` (2.5 intervals), as a host is up until its heartbeat is overdue: otherwise,
+/// in a period in progress, the МО whose agent happened to probe (or be stored) last would be
+/// the only observer for up to an interval, and its failure read as the resource's.
+pub fn resource_window(
+    ctx: &Ctx<'_>,
+    rows: &WindowRows,
+    hosts: &[HostRow],
+    a: Ms,
+    b: Ms,
+    now: Ms,
+) -> BTreeMap<Category, ResourceAgg> {
+    type UpAndProbes = (Vec<(Ms, Ms)>, Vec<ProbeRow>);
+    let mut by_mo: BTreeMap<&str, Vec<UpAndProbes>> = BTreeMap::new();
+    let empty_s: Vec<SegRow> = Vec::new();
+    for h in hosts {
+        let Some(probes) = rows.probes.get(&h.id).filter(|p| !p.is_empty()) else {
+            continue;
+        };
+        let segs = rows.segs.get(&h.id).unwrap_or(&empty_s);
+        let tol = ctx.tol(h);
+        let up = up_spans(segs, tol, ctx.outages, a, b);
+        let mut probes = probes.clone();
+        {
+            let mut last: BTreeMap<u8, ProbeRow> = BTreeMap::new();
+            for p in &probes {
+                let e = last.entry(p.cat).or_insert(*p);
+                if p.end > e.end {
+                    *e = *p;
+                }
+            }
+            for p in last.into_values() {
+                if p.end < b && now - p.end <= tol {
+                    probes.push(ProbeRow {
+                        start: p.end,
+                        end: b,
+                        ..p
+                    });
+                }
+            }
+        }
+        by_mo.entry(&h.mo).or_default().push((up, probes));
+    }
+    let spans: Vec<(String, MoSpans)> = by_mo
+        .into_iter()
+        .map(|(mo, list)| {
+            let hr: Vec<HostReach<'_>> = list
+                .iter()
+                .map(|(up, p)| HostReach { up, probes: p })
+                .collect();
+            (mo.to_string(), MoSpans::of(&hr, a, b))
+        })
+        .collect();
+    resources(&spans, a, b)
 }
 
 /// Packs the flags of a host aggregate.

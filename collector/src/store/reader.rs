@@ -8,7 +8,7 @@
 use super::config::StoreConfig;
 use super::load::{
     Ctx, HostRow, compute_window, load_hosts, load_mos, load_runs, load_window, outages,
-    unpack_agg, workcal,
+    resource_window, unpack_agg, workcal,
 };
 use super::{StoreError, schema};
 use crate::availability::planned::{PlannedWork, Scope, host_windows};
@@ -62,7 +62,8 @@ impl Reader {
         self.cal
     }
 
-    /// The aggregates of `[from, min(to, now))` for every host registered before its end.
+    /// The aggregates of `[from, min(to, now))` for every host registered before its end,
+    /// with the resources' own figures.
     pub fn period_data(
         &self,
         roster: &Roster,
@@ -70,9 +71,23 @@ impl Reader {
         to: Ms,
         now: Ms,
     ) -> Result<PeriodData, StoreError> {
+        self.period_data_with(roster, from, to, now, true)
+    }
+
+    /// As [`Reader::period_data`]; `resources: false` leaves `PeriodData::resources` empty
+    /// (they are read from the raw intervals of the whole period: reports that do not show
+    /// them skip that cost).
+    pub fn period_data_with(
+        &self,
+        roster: &Roster,
+        from: Ms,
+        to: Ms,
+        now: Ms,
+        resources: bool,
+    ) -> Result<PeriodData, StoreError> {
         let to = to.min(now);
         let tx = self.conn.unchecked_transaction()?;
-        let r = self.period_data_tx(roster, from, to, now);
+        let r = self.period_data_tx(roster, from, to, now, resources);
         tx.finish()?;
         r
     }
@@ -83,6 +98,7 @@ impl Reader {
         from: Ms,
         to: Ms,
         now: Ms,
+        resources: bool,
     ) -> Result<PeriodData, StoreError> {
         let c = &self.conn;
         let mut data = PeriodData {
@@ -313,6 +329,22 @@ impl Reader {
                 if let Some(h) = by_id.get(&id) {
                     data.planned.insert((h.mo.clone(), h.host.clone()), pl);
                 }
+            }
+        }
+        // Resources need every МО's spans at the same instants: not materialized, computed from
+        // the raw intervals day by day (docs/indicators.md, "Resource and channel").
+        let (d0, d1) = (self.cal.day_of(from), self.cal.day_of(to - 1));
+        for d in (d0..=d1).filter(|_| resources) {
+            let (a, b) = (
+                from.max(self.cal.day_start(d)),
+                to.min(self.cal.day_start(d + 1)),
+            );
+            if a >= b {
+                continue;
+            }
+            let rows = load_window(c, &self.cal, &hosts, None, a, b)?;
+            for (cat, r) in resource_window(&ctx, &rows, &hosts, a, b, now) {
+                data.resources.entry(cat).or_default().add(&r);
             }
         }
         data.hosts = hosts

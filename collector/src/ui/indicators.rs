@@ -44,6 +44,16 @@ pub(crate) struct MoFacts {
     pub servers: String,
 }
 
+/// A resource (region row, `href` empty) or an МО's channel to it.
+pub(crate) struct ChannelLine {
+    pub resource: String,
+    pub mo: String,
+    pub href: String,
+    pub resource_pct: String,
+    pub reach_pct: String,
+    pub channel_pct: String,
+}
+
 /// A quick choice of period.
 pub(crate) struct Choice {
     pub href: String,
@@ -63,6 +73,7 @@ pub(crate) struct Page {
     pub rows: Vec<Row>,
     pub notes: Vec<String>,
     pub mos: Vec<MoFacts>,
+    pub channels: Vec<ChannelLine>,
     pub xlsx: String,
     pub csv: String,
     pub error: String,
@@ -173,6 +184,7 @@ pub(super) async fn page(
         rows: Vec::new(),
         notes: Vec::new(),
         mos: Vec::new(),
+        channels: Vec::new(),
         xlsx: format!("/api/v1/indicators?{query}&format=xlsx"),
         csv: format!("/api/v1/indicators?{query}&format=csv"),
         error: String::new(),
@@ -215,6 +227,26 @@ pub(super) async fn page(
                     }
                 })
                 .collect();
+            for r in &t.resources {
+                page.channels.push(ChannelLine {
+                    resource: r.title.to_string(),
+                    mo: "весь регион".into(),
+                    href: String::new(),
+                    resource_pct: fmt::pct(r.resource_availability_pct),
+                    reach_pct: fmt::pct(r.reachability_from_mos_pct),
+                    channel_pct: String::new(),
+                });
+                for m in &r.mos {
+                    page.channels.push(ChannelLine {
+                        resource: r.title.to_string(),
+                        mo: m.mo_name.clone(),
+                        href: format!("/mo/{}", m.mo),
+                        resource_pct: String::new(),
+                        reach_pct: fmt::pct(m.reachability_pct),
+                        channel_pct: fmt::pct(m.channel_quality_pct),
+                    });
+                }
+            }
             page.notes = t.notes;
             let ind: std::collections::HashMap<
                 &str,

@@ -489,8 +489,12 @@ async fn mo_facts(s: &UiState, oid: &str) -> (String, Vec<(String, String)>, Str
         for t in rows {
             if let Some(m) = t.mos.iter().find(|m| m.mo == oid) {
                 facts.push((
-                    format!("Доступность: {}", t.category.title_ru()),
-                    fmt::pct(m.availability_pct),
+                    format!("Доступность из МО: {}", t.category.title_ru()),
+                    fmt::pct(m.reachability_pct),
+                ));
+                facts.push((
+                    format!("Качество канала МО к ресурсу «{}»", t.category.title_ru()),
+                    fmt::pct(m.channel_quality_pct),
                 ));
             }
         }
@@ -544,6 +548,8 @@ pub(crate) struct HostPage {
     pub incidents: Vec<IncidentLine>,
     pub history_note: String,
     pub planned: Vec<super::planned::PlannedLine>,
+    /// The live record's warnings (a cloned machine id, …).
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -853,6 +859,7 @@ pub(crate) fn host_page(
         charts,
         boots,
         incidents,
+        warnings: live.map(|h| h.warnings.clone()).unwrap_or_default(),
         history_note: if hist.is_none() {
             "История ещё не записана в хранилище.".into()
         } else {

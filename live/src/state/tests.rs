@@ -254,3 +254,21 @@ fn snapshots_are_sorted_and_hosts_stay_addressable_after_merges() {
     assert_eq!(first.hosts[1].last_seen_ms, 1_002);
     assert_eq!(s.len(), 5);
 }
+
+/// A warning of one kind is kept once (the newest), shown in the snapshot, and unknown hosts
+/// are ignored.
+#[test]
+fn warnings_replace_their_own_kind() {
+    let mut s = live();
+    s.admit(MO, "a", 1_000, true).unwrap();
+    s.warn(MO, "a", "Клонированный идентификатор машины: 2".into());
+    s.warn(MO, "a", "Клонированный идентификатор машины: 3".into());
+    s.warn(MO, "nobody", "Клонированный идентификатор машины: 2".into());
+    assert_eq!(
+        s.get(MO, "a").unwrap().warnings,
+        ["Клонированный идентификатор машины: 3"]
+    );
+    let snap = s.snapshot(2_000);
+    assert_eq!(snap.hosts[0].warnings.len(), 1);
+    assert!(s.get(MO, "nobody").is_none());
+}
