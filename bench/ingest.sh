@@ -11,7 +11,9 @@
 # Each configuration runs RUNS times on fresh processes. Reported per run: messages/s from
 # the first to the last accepted message (collector) and end to end (from the load generator's
 # start until the last message is drained), CPU seconds and % of the drain and of the broker,
-# the load generator's own rate and CPU, and peak RSS (VmHWM).
+# the load generator's own rate and CPU, and peak RSS (VmHWM). After each run (all CONFIGS),
+# the end-to-end rates of collector+mosquitto and collector+embedded as a ratio to mosquitto_sub's
+# in that same run; at the end, a table of those ratios per run with the load average.
 #
 # Everything listens on 127.0.0.1 only; every process started here is killed on exit.
 #
@@ -194,6 +196,23 @@ loadgen_field() { # $1: file, $2: key
 }
 
 RESULTS=$WORK/results
+RATIOS=$WORK/ratios
+# End-to-end msgs/s of each configuration in the current run (for the ratios to mosquitto_sub).
+declare -A E2E
+echo "| run | load avg | mosquitto_sub msgs/s | collector+mosquitto msgs/s | ratio | collector+embedded msgs/s | ratio |" >"$RATIOS"
+echo "|---|---|---|---|---|---|---|" >>"$RATIOS"
+
+# Ratio of a configuration's end-to-end rate to mosquitto_sub's in the same run.
+ratio() { # $1: config
+    local v=${E2E[$1]:-} s=${E2E[sub]:-}
+    if [[ -z $v || -z $s ]]; then
+        echo "-"
+    elif [[ $v == *lost* ]]; then
+        echo "$(calc "%.2f" "${v%% *} / $s"), not all accepted"
+    else
+        calc "%.2f" "$v / $s"
+    fi
+}
 echo "| config | run | msgs/s first→last | msgs/s end-to-end | drain CPU s (%) | broker CPU s (%) | drain RSS MB | broker RSS MB | loadgen msgs/s (CPU %) | load avg |" >"$RESULTS"
 echo "|---|---|---|---|---|---|---|---|---|---|" >>"$RESULTS"
 
@@ -269,6 +288,8 @@ run_collector() { # $1: embedded | mosquitto, $2: run number
     lrate=$(loadgen_field "$WORK/loadgen.out" rate)
     lcpu=$(loadgen_field "$WORK/loadgen.out" cpu_secs)
     lsecs=$(loadgen_field "$WORK/loadgen.out" secs)
+    E2E[$cfg]=$e2e
+    ((total >= MESSAGES)) || E2E[$cfg]="$e2e (lost $((MESSAGES - total)))"
     echo "== $cfg run $run: accepted=$a duplicates=$d rejected=$r in ${wall} s (load avg $load)"
     echo "   collector: $rate msgs/s first→last accepted, $e2e msgs/s end to end; CPU ${ccpu} s ($(calc "%.0f" "$ccpu / $wall * 100") %), peak RSS $((rss / 1024)) MB"
     [[ -n $broker_pid ]] && echo "   mosquitto: CPU ${bcpu} s ($(calc "%.0f" "$bcpu / $wall * 100") %), peak RSS $((brss / 1024)) MB"
@@ -327,6 +348,7 @@ run_sub() { # $1: run number
     lsecs=$(loadgen_field "$WORK/loadgen.out" secs)
     local d
     d=$(calc "%.3f" "$t1 - $t0")
+    E2E[sub]=$e2e
     echo "== sub run $run: $MESSAGES drained in $d s (load avg $load)"
     echo "   mosquitto_sub: $e2e msgs/s end to end; CPU ${scpu} s ($(calc "%.0f" "$scpu / $d * 100") %), peak RSS $((${maxrss:-0} / 1024)) MB"
     echo "   mosquitto:     CPU ${bcpu} s ($(calc "%.0f" "$bcpu / $d * 100") %), peak RSS $((brss / 1024)) MB"
@@ -363,6 +385,8 @@ run_pipeline() { # $1: run number
 echo "dozor ingest benchmark: $MESSAGES heartbeats of $HOSTS hosts in $MO_COUNT МО over $CONNECTIONS connections, QoS $QOS, rate ${RATE} (0: unlimited), $RUNS runs"
 echo "machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), $(uname -sr), mosquitto $(mosquitto -h 2>&1 | sed -n 's/^mosquitto version //p'), $(date -u +%FT%TZ)"
 for run in $(seq "$RUNS"); do
+    E2E=()
+    run_load=$(cut -d' ' -f1-3 /proc/loadavg)
     for cfg in $CONFIGS; do
         case $cfg in
         embedded | mosquitto) run_collector "$cfg" "$run" ;;
@@ -371,6 +395,15 @@ for run in $(seq "$RUNS"); do
         *) echo "unknown config $cfg" >&2; exit 2 ;;
         esac
     done
+    if [[ -n ${E2E[sub]:-} ]]; then
+        echo "-- run $run ratios to mosquitto_sub (${E2E[sub]} msgs/s) in this run: collector+mosquitto $(ratio mosquitto) (${E2E[mosquitto]:--} msgs/s), collector+embedded $(ratio embedded) (${E2E[embedded]:--} msgs/s)"
+    fi
+    printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$run" "$run_load" "${E2E[sub]:--}" \
+        "${E2E[mosquitto]:--}" "$(ratio mosquitto)" "${E2E[embedded]:--}" "$(ratio embedded)" >>"$RATIOS"
 done
 echo
 cat "$RESULTS"
+echo
+echo "End-to-end rates and their ratio to mosquitto_sub's in the same run (\"lost N\": not all"
+echo "$MESSAGES were accepted):"
+cat "$RATIOS"

@@ -87,6 +87,8 @@ pub struct RawMqtt {
     pub keepalive_secs: u64,
     /// How often confirmations of stored data are sent to each active agent.
     pub ack_interval_ms: u64,
+    /// Bulk writes to the broker (see `MqttConfig::batched_writes`).
+    pub batched_writes: bool,
     /// Embedded broker: serve MQTT over TLS with this certificate chain and key (PEM).
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
@@ -113,6 +115,7 @@ impl Default for RawMqtt {
             client_id: "dozor-collector".into(),
             keepalive_secs: 30,
             ack_interval_ms: 1000,
+            batched_writes: true,
             tls_cert_file: None,
             tls_key_file: None,
             max_connections: 20_000,
@@ -237,6 +240,10 @@ pub struct MqttConfig {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Provision identities into Mosquitto's dynamic-security plugin.
     pub dynsec: bool,
+    /// PUBACKs and confirmations written in bulk by the ingest task (`ingest::Outbox`), and the
+    /// embedded broker subscribed at QoS 0; false: each through rumqttc's request queue and
+    /// QoS 1 everywhere (the behaviour before issue 15, kept to compare).
+    pub batched_writes: bool,
 }
 
 /// Validated limits.
@@ -553,6 +560,7 @@ impl RawConfig {
                 credentials,
                 tls,
                 dynsec: self.mqtt.dynsec,
+                batched_writes: self.mqtt.batched_writes,
             },
             http_listen,
             roster_path: self.roster.path,

@@ -156,6 +156,7 @@ pub async fn run(
         }
         _ => None,
     };
+    let outbox = ingest::Outbox::default();
     tasks.spawn(ingest::run(
         client.clone(),
         eventloop,
@@ -163,6 +164,8 @@ pub async fn run(
         metrics.clone(),
         ids.subscribe(),
         provision,
+        outbox.clone(),
+        ingest::subscription_qos(&cfg.mqtt),
         ingest_cancel.clone(),
     ));
 
@@ -181,8 +184,11 @@ pub async fn run(
         acks_after_commit: ingest::acks_after_commit(&cfg.mqtt),
         ..PipelineConfig::default()
     };
-    let pipeline = Pipeline::new(pcfg, state, marks, roster.clone(), metrics.clone())
+    let mut pipeline = Pipeline::new(pcfg, state, marks, roster.clone(), metrics.clone())
         .with_registry(ids.subscribe());
+    if cfg.mqtt.batched_writes {
+        pipeline = pipeline.with_outbox(outbox);
+    }
     let central_stats = Arc::new(central::CentralStats::default());
     let mut alerts = alerts::AlertService::new(cfg.alerts.clone(), &cfg.data_dir, roster.clone())
         .context("alerts")?;

@@ -10,7 +10,7 @@ use crate::clock::now_ms;
 use crate::delivery::DeliveryMark;
 use crate::delivery::{self, Tracker, Verdict};
 use crate::identity::Registry;
-use crate::ingest::Inbound;
+use crate::ingest::{Inbound, Outbox};
 use crate::metrics::{Metrics, Refusal};
 use crate::record::{Accepted, Batch, Record, Transition};
 use crate::roster::Roster;
@@ -84,15 +84,23 @@ pub enum Outcome {
 
 struct Job {
     batch: Batch,
-    acks: Vec<Publish>,
+    acks: Vec<PubAckDue>,
     /// Nothing to write: run the store's periodic maintenance as of this time instead (an idle
     /// collector still records that it is alive, closes days, applies retention).
     maintain_at: Option<i64>,
 }
 
+/// A PUBACK owed once its publish's batch is committed.
+#[derive(Debug, Clone, Copy)]
+struct PubAckDue {
+    /// The connection it came on (see `Pipeline::generation`).
+    generation: u32,
+    pkid: u16,
+}
+
 struct Committed {
     marks: Vec<DeliveryMark>,
-    acks: Vec<Publish>,
+    acks: Vec<PubAckDue>,
 }
 
 /// Runs the store on a dedicated thread: writes each batch durably (retrying until it
@@ -153,9 +161,12 @@ pub struct Pipeline {
     roster: Arc<Roster>,
     metrics: Arc<Metrics>,
     batch: Batch,
-    acks: Vec<Publish>,
+    acks: Vec<PubAckDue>,
     /// Committed publishes whose PUBACK did not fit into the MQTT client's request queue yet.
-    unacked: std::collections::VecDeque<Publish>,
+    unacked: std::collections::VecDeque<PubAckDue>,
+    /// Connections to the broker so far (`Inbound::Connected` count), the same count as the
+    /// ingest task's: a PUBACK is written only on the connection its publish came on.
+    generation: u32,
     batch_started: Option<tokio::time::Instant>,
     transitions: Vec<Transition>,
     connected: bool,
@@ -165,6 +176,9 @@ pub struct Pipeline {
     registry: Option<watch::Receiver<Arc<Registry>>>,
     /// Host ids heard from several agent installs at once.
     clones: clones::CloneWatch,
+    /// Where committed PUBACKs and the confirmations to agents go to be written in bulk by the
+    /// ingest task; `None`: each through the MQTT client's request queue.
+    outbox: Option<Outbox>,
 }
 
 impl Pipeline {
@@ -185,13 +199,22 @@ impl Pipeline {
             batch: Batch::default(),
             acks: Vec::new(),
             unacked: std::collections::VecDeque::new(),
+            generation: 0,
             batch_started: None,
             transitions: Vec::new(),
             connected: false,
             last_job: tokio::time::Instant::now(),
             registry: None,
             clones: clones::CloneWatch::default(),
+            outbox: None,
         }
+    }
+
+    /// Hands committed PUBACKs and the confirmations to agents to the ingest task's [`Outbox`]
+    /// instead of the MQTT client's request queue one by one.
+    pub fn with_outbox(mut self, outbox: Outbox) -> Pipeline {
+        self.outbox = Some(outbox);
+        self
     }
 
     /// Signs every ack with the key of the identity it is for (enrolled mode).
@@ -330,9 +353,24 @@ impl Pipeline {
     /// stops polling the event loop, and the queue is never read again (docs/benchmarks.md).
     /// What does not fit waits here for the next flush tick; the broker's window of
     /// unacknowledged deliveries (Mosquitto `max_inflight_messages`) bounds it.
+    ///
+    /// With an [`Outbox`], all at once: the ingest task writes them in bulk.
     fn send_acks(&mut self, client: &AsyncClient) {
-        while let Some(publish) = self.unacked.front() {
-            if client.try_ack(publish).is_err() {
+        if let Some(outbox) = &self.outbox {
+            if !self.unacked.is_empty() {
+                outbox.pubacks(self.unacked.drain(..).map(|a| (a.generation, a.pkid)));
+            }
+            return;
+        }
+        while let Some(due) = self.unacked.front() {
+            if due.generation != self.generation {
+                // Received on an earlier connection: the broker redelivers it.
+                self.unacked.pop_front();
+                continue;
+            }
+            let mut publish = Publish::new("", QoS::AtLeastOnce, Vec::new());
+            publish.pkid = due.pkid;
+            if client.try_ack(&publish).is_err() {
                 break;
             }
             self.unacked.pop_front();
@@ -392,6 +430,9 @@ impl Pipeline {
     }
 }
 
+/// Most inbound messages handled per turn of the pipeline's loop.
+const DRAIN: usize = 256;
+
 /// Handles to the running pipeline.
 pub struct PipelineHandles {
     pub snapshot: watch::Receiver<Arc<Snapshot>>,
@@ -430,7 +471,7 @@ pub async fn run(
     // When ingest stopped: nothing is heard after it, so the run ends here for availability
     // (a slow final flush must not stretch the run over time nobody could observe; issue 13).
     let mut stopped_at: Option<i64> = None;
-    loop {
+    'run: loop {
         tokio::select! {
             biased;
             Some(c) = done_rx.recv() => {
@@ -445,44 +486,57 @@ pub async fn run(
                 rx.close();
             }
             msg = rx.recv(), if in_flight < 2 || p.batch.records.len() < p.cfg.max_batch => {
-                match msg {
-                    Some(Inbound::Msg { publish, recv_ms, decoded }) => {
-                        let outcome = p.handle(decoded, publish.retain, recv_ms);
-                        p.count(&outcome, &publish.topic);
-                        if let (Some(a), Outcome::Accepted { accepted, transition }) = (&mut alerts, outcome) {
-                            if let Some(t) = transition {
-                                a.send(AlertInput::Transition(t));
+                // Up to DRAIN messages per turn of this loop, which polls every branch (four
+                // timers among them) each turn.
+                let mut next = msg;
+                let mut drained = 0;
+                loop {
+                    match next {
+                        Some(Inbound::Msg { publish, recv_ms, decoded }) => {
+                            let outcome = p.handle(decoded, publish.retain, recv_ms);
+                            p.count(&outcome, &publish.topic);
+                            if let (Some(a), Outcome::Accepted { accepted, transition }) = (&mut alerts, outcome) {
+                                if let Some(t) = transition {
+                                    a.send(AlertInput::Transition(t));
+                                }
+                                if accepted.msg.header().replay {
+                                    a.send(AlertInput::Replay(accepted));
+                                }
                             }
-                            if accepted.msg.header().replay {
-                                a.send(AlertInput::Replay(accepted));
+                            if p.cfg.acks_after_commit && publish.qos == QoS::AtLeastOnce {
+                                // Only the packet id is needed to acknowledge: the topic and
+                                // payload are freed now rather than held until the commit.
+                                p.acks.push(PubAckDue { generation: p.generation, pkid: publish.pkid });
                             }
                         }
-                        if p.cfg.acks_after_commit && publish.qos != QoS::AtMostOnce {
-                            // Only the packet id is needed to acknowledge: the topic and payload
-                            // are freed now rather than held until the commit.
-                            let mut ack = Publish::new("", publish.qos, Vec::new());
-                            ack.pkid = publish.pkid;
-                            p.acks.push(ack);
+                        Some(Inbound::Connected) => {
+                            p.generation = p.generation.wrapping_add(1);
+                            let now = now_ms();
+                            if !p.connected && now - start > 1_000 {
+                                p.push(Record::CollectorStart { at_ms: now });
+                            }
+                            p.connected = true;
+                            p.state.regained_broker(now);
                         }
-                    }
-                    Some(Inbound::Connected) => {
-                        let now = now_ms();
-                        if !p.connected && now - start > 1_000 {
-                            p.push(Record::CollectorStart { at_ms: now });
+                        Some(Inbound::Disconnected) => {
+                            p.connected = false;
+                            p.push(Record::CollectorStop { at_ms: now_ms() });
                         }
-                        p.connected = true;
-                        p.state.regained_broker(now);
+                        None => break 'run,
                     }
-                    Some(Inbound::Disconnected) => {
-                        p.connected = false;
-                        p.push(Record::CollectorStop { at_ms: now_ms() });
+                    if in_flight < 2 && p.batch.records.len() >= p.cfg.max_batch {
+                        let job = p.cut();
+                        in_flight += 1;
+                        if job_tx.send(job).await.is_err() { break 'run; }
                     }
-                    None => break,
-                }
-                if in_flight < 2 && p.batch.records.len() >= p.cfg.max_batch {
-                    let job = p.cut();
-                    in_flight += 1;
-                    if job_tx.send(job).await.is_err() { break; }
+                    drained += 1;
+                    if drained >= DRAIN || !(in_flight < 2 || p.batch.records.len() < p.cfg.max_batch) {
+                        break;
+                    }
+                    match rx.try_recv() {
+                        Ok(m) => next = Some(m),
+                        Err(_) => break,
+                    }
                 }
             }
             _ = flush.tick() => {
@@ -525,6 +579,7 @@ pub async fn run(
                 let now = now_ms();
                 let mut n = 0;
                 let reg = p.registry.as_ref().map(|r| r.borrow().clone());
+                let mut bulk = Vec::new();
                 for (mo, host, mut a) in out {
                     a.ts = now;
                     let t = topic(&mo, &host, Kind::Ack);
@@ -543,11 +598,21 @@ pub async fn run(
                     // window, which also holds back the PUBACKs of received messages, and under
                     // load the two deadlocked (docs/benchmarks.md). A lost confirmation costs a
                     // resend: the agent re-sends, the duplicate asks for the confirmation again.
-                    if client.try_publish(t, QoS::AtMostOnce, true, body).is_ok() {
+                    if p.outbox.is_some() {
+                        let mut publish = Publish::new(t, QoS::AtMostOnce, body);
+                        publish.retain = true;
+                        bulk.push(publish);
+                        n += 1;
+                    } else if client.try_publish(t, QoS::AtMostOnce, true, body).is_ok() {
                         n += 1;
                     } else {
                         p.tracker.confirm_again(&delivery::key(&mo, &host, &a.inst));
                     }
+                }
+                if let Some(outbox) = &p.outbox {
+                    // Queued even when the wake-up does not fit: written after the event
+                    // loop's next event.
+                    outbox.publish(&client, bulk);
                 }
                 p.metrics.acks_sent(n);
             }

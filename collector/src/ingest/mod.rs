@@ -10,10 +10,11 @@ use crate::metrics::{Metrics, Refusal};
 use dozor_proto::auth;
 use dozor_proto::{Kind, Limits, MAX_PAYLOAD_BYTES, Message, Reject, Topic, upstream_filter};
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, Publish, QoS, StateError,
+    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, PubAck, Publish, QoS,
+    StateError,
 };
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -57,6 +58,22 @@ pub fn acks_after_commit(cfg: &MqttConfig) -> bool {
     matches!(cfg.mode, crate::config::MqttMode::External { .. })
 }
 
+/// QoS of the collector's subscriptions: 1 from an external broker (it keeps what the
+/// collector has not acknowledged, see [`acks_after_commit`]), 0 from the embedded broker
+/// (unless `mqtt.batched_writes = false`). rumqttd lets a QoS 1 subscriber have at most 100 unacknowledged
+/// deliveries (hard-coded), so at QoS 1 the drain rate was one window per loopback round trip
+/// and fell behind bursts the log then dropped (docs/benchmarks.md); at QoS 0 it streams,
+/// bounded by its 200-packet outgoing buffer and the socket. Nothing is weaker for it: the
+/// broker is in this process, an acknowledgement to it protected nothing, and the agents keep
+/// every message until the collector confirms it stored.
+pub fn subscription_qos(cfg: &MqttConfig) -> QoS {
+    if acks_after_commit(cfg) || !cfg.batched_writes {
+        QoS::AtLeastOnce
+    } else {
+        QoS::AtMostOnce
+    }
+}
+
 /// Builds the client options: persistent session, wide inflight window, manual acks for an
 /// external broker (see [`acks_after_commit`]).
 pub fn options(cfg: &MqttConfig, host: &str, port: u16) -> MqttOptions {
@@ -81,6 +98,108 @@ pub fn options(cfg: &MqttConfig, host: &str, port: u16) -> MqttOptions {
 /// Creates the client and its event loop.
 pub fn client(cfg: &MqttConfig, host: &str, port: u16) -> (AsyncClient, EventLoop) {
     AsyncClient::new(options(cfg, host, port), 200_000)
+}
+
+/// What the pipeline sends to the broker in bulk: PUBACKs of committed publishes and the
+/// QoS 0 confirmations to agents (`…/ack`).
+///
+/// rumqttc sends each request on its own: a turn of its event loop and a write to the socket
+/// per packet, and the broker then reads each small packet on its own. The pipeline queues a
+/// committed batch's PUBACKs, and each second's confirmations, here instead, and the ingest task
+/// writes them onto the connection in bulk, one flush for all, after each event of the event
+/// loop ([`run`]). PUBACKs are queued only after their batch is committed, so the guarantee is
+/// unchanged: nothing is acknowledged to the broker before the store has it.
+#[derive(Debug, Clone, Default)]
+pub struct Outbox(Arc<Mutex<Queued>>);
+
+#[derive(Debug, Default)]
+struct Queued {
+    /// (connection, packet id): written only on the connection the publish came on.
+    pubacks: Vec<(u32, u16)>,
+    publishes: Vec<Publish>,
+}
+
+impl Outbox {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queued> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues PUBACKs of committed publishes: (connection count when received, packet id).
+    /// No wake-up: while publishes arrive the event loop has events all the time, and when they
+    /// stop, the confirmations of the same messages wake it within a second ([`Outbox::publish`]);
+    /// a PUBACK that waits costs at most a redelivered duplicate.
+    pub fn pubacks(&self, acks: impl IntoIterator<Item = (u32, u16)>) {
+        self.lock().pubacks.extend(acks);
+    }
+
+    /// Queues QoS 0 publishes and wakes the event loop with the last one, sent through the
+    /// client's request queue (if that is full, it is queued too: the loop is busy then and
+    /// writes the queue after its next event). The last may reach the broker before the rest of
+    /// its hand-over, which names each host once; an earlier hand-over was written right after
+    /// its own wake-up, so a host's confirmations stay in order.
+    pub fn publish(&self, client: &AsyncClient, mut publishes: Vec<Publish>) {
+        let Some(last) = publishes.pop() else {
+            return;
+        };
+        let mut q = self.lock();
+        q.publishes.append(&mut publishes);
+        if client
+            .try_publish(
+                last.topic.clone(),
+                last.qos,
+                last.retain,
+                last.payload.clone(),
+            )
+            .is_err()
+        {
+            q.publishes.push(last);
+        }
+    }
+
+    /// Packets waiting to be written.
+    pub fn len(&self) -> usize {
+        let q = self.lock();
+        q.pubacks.len() + q.publishes.len()
+    }
+
+    /// True when nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Writes the queued packets onto the connection `generation` (the count of connections so
+/// far), one flush for all; PUBACKs of publishes received on an earlier connection are
+/// dropped, the broker redelivers those. Without a connection everything stays queued.
+async fn write_outbox(
+    eventloop: &mut EventLoop,
+    outbox: &Outbox,
+    generation: u32,
+    buf: &mut Queued,
+) -> Result<usize, StateError> {
+    let Some(network) = eventloop.network.as_mut() else {
+        return Ok(0);
+    };
+    {
+        let mut q = outbox.lock();
+        if q.pubacks.is_empty() && q.publishes.is_empty() {
+            return Ok(0);
+        }
+        std::mem::swap(&mut *q, buf);
+    }
+    let mut n = 0;
+    for (g, pkid) in buf.pubacks.drain(..) {
+        if g == generation {
+            network.write(Packet::PubAck(PubAck::new(pkid))).await?;
+            n += 1;
+        }
+    }
+    for p in buf.publishes.drain(..) {
+        network.write(Packet::Publish(p)).await?;
+        n += 1;
+    }
+    network.flush().await?;
+    Ok(n)
 }
 
 /// Authenticates and decodes one publish. With `registry` (enrolled mode) the topic must name
@@ -123,7 +242,9 @@ fn poisoned(e: &ConnectionError) -> bool {
     )
 }
 
-/// Drives the event loop until cancelled: decodes publishes and sends them to the pipeline.
+/// Drives the event loop until cancelled: decodes publishes and sends them to the pipeline,
+/// and writes what the pipeline queued in `outbox` between polls.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     client: AsyncClient,
     mut eventloop: EventLoop,
@@ -131,6 +252,8 @@ pub async fn run(
     metrics: Arc<Metrics>,
     registry: Option<watch::Receiver<Arc<Registry>>>,
     provision: Option<Vec<u8>>,
+    outbox: Outbox,
+    sub_qos: QoS,
     cancel: CancellationToken,
 ) {
     let limits = Limits::DEFAULT;
@@ -138,7 +261,19 @@ pub async fn run(
         crate::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     let mut connected = false;
     let mut connect_warned = false;
+    let mut out_buf = Queued::default();
+    // Connections so far; the pipeline counts the same from `Inbound::Connected`.
+    let mut generation: u32 = 0;
     loop {
+        if connected
+            && let Err(e) = write_outbox(&mut eventloop, &outbox, generation, &mut out_buf).await
+        {
+            // The connection broke: the next poll reports it and reconnects. The broker
+            // redelivers what the lost PUBACKs were for, and the duplicates are acknowledged
+            // again; a lost confirmation costs the agent a resend (see the pipeline).
+            tracing::debug!(error = %e, "queued packets not written");
+            out_buf = Queued::default();
+        }
         let ev = tokio::select! {
             _ = cancel.cancelled() => break,
             ev = eventloop.poll() => ev,
@@ -166,6 +301,7 @@ pub async fn run(
                 );
                 backoff.reset();
                 connected = true;
+                generation = generation.wrapping_add(1);
                 connect_warned = false;
                 metrics.set_broker_connected(true);
                 // After a poisoned session was discarded, persist the session again from the
@@ -184,10 +320,7 @@ pub async fn run(
                     tracing::warn!(error = %e, "dynsec self-provisioning not sent");
                 }
                 for kind in SUBSCRIBED {
-                    if let Err(e) = client
-                        .subscribe(upstream_filter(kind), QoS::AtLeastOnce)
-                        .await
-                    {
+                    if let Err(e) = client.subscribe(upstream_filter(kind), sub_qos).await {
                         tracing::warn!(error = %e, "subscribe failed");
                     }
                 }
@@ -247,6 +380,7 @@ mod tests {
             credentials: None,
             tls: None,
             dynsec: false,
+            batched_writes: true,
         }
     }
 
@@ -258,6 +392,7 @@ mod tests {
         });
         assert!(acks_after_commit(&external));
         assert!(options(&external, "mq", 1883).manual_acks());
+        assert_eq!(subscription_qos(&external), QoS::AtLeastOnce);
         let embedded = cfg(MqttMode::Embedded {
             listen: "127.0.0.1:1883".parse().unwrap(),
             tls: None,
@@ -265,5 +400,11 @@ mod tests {
         });
         assert!(!acks_after_commit(&embedded));
         assert!(!options(&embedded, "127.0.0.1", 1883).manual_acks());
+        assert_eq!(subscription_qos(&embedded), QoS::AtMostOnce);
+        let unbatched = MqttConfig {
+            batched_writes: false,
+            ..embedded
+        };
+        assert_eq!(subscription_qos(&unbatched), QoS::AtLeastOnce);
     }
 }
