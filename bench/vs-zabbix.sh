@@ -31,7 +31,7 @@
 # offered, accepted and stored.
 #
 # Environment: HOSTS_LIST ("1000 10000"), MULT (1), DURATION (240), DEATH (1), T_KILL (75),
-# PEERS ("zabbix dozor"), BUILD (1), CARGO_TARGET_DIR (./target). Needs root (users, cgroups); installs
+# PEERS ("zabbix dozor"), ZBX_CACHE (128M), BUILD (1), CARGO_TARGET_DIR (./target). Needs root (users, cgroups); installs
 # zabbix-server-pgsql, zabbix-sender and postgresql with apt-get if missing.
 set -euo pipefail
 export LC_ALL=C
@@ -44,6 +44,9 @@ DEATH=${DEATH:-1}
 T_KILL=${T_KILL:-75}
 BUILD=${BUILD:-1}
 PEERS=${PEERS:-"zabbix dozor"}
+# The packaged default CacheSize (32M) runs out at 10,000 hosts with 5 items each (the
+# configuration syncer exits with "out of memory ... please increase CacheSize").
+ZBX_CACHE=${ZBX_CACHE:-128M}
 TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 VPH=5 # Zabbix values per heartbeat
 PGBIN=/usr/lib/postgresql/15/bin
@@ -79,7 +82,7 @@ cleanup() {
     done
     sleep 1
     for g in "${CGS[@]}"; do rmdir "$g" 2>/dev/null || true; done
-    rm -rf "$W"
+    [[ ${KEEP:-0} == 1 ]] && echo "kept $W" || rm -rf "$W"
 }
 trap cleanup EXIT
 trap "exit 130" INT TERM
@@ -238,7 +241,8 @@ while True:
     p = random.randint(20000, 32000); s = socket.socket()
     try: s.bind(("127.0.0.1", p)); print(p); break
     except OSError: pass')
-    # Packaged defaults (processes, caches) except where the files and the database live.
+    # Packaged defaults (processes, caches) except where the files and the database live, and
+    # CacheSize (ZBX_CACHE).
     cat >"$d/zabbix_server.conf" <<EOF
 ListenIP=127.0.0.1
 ListenPort=$ZBX_PORT
@@ -251,13 +255,19 @@ DBPort=$PG_PORT
 DBName=zabbix
 DBUser=zabbix
 AlertScriptsPath=$d/alertscripts
+CacheSize=$ZBX_CACHE
 EOF
     local g
     g=$(new_cg zbx)
     launch "$g" zabbix "$d/stdout" zabbix_server -f -c "$d/zabbix_server.conf"
     wait_port "$ZBX_PORT"
-    # The configuration cache is loaded before the trappers listen; give the rest a moment.
-    sleep 5
+    # The configuration syncer fills its cache after the trappers listen.
+    sleep 10
+    kill -0 "$(cat "$d/zabbix_server.pid" 2>/dev/null)" 2>/dev/null || {
+        tail -5 "$d/zabbix_server.log" >&2
+        echo "zabbix_server exited" >&2
+        return 1
+    }
 }
 
 run_zabbix() { # hosts
@@ -296,11 +306,11 @@ run_zabbix() { # hosts
             done
         ) &
         watch=$!
+        disown "$watch" # no "Killed" notice when it is stopped
         PIDS+=("$watch")
         sleep "$(calc "%.3f" "$t0 + $T_KILL - $(now)")"
         kill -KILL "$watch" 2>/dev/null || true
         t_kill=$(now)
-        wait "$watch" 2>/dev/null || true
     fi
     wait "$feed" || echo "   zabbix-feed failed: $(tail -2 "$W/feed.err")" >&2
     t1=$(now)
