@@ -63,9 +63,20 @@ if [[ $BUILD == 1 ]]; then
     CARGO_TARGET_DIR=$TARGET_DIR cargo build --release -p dozor-collector -p dozor-tests -p dozor-agent
 fi
 BIN=$TARGET_DIR/release
-for b in dozor-collector dozor-loadgen dozor-agent; do
-    [[ $PEERS != *dozor* || -x $BIN/$b ]] || { echo "$BIN/$b not built" >&2; exit 1; }
-done
+# WAIT_BUILD=1: wait (up to 30 min) for binaries another cargo build is still making before
+# the first dozor run, so the Zabbix runs can start meanwhile.
+check_bins() {
+    local b i
+    for b in dozor-collector dozor-loadgen dozor-agent; do
+        for i in $(seq 1800); do
+            [[ -x $BIN/$b || ${WAIT_BUILD:-0} != 1 ]] && break
+            sleep 1
+        done
+        [[ -x $BIN/$b ]] || { echo "$BIN/$b not built" >&2; exit 1; }
+    done
+    sleep 2
+}
+[[ ${WAIT_BUILD:-0} == 1 || $PEERS != *dozor* ]] || check_bins
 
 W=$(mktemp -d /var/tmp/dozor-vs-zabbix.XXXXXX)
 chmod 755 "$W"
@@ -398,6 +409,7 @@ EOF
 }
 
 run_dozor() { # hosts
+    check_bins
     local n=$1 rate=$(($1 * MULT / 30))
     ((rate > 0)) || rate=1
     local d=$W/dozor
