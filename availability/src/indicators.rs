@@ -120,6 +120,9 @@ pub struct TargetAvail {
     pub resource_down_ms: i64,
     /// Observed, but only by one МО that reached nothing else.
     pub resource_unknown_ms: i64,
+    /// Down inside planned works of the category: out of `resource_down_ms` and of the
+    /// availability.
+    pub resource_planned_ms: i64,
     /// The resource's own availability `up / (up + down)`: «работоспособность ресурса».
     pub resource_availability_pct: Option<f64>,
     /// Σ over the МО of the time each reached it.
@@ -259,6 +262,7 @@ fn targets(data: &PeriodData, roster: &Roster, keep: impl Fn(&str) -> bool) -> V
         resource_up_ms: 0,
         resource_down_ms: 0,
         resource_unknown_ms: 0,
+        resource_planned_ms: 0,
         resource_availability_pct: None,
         reach_from_mos_ms: 0,
         unreach_from_mos_ms: 0,
@@ -306,6 +310,7 @@ fn targets(data: &PeriodData, roster: &Roster, keep: impl Fn(&str) -> bool) -> V
         t.resource_up_ms = r.resource_up_ms;
         t.resource_down_ms = r.resource_down_ms;
         t.resource_unknown_ms = r.resource_unknown_ms;
+        t.resource_planned_ms = r.resource_planned_ms;
         t.resource_availability_pct = r.availability_pct();
     }
     out.into_values()
@@ -936,6 +941,12 @@ fn resource_basis(t: &TargetAvail) -> String {
         hours(t.resource_unknown_ms),
         t.mo_observing
     );
+    if t.resource_planned_ms > 0 {
+        s.push_str(&format!(
+            "; плановые работы {} ч (не считаются простоем)",
+            hours(t.resource_planned_ms)
+        ));
+    }
     let bad = t.mos.iter().filter(|m| m.channel_fail_ms > 0).count();
     if bad > 0 {
         s.push_str(&format!(

@@ -89,6 +89,9 @@ pub struct ResourceAgg {
     pub resource_down_ms: i64,
     /// Observed by somebody, but not decidable (one МО without a working channel).
     pub resource_unknown_ms: i64,
+    /// Down inside planned works of the resource's category (out of `resource_down_ms` and of
+    /// the availability).
+    pub resource_planned_ms: i64,
     /// Each observing МО's channel to the resource, by МО id.
     pub channels: BTreeMap<String, ChannelAgg>,
 }
@@ -107,13 +110,22 @@ impl ResourceAgg {
         self.resource_up_ms == 0
             && self.resource_down_ms == 0
             && self.resource_unknown_ms == 0
+            && self.resource_planned_ms == 0
             && self.channels.values().all(ChannelAgg::is_zero)
+    }
+
+    /// Moves `ms` of down time (measured inside planned works of the category) to planned.
+    pub fn move_to_planned(&mut self, ms: i64) {
+        let ms = ms.clamp(0, self.resource_down_ms);
+        self.resource_down_ms -= ms;
+        self.resource_planned_ms += ms;
     }
 
     pub fn add(&mut self, o: &ResourceAgg) {
         self.resource_up_ms += o.resource_up_ms;
         self.resource_down_ms += o.resource_down_ms;
         self.resource_unknown_ms += o.resource_unknown_ms;
+        self.resource_planned_ms += o.resource_planned_ms;
         for (mo, c) in &o.channels {
             let m = self.channels.entry(mo.clone()).or_default();
             m.channel_ok_ms += c.channel_ok_ms;

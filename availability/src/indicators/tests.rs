@@ -116,6 +116,7 @@ fn data() -> PeriodData {
             resource_up_ms: 99 * H,
             resource_down_ms: H,
             resource_unknown_ms: 0,
+            resource_planned_ms: 0,
             channels: [
                 ("mo1".to_string(), ch(90, 9)),
                 ("mo2".to_string(), ch(50, 0)),

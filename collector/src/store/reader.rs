@@ -347,6 +347,23 @@ impl Reader {
                 data.resources.entry(cat).or_default().add(&r);
             }
         }
+        // A resource's down time inside planned works of its category (`target = …`) is
+        // planned, not down: recomputed over those windows from the raw intervals, as for
+        // hosts (works made over the API change the past).
+        if resources {
+            for (cat, spans) in target_windows(&works, from, to) {
+                for (s, e) in spans {
+                    let rows = load_window(c, &self.cal, &hosts, None, s, e)?;
+                    for (k, r) in resource_window(&ctx, &rows, &hosts, s, e, now) {
+                        if k == cat
+                            && let Some(agg) = data.resources.get_mut(&k)
+                        {
+                            agg.move_to_planned(r.resource_down_ms);
+                        }
+                    }
+                }
+            }
+        }
         data.hosts = hosts
             .iter()
             .filter(|h| h.first_ms < to)

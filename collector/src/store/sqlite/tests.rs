@@ -1345,3 +1345,81 @@ fn target_planned_work_moves_unreachable_time() {
     assert_eq!(rows[0].mos[0].planned_ms, 20 * MIN);
     assert_eq!(rows[0].mos[0].unreach_ms, 40 * MIN);
 }
+
+/// A planned work of the МИС also takes the resource's own down time inside it out of
+/// `resource_down_ms` (two МО failing at once: the МИС itself was down), into
+/// `resource_planned_ms`; the indicator row's availability leaves it out.
+#[test]
+fn target_planned_work_moves_resource_down_time() {
+    use crate::availability::planned::RawPlannedWork;
+    const ROSTER_TWO: &str = r#"
+[[mo]]
+oid = "mo1"
+name = "Поликлиника 1"
+tz = "UTC"
+planned_arm = 1
+
+[[mo]]
+oid = "mo2"
+name = "Поликлиника 2"
+tz = "UTC"
+planned_arm = 1
+"#;
+    let raw: RawStore = toml::from_str("region_tz = \"UTC\"").unwrap();
+    let mut cfg = raw.validate().unwrap();
+    cfg.planned_works = vec![
+        RawPlannedWork {
+            title: "Обновление МИС".into(),
+            target: Some("mis".into()),
+            days: vec!["mon".into()],
+            start: Some("09:20".into()),
+            end: Some("09:40".into()),
+            tz: Some("UTC".into()),
+            ..RawPlannedWork::default()
+        }
+        .validate(0)
+        .unwrap(),
+    ];
+    let mut t = T::with_cfg(cfg, ROSTER_TWO);
+    let mut s = Sim::new();
+    s.start(at(4, 0, 0, 0));
+    let b = at(4, 7, 0, 0);
+    for mo in ["mo1", "mo2"] {
+        s.birth(mo, "a", Role::Workstation, "", at(4, 8, 0, 0), b);
+    }
+    for m in 0..=240 {
+        let ts = at(4, 8, 0, 0) + m * MIN;
+        let down = (at(4, 9, 0, 0)..at(4, 10, 0, 0)).contains(&ts);
+        for mo in ["mo1", "mo2"] {
+            s.hb(mo, "a", ts, b, false);
+            s.probe(mo, "a", ts, if down { MIS_DOWN } else { MIS }, false);
+        }
+    }
+    for mo in ["mo1", "mo2"] {
+        s.offline(mo, "a", at(4, 12, 0, 5));
+    }
+    t.write(s.take());
+    let now = at(4, 13, 0, 0);
+    let d = t.data(at(4, 0, 0, 0), now, now);
+    let r = &d.resources[&Category::Mis];
+    assert_eq!(
+        (r.resource_down_ms, r.resource_planned_ms),
+        (40 * MIN, 20 * MIN),
+        "{r:?}"
+    );
+    let period = crate::availability::Period::parse("2024-03-04", chrono_tz::UTC).unwrap();
+    let table = crate::availability::indicators(&d, &t.roster, &t.cfg.indicators, &period);
+    let row = table
+        .resources
+        .iter()
+        .find(|x| x.category == Category::Mis)
+        .unwrap();
+    assert_eq!(row.resource_planned_ms, 20 * MIN);
+    assert_eq!(
+        row.resource_availability_pct,
+        crate::availability::pct(
+            r.resource_up_ms as f64,
+            (r.resource_up_ms + 40 * MIN) as f64
+        )
+    );
+}
