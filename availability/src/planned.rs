@@ -94,6 +94,10 @@ pub struct PlannedWork {
     pub title: String,
     pub scope: Scope,
     pub when: When,
+    /// No window of the work starts before this instant: a work made over the API covers
+    /// nothing before it was announced (its creation time), so it cannot rewrite figures
+    /// already reported. `None` for works from the config.
+    pub not_before: Option<Ms>,
 }
 
 /// A bad `[[planned_works]]` entry: `field` names it, e.g. `planned_works[2].start`.
@@ -242,6 +246,7 @@ impl RawPlannedWork {
             title: title.to_string(),
             scope,
             when,
+            not_before: None,
         })
     }
 }
@@ -258,8 +263,20 @@ fn local_min(tz: Tz, d: NaiveDate, min: u16) -> Ms {
 }
 
 impl PlannedWork {
-    /// The windows of this work overlapping `[a, b)`, ascending, not clipped.
+    /// The windows of this work overlapping `[a, b)`, ascending, not clipped to `[a, b)`; none
+    /// starts before [`PlannedWork::not_before`].
     pub fn windows(&self, a: Ms, b: Ms) -> Vec<(Ms, Ms)> {
+        let mut out = self.windows_unclipped(a, b);
+        if let Some(nb) = self.not_before {
+            out.retain(|w| w.1 > nb);
+            for w in &mut out {
+                w.0 = w.0.max(nb);
+            }
+        }
+        out
+    }
+
+    fn windows_unclipped(&self, a: Ms, b: Ms) -> Vec<(Ms, Ms)> {
         let mut out = Vec::new();
         if a >= b {
             return out;

@@ -3,7 +3,9 @@
 //! broke while the resource answered everybody else.
 //!
 //! Rules (see `docs/indicators.md`, "Resource and channel"), at every instant, for a category:
-//! - the resource is **up** while at least one МО reaches it;
+//! - the resource is **up** while at least one МО reaches it — unless that is a single МО
+//!   while at least two others observe it failing: then it is **unknown** (disputed), so that
+//!   one clinic PC's forged probe results cannot hold a resource at 100 %;
 //! - it is **down** while nobody reaches it and it is observed failing by an МО whose channel
 //!   demonstrably works (that МО reaches another central target at the same instant), or by
 //!   at least two МО at once (independent channels do not fail together);
@@ -190,7 +192,14 @@ pub fn resource(mos: &[(String, MoSpans)], cat: usize, a: Ms, b: Ms) -> Resource
         if observers == 0 {
             continue;
         }
-        if reached.iter().any(|r| *r) {
+        let reachers = reached.iter().filter(|r| **r).count();
+        // One МО alone reaching what at least two others see failing is disputed, not up:
+        // one clinic PC's (possibly forged) probe results must not hold a region's resource
+        // at 100 %.
+        let disputed = reachers == 1 && observers - reachers >= 2;
+        if disputed {
+            out.resource_unknown_ms += len;
+        } else if reachers > 0 {
             out.resource_up_ms += len;
             for (i, ch) in channels.iter_mut().enumerate() {
                 if reached[i] {
@@ -293,6 +302,44 @@ mod tests {
         }
     }
 
+    /// One МО alone reaching the ЛИС while two others see it failing (as forged results from
+    /// one clinic PC would): disputed, unknown, and no channel is blamed.
+    #[test]
+    fn one_mo_against_two_is_disputed() {
+        let h = [(0, 60 * MIN)];
+        let liar = mo(&[(LIS, &h, &h), (MIS, &h, &h)]);
+        let failing = || mo(&[(LIS, &h, &[(0, 20 * MIN)]), (MIS, &h, &h)]);
+        let r = resource(
+            &[
+                ("liar".into(), liar),
+                ("b".into(), failing()),
+                ("c".into(), failing()),
+            ],
+            LIS,
+            0,
+            60 * MIN,
+        );
+        assert_eq!(
+            (r.resource_up_ms, r.resource_down_ms, r.resource_unknown_ms),
+            (20 * MIN, 0, 40 * MIN)
+        );
+        assert_eq!(r.channels["b"].channel_fail_ms, 0);
+        // Two МО reaching it against two failing: up, and the failing channels are blamed.
+        let r = resource(
+            &[
+                ("a".into(), mo(&[(LIS, &h, &h)])),
+                ("a2".into(), mo(&[(LIS, &h, &h)])),
+                ("b".into(), failing()),
+                ("c".into(), failing()),
+            ],
+            LIS,
+            0,
+            60 * MIN,
+        );
+        assert_eq!(r.resource_up_ms, 60 * MIN);
+        assert_eq!(r.channels["b"].channel_fail_ms, 40 * MIN);
+    }
+
     /// A single observer: failing while it reaches the МИС (working channel) is the resource;
     /// failing while it reaches nothing is unknown (its channel may be broken).
     #[test]
@@ -393,11 +440,19 @@ mod tests {
             let observed = crate::reach::union_len(&mut all);
             proptest::prop_assert_eq!(r.resource_up_ms + r.resource_down_ms + r.resource_unknown_ms, observed);
             let mut any_ok: Vec<(Ms, Ms)> = mos.iter().flat_map(|(_, m)| m.ok[LIS].clone()).collect();
-            proptest::prop_assert_eq!(r.resource_up_ms, crate::reach::union_len(&mut any_ok));
+            // Up while somebody reached it, less what was disputed (one МО against two).
+            proptest::prop_assert!(r.resource_up_ms <= crate::reach::union_len(&mut any_ok));
+            if mos.len() < 3 {
+                proptest::prop_assert_eq!(r.resource_up_ms, crate::reach::union_len(&mut any_ok));
+            }
             for (mo, m) in &mos {
                 let ch = r.channels.get(mo).copied().unwrap_or_default();
                 let mut ok = m.ok[LIS].clone();
-                proptest::prop_assert_eq!(ch.channel_ok_ms, crate::reach::union_len(&mut ok));
+                let ok_len = crate::reach::union_len(&mut ok);
+                proptest::prop_assert!(ch.channel_ok_ms <= ok_len);
+                if mos.len() < 3 {
+                    proptest::prop_assert_eq!(ch.channel_ok_ms, ok_len);
+                }
                 proptest::prop_assert!(ch.channel_ok_ms + ch.channel_fail_ms <= r.resource_up_ms);
             }
             let m = cut * MIN;

@@ -21,6 +21,12 @@ use tokio::sync::watch;
 /// The longest one-off work accepted over the API, days: a "planned work" of months would
 /// hide a real outage from every report.
 const MAX_ONCE_DAYS: i64 = 31;
+/// How far back an API work may start: announcing works after the fact would rewrite figures
+/// already reported.
+const MAX_BACKDATE_MS: i64 = 3_600_000;
+/// The longest weekly window an API work may have: a longer one every week is not planned
+/// works but a hole in the figures.
+const MAX_WEEKLY_MIN: u16 = 12 * 60;
 
 /// The planned works and where those made over the API are kept.
 #[derive(Clone)]
@@ -197,10 +203,32 @@ pub(crate) fn check(
         if to <= now {
             return Err(ApiError::field("to", "окончание работ уже прошло"));
         }
+        if from < now - MAX_BACKDATE_MS {
+            return Err(ApiError::field(
+                "from",
+                "работы нельзя объявить задним числом: начало не раньше чем час назад",
+            ));
+        }
         if to - from > MAX_ONCE_DAYS * 86_400_000 {
             return Err(ApiError::field(
                 "to",
                 format!("разовые работы не дольше {MAX_ONCE_DAYS} дней"),
+            ));
+        }
+    }
+    if let When::Weekly {
+        start_min, end_min, ..
+    } = work.when
+    {
+        let len = if end_min > start_min {
+            end_min - start_min
+        } else {
+            end_min + 24 * 60 - start_min
+        };
+        if len > MAX_WEEKLY_MIN {
+            return Err(ApiError::field(
+                "end",
+                format!("еженедельное окно не длиннее {} ч", MAX_WEEKLY_MIN / 60),
             ));
         }
     }

@@ -51,6 +51,26 @@ fn weekly_in_its_time_zone() {
     assert!(!w.covers_host("1.2.4", "", "arm-1"));
 }
 
+/// A work announced over the API covers nothing before its announcement: earlier windows are
+/// gone, the one in progress starts at the announcement.
+#[test]
+fn an_announced_work_does_not_reach_into_the_past() {
+    let mut w = raw(
+        "title = \"Обновление МИС\"\ndays = [\"sat\"]\nstart = \"16:00\"\nend = \"18:00\"\n\
+         tz = \"UTC\"",
+    )
+    .validate(0)
+    .unwrap();
+    w.not_before = Some(utc(9, 17, 0));
+    assert_eq!(
+        w.windows(utc(1, 0, 0), utc(20, 0, 0)),
+        vec![
+            (utc(9, 17, 0), utc(9, 18, 0)),
+            (utc(16, 16, 0), utc(16, 18, 0))
+        ]
+    );
+}
+
 #[test]
 fn across_midnight_and_once() {
     let w =

@@ -102,6 +102,19 @@ async fn hostile_input_is_refused_naming_the_field() {
         (once("2024-01-09T13:00:00Z", "2024-01-09T12:59:00Z"), "to"),
         // Over already.
         (once("2024-01-08T00:00:00Z", "2024-01-09T11:00:00Z"), "to"),
+        // Announced after the fact (more than an hour back).
+        (once("2024-01-08T00:00:00Z", "2024-01-09T14:00:00Z"), "from"),
+        // Every day, all day: not planned works.
+        (
+            json!({"title": "Работы", "days": ["mon", "tue"], "start": "00:00", "end": "00:00",
+                "tz": "UTC"}),
+            "end",
+        ),
+        (
+            json!({"title": "Работы", "days": ["sat"], "start": "08:00", "end": "20:01",
+                "tz": "UTC"}),
+            "end",
+        ),
         // A "planned work" of a year.
         (once("2024-01-09T13:00:00Z", "2025-01-09T13:00:00Z"), "to"),
         (

@@ -76,7 +76,11 @@ pub(crate) fn list(conn: &Connection) -> Result<Vec<Entry>, StoreError> {
             .map_err(|e| e.to_string())
             .and_then(|raw| {
                 raw.validate(0)
-                    .map(|work| (raw, work))
+                    .map(|mut work| {
+                        // Nothing before it was announced.
+                        work.not_before = Some(created_ms);
+                        (raw, work)
+                    })
                     .map_err(|e| e.to_string())
             });
         match parsed {
