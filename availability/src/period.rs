@@ -53,6 +53,13 @@ fn ru_date(d: NaiveDate) -> String {
     d.format("%d.%m.%Y").to_string()
 }
 
+/// 2000-01-01T00:00:00Z and 2100-01-01T00:00:00Z: the bounds an explicit range must lie in.
+const MIN_BOUND_MS: Ms = 946_684_800_000;
+const MAX_BOUND_MS: Ms = 4_102_444_800_000;
+/// The longest explicit range: a year and a little (a leap year, a time-zone shift).
+const MAX_RANGE_DAYS: i64 = 370;
+const MAX_RANGE_MS: Ms = MAX_RANGE_DAYS * 86_400_000;
+
 impl Period {
     /// Parses a named period in `tz`.
     pub fn parse(spec: &str, tz: Tz) -> Result<Period, PeriodError> {
@@ -77,6 +84,17 @@ impl Period {
         if t <= f {
             return Err(PeriodError(format!(
                 "to ({to}) must be after from ({from})"
+            )));
+        }
+        // Bounded, so that one request cannot make the store walk centuries of days.
+        if f < MIN_BOUND_MS || t > MAX_BOUND_MS {
+            return Err(PeriodError(format!(
+                "from ({from}) and to ({to}) must lie between 2000-01-01 and 2100-01-01"
+            )));
+        }
+        if t - f > MAX_RANGE_MS {
+            return Err(PeriodError(format!(
+                "a range may span at most {MAX_RANGE_DAYS} days (a year fits); ask for several"
             )));
         }
         let fmt = |ms: Ms| {
@@ -274,6 +292,12 @@ mod tests {
         assert_eq!(p.to_ms, 1_709_298_000_000);
         assert!(Period::range("2024-03-02", "2024-03-01", tz).is_err());
         assert!(Period::range("yesterday", "2024-03-01", tz).is_err());
+        // Hostile bounds: year 0, centuries, longer than a year.
+        assert!(Period::range("0000-01-01T00:00:00Z", "2024-03-01", tz).is_err());
+        assert!(Period::range("1", "2024-03-01", tz).is_err());
+        assert!(Period::range("2024-03-01", "9999-12-31", tz).is_err());
+        assert!(Period::range("2022-01-01", "2024-03-01", tz).is_err());
+        assert!(Period::range("2024-01-01", "2024-12-31", tz).is_ok());
         let p = Period::parse("2024-03", tz).unwrap();
         assert_eq!(
             p.until(utc(2024, 3, 10, 0)),
