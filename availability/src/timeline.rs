@@ -364,6 +364,11 @@ pub struct PlannedAgg {
     /// Within working hours, by the workstation rules (a planned shutdown is not expected up
     /// anyway, so only lost/reboot silences that began in the working window count).
     pub planned_w_ms: i64,
+    /// «Выключен в рабочее время» the works explain: a workstation switched off inside a
+    /// planned work is not "off" (ms, and working days), to be taken out of the figures made
+    /// without the works.
+    pub off_w_ms: i64,
+    pub off_w_days: i64,
 }
 
 /// As [`host_agg`], with the host's planned windows (sorted disjoint spans,
@@ -400,6 +405,11 @@ pub fn host_agg_planned(
             integrate(&mut agg, &q, work, Some(&mut pl), &mut off);
         });
     });
+    if !planned.is_empty() {
+        let base = host_agg(segs, probes, tol, outages, work, a, b);
+        pl.off_w_ms = (base.off_w_ms - agg.off_w_ms).max(0);
+        pl.off_w_days = (base.off_w_days - agg.off_w_days).max(0);
+    }
     (agg, pl)
 }
 

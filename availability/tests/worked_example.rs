@@ -51,8 +51,10 @@ fn day() -> BTreeMap<String, [String; 6]> {
     // The collector was stopped 13:00–13:10 (runs before and after).
     let outages = Outages::from_runs(&[(a - 24 * H, at(13, 0)), (at(13, 10), b + 24 * H)], b);
     let work = WorkCal::default().windows(a, b);
-    // Planned works on `srv-mis-02` 02:00–04:00 (announced: an update with a reboot).
+    // Planned works on `srv-mis-02` 02:00–04:00 (announced: an update with a reboot), and on
+    // `arm-04`'s site 14:00–16:00.
     let planned = [(at(2, 0), at(4, 0))];
+    let planned_arm = [(at(14, 0), at(16, 0))];
     let hosts: Vec<(&str, bool, Vec<SegRow>)> = vec![
         // Server: stopped for its planned update at 02:10 (lost: the update killed the agent
         // first), back at 02:40, inside the announced window: planned, not down.
@@ -93,6 +95,16 @@ fn day() -> BTreeMap<String, [String; 6]> {
                 seg(at(14, 0), at(20, 0), GapCause::Shutdown, Some(b + 10 * H)),
             ],
         ),
+        // Workstation switched off at 14:00 for the МО's planned works 14:00–16:00 (its
+        // network was being rewired), on again at 16:00, off at 20:00.
+        (
+            "arm-04",
+            false,
+            vec![
+                seg(at(8, 0), at(14, 0), GapCause::Shutdown, Some(at(16, 0))),
+                seg(at(16, 0), at(20, 0), GapCause::Shutdown, Some(b + 10 * H)),
+            ],
+        ),
         // Workstation that crashed and rebooted at 10:00 (back at 10:03).
         (
             "arm-03",
@@ -112,10 +124,16 @@ fn day() -> BTreeMap<String, [String; 6]> {
         let mut g = host_agg(segs, &[], TOL, &outages, &work, a, b);
         // As the store's reader does: the down time inside the host's planned windows leaves
         // `down` for `planned`.
-        let windows: &[(Ms, Ms)] = if *name == "srv-mis-02" { &planned } else { &[] };
+        let windows: &[(Ms, Ms)] = match *name {
+            "srv-mis-02" => &planned,
+            "arm-04" => &planned_arm,
+            _ => &[],
+        };
         let (_, pl) = host_agg_planned(segs, &[], TOL, &outages, &work, windows, a, b);
         g.down_ms -= pl.planned_ms;
         g.down_w_ms -= pl.planned_w_ms;
+        g.off_w_ms -= pl.off_w_ms;
+        g.off_w_days -= pl.off_w_days;
         let (up, down, unk) = g.for_role(*server);
         let pl_ms = if *server {
             pl.planned_ms

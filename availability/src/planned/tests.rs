@@ -318,8 +318,14 @@ proptest::proptest! {
         p1.add(&p2);
         q1.planned_ms += q2.planned_ms;
         q1.planned_w_ms += q2.planned_w_ms;
+        q1.off_w_ms += q2.off_w_ms;
         proptest::prop_assert_eq!(p1.down_ms, agg.down_ms);
         proptest::prop_assert_eq!(p1.down_w_ms, agg.down_w_ms);
-        proptest::prop_assert_eq!(q1, pl);
+        proptest::prop_assert_eq!(
+            (q1.planned_ms, q1.planned_w_ms, q1.off_w_ms),
+            (pl.planned_ms, pl.planned_w_ms, pl.off_w_ms)
+        );
+        // Off in working hours the works explain leaves that figure, nothing else does.
+        proptest::prop_assert_eq!(agg.off_w_ms + pl.off_w_ms, plain.off_w_ms);
     }
 }

@@ -326,6 +326,8 @@ impl Reader {
                 let a = hacc.entry(id).or_default();
                 a.down_ms = (a.down_ms - pl.planned_ms).max(0);
                 a.down_w_ms = (a.down_w_ms - pl.planned_w_ms).max(0);
+                a.off_w_ms = (a.off_w_ms - pl.off_w_ms).max(0);
+                a.off_w_days = (a.off_w_days - pl.off_w_days).max(0);
                 if let Some(h) = by_id.get(&id) {
                     data.planned.insert((h.mo.clone(), h.host.clone()), pl);
                 }
@@ -520,6 +522,8 @@ fn planned_aggs(
                 let t = out.entry(h.id).or_default();
                 t.planned_ms += pl.planned_ms;
                 t.planned_w_ms += pl.planned_w_ms;
+                t.off_w_ms += pl.off_w_ms;
+                t.off_w_days += pl.off_w_days;
             }
         }
     }
