@@ -118,7 +118,9 @@ pub(crate) fn insert(
     created_by: &str,
     created_ms: i64,
 ) -> Result<Option<i64>, StoreError> {
-    let tx = conn.unchecked_transaction()?;
+    // Immediate: two admins inserting at once wait for each other (busy timeout) instead of
+    // one failing on a stale snapshot after counting.
+    let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
     let n: i64 = tx.query_row("SELECT COUNT(*) FROM planned_works", [], |r| r.get(0))?;
     if n >= MAX_STORED {
         return Ok(None);
