@@ -77,8 +77,8 @@ impl Reader {
     }
 
     /// As [`Reader::period_data`]; `resources: false` leaves `PeriodData::resources` empty
-    /// (they are read from the raw intervals of the whole period: reports that do not show
-    /// them skip that cost).
+    /// (whole aggregated days are read from `res_day`/`res_chan`, the rest from the raw
+    /// intervals: reports that do not show them skip that cost).
     pub fn period_data_with(
         &self,
         roster: &Roster,
