@@ -32,6 +32,11 @@ pub struct MaintainReport {
 
 const DAY_MS: Ms = 86_400_000;
 
+/// The `now` of a finished day's resources: long past it, so a probe interval that ended before
+/// midnight is not taken as still going (as a reader sees the day once its hosts' gap
+/// tolerance has passed, whatever the time of maintenance).
+const FINISHED: Ms = Ms::MAX / 4;
+
 /// A day is aggregated this long after it ends, when the messages that extend its last
 /// intervals past midnight have arrived (otherwise they would make it dirty again at once).
 const SETTLE_MS: Ms = 30 * 60_000;
@@ -189,7 +194,7 @@ impl Writer {
                 if self.cal.day_start(wm + 1) + SETTLE_MS > now {
                     break;
                 }
-                self.materialize_day(c, &ctx, &hosts, wm, now)?;
+                self.materialize_day(c, &ctx, &hosts, wm)?;
                 rep.days += 1;
                 self.set_watermark(c, wm + 1)?;
             }
@@ -200,7 +205,7 @@ impl Writer {
             // second per pass from `write`.
             let deadline = (budget != usize::MAX)
                 .then(|| std::time::Instant::now() + std::time::Duration::from_secs(1));
-            rep.dirty_res_days = self.recompute_dirty_res(c, &ctx, &hosts, now, deadline)?;
+            rep.dirty_res_days = self.recompute_dirty_res(c, &ctx, &hosts, deadline)?;
             rep.stale_host_days = self.recompute_stale(c, &ctx, &hosts, deadline)?;
         }
         // Retention, once a day.
@@ -235,7 +240,6 @@ impl Writer {
         ctx: &Ctx<'_>,
         hosts: &[HostRow],
         day: i32,
-        now: Ms,
     ) -> Result<(), StoreError> {
         let (a, b) = (self.cal.day_start(day), self.cal.day_start(day + 1));
         let rows = load_window(c, &self.cal, hosts, None, a, b)?;
@@ -247,7 +251,7 @@ impl Writer {
         for ((mo, cat), r) in &aggs.mos {
             self.put_mo_day(c, *mo, *cat, day, r)?;
         }
-        let res = resource_window(ctx, &rows, hosts, a, b, now);
+        let res = resource_window(ctx, &rows, hosts, a, b, FINISHED);
         put_res_day(c, day, &res)?;
         c.prepare_cached("DELETE FROM dirty_res WHERE day = ?1")?
             .execute([day])?;
@@ -261,7 +265,6 @@ impl Writer {
         c: &Connection,
         ctx: &Ctx<'_>,
         hosts: &[HostRow],
-        now: Ms,
         deadline: Option<std::time::Instant>,
     ) -> Result<usize, StoreError> {
         let mut done = 0;
@@ -273,7 +276,7 @@ impl Writer {
             let Some(day) = day else { return Ok(done) };
             let (a, b) = (self.cal.day_start(day), self.cal.day_start(day + 1));
             let rows = load_window(c, &self.cal, hosts, None, a, b)?;
-            put_res_day(c, day, &resource_window(ctx, &rows, hosts, a, b, now))?;
+            put_res_day(c, day, &resource_window(ctx, &rows, hosts, a, b, FINISHED))?;
             c.prepare_cached("DELETE FROM dirty_res WHERE day = ?1")?
                 .execute([day])?;
             done += 1;

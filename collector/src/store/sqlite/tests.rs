@@ -1118,6 +1118,53 @@ fn changed_working_hours_recompute_aggregated_days() {
     assert_eq!(agg(&d, "pc"), before);
 }
 
+/// A day's resources materialized soon after it ended (hosts probing every 30 min, the last
+/// probe at 23:30, maintenance at 00:35) read as the same day read raw days later.
+#[test]
+fn resource_day_materialized_soon_after_its_last_probe() {
+    let roster = "[[mo]]\noid = \"mo1\"\nname = \"A\"\ntz = \"UTC\"\n[[mo]]\noid = \"mo2\"\nname = \"B\"\ntz = \"UTC\"\n";
+    let mut s = Sim::new();
+    s.interval_secs = 1800;
+    s.start(at(4, 0, 0, 0));
+    for (mo, host, ok) in [("mo1", "a", true), ("mo2", "b", false)] {
+        s.birth(mo, host, Role::Server, "", at(4, 0, 0, 0), at(3, 23, 0, 0));
+        let mut ts = at(4, 0, 0, 0);
+        // Up past midnight; the probes stop at 23:30.
+        while ts <= at(5, 0, 30, 0) {
+            s.hb(mo, host, ts, at(3, 23, 0, 0), false);
+            if ts <= at(4, 23, 30, 0) {
+                s.probe(mo, host, ts, &[("mis", Category::Mis, ok)], false);
+            }
+            ts += 30 * MIN;
+        }
+    }
+    s.stop(at(5, 0, 40, 0));
+    let recs = s.take();
+    let later = at(9, 12, 0, 0);
+    let day = (at(4, 0, 0, 0), at(5, 0, 0, 0));
+    let mut raw = T::new("UTC", roster);
+    raw.store.set_auto_maintain(false);
+    raw.write(recs.clone());
+    let want = raw.data(day.0, day.1, later).resources;
+    assert!(want.contains_key(&Category::Mis));
+    let mut m = T::new("UTC", roster);
+    m.store.set_auto_maintain(false);
+    m.write(recs);
+    // 00:35: the day is due, 65 min after the last probe (within 2.5 × 30 min).
+    assert!(m.store.maintain_now(at(5, 0, 35, 0)).unwrap().days > 0);
+    let n: i64 = m
+        .store
+        .conn
+        .query_row(
+            "SELECT count(*) FROM res_day WHERE cat = ?1",
+            [i64::from(crate::availability::cat_index(Category::Mis))],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(m.data(day.0, day.1, later).resources, want);
+}
+
 /// A store of schema 2 (no resources' days) migrated: every aggregated day is marked for
 /// the resources, read raw meanwhile, and materialized by maintenance with the same figures.
 #[test]
