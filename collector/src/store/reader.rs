@@ -13,7 +13,9 @@ use super::load::{
 use super::{StoreError, schema};
 use crate::availability::planned::{PlannedWork, Scope, host_windows};
 use crate::availability::timeline::{PlannedAgg, host_agg_planned};
-use crate::availability::{Calendar, HostAgg, HostInfo, Ms, PeriodData, ReachAgg, cat_of};
+use crate::availability::{
+    Calendar, HostAgg, HostInfo, Ms, PeriodData, ReachAgg, ResourceAgg, cat_of,
+};
 use crate::roster::Roster;
 use dozor_proto::Category;
 use rusqlite::{Connection, params};
@@ -75,8 +77,8 @@ impl Reader {
     }
 
     /// As [`Reader::period_data`]; `resources: false` leaves `PeriodData::resources` empty
-    /// (they are read from the raw intervals of the whole period: reports that do not show
-    /// them skip that cost).
+    /// (whole aggregated days are read from `res_day`/`res_chan`, the rest from the raw
+    /// intervals: reports that do not show them skip that cost).
     pub fn period_data_with(
         &self,
         roster: &Roster,
@@ -333,10 +335,32 @@ impl Reader {
                 }
             }
         }
-        // Resources need every МО's spans at the same instants: not materialized, computed from
-        // the raw intervals day by day (docs/indicators.md, "Resource and channel").
+        // Resources need every МО's spans at the same instants: whole finished days from
+        // `res_day`/`res_chan`, the rest (today, partial days at the edges, days changed by
+        // late data) from the raw intervals day by day (docs/indicators.md, "Resource and
+        // channel").
         let (d0, d1) = (self.cal.day_of(from), self.cal.day_of(to - 1));
-        for d in (d0..=d1).filter(|_| resources) {
+        let mut res_mat: BTreeSet<i32> = BTreeSet::new();
+        if resources {
+            res_mat = plan
+                .months
+                .iter()
+                .flat_map(|&m| {
+                    let (f, l) = self.cal.month_days(m);
+                    f..l
+                })
+                .chain(plan.days.iter().copied())
+                .collect();
+            if !res_mat.is_empty() {
+                let mut st =
+                    c.prepare_cached("SELECT day FROM dirty_res WHERE day BETWEEN ?1 AND ?2")?;
+                for r in st.query_map(params![d0, d1], |r| r.get::<_, i32>(0))? {
+                    res_mat.remove(&r?);
+                }
+                self.add_res_days(c, &res_mat, &oid_of, &mut data.resources)?;
+            }
+        }
+        for d in (d0..=d1).filter(|d| resources && !res_mat.contains(d)) {
             let (a, b) = (
                 from.max(self.cal.day_start(d)),
                 to.min(self.cal.day_start(d + 1)),
@@ -395,6 +419,70 @@ impl Reader {
         for r in st.query_map(params![day, host], agg_row)? {
             let (id, a) = r?;
             acc.entry(id).or_default().add(&a);
+        }
+        Ok(())
+    }
+
+    /// Adds the materialized resources' figures of `days` (a sorted set) to `acc`.
+    fn add_res_days(
+        &self,
+        c: &Connection,
+        days: &BTreeSet<i32>,
+        oid_of: &HashMap<i64, String>,
+        acc: &mut BTreeMap<Category, ResourceAgg>,
+    ) -> Result<(), StoreError> {
+        let (Some(&f), Some(&l)) = (days.first(), days.last()) else {
+            return Ok(());
+        };
+        let mut st = c.prepare_cached(
+            "SELECT day, cat, up, down, unk FROM res_day WHERE day BETWEEN ?1 AND ?2",
+        )?;
+        let rows = st.query_map(params![f, l], |r| {
+            Ok((
+                r.get::<_, i32>(0)?,
+                r.get::<_, i64>(1)?,
+                [r.get::<_, i64>(2)?, r.get(3)?, r.get(4)?],
+            ))
+        })?;
+        for r in rows {
+            let (d, cat, v) = r?;
+            if !days.contains(&d) {
+                continue;
+            }
+            let a = acc.entry(res_cat(cat)?).or_default();
+            a.resource_up_ms += v[0];
+            a.resource_down_ms += v[1];
+            a.resource_unknown_ms += v[2];
+        }
+        let mut st = c.prepare_cached(
+            "SELECT day, cat, mo_id, ok, fail FROM res_chan WHERE day BETWEEN ?1 AND ?2",
+        )?;
+        let rows = st.query_map(params![f, l], |r| {
+            Ok((
+                r.get::<_, i32>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                [r.get::<_, i64>(3)?, r.get(4)?],
+            ))
+        })?;
+        for r in rows {
+            let (d, cat, mo, v) = r?;
+            if !days.contains(&d) {
+                continue;
+            }
+            let Some(oid) = oid_of.get(&mo) else {
+                return Err(StoreError::Corrupt(format!(
+                    "res_chan: day {d}, unknown МО id {mo}"
+                )));
+            };
+            let ch = acc
+                .entry(res_cat(cat)?)
+                .or_default()
+                .channels
+                .entry(oid.clone())
+                .or_default();
+            ch.channel_ok_ms += v[0];
+            ch.channel_fail_ms += v[1];
         }
         Ok(())
     }
@@ -528,6 +616,15 @@ fn planned_aggs(
         }
     }
     Ok(out)
+}
+
+/// The category of a stored index, refusing one out of range.
+fn res_cat(i: i64) -> Result<Category, StoreError> {
+    u8::try_from(i)
+        .ok()
+        .filter(|i| *i < 12)
+        .map(cat_of)
+        .ok_or_else(|| StoreError::Corrupt(format!("res_day/res_chan: category {i}")))
 }
 
 fn info(h: &HostRow) -> HostInfo {

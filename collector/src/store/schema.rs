@@ -4,7 +4,7 @@ use super::StoreError;
 use rusqlite::Connection;
 
 /// Schema version in `PRAGMA user_version`.
-pub(super) const VERSION: i64 = 2;
+pub(super) const VERSION: i64 = 3;
 
 /// Columns added in version 2 (issue 13): time off in working hours and the days it happened
 /// per host, and usage days per МО and category (`docs/indicators.md`).
@@ -155,6 +155,20 @@ CREATE TABLE IF NOT EXISTS mo_month(
     PRIMARY KEY(month, mo_id, cat)
 ) WITHOUT ROWID;
 
+-- Central resources' own figures per finished day (docs/indicators.md, "Resource and
+-- channel"): one row per category the МО observed, and each observing МО's channel to it.
+-- They need every МО's spans at the same instants, so they are not per host or МО.
+CREATE TABLE IF NOT EXISTS res_day(
+    day INTEGER NOT NULL, cat INTEGER NOT NULL,
+    up INTEGER NOT NULL, down INTEGER NOT NULL, unk INTEGER NOT NULL,
+    PRIMARY KEY(day, cat)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS res_chan(
+    day INTEGER NOT NULL, cat INTEGER NOT NULL, mo_id INTEGER NOT NULL,
+    ok INTEGER NOT NULL, fail INTEGER NOT NULL,
+    PRIMARY KEY(day, cat, mo_id)
+) WITHOUT ROWID;
+
 -- Materialized days whose history changed since (late data): recomputed by maintenance,
 -- computed from the raw intervals by readers meanwhile.
 CREATE TABLE IF NOT EXISTS dirty_host(
@@ -162,6 +176,10 @@ CREATE TABLE IF NOT EXISTS dirty_host(
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dirty_mo(
     mo_id INTEGER NOT NULL, day INTEGER NOT NULL, PRIMARY KEY(mo_id, day)
+) WITHOUT ROWID;
+-- Days of res_day/res_chan to recompute: marked with every dirty МО-day.
+CREATE TABLE IF NOT EXISTS dirty_res(
+    day INTEGER PRIMARY KEY
 ) WITHOUT ROWID;
 
 -- МО whose working calendar changed: their hosts' aggregated days [from_day, to_day) are
@@ -225,6 +243,14 @@ pub(crate) fn migrate(conn: &Connection) -> Result<(), StoreError> {
         conn.execute_batch("UPDATE mos SET wfp = 0")?;
     }
     conn.execute_batch(SCHEMA)?;
+    if (1..3).contains(&v) {
+        // Version 2 → 3: resources' days are new; every aggregated day is computed for them
+        // by maintenance and read from the raw intervals until then.
+        conn.execute_batch(
+            "INSERT OR IGNORE INTO dirty_res(day)
+             SELECT day FROM host_day UNION SELECT day FROM mo_day",
+        )?;
+    }
     conn.pragma_update(None, "user_version", VERSION)?;
     Ok(())
 }

@@ -2,12 +2,13 @@
 //! late data), retention, and the outbox bound.
 
 use super::Writer;
-use crate::availability::{HostAgg, Ms, ReachAgg};
+use crate::availability::{HostAgg, Ms, ReachAgg, ResourceAgg, cat_index};
 use crate::store::load::{
     Ctx, HostRow, compute_window, load_hosts, load_mos, load_runs, load_window, outages,
-    pack_flags, unpack_agg, workcal,
+    pack_flags, resource_window, unpack_agg, workcal,
 };
 use crate::store::{StoreError, influx, schema};
+use dozor_proto::Category;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::{BTreeMap, HashMap};
 
@@ -19,6 +20,8 @@ pub struct MaintainReport {
     /// Host-days and МО-days recomputed after late data.
     pub dirty_host_days: usize,
     pub dirty_mo_days: usize,
+    /// Days of the resources' own figures recomputed after late data.
+    pub dirty_res_days: usize,
     /// Host-days recomputed because their МО's working hours changed.
     pub stale_host_days: usize,
     /// Rows deleted by retention.
@@ -28,6 +31,11 @@ pub struct MaintainReport {
 }
 
 const DAY_MS: Ms = 86_400_000;
+
+/// The `now` of a finished day's resources: long past it, so a probe interval that ended before
+/// midnight is not taken as still going (as a reader sees the day once its hosts' gap
+/// tolerance has passed, whatever the time of maintenance).
+const FINISHED: Ms = Ms::MAX / 4;
 
 /// A day is aggregated this long after it ends, when the messages that extend its last
 /// intervals past midnight have arrived (otherwise they would make it dirty again at once).
@@ -166,7 +174,7 @@ impl Writer {
             .is_some_and(|wm| self.cal.day_start(wm + 1) + SETTLE_MS <= now);
         let dirty: bool = c.query_row(
             "SELECT EXISTS(SELECT 1 FROM dirty_host) OR EXISTS(SELECT 1 FROM dirty_mo)
-             OR EXISTS(SELECT 1 FROM stale_mo)",
+             OR EXISTS(SELECT 1 FROM stale_mo) OR EXISTS(SELECT 1 FROM dirty_res)",
             [],
             |r| r.get(0),
         )?;
@@ -193,9 +201,11 @@ impl Writer {
             // Days changed by late data.
             rep.dirty_host_days = self.recompute_dirty_hosts(c, &ctx, &hosts, budget)?;
             rep.dirty_mo_days = self.recompute_dirty_mos(c, &ctx, &hosts, budget)?;
-            // Days of МО whose working hours changed: about a second per pass from `write`.
+            // Whole days of every host (resources, МО whose working hours changed): about a
+            // second per pass from `write`.
             let deadline = (budget != usize::MAX)
                 .then(|| std::time::Instant::now() + std::time::Duration::from_secs(1));
+            rep.dirty_res_days = self.recompute_dirty_res(c, &ctx, &hosts, deadline)?;
             rep.stale_host_days = self.recompute_stale(c, &ctx, &hosts, deadline)?;
         }
         // Retention, once a day.
@@ -241,7 +251,39 @@ impl Writer {
         for ((mo, cat), r) in &aggs.mos {
             self.put_mo_day(c, *mo, *cat, day, r)?;
         }
+        let res = resource_window(ctx, &rows, hosts, a, b, FINISHED);
+        put_res_day(c, day, &res)?;
+        c.prepare_cached("DELETE FROM dirty_res WHERE day = ?1")?
+            .execute([day])?;
         Ok(())
+    }
+
+    /// Recomputes the resources' days changed by late data, oldest first: at least one, then
+    /// until `deadline`. Returns the days recomputed.
+    fn recompute_dirty_res(
+        &mut self,
+        c: &Connection,
+        ctx: &Ctx<'_>,
+        hosts: &[HostRow],
+        deadline: Option<std::time::Instant>,
+    ) -> Result<usize, StoreError> {
+        let mut done = 0;
+        loop {
+            let day: Option<i32> = c
+                .prepare_cached("SELECT day FROM dirty_res ORDER BY day LIMIT 1")?
+                .query_row([], |r| r.get(0))
+                .optional()?;
+            let Some(day) = day else { return Ok(done) };
+            let (a, b) = (self.cal.day_start(day), self.cal.day_start(day + 1));
+            let rows = load_window(c, &self.cal, hosts, None, a, b)?;
+            put_res_day(c, day, &resource_window(ctx, &rows, hosts, a, b, FINISHED))?;
+            c.prepare_cached("DELETE FROM dirty_res WHERE day = ?1")?
+                .execute([day])?;
+            done += 1;
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                return Ok(done);
+            }
+        }
     }
 
     fn recompute_dirty_hosts(
@@ -447,6 +489,9 @@ impl Writer {
         n += c.execute("DELETE FROM mo_month WHERE month < ?1", [cmonth])?;
         n += c.execute("DELETE FROM dirty_host WHERE day < ?1", [cday])?;
         n += c.execute("DELETE FROM dirty_mo WHERE day < ?1", [cday])?;
+        n += c.execute("DELETE FROM res_day WHERE day < ?1", [cday])?;
+        n += c.execute("DELETE FROM res_chan WHERE day < ?1", [cday])?;
+        n += c.execute("DELETE FROM dirty_res WHERE day < ?1", [cday])?;
         c.execute("UPDATE stale_mo SET from_day = max(from_day, ?1)", [cday])?;
         n += c.execute(
             "DELETE FROM runs WHERE stopped = 1 AND end_ms < ?1",
@@ -458,6 +503,51 @@ impl Writer {
         )?;
         Ok(n as u64)
     }
+}
+
+/// Replaces the resources' figures of `day` with `res` (every category and channel as computed,
+/// zeros included, so that a read of the day equals the raw computation).
+fn put_res_day(
+    c: &Connection,
+    day: i32,
+    res: &std::collections::BTreeMap<Category, ResourceAgg>,
+) -> Result<(), StoreError> {
+    c.prepare_cached("DELETE FROM res_day WHERE day = ?1")?
+        .execute([day])?;
+    c.prepare_cached("DELETE FROM res_chan WHERE day = ?1")?
+        .execute([day])?;
+    if res.is_empty() {
+        return Ok(());
+    }
+    let ids: HashMap<String, i64> = load_mos(c)?
+        .into_iter()
+        .map(|(id, oid, _)| (oid, id))
+        .collect();
+    for (cat, r) in res {
+        let ci = i64::from(cat_index(*cat));
+        c.prepare_cached(
+            "INSERT INTO res_day(day, cat, up, down, unk) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![
+            day,
+            ci,
+            r.resource_up_ms,
+            r.resource_down_ms,
+            r.resource_unknown_ms
+        ])?;
+        for (mo, ch) in &r.channels {
+            let Some(id) = ids.get(mo) else {
+                return Err(StoreError::Corrupt(format!(
+                    "resource channel of unknown МО {mo}"
+                )));
+            };
+            c.prepare_cached(
+                "INSERT INTO res_chan(day, cat, mo_id, ok, fail) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![day, ci, id, ch.channel_ok_ms, ch.channel_fail_ms])?;
+        }
+    }
+    Ok(())
 }
 
 fn get_agg(

@@ -439,6 +439,11 @@ impl Writer {
              SELECT m.id, d.day FROM mos m, (WITH RECURSIVE r(day) AS (SELECT ?1 UNION ALL SELECT day + 1 FROM r WHERE day < ?2) SELECT day FROM r) d",
             params![d0, d1],
         )?;
+        c.execute(
+            "INSERT OR IGNORE INTO dirty_res(day)
+             WITH RECURSIVE r(day) AS (SELECT ?1 UNION ALL SELECT day + 1 FROM r WHERE day < ?2) SELECT day FROM r",
+            params![d0, d1],
+        )?;
         Ok(())
     }
 
@@ -523,6 +528,8 @@ impl Writer {
                     .execute(params![id, d])?;
                     c.prepare_cached("INSERT OR IGNORE INTO dirty_mo(mo_id, day) VALUES (?1, ?2)")?
                         .execute(params![mo, d])?;
+                    c.prepare_cached("INSERT OR IGNORE INTO dirty_res(day) VALUES (?1)")?
+                        .execute([d])?;
                 }
             }
         }

@@ -718,6 +718,11 @@ fn materialized_aggregates_equal_raw_intervals() {
         raw_live[0].hosts, raw_all[0].hosts,
         "the replay must change history"
     );
+    assert_ne!(
+        raw_live[0].resources, raw_all[0].resources,
+        "the replay must change the resources' figures"
+    );
+    assert!(raw_all[0].resources.contains_key(&Category::Mis));
 
     // Maintained while writing, then late data, then maintained again.
     let mut m = T::new("Europe/Moscow", roster);
@@ -727,18 +732,29 @@ fn materialized_aggregates_equal_raw_intervals() {
         let got = m.data(p.0, p.1, now);
         assert_eq!(got.hosts, want.hosts, "{p:?}");
         assert_eq!(got.mo_reach, want.mo_reach, "{p:?}");
+        assert_eq!(got.resources, want.resources, "{p:?}");
     }
+    // Every finished day's resources were materialized, none is dirty.
+    let count = |t: &T, q: &str| -> i64 { t.store.conn.query_row(q, [], |r| r.get(0)).unwrap() };
+    assert!(count(&m, "SELECT count(DISTINCT day) FROM res_day") >= 12);
+    assert!(count(&m, "SELECT count(*) FROM res_chan") > 0);
+    assert_eq!(count(&m, "SELECT count(*) FROM dirty_res"), 0);
     m.write(replay);
+    // The replay changed past days: their resources are read raw until recomputed.
+    assert!(count(&m, "SELECT count(*) FROM dirty_res") > 0);
     for (p, want) in periods.iter().zip(&raw_all) {
         let got = m.data(p.0, p.1, now);
         assert_eq!(got.hosts, want.hosts, "dirty {p:?}");
         assert_eq!(got.mo_reach, want.mo_reach, "dirty {p:?}");
+        assert_eq!(got.resources, want.resources, "dirty {p:?}");
     }
     m.store.maintain_now(now).unwrap();
+    assert_eq!(count(&m, "SELECT count(*) FROM dirty_res"), 0);
     for (p, want) in periods.iter().zip(&raw_all) {
         let got = m.data(p.0, p.1, now);
         assert_eq!(got.hosts, want.hosts, "rematerialized {p:?}");
         assert_eq!(got.mo_reach, want.mo_reach, "rematerialized {p:?}");
+        assert_eq!(got.resources, want.resources, "rematerialized {p:?}");
     }
 }
 
@@ -1100,6 +1116,103 @@ fn changed_working_hours_recompute_aggregated_days() {
         .period_data(&old, at(4, 0, 0, 0), at(5, 0, 0, 0), now)
         .unwrap();
     assert_eq!(agg(&d, "pc"), before);
+}
+
+/// A day's resources materialized soon after it ended (hosts probing every 30 min, the last
+/// probe at 23:30, maintenance at 00:35) read as the same day read raw days later.
+#[test]
+fn resource_day_materialized_soon_after_its_last_probe() {
+    let roster = "[[mo]]\noid = \"mo1\"\nname = \"A\"\ntz = \"UTC\"\n[[mo]]\noid = \"mo2\"\nname = \"B\"\ntz = \"UTC\"\n";
+    let mut s = Sim::new();
+    s.interval_secs = 1800;
+    s.start(at(4, 0, 0, 0));
+    for (mo, host, ok) in [("mo1", "a", true), ("mo2", "b", false)] {
+        s.birth(mo, host, Role::Server, "", at(4, 0, 0, 0), at(3, 23, 0, 0));
+        let mut ts = at(4, 0, 0, 0);
+        // Up past midnight; the probes stop at 23:30.
+        while ts <= at(5, 0, 30, 0) {
+            s.hb(mo, host, ts, at(3, 23, 0, 0), false);
+            if ts <= at(4, 23, 30, 0) {
+                s.probe(mo, host, ts, &[("mis", Category::Mis, ok)], false);
+            }
+            ts += 30 * MIN;
+        }
+    }
+    s.stop(at(5, 0, 40, 0));
+    let recs = s.take();
+    let later = at(9, 12, 0, 0);
+    let day = (at(4, 0, 0, 0), at(5, 0, 0, 0));
+    let mut raw = T::new("UTC", roster);
+    raw.store.set_auto_maintain(false);
+    raw.write(recs.clone());
+    let want = raw.data(day.0, day.1, later).resources;
+    assert!(want.contains_key(&Category::Mis));
+    let mut m = T::new("UTC", roster);
+    m.store.set_auto_maintain(false);
+    m.write(recs);
+    // 00:35: the day is due, 65 min after the last probe (within 2.5 × 30 min).
+    assert!(m.store.maintain_now(at(5, 0, 35, 0)).unwrap().days > 0);
+    let n: i64 = m
+        .store
+        .conn
+        .query_row(
+            "SELECT count(*) FROM res_day WHERE cat = ?1",
+            [i64::from(crate::availability::cat_index(Category::Mis))],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(m.data(day.0, day.1, later).resources, want);
+}
+
+/// A store of schema 2 (no resources' days) migrated: every aggregated day is marked for
+/// the resources, read raw meanwhile, and materialized by maintenance with the same figures.
+#[test]
+fn schema_2_store_gets_resource_days() {
+    let roster = "[[mo]]\noid = \"mo1\"\nname = \"A\"\ntz = \"UTC\"\n[[mo]]\noid = \"mo2\"\nname = \"B\"\ntz = \"UTC\"\n";
+    let now = at(20, 12, 0, 0);
+    let mut s = Sim::new();
+    s.interval_secs = 60;
+    s.start(at(4, 0, 0, 0));
+    fleet(&mut s, 11, false);
+    s.stop(now);
+    let mut t = T::new("UTC", roster);
+    t.write(s.take());
+    t.store.maintain_now(now).unwrap();
+    let period = (at(4, 0, 0, 0), at(17, 0, 0, 0));
+    let want = t.data(period.0, period.1, now);
+    assert!(want.resources.contains_key(&Category::Mis));
+    drop(std::mem::replace(
+        &mut t.store,
+        SqliteStore::open(&t.path, &t.cfg, t.roster.clone()).unwrap(),
+    ));
+    {
+        let c = rusqlite::Connection::open(&t.path).unwrap();
+        c.execute_batch("DROP TABLE res_day; DROP TABLE res_chan; DROP TABLE dirty_res")
+            .unwrap();
+        c.pragma_update(None, "user_version", 2).unwrap();
+    }
+    drop(std::mem::replace(
+        &mut t.store,
+        SqliteStore::open(&t.path, &t.cfg, t.roster.clone()).unwrap(),
+    ));
+    let count = |t: &T, q: &str| -> i64 { t.store.conn.query_row(q, [], |r| r.get(0)).unwrap() };
+    assert!(count(&t, "SELECT count(*) FROM dirty_res") >= 12);
+    assert_eq!(count(&t, "SELECT count(*) FROM res_day"), 0);
+    assert_eq!(
+        t.data(period.0, period.1, now).resources,
+        want.resources,
+        "raw"
+    );
+    let rep = t.store.maintain_now(now).unwrap();
+    assert!(rep.dirty_res_days >= 12, "{rep:?}");
+    assert_eq!(count(&t, "SELECT count(*) FROM dirty_res"), 0);
+    assert!(count(&t, "SELECT count(*) FROM res_day") > 0);
+    assert_eq!(
+        t.data(period.0, period.1, now).resources,
+        want.resources,
+        "migrated"
+    );
 }
 
 /// Issue 13: off in working hours and usage days through the store, raw and materialized, and
