@@ -224,8 +224,17 @@ pub(crate) fn configure(conn: &Connection, sync_full: bool) -> Result<(), StoreE
     Ok(())
 }
 
-/// Creates or checks the schema.
+/// Creates or checks the schema, in one immediate transaction: a crash half-way through an
+/// upgrade leaves the store as it was (SQLite's DDL is transactional), and two openers (the
+/// store thread, the API's planned-works connection) do not upgrade at once.
 pub(crate) fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
+    migrate_in(&tx)?;
+    tx.commit()?;
+    Ok(())
+}
+
+fn migrate_in(conn: &Connection) -> Result<(), StoreError> {
     let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if v > VERSION {
         return Err(StoreError::Corrupt(format!(
@@ -267,4 +276,39 @@ pub(super) fn meta_set(conn: &Connection, key: &str, value: i64) -> Result<(), S
     conn.prepare_cached("INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)")?
         .execute(rusqlite::params![key, value])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An upgrade that fails half-way leaves the store as it was: no column of the failed
+    /// upgrade added, the version unchanged; the next attempt can still succeed.
+    #[test]
+    fn a_failed_upgrade_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Connection::open(dir.path().join("s.db")).unwrap();
+        migrate(&c).unwrap();
+        // Make a version-1 store whose last column is still there: the upgrade's last ALTER
+        // fails ("duplicate column").
+        for (table, col) in &V2_COLUMNS[..7] {
+            c.execute_batch(&format!("ALTER TABLE {table} DROP COLUMN {col}"))
+                .unwrap();
+        }
+        c.pragma_update(None, "user_version", 1).unwrap();
+        assert!(migrate(&c).is_err());
+        let v: i64 = c
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 1);
+        let has = |t: &str, col: &str| -> bool {
+            c.prepare(&format!("SELECT {col} FROM {t} LIMIT 0")).is_ok()
+        };
+        assert!(!has("host_day", "off_w"), "the first ALTER was rolled back");
+        // Repaired by hand (the column dropped), the upgrade goes through.
+        c.execute_batch("ALTER TABLE mo_month DROP COLUMN any_d")
+            .unwrap();
+        migrate(&c).unwrap();
+        assert!(has("host_day", "off_w") && has("mo_month", "any_d"));
+    }
 }
