@@ -74,6 +74,9 @@ pub async fn run(
     shutdown: CancellationToken,
     ready: Option<tokio::sync::oneshot::Sender<Bound>>,
 ) -> anyhow::Result<()> {
+    // Before anything is served: reports by this process know a crashed earlier run from this
+    // one (`store::load::outages`). The pipeline's own run starts later, so it counts as ours.
+    store::load::set_this_run_start(clock::now_ms());
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("data_dir {}", cfg.data_dir.display()))?;
     let roster = Arc::new(roster);

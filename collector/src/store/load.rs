@@ -83,18 +83,42 @@ pub fn load_runs(conn: &Connection) -> Result<Vec<(Ms, Ms, bool)>, StoreError> {
 /// A run not stopped is taken as still running when it was alive this recently.
 pub const ALIVE_GRACE_MS: Ms = 120_000;
 
-/// Outages as seen at `now`.
+/// When this process began collecting, if it is a collector (set by [`crate::run`] before it
+/// serves anything): see [`outages`].
+static THIS_RUN_START: std::sync::OnceLock<Ms> = std::sync::OnceLock::new();
+
+/// Records that this process runs a collector since `at` (the first call wins).
+pub fn set_this_run_start(at: Ms) {
+    let _ = THIS_RUN_START.set(at);
+}
+
+/// Outages as seen at `now`. A run not stopped that was alive within [`ALIVE_GRACE_MS`] is
+/// taken as still running — unless this process is a collector that started after it: then
+/// that run crashed (`kill -9`), and this process's own run covers its start to now even before
+/// the store has written its row (a report served in the first instants after a restart).
 pub fn outages(runs: &[(Ms, Ms, bool)], now: Ms) -> Outages {
-    let spans: Vec<(Ms, Ms)> = runs
+    outages_seen_by(runs, now, THIS_RUN_START.get().copied())
+}
+
+fn outages_seen_by(runs: &[(Ms, Ms, bool)], now: Ms, this_start: Option<Ms>) -> Outages {
+    // Only for reports about the present (tests replaying 2024 have nothing to do with it).
+    let this_start = this_start.filter(|&t| t <= now);
+    let mut spans: Vec<(Ms, Ms)> = runs
         .iter()
         .map(|&(s, e, stopped)| {
-            if !stopped && now - e <= ALIVE_GRACE_MS {
+            let before_this = this_start.is_some_and(|t| s < t);
+            if !stopped && !before_this && now - e <= ALIVE_GRACE_MS {
                 (s, e.max(now))
             } else {
                 (s, e)
             }
         })
         .collect();
+    if let Some(t) = this_start
+        && !spans.iter().any(|&(s, _)| s >= t)
+    {
+        spans.push((t, now));
+    }
     Outages::from_runs(&spans, now)
 }
 
@@ -390,5 +414,37 @@ pub fn unpack_agg(v: [i64; 9]) -> HostAgg {
         active: flags & 1 != 0,
         reached: ((flags >> 1) & 0xfff) as u16,
         probed: ((flags >> 13) & 0xfff) as u16,
+    }
+}
+
+#[cfg(test)]
+mod run_tests {
+    use super::*;
+
+    /// A report served by a collector just restarted after a `kill -9`, before its own run is
+    /// stored: the crashed run ended at its last write, the new one covers its start to now.
+    #[test]
+    fn a_crashed_run_before_this_process_is_over() {
+        let runs = [(0, 3_000, false)];
+        // As a `report` process (no run of its own): a recent unstopped run is taken as live.
+        let o = outages_seen_by(&runs, 13_000, None);
+        assert_eq!(
+            o.spans(),
+            outages_seen_by(&[(0, 13_000, true)], 13_000, None).spans()
+        );
+        // As the collector that started at 12,000: the gap 3,000–12,000 is an outage.
+        let o = outages_seen_by(&runs, 13_000, Some(12_000));
+        let expect = Outages::from_runs(&[(0, 3_000), (12_000, 13_000)], 13_000);
+        assert_eq!(o.spans(), expect.spans());
+        // Once its own run is stored, the same.
+        let o = outages_seen_by(
+            &[(0, 3_000, false), (12_000, 12_500, false)],
+            13_000,
+            Some(12_000),
+        );
+        assert_eq!(o.spans(), expect.spans());
+        // Reports about another time (replayed history) ignore it.
+        let o = outages_seen_by(&runs, 5_000, Some(12_000));
+        assert_eq!(o.spans(), outages_seen_by(&runs, 5_000, None).spans());
     }
 }
