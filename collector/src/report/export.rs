@@ -355,26 +355,45 @@ fn count_cells(c: &CountRow) -> Vec<Cell> {
     ]
 }
 
-/// Counts per МО and site.
-pub fn counts_table(c: &Counts, tz: chrono_tz::Tz) -> Table {
+/// Rows of a table per МО and site: each МО (OID, name, no site) with its cells, its sites
+/// under it, then the region's total.
+fn mo_site_rows<M, S>(
+    mos: &[M],
+    mo: impl Fn(&M) -> (&String, &String, &Vec<S>, Vec<Cell>),
+    site: impl Fn(&S) -> (&String, Vec<Cell>),
+    total: Vec<Cell>,
+) -> Vec<Vec<Cell>> {
     let mut rows = Vec::new();
-    for m in &c.mos {
-        let mut r: Vec<Cell> = vec![m.mo.as_str().into(), m.mo_name.as_str().into(), "".into()];
-        r.extend(count_cells(&m.counts));
+    for m in mos {
+        let (oid, name, sites, cells) = mo(m);
+        let mut r: Vec<Cell> = vec![oid.as_str().into(), name.as_str().into(), "".into()];
+        r.extend(cells);
         rows.push(r);
-        for s in &m.sites {
+        for s in sites {
+            let (site_name, cells) = site(s);
             let mut r: Vec<Cell> = vec![
-                m.mo.as_str().into(),
-                m.mo_name.as_str().into(),
-                s.site.as_str().into(),
+                oid.as_str().into(),
+                name.as_str().into(),
+                site_name.as_str().into(),
             ];
-            r.extend(count_cells(&s.counts));
+            r.extend(cells);
             rows.push(r);
         }
     }
-    let mut total: Vec<Cell> = vec!["".into(), "Итого по региону".into(), "".into()];
-    total.extend(count_cells(&c.total));
-    rows.push(total);
+    let mut last: Vec<Cell> = vec!["".into(), "Итого по региону".into(), "".into()];
+    last.extend(total);
+    rows.push(last);
+    rows
+}
+
+/// Counts per МО and site.
+pub fn counts_table(c: &Counts, tz: chrono_tz::Tz) -> Table {
+    let rows = mo_site_rows(
+        &c.mos,
+        |m| (&m.mo, &m.mo_name, &m.sites, count_cells(&m.counts)),
+        |s| (&s.site, count_cells(&s.counts)),
+        count_cells(&c.total),
+    );
     Table {
         sheet: "АРМ".into(),
         title: vec![format!(
@@ -702,24 +721,12 @@ pub fn offhours_tables(o: &OffHours, tz: chrono_tz::Tz) -> Vec<Table> {
         notes: vec![note.clone()],
         decimals: 1,
     };
-    let mut rows = Vec::new();
-    for m in &o.mos {
-        let mut r: Vec<Cell> = vec![m.mo.as_str().into(), m.mo_name.as_str().into(), "".into()];
-        r.extend(off_sum_cells(&m.sum));
-        rows.push(r);
-        for s in &m.sites {
-            let mut r: Vec<Cell> = vec![
-                m.mo.as_str().into(),
-                m.mo_name.as_str().into(),
-                s.site.as_str().into(),
-            ];
-            r.extend(off_sum_cells(&s.sum));
-            rows.push(r);
-        }
-    }
-    let mut total: Vec<Cell> = vec!["".into(), "Итого по региону".into(), "".into()];
-    total.extend(off_sum_cells(&o.region));
-    rows.push(total);
+    let rows = mo_site_rows(
+        &o.mos,
+        |m| (&m.mo, &m.mo_name, &m.sites, off_sum_cells(&m.sum)),
+        |s| (&s.site, off_sum_cells(&s.sum)),
+        off_sum_cells(&o.region),
+    );
     let sums = Table {
         sheet: "По МО и подразделениям".into(),
         title: vec![format!("АРМ, выключенные в рабочее время, {when}")],
