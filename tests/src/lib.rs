@@ -5,6 +5,7 @@
 //! builds them before running the tests.
 
 pub mod browser;
+pub mod enrolled;
 pub mod victoria;
 
 use std::io::{BufRead, BufReader};
@@ -680,4 +681,52 @@ pub fn block_on_threads<F: std::future::Future>(
         .enable_all()
         .build()?;
     Ok(rt.block_on(f))
+}
+
+/// What a stopped agent's spool says it produced: (inst, messages numbered, sequence numbers
+/// still spooled, messages dropped by the spool's caps).
+pub fn spool_of(dir: &Path) -> (String, u64, Vec<u64>, u64) {
+    let conn = rusqlite::Connection::open(dir.join("spool.db")).expect("spool.db");
+    let meta = |k: &str| -> String {
+        conn.query_row(
+            "SELECT CAST(value AS TEXT) FROM meta WHERE key = ?1",
+            [k],
+            |r| r.get(0),
+        )
+        .unwrap_or_default()
+    };
+    let inst = meta("inst");
+    let next: u64 = meta("next_seq").parse().unwrap_or(1);
+    let dropped: u64 = meta("dropped").parse().unwrap_or(0);
+    // Numbers reserved by a run that was killed before writing them: never durable; after a
+    // kill with the link down none of them was issued.
+    let skipped: u64 = meta("skipped").parse().unwrap_or(0);
+    let mut st = conn
+        .prepare("SELECT seq FROM msg ORDER BY seq")
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let seqs: Vec<u64> = st
+        .query_map([], |r| r.get::<_, i64>(0))
+        .expect("spool rows")
+        .map(|r| r.expect("spool seq") as u64)
+        .collect();
+    (inst, next.saturating_sub(1 + skipped), seqs, dropped)
+}
+
+/// The collector's delivery row (`GET /api/v1/delivery`) of instance `inst`, once its
+/// contiguous mark reaches `produced` (or after 20 s, as it then stands).
+pub async fn delivery_of(c: &Collector, inst: &str, produced: u64) -> serde_json::Value {
+    let row = || async {
+        let d = c.get("/api/v1/delivery").await;
+        d.as_array()?.iter().find(|v| v["inst"] == inst).cloned()
+    };
+    let done = wait_for(Duration::from_secs(20), || async {
+        row()
+            .await
+            .filter(|v| v["contiguous"].as_u64().unwrap_or(0) >= produced)
+    })
+    .await;
+    match done {
+        Some(v) => v,
+        None => row().await.unwrap_or_default(),
+    }
 }

@@ -112,34 +112,6 @@ impl Fleet {
     }
 }
 
-/// (inst, produced, spooled seqs, dropped) of a stopped agent, read from its spool.
-fn spool_of(dir: &Path) -> (String, u64, Vec<u64>, u64) {
-    let conn = rusqlite::Connection::open(dir.join("spool.db")).expect("spool.db");
-    let meta = |k: &str| -> String {
-        conn.query_row(
-            "SELECT CAST(value AS TEXT) FROM meta WHERE key = ?1",
-            [k],
-            |r| r.get(0),
-        )
-        .unwrap_or_default()
-    };
-    let inst = meta("inst");
-    let next: u64 = meta("next_seq").parse().unwrap_or(1);
-    let dropped: u64 = meta("dropped").parse().unwrap_or(0);
-    // Numbers reserved by a run that was killed before writing them: never durable; after a
-    // kill with the link down (drill 3) none of them was issued.
-    let skipped: u64 = meta("skipped").parse().unwrap_or(0);
-    let mut st = conn
-        .prepare("SELECT seq FROM msg ORDER BY seq")
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-    let seqs: Vec<u64> = st
-        .query_map([], |r| r.get::<_, i64>(0))
-        .unwrap()
-        .map(|r| r.unwrap() as u64)
-        .collect();
-    (inst, next.saturating_sub(1 + skipped), seqs, dropped)
-}
-
 /// Heartbeats counted in the collector's history (sum of 5-minute rollup counts) per host.
 fn history_heartbeats(db: &Path, host: &str) -> i64 {
     let conn =

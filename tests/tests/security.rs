@@ -3,39 +3,22 @@
 //! and Mosquitto (with and without ACLs). Every attack is refused with its reason counted on
 //! /metrics, and a victim host's real data keeps arriving.
 //!
-//! `SimAgent` enrolls over the collector's real HTTP endpoint and signs exactly as the agent
-//! does (`dozor_proto::auth`), so each test controls what the attacker sends byte for byte.
+//! `SimAgent` (`dozor_tests::enrolled`) enrolls over the collector's real HTTP endpoint and
+//! signs exactly as the agent does, so each test controls what the attacker sends byte for byte.
 
-use dozor_proto::auth::{MacKey, Secret, sign};
-use dozor_proto::{
-    Birth, ConnState, DiskUsage, Envelope, Heartbeat, Role, SCHEMA_VERSION, SpoolStats, State,
-    client_id, topic, username,
-};
+use dozor_proto::auth::{Secret, sign};
+use dozor_proto::{ConnState, Envelope, Role, SCHEMA_VERSION, State, client_id, topic, username};
+use dozor_tests::enrolled::{SimAgent, connect, connect_when_accepted, enroll, token};
 use dozor_tests::*;
-use rumqttc::{AsyncClient, ConnectionError, Event, MqttOptions, Packet, QoS};
+use rumqttc::{Event, MqttOptions, Packet, QoS};
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 const MO_A: &str = "1.2.643.5.1.13.13.12.2.27.11";
 const MO_B: &str = "1.2.643.5.1.13.13.12.2.27.22";
 
 fn now_ms() -> i64 {
     unix_ms()
-}
-
-/// Creates an enrollment token with the collector's CLI (as a region admin would).
-fn token(data_dir: &std::path::Path, mo: &str, extra: &[&str]) -> String {
-    let out = Command::new(bin("dozor-collector"))
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(["token", "create", "--mo", mo])
-        .args(extra)
-        .stderr(Stdio::null())
-        .output()
-        .expect("dozor-collector token create");
-    assert!(out.status.success(), "token create failed");
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 /// Revokes an identity with the collector's CLI (as a region admin would).
@@ -48,225 +31,6 @@ fn revoke(data_dir: &std::path::Path, a: &SimAgent) {
         .status()
         .unwrap();
     assert!(status.success(), "agent revoke failed");
-}
-
-/// Connects until the broker accepts the login (the collector provisions asynchronously).
-async fn connect_when_accepted(o: impl Fn() -> MqttOptions) -> Option<Conn> {
-    // Up to 20 s: under a loaded CI machine the broker's provisioning can lag.
-    for _ in 0..80 {
-        let mut k = connect(o()).await;
-        if k.connected().await {
-            return Some(k);
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    None
-}
-
-/// Enrolls over HTTP; returns (status, JSON body).
-async fn enroll(c: &Collector, token: &str, hint: &str) -> (u16, serde_json::Value) {
-    let r = c
-        .client
-        .post(format!("http://{}/api/v1/enroll", c.http))
-        .json(&serde_json::json!({"token": token, "host_hint": hint, "hostname": hint}))
-        .send()
-        .await
-        .expect("POST /api/v1/enroll");
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or_default())
-}
-
-/// An enrolled identity driven by the test.
-struct SimAgent {
-    mo: String,
-    host: String,
-    secret: Secret,
-    inst: String,
-    seq: u64,
-}
-
-impl SimAgent {
-    async fn enroll(c: &Collector, token: &str, hint: &str) -> SimAgent {
-        let (status, body) = enroll(c, token, hint).await;
-        assert_eq!(status, 200, "enrollment: {body}");
-        SimAgent {
-            mo: body["mo"].as_str().unwrap().into(),
-            host: body["host"].as_str().unwrap().into(),
-            secret: Secret::from_hex(body["secret"].as_str().unwrap()).unwrap(),
-            inst: format!("inst-{hint}"),
-            seq: 0,
-        }
-    }
-
-    fn key(&self) -> MacKey {
-        self.secret.mac_key()
-    }
-
-    fn options(&self, port: u16) -> MqttOptions {
-        let mut o = MqttOptions::new(client_id(&self.mo, &self.host), "127.0.0.1", port);
-        o.set_credentials(username(&self.mo, &self.host), self.secret.mqtt_password())
-            .set_keep_alive(Duration::from_secs(30));
-        o
-    }
-
-    fn hb_json(&mut self, mo: &str, host: &str, inst: &str, oldest: Option<u64>) -> Vec<u8> {
-        self.seq += 1;
-        serde_json::to_vec(&Envelope {
-            v: SCHEMA_VERSION,
-            mo: mo.into(),
-            host: host.into(),
-            inst: inst.into(),
-            seq: self.seq,
-            ts: now_ms(),
-            replay: false,
-            body: Heartbeat {
-                uptime_secs: 100,
-                cpu_pct: 5.0,
-                mem_used_bytes: 1 << 30,
-                mem_total_bytes: 4 << 30,
-                load: None,
-                disks: vec![DiskUsage {
-                    mount: "/".into(),
-                    total_bytes: 100,
-                    used_bytes: 10,
-                }],
-                interval_secs: 1,
-                spool: oldest.map(|o| SpoolStats {
-                    pending: 0,
-                    bytes: 0,
-                    dropped: 0,
-                    oldest_seq: Some(o),
-                }),
-            },
-        })
-        .unwrap()
-    }
-
-    /// Its own heartbeat, signed: (topic, payload).
-    fn hb(&mut self) -> (String, Vec<u8>) {
-        let (mo, host, inst) = (self.mo.clone(), self.host.clone(), self.inst.clone());
-        let json = self.hb_json(&mo, &host, &inst, None);
-        let t = topic(&mo, &host, dozor_proto::Kind::Hb);
-        (t.clone(), sign(&self.key(), &t, &json))
-    }
-
-    fn birth(&mut self, role: Role) -> (String, Vec<u8>) {
-        self.seq += 1;
-        let json = serde_json::to_vec(&Envelope {
-            v: SCHEMA_VERSION,
-            mo: self.mo.clone(),
-            host: self.host.clone(),
-            inst: self.inst.clone(),
-            seq: self.seq,
-            ts: now_ms(),
-            replay: false,
-            body: Birth {
-                agent_version: "test".into(),
-                role,
-                site: "Главный корпус".into(),
-                hostname: self.host.clone(),
-                os_name: "Linux".into(),
-                os_version: "1".into(),
-                cpu_model: "x".into(),
-                cpu_count: 2,
-                mem_total_bytes: 4 << 30,
-                disks: vec![],
-                boot_time: now_ms() / 1000 - 100,
-                boot_id: "b".into(),
-                seq_base: self.seq,
-                interval_secs: 1,
-                keepalive_secs: 30,
-                prev_end: None,
-                targets: vec![],
-            },
-        })
-        .unwrap();
-        let t = topic(&self.mo, &self.host, dozor_proto::Kind::Birth);
-        (t.clone(), sign(&self.key(), &t, &json))
-    }
-
-    /// A `state` for any (mo, host), signed with this identity's key.
-    fn state_for(&self, mo: &str, host: &str, st: ConnState) -> (String, Vec<u8>) {
-        let json = serde_json::to_vec(&Envelope {
-            v: SCHEMA_VERSION,
-            mo: mo.into(),
-            host: host.into(),
-            inst: self.inst.clone(),
-            seq: self.seq,
-            ts: now_ms(),
-            replay: false,
-            body: State {
-                state: st,
-                reason: Some("shutdown".into()),
-            },
-        })
-        .unwrap();
-        let t = topic(mo, host, dozor_proto::Kind::State);
-        (t.clone(), sign(&self.key(), &t, &json))
-    }
-}
-
-/// A connected MQTT client; `events` reports connection outcomes.
-struct Conn {
-    client: AsyncClient,
-    events: mpsc::UnboundedReceiver<Result<Event, String>>,
-}
-
-async fn connect(o: MqttOptions) -> Conn {
-    let (client, mut el) = AsyncClient::new(o, 10_000);
-    let (tx, events) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            match el.poll().await {
-                Ok(ev) => {
-                    if tx.send(Ok(ev)).is_err() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    let refused = matches!(e, ConnectionError::ConnectionRefused(_));
-                    if tx.send(Err(e.to_string())).is_err() || refused {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                }
-            }
-        }
-    });
-    Conn { client, events }
-}
-
-impl Conn {
-    /// Waits for the CONNACK (true) or a refusal/error (false).
-    async fn connected(&mut self) -> bool {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            match tokio::time::timeout_at(deadline, self.events.recv()).await {
-                Ok(Some(Ok(Event::Incoming(Packet::ConnAck(_))))) => return true,
-                Ok(Some(Ok(_))) => {}
-                Ok(Some(Err(_))) | Ok(None) | Err(_) => return false,
-            }
-        }
-    }
-
-    /// Waits until the connection drops (an error after having connected).
-    async fn dropped(&mut self, within: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            match tokio::time::timeout_at(deadline, self.events.recv()).await {
-                Ok(Some(Err(_))) | Ok(None) => return true,
-                Ok(Some(Ok(_))) => {}
-                Err(_) => return false,
-            }
-        }
-    }
-
-    async fn publish(&self, (t, p): (String, Vec<u8>), retain: bool) {
-        self.client
-            .publish(t, QoS::AtLeastOnce, retain, p)
-            .await
-            .expect("queue publish");
-    }
 }
 
 fn start_enrolled(broker: &Broker, dir: &std::path::Path) -> Collector {
