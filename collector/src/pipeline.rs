@@ -283,15 +283,8 @@ impl Pipeline {
                 Verdict::WindowFull => return Outcome::Rejected(Refusal::SeqWindow),
                 Verdict::New => self.tracker.record(&key, h.mo, h.host, h.seq),
             }
-            if !h.replay
-                && !retained
-                && let clones::CloneVerdict::Cloned { insts } =
-                    self.clones.seen(h.mo, h.host, h.inst, recv_ms)
-            {
-                self.metrics.cloned_id();
-                let text = clones::warning_ru(h.mo, h.host, insts);
-                tracing::warn!(mo = h.mo, host = h.host, insts, "{text}");
-                self.state.warn(h.mo, h.host, text);
+            if !h.replay && !retained {
+                self.watch_clones(&h, recv_ms);
             }
             if let Message::Hb(e) = &msg
                 && let Some(oldest) = e.body.spool.as_ref().and_then(|s| s.oldest_seq)
@@ -327,6 +320,33 @@ impl Pipeline {
             Outcome::Accepted { accepted, .. } => self
                 .metrics
                 .accepted(accepted.msg.kind(), accepted.msg.header().replay),
+        }
+    }
+
+    /// Feeds a live message to the clone watch and applies its verdict: a new finding is
+    /// counted and warned about; a changed count rewrites the warning; a resolved clone takes
+    /// it away.
+    fn watch_clones(&mut self, h: &dozor_proto::Header<'_>, recv_ms: i64) {
+        match self.clones.seen(h.mo, h.host, h.inst, recv_ms) {
+            clones::CloneVerdict::Quiet => {}
+            clones::CloneVerdict::Cloned { insts } => {
+                self.metrics.cloned_id();
+                let text = clones::warning_ru(h.mo, h.host, insts);
+                tracing::warn!(mo = h.mo, host = h.host, insts, "{text}");
+                self.state.warn(h.mo, h.host, text);
+            }
+            clones::CloneVerdict::Fewer { insts } => {
+                self.state
+                    .warn(h.mo, h.host, clones::warning_ru(h.mo, h.host, insts));
+            }
+            clones::CloneVerdict::Cleared => {
+                tracing::info!(
+                    mo = h.mo,
+                    host = h.host,
+                    "cloned machine id resolved: one agent install heard alone for 10 minutes"
+                );
+                self.state.unwarn(h.mo, h.host, clones::WARNING_KIND);
+            }
         }
     }
 

@@ -380,6 +380,21 @@ impl LiveState {
         h.warnings.push(text);
     }
 
+    /// Removes the host's warning of `kind` (its text up to the first `:`); unknown hosts and
+    /// hosts without such a warning are left alone.
+    pub fn unwarn(&mut self, mo: &str, host: &str, kind: &str) {
+        let Some(i) = self.mos.get(mo).and_then(|m| m.get(host)).copied() else {
+            return;
+        };
+        let Some(h) = self.hosts.get_mut(i) else {
+            return;
+        };
+        let of_kind = |w: &String| w.split(':').next() == Some(kind);
+        if h.warnings.iter().any(of_kind) {
+            Arc::make_mut(h).warnings.retain(|w| !of_kind(w));
+        }
+    }
+
     /// Builds a snapshot for readers, sorted by (МО, host id). Copies one pointer per host;
     /// only when hosts were added since the last one are they merged into order (the sorted
     /// prefix and the sorted newcomers are two runs: a linear merge) and re-indexed.

@@ -10,7 +10,10 @@
 
 use std::collections::HashMap;
 
-/// Two instances of one host id heard live within this window are two machines. An agent
+/// Two instances of one host id heard live within this window are two machines; a reported
+/// clone clears once one instance has been heard alone for longer than this window (the other
+/// PC re-imaged, given its own host id, or retired). A clone that returns later is reported
+/// (and counted) again. An agent
 /// reinstalled on the same PC stops sending under the old instance at once, so a window of a
 /// few heartbeat intervals (30 s by default) tells the two cases apart; 10 minutes also covers
 /// clones that are switched on in turns during a working day.
@@ -25,20 +28,42 @@ pub(crate) enum CloneVerdict {
     /// Nothing new.
     Quiet,
     /// The host id is now heard from `insts` instances at once (first time for this host id,
-    /// or more than before).
+    /// or more than before): count it and show the warning.
     Cloned { insts: usize },
+    /// A reported host id is still heard from several instances, but fewer than reported
+    /// (one of three went silent): update the warning's count, count nothing.
+    Fewer { insts: usize },
+    /// A reported host id has been heard from this one instance alone for more than
+    /// [`CLONE_WINDOW_MS`] (see [`CloneWatch::seen`]): take the warning away.
+    Cleared,
 }
 
 /// Per host id (МО, host), the instances heard live recently.
 #[derive(Debug, Default)]
 pub(crate) struct CloneWatch {
     hosts: HashMap<(String, String), Vec<(String, i64)>>,
-    /// Host ids reported as cloned, with how many instances were reported.
-    reported: HashMap<(String, String), usize>,
+    /// Host ids reported as cloned.
+    reported: HashMap<(String, String), Reported>,
+}
+
+/// A host id reported as cloned.
+#[derive(Debug)]
+struct Reported {
+    /// How many instances the warning names.
+    insts: usize,
+    /// The instance heard alone since the last message of any other, the time of its first
+    /// message of that stretch and of its latest one; a gap longer than the window (the PC
+    /// was off) starts a new stretch: nothing was heard in it.
+    solo: Option<(String, i64, i64)>,
 }
 
 impl CloneWatch {
     /// A live message of `inst` for (`mo`, `host`) received at `now_ms`.
+    ///
+    /// A reported clone clears when one instance has been heard alone — no other instance,
+    /// no gap in its own messages longer than [`CLONE_WINDOW_MS`] — for more than
+    /// [`CLONE_WINDOW_MS`]. A host id nobody hears keeps its warning (nothing says the clone
+    /// was resolved: both PCs may just be off for the night).
     pub(crate) fn seen(&mut self, mo: &str, host: &str, inst: &str, now_ms: i64) -> CloneVerdict {
         let key = (mo.to_owned(), host.to_owned());
         let list = self.hosts.entry(key.clone()).or_default();
@@ -56,13 +81,39 @@ impl CloneWatch {
             .iter()
             .filter(|(_, t)| now_ms - *t <= CLONE_WINDOW_MS)
             .count();
-        if live < 2 {
-            return CloneVerdict::Quiet;
+        let Some(r) = self.reported.get_mut(&key) else {
+            if live < 2 {
+                return CloneVerdict::Quiet;
+            }
+            self.reported.insert(
+                key,
+                Reported {
+                    insts: live,
+                    solo: None,
+                },
+            );
+            return CloneVerdict::Cloned { insts: live };
+        };
+        let solo = match r.solo.take() {
+            Some((i, since, last)) if i == inst && now_ms - last <= CLONE_WINDOW_MS => {
+                (i, since, now_ms.max(last))
+            }
+            _ => (inst.to_owned(), now_ms, now_ms),
+        };
+        let alone_for = solo.2 - solo.1;
+        r.solo = Some(solo);
+        if alone_for > CLONE_WINDOW_MS {
+            self.reported.remove(&key);
+            // Forget the silent ones: a clone that returns is a new finding.
+            list.retain(|(i, _)| i == inst);
+            return CloneVerdict::Cleared;
         }
-        let before = self.reported.get(&key).copied().unwrap_or(0);
-        if live > before {
-            self.reported.insert(key, live);
+        if live > r.insts {
+            r.insts = live;
             CloneVerdict::Cloned { insts: live }
+        } else if live < r.insts && live >= 2 {
+            r.insts = live;
+            CloneVerdict::Fewer { insts: live }
         } else {
             CloneVerdict::Quiet
         }
@@ -87,10 +138,13 @@ impl CloneWatch {
     }
 }
 
+/// The kind of the warning (its text up to the first `:`), by which it is replaced or cleared.
+pub(crate) const WARNING_KIND: &str = "Клонированный идентификатор машины";
+
 /// The Russian warning for a cloned host id (UI, API, log).
 pub(crate) fn warning_ru(mo: &str, host: &str, insts: usize) -> String {
     format!(
-        "Клонированный идентификатор машины: узел «{host}» (МО {mo}) одновременно передают {insts} \
+        "{WARNING_KIND}: узел «{host}» (МО {mo}) одновременно передают {insts} \
          разных установки агента — вероятно, компьютеры развернуты из одного образа диска. \
          Задайте каждому свой host_id или пересоздайте идентификатор машины \
          (systemd-machine-id-setup, sysprep)."
@@ -152,6 +206,78 @@ mod tests {
         assert_eq!(w.cloned(9 * MIN).len(), 1);
         w.seen("mo", "h", "b", 12 * MIN);
         assert!(w.cloned(12 * MIN).is_empty());
+    }
+
+    /// The reported warning clears once one install has been heard alone for more than the
+    /// window, and not a moment earlier; a clone that comes back later is a new finding.
+    #[test]
+    fn a_resolved_clone_clears_after_ten_minutes_of_one_install() {
+        let mut w = CloneWatch::default();
+        w.seen("mo", "h", "a", 0);
+        assert_eq!(
+            w.seen("mo", "h", "b", 1_000),
+            CloneVerdict::Cloned { insts: 2 }
+        );
+        // `b` is re-imaged after its message at 1 s; `a` keeps sending every 30 s from 30 s.
+        let mut t = 30_000;
+        while t <= 30_000 + CLONE_WINDOW_MS {
+            assert_eq!(w.seen("mo", "h", "a", t), CloneVerdict::Quiet, "at {t}");
+            t += 30_000;
+        }
+        assert_eq!(w.cloned(t - 30_000), Vec::new(), "b is out of the window");
+        assert_eq!(w.seen("mo", "h", "a", t), CloneVerdict::Cleared);
+        assert_eq!(w.seen("mo", "h", "a", t + 30_000), CloneVerdict::Quiet);
+        // `b` returns (the same image switched on again): reported and counted again.
+        assert_eq!(
+            w.seen("mo", "h", "b", t + 60_000),
+            CloneVerdict::Cloned { insts: 2 }
+        );
+    }
+
+    /// While both are heard, however long, the warning stays.
+    #[test]
+    fn two_live_installs_never_clear() {
+        let mut w = CloneWatch::default();
+        w.seen("mo", "h", "a", 0);
+        assert_eq!(w.seen("mo", "h", "b", 0), CloneVerdict::Cloned { insts: 2 });
+        for t in 1..200 {
+            // `a` every 30 s, `b` every 9 minutes.
+            assert_eq!(w.seen("mo", "h", "a", t * 30_000), CloneVerdict::Quiet);
+            if t % 18 == 0 {
+                assert_eq!(w.seen("mo", "h", "b", t * 30_000), CloneVerdict::Quiet);
+            }
+        }
+    }
+
+    /// Three installs, one falls silent: the count goes down without a new finding. A host id
+    /// nobody hears keeps its warning: both clones off for the night are still clones in the
+    /// morning (no clearing, no second count).
+    #[test]
+    fn fewer_installs_rewrite_the_warning_and_a_night_off_keeps_it() {
+        let mut w = CloneWatch::default();
+        w.seen("mo", "h", "a", 0);
+        w.seen("mo", "h", "b", 0);
+        assert_eq!(w.seen("mo", "h", "c", 0), CloneVerdict::Cloned { insts: 3 });
+        assert_eq!(w.seen("mo", "h", "a", 5 * MIN), CloneVerdict::Quiet);
+        assert_eq!(w.seen("mo", "h", "b", 5 * MIN), CloneVerdict::Quiet);
+        assert_eq!(
+            w.seen("mo", "h", "a", 11 * MIN),
+            CloneVerdict::Fewer { insts: 2 }
+        );
+        assert_eq!(w.seen("mo", "h", "b", 11 * MIN), CloneVerdict::Quiet);
+        // Both off for a night; `a` is switched on first in the morning.
+        let morning = 24 * 60 * MIN;
+        for t in 0..8 {
+            assert_eq!(
+                w.seen("mo", "h", "a", morning + t * MIN),
+                CloneVerdict::Quiet
+            );
+        }
+        assert_eq!(
+            w.seen("mo", "h", "b", morning + 8 * MIN),
+            CloneVerdict::Quiet
+        );
+        assert_eq!(w.cloned(morning + 8 * MIN).len(), 1);
     }
 
     #[test]

@@ -373,3 +373,54 @@ fn a_new_message_is_applied_corrected_and_batched() {
         "t",
     );
 }
+
+/// A heartbeat of `host` from agent install `inst`, sent and received at `at`.
+fn hb_from(host: &str, inst: &str, seq: u64, at: i64) -> Message {
+    let Message::Hb(mut e) = hb_at(MO, host, seq, at, false) else {
+        unreachable!("hb_at makes a heartbeat")
+    };
+    e.inst = inst.into();
+    Message::Hb(e)
+}
+
+/// A cloned machine id through the pipeline: counted once and shown as a warning on the host
+/// while both installs are heard; gone once one of them has been heard alone for more than
+/// ten minutes.
+#[test]
+fn a_cloned_host_id_is_warned_about_and_cleared_when_resolved() {
+    let mut p = pipeline(false, Vec::new());
+    let warnings = |p: &Pipeline| p.state().get(MO, "a").map(|h| h.warnings.clone());
+    let counted = |p: &Pipeline| {
+        let mut text = String::new();
+        p.metrics.render(&mut text);
+        text.lines()
+            .find_map(|l| l.strip_prefix("dozor_cloned_machine_ids_total "))
+            .map(str::to_owned)
+    };
+    let mut t = NOW;
+    for seq in 1..=3 {
+        for inst in ["img-1", "img-2"] {
+            let out = p.handle(Ok(hb_from("a", inst, seq, t)), false, t);
+            assert!(matches!(out, Outcome::Accepted { .. }), "{out:?}");
+        }
+        t += 30_000;
+    }
+    let w = warnings(&p).unwrap();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].starts_with("Клонированный идентификатор машины: узел «a»"));
+    assert!(w[0].contains("2 разных установки"), "{w:?}");
+    assert_eq!(counted(&p).as_deref(), Some("1"));
+    // `img-2` is re-imaged; `img-1` goes on every 30 s: the warning stays for ten minutes…
+    let since = t;
+    let mut seq = 4;
+    while t - since <= clones::CLONE_WINDOW_MS {
+        p.handle(Ok(hb_from("a", "img-1", seq, t)), false, t);
+        assert_eq!(warnings(&p).unwrap().len(), 1, "at +{} ms", t - since);
+        seq += 1;
+        t += 30_000;
+    }
+    // …then it is gone, and nothing more was counted.
+    p.handle(Ok(hb_from("a", "img-1", seq, t)), false, t);
+    assert_eq!(warnings(&p), Some(Vec::new()));
+    assert_eq!(counted(&p).as_deref(), Some("1"));
+}

@@ -271,4 +271,10 @@ fn warnings_replace_their_own_kind() {
     let snap = s.snapshot(2_000);
     assert_eq!(snap.hosts[0].warnings.len(), 1);
     assert!(s.get(MO, "nobody").is_none());
+    // Cleared by kind: another kind, and the snapshot taken before, are kept.
+    s.warn(MO, "a", "Другое: x".into());
+    s.unwarn(MO, "a", "Клонированный идентификатор машины");
+    s.unwarn(MO, "nobody", "Клонированный идентификатор машины");
+    assert_eq!(s.get(MO, "a").unwrap().warnings, ["Другое: x"]);
+    assert_eq!(snap.hosts[0].warnings.len(), 1);
 }
