@@ -1,7 +1,8 @@
 //! The web UI in a real headless Chromium (chromedriver, WebDriver) against the real collector
 //! running its `--demo` region over the real MQTT path: log in, the region overview, search,
 //! the host page's charts drawn with data, a demo incident arriving live, acknowledging it,
-//! silencing an МО, downloading the indicator XLSX. Each test asserts what a person sees.
+//! silencing an МО, downloading the indicator XLSX, announcing and deleting planned works.
+//! Each test asserts what a person sees.
 //!
 //! `DOZOR_UI_SHOTS=docs/ui cargo test -p dozor-tests --test ui` also saves the screenshots of
 //! docs/ui.md (1400 and 400 px wide).
@@ -428,4 +429,145 @@ async fn a_page_sends_to_the_login_and_back() {
         .run("done(document.documentElement.scrollWidth <= window.innerWidth)")
         .await;
     assert_eq!(w, true);
+}
+
+/// The «Плановые работы» page: an admin announces a work through the form and sees it listed
+/// with Russian wording and the МО's name (not its OID); a POST without the session's CSRF
+/// token, sent from the same page with the same cookie, is refused; the admin deletes the work
+/// with its button; a viewer sees the works but neither the form nor a delete button.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_announces_and_deletes_a_planned_work_a_viewer_only_reads() {
+    const MO: &str = "1.2.643.5.1.13.13.12.2.27.9201";
+    const MO_NAME: &str = "Городская поликлиника № 3";
+    const ADMIN_PW: &str = "пароль администратора 2026";
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("collector");
+    collector_cli_stdin(
+        &data,
+        &["user", "add", "admin", "--role", "admin"],
+        &format!("{ADMIN_PW}\n"),
+    );
+    collector_cli_stdin(
+        &data,
+        &["user", "add", "ivanova", "--role", "viewer"],
+        &format!("{PW}\n"),
+    );
+    let roster = dir.path().join("roster.toml");
+    std::fs::write(
+        &roster,
+        format!("[[mo]]\noid = \"{MO}\"\nname = \"{MO_NAME}\"\n"),
+    )
+    .unwrap();
+    let c = Collector::start(
+        &Broker::Embedded(0),
+        &data,
+        &["--roster", roster.to_str().unwrap()],
+    );
+    let site = site(&c);
+    let b = Browser::start(1400, None).await;
+    b.go(&format!("{site}/planned")).await;
+    b.login(&site, "admin", ADMIN_PW, "/planned").await;
+    assert_eq!(b.text("h1").await, "Плановые работы");
+    assert!(b.text("#cur-h + p").await.contains("Плановых работ нет"));
+
+    // The form: a title, the МО from its list (by name), one-off from +1 h to +3 h in the
+    // browser's local time (datetime-local fields are set as a person's picker would).
+    b.type_into("form.planned-form input[name=title]", "Замена коммутатора")
+        .await;
+    let picked: Value = b
+        .run(&format!(
+            "const f = document.querySelector('form.planned-form');\
+             const mo = f.querySelector('select[name=mo]');\
+             mo.value = '{MO}';\
+             const local = (ms) => {{ const d = new Date(ms - new Date(ms).getTimezoneOffset() * 60000);\
+               return d.toISOString().slice(0, 16); }};\
+             f.querySelector('input[name=from]').value = local(Date.now() + 3600e3);\
+             f.querySelector('input[name=to]').value = local(Date.now() + 3 * 3600e3);\
+             done(mo.options[mo.selectedIndex].text)"
+        ))
+        .await;
+    assert_eq!(picked, MO_NAME, "the МО list shows names");
+    b.click("form.planned-form button").await;
+    b.wait_text("form.planned-form .result", "Плановые работы объявлены", 10)
+        .await
+        .unwrap_or_else(|t| panic!("the form reports the work: {t:?}"));
+    // The page reloads with the work listed.
+    let row = b
+        .wait_text("table.planned tbody tr", "Замена коммутатора", 10)
+        .await
+        .unwrap_or_else(|t| panic!("the work is listed: {t:?}"));
+    assert!(row.contains(&format!("МО «{MO_NAME}»")), "{row}");
+    assert!(row.contains("разово:"), "{row}");
+    assert!(row.contains("admin"), "who announced it: {row}");
+    assert!(!row.contains(MO), "an OID on the page: {row}");
+    let works = c.get("/api/v1/planned-works").await;
+    let works = works.as_array().unwrap();
+    assert_eq!(works.len(), 1, "{works:?}");
+    assert_eq!(works[0]["mo"], MO);
+    assert_eq!(works[0]["created_by"], "admin");
+    let id = works[0]["id"].as_str().unwrap().to_string();
+    b.run("window.scrollTo(0, 0); done(1)").await;
+    shoot(&b, "planned").await;
+
+    // The same page, the same session cookie, no CSRF header: refused.
+    let status: Value = b
+        .run(
+            "fetch('/api/v1/planned-works', {method: 'POST', headers: {'Content-Type': 'application/json'},\
+               body: JSON.stringify({title: 'Подделка', from: new Date(Date.now() + 3600e3).toISOString(),\
+               to: new Date(Date.now() + 7200e3).toISOString()})}).then(r => done(r.status))",
+        )
+        .await;
+    assert_eq!(status, 403, "a POST without the CSRF token");
+    assert_eq!(
+        c.get("/api/v1/planned-works")
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Deleting: the confirmation dialog is answered "yes".
+    b.run("window.confirm = () => true; done(1)").await;
+    b.click("form[data-kind=planned-delete] button").await;
+    b.wait_text("#cur-h + p", "Плановых работ нет", 10)
+        .await
+        .unwrap_or_else(|t| panic!("the list is empty after deleting: {t:?}"));
+    let gone = c
+        .client
+        .get(format!("{site}/api/v1/planned-works/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
+
+    // A weekly work for the whole region, days typed in Russian.
+    b.type_into("form.planned-form input[name=title]", "Обновление МИС")
+        .await;
+    b.type_into("form.planned-form input[name=days]", "вс")
+        .await;
+    b.type_into("form.planned-form input[name=start]", "02:00")
+        .await;
+    b.type_into("form.planned-form input[name=end]", "04:00")
+        .await;
+    b.click("form.planned-form button").await;
+    b.wait_text("form.planned-form .result", "Плановые работы объявлены", 10)
+        .await
+        .unwrap_or_else(|t| panic!("the form reports the weekly work: {t:?}"));
+    let works = c.get("/api/v1/planned-works").await;
+    assert_eq!(works[0]["days"], serde_json::json!(["sun"]), "{works}");
+
+    // A viewer reads the works but gets no form and no button.
+    b.client.delete_all_cookies().await.unwrap();
+    b.go(&format!("{site}/planned")).await;
+    b.login(&site, "ivanova", PW, "/planned").await;
+    let row = b
+        .wait_text("table.planned tbody tr", "Обновление МИС", 10)
+        .await
+        .unwrap_or_else(|t| panic!("the viewer sees the work: {t:?}"));
+    assert!(row.contains("еженедельно: вс 02:00–04:00"), "{row}");
+    assert!(row.contains("весь регион"), "{row}");
+    assert_eq!(b.count("form.planned-form").await, 0, "a form for a viewer");
+    assert_eq!(b.count("form[data-kind=planned-delete]").await, 0);
+    assert_eq!(b.count("#add-h").await, 0);
 }
