@@ -4,6 +4,7 @@
 //! The binaries are taken from the cargo target directory the tests run from; `tests/run`
 //! builds them before running the tests.
 
+pub mod alerting;
 pub mod browser;
 pub mod enrolled;
 pub mod victoria;
@@ -729,4 +730,63 @@ pub async fn delivery_of(c: &Collector, inst: &str, produced: u64) -> serde_json
         Some(v) => v,
         None => row().await.unwrap_or_default(),
     }
+}
+
+/// A TCP "МИС" that accepts every connection and says nothing (what `tcp://` probes need to
+/// read `ok`), running until the test's runtime ends; returns its port.
+pub async fn tcp_mis() -> u16 {
+    let mis = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a TCP МИС");
+    let port = mis.local_addr().expect("its address").port();
+    tokio::spawn(async move {
+        loop {
+            let _ = mis.accept().await;
+        }
+    });
+    port
+}
+
+/// The agent flags of the reliability drills (drills, powercut, region): `role` at site
+/// «Корпус 1», heartbeats and probes every second, keep-alive 5 s, a resend after 5 s, replay
+/// at `replay_rate` msg/s, probing the МИС at `tcp://127.0.0.1:mis_port`.
+pub fn drill_agent_args(role: &str, replay_rate: u32, mis_port: u16) -> Vec<String> {
+    let replay_rate = replay_rate.to_string();
+    [
+        "--role",
+        role,
+        "--site",
+        "Корпус 1",
+        "--interval-secs",
+        "1",
+        "--probe-interval-secs",
+        "1",
+        "--keepalive-secs",
+        "5",
+        "--spool-resend-after-secs",
+        "5",
+        "--spool-replay-rate-per-sec",
+        &replay_rate,
+        "--probe",
+        &format!("mis=tcp://127.0.0.1:{mis_port}"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Sequence numbers an agent logged as issued (the `issued seq=N` trace lines of
+/// [`Agent::start_logged`] with `dozor_agent::spool=trace`), in order.
+pub fn issued_seqs(log: &Path) -> Vec<u64> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.contains(" issued "))
+        .filter_map(|l| {
+            let rest = &l[l.find("seq=")? + 4..];
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
 }

@@ -7,9 +7,10 @@
 //! The old МИС answers 503 and the new one 200, so the collector's own probe data (the host
 //! list's `probes.mis.ok`) shows which URL each agent probes.
 
+use dozor_tests::enrolled::{self, enroll_args};
 use dozor_tests::*;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -41,28 +42,9 @@ fn write_config_watched(path: &Path, mis_url: &str, watch_secs: u32) {
     std::fs::rename(tmp, path).unwrap();
 }
 
-/// Creates an enrollment token with the collector's CLI (as a region admin would).
+/// An enrollment token for the test's МО.
 fn token(data_dir: &Path) -> String {
-    let out = Command::new(bin("dozor-collector"))
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(["token", "create", "--mo", MO])
-        .stderr(Stdio::null())
-        .output()
-        .expect("dozor-collector token create");
-    assert!(out.status.success(), "token create failed");
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-/// Agent arguments for enrollment with `token` at the collector's plain-HTTP API (a lab).
-fn enroll_args(c: &Collector, token: &str) -> Vec<String> {
-    vec![
-        "--enroll-token".into(),
-        token.into(),
-        "--enroll-url".into(),
-        format!("http://{}", c.http),
-        "--enroll-allow-plain-http".into(),
-    ]
+    enrolled::token(data_dir, MO, &[])
 }
 
 fn start_agent(mqtt_url: &str, dir: &Path, host: &str, extra: &[String]) -> Agent {

@@ -2,6 +2,7 @@
 //! (as two PCs cloned from one disk image derive it from the same machine id) but their own
 //! state dirs are detected and counted once.
 
+use dozor_tests::enrolled::{enroll_args, token};
 use dozor_tests::*;
 use std::time::Duration;
 
@@ -45,19 +46,6 @@ async fn same_machine_id_from_two_installs_is_reported_once() {
     assert_eq!(h["warnings"].as_array().map(Vec::len), Some(1));
 }
 
-/// Creates an enrollment token with the collector's CLI (as a region admin would).
-fn token(data_dir: &std::path::Path) -> String {
-    let out = std::process::Command::new(bin("dozor-collector"))
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(["token", "create", "--mo", MO])
-        .stderr(std::process::Stdio::null())
-        .output()
-        .expect("dozor-collector token create");
-    assert!(out.status.success(), "token create failed");
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 /// In enrolled mode (the region's mode) the collector keeps clones apart already: the second
 /// install enrolling with the same host hint gets the hint with a random suffix, so the two
 /// PCs are two hosts, and nothing is merged.
@@ -70,26 +58,12 @@ async fn enrolled_clones_are_two_hosts() {
         &cdir,
         &["--security-mode", "enrolled"],
     );
-    let url = format!("http://{}", c.http);
     let start = |name: &str| {
-        let t = token(&cdir);
-        Agent::start(
-            &c.mqtt_url(),
-            MO,
-            "clone-01",
-            &dir.path().join(name),
-            &[
-                "--role",
-                "workstation",
-                "--interval-secs",
-                "1",
-                "--enroll-token",
-                &t,
-                "--enroll-url",
-                &url,
-                "--enroll-allow-plain-http",
-            ],
-        )
+        let mut args = vec!["--role".to_string(), "workstation".into()];
+        args.extend(["--interval-secs".into(), "1".into()]);
+        args.extend(enroll_args(&c, &token(&cdir, MO, &[])));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Agent::start(&c.mqtt_url(), MO, "clone-01", &dir.path().join(name), &args)
     };
     let _a = start("a");
     let _b = start("b");

@@ -37,29 +37,7 @@ struct Fleet {
 }
 
 fn agent_args(mis_port: u16) -> Vec<String> {
-    [
-        "--role",
-        "workstation",
-        "--site",
-        "Корпус 1",
-        "--interval-secs",
-        "1",
-        "--probe-interval-secs",
-        "1",
-        "--keepalive-secs",
-        "5",
-        "--spool-resend-after-secs",
-        "5",
-        "--spool-replay-rate-per-sec",
-        "200",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([
-        "--probe".to_string(),
-        format!("mis=tcp://127.0.0.1:{mis_port}"),
-    ])
-    .collect()
+    drill_agent_args("workstation", 200, mis_port)
 }
 
 impl Fleet {
@@ -68,13 +46,7 @@ impl Fleet {
     }
 
     async fn start_with(dir: &Path, mqtt_url: &str, extra: Vec<String>) -> Fleet {
-        let mis = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mis_port = mis.local_addr().unwrap().port();
-        tokio::spawn(async move {
-            loop {
-                let _ = mis.accept().await;
-            }
-        });
+        let mis_port = tcp_mis().await;
         let mut f = Fleet {
             dir: dir.to_path_buf(),
             agents: Vec::new(),
@@ -668,13 +640,7 @@ async fn drill_6_agent_kill9_link_up_loses_at_most_the_bound() {
         &dir.path().join("collector"),
         &[],
     );
-    let mis = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mis_port = mis.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let _ = mis.accept().await;
-        }
-    });
+    let mis_port = tcp_mis().await;
     let adir = dir.path().join("killed");
     let log = dir.path().join("killed.log");
     let mut args = agent_args(mis_port);
@@ -712,10 +678,10 @@ async fn drill_6_agent_kill9_link_up_loses_at_most_the_bound() {
     // The agent sees the closed socket at once; from then on every message is written as it
     // is numbered.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let before = issued(&log).len();
+    let before = issued_seqs(&log).len();
     tokio::time::sleep(Duration::from_millis(3_500)).await;
     agent.proc.kill9();
-    let outage: Vec<u64> = issued(&log)[before..].to_vec();
+    let outage: Vec<u64> = issued_seqs(&log)[before..].to_vec();
     let on_disk = spool_of(&adir).2;
     let missing: Vec<u64> = outage
         .iter()
@@ -729,7 +695,7 @@ async fn drill_6_agent_kill9_link_up_loses_at_most_the_bound() {
     wait_drained(&c, &["drill-killed".to_string()], Duration::from_secs(90)).await;
     assert_eq!(agent.proc.terminate(), Some(0));
 
-    let issued = issued(&log);
+    let issued = issued_seqs(&log);
     let (inst, _, spooled, _) = spool_of(&adir);
     // Let the last confirmed batch land, then count (as `tally` does).
     let count = || async {
@@ -782,19 +748,4 @@ async fn drill_6_agent_kill9_link_up_loses_at_most_the_bound() {
         missing.is_empty(),
         "outage messages {missing:?} of {outage:?} were not on disk at the kill"
     );
-}
-
-/// Sequence numbers the agent logged as issued (`issued seq=N`), in order.
-fn issued(log: &Path) -> Vec<u64> {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    text.lines()
-        .filter(|l| l.contains(" issued "))
-        .filter_map(|l| {
-            let rest = &l[l.find("seq=")? + 4..];
-            rest.split(|c: char| !c.is_ascii_digit())
-                .next()?
-                .parse()
-                .ok()
-        })
-        .collect()
 }

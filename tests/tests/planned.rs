@@ -10,10 +10,9 @@
 //!
 //! The web UI's «Плановые работы» page lists the work, the host page draws the planned time.
 
+use dozor_tests::alerting::{Alertmanager, Smtp, channels_toml};
 use dozor_tests::*;
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const MO_A: &str = "1.2.643.5.1.13.13.12.2.27.9101";
@@ -31,8 +30,7 @@ fn roster() -> String {
 }
 
 fn collector_toml(smtp_port: u16, am: &str) -> String {
-    format!(
-        r#"[store]
+    r#"[store]
 region_tz = "UTC"
 
 [alerts]
@@ -45,156 +43,9 @@ resolve_after_secs = 2
 
 [alerts.disk_full]
 enabled = false
-
-[[alerts.channel]]
-type = "email"
-name = "mail"
-host = "127.0.0.1"
-port = {smtp_port}
-tls = "none"
-from = "dozor <dozor@miac.local>"
-to = ["it-duty@miac.local"]
-retry_initial_ms = 200
-retry_max_ms = 1000
-timeout_secs = 10
-
-[[alerts.channel]]
-type = "alertmanager"
-name = "am"
-url = "{am}"
-resend_secs = 5
-retry_initial_ms = 200
-retry_max_ms = 1000
-timeout_secs = 5
 "#
-    )
-}
-
-/// A real SMTP server (aiosmtpd) writing each message's subject to a file in `mail`.
-struct Smtp {
-    port: u16,
-    mail: PathBuf,
-    _proc: Proc,
-}
-
-const SMTP_HANDLER: &str = r#"
-import email, email.policy, os, uuid
-
-class Capture:
-    def __init__(self, outdir):
-        self.outdir = outdir
-
-    @classmethod
-    def from_cli(cls, parser, *args):
-        return cls(args[0])
-
-    async def handle_DATA(self, server, session, envelope):
-        msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        tmp = os.path.join(self.outdir, "." + uuid.uuid4().hex)
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(str(msg["subject"]))
-        os.rename(tmp, os.path.join(self.outdir, uuid.uuid4().hex + ".txt"))
-        return "250 OK"
-"#;
-
-impl Smtp {
-    fn start(dir: &Path) -> Smtp {
-        let mail = dir.join("mail");
-        std::fs::create_dir_all(&mail).unwrap();
-        std::fs::write(dir.join("planned_capture.py"), SMTP_HANDLER).unwrap();
-        let python = if Path::new("/usr/bin/python3").exists() {
-            "/usr/bin/python3"
-        } else {
-            "python3"
-        };
-        let port = free_port();
-        let child = Command::new(python)
-            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
-            .args(["-c", "planned_capture.Capture"])
-            .arg(&mail)
-            .env("PYTHONPATH", dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 -m aiosmtpd (Debian python3-aiosmtpd; tests/run installs it)");
-        wait_port(port, Duration::from_secs(30));
-        Smtp {
-            port,
-            mail,
-            _proc: Proc {
-                name: "aiosmtpd".into(),
-                child: Some(child),
-            },
-        }
-    }
-
-    fn subjects(&self) -> Vec<String> {
-        let Ok(rd) = std::fs::read_dir(&self.mail) else {
-            return Vec::new();
-        };
-        rd.filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "txt"))
-            .filter_map(|p| std::fs::read_to_string(p).ok())
-            .collect()
-    }
-}
-
-/// A real Prometheus Alertmanager (no cluster, a black-hole receiver).
-struct Alertmanager {
-    base: String,
-    _proc: Proc,
-}
-
-impl Alertmanager {
-    async fn start(dir: &Path) -> Alertmanager {
-        let am_dir = dir.join("am");
-        std::fs::create_dir_all(&am_dir).unwrap();
-        std::fs::write(
-            am_dir.join("am.yml"),
-            "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n",
-        )
-        .unwrap();
-        let port = free_port();
-        let child = Command::new("prometheus-alertmanager")
-            .arg(format!("--config.file={}", am_dir.join("am.yml").display()))
-            .arg(format!("--storage.path={}", am_dir.display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--cluster.listen-address=")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus-alertmanager (Debian package; tests/run installs it)");
-        let am = Alertmanager {
-            base: format!("http://127.0.0.1:{port}"),
-            _proc: Proc {
-                name: "alertmanager".into(),
-                child: Some(child),
-            },
-        };
-        let ready = wait_for(Duration::from_secs(40), || async {
-            let r = reqwest::get(format!("{}/-/ready", am.base)).await.ok()?;
-            r.status().is_success().then_some(())
-        })
-        .await;
-        assert!(ready.is_some(), "alertmanager did not get ready in 40 s");
-        am
-    }
-
-    /// Hosts of the active `server_lost` alerts.
-    async fn lost_hosts(&self) -> Vec<String> {
-        let Ok(r) = reqwest::get(format!("{}/api/v2/alerts?active=true", self.base)).await else {
-            return Vec::new();
-        };
-        let v: Value = r.json().await.unwrap_or(Value::Null);
-        v.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter(|x| x["labels"]["alertname"] == "server_lost")
-                    .filter_map(|x| x["labels"]["host"].as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
+    .to_string()
+        + &channels_toml(smtp_port, am)
 }
 
 /// `YYYY-MM-DD` (UTC) of Unix ms `ms` (days-from-civil inverted; no calendar crate needed).
@@ -341,7 +192,7 @@ async fn planned_work_reports_planned_and_silences_only_its_host() {
     b1.proc.kill9();
     let told = wait_for(Duration::from_secs(30), || async {
         let s = smtp.subjects();
-        let am = am.lost_hosts().await;
+        let am = am.active_hosts("server_lost").await;
         (!s.is_empty() && !am.is_empty()).then_some((s, am))
     })
     .await;
@@ -355,7 +206,7 @@ async fn planned_work_reports_planned_and_silences_only_its_host() {
         "{subjects:?}"
     );
     assert_eq!(am_hosts, ["srv-b1"]);
-    assert_eq!(am.lost_hosts().await, ["srv-b1"]);
+    assert_eq!(am.active_hosts("server_lost").await, ["srv-b1"]);
 
     // The report: srv-a1's silence is planned, not down; srv-b1's is down.
     let (from, to) = (utc_date(now), utc_date(now + 86_400_000));

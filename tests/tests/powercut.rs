@@ -67,29 +67,9 @@ impl Pc {
         std::fs::create_dir_all(&snap).unwrap();
         // The shim compares with the path the kernel reports for the open file.
         let dir = dir.canonicalize().unwrap();
-        let mut args: Vec<String> = [
-            "--role",
-            "workstation",
-            "--site",
-            "Корпус 1",
-            "--interval-secs",
-            "1",
-            "--probe-interval-secs",
-            "1",
-            "--keepalive-secs",
-            "5",
-            "--spool-resend-after-secs",
-            "5",
-            "--spool-replay-rate-per-sec",
-            "200",
-            "--spool-flush-after-secs",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut args = drill_agent_args("workstation", 200, mis_port);
+        args.push("--spool-flush-after-secs".into());
         args.push(FLUSH_AFTER_SECS.to_string());
-        args.push("--probe".into());
-        args.push(format!("mis=tcp://127.0.0.1:{mis_port}"));
         args.extend(extra.iter().map(|s| s.to_string()));
         Pc {
             host: host.into(),
@@ -170,17 +150,7 @@ impl Pc {
 
     /// Sequence numbers the agent logged as issued (`issued seq=N`), in order.
     fn issued(&self) -> Vec<u64> {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        text.lines()
-            .filter(|l| l.contains(" issued "))
-            .filter_map(|l| {
-                let rest = &l[l.find("seq=")? + 4..];
-                rest.split(|c: char| !c.is_ascii_digit())
-                    .next()?
-                    .parse()
-                    .ok()
-            })
-            .collect()
+        issued_seqs(&self.log)
     }
 
     /// (inst, sequence numbers in the spool file); empty when there is no usable file. Reads
@@ -230,17 +200,6 @@ fn jitter() -> Duration {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     Duration::from_millis(2_000 + u64::from(n % 5_000))
-}
-
-async fn start_mis() -> u16 {
-    let mis = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = mis.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let _ = mis.accept().await;
-        }
-    });
-    port
 }
 
 /// A TCP proxy to the broker that can stall: while stalled it forwards nothing either way and
@@ -411,7 +370,7 @@ async fn power_cut_link_up_loses_at_most_the_bound() {
     let link = Stall::start(m.port).await;
     let cdir = dir.path().join("collector");
     let mut c = Collector::start(&Broker::External(m.url()), &cdir, &[]);
-    let mis = start_mis().await;
+    let mis = tcp_mis().await;
     let pc = Pc::new(dir.path(), "cut-up", &shim, mis, &[]);
 
     let mut agent = pc.start(&link.url(), true);
@@ -507,7 +466,7 @@ async fn power_cut_link_down_loses_nothing() {
         &dir.path().join("collector"),
         &[],
     );
-    let mis = start_mis().await;
+    let mis = tcp_mis().await;
     let full = Pc::new(dir.path(), "cut-down", &shim, mis, &[]);
     let normal = Pc::new(
         dir.path(),

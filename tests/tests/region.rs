@@ -27,29 +27,10 @@ use std::time::{Duration, Instant};
 const MO: &str = "1.2.643.5.1.13.13.12.2.27.3003";
 /// Replay pacing of the test agents, msg/s: slow, so that the old backlog is still in front of
 /// the outage's messages while the timeline is read.
-const REPLAY_RATE: &str = "1";
+const REPLAY_RATE: u32 = 1;
 
 fn args(mis_port: u16) -> Vec<String> {
-    [
-        "--role",
-        "server",
-        "--site",
-        "Корпус 1",
-        "--interval-secs",
-        "1",
-        "--probe-interval-secs",
-        "1",
-        "--keepalive-secs",
-        "5",
-        "--spool-resend-after-secs",
-        "5",
-        "--spool-replay-rate-per-sec",
-        REPLAY_RATE,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain(["--probe".into(), format!("mis=tcp://127.0.0.1:{mis_port}")])
-    .collect()
+    drill_agent_args("server", REPLAY_RATE, mis_port)
 }
 
 fn start(url: &str, host: &str, dir: &Path, args: &[String]) -> Agent {
@@ -89,13 +70,7 @@ async fn broker_outage_behind_an_old_backlog() {
         &dir.path().join("collector"),
         &[],
     );
-    let mis = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mis_port = mis.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let _ = mis.accept().await;
-        }
-    });
+    let mis_port = tcp_mis().await;
     let args = args(mis_port);
 
     // The old backlog: 20 s against a broker that is not there (every message spooled): ~40

@@ -11,6 +11,33 @@ use std::time::Duration;
 const MO_OK: &str = "1.2.643.5.1.13.13.12.2.27.2001";
 const MO_CUT: &str = "1.2.643.5.1.13.13.12.2.27.2002";
 
+/// A server agent of `mo` probing the ЛИС at `lis` and the МИС at `mis` every second;
+/// `extra`: e.g. enrollment.
+fn agent_with(
+    c: &Collector,
+    dir: &std::path::Path,
+    (mo, host): (&str, &str),
+    (lis, mis): (&str, &str),
+    extra: &[String],
+) -> Agent {
+    let lis = format!("lis={lis}");
+    let mis = format!("mis={mis}");
+    let mut args = vec![
+        "--role",
+        "server",
+        "--interval-secs",
+        "1",
+        "--probe-timeout-ms",
+        "1000",
+        "--probe",
+        &lis,
+        "--probe",
+        &mis,
+    ];
+    args.extend(extra.iter().map(String::as_str));
+    Agent::start(&c.mqtt_url(), mo, host, &dir.join(host), &args)
+}
+
 fn agent(
     c: &Collector,
     dir: &std::path::Path,
@@ -19,26 +46,7 @@ fn agent(
     lis: &str,
     mis: &str,
 ) -> Agent {
-    let lis = format!("lis={lis}");
-    let mis = format!("mis={mis}");
-    Agent::start(
-        &c.mqtt_url(),
-        mo,
-        host,
-        &dir.join(host),
-        &[
-            "--role",
-            "server",
-            "--interval-secs",
-            "1",
-            "--probe-timeout-ms",
-            "1000",
-            "--probe",
-            &lis,
-            "--probe",
-            &mis,
-        ],
-    )
+    agent_with(c, dir, (mo, host), (lis, mis), &[])
 }
 
 fn target<'a>(a: &'a Value, cat: &str) -> Option<&'a Value> {
@@ -241,22 +249,13 @@ async fn a_forger_in_one_mo_cannot_hold_a_failing_resource_up() {
     let mis = FakeMis::start().await;
     let real = |mo: &str, host: &str| {
         let enroll = enroll_args(&c, &token(&cdir, mo, &[]));
-        let lis = format!("lis={}", lis.url());
-        let mis = format!("mis={}", mis.url());
-        let mut args = vec![
-            "--role",
-            "server",
-            "--interval-secs",
-            "1",
-            "--probe-timeout-ms",
-            "1000",
-            "--probe",
-            &lis,
-            "--probe",
-            &mis,
-        ];
-        args.extend(enroll.iter().map(String::as_str));
-        Agent::start(&c.mqtt_url(), mo, host, &dir.path().join(host), &args)
+        agent_with(
+            &c,
+            dir.path(),
+            (mo, host),
+            (&lis.url(), &mis.url()),
+            &enroll,
+        )
     };
     let mut b = real(MO_B, "srv-b");
     let mut cc = real(MO_C, "srv-c");
