@@ -109,6 +109,21 @@ pub struct PlannedError {
 }
 
 const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+/// The same days as Russian abbreviations (the web form's, and accepted anywhere).
+const DAYS_RU: [&str; 7] = ["пн", "вт", "ср", "чт", "пт", "сб", "вс"];
+
+/// Monday = 0 … Sunday = 6 for a day named `mon` … `sun` (any case) or `пн` … `вс`.
+fn day_index(d: &str) -> Option<usize> {
+    let d = d.trim();
+    DAYS.iter()
+        .position(|x| x.eq_ignore_ascii_case(d))
+        .or_else(|| DAYS_RU.iter().position(|x| *x == d.to_lowercase()))
+}
+
+/// A day's name as the config and the API list it (`mon` … `sun`); `None` for no day.
+pub fn canonical_day(d: &str) -> Option<&'static str> {
+    day_index(d).map(|k| DAYS[k])
+}
 
 fn hhmm(s: &str) -> Option<u16> {
     let (h, m) = s.split_once(':')?;
@@ -217,10 +232,9 @@ impl RawPlannedWork {
                     return Err(bad("days", "name at least one day (mon … sun)".into()));
                 }
                 for d in &self.days {
-                    let k = DAYS
-                        .iter()
-                        .position(|x| x.eq_ignore_ascii_case(d.trim()))
-                        .ok_or_else(|| bad("days", format!("{d:?} is not one of mon … sun")))?;
+                    let k = day_index(d).ok_or_else(|| {
+                        bad("days", format!("{d:?} is not one of mon … sun (пн … вс)"))
+                    })?;
                     days[k] = true;
                 }
                 let m = |f: &str, v: &Option<String>| {

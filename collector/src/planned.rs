@@ -186,7 +186,7 @@ pub(crate) fn check(
             "target" => ("target", "категория ресурса (mis, iemk, lis, …) — и ничего больше из области"),
             "from" => ("from", "укажите from и to (разовые работы) или days, start, end, tz (еженедельные), но не то и другое"),
             "to" => ("to", "окончание — время RFC 3339 позже начала"),
-            "days" => ("days", "дни недели: mon, tue, wed, thu, fri, sat, sun"),
+            "days" => ("days", "дни недели: пн, вт, ср, чт, пт, сб, вс (или mon … sun)"),
             "start" => ("start", "время начала ЧЧ:ММ"),
             "end" => ("end", "время окончания ЧЧ:ММ"),
             "tz" => ("tz", "часовой пояс IANA, например \"Asia/Vladivostok\""),
@@ -242,6 +242,12 @@ async fn create(
 ) -> Result<Response, ApiError> {
     let now = s.now_ms();
     raw.title = raw.title.trim().to_string();
+    // Listed as the config writes them, however they were typed (`Вс`, `SUN` → `sun`).
+    for d in &mut raw.days {
+        if let Some(c) = crate::availability::planned::canonical_day(d) {
+            *d = c.to_string();
+        }
+    }
     check(&raw, &s.roster, now)?;
     let by = who.map(|w| w.0.name).unwrap_or_default();
     let s2 = s.clone();

@@ -555,6 +555,7 @@ async fn an_admin_announces_and_deletes_a_planned_work_a_viewer_only_reads() {
         .await
         .unwrap_or_else(|t| panic!("the form reports the weekly work: {t:?}"));
     let works = c.get("/api/v1/planned-works").await;
+    // Listed with the API's day names, however typed.
     assert_eq!(works[0]["days"], serde_json::json!(["sun"]), "{works}");
 
     // A viewer reads the works but gets no form and no button.

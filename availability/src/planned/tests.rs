@@ -71,6 +71,30 @@ fn an_announced_work_does_not_reach_into_the_past() {
     );
 }
 
+/// Days are named in English (`mon` … `sun`, any case) or by their Russian abbreviations.
+#[test]
+fn days_in_english_or_russian() {
+    let w = |days: &str| {
+        raw(&format!(
+            "title = \"x\"\ndays = {days}\nstart = \"02:00\"\nend = \"04:00\"\ntz = \"UTC\""
+        ))
+        .validate(0)
+        .map(|w| match w.when {
+            When::Weekly { days, .. } => days,
+            When::Once { .. } => unreachable!("a weekly work"),
+        })
+    };
+    let mon_wed_sun = [true, false, true, false, false, false, true];
+    assert_eq!(w(r#"["mon", "Wed", "sun"]"#).unwrap(), mon_wed_sun);
+    assert_eq!(w(r#"["пн", "Ср", "вс"]"#).unwrap(), mon_wed_sun);
+    assert_eq!(canonical_day(" Вс "), Some("sun"));
+    assert_eq!(canonical_day("SUN"), Some("sun"));
+    assert_eq!(canonical_day("воскр"), None);
+    let e = w(r#"["воскр"]"#).unwrap_err();
+    assert_eq!(e.field, "planned_works[0].days");
+    assert!(e.message.contains("пн … вс"), "{}", e.message);
+}
+
 #[test]
 fn across_midnight_and_once() {
     let w =

@@ -91,9 +91,6 @@ async function callApi(method, url, body) {
   return { ok: r.ok, status: r.status, data };
 }
 
-// Russian day abbreviations as typed into the planned-works form → the API's day names.
-const DAYS_RU = { "пн": "mon", "вт": "tue", "ср": "wed", "чт": "thu", "пт": "fri", "сб": "sat", "вс": "sun" };
-
 function initForms() {
   document.querySelectorAll("form.api").forEach((f) => {
     f.addEventListener("submit", async (ev) => {
@@ -106,8 +103,7 @@ function initForms() {
           const val = i.value.trim();
           if (val === "") return;
           if (i.type === "datetime-local") body[i.name] = new Date(val).toISOString();
-          else if (i.name === "days") body.days = val.toLowerCase().split(/[ ,;]+/).filter((d) => d)
-            .map((d) => DAYS_RU[d] || d);
+          else if (i.name === "days") body.days = val.split(/[ ,;]+/).filter((d) => d);
           else body[i.name] = val;
           return;
         }
