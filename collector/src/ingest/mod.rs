@@ -242,6 +242,34 @@ fn poisoned(e: &ConnectionError) -> bool {
     )
 }
 
+/// Takes a packet just read from the broker as the answer to an outstanding PINGREQ.
+///
+/// rumqttc sends a PINGREQ every keep-alive and fails the connection (`Last pingreq isn't
+/// acked`) when the previous one is still unanswered at the next. The broker writes its
+/// PINGRESP behind every delivery already on the way: with the broker's window of
+/// unacknowledged deliveries (Mosquitto's `max_inflight_messages`, 20,000 in
+/// deploy/mosquitto.conf) that is up to a window of publishes, and a collector slower than
+/// window ÷ keep-alive (667 msg/s at 20,000 and 30 s) failed the check while reading them, was
+/// sent the same window again after the reconnect, and made no headway (docs/reliability.md).
+/// A packet read after the PINGREQ went out proves the connection delivers; a dead one delivers
+/// nothing, so it is still noticed within two keep-alives of its last packet.
+fn heard_from_broker(state: &mut rumqttc::MqttState) {
+    state.await_pingresp = false;
+}
+
+/// Test-only: extra time the ingest task spends on each publish, from
+/// `DOZOR_TEST_INGEST_DELAY_US` (unset in production). It makes a collector slower than its
+/// broker's window, as a debug build on a loaded machine is (`tests/tests/livelock.rs`). The
+/// task sleeps off what it owes in slices of at least 5 ms, like work it does for the messages.
+fn test_delay() -> Option<Duration> {
+    let us: u64 = std::env::var("DOZOR_TEST_INGEST_DELAY_US")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    (us > 0).then(|| Duration::from_micros(us.min(1_000_000)))
+}
+
 /// Drives the event loop until cancelled: decodes publishes and sends them to the pipeline,
 /// and writes what the pipeline queued in `outbox` between polls.
 #[allow(clippy::too_many_arguments)]
@@ -264,6 +292,8 @@ pub async fn run(
     let mut out_buf = Queued::default();
     // Connections so far; the pipeline counts the same from `Inbound::Connected`.
     let mut generation: u32 = 0;
+    let delay = test_delay();
+    let mut owed = Duration::ZERO;
     loop {
         if connected
             && let Err(e) = write_outbox(&mut eventloop, &outbox, generation, &mut out_buf).await
@@ -278,9 +308,19 @@ pub async fn run(
             _ = cancel.cancelled() => break,
             ev = eventloop.poll() => ev,
         };
+        if let Ok(Event::Incoming(_)) = &ev {
+            heard_from_broker(&mut eventloop.state);
+        }
         match ev {
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 metrics.received();
+                if let Some(d) = delay {
+                    owed += d;
+                    if owed >= Duration::from_millis(5) {
+                        // Blocks this worker thread, as the work it stands for would.
+                        std::thread::sleep(std::mem::take(&mut owed));
+                    }
+                }
                 let decoded = {
                     let reg = registry.as_ref().map(|r| r.borrow());
                     authenticate_decode(&p.topic, &p.payload, reg.as_deref().map(|a| &**a), &limits)
@@ -370,6 +410,22 @@ pub async fn run(
 mod tests {
     use super::*;
     use crate::config::MqttMode;
+    use rumqttc::{MqttState, PingReq, Request};
+
+    /// What [`heard_from_broker`] relies on in rumqttc: a second PINGREQ fails while the first
+    /// is unanswered, and does not once a packet was heard.
+    #[test]
+    fn a_packet_heard_answers_the_keepalive() {
+        let mut s = MqttState::new(100, true);
+        assert!(s.handle_outgoing_packet(Request::PingReq(PingReq)).is_ok());
+        assert!(matches!(
+            s.handle_outgoing_packet(Request::PingReq(PingReq)),
+            Err(StateError::AwaitPingResp)
+        ));
+        heard_from_broker(&mut s);
+        assert!(s.handle_outgoing_packet(Request::PingReq(PingReq)).is_ok());
+        assert!(s.await_pingresp, "the new PINGREQ waits for its answer");
+    }
 
     fn cfg(mode: MqttMode) -> MqttConfig {
         MqttConfig {
