@@ -13,12 +13,13 @@
 //! (`DOZOR_TEST_INGEST_DELAY_US`, a test-only knob of the ingest task): at most 2,500 msg/s,
 //! so a window of 20,000 takes at least 8 s to read. Six hosts publish 60,000 heartbeats at
 //! QoS 1 as fast as the broker takes them. Asserted: every heartbeat is stored exactly once
-//! within 120 s (at least 24 s of work at that rate), with at most one reconnect.
+//! within 120 s (at least 24 s of work at that rate), without a reconnect.
 //!
 //! Before the fix (`ingest::heard_from_broker`) the connection dropped with `Last pingreq
-//! isn't acked` every ~10 s of the drain (2 reconnects and 224 duplicates for 40,000
-//! heartbeats); the pipeline kept up here, so little was redelivered: it is the slow reader
-//! that the keep-alive check failed, whatever else is slow.
+//! isn't acked` every ~10 s of the drain (30.11.2026: 2 reconnects and 305 duplicates, drained
+//! in 29.0 s; after it 0 and 0). The pipeline keeps up here, so little is redelivered: it is
+//! the slow reader that fails the keep-alive check, whatever else is slow; in the region bench
+//! the pipeline was slow too and each drop cost most of a window.
 
 use dozor_tests::*;
 use serde_json::Value;
@@ -114,7 +115,7 @@ async fn a_replay_storm_drains_through_a_slow_collector() {
          reconnects, {duplicates} duplicates",
         last.0
     );
-    assert!(reconnects <= 1.0, "{reconnects} reconnects while draining");
+    assert_eq!(reconnects, 0.0, "reconnects while draining");
     // Each heartbeat stored once: the ledger counts each (instance, seq) once, and every
     // redelivered one was recognised as a duplicate.
     assert_eq!(last.1, MESSAGES, "stored once each");

@@ -62,6 +62,7 @@ pub struct Held {
 pub struct QueueTx {
     tx: mpsc::Sender<Inbound>,
     bytes: Arc<Semaphore>,
+    max_bytes: usize,
     max_cost: u32,
     /// A full queue is worth a warning: the broker's window is larger than the queue.
     warn_full: bool,
@@ -75,6 +76,7 @@ pub fn queue(cfg: &MqttConfig) -> (QueueTx, mpsc::Receiver<Inbound>) {
     let q = QueueTx {
         tx,
         bytes: Arc::new(Semaphore::new(bytes)),
+        max_bytes: bytes,
         max_cost: u32::try_from(bytes).unwrap_or(u32::MAX),
         warn_full: acks_after_commit(cfg),
     };
@@ -88,6 +90,14 @@ pub fn queue_cost(p: &Publish) -> usize {
 }
 
 impl QueueTx {
+    /// What waits in the queue now: (messages, bytes).
+    fn in_use(&self) -> (usize, usize) {
+        (
+            self.tx.max_capacity() - self.tx.capacity(),
+            self.max_bytes - self.bytes.available_permits(),
+        )
+    }
+
     /// Hands a connection event to the pipeline.
     async fn send(&self, m: Inbound) -> Result<(), ()> {
         self.tx.send(m).await.map_err(drop)
@@ -422,7 +432,10 @@ pub async fn run(
                     Err(()) => break,
                     Ok(true) if tx.warn_full && !full_warned => {
                         full_warned = true;
+                        let (messages, bytes) = tx.in_use();
                         tracing::warn!(
+                            messages,
+                            bytes,
                             "ingest queue full (mqtt.ingest_queue, mqtt.ingest_queue_mib): reading \
                              from the broker paused until the pipeline catches up; keep \
                              mqtt.ingest_queue at or above the broker's max_inflight_messages"
