@@ -52,9 +52,10 @@ pub struct Held {
 /// The task keeps reading the broker while publishes wait here for the pipeline, so the
 /// broker's PINGRESP, written behind its deliveries, is read in time and the connection is not
 /// taken for dead while the store works (docs/reliability.md). Bounded twice: in messages
-/// (`mqtt.ingest_queue`), which with an external broker at QoS 1 never binds when set at or
-/// above the broker's window of unacknowledged deliveries (each waiting publish is
-/// unacknowledged, PUBACKs go out only after commit); and in bytes (`mqtt.ingest_queue_mib`,
+/// (`mqtt.ingest_queue`), which with an external broker at QoS 1 should not bind when set at
+/// or above the broker's window of unacknowledged deliveries (each waiting publish is
+/// unacknowledged, PUBACKs go out only after commit; after a reconnect the old connection's
+/// publishes wait beside the redelivered window); and in bytes (`mqtt.ingest_queue_mib`,
 /// [`queue_cost`] per message), against a window of large messages. When either is full the
 /// task waits, and TCP backpressure reaches the broker, as before; from the embedded broker
 /// (QoS 0, no window) that is how a burst is paced.
