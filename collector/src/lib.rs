@@ -144,6 +144,7 @@ pub async fn run(
     let ingest_cancel = CancellationToken::new();
     let (client, eventloop) = ingest::client(&cfg.mqtt, &mqtt_host, mqtt_port);
     let (in_tx, in_rx) = ingest::queue(&cfg.mqtt);
+    metrics.set_ingest_queue(in_tx.probe());
     // With Mosquitto's dynamic security, the collector gives itself its role before it
     // subscribes, then keeps the broker's clients in step with the identities.
     let provision = match (&cfg.mqtt.mode, cfg.mqtt.dynsec, &cfg.mqtt.credentials) {

@@ -104,9 +104,10 @@ async fn a_replay_storm_drains_through_a_slow_collector() {
         .metric("dozor_messages_accepted_total{kind=\"hb\"}")
         .await;
     let received = coll.metric("dozor_messages_received_total").await;
+    let peak = coll.metric("dozor_ingest_queue_peak_messages").await;
     eprintln!(
         "LIVELOCK drained={drained} secs={secs:.1} committed={} stored={} accepted={accepted} \
-         received={received} duplicates={duplicates} reconnects={reconnects}",
+         received={received} duplicates={duplicates} reconnects={reconnects} queue_peak={peak}",
         last.0, last.1
     );
     assert!(
@@ -120,6 +121,10 @@ async fn a_replay_storm_drains_through_a_slow_collector() {
     // redelivered one was recognised as a duplicate.
     assert_eq!(last.1, MESSAGES, "stored once each");
     assert_eq!(accepted, MESSAGES as f64, "accepted once each");
+    assert!(
+        (1.0..=32_768.0).contains(&peak),
+        "the ingest queue's peak is reported and within its bound: {peak}"
+    );
     let hosts: Value = coll.get("/api/v1/hosts").await;
     assert_eq!(
         hosts.as_array().map(Vec::len),

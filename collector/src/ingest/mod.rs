@@ -6,7 +6,7 @@ pub mod broker;
 use crate::clock::now_ms;
 use crate::config::MqttConfig;
 use crate::identity::{Denied, Registry};
-use crate::metrics::{Metrics, Refusal};
+use crate::metrics::{IngestQueueProbe, Metrics, Refusal};
 use dozor_proto::auth;
 use dozor_proto::{Kind, Limits, MAX_PAYLOAD_BYTES, Message, Reject, Topic, upstream_filter};
 use rumqttc::{
@@ -54,8 +54,9 @@ pub struct Held {
 /// taken for dead while the store works (docs/reliability.md). Bounded twice: in messages
 /// (`mqtt.ingest_queue`), which with an external broker at QoS 1 should not bind when set at
 /// or above the broker's window of unacknowledged deliveries (each waiting publish is
-/// unacknowledged, PUBACKs go out only after commit; after a reconnect the old connection's
-/// publishes wait beside the redelivered window); and in bytes (`mqtt.ingest_queue_mib`,
+/// unacknowledged, PUBACKs go out only after commit; but Mosquitto 2.0.11 exceeds its window in
+/// sustained flow, and after a reconnect the old connection's publishes wait beside the
+/// redelivered window); and in bytes (`mqtt.ingest_queue_mib`,
 /// [`queue_cost`] per message), against a window of large messages. When either is full the
 /// task waits, and TCP backpressure reaches the broker, as before; from the embedded broker
 /// (QoS 0, no window) that is how a burst is paced.
@@ -97,6 +98,17 @@ impl QueueTx {
             self.tx.max_capacity() - self.tx.capacity(),
             self.max_bytes - self.bytes.available_permits(),
         )
+    }
+
+    /// Reads [`QueueTx::in_use`] for `/metrics` without keeping the queue open.
+    pub fn probe(&self) -> IngestQueueProbe {
+        let tx = self.tx.downgrade();
+        let bytes = self.bytes.clone();
+        let max_bytes = self.max_bytes;
+        IngestQueueProbe(Box::new(move || {
+            let messages = tx.upgrade().map_or(0, |t| t.max_capacity() - t.capacity());
+            (messages, max_bytes - bytes.available_permits())
+        }))
     }
 
     /// Hands a connection event to the pipeline.
@@ -429,7 +441,9 @@ pub async fn run(
                     let reg = registry.as_ref().map(|r| r.borrow());
                     authenticate_decode(&p.topic, &p.payload, reg.as_deref().map(|a| &**a), &limits)
                 };
-                match tx.send_msg(p, now_ms(), decoded).await {
+                let sent = tx.send_msg(p, now_ms(), decoded).await;
+                metrics.ingest_queue_depth(tx.in_use().0);
+                match sent {
                     Err(()) => break,
                     Ok(true) if tx.warn_full && !full_warned => {
                         full_warned = true;
