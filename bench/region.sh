@@ -111,6 +111,9 @@ set +e
     --connections "$CONNECTIONS" --timeout-secs "$TIMEOUT_SECS"
 rc=$?
 set -e
+metrics=$(curl -s "http://$COLL_HTTP/metrics" || true)
+metric() { awk -v n="$1" '$1 == n {print $2}' <<<"$metrics"; }
+echo "# collector MQTT reconnects $(metric dozor_mqtt_reconnects_total), duplicates $(metric dozor_messages_duplicate_total), received $(metric dozor_messages_received_total), ingest queue peak $(metric dozor_ingest_queue_peak_messages) messages"
 echo "# collector VmHWM $(awk '/^VmHWM/ {print $2, $3}' /proc/$COLL_PID/status); warnings in its log: $(grep -c WARN "$WORK/collector.stderr" || true)"
 grep -m5 -E 'WARN|ERROR' "$WORK/collector.stderr" || true
 exit $rc

@@ -89,6 +89,11 @@ pub struct RawMqtt {
     pub ack_interval_ms: u64,
     /// Bulk writes to the broker (see `MqttConfig::batched_writes`).
     pub batched_writes: bool,
+    /// Publishes read from the broker and waiting for the pipeline, at most (see
+    /// `MqttConfig::ingest_queue`): at or above the broker's window (`max_inflight_messages`).
+    pub ingest_queue: usize,
+    /// The same queue's bound in MiB (payloads, topics and decoded messages, estimated).
+    pub ingest_queue_mib: usize,
     /// Embedded broker: serve MQTT over TLS with this certificate chain and key (PEM).
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
@@ -116,6 +121,8 @@ impl Default for RawMqtt {
             keepalive_secs: 30,
             ack_interval_ms: 1000,
             batched_writes: true,
+            ingest_queue: 32_768,
+            ingest_queue_mib: 64,
             tls_cert_file: None,
             tls_key_file: None,
             max_connections: 20_000,
@@ -244,6 +251,13 @@ pub struct MqttConfig {
     /// embedded broker subscribed at QoS 0; false: each through rumqttc's request queue and
     /// QoS 1 everywhere (the behaviour before issue 15, kept to compare).
     pub batched_writes: bool,
+    /// Publishes waiting between the ingest task and the pipeline, at most. The ingest task
+    /// keeps reading the broker (and so its PINGRESP) while they wait; with an external broker
+    /// the broker's window of unacknowledged deliveries bounds them, so at or above that window
+    /// the task never stops reading (`ingest::queue`, docs/reliability.md).
+    pub ingest_queue: usize,
+    /// The same queue's bound in bytes (estimated per message, `ingest::queue_cost`).
+    pub ingest_queue_bytes: usize,
 }
 
 /// Validated limits.
@@ -486,6 +500,15 @@ impl RawConfig {
         if !(50..=60_000).contains(&self.mqtt.ack_interval_ms) {
             return Err(invalid("mqtt.ack_interval_ms", "must be 50..=60000"));
         }
+        if !(1_000..=1_000_000).contains(&self.mqtt.ingest_queue) {
+            return Err(invalid(
+                "mqtt.ingest_queue",
+                "must be 1000..=1000000 (at least the broker's max_inflight_messages)",
+            ));
+        }
+        if !(4..=4096).contains(&self.mqtt.ingest_queue_mib) {
+            return Err(invalid("mqtt.ingest_queue_mib", "must be 4..=4096"));
+        }
         let security = match self.security.mode.as_str() {
             "enrolled" => crate::identity::SecurityMode::Enrolled,
             "open" => crate::identity::SecurityMode::Open,
@@ -561,6 +584,8 @@ impl RawConfig {
                 tls,
                 dynsec: self.mqtt.dynsec,
                 batched_writes: self.mqtt.batched_writes,
+                ingest_queue: self.mqtt.ingest_queue,
+                ingest_queue_bytes: self.mqtt.ingest_queue_mib << 20,
             },
             http_listen,
             roster_path: self.roster.path,
@@ -809,6 +834,8 @@ mod tests {
             "mqtt.url",
         );
         check("[mqtt]\nlisten = \"nope\"", "mqtt.listen");
+        check("[mqtt]\ningest_queue = 100", "mqtt.ingest_queue");
+        check("[mqtt]\ningest_queue_mib = 0", "mqtt.ingest_queue_mib");
         check("[http]\nlisten = \"1.2.3.4\"", "http.listen");
         check(
             "[http]\nheader_read_timeout_secs = 0",

@@ -46,7 +46,7 @@ use state::{LiveState, Snapshot, StateConfig};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -143,7 +143,8 @@ pub async fn run(
 
     let ingest_cancel = CancellationToken::new();
     let (client, eventloop) = ingest::client(&cfg.mqtt, &mqtt_host, mqtt_port);
-    let (in_tx, in_rx) = mpsc::channel(16_384);
+    let (in_tx, in_rx) = ingest::queue(&cfg.mqtt);
+    metrics.set_ingest_queue(in_tx.probe());
     // With Mosquitto's dynamic security, the collector gives itself its role before it
     // subscribes, then keeps the broker's clients in step with the identities.
     let provision = match (&cfg.mqtt.mode, cfg.mqtt.dynsec, &cfg.mqtt.credentials) {

@@ -85,6 +85,15 @@ impl Refusal {
 const N_DROPS: usize = Reject::ALL.len() + Refusal::COLLECTOR.len();
 const KINDS: [Kind; 4] = [Kind::Birth, Kind::State, Kind::Hb, Kind::Probe];
 
+/// Reads what waits in the ingest queue: (messages, bytes).
+pub struct IngestQueueProbe(pub Box<dyn Fn() -> (usize, usize) + Send + Sync>);
+
+impl std::fmt::Debug for IngestQueueProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IngestQueueProbe")
+    }
+}
+
 /// All counters. One instance, shared by `Arc`.
 #[derive(Debug)]
 pub struct Metrics {
@@ -109,6 +118,10 @@ pub struct Metrics {
     store_busy_since_ms: std::sync::atomic::AtomicI64,
     /// Unix ms of the pipeline's last flush tick (it ticks every few ms while it runs).
     pipeline_tick_ms: std::sync::atomic::AtomicI64,
+    /// What waits in the ingest queue now, (messages, bytes), set once at start
+    /// (`ingest::queue`); and the most messages it held at once.
+    ingest_queue: std::sync::OnceLock<IngestQueueProbe>,
+    ingest_queue_peak: AtomicU64,
     /// Last time a rejection was logged, per reason, as ms since `started` (rate-limited log).
     last_log_ms: [AtomicU64; N_DROPS],
     suppressed: [AtomicU64; N_DROPS],
@@ -133,6 +146,8 @@ impl Default for Metrics {
             broker_connected: Default::default(),
             store_busy_since_ms: Default::default(),
             pipeline_tick_ms: std::sync::atomic::AtomicI64::new(crate::clock::now_ms()),
+            ingest_queue: std::sync::OnceLock::new(),
+            ingest_queue_peak: AtomicU64::new(0),
             last_log_ms: std::array::from_fn(|_| AtomicU64::new(0)),
             suppressed: std::array::from_fn(|_| AtomicU64::new(0)),
         }
@@ -208,6 +223,16 @@ impl Metrics {
     /// A host id was found sent by more agent installs at once than before.
     pub fn cloned_id(&self) {
         self.cloned_ids.fetch_add(1, Relaxed);
+    }
+
+    /// Where `/metrics` reads the ingest queue's depth from (set once; later calls are ignored).
+    pub fn set_ingest_queue(&self, probe: IngestQueueProbe) {
+        let _ = self.ingest_queue.set(probe);
+    }
+
+    /// The ingest queue held `messages` at once.
+    pub fn ingest_queue_depth(&self, messages: usize) {
+        self.ingest_queue_peak.fetch_max(messages as u64, Relaxed);
     }
 
     pub fn mqtt_reconnect(&self) {
@@ -313,6 +338,24 @@ impl Metrics {
             "Reconnections of the collector's MQTT client.",
         )
         .sample(&[], self.mqtt_reconnects.load(Relaxed));
+        if let Some(probe) = self.ingest_queue.get() {
+            let (messages, bytes) = (probe.0)();
+            f.gauge(
+                "dozor_ingest_queue_messages",
+                "Publishes read from the broker waiting for the pipeline.",
+            )
+            .sample(&[], messages as u64);
+            f.gauge(
+                "dozor_ingest_queue_bytes",
+                "Their estimated size (mqtt.ingest_queue_mib bounds it).",
+            )
+            .sample(&[], bytes as u64);
+            f.gauge(
+                "dozor_ingest_queue_peak_messages",
+                "The most publishes the ingest queue held at once since the start.",
+            )
+            .sample(&[], self.ingest_queue_peak.load(Relaxed));
+        }
         f.write(out);
         let mut registry = prometheus_client::registry::Registry::default();
         registry.register(
@@ -496,6 +539,9 @@ mod tests {
         m.accepted(Kind::Hb, true);
         m.rejected(Refusal::Flood, "t");
         m.batch(3, Duration::from_millis(7));
+        m.set_ingest_queue(IngestQueueProbe(Box::new(|| (5, 4_096))));
+        m.ingest_queue_depth(9);
+        m.ingest_queue_depth(6);
         let mut text = String::new();
         m.render(&mut text);
         let mut f = Families::default();
@@ -519,5 +565,8 @@ mod tests {
         assert_eq!(v["dozor_store_write_seconds_bucket{le=\"0.01\"}"], 1.0);
         assert_eq!(v["dozor_hosts{state=\"online\",role=\"server\"}"], 3.0);
         assert_eq!(v["dozor_alert_journal_errors_total"], 2.0);
+        assert_eq!(v["dozor_ingest_queue_messages"], 5.0);
+        assert_eq!(v["dozor_ingest_queue_bytes"], 4_096.0);
+        assert_eq!(v["dozor_ingest_queue_peak_messages"], 9.0);
     }
 }

@@ -512,7 +512,7 @@ pub async fn run(
                 let mut drained = 0;
                 loop {
                     match next {
-                        Some(Inbound::Msg { publish, recv_ms, decoded }) => {
+                        Some(Inbound::Msg { publish, recv_ms, decoded, .. }) => {
                             let outcome = p.handle(decoded, publish.retain, recv_ms);
                             p.count(&outcome, &publish.topic);
                             if let (Some(a), Outcome::Accepted { accepted, transition }) = (&mut alerts, outcome) {

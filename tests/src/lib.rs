@@ -302,6 +302,16 @@ impl Collector {
     /// `client` carries an admin API token (created with the CLI before the start), so tests
     /// of other things read and write the API as an admin; `anonymous` is a client without it.
     pub fn start(broker: &Broker, data_dir: &Path, extra: &[&str]) -> Collector {
+        Collector::start_env(broker, data_dir, extra, &[])
+    }
+
+    /// [`Collector::start`] with extra environment variables.
+    pub fn start_env(
+        broker: &Broker,
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Collector {
         let token = collector_cli(
             data_dir,
             &["api-token", "create", "--name", "e2e", "--role", "admin"],
@@ -327,6 +337,7 @@ impl Collector {
             "RUST_LOG",
             std::env::var("DOZOR_TEST_LOG").unwrap_or_else(|_| "warn".into()),
         );
+        cmd.envs(env.iter().copied());
         let mut child = cmd.spawn().expect("start dozor-collector");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();

@@ -6,7 +6,7 @@ pub mod broker;
 use crate::clock::now_ms;
 use crate::config::MqttConfig;
 use crate::identity::{Denied, Registry};
-use crate::metrics::{Metrics, Refusal};
+use crate::metrics::{IngestQueueProbe, Metrics, Refusal};
 use dozor_proto::auth;
 use dozor_proto::{Kind, Limits, MAX_PAYLOAD_BYTES, Message, Reject, Topic, upstream_filter};
 use rumqttc::{
@@ -16,7 +16,7 @@ use rumqttc::{
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 /// What the ingest task hands to the pipeline.
@@ -30,11 +30,126 @@ pub enum Inbound {
         publish: Publish,
         recv_ms: i64,
         decoded: Result<Message, Refusal>,
+        /// Its share of the queue's byte bound, given back when the message is dropped.
+        held: Held,
     },
     /// Connected to the broker (after start or a reconnect).
     Connected,
     /// Lost the broker: nothing is observed until `Connected`.
     Disconnected,
+}
+
+/// A message's share of the ingest queue's byte bound ([`queue`]), given back when the message
+/// is dropped; `Held::default()` holds nothing (messages made outside the queue).
+#[derive(Debug, Default)]
+pub struct Held {
+    /// Kept for its drop, which gives the bytes back.
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+/// The ingest task's end of the queue between it and the pipeline.
+///
+/// The task keeps reading the broker while publishes wait here for the pipeline, so the
+/// broker's PINGRESP, written behind its deliveries, is read in time and the connection is not
+/// taken for dead while the store works (docs/reliability.md). Bounded twice: in messages
+/// (`mqtt.ingest_queue`), which with an external broker at QoS 1 should not bind when set at
+/// or above the broker's window of unacknowledged deliveries (each waiting publish is
+/// unacknowledged, PUBACKs go out only after commit; but Mosquitto 2.0.11 exceeds its window in
+/// sustained flow, and after a reconnect the old connection's publishes wait beside the
+/// redelivered window); and in bytes (`mqtt.ingest_queue_mib`,
+/// [`queue_cost`] per message), against a window of large messages. When either is full the
+/// task waits, and TCP backpressure reaches the broker, as before; from the embedded broker
+/// (QoS 0, no window) that is how a burst is paced.
+#[derive(Debug)]
+pub struct QueueTx {
+    tx: mpsc::Sender<Inbound>,
+    bytes: Arc<Semaphore>,
+    max_bytes: usize,
+    max_cost: u32,
+    /// A full queue is worth a warning: the broker's window is larger than the queue.
+    warn_full: bool,
+}
+
+/// The queue between the ingest task and the pipeline, bounded by `cfg.ingest_queue` messages
+/// and `cfg.ingest_queue_bytes` ([`QueueTx`]).
+pub fn queue(cfg: &MqttConfig) -> (QueueTx, mpsc::Receiver<Inbound>) {
+    let (tx, rx) = mpsc::channel(cfg.ingest_queue.max(1));
+    let bytes = cfg.ingest_queue_bytes.max(1);
+    let q = QueueTx {
+        tx,
+        bytes: Arc::new(Semaphore::new(bytes)),
+        max_bytes: bytes,
+        max_cost: u32::try_from(bytes).unwrap_or(u32::MAX),
+        warn_full: acks_after_commit(cfg),
+    };
+    (q, rx)
+}
+
+/// What a waiting publish is counted as in the queue's byte bound: its payload twice (the
+/// payload and what it decodes to), its topic, and 256 bytes of the structures around them.
+pub fn queue_cost(p: &Publish) -> usize {
+    2 * p.payload.len() + p.topic.len() + 256
+}
+
+impl QueueTx {
+    /// What waits in the queue now: (messages, bytes).
+    fn in_use(&self) -> (usize, usize) {
+        (
+            self.tx.max_capacity() - self.tx.capacity(),
+            self.max_bytes - self.bytes.available_permits(),
+        )
+    }
+
+    /// Reads [`QueueTx::in_use`] for `/metrics` without keeping the queue open.
+    pub fn probe(&self) -> IngestQueueProbe {
+        let tx = self.tx.downgrade();
+        let bytes = self.bytes.clone();
+        let max_bytes = self.max_bytes;
+        IngestQueueProbe(Box::new(move || {
+            let messages = tx.upgrade().map_or(0, |t| t.max_capacity() - t.capacity());
+            (messages, max_bytes - bytes.available_permits())
+        }))
+    }
+
+    /// Hands a connection event to the pipeline.
+    async fn send(&self, m: Inbound) -> Result<(), ()> {
+        self.tx.send(m).await.map_err(drop)
+    }
+
+    /// Hands a publish to the pipeline once both bounds have room. `Ok(true)`: it had to wait.
+    async fn send_msg(
+        &self,
+        publish: Publish,
+        recv_ms: i64,
+        decoded: Result<Message, Refusal>,
+    ) -> Result<bool, ()> {
+        let cost = u32::try_from(queue_cost(&publish))
+            .unwrap_or(u32::MAX)
+            .min(self.max_cost);
+        let mut waited = false;
+        let permit = match self.bytes.clone().try_acquire_many_owned(cost) {
+            Ok(p) => p,
+            Err(_) => {
+                waited = true;
+                self.bytes
+                    .clone()
+                    .acquire_many_owned(cost)
+                    .await
+                    .map_err(drop)?
+            }
+        };
+        waited |= self.tx.capacity() == 0;
+        let msg = Inbound::Msg {
+            publish,
+            recv_ms,
+            decoded,
+            held: Held {
+                _permit: Some(permit),
+            },
+        };
+        self.tx.send(msg).await.map_err(drop)?;
+        Ok(waited)
+    }
 }
 
 /// Upstream kinds the collector subscribes to.
@@ -242,13 +357,41 @@ fn poisoned(e: &ConnectionError) -> bool {
     )
 }
 
+/// Takes a packet just read from the broker as the answer to an outstanding PINGREQ.
+///
+/// rumqttc sends a PINGREQ every keep-alive and fails the connection (`Last pingreq isn't
+/// acked`) when the previous one is still unanswered at the next. The broker writes its
+/// PINGRESP behind every delivery already on the way: with the broker's window of
+/// unacknowledged deliveries (Mosquitto's `max_inflight_messages`, 20,000 in
+/// deploy/mosquitto.conf) that is up to a window of publishes, and a collector slower than
+/// window ÷ keep-alive (667 msg/s at 20,000 and 30 s) failed the check while reading them, was
+/// sent the same window again after the reconnect, and made no headway (docs/reliability.md).
+/// A packet read after the PINGREQ went out proves the connection delivers; a dead one delivers
+/// nothing, so it is still noticed within two keep-alives of its last packet.
+fn heard_from_broker(state: &mut rumqttc::MqttState) {
+    state.await_pingresp = false;
+}
+
+/// Test-only: extra time the ingest task spends on each publish, from
+/// `DOZOR_TEST_INGEST_DELAY_US` (unset in production). It makes a collector slower than its
+/// broker's window, as a debug build on a loaded machine is (`tests/tests/livelock.rs`). The
+/// task sleeps off what it owes in slices of at least 5 ms, like work it does for the messages.
+fn test_delay() -> Option<Duration> {
+    let us: u64 = std::env::var("DOZOR_TEST_INGEST_DELAY_US")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    (us > 0).then(|| Duration::from_micros(us.min(1_000_000)))
+}
+
 /// Drives the event loop until cancelled: decodes publishes and sends them to the pipeline,
 /// and writes what the pipeline queued in `outbox` between polls.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     client: AsyncClient,
     mut eventloop: EventLoop,
-    tx: mpsc::Sender<Inbound>,
+    tx: QueueTx,
     metrics: Arc<Metrics>,
     registry: Option<watch::Receiver<Arc<Registry>>>,
     provision: Option<Vec<u8>>,
@@ -264,6 +407,9 @@ pub async fn run(
     let mut out_buf = Queued::default();
     // Connections so far; the pipeline counts the same from `Inbound::Connected`.
     let mut generation: u32 = 0;
+    let delay = test_delay();
+    let mut full_warned = false;
+    let mut owed = Duration::ZERO;
     loop {
         if connected
             && let Err(e) = write_outbox(&mut eventloop, &outbox, generation, &mut out_buf).await
@@ -278,20 +424,39 @@ pub async fn run(
             _ = cancel.cancelled() => break,
             ev = eventloop.poll() => ev,
         };
+        if let Ok(Event::Incoming(_)) = &ev {
+            heard_from_broker(&mut eventloop.state);
+        }
         match ev {
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 metrics.received();
+                if let Some(d) = delay {
+                    owed += d;
+                    if owed >= Duration::from_millis(5) {
+                        // Blocks this worker thread, as the work it stands for would.
+                        std::thread::sleep(std::mem::take(&mut owed));
+                    }
+                }
                 let decoded = {
                     let reg = registry.as_ref().map(|r| r.borrow());
                     authenticate_decode(&p.topic, &p.payload, reg.as_deref().map(|a| &**a), &limits)
                 };
-                let msg = Inbound::Msg {
-                    publish: p,
-                    recv_ms: now_ms(),
-                    decoded,
-                };
-                if tx.send(msg).await.is_err() {
-                    break;
+                let sent = tx.send_msg(p, now_ms(), decoded).await;
+                metrics.ingest_queue_depth(tx.in_use().0);
+                match sent {
+                    Err(()) => break,
+                    Ok(true) if tx.warn_full && !full_warned => {
+                        full_warned = true;
+                        let (messages, bytes) = tx.in_use();
+                        tracing::warn!(
+                            messages,
+                            bytes,
+                            "ingest queue full (mqtt.ingest_queue, mqtt.ingest_queue_mib): reading \
+                             from the broker paused until the pipeline catches up; keep \
+                             mqtt.ingest_queue at or above the broker's max_inflight_messages"
+                        );
+                    }
+                    Ok(_) => {}
                 }
             }
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
@@ -303,6 +468,7 @@ pub async fn run(
                 connected = true;
                 generation = generation.wrapping_add(1);
                 connect_warned = false;
+                full_warned = false;
                 metrics.set_broker_connected(true);
                 // After a poisoned session was discarded, persist the session again from the
                 // next reconnect on.
@@ -370,6 +536,91 @@ pub async fn run(
 mod tests {
     use super::*;
     use crate::config::MqttMode;
+    use rumqttc::{MqttState, PingReq, Request};
+
+    fn publish(payload_len: usize) -> Publish {
+        Publish::new(
+            "dozor/v1/mo/h/hb",
+            QoS::AtLeastOnce,
+            vec![b'x'; payload_len],
+        )
+    }
+
+    /// Both bounds hold: a publish waits for room in messages and in bytes, and a message's
+    /// bytes come back when the pipeline drops it.
+    #[tokio::test]
+    async fn the_queue_is_bounded_in_messages_and_bytes() {
+        let ext = MqttMode::External {
+            host: "mq".into(),
+            port: 1883,
+        };
+        let small = |n, bytes| MqttConfig {
+            ingest_queue: n,
+            ingest_queue_bytes: bytes,
+            ..cfg(ext.clone())
+        };
+        let refused = || Err(Refusal::Unsigned);
+        let soon = Duration::from_millis(50);
+
+        let (tx, mut rx) = queue(&small(2, 1 << 20));
+        assert!(
+            tx.warn_full,
+            "an external broker's window is worth a warning"
+        );
+        assert_eq!(tx.send_msg(publish(10), 0, refused()).await, Ok(false));
+        assert_eq!(tx.send_msg(publish(10), 0, refused()).await, Ok(false));
+        let third = tx.send_msg(publish(10), 0, refused());
+        tokio::pin!(third);
+        assert!(tokio::time::timeout(soon, &mut third).await.is_err());
+        drop(rx.recv().await);
+        assert_eq!(third.await, Ok(true), "sent once one was taken");
+
+        // 1,000 payload bytes cost 2,272: two fit in 5,000 bytes, a third waits until one is
+        // dropped, not merely received.
+        let (tx, mut rx) = queue(&small(100, 5_000));
+        assert_eq!(queue_cost(&publish(1_000)), 2_272);
+        assert_eq!(tx.send_msg(publish(1_000), 0, refused()).await, Ok(false));
+        assert_eq!(tx.send_msg(publish(1_000), 0, refused()).await, Ok(false));
+        let third = tx.send_msg(publish(1_000), 0, refused());
+        tokio::pin!(third);
+        assert!(tokio::time::timeout(soon, &mut third).await.is_err());
+        let first = rx.recv().await;
+        assert!(tokio::time::timeout(soon, &mut third).await.is_err());
+        drop(first);
+        assert_eq!(third.await, Ok(true));
+
+        // A message bigger than the whole bound still passes, alone.
+        let (tx, _rx) = queue(&small(100, 1_000));
+        assert_eq!(tx.send_msg(publish(4_000), 0, refused()).await, Ok(false));
+
+        let embedded = MqttConfig {
+            ingest_queue: 10,
+            ..cfg(MqttMode::Embedded {
+                listen: "127.0.0.1:1883".parse().unwrap(),
+                tls: None,
+                max_connections: 10,
+            })
+        };
+        assert!(
+            !queue(&embedded).0.warn_full,
+            "QoS 0 from the embedded broker is paced so"
+        );
+    }
+
+    /// What [`heard_from_broker`] relies on in rumqttc: a second PINGREQ fails while the first
+    /// is unanswered, and does not once a packet was heard.
+    #[test]
+    fn a_packet_heard_answers_the_keepalive() {
+        let mut s = MqttState::new(100, true);
+        assert!(s.handle_outgoing_packet(Request::PingReq(PingReq)).is_ok());
+        assert!(matches!(
+            s.handle_outgoing_packet(Request::PingReq(PingReq)),
+            Err(StateError::AwaitPingResp)
+        ));
+        heard_from_broker(&mut s);
+        assert!(s.handle_outgoing_packet(Request::PingReq(PingReq)).is_ok());
+        assert!(s.await_pingresp, "the new PINGREQ waits for its answer");
+    }
 
     fn cfg(mode: MqttMode) -> MqttConfig {
         MqttConfig {
@@ -381,6 +632,8 @@ mod tests {
             tls: None,
             dynsec: false,
             batched_writes: true,
+            ingest_queue: 32_768,
+            ingest_queue_bytes: 64 << 20,
         }
     }
 

@@ -194,6 +194,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     publish,
                     recv_ms: now_ms(),
                     decoded,
+                    held: Default::default(),
                 };
                 if tx.send(msg).await.is_err() {
                     break;
