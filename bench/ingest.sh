@@ -6,6 +6,8 @@
 #   pipeline   the collector's ingest without a broker (dozor-pipeline-bench: decode, pipeline,
 #              SQLite store in-process), i.e. what the collector itself can take
 #   embedded   dozor-collector with its embedded broker (rumqttd)
+#   embedded-baseline  the same with the collector binary BASELINE_BIN (an older build kept as
+#              a copy), to compare before and after in the same run
 #   mosquitto  dozor-collector against a Mosquitto started here
 #   sub        mosquitto_sub draining the same load from a Mosquitto started here (the baseline)
 # Each configuration runs RUNS times on fresh processes. Reported per run: messages/s from
@@ -21,7 +23,9 @@
 # RATE (0: unlimited), RUNS (2), CONFIGS ("pipeline embedded mosquitto sub"), TIMEOUT_SECS (300),
 # STALL_SECS (20: give up when nothing more is accepted this long after the load generator
 # finished), COLLECTOR_TOML (extra lines for the collector's config file),
-# CARGO_TARGET_DIR (./target), BUILD (1; 0 to use the binaries already built).
+# CARGO_TARGET_DIR (./target), BUILD (1; 0 to use the binaries already built), COLLECTOR_BIN
+# (the collector binary to run; default the release build's, e.g. a saved copy of an older build
+# to compare in the same run).
 set -euo pipefail
 export LC_ALL=C
 
@@ -49,6 +53,12 @@ BIN=$TARGET_DIR/release
 for b in dozor-collector dozor-loadgen dozor-pipeline-bench; do
     [[ -x $BIN/$b ]] || { echo "$BIN/$b not built" >&2; exit 1; }
 done
+COLLECTOR_BIN=${COLLECTOR_BIN:-$BIN/dozor-collector}
+[[ -x $COLLECTOR_BIN ]] || { echo "$COLLECTOR_BIN is not executable" >&2; exit 1; }
+BASELINE_BIN=${BASELINE_BIN:-}
+if [[ " $CONFIGS " == *" embedded-baseline "* ]]; then
+    [[ -x $BASELINE_BIN ]] || { echo "embedded-baseline needs BASELINE_BIN (an executable collector)" >&2; exit 1; }
+fi
 command -v mosquitto >/dev/null || PATH=$PATH:/usr/sbin
 for b in mosquitto mosquitto_sub curl; do
     command -v "$b" >/dev/null || { echo "$b is required" >&2; exit 1; }
@@ -151,13 +161,14 @@ EOF
 COLL_PID=
 COLL_HTTP=
 COLL_MQTT_PORT=
-start_collector() { # $1: embedded | mqtt://host:port
+start_collector() { # $1: embedded | mqtt://host:port, $2: binary (default COLLECTOR_BIN)
+    local bin=${2:-$COLLECTOR_BIN}
     local dir=$WORK/collector-$RANDOM$RANDOM
     mkdir -p "$dir/data"
     local broker_args=(--mqtt-listen 127.0.0.1:0)
     [[ $1 == embedded ]] || broker_args=(--mqtt-url "$1")
     # The benchmark reads /metrics without logging in.
-    DOZOR_HTTP_PUBLIC_READ=true RUST_LOG=warn "$BIN/dozor-collector" --config "$WORK/collector.toml" \
+    DOZOR_HTTP_PUBLIC_READ=true RUST_LOG=warn "$bin" --config "$WORK/collector.toml" \
         --data-dir "$dir/data" --http-listen 127.0.0.1:0 "${broker_args[@]}" \
         >"$dir/stdout" 2>"$dir/stderr" &
     COLL_PID=$!
@@ -172,6 +183,14 @@ start_collector() { # $1: embedded | mqtt://host:port
     COLL_HTTP=$(sed -E 's/.*http=([^ ]+).*/\1/' <<<"$line")
     COLL_MQTT_PORT=$(sed -E 's/.*mqtt=[^ ]*:([0-9]+).*/\1/' <<<"$line")
     COLL_STDERR=$dir/stderr
+}
+
+# The embedded broker's gateway: "pauses resets" of its backlog window (absent in older builds).
+gate_counts() {
+    curl -fsS --max-time 2 "http://$COLL_HTTP/metrics" 2>/dev/null | awk '
+        /^dozor_mqtt_gate_backlog_pauses_total/ {p = $NF}
+        /^dozor_mqtt_gate_backlog_resets_total/ {r = $NF}
+        END {printf "%s %s\n", (p == "" ? "-" : p), (r == "" ? "-" : r)}'
 }
 
 # accepted duplicates rejected, from /metrics.
@@ -199,6 +218,8 @@ RESULTS=$WORK/results
 RATIOS=$WORK/ratios
 # End-to-end msgs/s of each configuration in the current run (for the ratios to mosquitto_sub).
 declare -A E2E
+# One line per embedded run: what rumqttd dropped.
+DROPS=()
 echo "| run | load avg | mosquitto_sub msgs/s | collector+mosquitto msgs/s | ratio | collector+embedded msgs/s | ratio |" >"$RATIOS"
 echo "|---|---|---|---|---|---|---|" >>"$RATIOS"
 
@@ -218,13 +239,16 @@ echo "|---|---|---|---|---|---|---|---|---|---|" >>"$RESULTS"
 
 # --- one run with the collector ------------------------------------------------------------
 
-run_collector() { # $1: embedded | mosquitto, $2: run number
+run_collector() { # $1: embedded | embedded-baseline | mosquitto, $2: run number
     local cfg=$1 run=$2 port broker_pid=
     if [[ $cfg == mosquitto ]]; then
         start_mosquitto
         broker_pid=$MOSQ_PID
         start_collector "mqtt://127.0.0.1:$MOSQ_PORT"
         port=$MOSQ_PORT
+    elif [[ $cfg == embedded-baseline ]]; then
+        start_collector embedded "$BASELINE_BIN"
+        port=$COLL_MQTT_PORT
     else
         start_collector embedded
         port=$COLL_MQTT_PORT
@@ -276,6 +300,8 @@ run_collector() { # $1: embedded | mosquitto, $2: run number
     t1=$(now)
     rss=$(hwm "$COLL_PID")
     [[ -n $broker_pid ]] && brss=$(hwm "$broker_pid")
+    local gate=
+    [[ $cfg == embedded* ]] && gate=$(gate_counts)
     wait "$LOADGEN_PID" || echo "  loadgen failed: $(tail -1 "$WORK/loadgen.out.err")" >&2
     local wall rate e2e ccpu bcpu lrate lcpu lsecs
     wall=$(calc "%.3f" "$t1 - $t0")
@@ -294,6 +320,13 @@ run_collector() { # $1: embedded | mosquitto, $2: run number
     echo "   collector: $rate msgs/s first→last accepted, $e2e msgs/s end to end; CPU ${ccpu} s ($(calc "%.0f" "$ccpu / $wall * 100") %), peak RSS $((rss / 1024)) MB"
     [[ -n $broker_pid ]] && echo "   mosquitto: CPU ${bcpu} s ($(calc "%.0f" "$bcpu / $wall * 100") %), peak RSS $((brss / 1024)) MB"
     echo "   loadgen:   ${lrate:-?} msgs/s acknowledged by the broker in ${lsecs:-?} s, CPU ${lcpu:-?} s"
+    if [[ $cfg == embedded* ]]; then
+        # Drops inside rumqttd: a subscriber's cursor jumping over a dropped log segment.
+        local jumps
+        jumps=$(grep -c 'cursor start jumped' "$COLL_STDERR" || true)
+        echo "   embedded broker: lost $((MESSAGES - total)) of $MESSAGES (rumqttd cursor jumps logged: $jumps); gateway backlog pauses/resets: ${gate:-- -}"
+        DROPS+=("$cfg run $run: lost $((MESSAGES - total)), cursor jumps $jumps, backlog pauses/resets ${gate:-- -}, peak RSS $((rss / 1024)) MB, load $load")
+    fi
     echo "   collector CPU by thread (s):"
     thread_ticks "$COLL_PID" | join -a1 - "$threads0" |
         awk -v hz="$HZ" '{d = ($2 - ($3 == "" ? 0 : $3)) / hz; if (d >= 0.05) printf "     %-20s %6.2f\n", $1, d}'
@@ -389,14 +422,14 @@ for run in $(seq "$RUNS"); do
     run_load=$(cut -d' ' -f1-3 /proc/loadavg)
     for cfg in $CONFIGS; do
         case $cfg in
-        embedded | mosquitto) run_collector "$cfg" "$run" ;;
+        embedded | embedded-baseline | mosquitto) run_collector "$cfg" "$run" ;;
         sub) run_sub "$run" ;;
         pipeline) run_pipeline "$run" ;;
         *) echo "unknown config $cfg" >&2; exit 2 ;;
         esac
     done
     if [[ -n ${E2E[sub]:-} ]]; then
-        echo "-- run $run ratios to mosquitto_sub (${E2E[sub]} msgs/s) in this run: collector+mosquitto $(ratio mosquitto) (${E2E[mosquitto]:--} msgs/s), collector+embedded $(ratio embedded) (${E2E[embedded]:--} msgs/s)"
+        echo "-- run $run ratios to mosquitto_sub (${E2E[sub]} msgs/s) in this run: collector+mosquitto $(ratio mosquitto) (${E2E[mosquitto]:--} msgs/s), collector+embedded $(ratio embedded) (${E2E[embedded]:--} msgs/s)$([[ -z ${E2E[embedded-baseline]:-} ]] || echo ", baseline collector+embedded $(ratio embedded-baseline) (${E2E[embedded-baseline]} msgs/s)")"
     fi
     printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$run" "$run_load" "${E2E[sub]:--}" \
         "${E2E[mosquitto]:--}" "$(ratio mosquitto)" "${E2E[embedded]:--}" "$(ratio embedded)" >>"$RATIOS"
@@ -407,3 +440,8 @@ echo
 echo "End-to-end rates and their ratio to mosquitto_sub's in the same run (\"lost N\": not all"
 echo "$MESSAGES were accepted):"
 cat "$RATIOS"
+if ((${#DROPS[@]})); then
+    echo
+    echo "Embedded broker, per run (lost = sent - accepted - duplicates - rejected):"
+    printf '  %s\n' "${DROPS[@]}"
+fi

@@ -99,6 +99,10 @@ pub struct RawMqtt {
     pub tls_key_file: Option<PathBuf>,
     /// Embedded broker: most client connections at once (authenticated or not).
     pub max_connections: usize,
+    /// Embedded broker: most KiB of messages it holds for the collector; while more are owed,
+    /// the gateway stops reading agents' sockets (backpressure instead of drops, see
+    /// `ingest::broker`).
+    pub backlog_kib: u64,
     /// External broker: CA to verify an `mqtts://` broker's certificate (PEM).
     pub ca_file: Option<PathBuf>,
     /// External broker: the collector's login.
@@ -126,6 +130,7 @@ impl Default for RawMqtt {
             tls_cert_file: None,
             tls_key_file: None,
             max_connections: 20_000,
+            backlog_kib: 16 * 1024,
             ca_file: None,
             username: None,
             password: None,
@@ -229,6 +234,8 @@ pub enum MqttMode {
         listen: SocketAddr,
         tls: Option<crate::tls::ServerFiles>,
         max_connections: usize,
+        /// Bytes of messages the broker holds for the collector before publishers wait.
+        backlog_bytes: u64,
     },
     /// Connect to an external broker.
     External { host: String, port: u16 },
@@ -431,6 +438,9 @@ impl RawConfig {
                 if self.mqtt.max_connections == 0 {
                     return Err(invalid("mqtt.max_connections", "must be > 0"));
                 }
+                if !(64..=1024 * 1024).contains(&self.mqtt.backlog_kib) {
+                    return Err(invalid("mqtt.backlog_kib", "must be 64..=1048576"));
+                }
                 MqttMode::Embedded {
                     listen: self.mqtt.listen.parse().map_err(|e| {
                         invalid(
@@ -445,6 +455,7 @@ impl RawConfig {
                         "mqtt.tls_key_file",
                     )?,
                     max_connections: self.mqtt.max_connections,
+                    backlog_bytes: self.mqtt.backlog_kib * 1024,
                 }
             }
             "external" => {
@@ -842,6 +853,7 @@ mod tests {
             "http.header_read_timeout_secs",
         );
         check("[http]\nmax_connections = 0", "http.max_connections");
+        check("[mqtt]\nbacklog_kib = 10", "mqtt.backlog_kib");
         check(
             "[http]\nrequest_timeout_secs = 0",
             "http.request_timeout_secs",

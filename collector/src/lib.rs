@@ -105,11 +105,14 @@ pub async fn run(
             listen,
             tls,
             max_connections,
+            backlog_bytes,
         } => {
             let e = ingest::broker::start_secured(
                 *listen,
                 tls.as_ref(),
                 *max_connections,
+                *backlog_bytes,
+                metrics.clone(),
                 ids.clone(),
                 &tasks,
                 ids_cancel.clone(),

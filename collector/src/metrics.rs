@@ -99,6 +99,7 @@ impl std::fmt::Debug for IngestQueueProbe {
 pub struct Metrics {
     started: Instant,
     received: AtomicU64,
+    received_bytes: AtomicU64,
     accepted: [AtomicU64; 4],
     replayed: AtomicU64,
     duplicates: AtomicU64,
@@ -132,6 +133,7 @@ impl Default for Metrics {
         Metrics {
             started: Instant::now(),
             received: AtomicU64::new(0),
+            received_bytes: AtomicU64::new(0),
             accepted: Default::default(),
             replayed: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
@@ -166,6 +168,16 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 impl Metrics {
     pub fn received(&self) {
         self.received.fetch_add(1, Relaxed);
+    }
+
+    /// Counts the topic and payload bytes of a received publish.
+    pub fn received_bytes(&self, n: u64) {
+        self.received_bytes.fetch_add(n, Relaxed);
+    }
+
+    /// Topic and payload bytes of every publish received so far.
+    pub fn received_bytes_total(&self) -> u64 {
+        self.received_bytes.load(Relaxed)
     }
 
     pub fn accepted(&self, kind: Kind, replay: bool) {
@@ -276,6 +288,11 @@ impl Metrics {
         let mut f = Families::default();
         f.counter("dozor_messages_received_total", "MQTT messages received.")
             .sample(&[], self.received.load(Relaxed));
+        f.counter(
+            "dozor_messages_received_bytes_total",
+            "Topic and payload bytes of the MQTT messages received.",
+        )
+        .sample(&[], self.received_bytes.load(Relaxed));
         let accepted = f.counter(
             "dozor_messages_accepted_total",
             "Messages accepted, by kind.",

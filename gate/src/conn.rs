@@ -1,6 +1,7 @@
 //! One client connection: TLS handshake and CONNECT under a deadline, the authorizer's decision,
 //! then the pipe to the broker, judging every client packet on the way.
 
+use crate::backlog::{Backlog, publish_bytes};
 use crate::grant::{Authorizer, Grant};
 use crate::rules::{self, Framing, MAX_FIXED_HEADER, Verdict};
 use crate::stats::{GateStats, Reason, Slot};
@@ -29,6 +30,7 @@ pub(crate) struct Shared {
     pub(crate) tls: Option<TlsAcceptor>,
     pub(crate) connect_timeout: Duration,
     pub(crate) max_packet_size: usize,
+    pub(crate) backlog: Option<Arc<Backlog>>,
     pub(crate) auth: Arc<dyn Authorizer>,
     pub(crate) stats: Arc<GateStats>,
     /// Bumped by `GateHandle::recheck`.
@@ -112,6 +114,7 @@ async fn run(tcp: TcpStream, shared: &Shared, mut slot: Slot) -> End {
         &mut buf,
         &grant,
         shared.max_packet_size,
+        shared.backlog.as_deref(),
     );
     let revoked = async {
         loop {
@@ -196,13 +199,16 @@ async fn refuse(client: &mut Box<dyn ClientIo>, code: ConnectReturnCode, limit: 
 }
 
 /// Reads client packets, judges each, and writes the allowed ones to the broker in batches.
-/// Returns at end of stream, on an I/O error, or at the first packet that must close.
+/// With a `backlog`, counts the PUBLISH bytes forwarded and reads nothing more from the client
+/// while the window is full. Returns at end of stream, on an I/O error, or at the first packet
+/// that must close.
 async fn client_to_broker<R, W>(
     client: &mut R,
     broker: &mut W,
     buf: &mut BytesMut,
     grant: &Grant,
     max_packet_size: usize,
+    backlog: Option<&Backlog>,
 ) -> End
 where
     R: AsyncRead + Unpin + ?Sized,
@@ -213,7 +219,14 @@ where
         let need = loop {
             match rules::next_frame(buf, max_packet_size) {
                 Ok(Framing::Frame(header, frame)) => match rules::judge(grant, header, &frame) {
-                    Verdict::Forward => out.extend_from_slice(&frame),
+                    Verdict::Forward => {
+                        if let Some(b) = backlog
+                            && let Some(n) = publish_bytes(&frame)
+                        {
+                            b.forwarded(n);
+                        }
+                        out.extend_from_slice(&frame);
+                    }
                     Verdict::Close(reason) => {
                         // What came before the offending packet was allowed: let it through.
                         let _ = broker.write_all(&out).await;
@@ -232,6 +245,9 @@ where
                 return None;
             }
             out.clear();
+        }
+        if let Some(b) = backlog {
+            b.room().await;
         }
         match read_more(client, buf, need, max_packet_size).await {
             Ok(0) | Err(_) => return None,

@@ -4,11 +4,13 @@
 //! sizes, then forwards allowed traffic to the broker over one loopback TCP connection per
 //! client. Broker→client bytes pass through untouched.
 
+mod backlog;
 mod conn;
 mod grant;
 mod rules;
 mod stats;
 
+pub use backlog::{Backlog, Drained};
 pub use grant::{Authorizer, Grant, Refusal};
 pub use stats::{GateStats, Reason};
 
@@ -41,6 +43,9 @@ pub struct GateConfig {
     /// Largest client→broker packet, counted as its remaining length (variable header and
     /// payload). A larger one closes the connection before its body is read.
     pub max_packet_size: usize,
+    /// Backpressure: while this window is full, connections stop reading their clients (see
+    /// [`Backlog`]). `None`: forward as fast as clients send.
+    pub backlog: Option<Arc<Backlog>>,
 }
 
 impl GateConfig {
@@ -55,6 +60,7 @@ impl GateConfig {
             max_pending: 512,
             connect_timeout: Duration::from_secs(5),
             max_packet_size: 64 * 1024,
+            backlog: None,
         }
     }
 
@@ -149,11 +155,15 @@ pub async fn start(
         tls: cfg.tls.clone().map(TlsAcceptor::from),
         connect_timeout: cfg.connect_timeout,
         max_packet_size: cfg.max_packet_size,
+        backlog: cfg.backlog.clone(),
         auth,
         stats: stats.clone(),
         generation: generation_rx,
     });
     let tracker = TaskTracker::new();
+    if let Some(backlog) = &cfg.backlog {
+        tracker.spawn(backlog.clone().run(cancel.child_token()));
+    }
     tracker.spawn(accept_loop(listener, cfg, shared, tracker.clone(), cancel));
     tracker.close();
     Ok((

@@ -2,9 +2,9 @@
 
 use crate::identity::service::Identities;
 use crate::identity::{LoginError, Registry, SecurityMode};
-use dozor_gate::{Authorizer, GateConfig, GateStats, Grant, Refusal};
+use dozor_gate::{Authorizer, Backlog, GateConfig, GateStats, Grant, Refusal};
 use dozor_proto::{Kind, MAX_PAYLOAD_BYTES, parse_username, upstream_filter};
-use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
+use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, SegmentConfig, ServerSettings};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,7 +26,27 @@ pub enum BrokerError {
     Start(String),
 }
 
-fn config(listen: SocketAddr) -> Config {
+/// Segments of the log of each of the collector's subscriptions: it holds at least
+/// `(UPSTREAM_SEGMENTS - 1)` segments of a quarter of the backlog each, i.e. 1.25× the backlog,
+/// before it drops unread messages, and at most 1.5× (plus one message) at any time.
+const UPSTREAM_SEGMENTS: usize = 6;
+
+/// The log of any other subscription (an agent's `ack` and `cfg` topics): rumqttd keeps a
+/// filter's log as long as it runs, up to its capacity, whether anybody reads it or not, so with
+/// its default (here once 8 × 8 MiB) every agent's confirmations would pile up to 64 MiB each.
+/// 2 × 8 KiB is a minute of confirmations of a busy agent; one bigger message is always kept.
+const OTHER_SEGMENT_BYTES: usize = 8 * 1024;
+const OTHER_SEGMENTS: usize = 2;
+
+/// rumqttd's settings. Why the logs are sized as they are: rumqttd appends each publish to the
+/// in-memory log of every matching subscription and acknowledges it at once; a subscriber reads
+/// the log at its own pace. When a log is full it drops its oldest segment, read or not (the
+/// reader's cursor jumps ahead: "Read cursor start jumped"), and never slows a publisher down.
+/// So the gateway bounds what is owed to the collector to `backlog_bytes`
+/// ([`dozor_gate::Backlog`]) and the collector's logs hold more than that: a burst the
+/// collector cannot drain at once waits in the agents' sockets and spools instead of being
+/// dropped here.
+fn config(listen: SocketAddr, backlog_bytes: u64) -> Config {
     let connections = ConnectionSettings {
         connection_timeout_ms: 10_000,
         // Four times the protocol limit: oversized messages still reach the collector to be
@@ -44,14 +64,24 @@ fn config(listen: SocketAddr) -> Config {
         next_connection_delay_ms: 0,
         connections,
     };
+    let upstream = SegmentConfig {
+        max_segment_size: usize::try_from(backlog_bytes / 4)
+            .unwrap_or(usize::MAX)
+            .max(1024),
+        max_segment_count: UPSTREAM_SEGMENTS,
+    };
+    let custom_segment = crate::ingest::SUBSCRIBED
+        .iter()
+        .map(|k| (upstream_filter(*k), upstream.clone()))
+        .collect();
     Config {
         id: 0,
         router: RouterConfig {
             max_connections: 100_000,
             max_outgoing_packet_count: 10_000,
-            max_segment_size: 8 * 1024 * 1024,
-            max_segment_count: 8,
-            custom_segment: None,
+            max_segment_size: OTHER_SEGMENT_BYTES,
+            max_segment_count: OTHER_SEGMENTS,
+            custom_segment: Some(custom_segment),
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),
         },
@@ -62,7 +92,7 @@ fn config(listen: SocketAddr) -> Config {
 
 /// Starts rumqttd on `listen` in its own threads. It lives as long as the process.
 /// Returns once the port accepts connections.
-pub fn start(listen: SocketAddr) -> Result<SocketAddr, BrokerError> {
+pub fn start(listen: SocketAddr, backlog_bytes: u64) -> Result<SocketAddr, BrokerError> {
     // Probe the address first: rumqttd reports bind errors only in its own thread.
     let probe = std::net::TcpListener::bind(listen).map_err(|source| BrokerError::Bind {
         addr: listen,
@@ -73,7 +103,7 @@ pub fn start(listen: SocketAddr) -> Result<SocketAddr, BrokerError> {
         source,
     })?;
     drop(probe);
-    let mut broker = Broker::new(config(bound));
+    let mut broker = Broker::new(config(bound, backlog_bytes));
     std::thread::Builder::new()
         .name("mqtt-broker".into())
         .spawn(move || {
@@ -106,8 +136,20 @@ pub struct Embedded {
     pub public: SocketAddr,
     /// rumqttd itself, on loopback: the collector's own client and the demo's simulated fleet.
     pub internal: SocketAddr,
-    pub stats: Arc<GateStats>,
+    pub stats: BrokerStats,
 }
+
+/// The gateway's counters and the backlog window, for `/metrics`.
+#[derive(Debug, Clone)]
+pub struct BrokerStats {
+    pub gate: Arc<GateStats>,
+    pub backlog: Arc<Backlog>,
+}
+
+/// A subscriber that takes nothing for this long with the window full is assumed to have lost
+/// what it was owed ([`dozor_gate::Backlog`]); shorter than an agent's keepalive (30 s), so
+/// agents waiting on a full window are not cut off by their own pings.
+const BACKLOG_STALL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Decides logins at the gateway from the identity registry.
 struct RegistryAuth {
@@ -159,17 +201,28 @@ impl Authorizer for RegistryAuth {
 /// Starts rumqttd on loopback and the gateway in front of it on `listen`: agents are
 /// authenticated and held to their own topics there (rumqttd itself has no topic ACLs), with
 /// connection caps, a CONNECT deadline and a packet limit. Revoking an identity closes its
-/// connection within a second (the registry's change triggers a recheck).
+/// connection within a second (the registry's change triggers a recheck). While more than
+/// `backlog_bytes` of forwarded messages are not yet received by the collector (`metrics`),
+/// the gateway stops reading agents' sockets (see [`config`] for why).
+#[allow(clippy::too_many_arguments)]
 pub async fn start_secured(
     listen: SocketAddr,
     tls: Option<&crate::tls::ServerFiles>,
     max_connections: usize,
+    backlog_bytes: u64,
+    metrics: Arc<crate::metrics::Metrics>,
     ids: Arc<Identities>,
     tasks: &TaskTracker,
     cancel: CancellationToken,
 ) -> anyhow::Result<Embedded> {
-    let internal = start(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    let internal = start(SocketAddr::from(([127, 0, 0, 1], 0)), backlog_bytes)?;
     let mut cfg = GateConfig::new(listen, internal);
+    let backlog = Backlog::new(
+        backlog_bytes,
+        BACKLOG_STALL,
+        Box::new(move || metrics.received_bytes_total()),
+    );
+    cfg.backlog = Some(backlog.clone());
     cfg.max_connections = max_connections;
     cfg.max_pending = max_connections.clamp(1, 1024);
     // Agents' messages are at most 16 KiB; the gate refuses far bigger packets outright.
@@ -199,12 +252,16 @@ pub async fn start_secured(
     Ok(Embedded {
         public,
         internal,
-        stats,
+        stats: BrokerStats {
+            gate: stats,
+            backlog,
+        },
     })
 }
 
 /// Writes the gateway's counters and gauges.
-pub fn write_metrics(stats: &GateStats, out: &mut String) {
+pub fn write_metrics(broker: &BrokerStats, out: &mut String) {
+    let stats = &broker.gate;
     let mut f = crate::metrics::Families::default();
     let closed = f.counter(
         "dozor_mqtt_gate_closed_total",
@@ -226,5 +283,26 @@ pub fn write_metrics(stats: &GateStats, out: &mut String) {
         f.gauge(&format!("dozor_mqtt_gate_{g}"), help)
             .sample(&[], v);
     }
+    let b = &broker.backlog;
+    f.gauge(
+        "dozor_mqtt_broker_backlog_bytes",
+        "Bytes of messages the embedded broker holds for the collector (forwarded by the gateway, not yet received).",
+    )
+    .sample(&[], b.owed());
+    f.gauge(
+        "dozor_mqtt_broker_backlog_limit_bytes",
+        "Above this backlog the gateway stops reading agents' sockets (mqtt.backlog_kib).",
+    )
+    .sample(&[], b.limit());
+    f.counter(
+        "dozor_mqtt_gate_backlog_pauses_total",
+        "Times the embedded broker's backlog was full and the gateway paused its readers.",
+    )
+    .sample(&[], b.pauses());
+    f.counter(
+        "dozor_mqtt_gate_backlog_resets_total",
+        "Times a full backlog was written off because the collector took nothing for 10 s.",
+    )
+    .sample(&[], b.resets());
     f.write(out);
 }

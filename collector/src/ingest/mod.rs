@@ -430,6 +430,8 @@ pub async fn run(
         match ev {
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 metrics.received();
+                // The embedded broker's gateway bounds what it forwards by this (its backlog).
+                metrics.received_bytes((p.topic.len() + p.payload.len()) as u64);
                 if let Some(d) = delay {
                     owed += d;
                     if owed >= Duration::from_millis(5) {
@@ -650,6 +652,7 @@ mod tests {
             listen: "127.0.0.1:1883".parse().unwrap(),
             tls: None,
             max_connections: 10,
+            backlog_bytes: 1 << 20,
         });
         assert!(!acks_after_commit(&embedded));
         assert!(!options(&embedded, "127.0.0.1", 1883).manual_acks());

@@ -1,0 +1,307 @@
+//! Backpressure for the broker behind the gate: a bound on the bytes of PUBLISH packets the
+//! gate has forwarded that the broker's subscriber has not yet taken.
+//!
+//! rumqttd keeps every subscription's messages in an in-memory log of a fixed number of
+//! segments and, when the log is full, drops its oldest segment even if a subscriber has not
+//! read it yet (the subscriber's cursor then jumps ahead, logged as "Read cursor start jumped").
+//! It never slows a publisher down. The gate does it instead: while more than `limit` bytes are
+//! owed to the subscriber, every connection stops reading its client's socket, so TCP pushes
+//! back on the publishers (their PUBACKs, and so their QoS 1 windows, wait) until the
+//! subscriber has drained below `resume`. Sized well under the broker's log, nothing is dropped.
+//!
+//! The subscriber's progress comes from a counter it keeps (the collector counts the topic and
+//! payload bytes of each publish it receives, the same measure as [`publish_bytes`]). Bytes the
+//! subscriber will never see (a publish before it subscribed, a session it discarded) would
+//! hold the window shut forever: when the window has been full and the subscriber has taken
+//! nothing for `stall`, what is owed is written off (counted in `resets`) and the gate resumes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// How often the window is checked while connections wait.
+const POLL: Duration = Duration::from_millis(2);
+
+/// The subscriber's count of bytes taken (monotonic).
+pub type Drained = Box<dyn Fn() -> u64 + Send + Sync>;
+
+/// A shared window between the gate's connections and the broker's subscriber.
+pub struct Backlog {
+    limit: u64,
+    resume: u64,
+    stall: Duration,
+    forwarded: AtomicU64,
+    /// Bytes written off by stall resets, added to what the subscriber took.
+    written_off: AtomicU64,
+    drained: Drained,
+    /// Wakes waiting connections (poller → connections).
+    room: Notify,
+    /// Wakes the poller (a connection → poller).
+    full: Notify,
+    pauses: AtomicU64,
+    resets: AtomicU64,
+}
+
+impl std::fmt::Debug for Backlog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backlog")
+            .field("limit", &self.limit)
+            .field("owed", &self.owed())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Backlog {
+    /// A window of `limit` bytes; waiting connections resume below three quarters of it. A full
+    /// window whose subscriber takes nothing for `stall` is written off.
+    pub fn new(limit: u64, stall: Duration, drained: Drained) -> Arc<Backlog> {
+        let limit = limit.max(1);
+        Arc::new(Backlog {
+            limit,
+            resume: limit / 4 * 3,
+            stall,
+            forwarded: AtomicU64::new(0),
+            written_off: AtomicU64::new(0),
+            drained,
+            room: Notify::new(),
+            full: Notify::new(),
+            pauses: AtomicU64::new(0),
+            resets: AtomicU64::new(0),
+        })
+    }
+
+    /// The window's size in bytes.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Bytes forwarded and not yet taken by the subscriber.
+    pub fn owed(&self) -> u64 {
+        let taken = (self.drained)().saturating_add(self.written_off.load(Relaxed));
+        self.forwarded.load(Relaxed).saturating_sub(taken)
+    }
+
+    /// Times the window filled and connections paused.
+    pub fn pauses(&self) -> u64 {
+        self.pauses.load(Relaxed)
+    }
+
+    /// Times a full window was written off because the subscriber took nothing for `stall`.
+    pub fn resets(&self) -> u64 {
+        self.resets.load(Relaxed)
+    }
+
+    /// Counts a forwarded PUBLISH of `bytes` (topic and payload).
+    pub fn forwarded(&self, bytes: u64) {
+        self.forwarded.fetch_add(bytes, Relaxed);
+    }
+
+    /// Returns once the window has room (at once when it has).
+    pub async fn room(&self) {
+        loop {
+            if self.owed() < self.limit {
+                return;
+            }
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            // Checked again after registering: a wake-up in between is not lost.
+            if self.owed() < self.limit {
+                return;
+            }
+            self.full.notify_one();
+            room.await;
+        }
+    }
+
+    /// Watches the window while connections wait and wakes them when it has drained below
+    /// `resume`, or writes it off after `stall` without progress. Runs until `cancel`.
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = self.full.notified() => {}
+            }
+            if self.owed() < self.limit {
+                self.room.notify_waiters();
+                continue;
+            }
+            self.pauses.fetch_add(1, Relaxed);
+            let mut last = (self.drained)();
+            let mut since = tokio::time::Instant::now();
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(POLL) => {}
+                }
+                let now = tokio::time::Instant::now();
+                let drained = (self.drained)();
+                if drained != last {
+                    last = drained;
+                    since = now;
+                }
+                if self.owed() < self.resume {
+                    break;
+                }
+                if now - since >= self.stall {
+                    let owed = self.owed();
+                    self.written_off.fetch_add(owed, Relaxed);
+                    self.resets.fetch_add(1, Relaxed);
+                    tracing::warn!(
+                        owed,
+                        "MQTT gate: the collector took nothing for {:?} with the broker's window full; \
+                         written off, publishers resume",
+                        self.stall
+                    );
+                    break;
+                }
+            }
+            self.room.notify_waiters();
+        }
+    }
+}
+
+/// Topic and payload bytes of a PUBLISH frame (fixed header included), the measure both sides
+/// of the window count; `None` for any other packet.
+pub(crate) fn publish_bytes(frame: &[u8]) -> Option<u64> {
+    let first = *frame.first()?;
+    if first >> 4 != 3 {
+        return None;
+    }
+    // Remaining length: 1 to 4 bytes of 7 bits each, high bit set while more follow.
+    let mut header = 1;
+    while frame.get(header).is_some_and(|b| b & 0x80 != 0) {
+        header += 1;
+    }
+    header += 1;
+    let qos = (first >> 1) & 0b11;
+    // Topic length (2 bytes) and, above QoS 0, the packet id (2 bytes).
+    let fixed = header + 2 + if qos > 0 { 2 } else { 0 };
+    Some(frame.len().saturating_sub(fixed) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use rumqttc::mqttbytes::QoS;
+    use rumqttc::mqttbytes::v4::{Packet, Publish};
+    use std::sync::atomic::AtomicU64;
+
+    fn frame(p: Packet) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        p.write(&mut out, usize::MAX).unwrap();
+        out.to_vec()
+    }
+
+    #[test]
+    fn publish_bytes_are_topic_and_payload() {
+        for (qos, payload) in [
+            (QoS::AtMostOnce, 10),
+            (QoS::AtLeastOnce, 300),
+            (QoS::ExactlyOnce, 20_000),
+        ] {
+            let mut p = Publish::new("dozor/v1/mo/host/hb", qos, vec![7u8; payload]);
+            p.pkid = u16::from(qos != QoS::AtMostOnce);
+            let f = frame(Packet::Publish(p));
+            assert_eq!(
+                publish_bytes(&f),
+                Some(19 + payload as u64),
+                "{qos:?} {payload}"
+            );
+        }
+        assert_eq!(publish_bytes(&frame(Packet::PingReq)), None);
+        assert_eq!(publish_bytes(&[]), None);
+    }
+
+    fn window(limit: u64) -> (Arc<Backlog>, Arc<AtomicU64>) {
+        let taken = Arc::new(AtomicU64::new(0));
+        let t = taken.clone();
+        let b = Backlog::new(
+            limit,
+            Duration::from_secs(10),
+            Box::new(move || t.load(Relaxed)),
+        );
+        (b, taken)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_window_waits_until_the_subscriber_drains_below_resume() {
+        let (b, taken) = window(1000);
+        let cancel = CancellationToken::new();
+        tokio::spawn(b.clone().run(cancel.clone()));
+        b.forwarded(999);
+        // Below the limit: no wait.
+        tokio::time::timeout(Duration::from_millis(1), b.room())
+            .await
+            .unwrap();
+        b.forwarded(1);
+        let waiter = tokio::spawn({
+            let b = b.clone();
+            async move { b.room().await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished());
+        // Drained to 800 owed: under the limit but not under resume (750): still waiting.
+        taken.store(200, Relaxed);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished());
+        taken.store(300, Relaxed);
+        tokio::time::timeout(Duration::from_millis(10), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((b.pauses(), b.resets(), b.owed()), (1, 0, 700));
+        cancel.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_subscriber_is_written_off() {
+        let (b, taken) = window(1000);
+        let cancel = CancellationToken::new();
+        tokio::spawn(b.clone().run(cancel.clone()));
+        b.forwarded(1500);
+        let waiter = tokio::spawn({
+            let b = b.clone();
+            async move { b.room().await }
+        });
+        // Progress restarts the stall clock.
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        taken.store(100, Relaxed);
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        assert!(!waiter.is_finished());
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(waiter.is_finished());
+        assert_eq!((b.resets(), b.owed()), (1, 0));
+        // Later progress of the subscriber never makes the count go below zero.
+        taken.store(2000, Relaxed);
+        assert_eq!(b.owed(), 0);
+        cancel.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn many_waiters_all_resume() {
+        let (b, taken) = window(100);
+        let cancel = CancellationToken::new();
+        tokio::spawn(b.clone().run(cancel.clone()));
+        b.forwarded(100);
+        let waiters: Vec<_> = (0..50)
+            .map(|_| {
+                let b = b.clone();
+                tokio::spawn(async move { b.room().await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        taken.store(100, Relaxed);
+        for w in waiters {
+            tokio::time::timeout(Duration::from_millis(10), w)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        assert_eq!(b.pauses(), 1);
+        cancel.cancel();
+    }
+}
