@@ -601,6 +601,7 @@ mod tests {
                 listen: "127.0.0.1:1883".parse().unwrap(),
                 tls: None,
                 max_connections: 10,
+                backlog_bytes: 1 << 20,
             })
         };
         assert!(
