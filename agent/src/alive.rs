@@ -1,14 +1,21 @@
 //! The "last alive" stamp: a one-line file in the data directory that says when this agent was
 //! last known alive and whether its run ended gracefully (issue 13, items 8 and 9).
 //!
-//! - Every heartbeat rewrites it in place (`<unix ms> run`, fixed width, so the size never
-//!   changes): one small write per interval, **no fsync**, so it asks for no cache flush (the
-//!   spool's disk-write budget of issue 15; the file system still writes the page and the
-//!   inode's mtime back on its own schedule); after a crash or
-//!   `kill -9` the page cache still holds it, after a power cut it is as old as the kernel's
-//!   writeback left it (up to `vm.dirty_expire_centisecs`, 30 s by default), never newer than
-//!   the truth.
+//! - The run's first heartbeat rewrites it in place (`<unix ms> run`, fixed width, so the size
+//!   never changes), and then one heartbeat every [`BEAT_EVERY_MS`] (5 minutes), **no fsync**.
+//!   It used to be rewritten at every heartbeat; on ext4 each rewrite's mtime change cost one
+//!   journal commit with cache flushes: 120 commits and 240 flushes an hour measured at the
+//!   30 s interval, issue 15's budget being 60 flushes an hour (docs/benchmarks.md, "The alive
+//!   stamp on the device"). A per-heartbeat stamp bought nothing the collector does not
+//!   already have: while the link is up it stores each heartbeat live, while the link is down
+//!   the spool commits every message durably, so the last stored (or replayed) message dates
+//!   an unclean end as closely (docs/reliability.md, "The alive stamp"). What only the stamp
+//!   knows is a graceful stop's instant:
 //! - A graceful shutdown writes `<unix ms> shutdown` and syncs it (one flush per stop).
+//!
+//! After a crash or `kill -9` the page cache still holds the stamp, after a power cut it is as
+//! old as the kernel's writeback left it, never newer than the truth; the collector uses a
+//! `run` stamp only when it is later than the last message it stored.
 //!
 //! At start the agent reads it into [`PrevEnd`] and sends it in every `birth` of the run: the
 //! birth is sequenced, so it is spooled and replayed like any message, and the collector dates
@@ -48,16 +55,31 @@ pub fn render(at_ms: i64, shutdown: bool) -> String {
 /// Length of every stamp [`render`] makes.
 pub const STAMP_LEN: usize = 25;
 
+/// A running agent rewrites its stamp at most once per this many milliseconds of heartbeat time
+/// (the first heartbeat of a run always writes it: a stale `shutdown` stamp of an earlier run
+/// must not outlive this run's start).
+pub const BEAT_EVERY_MS: i64 = 300_000;
+
+/// Whether a heartbeat at `at_ms` rewrites the stamp last written at `last_ms` (`None`: not yet
+/// in this run). A clock stepped back also rewrites it, so the stamp follows the clock the
+/// heartbeats carry.
+pub fn beat_due(last_ms: Option<i64>, at_ms: i64) -> bool {
+    last_ms.is_none_or(|last| at_ms < last || at_ms - last >= BEAT_EVERY_MS)
+}
+
 /// The stamp file of one data directory.
 #[derive(Debug, Clone)]
 pub struct Stamp {
     path: PathBuf,
+    /// Heartbeat instant of this run's last rewrite.
+    last_beat: Option<i64>,
 }
 
 impl Stamp {
     pub fn new(dir: &Path) -> Stamp {
         Stamp {
             path: dir.join(FILE_NAME),
+            last_beat: None,
         }
     }
 
@@ -67,8 +89,12 @@ impl Stamp {
     }
 
     /// The agent is alive at `at_ms` (a heartbeat was made): rewrites the stamp without
-    /// syncing. A failure is logged at debug: the stamp only refines dating.
-    pub fn beat(&self, at_ms: i64) {
+    /// syncing when [`beat_due`]. A failure is logged at debug: the stamp only refines dating.
+    pub fn beat(&mut self, at_ms: i64) {
+        if !beat_due(self.last_beat, at_ms) {
+            return;
+        }
+        self.last_beat = Some(at_ms);
         let r = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -124,9 +150,47 @@ mod tests {
     }
 
     #[test]
+    fn a_run_stamps_its_first_heartbeat_then_every_five_minutes() {
+        assert!(beat_due(None, 1_000));
+        assert!(!beat_due(Some(1_000), 1_000 + 30_000));
+        assert!(!beat_due(Some(1_000), 1_000 + BEAT_EVERY_MS - 1));
+        assert!(beat_due(Some(1_000), 1_000 + BEAT_EVERY_MS));
+        assert!(beat_due(Some(1_000), 999), "a clock stepped back");
+        // An hour at the 30 s interval: 120 heartbeats, 12 rewrites.
+        let (mut last, mut writes) = (None, 0);
+        for k in 0..120 {
+            let at = 1_796_000_000_000 + k * 30_000;
+            if beat_due(last, at) {
+                last = Some(at);
+                writes += 1;
+            }
+        }
+        assert_eq!(writes, 12);
+    }
+
+    #[test]
+    fn a_rare_beat_leaves_the_file_at_the_last_rewrite() {
+        let dir = tempfile::tempdir().unwrap();
+        // A stale shutdown stamp of an earlier run is overwritten by this run's first beat.
+        Stamp::new(dir.path()).shutdown(500);
+        let mut s = Stamp::new(dir.path());
+        s.beat(1_000);
+        s.beat(31_000);
+        let run = |at| {
+            Some(PrevEnd {
+                at,
+                shutdown: false,
+            })
+        };
+        assert_eq!(s.read(), run(1_000));
+        s.beat(1_000 + BEAT_EVERY_MS);
+        assert_eq!(s.read(), run(1_000 + BEAT_EVERY_MS));
+    }
+
+    #[test]
     fn a_beat_then_a_shutdown_round_trip_through_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Stamp::new(dir.path());
+        let mut s = Stamp::new(dir.path());
         assert_eq!(s.read(), None);
         s.beat(1_000);
         assert_eq!(

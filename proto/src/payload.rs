@@ -198,8 +198,9 @@ pub struct Birth {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrevEnd {
-    /// Unix ms by the agent's clock: the graceful stop, or the last heartbeat made before an
-    /// unclean end (crash, `kill -9`, power cut).
+    /// Unix ms by the agent's clock: the graceful stop, or, after an unclean end (crash,
+    /// `kill -9`, power cut), the last heartbeat that rewrote the stamp (the run's first, then
+    /// one every 5 minutes).
     pub at: i64,
     /// True: the run ended by a graceful shutdown (`offline`).
     pub shutdown: bool,

@@ -151,7 +151,8 @@ pub struct Publisher {
     reject_logged: Option<Instant>,
     /// Where `cfg` messages go (the `central` task); `None`: not subscribed.
     cfg: Option<mpsc::Sender<Vec<u8>>>,
-    /// The "last alive" stamp ([`crate::alive`]): rewritten per heartbeat, synced at shutdown.
+    /// The "last alive" stamp ([`crate::alive`]): rewritten at the run's first heartbeat and
+    /// then every 5 minutes, synced at shutdown.
     stamp: Option<Stamp>,
     /// How the previous run ended, announced in every `birth` of this run.
     prev_end: Option<PrevEnd>,
@@ -289,7 +290,7 @@ impl Publisher {
                     disks,
                 } = *sample;
                 self.inventory = inventory;
-                if let Some(stamp) = &self.stamp {
+                if let Some(stamp) = &mut self.stamp {
                     stamp.beat(ts_ms);
                 }
                 let interval_secs = self.announce.interval_secs;
