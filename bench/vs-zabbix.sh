@@ -33,7 +33,7 @@
 # Environment: HOSTS_LIST ("1000 10000"), MULT (1), MULT_LIST (MULT; e.g. "1 10": each fleet
 # at each rate), DURATION (240), DEATH (1), T_KILL (75), PEERS ("zabbix dozor"), the Zabbix
 # cache sizes below (ZBX_CACHE, ZBX_TREND_CACHE, ZBX_HISTORY_INDEX_CACHE, ZBX_HISTORY_CACHE,
-# ZBX_VALUE_CACHE), BUILD (1), KEEP (0; 1 keeps the temp dir with the servers' logs),
+# ZBX_VALUE_CACHE; ZBX_EXTRA for more "Key=value" lines), BUILD (1), KEEP (0; 1 keeps the temp dir with the servers' logs),
 # CARGO_TARGET_DIR (./target). Needs root (users, cgroups); installs zabbix-server-pgsql,
 # zabbix-sender and postgresql with apt-get if missing.
 set -euo pipefail
@@ -292,6 +292,8 @@ EOF
         HistoryCacheSize=$ZBX_HISTORY_CACHE ValueCacheSize=$ZBX_VALUE_CACHE; do
         [[ -n ${kv#*=} ]] && echo "$kv" >>"$d/zabbix_server.conf"
     done
+    # ZBX_EXTRA: more "Key=value" lines, space-separated (e.g. "StartTrappers=20").
+    for kv in ${ZBX_EXTRA:-}; do echo "$kv" >>"$d/zabbix_server.conf"; done
     echo "   zabbix_server.conf beyond files and database: $(grep -E '^(Cache|Trend|History|Value|Start)' "$d/zabbix_server.conf" | tr '\n' ' ')"
     local g
     g=$(new_cg zbx)
