@@ -5,8 +5,8 @@
 # For each fleet size in HOSTS_LIST, in one run and one after the other (never at once):
 #   zabbix  Debian's zabbix-server-pgsql 6.0 with Debian's PostgreSQL 15, both started here by
 #           hand as their own users (no systemd) with their data and configs in a temp dir and
-#           their packaged defaults otherwise, but for Zabbix's cache sizes (see below). The schema is the one the package ships
-#           (/usr/share/zabbix-server-pgsql). The fleet is created by SQL (Zabbix 6.0 has its API
+#           their packaged defaults otherwise, but for Zabbix's cache sizes (see below). The
+#           schema is the one the package ships (/usr/share/zabbix-server-pgsql). The fleet is created by SQL (Zabbix 6.0 has its API
 #           in the PHP frontend only, which is not installed): per host five trapper items
 #           (dozor.hb, dozor.cpu, dozor.mem.used, dozor.uptime, dozor.disk.used) and a trigger
 #           `nodata(/host/dozor.hb,90s)=1`; the stock action "Report problems to Zabbix
@@ -33,8 +33,8 @@
 # Environment: HOSTS_LIST ("1000 10000"), MULT (1), MULT_LIST (MULT; e.g. "1 10": each fleet
 # at each rate), DURATION (240), DEATH (1), T_KILL (75), PEERS ("zabbix dozor"), the Zabbix
 # cache sizes below (ZBX_CACHE, ZBX_TREND_CACHE, ZBX_HISTORY_INDEX_CACHE, ZBX_HISTORY_CACHE,
-# ZBX_VALUE_CACHE; ZBX_EXTRA for more "Key=value" lines), BUILD (1), KEEP (0; 1 keeps the temp dir with the servers' logs),
-# CARGO_TARGET_DIR (./target). Needs root (users, cgroups); installs zabbix-server-pgsql,
+# ZBX_VALUE_CACHE; ZBX_EXTRA for more "Key=value" lines), BUILD (1), KEEP (0; 1 keeps the
+# temp dir with the servers' logs), WAIT_BUILD (0), CARGO_TARGET_DIR (./target). Needs root (users, cgroups); installs zabbix-server-pgsql,
 # zabbix-sender and postgresql with apt-get if missing.
 set -euo pipefail
 export LC_ALL=C
