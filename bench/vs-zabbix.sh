@@ -5,8 +5,8 @@
 # For each fleet size in HOSTS_LIST, in one run and one after the other (never at once):
 #   zabbix  Debian's zabbix-server-pgsql 6.0 with Debian's PostgreSQL 15, both started here by
 #           hand as their own users (no systemd) with their data and configs in a temp dir and
-#           their packaged defaults otherwise. The schema is the one the package ships
-#           (/usr/share/zabbix-server-pgsql). The fleet is created by SQL (Zabbix 6.0 has its API
+#           their packaged defaults otherwise, but for Zabbix's cache sizes (see below). The
+#           schema is the one the package ships (/usr/share/zabbix-server-pgsql). The fleet is created by SQL (Zabbix 6.0 has its API
 #           in the PHP frontend only, which is not installed): per host five trapper items
 #           (dozor.hb, dozor.cpu, dozor.mem.used, dozor.uptime, dozor.disk.used) and a trigger
 #           `nodata(/host/dozor.hb,90s)=1`; the stock action "Report problems to Zabbix
@@ -30,9 +30,12 @@
 # memory such as PostgreSQL's shared buffers and Zabbix's caches counted once), values/s
 # offered, accepted and stored.
 #
-# Environment: HOSTS_LIST ("1000 10000"), MULT (1), DURATION (240), DEATH (1), T_KILL (75),
-# PEERS ("zabbix dozor"), ZBX_CACHE (128M), BUILD (1), CARGO_TARGET_DIR (./target). Needs root (users, cgroups); installs
-# zabbix-server-pgsql, zabbix-sender and postgresql with apt-get if missing.
+# Environment: HOSTS_LIST ("1000 10000"), MULT (1), MULT_LIST (MULT; e.g. "1 10": each fleet
+# at each rate), DURATION (240), DEATH (1), T_KILL (75), PEERS ("zabbix dozor"), the Zabbix
+# cache sizes below (ZBX_CACHE, ZBX_TREND_CACHE, ZBX_HISTORY_INDEX_CACHE, ZBX_HISTORY_CACHE,
+# ZBX_VALUE_CACHE; ZBX_EXTRA for more "Key=value" lines), BUILD (1), KEEP (0; 1 keeps the
+# temp dir with the servers' logs), WAIT_BUILD (0), CARGO_TARGET_DIR (./target). Needs root (users, cgroups); installs zabbix-server-pgsql,
+# zabbix-sender and postgresql with apt-get if missing.
 set -euo pipefail
 export LC_ALL=C
 cd "$(dirname "$0")/.."
@@ -44,9 +47,23 @@ DEATH=${DEATH:-1}
 T_KILL=${T_KILL:-75}
 BUILD=${BUILD:-1}
 PEERS=${PEERS:-"zabbix dozor"}
-# The packaged default CacheSize (32M) runs out at 10,000 hosts with 5 items each (the
-# configuration syncer exits with "out of memory ... please increase CacheSize").
-ZBX_CACHE=${ZBX_CACHE:-128M}
+# Zabbix's shared caches, sized as an admin would for 10,000 hosts × 5 items (50,005 items) at
+# 1,700-17,000 values/s; each one set empty ("") restores the packaged default (in brackets).
+# See docs/benchmarks.md for why each one:
+#   CacheSize (32M) runs out at 10,000 hosts: the configuration syncer exits with "out of
+#     memory ... please increase CacheSize";
+#   TrendCacheSize (4M) holds ~41,000 items' hourly trends: the first history syncer to add
+#     one more exits with "please increase TrendCacheSize" and takes the server down;
+#   HistoryIndexCacheSize (4M): Zabbix's manual asks ~100 bytes per item, 5 MB for 50,005;
+#   HistoryCacheSize (16M): a few seconds of values at the stress rate while a syncer waits;
+#   ValueCacheSize (8M): nodata(…,90s) keeps 90 s of dozor.hb per host cached, 300,000 values
+#     at MULT=10: with 8M the server logs "value cache is fully used: please increase
+#     ValueCacheSize" and goes to its low-memory mode (reads the database instead).
+ZBX_CACHE=${ZBX_CACHE-128M}
+ZBX_TREND_CACHE=${ZBX_TREND_CACHE-16M}
+ZBX_HISTORY_INDEX_CACHE=${ZBX_HISTORY_INDEX_CACHE-16M}
+ZBX_HISTORY_CACHE=${ZBX_HISTORY_CACHE-64M}
+ZBX_VALUE_CACHE=${ZBX_VALUE_CACHE-32M}
 TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 VPH=5 # Zabbix values per heartbeat
 PGBIN=/usr/lib/postgresql/15/bin
@@ -144,6 +161,7 @@ sampler() { # names...
         done
     ) &
     SAMPLER=$!
+    PIDS+=("$SAMPLER")
 }
 stop_sampler() {
     touch "$W/stop-sampling"
@@ -155,6 +173,8 @@ mem_stats() {
         END {if (n == 0) n = 1; printf "%.1f %.1f %.1f %.1f %d\n", ps/n/1024, pm/1024, rs/n/1024, rm/1024, nm}' "$W/mem-$1"
 }
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+# A fleet's label in the tables: its size, and the rate when it is not the default.
+fleet() { [[ $MULT == 1 ]] && echo "$1" || echo "$1, ×$MULT (every $(calc "%g" "30 / $MULT") s)"; }
 
 RESULTS=$W/results
 DEATHS=$W/deaths
@@ -253,7 +273,7 @@ while True:
     try: s.bind(("127.0.0.1", p)); print(p); break
     except OSError: pass')
     # Packaged defaults (processes, caches) except where the files and the database live, and
-    # CacheSize (ZBX_CACHE).
+    # the caches above.
     cat >"$d/zabbix_server.conf" <<EOF
 ListenIP=127.0.0.1
 ListenPort=$ZBX_PORT
@@ -266,8 +286,15 @@ DBPort=$PG_PORT
 DBName=zabbix
 DBUser=zabbix
 AlertScriptsPath=$d/alertscripts
-CacheSize=$ZBX_CACHE
 EOF
+    local kv
+    for kv in CacheSize=$ZBX_CACHE TrendCacheSize=$ZBX_TREND_CACHE HistoryIndexCacheSize=$ZBX_HISTORY_INDEX_CACHE \
+        HistoryCacheSize=$ZBX_HISTORY_CACHE ValueCacheSize=$ZBX_VALUE_CACHE; do
+        [[ -n ${kv#*=} ]] && echo "$kv" >>"$d/zabbix_server.conf"
+    done
+    # ZBX_EXTRA: more "Key=value" lines, space-separated (e.g. "StartTrappers=20").
+    for kv in ${ZBX_EXTRA:-}; do echo "$kv" >>"$d/zabbix_server.conf"; done
+    echo "   zabbix_server.conf beyond files and database: $(grep -E '^(Cache|Trend|History|Value|Start)' "$d/zabbix_server.conf" | tr '\n' ' ')"
     local g
     g=$(new_cg zbx)
     launch "$g" zabbix "$d/stdout" zabbix_server -f -c "$d/zabbix_server.conf"
@@ -331,6 +358,33 @@ run_zabbix() { # hosts
     stop_sampler
     local load1
     load1=$(loadavg)
+    # Did the server hold? If not, say why (its log names the cache or the limit it hit).
+    local zlog=$W/zbx/zabbix_server.log alive=yes
+    if ! kill -0 "$(cat "$W/zbx/zabbix_server.pid" 2>/dev/null)" 2>/dev/null; then
+        alive=no
+        echo "   ZABBIX_SERVER EXITED during the window; its log says:"
+        grep -m4 -E 'please increase|out of memory|One child process died|cannot|too many' "$zlog" | sed 's/^/     /'
+    else
+        # Cache use at the end of the window, as Zabbix reports it (diaginfo goes to its log).
+        runuser -u zabbix -- zabbix_server -c "$W/zbx/zabbix_server.conf" -R diaginfo >/dev/null 2>&1 || true
+        sleep 3
+        echo "   caches at the end of the window (zabbix_server -R diaginfo):"
+        awk '
+            { sub(/^ *[0-9]+:[0-9]+:[0-9.]+ /, "") }
+            /^== history cache diagnostic/ { sec = "history cache"; part = "data"; next }
+            /^== value cache diagnostic/ { sec = "value cache"; part = "data"; next }
+            /^== preprocessing diagnostic/ { sec = "preprocessing"; next }
+            /^== / { sec = ""; next }
+            sec != "" && /^(items|values):/ { out[sec] = out[sec] " " $0 }
+            sec == "history cache" && /^memory\.index:/ { part = "index" }
+            sec != "" && /^ *size: free:/ {
+                split($0, a, /free:| used:/); f = a[2] + 0; u = a[3] + 0
+                out[sec] = out[sec] sprintf(", %s used %.1f of %.1f MiB", sec == "history cache" ? part : "memory", u / 1048576, (u + f) / 1048576)
+            }
+            END { for (s in out) printf "     %s:%s\n", s, out[s] }
+        ' "$zlog"
+    fi
+    echo "   warnings in the server's log: $(grep -c -i -E 'warning|please increase|cannot|failed' "$zlog") ($(grep -i -E 'warning|please increase|cannot|failed' "$zlog" | sed 's/^[ 0-9]*:[0-9]*:[0-9.]* //' | sort | uniq -c | sort -rn | head -3 | tr -s ' ' | tr '\n' ';'))"
     # Values stored by the end of the window, then after the history syncers caught up.
     local r="itemid BETWEEN 1000000 AND $((1000000 + 5 * n - 1))"
     local q="SELECT (SELECT count(*) FROM history WHERE $r) + (SELECT count(*) FROM history_uint WHERE $r)"
@@ -354,7 +408,7 @@ run_zabbix() { # hosts
         local last_hb
         last_hb=$(psqlz -Atc "SELECT max(clock) FROM history_uint WHERE itemid = 1000000 + 5 * $n")
         echo "   death: srv-watch silent at +$(calc "%.1f" "$t_kill - $t0") s (last value at +$(calc "%.1f" "${last_hb:-0} - $t0") s); problem event after $([[ -n $ev ]] && calc "%.1f" "$ev - $t_kill" || echo "none") s, alert script ran after $([[ -n $al ]] && calc "%.1f" "$al - $t_kill" || echo "none") s"
-        printf '| Zabbix 6.0 (nodata 90 s, action → script) | %s | silence (sender stopped) | %s | %s |\n' "$n" \
+        printf '| Zabbix 6.0 (nodata 90 s, action → script) | %s | silence (sender stopped) | %s | %s |\n' "$(fleet "$n")" \
             "$([[ -n $ev ]] && calc "%.1f" "$ev - $t_kill" || echo "none")" \
             "$([[ -n $al ]] && calc "%.1f" "$al - $t_kill" || echo "none")" >>"$DEATHS"
     fi
@@ -373,8 +427,8 @@ run_zabbix() { # hosts
     echo "   postgresql ($pnp processes): CPU $cp s ($(calc "%.1f" "$cp / $wall * 100") %), PSS avg/max $ppa/$ppm MiB, RSS sum avg/max $pra/$prm MiB"
     echo "   load avg at start $load0, at end $load1"
     printf '| Zabbix 6.0 + PostgreSQL 15 | %s | %s | %s | %s | %s | %s (%s %%) | %s | %s | %s | %s |\n' \
-        "$n" "$(calc "%.0f" "$vals / $wall")" "$(calc "%.0f" "$processed / $wall")" "$(calc "%.0f" "$stored_end / $wall")" \
-        "$( ((stored == vals)) && echo yes || echo "no ($stored of $vals)")" \
+        "$(fleet "$n")" "$(calc "%.0f" "$vals / $wall")" "$(calc "%.0f" "$processed / $wall")" "$(calc "%.0f" "$stored_end / $wall")" \
+        "$( ((stored == vals)) && echo yes || echo "no ($stored of $vals)")$([[ $alive == yes ]] || echo ", the server exited")" \
         "$(calc "%.1f" "$cz + $cp")" "$(calc "%.1f" "($cz + $cp) / $wall * 100")" \
         "$(calc "%.1f" "$cz / $wall * 100") / $(calc "%.1f" "$cp / $wall * 100")" \
         "$(calc "%.1f" "$zpa + $ppa") / $(calc "%.1f" "$zpm + $ppm")" \
@@ -384,7 +438,8 @@ run_zabbix() { # hosts
     for i in $(seq 100); do [[ -n $(cat "$CG/dozor-vz-$$-zbx/cgroup.procs") ]] || break; sleep 0.2; done
     for p in $(cat "$CG/dozor-vz-$$-zbx/cgroup.procs"); do kill -KILL "$p" 2>/dev/null || true; done
     stop_postgres
-    rm -rf "$W/zbx" "$W/feed"
+    if [[ ${KEEP:-0} == 1 ]]; then mv "$W/zbx" "$W/zbx-$n-x$MULT"; else rm -rf "$W/zbx"; fi
+    rm -rf "$W/feed"
 }
 
 # --- dozor -------------------------------------------------------------------------------------
@@ -477,9 +532,9 @@ EOF
         tk=$(awk '/srv-kill/ {print $1; exit}' "$W/hook.log")
         tf=$(awk '/srv-freeze/ {print $1; exit}' "$W/hook.log")
         echo "   death at +$(calc "%.1f" "$t_kill - $t0") s: webhook for srv-kill (kill -9) after $([[ -n $tk ]] && calc "%.1f" "$tk - $t_kill" || echo "none") s, for srv-freeze (SIGSTOP) after $([[ -n $tf ]] && calc "%.1f" "$tf - $t_kill" || echo "none") s"
-        printf '| dozor (default rules: server_lost, for 60 s; webhook) | %s | kill -9 of the agent | – | %s |\n' "$n" \
+        printf '| dozor (default rules: server_lost, for 60 s; webhook) | %s | kill -9 of the agent | – | %s |\n' "$(fleet "$n")" \
             "$([[ -n $tk ]] && calc "%.1f" "$tk - $t_kill" || echo "none")" >>"$DEATHS"
-        printf '| dozor (default rules: server_lost, for 60 s; webhook) | %s | SIGSTOP of the agent (power cut, hung host) | – | %s |\n' "$n" \
+        printf '| dozor (default rules: server_lost, for 60 s; webhook) | %s | SIGSTOP of the agent (power cut, hung host) | – | %s |\n' "$(fleet "$n")" \
             "$([[ -n $tf ]] && calc "%.1f" "$tf - $t_kill" || echo "none")" >>"$DEATHS"
         kill -KILL "$freeze_pid" 2>/dev/null || true
         wait "$freeze_pid" 2>/dev/null || true
@@ -494,7 +549,7 @@ EOF
     echo "   dozor-collector with its embedded broker: CPU $c s ($(calc "%.1f" "$c / $wall * 100") %), PSS avg/max $pa/$pm MiB, RSS avg/max $ra/$rm MiB"
     echo "   load avg at start $load0, at end $load1"
     printf '| dozor-collector (embedded broker) | %s | %s | %s | %s | %s | %s (%s %%) | – | %s / %s | %s | %s |\n' \
-        "$n" "$(calc "%.0f" "$sent * $VPH / $wall")" "$(calc "%.0f" "$acc * $VPH / $wall")" "$(calc "%.0f" "$acc * $VPH / $wall")" \
+        "$(fleet "$n")" "$(calc "%.0f" "$sent * $VPH / $wall")" "$(calc "%.0f" "$acc * $VPH / $wall")" "$(calc "%.0f" "$acc * $VPH / $wall")" \
         "$( ((acc >= sent)) && echo yes || echo "no ($acc of $sent)")" "$c" "$(calc "%.1f" "$c / $wall * 100")" "$pa" "$pm" "$ra" "$load0 → $load1" >>"$RESULTS"
     for p in $(cat "$g/cgroup.procs"); do kill -TERM "$p" 2>/dev/null || true; done
     for i in $(seq 100); do [[ -n $(cat "$g/cgroup.procs") ]] || break; sleep 0.2; done
@@ -503,7 +558,8 @@ EOF
 
 # --- main --------------------------------------------------------------------------------------
 
-echo "dozor vs Zabbix: fleets of $HOSTS_LIST hosts, $MULT heartbeat(s) per host per 30 s, $DURATION s each, one peer at a time"
+MULT_LIST=${MULT_LIST:-$MULT}
+echo "dozor vs Zabbix: fleets of $HOSTS_LIST hosts, $MULT_LIST heartbeat(s) per host per 30 s, $DURATION s each, one peer at a time"
 echo "machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), $(uname -sr), $(zabbix_server -V | head -1), PostgreSQL $("$PGBIN/postgres" -V | awk '{print $3}'), $(date -u +%FT%TZ)"
 for g in zbx pg dozor; do
     mkdir -p "$CG/dozor-vz-$$-$g"
@@ -517,8 +573,10 @@ if [[ $PEERS == *zabbix* ]]; then
     echo "  done in $(calc "%.0f" "$(now) - $t") s"
 fi
 for n in $HOSTS_LIST; do
-    for peer in $PEERS; do
-        run_$peer "$n"
+    for MULT in $MULT_LIST; do
+        for peer in $PEERS; do
+            run_$peer "$n"
+        done
     done
 done
 echo

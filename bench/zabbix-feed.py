@@ -4,10 +4,14 @@
 Used by bench/vs-zabbix.sh. Every second it takes the next RATE hosts round-robin (host names
 `h-000000`…), writes one heartbeat's worth of values per host (the five trapper items the
 bench creates: dozor.hb, dozor.cpu, dozor.mem.used, dozor.uptime, dozor.disk.used) to a file
-and hands the file to `zabbix_sender -T -i` (which sends it in batches of 250 values per
-connection). Senders run concurrently when one takes longer than a second, so the offered
+and hands the file to `zabbix_sender -T -N -i` (which sends it in batches of 250 values per
+connection). Each tick's values carry the tick's time to the nanosecond: two ticks never share
+a (clock, ns), so a late tick cannot make Zabbix skip values as duplicates of its history's
+primary key (itemid, clock, ns). Senders run concurrently when one takes longer than a second, so the offered
 rate holds. The last line of stdout is machine-readable:
-`zabbix-feed hbs=N values=N processed=N failed=N secs=S senders=K late_ticks=L`.
+`zabbix-feed hbs=N values=N processed=N failed=N secs=S senders=K late_ticks=L max_running=M`
+(max_running: the most senders running at once; well above 1 means the senders, not the
+server, set the pace).
 """
 import argparse
 import os
@@ -29,7 +33,7 @@ def main():
     nxt = 0
     seq = [0] * a.hosts
     running = []
-    processed = failed = hbs = values = senders = late = 0
+    processed = failed = hbs = values = senders = late = max_running = 0
     pat = re.compile(r"processed: (\d+); failed: (\d+)")
 
     def reap(block):
@@ -53,7 +57,7 @@ def main():
             time.sleep(due - now)
         elif now - due > 0.5:
             late += 1
-        ts = int(time.time())
+        ts, ns = divmod(time.time_ns(), 1_000_000_000)
         lines = []
         for _ in range(a.rate):
             i = nxt
@@ -62,30 +66,32 @@ def main():
             s = seq[i]
             r = (i * 2654435761 + (s // 8) * 40503) & 0xFFFFFFFF
             h = f"h-{i:06d}"
-            lines.append(f"{h} dozor.hb {ts} {s}\n")
-            lines.append(f"{h} dozor.cpu {ts} {(r % 1000) / 10:.1f}\n")
-            lines.append(f"{h} dozor.mem.used {ts} {(1 + r % 30) << 28}\n")
-            lines.append(f"{h} dozor.uptime {ts} {3600 + i * 7 + s * 30}\n")
-            lines.append(f"{h} dozor.disk.used {ts} {(10 + r % 85) << 30}\n")
+            t = f"{ts} {ns}"
+            lines.append(f"{h} dozor.hb {t} {s}\n")
+            lines.append(f"{h} dozor.cpu {t} {(r % 1000) / 10:.1f}\n")
+            lines.append(f"{h} dozor.mem.used {t} {(1 + r % 30) << 28}\n")
+            lines.append(f"{h} dozor.uptime {t} {3600 + i * 7 + s * 30}\n")
+            lines.append(f"{h} dozor.disk.used {t} {(10 + r % 85) << 30}\n")
         hbs += a.rate
         values += len(lines)
         path = os.path.join(a.dir, f"feed-{tick}.txt")
         with open(path, "w") as f:
             f.writelines(lines)
         proc = subprocess.Popen(
-            ["zabbix_sender", "-z", "127.0.0.1", "-p", str(a.port), "-T", "-i", path],
+            ["zabbix_sender", "-z", "127.0.0.1", "-p", str(a.port), "-T", "-N", "-i", path],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
         senders += 1
         running.append((proc, path))
+        max_running = max(max_running, len(running))
         reap(False)
     reap(True)
     secs = time.time() - start
     print(
         f"zabbix-feed hbs={hbs} values={values} processed={processed} failed={failed} "
-        f"secs={secs:.3f} senders={senders} late_ticks={late}",
+        f"secs={secs:.3f} senders={senders} late_ticks={late} max_running={max_running}",
         flush=True,
     )
 
