@@ -6,7 +6,9 @@
 //! agent (`agent/src/publish/mqtt.rs`): after a failure it waits a jittered, capped exponential
 //! backoff (the n-th delay uniform in [d/2, d], d = min(30 s, 1 s·2ⁿ)), reset by a CONNACK. On
 //! every CONNACK it subscribes to its ack topic and publishes its birth (retained, QoS 1), as
-//! the agent does; then a heartbeat every 30 s at its own phase while connected.
+//! the agent does; then a heartbeat every 30 s at its own phase while connected. What was not
+//! acknowledged when a connection dropped is dropped, not resent (the real agent resends it
+//! from its spool flagged `replay`, which `--scenario day` covers).
 //!
 //! The connections are dealt over the addresses of `--mqtt-hosts` (e.g. 127.0.0.1…127.0.0.4 to
 //! a broker listening on 0.0.0.0): one source address reaches at most ~28,000 connections to
@@ -402,6 +404,11 @@ async fn agent(h: SimHost, addr: String, port: u16, at: Duration, c: Arc<Counts>
                     c.connected.fetch_sub(1, Relaxed);
                 }
                 c.classify(&e);
+                // What rumqttc would resend under the old timestamps is dropped: the real
+                // agent resends it from its spool flagged `replay` (the day scenario's
+                // subject), and stale live messages would read as a skewed clock.
+                el.clean();
+                el.pending.clear();
                 tokio::time::sleep(backoff.next_delay()).await;
                 c.attempts.fetch_add(1, Relaxed);
             }
