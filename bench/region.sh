@@ -27,7 +27,8 @@
 # AGENTS the hard limit (`ulimit -Hn`) cannot hold.
 #
 # Environment: HOSTS (7000), MO_COUNT (100), BACKLOG (20160), RAMP_SECS (30), CONNECTIONS (8),
-# LUNCH_OFF_PCT (25), NOON_KILL (true), TIMEOUT_SECS (600), CARGO_TARGET_DIR (./target),
+# LUNCH_OFF_PCT (25), NOON_KILL (true), KEEPALIVE_SECS (30: the collector's mqtt.keepalive_secs),
+# MOSQ_INFLIGHT (20000: Mosquitto's max_inflight_messages), TIMEOUT_SECS (600), CARGO_TARGET_DIR (./target),
 # BUILD (1; 0 to use the binaries built), PROFILE (release; debug for a smoke run with BUILD=0).
 # SCENARIO=restart: AGENTS (30000), MO_COUNT (300), RAMP_SECS (120), ADDRS (4),
 # MAX_CONNECTIONS (AGENTS + 10 %; the default mqtt.max_connections, 20,000, is below a
@@ -171,7 +172,7 @@ cat >"$WORK/mosquitto/mosquitto.conf" <<EOF
 listener $MOSQ_PORT 127.0.0.1
 allow_anonymous true
 persistence false
-max_inflight_messages 20000
+max_inflight_messages ${MOSQ_INFLIGHT:-20000}
 max_queued_messages 0
 log_dest stderr
 log_type error
@@ -185,6 +186,8 @@ wait_port "$MOSQ_PORT"
 # far faster than an agent's 5 msg/s (the flood limit is raised); every other option is the
 # default. The API is read without a token.
 cat >"$WORK/collector.toml" <<EOF
+[mqtt]
+keepalive_secs = ${KEEPALIVE_SECS:-30}
 [limits]
 max_msgs_per_host_per_min = 1000000
 [security]
