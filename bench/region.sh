@@ -27,7 +27,8 @@
 # AGENTS the hard limit (`ulimit -Hn`) cannot hold.
 #
 # Environment: HOSTS (7000), MO_COUNT (100), BACKLOG (20160), RAMP_SECS (30), CONNECTIONS (8),
-# LUNCH_OFF_PCT (25), NOON_KILL (true), KEEPALIVE_SECS (30: the collector's mqtt.keepalive_secs),
+# LUNCH_OFF_PCT (25), NOON_KILL (true), REPLAY_RATE (0: as fast as the broker takes; msg/s over
+# all replaying hosts, a real agent's pace is 5 msg/s each), KEEPALIVE_SECS (30: the collector's mqtt.keepalive_secs),
 # MOSQ_INFLIGHT (20000: Mosquitto's max_inflight_messages), TIMEOUT_SECS (600), CARGO_TARGET_DIR (./target),
 # BUILD (1; 0 to use the binaries built), PROFILE (release; debug for a smoke run with BUILD=0).
 # SCENARIO=restart: AGENTS (30000), MO_COUNT (300), RAMP_SECS (120), ADDRS (4),
@@ -214,7 +215,8 @@ set +e
     --api-url "http://$COLL_HTTP" --collector-pid "$COLL_PID" --hosts "$HOSTS" \
     --mo-count "$MO_COUNT" --backlog "$BACKLOG" --ramp-secs "$RAMP_SECS" \
     --connections "$CONNECTIONS" --timeout-secs "$TIMEOUT_SECS" \
-    --lunch-off-pct "${LUNCH_OFF_PCT:-25}" --noon-kill "${NOON_KILL:-true}"
+    --lunch-off-pct "${LUNCH_OFF_PCT:-25}" --noon-kill "${NOON_KILL:-true}" \
+    --replay-rate "${REPLAY_RATE:-0}"
 rc=$?
 set -e
 echo "# load $(cut -d' ' -f1-3 /proc/loadavg); collector VmHWM $(awk '/^VmHWM/ {print $2, $3}' /proc/$COLL_PID/status); warnings in its log: $(grep -c WARN "$WORK/collector.stderr" || true)"

@@ -104,6 +104,10 @@ struct Args {
     /// incident the day then implies.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     noon_kill: bool,
+    /// `--scenario day`: backlog messages per second over all replaying hosts (a real agent
+    /// replays 5 msg/s); 0: as fast as the broker takes them.
+    #[arg(long, default_value_t = 0)]
+    replay_rate: u64,
     /// `--scenario restart`: the broker addresses the agents' connections are dealt over,
     /// comma-separated (default: the host of `--mqtt-url`).
     #[arg(long)]
@@ -177,6 +181,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             run_id: args.run_id.unwrap_or_else(|| now_ms() as u64 / 1000),
             lunch_off_pct: args.lunch_off_pct.min(100),
             noon_kill: args.noon_kill,
+            replay_rate: args.replay_rate,
         })
         .await;
     }

@@ -65,6 +65,8 @@ pub(crate) struct DayArgs {
     pub lunch_off_pct: u32,
     /// Kill one server's agent at noon (the day's one implied incident).
     pub noon_kill: bool,
+    /// Backlog messages per second over all replaying hosts; 0: as fast as the broker takes.
+    pub replay_rate: u64,
 }
 
 /// Phase switches shared by the connections.
@@ -239,6 +241,7 @@ pub(crate) async fn run(a: DayArgs) -> anyhow::Result<()> {
             plan.clone(),
             start,
             ramp,
+            a.replay_rate as f64 / conns as f64,
         )));
     }
     for r in ready {
@@ -282,6 +285,7 @@ pub(crate) async fn run(a: DayArgs) -> anyhow::Result<()> {
     let replay_msgs = a.backlog * replay_hosts.len() as u64;
     plan.replay.store(true, Relaxed);
     let mut worst_not_online = 0usize;
+    let mut fewest_online = n;
     let mut not_online_seen: HashSet<String> = HashSet::new();
     let mut drained = None;
     let mut refused = 0u64;
@@ -297,6 +301,9 @@ pub(crate) async fn run(a: DayArgs) -> anyhow::Result<()> {
             .collect();
         worst_not_online = worst_not_online.max(bad.len());
         not_online_seen.extend(bad);
+        // The rest of the fleet must stay fresh too: its live heartbeats share the broker's
+        // queue to the collector with the backlog.
+        fewest_online = fewest_online.min(api.online().await?);
         let delivery = api.get("/api/v1/delivery").await?;
         let done = delivery
             .as_array()
@@ -322,7 +329,11 @@ pub(crate) async fn run(a: DayArgs) -> anyhow::Result<()> {
             break;
         }
     }
-    let fresh_ok = not_online_seen.is_empty();
+    let fresh_ok = not_online_seen.is_empty() && fewest_online >= n;
+    eprintln!(
+        "dozor-loadgen day: replay: the fewest hosts of the fleet online at any second: {fewest_online} of {n} (expected all)"
+    );
+    out.push(format!("replay_fewest_online={fewest_online}"));
     let (cpu_peak, cpu_avg, rss_peak) = sampler.phase();
     if let Some(d) = drained {
         eprintln!(
@@ -611,9 +622,13 @@ async fn drive(
     plan: Arc<Plan>,
     start: Instant,
     ramp: Duration,
+    replay_rate: f64,
 ) {
     let mut buf = Vec::with_capacity(1024);
     let mut cursor = 0usize;
+    // Paced replay: this connection's share of `--replay-rate` since the replay began.
+    let mut replay_began: Option<Instant> = None;
+    let mut replayed = 0u64;
     while !plan.stop.load(Relaxed) {
         let now = Instant::now();
         let elapsed = now - start;
@@ -724,7 +739,14 @@ async fn drive(
         }
         // The backlog, oldest first per host, hosts in turn: as fast as the broker takes it.
         if plan.replay.load(Relaxed) {
-            let mut budget = BACKLOG_BURST;
+            let began = *replay_began.get_or_insert(now);
+            let mut budget = if replay_rate > 0.0 {
+                let due = (replay_rate * (now - began).as_secs_f64()) as u64;
+                due.saturating_sub(replayed).min(BACKLOG_BURST)
+            } else {
+                BACKLOG_BURST
+            };
+            let full = budget;
             let n = hosts.len();
             let mut idle = 0;
             while budget > 0 && idle < n {
@@ -756,8 +778,9 @@ async fn drive(
                 plan.backlog_sent.fetch_add(1, Relaxed);
                 s.backlog = (next < last).then_some((next + 1, last));
                 budget -= 1;
+                replayed += 1;
             }
-            if budget < BACKLOG_BURST {
+            if replay_rate == 0.0 && budget < full {
                 tokio::task::yield_now().await;
                 continue;
             }
