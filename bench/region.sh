@@ -5,20 +5,47 @@
 # HOSTS simulated agents in MO_COUNT МО switch on over RAMP_SECS (30 s = 08:00–08:15 at the
 # scenario clock factor 30), the hosts of one МО replay a backlog of BACKLOG heartbeats each
 # (20,160 = 7 days at 30 s; as fast as the broker takes them, not at the agent's 5 msg/s
-# pacing), the report over that week is read back, then every workstation shuts down over
+# pacing), the report over that week is read back; at noon one server's agent is killed (never
+# back: the day's one implied incident); over lunch LUNCH_OFF_PCT of the workstations are
+# switched off (13:00–13:15) and on again (14:00–14:15); then every workstation shuts down over
 # RAMP_SECS. Printed per phase: time to drain the storm, the collector's CPU peak (1 s windows)
 # and average and its RSS peak, whether any replaying host read anything but online, the
-# report's down time for the replayed hosts (expected 0), and the incidents opened (expected 0).
+# report's down time for the replayed hosts (expected 0), the time from the kill to its
+# incident, the incidents opened (expected exactly the killed server's) and today's report
+# (down time for the killed server only). Exits non-zero when a check fails.
+#
+# SCENARIO=restart instead runs a collector with its embedded broker (the default deployment)
+# and AGENTS simulated agents, each with its own MQTT connection and client id, reconnecting
+# with the real agent's backoff; once all are online the collector is restarted
+# (RESTART_SIGNAL, default TERM; KILL for a crash) and the time until every agent is connected
+# and online again is printed, with the connection attempts and refusals, the gate's refusals,
+# CPU/RSS peaks, and the incidents opened (expected none). The agents' connections are dealt
+# over ADDRS loopback addresses (one source address reaches ~28,000 ports of one destination);
+# the gate's own upstream connections all go from 127.0.0.1 to rumqttd's loopback port, so
+# above ~28,000 agents the ephemeral port range is widened for the run (PORT_RANGE, restored
+# on exit; needs root). The collector needs 3 open files per agent: the script refuses an
+# AGENTS the hard limit (`ulimit -Hn`) cannot hold.
 #
 # Environment: HOSTS (7000), MO_COUNT (100), BACKLOG (20160), RAMP_SECS (30), CONNECTIONS (8),
-# TIMEOUT_SECS (600), CARGO_TARGET_DIR (./target), BUILD (1; 0 to use the binaries built),
-# PROFILE (release; debug for a smoke run with BUILD=0).
-# Everything listens on 127.0.0.1; every process started here is killed on exit.
+# LUNCH_OFF_PCT (25), NOON_KILL (true), REPLAY_RATE (0: as fast as the broker takes; msg/s over
+# all replaying hosts, a real agent's pace is 5 msg/s each), KEEPALIVE_SECS (30: the collector's mqtt.keepalive_secs),
+# MOSQ_INFLIGHT (20000: Mosquitto's max_inflight_messages), TIMEOUT_SECS (600), CARGO_TARGET_DIR (./target),
+# BUILD (1; 0 to use the binaries built), PROFILE (release; debug for a smoke run with BUILD=0).
+# SCENARIO=restart: AGENTS (30000), MO_COUNT (300), RAMP_SECS (120), ADDRS (4),
+# MAX_CONNECTIONS (AGENTS + 10 %; the default mqtt.max_connections, 20,000, is below a
+# 30,000-host region), RESTART_SIGNAL (TERM), SETTLE_SECS (120), PORT_RANGE ("10240 65535").
+# Everything but the restart scenario's broker listens on 127.0.0.1; every process started
+# here is killed on exit.
 set -euo pipefail
 export LC_ALL=C
 
 cd "$(dirname "$0")/.."
+SCENARIO=${SCENARIO:-day}
 HOSTS=${HOSTS:-7000}
+if [[ $SCENARIO == restart ]]; then
+    MO_COUNT=${MO_COUNT:-300}
+    RAMP_SECS=${RAMP_SECS:-120}
+fi
 MO_COUNT=${MO_COUNT:-100}
 BACKLOG=${BACKLOG:-20160}
 RAMP_SECS=${RAMP_SECS:-30}
@@ -46,6 +73,9 @@ cleanup() {
     pids=$(jobs -p)
     [[ -z $pids ]] || kill -KILL $pids 2>/dev/null || true
     wait 2>/dev/null || true
+    # A restarted collector is not a job of this shell.
+    [[ -f $WORK/collector.pid ]] && kill -KILL "$(cat "$WORK/collector.pid")" 2>/dev/null || true
+    [[ -z ${OLD_RANGE:-} ]] || echo "$OLD_RANGE" >/proc/sys/net/ipv4/ip_local_port_range || true
     [[ ${KEEP:-0} == 1 ]] && echo "kept $WORK" >&2 || rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -62,6 +92,80 @@ wait_port() {
     return 1
 }
 
+if [[ $SCENARIO == restart ]]; then
+    AGENTS=${AGENTS:-30000}
+    ADDRS=${ADDRS:-4}
+    # The collector holds three descriptors per agent (the gate's client and upstream sockets,
+    # rumqttd's end of the latter), the load generator one.
+    ulimit -n "$(ulimit -Hn)"
+    need=$((3 * AGENTS + 1024))
+    if (($(ulimit -n) < need)); then
+        echo "AGENTS=$AGENTS needs $need open files in the collector; the hard limit here is $(ulimit -Hn) (raising it needs CAP_SYS_RESOURCE): at most $((($(ulimit -Hn) - 1024) / 3)) agents" >&2
+        exit 1
+    fi
+    if ((AGENTS > 28000)); then
+        OLD_RANGE=$(cat /proc/sys/net/ipv4/ip_local_port_range)
+        echo "${PORT_RANGE:-10240 65535}" >/proc/sys/net/ipv4/ip_local_port_range ||
+            { OLD_RANGE=; echo "cannot widen net.ipv4.ip_local_port_range (needs root)" >&2; exit 1; }
+        echo "# ephemeral ports widened for the run: $OLD_RANGE -> $(cat /proc/sys/net/ipv4/ip_local_port_range)" >&2
+    fi
+    MQTT_PORT=$(free_port)
+    HTTP_PORT=$(free_port)
+    cat >"$WORK/collector.toml" <<EOF
+[mqtt]
+listen = "0.0.0.0:$MQTT_PORT"
+max_connections = ${MAX_CONNECTIONS:-$((AGENTS + AGENTS / 10))}
+[security]
+mode = "open"
+EOF
+    mkdir -p "$WORK/data"
+    # Starts a collector in its own session, records its PID, waits until it listens; prints
+    # the PID.
+    cat >"$WORK/start.sh" <<EOF
+#!/usr/bin/env bash
+set -euo pipefail
+n=\$(ls "$WORK" | grep -c '^collector[.][0-9]*[.]stdout' || true)
+out="$WORK/collector.\$n.stdout"
+DOZOR_HTTP_PUBLIC_READ=true RUST_LOG=warn setsid "$BIN/dozor-collector" --config "$WORK/collector.toml" \\
+    --data-dir "$WORK/data" --http-listen 127.0.0.1:$HTTP_PORT >"\$out" 2>>"$WORK/collector.stderr" </dev/null &
+pid=\$!
+echo \$pid >"$WORK/collector.pid"
+for _ in \$(seq 1200); do
+    grep -q '^dozor-collector listening' "\$out" 2>/dev/null && { echo \$pid; exit 0; }
+    kill -0 \$pid 2>/dev/null || { tail -5 "$WORK/collector.stderr" >&2; exit 1; }
+    sleep 0.05
+done
+echo "collector did not start" >&2
+exit 1
+EOF
+    # Stops the running collector (RESTART_SIGNAL), waits for it to exit, starts it again.
+    cat >"$WORK/restart.sh" <<EOF
+#!/usr/bin/env bash
+set -euo pipefail
+old=\$(cat "$WORK/collector.pid")
+kill -${RESTART_SIGNAL:-TERM} \$old
+for _ in \$(seq 600); do kill -0 \$old 2>/dev/null || break; sleep 0.05; done
+kill -0 \$old 2>/dev/null && { echo "collector \$old did not stop in 30 s" >&2; exit 1; }
+echo "# collector \$old stopped by SIG${RESTART_SIGNAL:-TERM}, load \$(cut -d' ' -f1-3 /proc/loadavg)" >&2
+exec bash "$WORK/start.sh"
+EOF
+    COLL_PID=$(bash "$WORK/start.sh")
+    addrs=127.0.0.1
+    for i in $(seq 2 "$ADDRS"); do addrs+=",127.0.0.$i"; done
+    echo "# $(date -u +%FT%TZ) $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); SCENARIO=restart AGENTS=$AGENTS MO_COUNT=$MO_COUNT RAMP_SECS=$RAMP_SECS ADDRS=$ADDRS RESTART_SIGNAL=${RESTART_SIGNAL:-TERM}; open files $(ulimit -n)"
+    set +e
+    "$BIN/dozor-loadgen" --scenario restart --mqtt-url "mqtt://127.0.0.1:$MQTT_PORT" \
+        --mqtt-hosts "$addrs" --api-url "http://127.0.0.1:$HTTP_PORT" --collector-pid "$COLL_PID" \
+        --hosts "$AGENTS" --mo-count "$MO_COUNT" --ramp-secs "$RAMP_SECS" \
+        --restart-cmd "bash $WORK/restart.sh" --settle-secs "${SETTLE_SECS:-120}" \
+        --timeout-secs "$TIMEOUT_SECS" --threads 2
+    rc=$?
+    set -e
+    echo "# load $(cut -d' ' -f1-3 /proc/loadavg); collector VmHWM $(awk '/^VmHWM/ {print $2, $3}' "/proc/$(cat "$WORK/collector.pid")/status"); warnings in its log: $(grep -c WARN "$WORK/collector.stderr" || true)"
+    grep -E 'WARN|ERROR' "$WORK/collector.stderr" | cut -c1-300 | sort | uniq -c | sort -rn | head -8 || true
+    exit $rc
+fi
+
 MOSQ_PORT=$(free_port)
 mkdir -p "$WORK/mosquitto"
 # Queues sized for the collector's persistent session during a storm; no persistence.
@@ -69,7 +173,7 @@ cat >"$WORK/mosquitto/mosquitto.conf" <<EOF
 listener $MOSQ_PORT 127.0.0.1
 allow_anonymous true
 persistence false
-max_inflight_messages 20000
+max_inflight_messages ${MOSQ_INFLIGHT:-20000}
 max_queued_messages 0
 log_dest stderr
 log_type error
@@ -83,6 +187,8 @@ wait_port "$MOSQ_PORT"
 # far faster than an agent's 5 msg/s (the flood limit is raised); every other option is the
 # default. The API is read without a token.
 cat >"$WORK/collector.toml" <<EOF
+[mqtt]
+keepalive_secs = ${KEEPALIVE_SECS:-30}
 [limits]
 max_msgs_per_host_per_min = 1000000
 [security]
@@ -108,12 +214,14 @@ set +e
 "$BIN/dozor-loadgen" --scenario day --mqtt-url "mqtt://127.0.0.1:$MOSQ_PORT" \
     --api-url "http://$COLL_HTTP" --collector-pid "$COLL_PID" --hosts "$HOSTS" \
     --mo-count "$MO_COUNT" --backlog "$BACKLOG" --ramp-secs "$RAMP_SECS" \
-    --connections "$CONNECTIONS" --timeout-secs "$TIMEOUT_SECS"
+    --connections "$CONNECTIONS" --timeout-secs "$TIMEOUT_SECS" \
+    --lunch-off-pct "${LUNCH_OFF_PCT:-25}" --noon-kill "${NOON_KILL:-true}" \
+    --replay-rate "${REPLAY_RATE:-0}"
 rc=$?
 set -e
 metrics=$(curl -s "http://$COLL_HTTP/metrics" || true)
 metric() { awk -v n="$1" '$1 == n {print $2}' <<<"$metrics"; }
 echo "# collector MQTT reconnects $(metric dozor_mqtt_reconnects_total), duplicates $(metric dozor_messages_duplicate_total), received $(metric dozor_messages_received_total), ingest queue peak $(metric dozor_ingest_queue_peak_messages) messages"
-echo "# collector VmHWM $(awk '/^VmHWM/ {print $2, $3}' /proc/$COLL_PID/status); warnings in its log: $(grep -c WARN "$WORK/collector.stderr" || true)"
+echo "# load $(cut -d' ' -f1-3 /proc/loadavg); collector VmHWM $(awk '/^VmHWM/ {print $2, $3}' /proc/$COLL_PID/status); warnings in its log: $(grep -c WARN "$WORK/collector.stderr" || true)"
 grep -m5 -E 'WARN|ERROR' "$WORK/collector.stderr" || true
 exit $rc

@@ -11,13 +11,15 @@
 //! inside the outage as down (15.7 s of 27 s at +25 s) because it ignored the collector's
 //! outages; it now follows the reports' rules and reads it unknown. Behind the old backlog the
 //! outage's own messages wait (replay is oldest first), so that host's outage stays unknown
-//! until the old backlog is replayed; the live state stays `online`. Still open: a silence that
-//! begins at a *replayed* message made after the outage ended (the agent was still backing off)
-//! reads down until the replay passes it (3.8 s at +45 s in one run), since the rule takes a
-//! message after the outage for proof that the host had reconnected; and in one run the host
+//! until the old backlog is replayed; the live state stays `online`. A silence that begins at a
+//! *replayed* message made after the outage ended (the agent was still backing off) read down
+//! until the replay passed it (3.8 s at +45 s in one run); since the backlog rule (a silence
+//! closed by later messages that began within the reconnect allowance after an outage is
+//! unknown; `availability` `timeline::tests::a_replayed_message_made_after_a_broker_outage_opens_no_down`)
+//! it reads unknown, which is asserted for the host with a clean spool. In one run the host
 //! with the old backlog, `online` again 0.7 s after the broker returned, had no live heartbeat
-//! stored for the rest of the window (9.4 s read down at +25 s and +45 s). Neither is asserted
-//! here yet; both turn up once the replay passes them, which is asserted.
+//! stored for the rest of the window (9.4 s read down at +25 s and +45 s); that is not asserted
+//! here; it turns up once the replay passes it, which is asserted.
 
 use dozor_tests::*;
 use serde_json::Value;
@@ -175,4 +177,7 @@ async fn broker_outage_behind_an_old_backlog() {
     // replay shows down.
     let downs: Vec<_> = reads.iter().filter(|r| r.0 == 999 && r.3 > 0).collect();
     assert!(downs.is_empty(), "down after the replay: {downs:?}");
+    // The host with a clean spool reads no down at any time: its replay in progress is unknown.
+    let downs: Vec<_> = reads.iter().filter(|r| r.1 == "clean" && r.3 > 0).collect();
+    assert!(downs.is_empty(), "the clean host read down: {downs:?}");
 }

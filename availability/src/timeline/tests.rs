@@ -251,6 +251,35 @@ fn backlog_replay_in_progress_after_a_restart_is_not_down() {
     );
 }
 
+/// `tests/tests/region.rs`, the host with a clean spool, 30.11.2026: a broker outage (the
+/// collector's run stops at 5.0 s and starts again at 17.3 s), the agent still backing off
+/// until ~24 s spooled its heartbeats, reconnected, sent live ones first and replays oldest
+/// first. Read at +45 s (62.3 s), the replay had reached the message of 21.12 s, made after the
+/// outage: the silence from it to the first live message is backlog not replayed yet, so it is
+/// unknown (it read 3.8 s down before the backlog rule), and up once the replay passes it.
+#[test]
+fn a_replayed_message_made_after_a_broker_outage_opens_no_down() {
+    let out = Outages::from_runs(&[(-60 * S, 5_019), (17_319, 62_300)], 62_300);
+    let s = [
+        seg(0, 21_124, GapCause::Silent, Some(24_050)),
+        seg(24_050, 61_900, GapCause::Pending, None),
+    ];
+    assert_eq!(
+        pieces(&s, 2_500, &out, 0, 27_319),
+        vec![
+            (0, 21_124, PieceState::Up),
+            (21_124, 24_050, PieceState::Unknown),
+            (24_050, 27_319, PieceState::Up),
+        ]
+    );
+    // Replayed: one segment, up from end to end.
+    let s = [seg(0, 61_900, GapCause::Pending, None)];
+    assert_eq!(
+        pieces(&s, 2_500, &out, 0, 27_319),
+        vec![(0, 27_319, PieceState::Up)]
+    );
+}
+
 /// A workstation whose collector restarted at 11:00 on a Monday: its working hours hold no
 /// down for the restart, only unknown.
 #[test]

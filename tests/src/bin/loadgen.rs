@@ -13,6 +13,8 @@
 mod fleet;
 #[path = "loadgen/region.rs"]
 mod region;
+#[path = "loadgen/restart.rs"]
+mod restart;
 
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -70,8 +72,11 @@ struct Args {
     run_id: Option<u64>,
     /// Instead of a fixed number of heartbeats, run a scenario of a region's day: `day`
     /// (morning switch-on, one МО's week-long backlog replayed, the report, evening shutdown;
-    /// see `loadgen/region.rs` and `bench/region.sh`). Needs `--api-url` (and `--api-token` unless the API is public to read).
-    #[arg(long, value_parser = ["day"])]
+    /// see `loadgen/region.rs` and `bench/region.sh`), or `restart` (one MQTT connection per
+    /// agent, then a collector restart with every agent reconnecting; `loadgen/restart.rs`,
+    /// `bench/region-restart.sh`). Needs `--api-url` (and `--api-token` unless the API is
+    /// public to read).
+    #[arg(long, value_parser = ["day", "restart"])]
     scenario: Option<String>,
     /// The collector's HTTP API (for `--scenario`), e.g. `http://127.0.0.1:8080`.
     #[arg(long)]
@@ -89,9 +94,32 @@ struct Args {
     /// `--scenario day`: index of the МО whose channel was down (its hosts replay).
     #[arg(long, default_value_t = 0)]
     replay_mo: usize,
-    /// `--scenario day`: the collector's PID, to sample its CPU and RSS from /proc.
+    /// `--scenario day`/`restart`: the collector's PID, to sample its CPU and RSS from /proc.
     #[arg(long)]
     collector_pid: Option<u32>,
+    /// `--scenario day`: share of the workstations switched off over the lunch hour, percent.
+    #[arg(long, default_value_t = 25)]
+    lunch_off_pct: u32,
+    /// `--scenario day`: kill one server's agent at noon (no `offline`, never back): the one
+    /// incident the day then implies.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    noon_kill: bool,
+    /// `--scenario day`: backlog messages per second over all replaying hosts (a real agent
+    /// replays 5 msg/s); 0: as fast as the broker takes them.
+    #[arg(long, default_value_t = 0)]
+    replay_rate: u64,
+    /// `--scenario restart`: the broker addresses the agents' connections are dealt over,
+    /// comma-separated (default: the host of `--mqtt-url`).
+    #[arg(long)]
+    mqtt_hosts: Option<String>,
+    /// `--scenario restart`: shell command that restarts the collector (same data directory
+    /// and addresses) and prints the new collector's PID as its last stdout line.
+    #[arg(long)]
+    restart_cmd: Option<String>,
+    /// `--scenario restart`: seconds of quiet running after every host is back, before the
+    /// incidents are counted.
+    #[arg(long, default_value_t = 120)]
+    settle_secs: u64,
 }
 
 /// Progress of one connection, shared between its publisher and its event loop.
@@ -111,6 +139,31 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let (host, port) = parse_mqtt_url(&args.mqtt_url)?;
+    if args.scenario.as_deref() == Some("restart") {
+        return restart::run(restart::RestartArgs {
+            hosts_addrs: args
+                .mqtt_hosts
+                .as_deref()
+                .unwrap_or(&host)
+                .split(',')
+                .map(str::to_string)
+                .collect(),
+            port,
+            api: args.api_url.context("--scenario needs --api-url")?,
+            token: args.api_token,
+            hosts: args.hosts,
+            mo_count: args.mo_count,
+            ramp_secs: args.ramp_secs,
+            collector_pid: args.collector_pid,
+            restart_cmd: args
+                .restart_cmd
+                .context("--scenario restart needs --restart-cmd")?,
+            settle_secs: args.settle_secs,
+            timeout_secs: args.timeout_secs,
+            run_id: args.run_id.unwrap_or_else(|| now_ms() as u64 / 1000),
+        })
+        .await;
+    }
     if args.scenario.is_some() {
         return region::run(region::DayArgs {
             host,
@@ -126,6 +179,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             collector_pid: args.collector_pid,
             timeout_secs: args.timeout_secs,
             run_id: args.run_id.unwrap_or_else(|| now_ms() as u64 / 1000),
+            lunch_off_pct: args.lunch_off_pct.min(100),
+            noon_kill: args.noon_kill,
+            replay_rate: args.replay_rate,
         })
         .await;
     }

@@ -42,6 +42,9 @@ pub(crate) const CLOCK_FACTOR: u32 = 30;
 const HB_EVERY: Duration = Duration::from_secs(crate::fleet::INTERVAL_SECS as u64);
 /// Backlog messages each connection publishes per loop turn.
 const BACKLOG_BURST: u64 = 512;
+/// Lunch: workstations go off over one ramp from 13:00 and come back over one ramp from
+/// 14:00, four ramps later (at the default 30 s ramp and clock factor 30).
+const LUNCH_RAMPS: u32 = 4;
 
 pub(crate) struct DayArgs {
     pub host: String,
@@ -58,6 +61,12 @@ pub(crate) struct DayArgs {
     pub collector_pid: Option<u32>,
     pub timeout_secs: u64,
     pub run_id: u64,
+    /// Share of the workstations switched off over the lunch hour, percent.
+    pub lunch_off_pct: u32,
+    /// Kill one server's agent at noon (the day's one implied incident).
+    pub noon_kill: bool,
+    /// Backlog messages per second over all replaying hosts; 0: as fast as the broker takes.
+    pub replay_rate: u64,
 }
 
 /// Phase switches shared by the connections.
@@ -66,6 +75,10 @@ struct Plan {
     replay: AtomicBool,
     /// Milliseconds after the start at which the evening began (0: not yet).
     evening_ms: AtomicU64,
+    /// Milliseconds after the start at which lunch began (0: not yet).
+    lunch_ms: AtomicU64,
+    /// The victim's agent is killed: it publishes nothing more.
+    noon_kill: AtomicBool,
     stop: AtomicBool,
     backlog_sent: AtomicU64,
     live_sent: AtomicU64,
@@ -85,6 +98,22 @@ struct Sched {
     next_hb: Instant,
     /// Backlog sequence numbers still to replay: `next..=last`.
     backlog: Option<(u64, u64)>,
+    /// A workstation switched off over lunch, and where it is in that.
+    lunch: Lunch,
+    /// The server whose agent is killed at noon.
+    victim: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lunch {
+    /// Stays on over lunch.
+    Stays,
+    /// Will be switched off at lunch.
+    Due,
+    /// Switched off, to be switched on again after lunch.
+    Off,
+    /// Back on after lunch.
+    Back,
 }
 
 pub(crate) async fn run(a: DayArgs) -> anyhow::Result<()> {
@@ -115,10 +144,37 @@ pub(crate) async fn run(a: DayArgs) -> anyhow::Result<()> {
             off: false,
             next_hb: now,
             backlog,
+            lunch: Lunch::Stays,
+            victim: false,
             h,
         });
     }
     let workstations = scheds.iter().filter(|s| s.h.is_workstation()).count();
+    // Every k-th workstation goes off over lunch (spread over the МО and the ramp).
+    let mut lunch_n = 0usize;
+    if a.lunch_off_pct > 0 {
+        let mut acc = 0u32;
+        for s in scheds.iter_mut().filter(|s| s.h.is_workstation()) {
+            acc += a.lunch_off_pct;
+            if acc >= 100 {
+                acc -= 100;
+                s.lunch = Lunch::Due;
+                lunch_n += 1;
+            }
+        }
+    }
+    // The noon victim: the first server outside the replaying МО.
+    let victim = if a.noon_kill {
+        scheds
+            .iter_mut()
+            .find(|s| !s.h.is_workstation() && s.h.mo != replay_mo)
+            .map(|s| {
+                s.victim = true;
+                (s.h.mo.clone(), s.h.host.clone())
+            })
+    } else {
+        None
+    };
     eprintln!(
         "dozor-loadgen day: {n} hosts ({workstations} workstations) in {} МО, ramps of {} s (×{CLOCK_FACTOR}: {} min of the day), МО {replay_mo} replays {} heartbeats per host ({} hosts, {} messages)",
         spec.mo_count,
@@ -185,6 +241,7 @@ pub(crate) async fn run(a: DayArgs) -> anyhow::Result<()> {
             plan.clone(),
             start,
             ramp,
+            a.replay_rate as f64 / conns as f64,
         )));
     }
     for r in ready {
@@ -228,6 +285,7 @@ pub(crate) async fn run(a: DayArgs) -> anyhow::Result<()> {
     let replay_msgs = a.backlog * replay_hosts.len() as u64;
     plan.replay.store(true, Relaxed);
     let mut worst_not_online = 0usize;
+    let mut fewest_online = n;
     let mut not_online_seen: HashSet<String> = HashSet::new();
     let mut drained = None;
     let mut refused = 0u64;
@@ -243,6 +301,9 @@ pub(crate) async fn run(a: DayArgs) -> anyhow::Result<()> {
             .collect();
         worst_not_online = worst_not_online.max(bad.len());
         not_online_seen.extend(bad);
+        // The rest of the fleet must stay fresh too: its live heartbeats share the broker's
+        // queue to the collector with the backlog.
+        fewest_online = fewest_online.min(api.online().await?);
         let delivery = api.get("/api/v1/delivery").await?;
         let done = delivery
             .as_array()
@@ -268,6 +329,11 @@ pub(crate) async fn run(a: DayArgs) -> anyhow::Result<()> {
             break;
         }
     }
+    let fresh_ok = not_online_seen.is_empty() && fewest_online >= n;
+    eprintln!(
+        "dozor-loadgen day: replay: the fewest hosts of the fleet online at any second: {fewest_online} of {n} (expected all)"
+    );
+    out.push(format!("replay_fewest_online={fewest_online}"));
     let (cpu_peak, cpu_avg, rss_peak) = sampler.phase();
     if let Some(d) = drained {
         eprintln!(
@@ -379,7 +445,73 @@ pub(crate) async fn run(a: DayArgs) -> anyhow::Result<()> {
         ));
     }
 
-    // 4. Evening: workstations shut down.
+    // 4. Noon: one server's agent is killed (never back); then lunch.
+    let killed_at = Instant::now();
+    if victim.is_some() {
+        plan.noon_kill.store(true, Relaxed);
+    }
+    let alive = n - usize::from(victim.is_some());
+    let t = Instant::now();
+    sampler.phase();
+    plan.lunch_ms
+        .store(start.elapsed().as_millis().max(1) as u64, Relaxed);
+    let offline_before = api.count("/api/v1/hosts?state=offline").await?;
+    let mut lunch_off = None;
+    let mut lunch_back = None;
+    while t.elapsed() < deadline + LUNCH_RAMPS * ramp {
+        sampler.tick().await;
+        if lunch_off.is_none() {
+            if api.count("/api/v1/hosts?state=offline").await? >= offline_before + lunch_n {
+                lunch_off = Some(t.elapsed());
+            }
+        } else if api.count("/api/v1/hosts?state=offline").await? <= offline_before
+            && api.count("/api/v1/hosts?state=online").await? >= alive
+        {
+            lunch_back = Some(t.elapsed());
+            break;
+        }
+    }
+    let (cpu_peak, cpu_avg, rss_peak) = sampler.phase();
+    let (Some(lunch_off), Some(lunch_back)) = (lunch_off, lunch_back) else {
+        bail!("lunch: {lunch_n} workstations not off and back within {deadline:?}")
+    };
+    eprintln!(
+        "dozor-loadgen day: lunch: {lunch_n} workstations ({} %) switched off over {:.0} s from 13:00: all offline after {:.1} s; switched on again over {:.0} s from 14:00 ({:.0} s after lunch began): all {alive} hosts online again {:.1} s after lunch began ({:.1} s after the last switch-on); collector CPU peak {cpu_peak:.0} %, avg {cpu_avg:.0} %, RSS peak {rss_peak} MiB",
+        a.lunch_off_pct,
+        ramp.as_secs_f64(),
+        lunch_off.as_secs_f64(),
+        ramp.as_secs_f64(),
+        (LUNCH_RAMPS * ramp).as_secs_f64(),
+        lunch_back.as_secs_f64(),
+        (lunch_back.as_secs_f64() - ((LUNCH_RAMPS + 1) * ramp).as_secs_f64()).max(0.0),
+    );
+    out.push(format!(
+        "lunch_hosts={lunch_n} lunch_all_offline_s={:.1} lunch_all_back_s={:.1} lunch_cpu_peak_pct={cpu_peak:.0} lunch_rss_peak_mib={rss_peak}",
+        lunch_off.as_secs_f64(),
+        lunch_back.as_secs_f64()
+    ));
+    // The implied incident: the victim's.
+    let mut alert_after = None;
+    if let Some((_, vhost)) = &victim {
+        while killed_at.elapsed() < deadline {
+            let open = api.incidents_since(&incidents_before).await?;
+            if open.iter().any(|i| names(i, vhost)) {
+                alert_after = Some(killed_at.elapsed());
+                break;
+            }
+            sampler.tick().await;
+        }
+        eprintln!(
+            "dozor-loadgen day: noon: the agent of server {vhost} killed; its incident opened {} after",
+            alert_after.map_or("never".to_string(), |d| format!("{:.1} s", d.as_secs_f64()))
+        );
+        out.push(format!(
+            "noon_alert_s={:.1}",
+            alert_after.map_or(-1.0, |d| d.as_secs_f64())
+        ));
+    }
+
+    // 5. Evening: workstations shut down.
     let t = Instant::now();
     plan.evening_ms
         .store(start.elapsed().as_millis().max(1) as u64, Relaxed);
@@ -399,33 +531,66 @@ pub(crate) async fn run(a: DayArgs) -> anyhow::Result<()> {
     eprintln!(
         "dozor-loadgen day: evening: {workstations} workstations offline after {:.1} s, {servers_online} servers online (expected {}); collector CPU peak {cpu_peak:.0} %, avg {cpu_avg:.0} %, RSS peak {rss_peak} MiB",
         all_off.as_secs_f64(),
-        n - workstations,
+        alive - workstations,
     );
     out.push(format!(
         "evening_all_offline_s={:.1} evening_servers_online={servers_online} evening_cpu_peak_pct={cpu_peak:.0}",
         all_off.as_secs_f64()
     ));
 
-    // Alert noise: incidents opened during the run (expected none).
-    let incidents = api.get("/api/v1/incidents?limit=10000").await?;
-    let new: Vec<String> = incidents
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|i| !incidents_before.contains(&i["id"].as_i64().unwrap_or(-1)))
-        .map(|i| format!("{} [{}] {}", i["rule"], i["state"], i["title"]))
-        .collect();
+    // Alert noise: exactly the incidents the day implies — one, for the killed server.
+    let new = api.incidents_since(&incidents_before).await?;
+    let implied = usize::from(victim.is_some());
+    let victims_own = victim.as_ref().is_some_and(|(_, vhost)| {
+        new.iter()
+            .any(|i| i.starts_with("\"server_lost\"") && names(i, vhost))
+    });
+    let noise_ok = new.len() == implied && (victim.is_none() || victims_own);
     eprintln!(
-        "dozor-loadgen day: incidents opened during the run: {} (expected 0){}",
+        "dozor-loadgen day: incidents opened during the run: {} (implied {implied}{}){}",
         new.len(),
+        victim
+            .as_ref()
+            .map(|(_, h)| format!(": «сервер не на связи» for {h}"))
+            .unwrap_or_default(),
         new.iter()
             .take(10)
             .map(|s| format!("\n  {s}"))
             .collect::<String>()
     );
+    // Today's report: down time for the killed server only.
+    let today = chrono_date(crate::now_ms());
+    let v = api
+        .get(&format!(
+            "/api/v1/availability?by=host&from={today}&to={today}"
+        ))
+        .await?;
+    let mut down_hosts: Vec<String> = Vec::new();
+    let mut victim_down_s = 0.0;
+    for r in v["rows"].as_array().into_iter().flatten() {
+        let host = r["host"].as_str().or(r["host_id"].as_str()).unwrap_or("?");
+        let down = r["down_ms"].as_i64().unwrap_or(0);
+        if victim.as_ref().is_some_and(|(_, vh)| vh == host) {
+            victim_down_s = down as f64 / 1000.0;
+        } else if down > 0 {
+            down_hosts.push(format!("{host}={down}ms"));
+        }
+    }
+    let report_ok = down_hosts.is_empty() && (victim.is_none() || victim_down_s > 0.0);
+    eprintln!(
+        "dozor-loadgen day: report for {today}: the killed server down {victim_down_s:.1} s (since it read lost); other hosts with down time: {} {}",
+        down_hosts.len(),
+        down_hosts
+            .iter()
+            .take(10)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     out.push(format!(
-        "incidents={} published={} acked={} backlog_sent={} live_sent={} collector_hwm_mib={}",
+        "incidents={} implied={implied} noise_ok={noise_ok} today_victim_down_s={victim_down_s:.1} today_other_down_hosts={} published={} acked={} backlog_sent={} live_sent={} collector_hwm_mib={}",
         new.len(),
+        down_hosts.len(),
         plan.published.load(Relaxed),
         plan.acked.load(Relaxed),
         plan.backlog_sent.load(Relaxed),
@@ -437,7 +602,17 @@ pub(crate) async fn run(a: DayArgs) -> anyhow::Result<()> {
         t.abort();
     }
     println!("dozor-loadgen-day {}", out.join(" "));
+    if !noise_ok || !report_ok || !fresh_ok {
+        bail!(
+            "the incidents, the day's report or the replaying hosts' state differ from what the scenario implies"
+        );
+    }
     Ok(())
+}
+
+/// Whether an incident's line names the host (its title carries the host name, upper case).
+fn names(incident: &str, host: &str) -> bool {
+    incident.to_lowercase().contains(&host.to_lowercase())
 }
 
 /// Publishes what the schedule says is due, every 50 ms, until told to stop.
@@ -447,16 +622,63 @@ async fn drive(
     plan: Arc<Plan>,
     start: Instant,
     ramp: Duration,
+    replay_rate: f64,
 ) {
     let mut buf = Vec::with_capacity(1024);
     let mut cursor = 0usize;
+    // Paced replay: this connection's share of `--replay-rate` since the replay began.
+    let mut replay_began: Option<Instant> = None;
+    let mut replayed = 0u64;
     while !plan.stop.load(Relaxed) {
         let now = Instant::now();
         let elapsed = now - start;
         let evening = plan.evening_ms.load(Relaxed);
+        let lunch = plan.lunch_ms.load(Relaxed);
+        let killed = plan.noon_kill.load(Relaxed);
         for s in hosts.iter_mut() {
             if s.off {
                 continue;
+            }
+            if s.victim && killed {
+                // kill -9 of the agent: no `offline`, nothing more, ever.
+                s.off = true;
+                continue;
+            }
+            if lunch > 0 && s.born {
+                let l = Duration::from_millis(lunch);
+                match s.lunch {
+                    Lunch::Due if elapsed >= l + s.at => {
+                        let (topic, json) = s.h.offline_json(crate::now_ms());
+                        if client
+                            .publish(topic, QoS::AtLeastOnce, true, json)
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                        plan.published.fetch_add(1, Relaxed);
+                        s.lunch = Lunch::Off;
+                        continue;
+                    }
+                    Lunch::Off if elapsed >= l + LUNCH_RAMPS * ramp + s.at => {
+                        // Switched on again: a new boot.
+                        let ts = crate::now_ms();
+                        s.boot_ms = ts - 60_000;
+                        let (topic, json) = s.h.birth_json(ts, s.boot_ms);
+                        if client
+                            .publish(topic, QoS::AtLeastOnce, true, json)
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                        plan.published.fetch_add(1, Relaxed);
+                        s.lunch = Lunch::Back;
+                        s.next_hb = now;
+                    }
+                    Lunch::Off => continue,
+                    _ => {}
+                }
             }
             if !s.born {
                 if elapsed < s.at {
@@ -517,7 +739,14 @@ async fn drive(
         }
         // The backlog, oldest first per host, hosts in turn: as fast as the broker takes it.
         if plan.replay.load(Relaxed) {
-            let mut budget = BACKLOG_BURST;
+            let began = *replay_began.get_or_insert(now);
+            let mut budget = if replay_rate > 0.0 {
+                let due = (replay_rate * (now - began).as_secs_f64()) as u64;
+                due.saturating_sub(replayed).min(BACKLOG_BURST)
+            } else {
+                BACKLOG_BURST
+            };
+            let full = budget;
             let n = hosts.len();
             let mut idle = 0;
             while budget > 0 && idle < n {
@@ -549,24 +778,24 @@ async fn drive(
                 plan.backlog_sent.fetch_add(1, Relaxed);
                 s.backlog = (next < last).then_some((next + 1, last));
                 budget -= 1;
+                replayed += 1;
             }
-            if budget < BACKLOG_BURST {
+            if replay_rate == 0.0 && budget < full {
                 tokio::task::yield_now().await;
                 continue;
             }
         }
-        let _ = ramp;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
-struct Api {
-    http: reqwest::Client,
-    base: String,
+pub(crate) struct Api {
+    pub http: reqwest::Client,
+    pub base: String,
 }
 
 impl Api {
-    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+    pub(crate) async fn get(&self, path: &str) -> anyhow::Result<Value> {
         let r = self
             .http
             .get(format!("{}{path}", self.base))
@@ -588,7 +817,7 @@ impl Api {
         Ok(self.get(path).await?.as_array().map_or(0, Vec::len))
     }
 
-    async fn incident_ids(&self) -> anyhow::Result<HashSet<i64>> {
+    pub(crate) async fn incident_ids(&self) -> anyhow::Result<HashSet<i64>> {
         Ok(self
             .get("/api/v1/incidents?limit=10000")
             .await?
@@ -597,6 +826,67 @@ impl Api {
             .flatten()
             .filter_map(|i| i["id"].as_i64())
             .collect())
+    }
+
+    /// Incidents not in `before`, as `rule [state] title`.
+    pub(crate) async fn incidents_since(
+        &self,
+        before: &HashSet<i64>,
+    ) -> anyhow::Result<Vec<String>> {
+        Ok(self
+            .get("/api/v1/incidents?limit=10000")
+            .await?
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|i| !before.contains(&i["id"].as_i64().unwrap_or(-1)))
+            .map(|i| format!("{} [{}] {}", i["rule"], i["state"], i["title"]))
+            .collect())
+    }
+
+    /// `/metrics` as text.
+    async fn metrics(&self) -> anyhow::Result<String> {
+        let r = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .context("GET /metrics")?;
+        if !r.status().is_success() {
+            bail!("GET /metrics: {}", r.status());
+        }
+        Ok(r.text().await?)
+    }
+
+    /// Hosts online by the collector's `dozor_hosts{state="online"}` gauges (cheaper than
+    /// listing them).
+    pub(crate) async fn online(&self) -> anyhow::Result<usize> {
+        Ok(self
+            .metrics()
+            .await?
+            .lines()
+            .filter(|l| l.starts_with("dozor_hosts{") && l.contains("state=\"online\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as usize)
+    }
+
+    /// The gate's non-zero `dozor_mqtt_gate_closed_total` counters, `reason=N,…`.
+    pub(crate) async fn gate_refusals(&self) -> anyhow::Result<String> {
+        let m = self.metrics().await?;
+        let v: Vec<String> = m
+            .lines()
+            .filter(|l| l.starts_with("dozor_mqtt_gate_closed_total{"))
+            .filter_map(|l| {
+                let reason = l.split('"').nth(1)?;
+                let n: f64 = l.rsplit(' ').next()?.parse().ok()?;
+                (n > 0.0).then(|| format!("{reason}={n}"))
+            })
+            .collect();
+        Ok(if v.is_empty() {
+            "nothing".into()
+        } else {
+            v.join(",")
+        })
     }
 }
 
@@ -618,7 +908,7 @@ fn chrono_date(ms: i64) -> String {
 }
 
 /// Samples a process's CPU and RSS from `/proc` once a second, per phase.
-struct Sampler {
+pub(crate) struct Sampler {
     pid: Option<u32>,
     hz: f64,
     last: Option<(Instant, f64)>,
@@ -628,7 +918,7 @@ struct Sampler {
 }
 
 impl Sampler {
-    fn new(pid: Option<u32>) -> Sampler {
+    pub(crate) fn new(pid: Option<u32>) -> Sampler {
         Sampler {
             pid,
             hz: 100.0,
@@ -658,12 +948,12 @@ impl Sampler {
             .unwrap_or(0)
     }
 
-    fn hwm_mib(&self) -> u64 {
+    pub(crate) fn hwm_mib(&self) -> u64 {
         self.status_kib("VmHWM:") / 1024
     }
 
     /// Waits a second and samples.
-    async fn tick(&mut self) {
+    pub(crate) async fn tick(&mut self) {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let (Some(t), now) = (self.ticks(), Instant::now()) else {
             return;
@@ -677,7 +967,7 @@ impl Sampler {
     }
 
     /// Ends the current phase: (CPU peak %, CPU average %, RSS peak MiB); starts the next.
-    fn phase(&mut self) -> (f64, f64, u64) {
+    pub(crate) fn phase(&mut self) -> (f64, f64, u64) {
         let now = Instant::now();
         let t = self.ticks().unwrap_or(0.0);
         let avg = self.phase_start.map_or(0.0, |(at, t0)| {
