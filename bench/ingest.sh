@@ -8,6 +8,8 @@
 #   embedded   dozor-collector with its embedded broker (rumqttd)
 #   mosquitto  dozor-collector against a Mosquitto started here
 #   sub        mosquitto_sub draining the same load from a Mosquitto started here (the baseline)
+#   before     as mosquitto, with the collector binary COLLECTOR_BEFORE (an older build, to
+#              compare a change before/after in the same run; its ratio is printed beside)
 # Each configuration runs RUNS times on fresh processes. Reported per run: messages/s from
 # the first to the last accepted message (collector) and end to end (from the load generator's
 # start until the last message is drained), CPU seconds and % of the drain and of the broker,
@@ -21,7 +23,8 @@
 # RATE (0: unlimited), RUNS (2), CONFIGS ("pipeline embedded mosquitto sub"), TIMEOUT_SECS (300),
 # STALL_SECS (20: give up when nothing more is accepted this long after the load generator
 # finished), COLLECTOR_TOML (extra lines for the collector's config file),
-# CARGO_TARGET_DIR (./target), BUILD (1; 0 to use the binaries already built).
+# CARGO_TARGET_DIR (./target), BUILD (1; 0 to use the binaries already built), COLLECTOR_BIN
+# (the collector to measure; default the one in the target dir), COLLECTOR_BEFORE (for `before`).
 set -euo pipefail
 export LC_ALL=C
 
@@ -49,6 +52,11 @@ BIN=$TARGET_DIR/release
 for b in dozor-collector dozor-loadgen dozor-pipeline-bench; do
     [[ -x $BIN/$b ]] || { echo "$BIN/$b not built" >&2; exit 1; }
 done
+COLLECTOR_BIN=${COLLECTOR_BIN:-$BIN/dozor-collector}
+COLLECTOR_BEFORE=${COLLECTOR_BEFORE:-}
+if [[ " $CONFIGS " == *" before "* ]]; then
+    [[ -x $COLLECTOR_BEFORE ]] || { echo "config before: set COLLECTOR_BEFORE to a collector binary" >&2; exit 1; }
+fi
 command -v mosquitto >/dev/null || PATH=$PATH:/usr/sbin
 for b in mosquitto mosquitto_sub curl; do
     command -v "$b" >/dev/null || { echo "$b is required" >&2; exit 1; }
@@ -151,13 +159,13 @@ EOF
 COLL_PID=
 COLL_HTTP=
 COLL_MQTT_PORT=
-start_collector() { # $1: embedded | mqtt://host:port
-    local dir=$WORK/collector-$RANDOM$RANDOM
+start_collector() { # $1: embedded | mqtt://host:port, $2: binary (default COLLECTOR_BIN)
+    local dir=$WORK/collector-$RANDOM$RANDOM bin=${2:-$COLLECTOR_BIN}
     mkdir -p "$dir/data"
     local broker_args=(--mqtt-listen 127.0.0.1:0)
     [[ $1 == embedded ]] || broker_args=(--mqtt-url "$1")
     # The benchmark reads /metrics without logging in.
-    DOZOR_HTTP_PUBLIC_READ=true RUST_LOG=warn "$BIN/dozor-collector" --config "$WORK/collector.toml" \
+    DOZOR_HTTP_PUBLIC_READ=true RUST_LOG=warn "$bin" --config "$WORK/collector.toml" \
         --data-dir "$dir/data" --http-listen 127.0.0.1:0 "${broker_args[@]}" \
         >"$dir/stdout" 2>"$dir/stderr" &
     COLL_PID=$!
@@ -199,8 +207,8 @@ RESULTS=$WORK/results
 RATIOS=$WORK/ratios
 # End-to-end msgs/s of each configuration in the current run (for the ratios to mosquitto_sub).
 declare -A E2E
-echo "| run | load avg | mosquitto_sub msgs/s | collector+mosquitto msgs/s | ratio | collector+embedded msgs/s | ratio |" >"$RATIOS"
-echo "|---|---|---|---|---|---|---|" >>"$RATIOS"
+echo "| run | load avg | mosquitto_sub msgs/s | collector+mosquitto msgs/s | ratio | collector+embedded msgs/s | ratio | before+mosquitto msgs/s | ratio |" >"$RATIOS"
+echo "|---|---|---|---|---|---|---|---|---|" >>"$RATIOS"
 
 # Ratio of a configuration's end-to-end rate to mosquitto_sub's in the same run.
 ratio() { # $1: config
@@ -218,12 +226,16 @@ echo "|---|---|---|---|---|---|---|---|---|---|" >>"$RESULTS"
 
 # --- one run with the collector ------------------------------------------------------------
 
-run_collector() { # $1: embedded | mosquitto, $2: run number
+run_collector() { # $1: embedded | mosquitto | before, $2: run number
     local cfg=$1 run=$2 port broker_pid=
-    if [[ $cfg == mosquitto ]]; then
+    if [[ $cfg == mosquitto || $cfg == before ]]; then
         start_mosquitto
         broker_pid=$MOSQ_PID
-        start_collector "mqtt://127.0.0.1:$MOSQ_PORT"
+        if [[ $cfg == before ]]; then
+            start_collector "mqtt://127.0.0.1:$MOSQ_PORT" "$COLLECTOR_BEFORE"
+        else
+            start_collector "mqtt://127.0.0.1:$MOSQ_PORT"
+        fi
         port=$MOSQ_PORT
     else
         start_collector embedded
@@ -389,17 +401,18 @@ for run in $(seq "$RUNS"); do
     run_load=$(cut -d' ' -f1-3 /proc/loadavg)
     for cfg in $CONFIGS; do
         case $cfg in
-        embedded | mosquitto) run_collector "$cfg" "$run" ;;
+        embedded | mosquitto | before) run_collector "$cfg" "$run" ;;
         sub) run_sub "$run" ;;
         pipeline) run_pipeline "$run" ;;
         *) echo "unknown config $cfg" >&2; exit 2 ;;
         esac
     done
     if [[ -n ${E2E[sub]:-} ]]; then
-        echo "-- run $run ratios to mosquitto_sub (${E2E[sub]} msgs/s) in this run: collector+mosquitto $(ratio mosquitto) (${E2E[mosquitto]:--} msgs/s), collector+embedded $(ratio embedded) (${E2E[embedded]:--} msgs/s)"
+        echo "-- run $run ratios to mosquitto_sub (${E2E[sub]} msgs/s) in this run: collector+mosquitto $(ratio mosquitto) (${E2E[mosquitto]:--} msgs/s), collector+embedded $(ratio embedded) (${E2E[embedded]:--} msgs/s), before+mosquitto $(ratio before) (${E2E[before]:--} msgs/s)"
     fi
-    printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$run" "$run_load" "${E2E[sub]:--}" \
-        "${E2E[mosquitto]:--}" "$(ratio mosquitto)" "${E2E[embedded]:--}" "$(ratio embedded)" >>"$RATIOS"
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$run" "$run_load" "${E2E[sub]:--}" \
+        "${E2E[mosquitto]:--}" "$(ratio mosquitto)" "${E2E[embedded]:--}" "$(ratio embedded)" \
+        "${E2E[before]:--}" "$(ratio before)" >>"$RATIOS"
 done
 echo
 cat "$RESULTS"

@@ -20,7 +20,9 @@ use crate::record::{Batch, Record};
 use crate::roster::Roster;
 use dozor_proto::Role;
 use rusqlite::{Connection, params};
-use std::collections::HashMap;
+/// The writer's maps are keyed by ids from the wire and looked up several times per message:
+/// foldhash (randomly seeded, as `state::IdMap`) instead of SipHash.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -58,6 +60,9 @@ struct Tail {
     /// Latest `offline` and `lost` marker times (at or after the segment's end count).
     offline_at: Option<Ms>,
     lost_at: Option<Ms>,
+    /// `seg.start` as stored: while it is unchanged, writing the tail leaves the indexed
+    /// column alone, so its two indexes are not rewritten (the common case: `end` moved).
+    stored_start: Ms,
 }
 
 impl Tail {
@@ -101,6 +106,9 @@ struct HostMem {
     /// Estimated probe period of each target and a candidate new period, ms.
     probe_period: HashMap<i64, (Ms, Ms)>,
     queued: bool,
+    /// The stored row of the host's latest 5-minute rollup (bucket, totals), known since this
+    /// writer wrote it: the next batch's figures of that bucket update it in place.
+    roll: Option<(i64, Roll)>,
 }
 
 /// 5-minute rollup accumulator (hundredths of percent).
@@ -130,6 +138,26 @@ impl Roll {
             self.max[i] = self.max[i].max(x);
         }
     }
+
+    fn merge(&mut self, o: &Roll) {
+        self.n += o.n;
+        for i in 0..3 {
+            self.min[i] = self.min[i].min(o.min[i]);
+            self.sum[i] += o.sum[i];
+            self.max[i] = self.max[i].max(o.max[i]);
+        }
+    }
+
+    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Roll> {
+        let mut x = Roll::of([0; 3]);
+        x.n = r.get(0)?;
+        for i in 0..3 {
+            x.min[i] = r.get(1 + 3 * i)?;
+            x.sum[i] = r.get(2 + 3 * i)?;
+            x.max[i] = r.get(3 + 3 * i)?;
+        }
+        Ok(x)
+    }
 }
 
 /// Per-batch scratch state.
@@ -139,7 +167,8 @@ struct Scratch {
     queued: Vec<usize>,
     /// Changed history before the watermark: host index → (from, to).
     touched: HashMap<usize, (Ms, Ms)>,
-    rollups: HashMap<(i64, i64), Roll>,
+    /// (host index, bucket) → the batch's figures.
+    rollups: HashMap<(usize, i64), Roll>,
     lines: String,
     nlines: i64,
     /// Latest collector time seen in the batch.
@@ -212,10 +241,10 @@ impl SqliteStore {
             cfg: cfg.clone(),
             cal: Calendar::new(cfg.region_tz),
             roster,
-            mos: HashMap::new(),
-            host_ix: HashMap::new(),
+            mos: HashMap::default(),
+            host_ix: HashMap::default(),
             hosts: Vec::new(),
-            targets: HashMap::new(),
+            targets: HashMap::default(),
             run: None,
             wm: None,
             wm_start: Ms::MIN,
@@ -365,21 +394,42 @@ impl Writer {
             self.apply(c, r)?;
         }
         self.flush(c)?;
+        let mut above = String::new();
         for m in &batch.delivery {
-            let above: Vec<String> = m.above.iter().map(u64::to_string).collect();
-            c.prepare_cached(
-                "INSERT OR REPLACE INTO delivery(inst, mo, host, contiguous, above, stored, refused)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(params![
-                m.inst,
-                m.mo,
-                m.host,
-                m.contiguous as i64,
-                above.join(","),
-                m.stored as i64,
-                m.refused as i64
-            ])?;
+            above.clear();
+            for (i, n) in m.above.iter().enumerate() {
+                use std::fmt::Write as _;
+                let _ = write!(above, "{}{n}", if i == 0 { "" } else { "," });
+            }
+            // An instance's row exists after its first batch: an update in place (a REPLACE
+            // would delete and insert the row, two b-tree operations, every batch).
+            let updated = c
+                .prepare_cached(
+                    "UPDATE delivery SET contiguous = ?2, above = ?3, stored = ?4, refused = ?5
+                     WHERE inst = ?1",
+                )?
+                .execute(params![
+                    m.inst,
+                    m.contiguous as i64,
+                    above,
+                    m.stored as i64,
+                    m.refused as i64
+                ])?;
+            if updated == 0 {
+                c.prepare_cached(
+                    "INSERT INTO delivery(inst, mo, host, contiguous, above, stored, refused)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![
+                    m.inst,
+                    m.mo,
+                    m.host,
+                    m.contiguous as i64,
+                    above,
+                    m.stored as i64,
+                    m.refused as i64
+                ])?;
+            }
         }
         Ok(())
     }
@@ -493,23 +543,67 @@ impl Writer {
                 h.reg_dirty = false;
             }
         }
-        for ((host, bucket), r) in self.scratch.rollups.drain() {
-            c.prepare_cached(
-                "INSERT INTO rollups(host_id, bucket, n, cpu_min, cpu_sum, cpu_max, mem_min, mem_sum,
-                 mem_max, disk_min, disk_sum, disk_max)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-                 ON CONFLICT(bucket, host_id) DO UPDATE SET n = n + excluded.n,
-                 cpu_min = min(cpu_min, excluded.cpu_min), cpu_sum = cpu_sum + excluded.cpu_sum,
-                 cpu_max = max(cpu_max, excluded.cpu_max),
-                 mem_min = min(mem_min, excluded.mem_min), mem_sum = mem_sum + excluded.mem_sum,
-                 mem_max = max(mem_max, excluded.mem_max),
-                 disk_min = min(disk_min, excluded.disk_min), disk_sum = disk_sum + excluded.disk_sum,
-                 disk_max = max(disk_max, excluded.disk_max)",
-            )?
-            .execute(params![
-                host, bucket, r.n, r.min[0], r.sum[0], r.max[0], r.min[1], r.sum[1], r.max[1],
-                r.min[2], r.sum[2], r.max[2]
-            ])?;
+        let rollups = std::mem::take(&mut self.scratch.rollups);
+        for ((hi, bucket), r) in rollups {
+            let h = &mut self.hosts[hi];
+            if let Some((b, mut total)) = h.roll
+                && b == bucket
+            {
+                // The row as this writer left it: set the totals (one b-tree write, where the
+                // upsert below first tries an insert).
+                total.merge(&r);
+                let n = c
+                    .prepare_cached(
+                        "UPDATE rollups SET n = ?3, cpu_min = ?4, cpu_sum = ?5, cpu_max = ?6,
+                         mem_min = ?7, mem_sum = ?8, mem_max = ?9, disk_min = ?10, disk_sum = ?11,
+                         disk_max = ?12 WHERE bucket = ?2 AND host_id = ?1",
+                    )?
+                    .execute(params![
+                        h.id,
+                        bucket,
+                        total.n,
+                        total.min[0],
+                        total.sum[0],
+                        total.max[0],
+                        total.min[1],
+                        total.sum[1],
+                        total.max[1],
+                        total.min[2],
+                        total.sum[2],
+                        total.max[2]
+                    ])?;
+                if n == 1 {
+                    h.roll = Some((b, total));
+                    continue;
+                }
+                // Gone (retention): inserted anew below.
+            }
+            let total = c
+                .prepare_cached(
+                    "INSERT INTO rollups(host_id, bucket, n, cpu_min, cpu_sum, cpu_max, mem_min, mem_sum,
+                     mem_max, disk_min, disk_sum, disk_max)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                     ON CONFLICT(bucket, host_id) DO UPDATE SET n = n + excluded.n,
+                     cpu_min = min(cpu_min, excluded.cpu_min), cpu_sum = cpu_sum + excluded.cpu_sum,
+                     cpu_max = max(cpu_max, excluded.cpu_max),
+                     mem_min = min(mem_min, excluded.mem_min), mem_sum = mem_sum + excluded.mem_sum,
+                     mem_max = max(mem_max, excluded.mem_max),
+                     disk_min = min(disk_min, excluded.disk_min), disk_sum = disk_sum + excluded.disk_sum,
+                     disk_max = max(disk_max, excluded.disk_max)
+                     RETURNING n, cpu_min, cpu_sum, cpu_max, mem_min, mem_sum, mem_max, disk_min,
+                     disk_sum, disk_max",
+                )?
+                .query_row(
+                    params![
+                        h.id, bucket, r.n, r.min[0], r.sum[0], r.max[0], r.min[1], r.sum[1],
+                        r.max[1], r.min[2], r.sum[2], r.max[2]
+                    ],
+                    Roll::from_row,
+                )?;
+            // Only the latest bucket is kept (replays of older ones go through the upsert).
+            if h.roll.is_none_or(|(b, _)| b <= bucket) {
+                h.roll = Some((bucket, total));
+            }
         }
         let touched: Vec<(usize, (Ms, Ms))> = self.scratch.touched.drain().collect();
         if let Some(wm) = self.wm {
