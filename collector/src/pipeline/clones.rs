@@ -10,6 +10,10 @@
 
 use std::collections::HashMap;
 
+/// Keyed by ids from the wire, looked up for every live message: foldhash, randomly seeded,
+/// and nested so that a lookup borrows the ids instead of allocating a key.
+type IdMap<V> = HashMap<String, V, foldhash::fast::RandomState>;
+
 /// Two instances of one host id heard live within this window are two machines. An agent
 /// reinstalled on the same PC stops sending under the old instance at once, so a window of a
 /// few heartbeat intervals (30 s by default) tells the two cases apart; 10 minutes also covers
@@ -32,7 +36,8 @@ pub(crate) enum CloneVerdict {
 /// Per host id (МО, host), the instances heard live recently.
 #[derive(Debug, Default)]
 pub(crate) struct CloneWatch {
-    hosts: HashMap<(String, String), Vec<(String, i64)>>,
+    /// МО → host id → instances with when each was last heard.
+    hosts: IdMap<IdMap<Vec<(String, i64)>>>,
     /// Host ids reported as cloned, with how many instances were reported.
     reported: HashMap<(String, String), usize>,
 }
@@ -40,8 +45,22 @@ pub(crate) struct CloneWatch {
 impl CloneWatch {
     /// A live message of `inst` for (`mo`, `host`) received at `now_ms`.
     pub(crate) fn seen(&mut self, mo: &str, host: &str, inst: &str, now_ms: i64) -> CloneVerdict {
-        let key = (mo.to_owned(), host.to_owned());
-        let list = self.hosts.entry(key.clone()).or_default();
+        let list = match self.hosts.get_mut(mo).and_then(|m| m.get_mut(host)) {
+            Some(l) => l,
+            None => self
+                .hosts
+                .entry(mo.to_owned())
+                .or_default()
+                .entry(host.to_owned())
+                .or_default(),
+        };
+        if let [(i, t)] = list.as_mut_slice()
+            && i == inst
+        {
+            // The common case: one install, heard again.
+            *t = (*t).max(now_ms);
+            return CloneVerdict::Quiet;
+        }
         match list.iter_mut().find(|(i, _)| i == inst) {
             Some(e) => e.1 = e.1.max(now_ms),
             None => {
@@ -59,6 +78,7 @@ impl CloneWatch {
         if live < 2 {
             return CloneVerdict::Quiet;
         }
+        let key = (mo.to_owned(), host.to_owned());
         let before = self.reported.get(&key).copied().unwrap_or(0);
         if live > before {
             self.reported.insert(key, live);
@@ -74,7 +94,8 @@ impl CloneWatch {
         let mut out: Vec<(String, String, usize)> = self
             .hosts
             .iter()
-            .filter_map(|((mo, host), list)| {
+            .flat_map(|(mo, m)| m.iter().map(move |(host, list)| (mo, host, list)))
+            .filter_map(|(mo, host, list)| {
                 let n = list
                     .iter()
                     .filter(|(_, t)| now_ms - *t <= CLONE_WINDOW_MS)
