@@ -70,6 +70,29 @@ fn hundredths(v: f64) -> i64 {
     }
 }
 
+/// The statements that write a host's tail, prepared once per batch (the statement cache's
+/// lookup hashes and compares the SQL text, on every use).
+pub(super) struct TailStmts<'c> {
+    /// Only the end, boot and cause changed: the indexed `start_ms` is left alone.
+    end: rusqlite::CachedStatement<'c>,
+    full: rusqlite::CachedStatement<'c>,
+}
+
+impl<'c> TailStmts<'c> {
+    pub(super) fn new(c: &'c Connection) -> Result<TailStmts<'c>, StoreError> {
+        Ok(TailStmts {
+            end: c.prepare_cached(
+                "UPDATE segs SET end_ms = ?2, boot_id = ?3, boot_ms = ?4, cause = ?5,
+                 next_ms = NULL WHERE id = ?1",
+            )?,
+            full: c.prepare_cached(
+                "UPDATE segs SET start_ms = ?2, end_ms = ?3, boot_id = ?4, boot_ms = ?5,
+                 cause = ?6, next_ms = NULL WHERE id = ?1",
+            )?,
+        })
+    }
+}
+
 impl Writer {
     fn mo_id(&mut self, c: &Connection, oid: &str) -> Result<i64, StoreError> {
         if let Some(&id) = self.mos.get(oid) {
@@ -388,16 +411,24 @@ impl Writer {
 
     /// Writes the in-memory tail of a host now (before database-side operations).
     pub(super) fn flush_tail(&mut self, c: &Connection, hi: usize) -> Result<(), StoreError> {
+        if self.hosts[hi].tail_dirty {
+            self.flush_tail_with(hi, &mut TailStmts::new(c)?)?;
+        }
+        Ok(())
+    }
+
+    /// [`Writer::flush_tail`] with statements prepared once for a whole batch.
+    pub(super) fn flush_tail_with(
+        &mut self,
+        hi: usize,
+        st: &mut TailStmts<'_>,
+    ) -> Result<(), StoreError> {
         let h = &mut self.hosts[hi];
         if h.tail_dirty
-            && let Some(t) = &h.tail
+            && let Some(t) = &mut h.tail
         {
             if t.seg.start == t.stored_start {
-                c.prepare_cached(
-                    "UPDATE segs SET end_ms = ?2, boot_id = ?3, boot_ms = ?4, cause = ?5,
-                     next_ms = NULL WHERE id = ?1",
-                )?
-                .execute(params![
+                st.end.execute(params![
                     t.id,
                     t.seg.end,
                     t.seg.boot_id,
@@ -405,11 +436,7 @@ impl Writer {
                     t.cause as i64
                 ])?;
             } else {
-                c.prepare_cached(
-                    "UPDATE segs SET start_ms = ?2, end_ms = ?3, boot_id = ?4, boot_ms = ?5,
-                     cause = ?6, next_ms = NULL WHERE id = ?1",
-                )?
-                .execute(params![
+                st.full.execute(params![
                     t.id,
                     t.seg.start,
                     t.seg.end,
@@ -417,8 +444,6 @@ impl Writer {
                     t.seg.boot_ms,
                     t.cause as i64
                 ])?;
-            }
-            if let Some(t) = &mut h.tail {
                 t.stored_start = t.seg.start;
             }
             h.tail_dirty = false;

@@ -19,7 +19,7 @@ use crate::delivery::DeliveryMark;
 use crate::record::{Batch, Record};
 use crate::roster::Roster;
 use dozor_proto::Role;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 /// The writer's maps are keyed by ids from the wire and looked up several times per message:
 /// foldhash (randomly seeded, as `state::IdMap`) instead of SipHash.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
@@ -235,6 +235,9 @@ impl SqliteStore {
         }
         crate::fsperm::private_db(path)?;
         let conn = Connection::open(path)?;
+        // The writer uses more distinct statements than rusqlite's default 16 (registration,
+        // tails, rollups, marks, maintenance): evicted ones would be parsed again.
+        conn.set_prepared_statement_cache_capacity(64);
         schema::configure(&conn, cfg.sync_full)?;
         schema::migrate(&conn)?;
         let mut w = Writer {
@@ -395,6 +398,10 @@ impl Writer {
         }
         self.flush(c)?;
         let mut above = String::new();
+        let mut update = c.prepare_cached(
+            "UPDATE delivery SET contiguous = ?2, above = ?3, stored = ?4, refused = ?5
+             WHERE inst = ?1",
+        )?;
         for m in &batch.delivery {
             above.clear();
             for (i, n) in m.above.iter().enumerate() {
@@ -403,18 +410,13 @@ impl Writer {
             }
             // An instance's row exists after its first batch: an update in place (a REPLACE
             // would delete and insert the row, two b-tree operations, every batch).
-            let updated = c
-                .prepare_cached(
-                    "UPDATE delivery SET contiguous = ?2, above = ?3, stored = ?4, refused = ?5
-                     WHERE inst = ?1",
-                )?
-                .execute(params![
-                    m.inst,
-                    m.contiguous as i64,
-                    above,
-                    m.stored as i64,
-                    m.refused as i64
-                ])?;
+            let updated = update.execute(params![
+                m.inst,
+                m.contiguous as i64,
+                above,
+                m.stored as i64,
+                m.refused as i64
+            ])?;
             if updated == 0 {
                 c.prepare_cached(
                     "INSERT INTO delivery(inst, mo, host, contiguous, above, stored, refused)
@@ -517,9 +519,10 @@ impl Writer {
     /// Writes the batch's buffered changes.
     fn flush(&mut self, c: &Connection) -> Result<(), StoreError> {
         let queued = std::mem::take(&mut self.scratch.queued);
+        let mut tail_st = apply::TailStmts::new(c)?;
         for hi in queued {
             self.hosts[hi].queued = false;
-            self.flush_tail(c, hi)?;
+            self.flush_tail_with(hi, &mut tail_st)?;
             let h = &mut self.hosts[hi];
             h.tail_dirty = false;
             for p in h.probes.values_mut().flatten().filter(|p| p.dirty) {
@@ -543,66 +546,68 @@ impl Writer {
                 h.reg_dirty = false;
             }
         }
+        drop(tail_st);
         let rollups = std::mem::take(&mut self.scratch.rollups);
-        for ((hi, bucket), r) in rollups {
-            let h = &mut self.hosts[hi];
-            if let Some((b, mut total)) = h.roll
-                && b == bucket
-            {
-                // The row as this writer left it: set the totals (one b-tree write, where the
-                // upsert below first tries an insert).
-                total.merge(&r);
-                let n = c
-                    .prepare_cached(
-                        "UPDATE rollups SET n = ?3, cpu_min = ?4, cpu_sum = ?5, cpu_max = ?6,
-                         mem_min = ?7, mem_sum = ?8, mem_max = ?9, disk_min = ?10, disk_sum = ?11,
-                         disk_max = ?12 WHERE bucket = ?2 AND host_id = ?1",
-                    )?
-                    .execute(params![
-                        h.id,
-                        bucket,
-                        total.n,
-                        total.min[0],
-                        total.sum[0],
-                        total.max[0],
-                        total.min[1],
-                        total.sum[1],
-                        total.max[1],
-                        total.min[2],
-                        total.sum[2],
-                        total.max[2]
-                    ])?;
-                if n == 1 {
-                    h.roll = Some((b, total));
-                    continue;
+        if !rollups.is_empty() {
+            // Prepared once for the batch (the statement cache hashes the SQL on every use).
+            let mut update = c.prepare_cached(
+                "UPDATE rollups SET n = ?3, cpu_min = ?4, cpu_sum = ?5, cpu_max = ?6,
+                 mem_min = ?7, mem_sum = ?8, mem_max = ?9, disk_min = ?10, disk_sum = ?11,
+                 disk_max = ?12 WHERE bucket = ?2 AND host_id = ?1",
+            )?;
+            let mut select = c.prepare_cached(
+                "SELECT n, cpu_min, cpu_sum, cpu_max, mem_min, mem_sum, mem_max, disk_min,
+                 disk_sum, disk_max FROM rollups WHERE bucket = ?2 AND host_id = ?1",
+            )?;
+            let mut insert = c.prepare_cached(
+                "INSERT INTO rollups(host_id, bucket, n, cpu_min, cpu_sum, cpu_max, mem_min,
+                 mem_sum, mem_max, disk_min, disk_sum, disk_max)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )?;
+            for ((hi, bucket), r) in rollups {
+                let h = &mut self.hosts[hi];
+                // The stored totals: as this writer left them (its host's latest bucket), or
+                // read (a bucket it has not written yet, or an older one a replay reaches).
+                let known = match h.roll {
+                    Some((b, total)) if b == bucket => Some(total),
+                    _ => select
+                        .query_row(params![h.id, bucket], Roll::from_row)
+                        .optional()?,
+                };
+                let total = match known {
+                    Some(mut total) => {
+                        total.merge(&r);
+                        let n = update.execute(params![
+                            h.id,
+                            bucket,
+                            total.n,
+                            total.min[0],
+                            total.sum[0],
+                            total.max[0],
+                            total.min[1],
+                            total.sum[1],
+                            total.max[1],
+                            total.min[2],
+                            total.sum[2],
+                            total.max[2]
+                        ])?;
+                        if n == 1 {
+                            total
+                        } else {
+                            // Gone since (retention): inserted anew.
+                            insert_roll(&mut insert, h.id, bucket, &r)?;
+                            r
+                        }
+                    }
+                    None => {
+                        insert_roll(&mut insert, h.id, bucket, &r)?;
+                        r
+                    }
+                };
+                // Only each host's latest bucket is kept.
+                if h.roll.is_none_or(|(b, _)| b <= bucket) {
+                    h.roll = Some((bucket, total));
                 }
-                // Gone (retention): inserted anew below.
-            }
-            let total = c
-                .prepare_cached(
-                    "INSERT INTO rollups(host_id, bucket, n, cpu_min, cpu_sum, cpu_max, mem_min, mem_sum,
-                     mem_max, disk_min, disk_sum, disk_max)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-                     ON CONFLICT(bucket, host_id) DO UPDATE SET n = n + excluded.n,
-                     cpu_min = min(cpu_min, excluded.cpu_min), cpu_sum = cpu_sum + excluded.cpu_sum,
-                     cpu_max = max(cpu_max, excluded.cpu_max),
-                     mem_min = min(mem_min, excluded.mem_min), mem_sum = mem_sum + excluded.mem_sum,
-                     mem_max = max(mem_max, excluded.mem_max),
-                     disk_min = min(disk_min, excluded.disk_min), disk_sum = disk_sum + excluded.disk_sum,
-                     disk_max = max(disk_max, excluded.disk_max)
-                     RETURNING n, cpu_min, cpu_sum, cpu_max, mem_min, mem_sum, mem_max, disk_min,
-                     disk_sum, disk_max",
-                )?
-                .query_row(
-                    params![
-                        h.id, bucket, r.n, r.min[0], r.sum[0], r.max[0], r.min[1], r.sum[1],
-                        r.max[1], r.min[2], r.sum[2], r.max[2]
-                    ],
-                    Roll::from_row,
-                )?;
-            // Only the latest bucket is kept (replays of older ones go through the upsert).
-            if h.roll.is_none_or(|(b, _)| b <= bucket) {
-                h.roll = Some((bucket, total));
             }
         }
         let touched: Vec<(usize, (Ms, Ms))> = self.scratch.touched.drain().collect();
@@ -670,6 +675,19 @@ impl Writer {
         }
         Ok(())
     }
+}
+
+fn insert_roll(
+    st: &mut rusqlite::Statement<'_>,
+    host: i64,
+    bucket: i64,
+    r: &Roll,
+) -> Result<(), StoreError> {
+    st.execute(params![
+        host, bucket, r.n, r.min[0], r.sum[0], r.max[0], r.min[1], r.sum[1], r.max[1], r.min[2],
+        r.sum[2], r.max[2]
+    ])?;
+    Ok(())
 }
 
 fn write_probe(c: &Connection, id: i64, iv: &PIv) -> Result<(), StoreError> {
