@@ -10,6 +10,8 @@
 #              a copy), to compare before and after in the same run
 #   mosquitto  dozor-collector against a Mosquitto started here
 #   sub        mosquitto_sub draining the same load from a Mosquitto started here (the baseline)
+#   before     as mosquitto, with the collector binary COLLECTOR_BEFORE (an older build, to
+#              compare a change before/after in the same run; its ratio is printed beside)
 # Each configuration runs RUNS times on fresh processes. Reported per run: messages/s from
 # the first to the last accepted message (collector) and end to end (from the load generator's
 # start until the last message is drained), CPU seconds and % of the drain and of the broker,
@@ -24,8 +26,9 @@
 # STALL_SECS (20: give up when nothing more is accepted this long after the load generator
 # finished), COLLECTOR_TOML (extra lines for the collector's config file),
 # CARGO_TARGET_DIR (./target), BUILD (1; 0 to use the binaries already built), COLLECTOR_BIN
-# (the collector binary to run; default the release build's, e.g. a saved copy of an older build
-# to compare in the same run).
+# (the collector to measure; default the release build's), COLLECTOR_BEFORE (an older collector
+# binary for the `before` config: against Mosquitto, same run), BASELINE_BIN (an older collector
+# binary for the `embedded-baseline` config: with its embedded broker, same run).
 set -euo pipefail
 export LC_ALL=C
 
@@ -58,6 +61,10 @@ COLLECTOR_BIN=${COLLECTOR_BIN:-$BIN/dozor-collector}
 BASELINE_BIN=${BASELINE_BIN:-}
 if [[ " $CONFIGS " == *" embedded-baseline "* ]]; then
     [[ -x $BASELINE_BIN ]] || { echo "embedded-baseline needs BASELINE_BIN (an executable collector)" >&2; exit 1; }
+fi
+COLLECTOR_BEFORE=${COLLECTOR_BEFORE:-}
+if [[ " $CONFIGS " == *" before "* ]]; then
+    [[ -x $COLLECTOR_BEFORE ]] || { echo "config before: set COLLECTOR_BEFORE to a collector binary" >&2; exit 1; }
 fi
 command -v mosquitto >/dev/null || PATH=$PATH:/usr/sbin
 for b in mosquitto mosquitto_sub curl; do
@@ -220,8 +227,8 @@ RATIOS=$WORK/ratios
 declare -A E2E
 # One line per embedded run: what rumqttd dropped.
 DROPS=()
-echo "| run | load avg | mosquitto_sub msgs/s | collector+mosquitto msgs/s | ratio | collector+embedded msgs/s | ratio |" >"$RATIOS"
-echo "|---|---|---|---|---|---|---|" >>"$RATIOS"
+echo "| run | load avg | mosquitto_sub msgs/s | collector+mosquitto msgs/s | ratio | collector+embedded msgs/s | ratio | before+mosquitto msgs/s | ratio |" >"$RATIOS"
+echo "|---|---|---|---|---|---|---|---|---|" >>"$RATIOS"
 
 # Ratio of a configuration's end-to-end rate to mosquitto_sub's in the same run.
 ratio() { # $1: config
@@ -239,12 +246,16 @@ echo "|---|---|---|---|---|---|---|---|---|---|" >>"$RESULTS"
 
 # --- one run with the collector ------------------------------------------------------------
 
-run_collector() { # $1: embedded | embedded-baseline | mosquitto, $2: run number
+run_collector() { # $1: embedded | embedded-baseline | mosquitto | before, $2: run number
     local cfg=$1 run=$2 port broker_pid=
-    if [[ $cfg == mosquitto ]]; then
+    if [[ $cfg == mosquitto || $cfg == before ]]; then
         start_mosquitto
         broker_pid=$MOSQ_PID
-        start_collector "mqtt://127.0.0.1:$MOSQ_PORT"
+        if [[ $cfg == before ]]; then
+            start_collector "mqtt://127.0.0.1:$MOSQ_PORT" "$COLLECTOR_BEFORE"
+        else
+            start_collector "mqtt://127.0.0.1:$MOSQ_PORT"
+        fi
         port=$MOSQ_PORT
     elif [[ $cfg == embedded-baseline ]]; then
         start_collector embedded "$BASELINE_BIN"
@@ -422,17 +433,18 @@ for run in $(seq "$RUNS"); do
     run_load=$(cut -d' ' -f1-3 /proc/loadavg)
     for cfg in $CONFIGS; do
         case $cfg in
-        embedded | embedded-baseline | mosquitto) run_collector "$cfg" "$run" ;;
+        embedded | embedded-baseline | mosquitto | before) run_collector "$cfg" "$run" ;;
         sub) run_sub "$run" ;;
         pipeline) run_pipeline "$run" ;;
         *) echo "unknown config $cfg" >&2; exit 2 ;;
         esac
     done
     if [[ -n ${E2E[sub]:-} ]]; then
-        echo "-- run $run ratios to mosquitto_sub (${E2E[sub]} msgs/s) in this run: collector+mosquitto $(ratio mosquitto) (${E2E[mosquitto]:--} msgs/s), collector+embedded $(ratio embedded) (${E2E[embedded]:--} msgs/s)$([[ -z ${E2E[embedded-baseline]:-} ]] || echo ", baseline collector+embedded $(ratio embedded-baseline) (${E2E[embedded-baseline]} msgs/s)")"
+        echo "-- run $run ratios to mosquitto_sub (${E2E[sub]} msgs/s) in this run: collector+mosquitto $(ratio mosquitto) (${E2E[mosquitto]:--} msgs/s), collector+embedded $(ratio embedded) (${E2E[embedded]:--} msgs/s)$([[ -z ${E2E[embedded-baseline]:-} ]] || echo ", baseline collector+embedded $(ratio embedded-baseline) (${E2E[embedded-baseline]} msgs/s)")$([[ -z ${E2E[before]:-} ]] || echo ", before+mosquitto $(ratio before) (${E2E[before]} msgs/s)")"
     fi
-    printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$run" "$run_load" "${E2E[sub]:--}" \
-        "${E2E[mosquitto]:--}" "$(ratio mosquitto)" "${E2E[embedded]:--}" "$(ratio embedded)" >>"$RATIOS"
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$run" "$run_load" "${E2E[sub]:--}" \
+        "${E2E[mosquitto]:--}" "$(ratio mosquitto)" "${E2E[embedded]:--}" "$(ratio embedded)" \
+        "${E2E[before]:--}" "$(ratio before)" >>"$RATIOS"
 done
 echo
 cat "$RESULTS"

@@ -10,6 +10,10 @@
 
 use std::collections::HashMap;
 
+/// Keyed by ids from the wire, looked up for every live message: foldhash, randomly seeded,
+/// and nested so that a lookup borrows the ids instead of allocating a key.
+type IdMap<V> = HashMap<String, V, foldhash::fast::RandomState>;
+
 /// Two instances of one host id heard live within this window are two machines; a reported
 /// clone clears once one instance has been heard alone for longer than this window (the other
 /// PC re-imaged, given its own host id, or retired). A clone that returns later is reported
@@ -41,7 +45,8 @@ pub(crate) enum CloneVerdict {
 /// Per host id (МО, host), the instances heard live recently.
 #[derive(Debug, Default)]
 pub(crate) struct CloneWatch {
-    hosts: HashMap<(String, String), Vec<(String, i64)>>,
+    /// МО → host id → instances with when each was last heard.
+    hosts: IdMap<IdMap<Vec<(String, i64)>>>,
     /// Host ids reported as cloned.
     reported: HashMap<(String, String), Reported>,
 }
@@ -65,8 +70,22 @@ impl CloneWatch {
     /// [`CLONE_WINDOW_MS`]. A host id nobody hears keeps its warning (nothing says the clone
     /// was resolved: both PCs may just be off for the night).
     pub(crate) fn seen(&mut self, mo: &str, host: &str, inst: &str, now_ms: i64) -> CloneVerdict {
-        let key = (mo.to_owned(), host.to_owned());
-        let list = self.hosts.entry(key.clone()).or_default();
+        let list = match self.hosts.get_mut(mo).and_then(|m| m.get_mut(host)) {
+            Some(l) => l,
+            None => self
+                .hosts
+                .entry(mo.to_owned())
+                .or_default()
+                .entry(host.to_owned())
+                .or_default(),
+        };
+        if let [(i, t)] = list.as_mut_slice()
+            && i == inst
+        {
+            // The common case: one install, heard again.
+            *t = (*t).max(now_ms);
+            return CloneVerdict::Quiet;
+        }
         match list.iter_mut().find(|(i, _)| i == inst) {
             Some(e) => e.1 = e.1.max(now_ms),
             None => {
@@ -81,6 +100,7 @@ impl CloneWatch {
             .iter()
             .filter(|(_, t)| now_ms - *t <= CLONE_WINDOW_MS)
             .count();
+        let key = (mo.to_owned(), host.to_owned());
         let Some(r) = self.reported.get_mut(&key) else {
             if live < 2 {
                 return CloneVerdict::Quiet;
@@ -125,7 +145,8 @@ impl CloneWatch {
         let mut out: Vec<(String, String, usize)> = self
             .hosts
             .iter()
-            .filter_map(|((mo, host), list)| {
+            .flat_map(|(mo, m)| m.iter().map(move |(host, list)| (mo, host, list)))
+            .filter_map(|(mo, host, list)| {
                 let n = list
                     .iter()
                     .filter(|(_, t)| now_ms - *t <= CLONE_WINDOW_MS)

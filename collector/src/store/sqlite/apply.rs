@@ -1,6 +1,7 @@
 //! Applying records: the registry, segments (evidence and markers), reachability intervals,
 //! rollups and outbox lines.
 
+use super::HashMap;
 use super::{HostMem, PTail, Roll, Tail, Writer, write_probe};
 use crate::availability::{GapCause, Ms, cat_index};
 use crate::record::{Accepted, Transition};
@@ -12,7 +13,6 @@ use crate::store::intervals::{
 };
 use dozor_proto::{ConnState, ErrorClass, Message};
 use rusqlite::{Connection, OptionalExtension, params};
-use std::collections::HashMap;
 
 /// A stored segment row with its id and gap.
 #[derive(Debug, Clone, Copy)]
@@ -67,6 +67,29 @@ fn hundredths(v: f64) -> i64 {
         (v * 100.0).round().clamp(0.0, 10_000.0) as i64
     } else {
         0
+    }
+}
+
+/// The statements that write a host's tail, prepared once per batch (the statement cache's
+/// lookup hashes and compares the SQL text, on every use).
+pub(super) struct TailStmts<'c> {
+    /// Only the end, boot and cause changed: the indexed `start_ms` is left alone.
+    end: rusqlite::CachedStatement<'c>,
+    full: rusqlite::CachedStatement<'c>,
+}
+
+impl<'c> TailStmts<'c> {
+    pub(super) fn new(c: &'c Connection) -> Result<TailStmts<'c>, StoreError> {
+        Ok(TailStmts {
+            end: c.prepare_cached(
+                "UPDATE segs SET end_ms = ?2, boot_id = ?3, boot_ms = ?4, cause = ?5,
+                 next_ms = NULL WHERE id = ?1",
+            )?,
+            full: c.prepare_cached(
+                "UPDATE segs SET start_ms = ?2, end_ms = ?3, boot_id = ?4, boot_ms = ?5,
+                 cause = ?6, next_ms = NULL WHERE id = ?1",
+            )?,
+        })
     }
 }
 
@@ -152,9 +175,10 @@ impl Writer {
             reg_dirty: false,
             tail,
             tail_dirty: false,
-            probes: HashMap::new(),
-            probe_period: HashMap::new(),
+            probes: HashMap::default(),
+            probe_period: HashMap::default(),
             queued: false,
+            roll: None,
         };
         let i = self.hosts.len();
         self.hosts.push(h);
@@ -224,7 +248,7 @@ impl Writer {
                     hundredths(mem),
                     hundredths(disk),
                 ];
-                let key = (self.hosts[hi].id, t.div_euclid(300_000));
+                let key = (hi, t.div_euclid(300_000));
                 match self.scratch.rollups.get_mut(&key) {
                     Some(r) => r.add(v),
                     None => {
@@ -387,22 +411,41 @@ impl Writer {
 
     /// Writes the in-memory tail of a host now (before database-side operations).
     pub(super) fn flush_tail(&mut self, c: &Connection, hi: usize) -> Result<(), StoreError> {
+        if self.hosts[hi].tail_dirty {
+            self.flush_tail_with(hi, &mut TailStmts::new(c)?)?;
+        }
+        Ok(())
+    }
+
+    /// [`Writer::flush_tail`] with statements prepared once for a whole batch.
+    pub(super) fn flush_tail_with(
+        &mut self,
+        hi: usize,
+        st: &mut TailStmts<'_>,
+    ) -> Result<(), StoreError> {
         let h = &mut self.hosts[hi];
         if h.tail_dirty
-            && let Some(t) = &h.tail
+            && let Some(t) = &mut h.tail
         {
-            c.prepare_cached(
-                "UPDATE segs SET start_ms = ?2, end_ms = ?3, boot_id = ?4, boot_ms = ?5,
-                 cause = ?6, next_ms = NULL WHERE id = ?1",
-            )?
-            .execute(params![
-                t.id,
-                t.seg.start,
-                t.seg.end,
-                t.seg.boot_id,
-                t.seg.boot_ms,
-                t.cause as i64
-            ])?;
+            if t.seg.start == t.stored_start {
+                st.end.execute(params![
+                    t.id,
+                    t.seg.end,
+                    t.seg.boot_id,
+                    t.seg.boot_ms,
+                    t.cause as i64
+                ])?;
+            } else {
+                st.full.execute(params![
+                    t.id,
+                    t.seg.start,
+                    t.seg.end,
+                    t.seg.boot_id,
+                    t.seg.boot_ms,
+                    t.cause as i64
+                ])?;
+                t.stored_start = t.seg.start;
+            }
             h.tail_dirty = false;
         }
         Ok(())
@@ -483,6 +526,7 @@ impl Writer {
                     cause: GapCause::Pending,
                     offline_at: off,
                     lost_at: lost,
+                    stored_start: e.t,
                 };
                 t.cause = t.tail_cause();
                 if t.cause != GapCause::Pending {
@@ -538,6 +582,7 @@ impl Writer {
                             cause: GapCause::Pending,
                             offline_at: tail.offline_at.filter(|&x| x >= s.end),
                             lost_at: tail.lost_at.filter(|&x| x >= s.end),
+                            stored_start: s.start,
                         };
                         t.cause = t.tail_cause();
                         self.hosts[hi].tail = Some(t);
@@ -894,7 +939,7 @@ impl Writer {
     /// Appends the per-МО series for `now` to the outbox lines.
     pub(super) fn emit_mo_lines(&mut self, now: Ms) {
         let probe_fresh = self.cfg.probe_gap.as_millis() as Ms;
-        let mut per_mo: HashMap<&str, [i64; 4]> = HashMap::new();
+        let mut per_mo: HashMap<&str, [i64; 4]> = HashMap::default();
         for m in &self.roster.mos {
             per_mo.insert(&m.oid, [0; 4]);
         }
@@ -1021,5 +1066,6 @@ fn load_tail(c: &Connection, host: i64) -> Result<Option<Tail>, StoreError> {
         cause: GapCause::from_i64(s.cause),
         offline_at: off,
         lost_at: lost,
+        stored_start: s.seg.start,
     }))
 }

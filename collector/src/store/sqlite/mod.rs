@@ -19,8 +19,10 @@ use crate::delivery::DeliveryMark;
 use crate::record::{Batch, Record};
 use crate::roster::Roster;
 use dozor_proto::Role;
-use rusqlite::{Connection, params};
-use std::collections::HashMap;
+use rusqlite::{Connection, OptionalExtension, params};
+/// The writer's maps are keyed by ids from the wire and looked up several times per message:
+/// foldhash (randomly seeded, as `state::IdMap`) instead of SipHash.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -58,6 +60,9 @@ struct Tail {
     /// Latest `offline` and `lost` marker times (at or after the segment's end count).
     offline_at: Option<Ms>,
     lost_at: Option<Ms>,
+    /// `seg.start` as stored: while it is unchanged, writing the tail leaves the indexed
+    /// column alone, so its two indexes are not rewritten (the common case: `end` moved).
+    stored_start: Ms,
 }
 
 impl Tail {
@@ -101,6 +106,9 @@ struct HostMem {
     /// Estimated probe period of each target and a candidate new period, ms.
     probe_period: HashMap<i64, (Ms, Ms)>,
     queued: bool,
+    /// The stored row of the host's latest 5-minute rollup (bucket, totals), known since this
+    /// writer wrote it: the next batch's figures of that bucket update it in place.
+    roll: Option<(i64, Roll)>,
 }
 
 /// 5-minute rollup accumulator (hundredths of percent).
@@ -130,6 +138,26 @@ impl Roll {
             self.max[i] = self.max[i].max(x);
         }
     }
+
+    fn merge(&mut self, o: &Roll) {
+        self.n += o.n;
+        for i in 0..3 {
+            self.min[i] = self.min[i].min(o.min[i]);
+            self.sum[i] += o.sum[i];
+            self.max[i] = self.max[i].max(o.max[i]);
+        }
+    }
+
+    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Roll> {
+        let mut x = Roll::of([0; 3]);
+        x.n = r.get(0)?;
+        for i in 0..3 {
+            x.min[i] = r.get(1 + 3 * i)?;
+            x.sum[i] = r.get(2 + 3 * i)?;
+            x.max[i] = r.get(3 + 3 * i)?;
+        }
+        Ok(x)
+    }
 }
 
 /// Per-batch scratch state.
@@ -139,7 +167,8 @@ struct Scratch {
     queued: Vec<usize>,
     /// Changed history before the watermark: host index → (from, to).
     touched: HashMap<usize, (Ms, Ms)>,
-    rollups: HashMap<(i64, i64), Roll>,
+    /// (host index, bucket) → the batch's figures.
+    rollups: HashMap<(usize, i64), Roll>,
     lines: String,
     nlines: i64,
     /// Latest collector time seen in the batch.
@@ -206,16 +235,19 @@ impl SqliteStore {
         }
         crate::fsperm::private_db(path)?;
         let conn = Connection::open(path)?;
+        // The writer uses more distinct statements than rusqlite's default 16 (registration,
+        // tails, rollups, marks, maintenance): evicted ones would be parsed again.
+        conn.set_prepared_statement_cache_capacity(64);
         schema::configure(&conn, cfg.sync_full)?;
         schema::migrate(&conn)?;
         let mut w = Writer {
             cfg: cfg.clone(),
             cal: Calendar::new(cfg.region_tz),
             roster,
-            mos: HashMap::new(),
-            host_ix: HashMap::new(),
+            mos: HashMap::default(),
+            host_ix: HashMap::default(),
             hosts: Vec::new(),
-            targets: HashMap::new(),
+            targets: HashMap::default(),
             run: None,
             wm: None,
             wm_start: Ms::MIN,
@@ -365,21 +397,41 @@ impl Writer {
             self.apply(c, r)?;
         }
         self.flush(c)?;
+        let mut above = String::new();
+        let mut update = c.prepare_cached(
+            "UPDATE delivery SET contiguous = ?2, above = ?3, stored = ?4, refused = ?5
+             WHERE inst = ?1",
+        )?;
         for m in &batch.delivery {
-            let above: Vec<String> = m.above.iter().map(u64::to_string).collect();
-            c.prepare_cached(
-                "INSERT OR REPLACE INTO delivery(inst, mo, host, contiguous, above, stored, refused)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(params![
+            above.clear();
+            for (i, n) in m.above.iter().enumerate() {
+                use std::fmt::Write as _;
+                let _ = write!(above, "{}{n}", if i == 0 { "" } else { "," });
+            }
+            // An instance's row exists after its first batch: an update in place (a REPLACE
+            // would delete and insert the row, two b-tree operations, every batch).
+            let updated = update.execute(params![
                 m.inst,
-                m.mo,
-                m.host,
                 m.contiguous as i64,
-                above.join(","),
+                above,
                 m.stored as i64,
                 m.refused as i64
             ])?;
+            if updated == 0 {
+                c.prepare_cached(
+                    "INSERT INTO delivery(inst, mo, host, contiguous, above, stored, refused)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![
+                    m.inst,
+                    m.mo,
+                    m.host,
+                    m.contiguous as i64,
+                    above,
+                    m.stored as i64,
+                    m.refused as i64
+                ])?;
+            }
         }
         Ok(())
     }
@@ -467,9 +519,10 @@ impl Writer {
     /// Writes the batch's buffered changes.
     fn flush(&mut self, c: &Connection) -> Result<(), StoreError> {
         let queued = std::mem::take(&mut self.scratch.queued);
+        let mut tail_st = apply::TailStmts::new(c)?;
         for hi in queued {
             self.hosts[hi].queued = false;
-            self.flush_tail(c, hi)?;
+            self.flush_tail_with(hi, &mut tail_st)?;
             let h = &mut self.hosts[hi];
             h.tail_dirty = false;
             for p in h.probes.values_mut().flatten().filter(|p| p.dirty) {
@@ -493,23 +546,69 @@ impl Writer {
                 h.reg_dirty = false;
             }
         }
-        for ((host, bucket), r) in self.scratch.rollups.drain() {
-            c.prepare_cached(
-                "INSERT INTO rollups(host_id, bucket, n, cpu_min, cpu_sum, cpu_max, mem_min, mem_sum,
-                 mem_max, disk_min, disk_sum, disk_max)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-                 ON CONFLICT(bucket, host_id) DO UPDATE SET n = n + excluded.n,
-                 cpu_min = min(cpu_min, excluded.cpu_min), cpu_sum = cpu_sum + excluded.cpu_sum,
-                 cpu_max = max(cpu_max, excluded.cpu_max),
-                 mem_min = min(mem_min, excluded.mem_min), mem_sum = mem_sum + excluded.mem_sum,
-                 mem_max = max(mem_max, excluded.mem_max),
-                 disk_min = min(disk_min, excluded.disk_min), disk_sum = disk_sum + excluded.disk_sum,
-                 disk_max = max(disk_max, excluded.disk_max)",
-            )?
-            .execute(params![
-                host, bucket, r.n, r.min[0], r.sum[0], r.max[0], r.min[1], r.sum[1], r.max[1],
-                r.min[2], r.sum[2], r.max[2]
-            ])?;
+        drop(tail_st);
+        let rollups = std::mem::take(&mut self.scratch.rollups);
+        if !rollups.is_empty() {
+            // Prepared once for the batch (the statement cache hashes the SQL on every use).
+            let mut update = c.prepare_cached(
+                "UPDATE rollups SET n = ?3, cpu_min = ?4, cpu_sum = ?5, cpu_max = ?6,
+                 mem_min = ?7, mem_sum = ?8, mem_max = ?9, disk_min = ?10, disk_sum = ?11,
+                 disk_max = ?12 WHERE bucket = ?2 AND host_id = ?1",
+            )?;
+            let mut select = c.prepare_cached(
+                "SELECT n, cpu_min, cpu_sum, cpu_max, mem_min, mem_sum, mem_max, disk_min,
+                 disk_sum, disk_max FROM rollups WHERE bucket = ?2 AND host_id = ?1",
+            )?;
+            let mut insert = c.prepare_cached(
+                "INSERT INTO rollups(host_id, bucket, n, cpu_min, cpu_sum, cpu_max, mem_min,
+                 mem_sum, mem_max, disk_min, disk_sum, disk_max)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )?;
+            for ((hi, bucket), r) in rollups {
+                let h = &mut self.hosts[hi];
+                // The stored totals: as this writer left them (its host's latest bucket), or
+                // read (a bucket it has not written yet, or an older one a replay reaches).
+                let known = match h.roll {
+                    Some((b, total)) if b == bucket => Some(total),
+                    _ => select
+                        .query_row(params![h.id, bucket], Roll::from_row)
+                        .optional()?,
+                };
+                let total = match known {
+                    Some(mut total) => {
+                        total.merge(&r);
+                        let n = update.execute(params![
+                            h.id,
+                            bucket,
+                            total.n,
+                            total.min[0],
+                            total.sum[0],
+                            total.max[0],
+                            total.min[1],
+                            total.sum[1],
+                            total.max[1],
+                            total.min[2],
+                            total.sum[2],
+                            total.max[2]
+                        ])?;
+                        if n == 1 {
+                            total
+                        } else {
+                            // Gone since (retention): inserted anew.
+                            insert_roll(&mut insert, h.id, bucket, &r)?;
+                            r
+                        }
+                    }
+                    None => {
+                        insert_roll(&mut insert, h.id, bucket, &r)?;
+                        r
+                    }
+                };
+                // Only each host's latest bucket is kept.
+                if h.roll.is_none_or(|(b, _)| b <= bucket) {
+                    h.roll = Some((bucket, total));
+                }
+            }
         }
         let touched: Vec<(usize, (Ms, Ms))> = self.scratch.touched.drain().collect();
         if let Some(wm) = self.wm {
@@ -576,6 +675,19 @@ impl Writer {
         }
         Ok(())
     }
+}
+
+fn insert_roll(
+    st: &mut rusqlite::Statement<'_>,
+    host: i64,
+    bucket: i64,
+    r: &Roll,
+) -> Result<(), StoreError> {
+    st.execute(params![
+        host, bucket, r.n, r.min[0], r.sum[0], r.max[0], r.min[1], r.sum[1], r.max[1], r.min[2],
+        r.sum[2], r.max[2]
+    ])?;
+    Ok(())
 }
 
 fn write_probe(c: &Connection, id: i64, iv: &PIv) -> Result<(), StoreError> {

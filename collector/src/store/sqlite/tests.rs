@@ -793,7 +793,21 @@ fn delivery_marks_and_history_survive_reopen() {
         &mut t.store,
         SqliteStore::open(&t.path, &t.cfg, t.roster.clone()).unwrap(),
     ));
-    assert_eq!(t.store.load_delivery().unwrap(), vec![mark]);
+    assert_eq!(t.store.load_delivery().unwrap(), vec![mark.clone()]);
+    // A later batch's mark of the same instance replaces it (updated in place).
+    let later = DeliveryMark {
+        contiguous: 47,
+        above: Vec::new(),
+        stored: 48,
+        ..mark
+    };
+    t.store
+        .write(&Batch {
+            records: Vec::new(),
+            delivery: vec![later.clone()],
+        })
+        .unwrap();
+    assert_eq!(t.store.load_delivery().unwrap(), vec![later]);
     // The reopened store continues the same segment (its tail is loaded from disk).
     s.hbs(
         "mo1",
@@ -847,6 +861,72 @@ fn rollups_of_five_minutes() {
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(rows, vec![(11, 11 * 1250, 4000), (10, 10 * 1250, 4000)]);
+}
+
+/// A bucket written over several batches is updated in place from the writer's totals; the
+/// totals equal what one batch writes, a row removed behind the writer's back (retention) is
+/// inserted anew, and a reopened store (no totals in memory) merges into the stored row.
+#[test]
+fn rollups_over_batches_equal_one_batch() {
+    fn hbs(s: &mut Sim, cpus: &[f32], from: Ms) -> Vec<Record> {
+        let mut out = Vec::new();
+        for (i, cpu) in cpus.iter().enumerate() {
+            s.hb("mo1", "srv", from + i as Ms * 10 * S, at(3, 0, 0, 0), false);
+            for mut r in s.take() {
+                if let Record::Msg(a) = &mut r
+                    && let dozor_proto::Message::Hb(e) = &mut Arc::make_mut(a).msg
+                {
+                    e.body.cpu_pct = *cpu;
+                }
+                out.push(r);
+            }
+        }
+        out
+    }
+    fn rows(t: &T) -> Vec<(i64, i64, i64, i64, i64)> {
+        t.store
+            .conn
+            .prepare("SELECT bucket, n, cpu_min, cpu_sum, cpu_max FROM rollups ORDER BY bucket")
+            .unwrap()
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+    let cpus = [10.0, 5.0, 30.0, 20.0, 7.5];
+    let t0 = at(4, 0, 0, 0);
+    let bucket = t0 / 300_000;
+    let mut one = T::new("UTC", ROSTER_UTC);
+    let mut s = Sim::new();
+    s.start(t0);
+    let mut recs = s.take();
+    recs.extend(hbs(&mut s, &cpus, t0 + S));
+    one.write(recs);
+    let expect = vec![(bucket, 5, 500, 7250, 3000)];
+    assert_eq!(rows(&one), expect);
+
+    let mut many = T::new("UTC", ROSTER_UTC);
+    let mut s = Sim::new();
+    s.start(t0);
+    many.write(s.take());
+    for (i, r) in hbs(&mut s, &cpus, t0 + S).into_iter().enumerate() {
+        many.write(vec![r]);
+        if i == 2 {
+            // Retention took the row (as `DELETE FROM rollups WHERE bucket < …` would).
+            many.store.conn.execute("DELETE FROM rollups", []).unwrap();
+        }
+    }
+    assert_eq!(rows(&many), vec![(bucket, 2, 750, 2750, 2000)]);
+
+    // A new writer knows no totals: its first figures merge into the stored row.
+    drop(many.store);
+    many.store = SqliteStore::open(&many.path, &many.cfg, many.roster.clone()).unwrap();
+    let mut s2 = Sim::new();
+    many.write(hbs(&mut s2, &[1.0], t0 + 100 * S));
+    many.write(hbs(&mut s2, &[2.0], t0 + 110 * S));
+    assert_eq!(rows(&many), vec![(bucket, 4, 100, 3050, 2000)]);
 }
 
 #[test]
