@@ -242,6 +242,13 @@ impl Metrics {
         let _ = self.ingest_queue.set(probe);
     }
 
+    /// Publishes waiting in the ingest queue now (0 before the queue exists).
+    pub fn ingest_queue_waiting(&self) -> u64 {
+        self.ingest_queue
+            .get()
+            .map_or(0, |probe| (probe.0)().0 as u64)
+    }
+
     /// The ingest queue held `messages` at once.
     pub fn ingest_queue_depth(&self, messages: usize) {
         self.ingest_queue_peak.fetch_max(messages as u64, Relaxed);

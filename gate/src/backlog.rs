@@ -12,8 +12,12 @@
 //! The subscriber's progress comes from a counter it keeps (the collector counts the topic and
 //! payload bytes of each publish it receives, the same measure as [`publish_bytes`]). Bytes the
 //! subscriber will never see (a publish before it subscribed, a session it discarded) would
-//! hold the window shut forever: when the window has been full and the subscriber has taken
-//! nothing for `stall`, what is owed is written off (counted in `resets`) and the gate resumes.
+//! hold the window shut forever: when the window has been full, the subscriber has taken
+//! nothing for `stall` and has nothing of its own waiting (`busy` is false: it is not merely
+//! slow, its store stalled), what is owed is written off (counted in `resets`) and the gate
+//! resumes. Bytes the subscriber takes that the gate never counted (a will rumqttd publishes
+//! itself, retained messages sent again on a resubscription, written-off bytes drained later)
+//! never become credit: [`Backlog::owed`] raises the forwarded count to what was taken.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -27,6 +31,10 @@ const POLL: Duration = Duration::from_millis(2);
 /// The subscriber's count of bytes taken (monotonic).
 pub type Drained = Box<dyn Fn() -> u64 + Send + Sync>;
 
+/// Whether the subscriber still has taken messages waiting to be processed (it is slow, not
+/// deaf): no write-off then.
+pub type Busy = Box<dyn Fn() -> bool + Send + Sync>;
+
 /// A shared window between the gate's connections and the broker's subscriber.
 pub struct Backlog {
     limit: u64,
@@ -36,6 +44,7 @@ pub struct Backlog {
     /// Bytes written off by stall resets, added to what the subscriber took.
     written_off: AtomicU64,
     drained: Drained,
+    busy: Busy,
     /// Wakes waiting connections (poller → connections).
     room: Notify,
     /// Wakes the poller (a connection → poller).
@@ -55,8 +64,8 @@ impl std::fmt::Debug for Backlog {
 
 impl Backlog {
     /// A window of `limit` bytes; waiting connections resume below three quarters of it. A full
-    /// window whose subscriber takes nothing for `stall` is written off.
-    pub fn new(limit: u64, stall: Duration, drained: Drained) -> Arc<Backlog> {
+    /// window whose subscriber takes nothing for `stall` while not `busy` is written off.
+    pub fn new(limit: u64, stall: Duration, drained: Drained, busy: Busy) -> Arc<Backlog> {
         let limit = limit.max(1);
         Arc::new(Backlog {
             limit,
@@ -65,6 +74,7 @@ impl Backlog {
             forwarded: AtomicU64::new(0),
             written_off: AtomicU64::new(0),
             drained,
+            busy,
             room: Notify::new(),
             full: Notify::new(),
             pauses: AtomicU64::new(0),
@@ -77,10 +87,19 @@ impl Backlog {
         self.limit
     }
 
-    /// Bytes forwarded and not yet taken by the subscriber.
+    /// Bytes forwarded and not yet taken by the subscriber. Takings beyond what was forwarded
+    /// (bytes the gate never counted) raise the forwarded count instead of becoming credit for
+    /// later publishes: the gate counts a publish before writing it, so the subscriber cannot
+    /// legitimately be ahead.
     pub fn owed(&self) -> u64 {
         let taken = (self.drained)().saturating_add(self.written_off.load(Relaxed));
-        self.forwarded.load(Relaxed).saturating_sub(taken)
+        let forwarded = self.forwarded.fetch_max(taken, Relaxed).max(taken);
+        forwarded - taken
+    }
+
+    /// Whether one more publish may be forwarded now.
+    pub fn has_room(&self) -> bool {
+        self.owed() < self.limit
     }
 
     /// Times the window filled and connections paused.
@@ -93,8 +112,10 @@ impl Backlog {
         self.resets.load(Relaxed)
     }
 
-    /// Counts a forwarded PUBLISH of `bytes` (topic and payload).
+    /// Counts a forwarded PUBLISH of `bytes` (topic and payload), after absorbing takings the
+    /// gate never counted (see [`Backlog::owed`]).
     pub fn forwarded(&self, bytes: u64) {
+        let _ = self.owed();
         self.forwarded.fetch_add(bytes, Relaxed);
     }
 
@@ -145,7 +166,7 @@ impl Backlog {
                 if self.owed() < self.resume {
                     break;
                 }
-                if now - since >= self.stall {
+                if now - since >= self.stall && !(self.busy)() {
                     let owed = self.owed();
                     self.written_off.fetch_add(owed, Relaxed);
                     self.resets.fetch_add(1, Relaxed);
@@ -188,7 +209,7 @@ mod tests {
     use bytes::BytesMut;
     use rumqttc::mqttbytes::QoS;
     use rumqttc::mqttbytes::v4::{Packet, Publish};
-    use std::sync::atomic::AtomicU64;
+    use std::sync::atomic::{AtomicBool, AtomicU64};
 
     fn frame(p: Packet) -> Vec<u8> {
         let mut out = BytesMut::new();
@@ -217,14 +238,67 @@ mod tests {
     }
 
     fn window(limit: u64) -> (Arc<Backlog>, Arc<AtomicU64>) {
+        let (b, taken, _) = window_busy(limit);
+        (b, taken)
+    }
+
+    /// A window, the subscriber's bytes taken, and whether it has messages waiting.
+    fn window_busy(limit: u64) -> (Arc<Backlog>, Arc<AtomicU64>, Arc<AtomicBool>) {
         let taken = Arc::new(AtomicU64::new(0));
-        let t = taken.clone();
+        let busy = Arc::new(AtomicBool::new(false));
+        let (t, bz) = (taken.clone(), busy.clone());
         let b = Backlog::new(
             limit,
             Duration::from_secs(10),
             Box::new(move || t.load(Relaxed)),
+            Box::new(move || bz.load(Relaxed)),
         );
-        (b, taken)
+        (b, taken, busy)
+    }
+
+    /// A subscriber that is slow (messages of its own waiting), not deaf, is never written off:
+    /// that would let publishers run into the broker's dropping log while the collector's
+    /// store is stalled.
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_subscriber_is_not_written_off() {
+        let (b, taken, busy) = window_busy(1000);
+        busy.store(true, Relaxed);
+        let cancel = CancellationToken::new();
+        tokio::spawn(b.clone().run(cancel.clone()));
+        b.forwarded(1500);
+        let waiter = tokio::spawn({
+            let b = b.clone();
+            async move { b.room().await }
+        });
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(!waiter.is_finished());
+        assert_eq!(b.resets(), 0);
+        // Its queue empties and it still takes nothing: now written off.
+        busy.store(false, Relaxed);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(waiter.is_finished());
+        assert_eq!(b.resets(), 1);
+        // Taking the written-off bytes later gives no credit.
+        taken.store(1500, Relaxed);
+        b.forwarded(1000);
+        assert_eq!(b.owed(), 1000);
+        cancel.cancel();
+    }
+
+    /// Bytes the subscriber takes that the gate never counted (a will rumqttd publishes itself,
+    /// retained messages sent again) do not become credit that later lets the window overfill.
+    #[test]
+    fn takings_beyond_what_was_forwarded_are_no_credit() {
+        let (b, taken) = window(1000);
+        b.forwarded(500);
+        taken.store(700, Relaxed);
+        assert_eq!(b.owed(), 0);
+        b.forwarded(1000);
+        assert_eq!(b.owed(), 1000);
+        assert!(!b.has_room());
+        taken.store(1400, Relaxed);
+        assert_eq!(b.owed(), 300);
+        assert!(b.has_room());
     }
 
     #[tokio::test(start_paused = true)]

@@ -223,6 +223,18 @@ where
                         if let Some(b) = backlog
                             && let Some(n) = publish_bytes(&frame)
                         {
+                            // Checked per publish, not per read: a read of many publishes, or
+                            // thousands of connections woken at once, must not overfill the
+                            // window (what is not forwarded waits in `buf`, ≤ one read).
+                            if !b.has_room() {
+                                if !out.is_empty() {
+                                    if broker.write_all(&out).await.is_err() {
+                                        return None;
+                                    }
+                                    out.clear();
+                                }
+                                b.room().await;
+                            }
                             b.forwarded(n);
                         }
                         out.extend_from_slice(&frame);

@@ -10,7 +10,7 @@ mod grant;
 mod rules;
 mod stats;
 
-pub use backlog::{Backlog, Drained};
+pub use backlog::{Backlog, Busy, Drained};
 pub use grant::{Authorizer, Grant, Refusal};
 pub use stats::{GateStats, Reason};
 

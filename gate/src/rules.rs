@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 use rumqttc::mqttbytes::v4::{
     Connect, ConnectReturnCode, PubAck, PubComp, PubRec, PubRel, Publish, Subscribe, Unsubscribe,
 };
-use rumqttc::mqttbytes::{Error as MqttError, FixedHeader, PacketType, Protocol, check};
+use rumqttc::mqttbytes::{Error as MqttError, FixedHeader, PacketType, Protocol, QoS, check};
 
 /// Longest fixed header: one type byte and four remaining-length bytes.
 pub(crate) const MAX_FIXED_HEADER: usize = 5;
@@ -96,6 +96,10 @@ pub(crate) fn judge(grant: &Grant, header: FixedHeader, frame: &Bytes) -> Verdic
     let well_formed = match kind {
         PacketType::Publish => {
             return match Publish::read(header, frame) {
+                // Agents publish at QoS 1 only. rumqttd holds a QoS 2 publish in an unbounded
+                // queue until the client's PUBREL, and the gate's backlog would count bytes the
+                // collector never receives: one client could hold every socket paused.
+                Ok(p) if p.qos == QoS::ExactlyOnce => Verdict::Close(Reason::ProtocolError),
                 Ok(p) if grant.may_publish(&p.topic) => Verdict::Forward,
                 Ok(_) => Verdict::Close(Reason::AclPublish),
                 Err(_) => Verdict::Close(Reason::ProtocolError),
@@ -183,6 +187,11 @@ mod tests {
             Packet::Publish(Publish::new("dozor/v1/pc-1/m", QoS::AtMostOnce, "x")),
             Verdict::Forward,
         );
+        // QoS 2 is refused, even on a granted topic: agents use QoS 1, and rumqttd would hold
+        // it, unbounded, until a PUBREL that need never come.
+        let mut p = Publish::new("dozor/v1/pc-1/m", QoS::ExactlyOnce, "x");
+        p.pkid = 8;
+        check(Packet::Publish(p), Verdict::Close(Reason::ProtocolError));
         // QoS 1 with packet id 0 is malformed.
         let mut raw = vec![0x32, 20, 0, 15];
         raw.extend_from_slice(b"dozor/v1/pc-1/m");

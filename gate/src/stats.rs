@@ -27,7 +27,7 @@ pub enum Reason {
     /// `max_pending` connections had not sent CONNECT yet: the new one was closed at once.
     OverPending,
     /// Malformed packet, a first packet that is not CONNECT, an MQTT version other than 3.1.1,
-    /// or a packet only a broker may send.
+    /// a QoS 2 PUBLISH, or a packet only a broker may send.
     ProtocolError,
     /// The TLS handshake failed.
     TlsError,

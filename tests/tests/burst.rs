@@ -12,11 +12,25 @@ const MESSAGES: u64 = 20_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_bigger_than_the_brokers_log_is_accepted_whole() {
+    burst(4, 256).await;
+}
+
+/// The same through 200 connections at once into the smallest window (64 KiB, logs of 96 KiB):
+/// 200 reads of 4 KiB in flight when the window fills (800 KiB) would overrun the log if the
+/// gate checked the window per read instead of per publish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_from_many_connections_is_accepted_whole() {
+    burst(200, 64).await;
+}
+
+async fn burst(connections: u32, backlog_kib: u64) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("collector.toml");
     std::fs::write(
         &config,
-        "[mqtt]\nbacklog_kib = 256\n[limits]\nmax_msgs_per_host_per_min = 1000000\n",
+        format!(
+            "[mqtt]\nbacklog_kib = {backlog_kib}\n[limits]\nmax_msgs_per_host_per_min = 1000000\n"
+        ),
     )
     .unwrap();
     let data = dir.path().join("data");
@@ -30,7 +44,7 @@ async fn a_burst_bigger_than_the_brokers_log_is_accepted_whole() {
         collector
             .metric("dozor_mqtt_broker_backlog_limit_bytes")
             .await,
-        256.0 * 1024.0
+        (backlog_kib * 1024) as f64
     );
     // Let the collector subscribe before the burst (a publish before that has no subscriber).
     wait_for(Duration::from_secs(10), || async {
@@ -44,7 +58,8 @@ async fn a_burst_bigger_than_the_brokers_log_is_accepted_whole() {
     // to its log, so without backpressure the load generator runs far ahead of the collector.
     let out = Command::new(bin("dozor-loadgen"))
         .args(["--mqtt-url", &collector.mqtt_url()])
-        .args(["--hosts", "200", "--mo-count", "4", "--connections", "4"])
+        .args(["--hosts", "200", "--mo-count", "4"])
+        .args(["--connections", &connections.to_string()])
         .args(["--messages", &MESSAGES.to_string(), "--qos", "1"])
         .args(["--timeout-secs", "240"])
         .output()

@@ -148,6 +148,27 @@ async fn an_identity_cannot_publish_for_another_host_or_mo_nor_write_acks() {
         .await
         .unwrap();
     assert!(att.dropped(Duration::from_secs(5)).await);
+    // QoS 2 on its own topic: rumqttd would hold it unbounded until a PUBREL that never comes,
+    // while the gate's backlog counted it owed to the collector (one PC could pause every
+    // agent's socket). Cut at the first such packet.
+    let mut att = connect(a.options(c.mqtt_port)).await;
+    assert!(att.connected().await);
+    att.client
+        .publish(
+            topic(&a.mo, &a.host, dozor_proto::Kind::Hb),
+            QoS::ExactlyOnce,
+            false,
+            vec![b'x'; 8 * 1024],
+        )
+        .await
+        .unwrap();
+    assert!(att.dropped(Duration::from_secs(5)).await);
+    wait_metric(
+        &c,
+        "dozor_mqtt_gate_closed_total{reason=\"protocol_error\"}",
+        1.0,
+    )
+    .await;
 
     wait_metric(
         &c,

@@ -82,7 +82,17 @@ fn config(listen: SocketAddr, backlog_bytes: u64) -> Config {
             max_segment_size: OTHER_SEGMENT_BYTES,
             max_segment_count: OTHER_SEGMENTS,
             custom_segment: Some(custom_segment),
-            initialized_filters: None,
+            // The collector's filters exist from the start: a publish that arrives before the
+            // collector has subscribed (agents reconnecting faster after a restart) goes to
+            // their bounded logs, instead of rumqttd creating a log per topic (it would inherit
+            // the collector's log size, be appended to for the rest of the process and never
+            // be read).
+            initialized_filters: Some(
+                crate::ingest::SUBSCRIBED
+                    .iter()
+                    .map(|k| upstream_filter(*k))
+                    .collect(),
+            ),
             shared_subscriptions_strategy: Default::default(),
         },
         v4: Some(HashMap::from([("1".to_string(), server)])),
@@ -217,10 +227,13 @@ pub async fn start_secured(
 ) -> anyhow::Result<Embedded> {
     let internal = start(SocketAddr::from(([127, 0, 0, 1], 0)), backlog_bytes)?;
     let mut cfg = GateConfig::new(listen, internal);
+    let busy = metrics.clone();
     let backlog = Backlog::new(
         backlog_bytes,
         BACKLOG_STALL,
         Box::new(move || metrics.received_bytes_total()),
+        // Publishes read and waiting for the pipeline: the collector is slow, not deaf.
+        Box::new(move || busy.ingest_queue_waiting() > 0),
     );
     cfg.backlog = Some(backlog.clone());
     cfg.max_connections = max_connections;

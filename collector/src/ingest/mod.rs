@@ -382,7 +382,13 @@ fn test_delay() -> Option<Duration> {
         .trim()
         .parse()
         .ok()?;
-    (us > 0).then(|| Duration::from_micros(us.min(1_000_000)))
+    let delay = (us > 0).then(|| Duration::from_micros(us.min(1_000_000)))?;
+    tracing::warn!(
+        delay_us = delay.as_micros() as u64,
+        "DOZOR_TEST_INGEST_DELAY_US is set: every publish is slowed on purpose (a test setting; \
+         unset it in production)"
+    );
+    Some(delay)
 }
 
 /// Drives the event loop until cancelled: decodes publishes and sends them to the pipeline,
