@@ -616,6 +616,19 @@ fn names(incident: &str, host: &str) -> bool {
 }
 
 /// Publishes what the schedule says is due, every 50 ms, until told to stop.
+/// Publishes a retained message (birth, `offline`) and counts it; false when the client is gone.
+async fn retained(client: &AsyncClient, plan: &Plan, topic: String, json: Vec<u8>) -> bool {
+    if client
+        .publish(topic, QoS::AtLeastOnce, true, json)
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    plan.published.fetch_add(1, Relaxed);
+    true
+}
+
 async fn drive(
     client: AsyncClient,
     mut hosts: Vec<Sched>,
@@ -649,14 +662,9 @@ async fn drive(
                 match s.lunch {
                     Lunch::Due if elapsed >= l + s.at => {
                         let (topic, json) = s.h.offline_json(crate::now_ms());
-                        if client
-                            .publish(topic, QoS::AtLeastOnce, true, json)
-                            .await
-                            .is_err()
-                        {
+                        if !retained(&client, &plan, topic, json).await {
                             return;
                         }
-                        plan.published.fetch_add(1, Relaxed);
                         s.lunch = Lunch::Off;
                         continue;
                     }
@@ -665,14 +673,9 @@ async fn drive(
                         let ts = crate::now_ms();
                         s.boot_ms = ts - 60_000;
                         let (topic, json) = s.h.birth_json(ts, s.boot_ms);
-                        if client
-                            .publish(topic, QoS::AtLeastOnce, true, json)
-                            .await
-                            .is_err()
-                        {
+                        if !retained(&client, &plan, topic, json).await {
                             return;
                         }
-                        plan.published.fetch_add(1, Relaxed);
                         s.lunch = Lunch::Back;
                         s.next_hb = now;
                     }
@@ -690,14 +693,9 @@ async fn drive(
                 });
                 s.boot_ms = ts - 60_000 - span;
                 let (topic, json) = s.h.birth_json(ts, s.boot_ms);
-                if client
-                    .publish(topic, QoS::AtLeastOnce, true, json)
-                    .await
-                    .is_err()
-                {
+                if !retained(&client, &plan, topic, json).await {
                     return;
                 }
-                plan.published.fetch_add(1, Relaxed);
                 s.born = true;
                 s.next_hb = now;
             }
@@ -706,14 +704,9 @@ async fn drive(
                 && elapsed >= Duration::from_millis(evening) + s.at
             {
                 let (topic, json) = s.h.offline_json(crate::now_ms());
-                if client
-                    .publish(topic, QoS::AtLeastOnce, true, json)
-                    .await
-                    .is_err()
-                {
+                if !retained(&client, &plan, topic, json).await {
                     return;
                 }
-                plan.published.fetch_add(1, Relaxed);
                 s.off = true;
                 continue;
             }
