@@ -114,7 +114,29 @@ fn spawn_store(
     std::thread::Builder::new()
         .name("store".into())
         .spawn(move || {
-        while let Some(job) = rx.blocking_recv() {
+        loop {
+            // While the store defers work (the journal), wake up when it is due; idle otherwise.
+            let job = match store.settle(false) {
+                Ok(Some(wait)) => match rx.try_recv() {
+                    Ok(job) => job,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        std::thread::sleep(wait.min(Duration::from_millis(5)));
+                        continue;
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                },
+                r => {
+                    if let Err(e) = r {
+                        metrics.store_error();
+                        tracing::warn!(error = %e, "applying the store journal failed; retried");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    match rx.blocking_recv() {
+                        Some(job) => job,
+                        None => break,
+                    }
+                }
+            };
             if let Some(at) = job.maintain_at {
                 if let Err(e) = store.maintain(at) {
                     tracing::warn!(error = %e, "store maintenance failed; retried later");
@@ -149,6 +171,10 @@ fn spawn_store(
             {
                 break;
             }
+        }
+        // A graceful end applies the journal (a crash leaves it to the next start).
+        if let Err(e) = store.settle(true) {
+            tracing::warn!(error = %e, "applying the store journal at the end failed; applied at the next start");
         }
     })
 }

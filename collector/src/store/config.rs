@@ -38,6 +38,12 @@ pub struct RawStore {
     pub reboot_max_secs: u64,
     /// Time zone of report periods (days, weeks, months, quarters, years).
     pub region_tz: String,
+    /// Each batch is committed as one journal row; the journal is applied to the tables (each
+    /// host's segment, rollup and delivery mark written once for all the batches) this long
+    /// after its oldest unapplied batch — readers of the tables lag at most this much.
+    pub journal_apply_ms: u64,
+    /// … or as soon as this many batches wait, whichever comes first.
+    pub journal_apply_batches: u32,
     pub indicators: RawIndicators,
     /// The optional InfluxDB v2 sink; absent = disabled.
     pub influxdb: Option<RawInflux>,
@@ -53,6 +59,8 @@ impl Default for RawStore {
             probe_gap_secs: 600,
             reboot_max_secs: 600,
             region_tz: "Europe/Moscow".into(),
+            journal_apply_ms: 1000,
+            journal_apply_batches: 50,
             indicators: RawIndicators::default(),
             influxdb: None,
         }
@@ -203,6 +211,9 @@ pub struct StoreConfig {
     pub probe_gap: Duration,
     pub reboot_max: Duration,
     pub region_tz: Tz,
+    /// When the journal is applied to the tables (`journal_apply_ms`, `journal_apply_batches`).
+    pub journal_apply: Duration,
+    pub journal_batches: usize,
     pub indicators: IndicatorsConfig,
     pub influx: Option<InfluxConfig>,
     /// The config's `[[planned_works]]` (set by the collector's `Config::validate`; the
@@ -294,6 +305,12 @@ impl RawStore {
         if !(10..=86_400).contains(&self.reboot_max_secs) {
             return Err(invalid("store.reboot_max_secs", "must be 10..=86400"));
         }
+        if !(10..=60_000).contains(&self.journal_apply_ms) {
+            return Err(invalid("store.journal_apply_ms", "must be 10..=60000"));
+        }
+        if !(1..=10_000).contains(&self.journal_apply_batches) {
+            return Err(invalid("store.journal_apply_batches", "must be 1..=10000"));
+        }
         let region_tz: Tz = self.region_tz.parse().map_err(|_| {
             invalid(
                 "store.region_tz",
@@ -346,6 +363,8 @@ impl RawStore {
             probe_gap: Duration::from_secs(self.probe_gap_secs),
             reboot_max: Duration::from_secs(self.reboot_max_secs),
             region_tz,
+            journal_apply: Duration::from_millis(self.journal_apply_ms),
+            journal_batches: self.journal_apply_batches as usize,
             indicators,
             influx,
             planned_works: Vec::new(),
@@ -438,6 +457,8 @@ mod tests {
         assert!(c.sync_full);
         assert_eq!(c.region_tz, chrono_tz::Europe::Moscow);
         assert!(c.influx.is_none());
+        assert_eq!(c.journal_apply, Duration::from_secs(1));
+        assert_eq!(c.journal_batches, 50);
         assert_eq!(c.indicators, IndicatorsConfig::default());
         let _ = StoreConfig::default();
     }
@@ -463,6 +484,13 @@ mod tests {
         check("synchronous = \"off\"", "store.synchronous");
         check("region_tz = \"Mars/Base\"", "store.region_tz");
         check("gap_factor = 0.5", "store.gap_factor");
+        check("journal_apply_ms = 5", "store.journal_apply_ms");
+        check("journal_apply_ms = 60001", "store.journal_apply_ms");
+        check("journal_apply_batches = 0", "store.journal_apply_batches");
+        check(
+            "journal_apply_batches = 10001",
+            "store.journal_apply_batches",
+        );
         check(
             "[indicators]\nsubsystems = [\"mis\"]",
             "store.indicators.subsystems",

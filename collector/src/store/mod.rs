@@ -54,4 +54,11 @@ pub trait Store: Send {
         let _ = now_ms;
         Ok(())
     }
+    /// Work `write` defers (the SQLite store's journal, applied to its tables about once a
+    /// second): done now when `force` or when due. Returns how long until it is due again;
+    /// `None`: nothing is deferred. The store thread calls it between batches and at the end.
+    fn settle(&mut self, force: bool) -> Result<Option<std::time::Duration>, StoreError> {
+        let _ = force;
+        Ok(None)
+    }
 }

@@ -4,7 +4,7 @@ use super::StoreError;
 use rusqlite::Connection;
 
 /// Schema version in `PRAGMA user_version`.
-pub(super) const VERSION: i64 = 3;
+pub(super) const VERSION: i64 = 4;
 
 /// Columns added in version 2 (issue 13): time off in working hours and the days it happened
 /// per host, and usage days per МО and category (`docs/indicators.md`).
@@ -20,6 +20,13 @@ const V2_COLUMNS: [(&str, &str); 8] = [
 ];
 
 const SCHEMA: &str = r#"
+-- Version 4: batches committed but not yet applied to the tables below (one row per batch,
+-- `store::sqlite::journal`'s encoding); applied and deleted about once a second, and at start.
+CREATE TABLE IF NOT EXISTS journal(
+    id INTEGER PRIMARY KEY,
+    body BLOB NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS meta(
     key TEXT PRIMARY KEY,
     value INTEGER NOT NULL

@@ -148,7 +148,7 @@ fn write_history(store: &mut SqliteStore) -> i64 {
             false,
         );
     }
-    // Two batches: two outbox rows.
+    // Two batches, each applied from the journal before the next: two outbox rows.
     let mut recs = s.take();
     let second = recs.split_off(recs.len() / 2);
     for records in [recs, second] {
@@ -158,6 +158,7 @@ fn write_history(store: &mut SqliteStore) -> i64 {
                 delivery: Vec::new(),
             })
             .unwrap();
+        store.settle(true).unwrap();
     }
     t0
 }

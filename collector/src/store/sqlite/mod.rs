@@ -1,12 +1,19 @@
 //! The embedded SQLite store: host registry, state intervals, reachability intervals, resource
 //! rollups, collector runs, delivery marks, daily aggregates and the InfluxDB outbox, all in
-//! `dozor.db` (WAL). One batch = one transaction. See `docs/storage.md`.
+//! `dozor.db` (WAL). See `docs/storage.md`.
+//!
+//! A batch is committed as one row of the `journal` table (one transaction, durable before the
+//! pipeline acknowledges anything); the journal is applied to the tables about once a second,
+//! the batches since the last apply in one transaction that deletes their rows, so each host's
+//! tail, rollup and delivery mark is written once per apply instead of once per batch. A start
+//! applies what a crash left before anything reads.
 //!
 //! Changes are stored, not every heartbeat: the latest segment of each host and the latest
 //! interval of each (host, target) live in memory and are written once per batch; messages
 //! older than those (replays) go through the database.
 
 mod apply;
+mod journal;
 mod maintain;
 #[cfg(test)]
 mod tests;
@@ -39,7 +46,10 @@ pub fn db_path(data_dir: &Path) -> PathBuf {
 /// Counters of the store, for metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoreStats {
+    /// Batches committed (each one journal row).
     pub batches: u64,
+    /// Transactions that applied the journal to the tables.
+    pub applies: u64,
     pub records: u64,
     /// Messages placed through the database (older than the in-memory latest interval).
     pub out_of_order: u64,
@@ -202,6 +212,69 @@ pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
     w: Writer,
+    /// Batches committed to the journal and not yet applied to the tables.
+    pending: Pending,
+    due: journal::Due,
+}
+
+/// The journal rows not yet applied, as the batches they hold (kept in memory: applying them
+/// decodes nothing; only a start-up after a crash reads rows back).
+#[derive(Debug, Default)]
+struct Pending {
+    batches: usize,
+    records: Vec<Record>,
+    /// The latest mark of each instance (a mark is the instance's whole progress: the last one
+    /// of several batches stands for all of them).
+    delivery: Vec<DeliveryMark>,
+    by_inst: HashMap<Arc<str>, usize>,
+    /// Highest journal row id held.
+    last_id: i64,
+    /// When the oldest pending batch was committed (`None` for rows found at open).
+    first: Option<std::time::Instant>,
+    /// Scratch buffer of the row being encoded.
+    row: Vec<u8>,
+}
+
+impl Pending {
+    fn push(&mut self, batch: &Batch, id: i64, at: Option<std::time::Instant>) {
+        if self.batches == 0 {
+            self.first = at;
+        }
+        self.batches += 1;
+        self.last_id = self.last_id.max(id);
+        self.records.extend(batch.records.iter().cloned());
+        for m in &batch.delivery {
+            match self.by_inst.get(&m.inst) {
+                Some(&i) => self.delivery[i] = m.clone(),
+                None => {
+                    self.by_inst.insert(m.inst.clone(), self.delivery.len());
+                    self.delivery.push(m.clone());
+                }
+            }
+        }
+    }
+
+    /// The pending batches as one, leaving the count and ids (restored by `put_back` when the
+    /// apply fails).
+    fn take(&mut self) -> Batch {
+        Batch {
+            records: std::mem::take(&mut self.records),
+            delivery: std::mem::take(&mut self.delivery),
+        }
+    }
+
+    fn put_back(&mut self, b: Batch) {
+        self.records = b.records;
+        self.delivery = b.delivery;
+    }
+
+    fn clear(&mut self) {
+        self.batches = 0;
+        self.records.clear();
+        self.delivery.clear();
+        self.by_inst.clear();
+        self.first = None;
+    }
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -259,11 +332,97 @@ impl SqliteStore {
         };
         w.load_meta(&conn)?;
         w.check_calendars(&conn)?;
-        Ok(SqliteStore {
+        let mut s = SqliteStore {
             conn,
             path: path.to_path_buf(),
             w,
-        })
+            pending: Pending::default(),
+            due: journal::Due {
+                interval: cfg.journal_apply,
+                batches: cfg.journal_batches,
+            },
+        };
+        s.recover()?;
+        Ok(s)
+    }
+
+    /// Applies the journal rows a crash left (committed batches whose tables were not brought
+    /// up to date), before anything reads the tables or the delivery marks.
+    fn recover(&mut self) -> Result<(), StoreError> {
+        let rows: Vec<(i64, Vec<u8>)> = {
+            let mut st = self
+                .conn
+                .prepare("SELECT id, body FROM journal ORDER BY id")?;
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?
+        };
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let n = rows.len();
+        for (id, body) in rows {
+            let b = journal::decode(&body)
+                .map_err(|e| StoreError::Corrupt(format!("journal row {id}: {e}")))?;
+            self.pending.push(&b, id, None);
+        }
+        self.apply_pending()?;
+        tracing::info!(
+            batches = n,
+            "store: applied the journal left by the previous run"
+        );
+        Ok(())
+    }
+
+    /// Brings the tables up to date with the journal now: the pending batches in one
+    /// transaction that also deletes their rows. On failure they stay pending (and in the
+    /// journal) and the writer's caches are dropped.
+    fn apply_pending(&mut self) -> Result<(), StoreError> {
+        if self.pending.batches == 0 {
+            return Ok(());
+        }
+        let batch = self.pending.take();
+        let c = &self.conn;
+        c.execute_batch("BEGIN IMMEDIATE")?;
+        let r = self.w.apply_batch(c, &batch).and_then(|()| {
+            c.prepare_cached("DELETE FROM journal WHERE id <= ?1")?
+                .execute([self.pending.last_id])?;
+            c.execute_batch("COMMIT")?;
+            Ok(())
+        });
+        if let Err(e) = r {
+            let _ = c.execute_batch("ROLLBACK");
+            self.pending.put_back(batch);
+            // Caches may hold state of the rolled-back transaction.
+            self.w.reset(c)?;
+            return Err(e);
+        }
+        self.pending.clear();
+        self.w.stats.applies += 1;
+        let now = self.w.scratch.now;
+        if self.w.auto_maintain && now - self.w.last_maintain >= AUTO_MAINTAIN_MS {
+            self.w.last_maintain = now;
+            // The batches are applied; a failed maintenance is retried later.
+            if let Err(e) = self.w.maintain(c, now, 5_000) {
+                tracing::warn!(error = %e, "store maintenance failed");
+                let _ = c.execute_batch("ROLLBACK");
+                self.w.reset(c)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the journal when due (or now, `force`); how long until it is due next.
+    fn settle_at(
+        &mut self,
+        force: bool,
+        now: std::time::Instant,
+    ) -> Result<Option<std::time::Duration>, StoreError> {
+        let wait = self.due.wait(self.pending.batches, self.pending.first, now);
+        if wait.is_some_and(|w| force || w.is_zero()) {
+            self.apply_pending()?;
+            return Ok(None);
+        }
+        Ok(wait)
     }
 
     pub fn path(&self) -> &Path {
@@ -283,35 +442,45 @@ impl SqliteStore {
     /// Runs maintenance now: materializes finished days and days changed by late data,
     /// applies retention, bounds the outbox. Also runs from `write` every 10 s.
     pub fn maintain_now(&mut self, now_ms: Ms) -> Result<MaintainReport, StoreError> {
+        self.apply_pending()?;
         self.w.maintain(&self.conn, now_ms, usize::MAX)
     }
 
+    /// Commits a batch durably as one journal row (its own transaction: with `synchronous =
+    /// full` it survives a power cut once this returns), then applies the journal to the
+    /// tables when due. A failed apply leaves the batches in the journal and is retried; the
+    /// batch itself is committed, so the error is only logged — unless failed applies have
+    /// piled up: then the batch is refused (not committed, not acknowledged) until one works.
     fn write_batch(&mut self, batch: &Batch) -> Result<(), StoreError> {
-        let c = &self.conn;
-        c.execute_batch("BEGIN IMMEDIATE")?;
-        let r = self.w.apply_batch(c, batch).and_then(|()| {
-            c.execute_batch("COMMIT")?;
-            Ok(())
-        });
-        if let Err(e) = r {
-            let _ = c.execute_batch("ROLLBACK");
-            // Caches may hold state of the rolled-back transaction.
-            self.w.reset(c)?;
-            return Err(e);
+        if batch.records.is_empty() && batch.delivery.is_empty() {
+            return Ok(());
         }
+        if self.pending.batches >= self.due.batches.saturating_mul(4) {
+            self.apply_pending()?;
+        }
+        self.pending.row.clear();
+        journal::encode(batch, &mut self.pending.row);
+        self.conn
+            .prepare_cached("INSERT INTO journal(body) VALUES (?1)")?
+            .execute([&self.pending.row])?;
+        let id = self.conn.last_insert_rowid();
+        let now = std::time::Instant::now();
+        self.pending.push(batch, id, Some(now));
         self.w.stats.batches += 1;
         self.w.stats.records += batch.records.len() as u64;
-        let now = self.w.scratch.now;
-        if self.w.auto_maintain && now - self.w.last_maintain >= AUTO_MAINTAIN_MS {
-            self.w.last_maintain = now;
-            // The batch is committed; a failed maintenance is retried later.
-            if let Err(e) = self.w.maintain(c, now, 5_000) {
-                tracing::warn!(error = %e, "store maintenance failed");
-                let _ = c.execute_batch("ROLLBACK");
-                self.w.reset(c)?;
-            }
+        if let Err(e) = self.settle_at(false, now) {
+            tracing::warn!(error = %e, "applying the store journal failed; retried later");
         }
         Ok(())
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // A graceful end leaves no journal (a crash does: the next open applies it).
+        if let Err(e) = self.apply_pending() {
+            tracing::warn!(error = %e, "applying the store journal at close failed; applied at the next start");
+        }
     }
 }
 
@@ -321,6 +490,7 @@ impl Store for SqliteStore {
     }
 
     fn load_delivery(&mut self) -> Result<Vec<DeliveryMark>, StoreError> {
+        self.apply_pending()?;
         let mut st = self.conn.prepare_cached(
             "SELECT inst, mo, host, contiguous, above, stored, refused FROM delivery",
         )?;
@@ -343,7 +513,13 @@ impl Store for SqliteStore {
     }
 
     fn maintain(&mut self, now_ms: i64) -> Result<(), StoreError> {
+        // Maintenance reads the tables: the journal first.
+        self.apply_pending()?;
         self.w.maintain(&self.conn, now_ms, 5_000).map(|_| ())
+    }
+
+    fn settle(&mut self, force: bool) -> Result<Option<std::time::Duration>, StoreError> {
+        self.settle_at(force, std::time::Instant::now())
     }
 }
 
