@@ -28,7 +28,8 @@
 # CARGO_TARGET_DIR (./target), BUILD (1; 0 to use the binaries already built), COLLECTOR_BIN
 # (the collector to measure; default the release build's), COLLECTOR_BEFORE (an older collector
 # binary for the `before` config: against Mosquitto, same run), BASELINE_BIN (an older collector
-# binary for the `embedded-baseline` config: with its embedded broker, same run).
+# binary for the `embedded-baseline` config: with its embedded broker, same run), SETTLE_SECS
+# (1.5: after the drain, before the CPU is read, so the store's last journal apply counts).
 set -euo pipefail
 export LC_ALL=C
 
@@ -105,14 +106,17 @@ calc() { awk "BEGIN {printf \"$1\", ($2)}"; }
 free_port() {
     local p
     while :; do
-        p=$((20000 + RANDOM % 40000))
+        # Below Linux's ephemeral range (32768–60999): a port there may be the local end of
+        # someone's outgoing connection (not connectable, yet not bindable either).
+        p=$((20000 + RANDOM % 12000))
         (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
     done
 }
 
 wait_port() {
     local i
-    for i in $(seq 200); do
+    # 30 s: a loaded shared box has taken more than 10 s to start Mosquitto.
+    for i in $(seq 600); do
         (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
         sleep 0.05
     done
@@ -306,9 +310,12 @@ run_collector() { # $1: embedded | embedded-baseline | mosquitto | before, $2: r
         sleep 0.1
     done
     local c1 b1 t1 rss brss=0
+    t1=$(now)
+    # The store applies its journal to the tables up to store.journal_apply_ms (1 s) after the
+    # last batch: let it, so that its CPU counts (an idle collector uses none meanwhile).
+    sleep "${SETTLE_SECS:-1.5}"
     c1=$(ticks "$COLL_PID")
     b1=$([[ -n $broker_pid ]] && ticks "$broker_pid" || echo 0)
-    t1=$(now)
     rss=$(hwm "$COLL_PID")
     [[ -n $broker_pid ]] && brss=$(hwm "$broker_pid")
     local gate=

@@ -25,7 +25,7 @@ use dozor_collector::metrics::Metrics;
 use dozor_collector::pipeline::{self, Pipeline, PipelineConfig};
 use dozor_collector::roster::Roster;
 use dozor_collector::state::{LiveState, Snapshot, StateConfig};
-use dozor_collector::store::config::StoreConfig;
+use dozor_collector::store::config::RawStore;
 use dozor_collector::store::{SqliteStore, Store};
 use dozor_proto::auth::{MacKey, Secret};
 use dozor_tests::{self_cpu_secs, unix_ms as now_ms};
@@ -68,6 +68,13 @@ struct Args {
     /// ingest (`authenticate_decode` with the registry), every ack is signed.
     #[arg(long)]
     signed: bool,
+    /// `store.journal_apply_ms`: the store applies its journal this long after the oldest
+    /// unapplied batch (default: the collector's).
+    #[arg(long)]
+    journal_apply_ms: Option<u64>,
+    /// `store.journal_apply_batches`: … or once this many batches wait.
+    #[arg(long)]
+    journal_apply_batches: Option<u32>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -122,12 +129,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     .context("temp dir")?;
     let roster = Arc::new(Roster::default());
-    let store = SqliteStore::open(
-        &tmp.path().join("dozor.db"),
-        &StoreConfig::default(),
-        roster.clone(),
-    )
-    .context("opening the store")?;
+    let mut raw = RawStore::default();
+    if let Some(v) = args.journal_apply_ms {
+        raw.journal_apply_ms = v;
+    }
+    if let Some(v) = args.journal_apply_batches {
+        raw.journal_apply_batches = v;
+    }
+    let store_cfg = raw.validate().context("store settings")?;
+    let store = SqliteStore::open(&tmp.path().join("dozor.db"), &store_cfg, roster.clone())
+        .context("opening the store")?;
     let metrics = Arc::new(Metrics::default());
     let state = LiveState::new(StateConfig {
         max_hosts: 200_000,
