@@ -336,7 +336,8 @@ impl LinkRx {
             router_tx,
             router_rx,
             send_buffer: outgoing_data_buffer,
-            cache: VecDeque::with_capacity(100),
+            // dozor patch (vendor/README.md): grows as used, was 100 notifications (24 KiB) per link.
+            cache: VecDeque::new(),
         }
     }
 

@@ -51,8 +51,10 @@ impl<P: Protocol> Network<P> {
     ) -> Network<P> {
         Network {
             socket,
-            read: BytesMut::with_capacity(10 * 1024),
-            write: BytesMut::with_capacity(10 * 1024),
+            // dozor patch (vendor/README.md): 2 KiB each, grown as needed (were 10 KiB each per
+            // connection); an agent's packets are a few hundred bytes.
+            read: BytesMut::with_capacity(2 * 1024),
+            write: BytesMut::with_capacity(2 * 1024),
             max_incoming_size,
             max_connection_buffer_len,
             // Overwritten by keepalive value in connect packet, otherwise we

@@ -120,7 +120,8 @@ impl<P: Protocol> RemoteLink<P> {
             network,
             link_tx,
             link_rx,
-            notifications: VecDeque::with_capacity(100),
+            // dozor patch (vendor/README.md): grows as used, was 100 notifications (24 KiB) per connection.
+            notifications: VecDeque::new(),
             will_delay_interval,
         })
     }

@@ -380,8 +380,10 @@ impl AckLog {
     /// New log
     pub fn new() -> AckLog {
         AckLog {
-            committed: VecDeque::with_capacity(100),
-            recorded: VecDeque::with_capacity(100),
+            // dozor patch (vendor/README.md): grow as used, were 100 acks and 100 QoS 2 publishes
+            // (~40 KiB) per connection.
+            committed: VecDeque::new(),
+            recorded: VecDeque::new(),
         }
     }
 

@@ -29,14 +29,16 @@ where
 {
     pub(crate) fn with_offset(absolute_offset: u64) -> Self {
         Self {
-            data: Vec::with_capacity(1024),
+            // dozor patch (vendor/README.md): grows as used, was 1,024 entries (232 KiB) for every filter.
+            data: Vec::new(),
             absolute_offset,
             total_size: 0,
         }
     }
     pub(crate) fn new() -> Self {
         Self {
-            data: Vec::with_capacity(1024),
+            // dozor patch (vendor/README.md): grows as used, was 1,024 entries (232 KiB) for every filter.
+            data: Vec::new(),
             absolute_offset: 0,
             total_size: 0,
         }
