@@ -17,9 +17,12 @@
 #
 # Environment: COLLECTORS ("name=path …"; a path may be followed by "@VAR=value,VAR=value" to
 # run it with that environment, e.g. MALLOC_ARENA_MAX=2; default: "current=target/release/
-# dozor-collector"), COUNTS ("0 1000 3000"), HOLD_SECS (65), MO_COUNT (100), RAMP_SECS (count / 100),
-# LOADGEN (target/release/dozor-loadgen), HEAPTRACK (empty; a name of COLLECTORS to run under
-# heaptrack, its files kept in KEEP_DIR), KEEP_DIR (/var/tmp).
+# dozor-collector"), COUNTS ("0 1000 3000"; keep the 0: the per-agent figures are above it),
+# HOLD_SECS (65), MO_COUNT (100), RAMP_SECS (count / 100), LOADGEN (target/release/dozor-loadgen),
+# HEAPTRACK (empty; a name of COLLECTORS to run under heaptrack, its files kept in KEEP_DIR; it
+# sees only what goes through malloc: SQLite and C libraries, not the collector's Rust
+# allocations, which go to mimalloc), KEEP_DIR (/var/tmp).
+# A collector with N agents needs 3 N + ~40 open files: the hard limit (`ulimit -Hn`) bounds N.
 set -euo pipefail
 export LC_ALL=C
 cd "$(dirname "$0")/.."
