@@ -30,7 +30,8 @@
 # LUNCH_OFF_PCT (25), NOON_KILL (true), REPLAY_RATE (0: as fast as the broker takes; msg/s over
 # all replaying hosts, a real agent's pace is 5 msg/s each), KEEPALIVE_SECS (30: the collector's mqtt.keepalive_secs),
 # MOSQ_INFLIGHT (20000: Mosquitto's max_inflight_messages), TIMEOUT_SECS (600), CARGO_TARGET_DIR (./target),
-# BUILD (1; 0 to use the binaries built), PROFILE (release; debug for a smoke run with BUILD=0).
+# BUILD (1; 0 to use the binaries built), PROFILE (release; debug for a smoke run with BUILD=0),
+# COLLECTOR (the collector binary; default the one built, e.g. a copy of an older build to compare).
 # SCENARIO=restart: AGENTS (30000), MO_COUNT (300), RAMP_SECS (120), ADDRS (4),
 # MAX_CONNECTIONS (AGENTS + 10 %; the default mqtt.max_connections, 20,000, is below a
 # 30,000-host region), RESTART_SIGNAL (TERM), SETTLE_SECS (120), PORT_RANGE ("10240 65535").
@@ -62,6 +63,8 @@ BIN=$TARGET_DIR/${PROFILE:-release}
 for b in dozor-collector dozor-loadgen; do
     [[ -x $BIN/$b ]] || { echo "$BIN/$b not built" >&2; exit 1; }
 done
+COLLECTOR=${COLLECTOR:-$BIN/dozor-collector}
+[[ -x $COLLECTOR ]] || { echo "$COLLECTOR not built" >&2; exit 1; }
 command -v mosquitto >/dev/null || PATH=$PATH:/usr/sbin
 for b in mosquitto curl; do
     command -v "$b" >/dev/null || { echo "$b is required" >&2; exit 1; }
@@ -126,7 +129,7 @@ EOF
 set -euo pipefail
 n=\$(ls "$WORK" | grep -c '^collector[.][0-9]*[.]stdout' || true)
 out="$WORK/collector.\$n.stdout"
-DOZOR_HTTP_PUBLIC_READ=true RUST_LOG=warn setsid "$BIN/dozor-collector" --config "$WORK/collector.toml" \\
+DOZOR_HTTP_PUBLIC_READ=true RUST_LOG=warn setsid "$COLLECTOR" --config "$WORK/collector.toml" \\
     --data-dir "$WORK/data" --http-listen 127.0.0.1:$HTTP_PORT >"\$out" 2>>"$WORK/collector.stderr" </dev/null &
 pid=\$!
 echo \$pid >"$WORK/collector.pid"
@@ -195,7 +198,7 @@ max_msgs_per_host_per_min = 1000000
 mode = "open"
 EOF
 mkdir -p "$WORK/data"
-DOZOR_HTTP_PUBLIC_READ=true RUST_LOG=warn "$BIN/dozor-collector" --config "$WORK/collector.toml" \
+DOZOR_HTTP_PUBLIC_READ=true RUST_LOG=warn "$COLLECTOR" --config "$WORK/collector.toml" \
     --data-dir "$WORK/data" --http-listen 127.0.0.1:0 --mqtt-url "mqtt://127.0.0.1:$MOSQ_PORT" \
     >"$WORK/collector.stdout" 2>"$WORK/collector.stderr" &
 COLL_PID=$!
