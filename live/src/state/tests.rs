@@ -297,7 +297,10 @@ fn slots_apply_like_lookups() {
         let now = h.ts + 50;
         let slot = by_slot.admit_slot(h.mo, h.host, now, true).unwrap();
         by_name.admit(h.mo, h.host, now, true).unwrap();
-        assert_eq!(by_slot.clock_offset_at(slot), by_name.clock_offset(h.mo, h.host));
+        assert_eq!(
+            by_slot.clock_offset_at(slot),
+            by_name.clock_offset(h.mo, h.host)
+        );
         let a = by_slot.apply_slot(slot, m, now, false);
         let b = by_name.apply(m, now, false, true).unwrap();
         assert_eq!(a, b, "message {n}");
