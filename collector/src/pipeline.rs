@@ -8,9 +8,9 @@
 use crate::alerts::{AlertInput, AlertSender};
 use crate::clock::now_ms;
 use crate::delivery::DeliveryMark;
-use crate::delivery::{self, Tracker, Verdict};
+use crate::delivery::{self, Taken, Tracker, Verdict};
 use crate::identity::Registry;
-use crate::ingest::{Inbound, Outbox};
+use crate::ingest::{Held, Inbound, Outbox};
 use crate::metrics::{Metrics, Refusal};
 use crate::record::{Accepted, Batch, Record, Transition};
 use crate::roster::Roster;
@@ -205,6 +205,9 @@ pub struct Pipeline {
     /// Where committed PUBACKs and the confirmations to agents go to be written in bulk by the
     /// ingest task; `None`: each through the MQTT client's request queue.
     outbox: Option<Outbox>,
+    /// The delivery key of the message being handled ([`delivery::key_into`]), reused so that
+    /// a message costs no key allocation.
+    key: String,
 }
 
 impl Pipeline {
@@ -233,6 +236,7 @@ impl Pipeline {
             registry: None,
             clones: clones::CloneWatch::default(),
             outbox: None,
+            key: String::new(),
         }
     }
 
@@ -268,17 +272,23 @@ impl Pipeline {
         if self.cfg.roster_strict && !in_roster {
             return self.reject_settled(&msg, Refusal::UnknownMo);
         }
-        if let Err(e) = self.state.admit(h.mo, h.host, recv_ms, in_roster) {
+        // One lookup of the host for this message: admit, clock offset and apply use the slot.
+        let slot = match self.state.admit_slot(h.mo, h.host, recv_ms, in_roster) {
+            Ok(s) => s,
             // Not settled: refused for now is never confirmed as stored. The agent keeps the
             // message and sends it again once its budget (or a place) is free.
-            return Outcome::Rejected(match e {
-                StateError::Flood => Refusal::Flood,
-                StateError::TooManyHosts | StateError::TooManyHostsInMo => Refusal::TooManyHosts,
-            });
-        }
+            Err(e) => {
+                return Outcome::Rejected(match e {
+                    StateError::Flood => Refusal::Flood,
+                    StateError::TooManyHosts | StateError::TooManyHostsInMo => {
+                        Refusal::TooManyHosts
+                    }
+                });
+            }
+        };
         // Correct the agent's clock: live messages define the offset; replays use the latest.
         let offset = if h.replay || retained {
-            self.state.clock_offset(h.mo, h.host).unwrap_or(0)
+            self.state.clock_offset_at(slot).unwrap_or(0)
         } else {
             recv_ms - h.ts
         };
@@ -287,13 +297,16 @@ impl Pipeline {
             return self.reject_settled(&msg, Refusal::TimestampRange);
         }
         if msg.is_sequenced() {
-            let key = delivery::key(h.mo, h.host, h.inst);
-            if !self.tracker.has_room(&key) {
-                return Outcome::Rejected(Refusal::TooManyHosts);
-            }
-            match self.tracker.check(&key, h.seq) {
-                Verdict::Duplicate => {
-                    self.tracker.confirm_again(&key);
+            delivery::key_into(&mut self.key, h.mo, h.host, h.inst);
+            let oldest = match &msg {
+                Message::Hb(e) => e.body.spool.as_ref().and_then(|s| s.oldest_seq),
+                _ => None,
+            };
+            // One lookup: room, duplicate check, record, and settling below the agent's
+            // oldest spooled number (once the message is known to be new).
+            match self.tracker.take(&self.key, h.mo, h.host, h.seq, oldest) {
+                Taken::New => {}
+                Taken::Duplicate => {
                     // A retained birth redelivered after a collector restart is a duplicate of
                     // what is stored, but the live state lost it with the process: take the
                     // inventory (role!) from it, or a crashed server would page nobody.
@@ -306,23 +319,15 @@ impl Pipeline {
                     };
                     return Outcome::Duplicate { restored };
                 }
-                Verdict::WindowFull => return Outcome::Rejected(Refusal::SeqWindow),
-                Verdict::New => self.tracker.record(&key, h.mo, h.host, h.seq),
+                Taken::WindowFull => return Outcome::Rejected(Refusal::SeqWindow),
+                Taken::NoRoom => return Outcome::Rejected(Refusal::TooManyHosts),
             }
             if !h.replay && !retained {
                 self.watch_clones(&h, recv_ms);
             }
-            if let Message::Hb(e) = &msg
-                && let Some(oldest) = e.body.spool.as_ref().and_then(|s| s.oldest_seq)
-            {
-                self.tracker.settle_below(&key, h.mo, h.host, oldest);
-            }
         }
-        // admit() created the host above; apply cannot hit the caps (`Err` is `None`).
-        let transition = self
-            .state
-            .apply(&msg, recv_ms, retained, in_roster)
-            .unwrap_or_default();
+        // admit_slot() created the host above; nothing since moved it (only snapshots do).
+        let transition = self.state.apply_slot(slot, &msg, recv_ms, retained);
         if let Some(t) = &transition {
             self.push(Record::Transition(t.clone()));
         }
@@ -536,9 +541,12 @@ pub async fn run(
                 // timers among them) each turn.
                 let mut next = msg;
                 let mut drained = 0;
+                // The queue's byte shares of the messages of this turn, given back at its end.
+                let mut held = Held::default();
                 loop {
                     match next {
-                        Some(Inbound::Msg { publish, recv_ms, decoded, .. }) => {
+                        Some(Inbound::Msg { publish, recv_ms, decoded, held: h }) => {
+                            held.merge(h);
                             let outcome = p.handle(decoded, publish.retain, recv_ms);
                             p.count(&outcome, &publish.topic);
                             if let (Some(a), Outcome::Accepted { accepted, transition }) = (&mut alerts, outcome) {

@@ -33,12 +33,19 @@ pub const MAX_ABOVE: usize = 100_000;
 /// this key.
 pub fn key(mo: &str, host: &str, inst: &str) -> String {
     let mut k = String::with_capacity(mo.len() + host.len() + inst.len() + 2);
-    k.push_str(mo);
-    k.push('/');
-    k.push_str(host);
-    k.push('/');
-    k.push_str(inst);
+    key_into(&mut k, mo, host, inst);
     k
+}
+
+/// Writes [`key`] into `buf` (cleared first): the pipeline reuses one buffer for every
+/// message instead of allocating a key each.
+pub fn key_into(buf: &mut String, mo: &str, host: &str, inst: &str) {
+    buf.clear();
+    buf.push_str(mo);
+    buf.push('/');
+    buf.push_str(host);
+    buf.push('/');
+    buf.push_str(inst);
 }
 
 /// The `inst` part of a key (ids never contain `/`; marks written before keys existed are
@@ -58,8 +65,24 @@ pub enum Verdict {
     WindowFull,
 }
 
+/// What [`Tracker::take`] did with a sequenced message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// Not seen before: recorded as in the batch being built (and the agent's `oldest_seq`
+    /// settled below it).
+    New,
+    /// Already stored: nothing recorded, its confirmation is due again.
+    Duplicate,
+    /// Too far ahead of the contiguous mark: refused for now, nothing recorded.
+    WindowFull,
+    /// A new instance and no room to track it: refused for now, nothing recorded.
+    NoRoom,
+}
+
 #[derive(Debug, Clone)]
 struct Inst {
+    /// Its key in [`Tracker`]'s map (shared), listed in the dirty list when touched.
+    key: Arc<str>,
     inst: Arc<str>,
     mo: Arc<str>,
     host: Arc<str>,
@@ -92,13 +115,18 @@ pub struct DeliveryView {
     pub refused: u64,
 }
 
+type InstMap = HashMap<Arc<str>, Inst, foldhash::fast::RandomState>;
+
 /// Delivery progress of every known agent instance.
 #[derive(Debug, Default)]
 pub struct Tracker {
     /// foldhash: fast on short strings, randomly seeded (see `state::IdMap`).
     /// Ids are shared (`Arc<str>`) with marks and views, so that copying them is a count.
-    insts: HashMap<Arc<str>, Inst, foldhash::fast::RandomState>,
+    insts: InstMap,
     max_insts: usize,
+    /// Keys of the instances whose `dirty` flag is set, each once: [`Tracker::take_dirty`]
+    /// visits these instead of walking every instance per batch.
+    dirty: Vec<Arc<str>>,
 }
 
 impl Tracker {
@@ -107,6 +135,7 @@ impl Tracker {
         let mut t = Tracker {
             insts: HashMap::with_capacity_and_hasher(marks.len(), Default::default()),
             max_insts,
+            dirty: Vec::new(),
         };
         for m in marks {
             // Marks from before keys named the identity: re-key them (the larger mark wins).
@@ -122,8 +151,9 @@ impl Tracker {
                 continue;
             }
             t.insts.insert(
-                k,
+                k.clone(),
                 Inst {
+                    key: k,
                     inst: Arc::from(inst_of(&m.inst)),
                     mo: m.mo,
                     host: m.host,
@@ -167,32 +197,59 @@ impl Tracker {
 
     /// Records that `seq` of `inst` is in the batch being built.
     pub fn record(&mut self, inst: &str, mo: &str, host: &str, seq: u64) {
-        if self.mark(inst, mo, host, seq) {
-            self.entry(inst, mo, host).stored += 1;
+        if let Some(i) = self.mark(inst, mo, host, seq) {
+            i.stored += 1;
         }
     }
 
     /// Records that `seq` of `inst` was refused by policy: settled, never stored.
     pub fn refuse(&mut self, inst: &str, mo: &str, host: &str, seq: u64) {
-        if self.mark(inst, mo, host, seq) {
-            self.entry(inst, mo, host).refused += 1;
+        if let Some(i) = self.mark(inst, mo, host, seq) {
+            i.refused += 1;
         }
     }
 
-    fn mark(&mut self, inst: &str, mo: &str, host: &str, seq: u64) -> bool {
-        let i = self.entry(inst, mo, host);
-        // Fast path: the next number in order (the common case) touches no tree node.
-        if seq == i.contiguous + 1 && i.above.is_empty() {
-            i.contiguous = seq;
-            i.dirty = true;
-            return true;
+    /// Records `seq` of `inst`; the instance when it was not recorded before.
+    fn mark(&mut self, inst: &str, mo: &str, host: &str, seq: u64) -> Option<&mut Inst> {
+        let i = entry(&mut self.insts, &mut self.dirty, inst, mo, host);
+        if !mark(i, seq) {
+            return None;
         }
-        if seq <= i.contiguous || !i.above.insert(seq) {
-            return false;
+        set_dirty(&mut self.dirty, i);
+        Some(i)
+    }
+
+    /// Decides about sequence number `seq` of instance `key` (of `mo`/`host`) and records it,
+    /// looking the instance up twice where the steps one by one took up to eight: what [`Tracker::has_room`], [`Tracker::check`], then
+    /// [`Tracker::record`] and [`Tracker::settle_below`] (for `oldest`, the agent's oldest
+    /// spooled number) or [`Tracker::confirm_again`] do one after the other.
+    pub fn take(
+        &mut self,
+        key: &str,
+        mo: &str,
+        host: &str,
+        seq: u64,
+        oldest: Option<u64>,
+    ) -> Taken {
+        if self.insts.len() >= self.max_insts && !self.insts.contains_key(key) {
+            return Taken::NoRoom;
         }
-        collapse(i);
-        i.dirty = true;
-        true
+        let i = entry(&mut self.insts, &mut self.dirty, key, mo, host);
+        if seq <= i.contiguous || i.above.contains(&seq) {
+            i.due = true;
+            i.confirmed = None;
+            return Taken::Duplicate;
+        }
+        if i.above.len() >= MAX_ABOVE && seq > i.contiguous + 1 {
+            return Taken::WindowFull;
+        }
+        mark(i, seq);
+        i.stored += 1;
+        if let Some(oldest) = oldest {
+            settle(i, oldest);
+        }
+        set_dirty(&mut self.dirty, i);
+        Taken::New
     }
 
     /// Progress of every instance, in no particular order (readers sort what they show).
@@ -214,13 +271,9 @@ impl Tracker {
 
     /// The agent says every number below `oldest` is settled (confirmed or dropped by its bound).
     pub fn settle_below(&mut self, inst: &str, mo: &str, host: &str, oldest: u64) {
-        let i = self.entry(inst, mo, host);
-        let settled = oldest.saturating_sub(1);
-        if settled > i.contiguous {
-            i.contiguous = settled;
-            i.above = i.above.split_off(&(settled + 1));
-            collapse(i);
-            i.dirty = true;
+        let i = entry(&mut self.insts, &mut self.dirty, inst, mo, host);
+        if settle(i, oldest) {
+            set_dirty(&mut self.dirty, i);
         }
     }
 
@@ -234,11 +287,14 @@ impl Tracker {
 
     /// The marks of every instance touched since the last call, for the next batch.
     pub fn take_dirty(&mut self) -> Vec<DeliveryMark> {
-        let mut out = Vec::new();
-        for (inst, i) in self.insts.iter_mut().filter(|(_, i)| i.dirty) {
+        let mut out = Vec::with_capacity(self.dirty.len());
+        for inst in self.dirty.drain(..) {
+            let Some(i) = self.insts.get_mut(&inst) else {
+                continue;
+            };
             i.dirty = false;
             out.push(DeliveryMark {
-                inst: inst.clone(),
+                inst,
                 mo: i.mo.clone(),
                 host: i.host.clone(),
                 contiguous: i.contiguous,
@@ -272,29 +328,74 @@ impl Tracker {
             }
         }
     }
+}
 
-    fn entry(&mut self, inst: &str, mo: &str, host: &str) -> &mut Inst {
-        if !self.insts.contains_key(inst) {
-            self.insts.insert(
-                Arc::from(inst),
-                Inst {
-                    inst: Arc::from(inst_of(inst)),
-                    mo: Arc::from(mo),
-                    host: Arc::from(host),
-                    contiguous: 0,
-                    above: BTreeSet::new(),
-                    committed: 0,
-                    confirmed: None,
-                    due: false,
-                    dirty: true,
-                    stored: 0,
-                    refused: 0,
-                },
-            );
-        }
-        // Inserted above if it was missing.
-        self.insts.get_mut(inst).expect("instance present")
+/// The instance `inst` of `insts`, created (and listed in `dirty`) if missing. Two lookups
+/// when it exists (the borrow checker cannot yet return a `get_mut` borrow conditionally).
+fn entry<'a>(
+    insts: &'a mut InstMap,
+    dirty: &mut Vec<Arc<str>>,
+    inst: &str,
+    mo: &str,
+    host: &str,
+) -> &'a mut Inst {
+    if !insts.contains_key(inst) {
+        let key: Arc<str> = Arc::from(inst);
+        dirty.push(key.clone());
+        insts.insert(
+            key.clone(),
+            Inst {
+                key,
+                inst: Arc::from(inst_of(inst)),
+                mo: Arc::from(mo),
+                host: Arc::from(host),
+                contiguous: 0,
+                above: BTreeSet::new(),
+                committed: 0,
+                confirmed: None,
+                due: false,
+                dirty: true,
+                stored: 0,
+                refused: 0,
+            },
+        );
     }
+    // Inserted above if it was missing.
+    insts.get_mut(inst).expect("instance present")
+}
+
+/// Marks `i` dirty, listing its key once.
+fn set_dirty(list: &mut Vec<Arc<str>>, i: &mut Inst) {
+    if !i.dirty {
+        i.dirty = true;
+        list.push(i.key.clone());
+    }
+}
+
+/// Records `seq` of `i`; false when it was already recorded.
+fn mark(i: &mut Inst, seq: u64) -> bool {
+    // Fast path: the next number in order (the common case) touches no tree node.
+    if seq == i.contiguous + 1 && i.above.is_empty() {
+        i.contiguous = seq;
+        return true;
+    }
+    if seq <= i.contiguous || !i.above.insert(seq) {
+        return false;
+    }
+    collapse(i);
+    true
+}
+
+/// Settles every number of `i` below `oldest`; false when that changed nothing.
+fn settle(i: &mut Inst, oldest: u64) -> bool {
+    let settled = oldest.saturating_sub(1);
+    if settled <= i.contiguous {
+        return false;
+    }
+    i.contiguous = settled;
+    i.above = i.above.split_off(&(settled + 1));
+    collapse(i);
+    true
 }
 
 /// Moves the contiguous mark over the numbers that now follow it without a gap.
@@ -426,6 +527,67 @@ mod tests {
                     prop_assert!(counted.contains(&s));
                 }
             }
+        }
+
+        /// `take` does in one call what the pipeline did with `has_room`, `check`, `record`,
+        /// `settle_below` and `confirm_again`: same verdicts, same marks per batch (the dirty
+        /// list holds each touched instance once), same confirmations, same views.
+        #[test]
+        fn take_equals_the_separate_steps(
+            ops in proptest::collection::vec(
+                (0usize..4, 1u64..60, proptest::option::of(1u64..70), any::<bool>()),
+                0..400,
+            )
+        ) {
+            let mut one = Tracker::new(3, vec![]);
+            let mut steps = Tracker::new(3, vec![]);
+            for (n, (who, seq, oldest, cut)) in ops.into_iter().enumerate() {
+                let k = key("mo", &format!("h{who}"), "i");
+                let host = format!("h{who}");
+                let got = one.take(&k, "mo", &host, seq, oldest);
+                let want = if !steps.has_room(&k) {
+                    Taken::NoRoom
+                } else {
+                    match steps.check(&k, seq) {
+                        Verdict::Duplicate => {
+                            steps.confirm_again(&k);
+                            Taken::Duplicate
+                        }
+                        Verdict::WindowFull => Taken::WindowFull,
+                        Verdict::New => {
+                            steps.record(&k, "mo", &host, seq);
+                            if let Some(o) = oldest {
+                                steps.settle_below(&k, "mo", &host, o);
+                            }
+                            Taken::New
+                        }
+                    }
+                };
+                prop_assert_eq!(got, want, "op {}", n);
+                if cut {
+                    let mut a = one.take_dirty();
+                    let mut b = steps.take_dirty();
+                    a.sort_by(|x, y| x.inst.cmp(&y.inst));
+                    b.sort_by(|x, y| x.inst.cmp(&y.inst));
+                    prop_assert_eq!(&a, &b);
+                    let mut seen = std::collections::HashSet::new();
+                    prop_assert!(a.iter().all(|m| seen.insert(m.inst.clone())), "listed once");
+                    one.committed(&a);
+                    steps.committed(&b);
+                    let (mut ca, mut cb) = (vec![], vec![]);
+                    one.take_due(|m, h, i, s| ca.push(format!("{m}/{h}/{i}={s}")));
+                    steps.take_due(|m, h, i, s| cb.push(format!("{m}/{h}/{i}={s}")));
+                    ca.sort();
+                    cb.sort();
+                    prop_assert_eq!(ca, cb);
+                }
+            }
+            let mut va = one.views();
+            let mut vb = steps.views();
+            va.sort_by(|x, y| x.host.cmp(&y.host));
+            vb.sort_by(|x, y| x.host.cmp(&y.host));
+            prop_assert_eq!(va, vb);
+            prop_assert!(one.take_dirty().iter().all(|m| !m.inst.is_empty()));
         }
     }
 }

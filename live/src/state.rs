@@ -66,7 +66,8 @@ pub struct Host {
     pub boot_time: i64,
     pub resources: Option<Resources>,
     pub probes: Vec<ProbeView>,
-    pub inventory: Option<Box<Birth>>,
+    /// Shared (`Arc`): copying a host that a snapshot holds does not copy its inventory.
+    pub inventory: Option<Arc<Birth>>,
     /// False when the host's МО is not in the roster.
     pub in_roster: bool,
     /// Warnings about the host for people, Russian (e.g. a cloned machine id).
@@ -173,6 +174,13 @@ pub struct LiveState {
     sorted: usize,
 }
 
+/// A host admitted by [`LiveState::admit_slot`], for the calls about the same message that
+/// follow ([`LiveState::apply_slot`], [`LiveState::clock_offset_at`]) without looking it up
+/// again. Valid until the next [`LiveState::snapshot`] (which may reorder hosts): use it for
+/// one message only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot(usize);
+
 /// Smoothing of the clock offset estimate: new = old + (sample − old) / 8.
 const OFFSET_SMOOTHING: i64 = 8;
 
@@ -217,8 +225,21 @@ impl LiveState {
         now_ms: i64,
         in_roster: bool,
     ) -> Result<(), StateError> {
+        self.admit_slot(mo, host, now_ms, in_roster).map(drop)
+    }
+
+    /// [`LiveState::admit`], returning where the host is for the rest of this message's work.
+    pub fn admit_slot(
+        &mut self,
+        mo: &str,
+        host: &str,
+        now_ms: i64,
+        in_roster: bool,
+    ) -> Result<Slot, StateError> {
         let max = self.cfg.max_msgs_per_min;
-        let h = self.entry(mo, host, now_ms, in_roster)?;
+        let i = self.index(mo, host, now_ms, in_roster)?;
+        // `index` returns a position in `hosts`.
+        let h = Arc::make_mut(&mut self.hosts[i]);
         if now_ms - h.window_start_ms >= 60_000 || now_ms < h.window_start_ms {
             h.window_start_ms = now_ms;
             h.window_count = 0;
@@ -227,7 +248,12 @@ impl LiveState {
         if h.window_count > max {
             return Err(StateError::Flood);
         }
-        Ok(())
+        Ok(Slot(i))
+    }
+
+    /// The clock offset estimate of an admitted host ([`LiveState::clock_offset`]).
+    pub fn clock_offset_at(&self, slot: Slot) -> Option<i64> {
+        self.hosts.get(slot.0)?.clock_offset_ms
     }
 
     /// The collector lost and regained its broker: hosts could not be heard meanwhile, so give
@@ -251,10 +277,24 @@ impl LiveState {
         in_roster: bool,
     ) -> Result<Option<Transition>, StateError> {
         let h = msg.header();
-        let host = self.entry(h.mo, h.host, now_ms, in_roster)?;
+        let i = self.index(h.mo, h.host, now_ms, in_roster)?;
+        Ok(self.apply_slot(Slot(i), msg, now_ms, retained))
+    }
+
+    /// [`LiveState::apply`] to the host [`LiveState::admit_slot`] admitted for this message
+    /// (its `mo`/`host`); `None` also for a slot that is no longer valid.
+    pub fn apply_slot(
+        &mut self,
+        slot: Slot,
+        msg: &Message,
+        now_ms: i64,
+        retained: bool,
+    ) -> Option<Transition> {
+        let h = msg.header();
         if h.replay {
-            return Ok(None);
+            return None;
         }
+        let host = Arc::make_mut(self.hosts.get_mut(slot.0)?);
         let live = !retained;
         if live {
             let sample = now_ms - h.ts;
@@ -297,7 +337,7 @@ impl LiveState {
                 }
             }
         }
-        Ok(set_state(host, next.0, next.1, now_ms, prev))
+        set_state(host, next.0, next.1, now_ms, prev)
     }
 
     /// Takes the inventory of a birth already stored (a retained birth redelivered after a
@@ -342,12 +382,22 @@ impl LiveState {
         now_ms: i64,
         in_roster: bool,
     ) -> Result<&mut Host, StateError> {
-        if let Some(&i) = self.mos.get(mo).and_then(|m| m.get(host)) {
-            return self
-                .hosts
-                .get_mut(i)
-                .map(Arc::make_mut)
-                .ok_or(StateError::TooManyHosts);
+        let i = self.index(mo, host, now_ms, in_roster)?;
+        Ok(Arc::make_mut(&mut self.hosts[i]))
+    }
+
+    /// The position of the host in `hosts`, created within the caps if missing.
+    fn index(
+        &mut self,
+        mo: &str,
+        host: &str,
+        now_ms: i64,
+        in_roster: bool,
+    ) -> Result<usize, StateError> {
+        if let Some(&i) = self.mos.get(mo).and_then(|m| m.get(host))
+            && i < self.hosts.len()
+        {
+            return Ok(i);
         }
         if self.hosts.len() >= self.cfg.max_hosts {
             return Err(StateError::TooManyHosts);
@@ -362,7 +412,7 @@ impl LiveState {
             .insert(host.to_string(), i);
         self.hosts
             .push(Arc::new(Host::new(mo, host, now_ms, in_roster)));
-        Ok(Arc::make_mut(&mut self.hosts[i]))
+        Ok(i)
     }
 
     /// Sets the host's warning that starts like `text` up to its first `:` (replacing an
@@ -453,7 +503,7 @@ fn apply_birth(host: &mut Host, b: &Birth, offset_ms: i64) {
     host.interval_secs = b.interval_secs;
     host.keepalive_secs = b.keepalive_secs;
     host.boot_time = b.boot_time + offset_ms / 1000;
-    host.inventory = Some(Box::new(b.clone()));
+    host.inventory = Some(Arc::new(b.clone()));
 }
 
 fn apply_hb(host: &mut Host, hb: &Heartbeat) {

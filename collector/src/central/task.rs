@@ -252,6 +252,12 @@ pub(crate) async fn run(
             }
             Hosts::Seen(s) => {
                 let snap = s.borrow_and_update().clone();
+                // The live state never forgets a host, and only its hosts are handed a
+                // version here: as many handed as there are hosts means all were.
+                if outbox.sent_count(current.version) >= snap.hosts.len() {
+                    dirty = false;
+                    continue;
+                }
                 let due = outbox.due(
                     snap.hosts
                         .iter()

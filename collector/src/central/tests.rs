@@ -83,6 +83,28 @@ fn the_outbox_sends_each_version_once_per_host_and_again_after_a_reconnect() {
     assert_eq!(o.due(hosts.iter().copied(), 7, 10).len(), 3);
 }
 
+/// The count behind the snapshot walk's shortcut: hosts handed a version, each once, per
+/// version, reset by a reconnect.
+#[test]
+fn the_outbox_counts_hosts_handed_a_version() {
+    let mut o = Outbox::default();
+    assert_eq!(o.sent_count(7), 0);
+    o.mark_sent("m", "a", 7);
+    o.mark_sent("m", "a", 7);
+    o.mark_sent("n", "a", 7);
+    assert_eq!(o.sent_count(7), 2);
+    assert_eq!(o.sent_count(8), 0);
+    o.mark_sent("m", "a", 8);
+    assert_eq!((o.sent_count(8), o.sent_count(7)), (1, 1));
+    o.mark_sent("n", "a", 8);
+    o.mark_sent("m", "b", 8);
+    assert_eq!(o.sent_count(8), 3);
+    o.forget_all();
+    assert_eq!(o.sent_count(8), 0);
+    o.mark_sent("m", "a", 8);
+    assert_eq!(o.sent_count(8), 1);
+}
+
 #[test]
 fn messages_are_signed_for_their_host_and_decode() {
     let key = dozor_proto::auth::Secret([3; 32]).mac_key();

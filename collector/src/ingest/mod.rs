@@ -44,7 +44,24 @@ pub enum Inbound {
 #[derive(Debug, Default)]
 pub struct Held {
     /// Kept for its drop, which gives the bytes back.
-    _permit: Option<OwnedSemaphorePermit>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Held {
+    /// Takes over `other`'s share, to give both back at once: the pipeline gathers the shares
+    /// of the messages it handles in one turn and gives them back together (giving bytes back
+    /// takes the semaphore's lock, once per turn instead of once per message). Shares of
+    /// different queues are not merged: `other` is then dropped, giving its bytes back now.
+    pub fn merge(&mut self, other: Held) {
+        let Some(theirs) = other.permit else {
+            return;
+        };
+        match &mut self.permit {
+            None => self.permit = Some(theirs),
+            Some(mine) if Arc::ptr_eq(mine.semaphore(), theirs.semaphore()) => mine.merge(theirs),
+            Some(_) => drop(theirs),
+        }
+    }
 }
 
 /// The ingest task's end of the queue between it and the pipeline.
@@ -144,7 +161,7 @@ impl QueueTx {
             recv_ms,
             decoded,
             held: Held {
-                _permit: Some(permit),
+                permit: Some(permit),
             },
         };
         self.tx.send(msg).await.map_err(drop)?;
@@ -416,6 +433,10 @@ pub async fn run(
     let delay = test_delay();
     let mut full_warned = false;
     let mut owed = Duration::ZERO;
+    // Made once: a `cancelled()` made per packet registered and removed a waiter (two locks)
+    // for every publish read.
+    let cancelled = cancel.cancelled();
+    tokio::pin!(cancelled);
     loop {
         if connected
             && let Err(e) = write_outbox(&mut eventloop, &outbox, generation, &mut out_buf).await
@@ -427,7 +448,7 @@ pub async fn run(
             out_buf = Queued::default();
         }
         let ev = tokio::select! {
-            _ = cancel.cancelled() => break,
+            _ = &mut cancelled => break,
             ev = eventloop.poll() => ev,
         };
         if let Ok(Event::Incoming(_)) = &ev {
@@ -531,7 +552,7 @@ pub async fn run(
                     tracing::debug!(error = %e, "MQTT connect failed; retrying");
                 }
                 tokio::select! {
-                    _ = cancel.cancelled() => break,
+                    _ = &mut cancelled => break,
                     _ = tokio::time::sleep(backoff.next_delay()) => {}
                 }
             }
