@@ -465,11 +465,13 @@ pub async fn run(
     mut p: Pipeline,
     store: Box<dyn Store>,
     client: AsyncClient,
-    mut rx: mpsc::Receiver<Inbound>,
+    rx: impl Into<crate::ingest::Inlet>,
     snapshot_tx: watch::Sender<Arc<Snapshot>>,
     mut alerts: Option<AlertSender>,
     cancel: CancellationToken,
 ) {
+    // Live messages first, then replayed ones (`ingest::Inlet`).
+    let mut rx = rx.into();
     let (job_tx, job_rx) = mpsc::channel::<Job>(2);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Committed>();
     let store_thread = match spawn_store(store, job_rx, done_tx, p.metrics.clone()) {
@@ -512,7 +514,7 @@ pub async fn run(
                 let mut drained = 0;
                 loop {
                     match next {
-                        Some(Inbound::Msg { publish, recv_ms, decoded, .. }) => {
+                        Some(Inbound::Msg { publish, generation, recv_ms, decoded, .. }) => {
                             let outcome = p.handle(decoded, publish.retain, recv_ms);
                             p.count(&outcome, &publish.topic);
                             if let (Some(a), Outcome::Accepted { accepted, transition }) = (&mut alerts, outcome) {
@@ -526,7 +528,7 @@ pub async fn run(
                             if p.cfg.acks_after_commit && publish.qos == QoS::AtLeastOnce {
                                 // Only the packet id is needed to acknowledge: the topic and
                                 // payload are freed now rather than held until the commit.
-                                p.acks.push(PubAckDue { generation: p.generation, pkid: publish.pkid });
+                                p.acks.push(PubAckDue { generation, pkid: publish.pkid });
                             }
                         }
                         Some(Inbound::Connected) => {
