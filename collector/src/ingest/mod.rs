@@ -635,6 +635,7 @@ pub async fn run(
                         tracing::warn!(
                             messages,
                             bytes,
+                            ?session,
                             "ingest queue full (mqtt.ingest_queue, mqtt.ingest_queue_mib): reading \
                              from the broker paused until the pipeline catches up; keep \
                              mqtt.ingest_queue at or above the broker's max_inflight_messages"
