@@ -277,11 +277,12 @@ mod tests {
     #[test]
     fn publish_topic_is_read_from_the_frame() {
         // A payload long enough for a two-byte remaining length.
-        let p = Publish::new(
+        let mut p = Publish::new(
             "dozor/v1/mo/host/hb-replay",
             QoS::AtLeastOnce,
             vec![7u8; 300],
         );
+        p.pkid = 1;
         let f = frame(Packet::Publish(p));
         assert_eq!(publish_topic(&f), Some("dozor/v1/mo/host/hb-replay"));
         assert_eq!(publish_topic(&f[..4]), None, "cut short");
