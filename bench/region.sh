@@ -30,8 +30,11 @@
 # LUNCH_OFF_PCT (25), NOON_KILL (true), REPLAY_RATE (0: as fast as the broker takes; msg/s over
 # all replaying hosts, a real agent's pace is 5 msg/s each), KEEPALIVE_SECS (30: the collector's mqtt.keepalive_secs),
 # MOSQ_INFLIGHT (20000: Mosquitto's max_inflight_messages), TIMEOUT_SECS (600), CARGO_TARGET_DIR (./target),
-# BUILD (1; 0 to use the binaries built), PROFILE (release; debug for a smoke run with BUILD=0),
-# COLLECTOR (the collector binary; default the one built, e.g. a copy of an older build to compare).
+# REPLAY_TOPICS (1: the backlog goes on the replay topics, `…/hb-replay`, as agents since the replay
+# topics send it; 0: on the live topics, as older agents do and a collector before them needs),
+# REPLAY_SESSION (unset: the collector's default; true/false sets mqtt.replay_session),
+# COLLECTOR (the collector binary; default the built one: a copy of an older build to compare),
+# BUILD (1; 0 to use the binaries built), PROFILE (release; debug for a smoke run with BUILD=0).
 # SCENARIO=restart: AGENTS (30000), MO_COUNT (300), RAMP_SECS (120), ADDRS (4),
 # MAX_CONNECTIONS (AGENTS + 10 %; the default mqtt.max_connections, 20,000, is below a
 # 30,000-host region), RESTART_SIGNAL (TERM), SETTLE_SECS (120), PORT_RANGE ("10240 65535").
@@ -64,7 +67,7 @@ for b in dozor-collector dozor-loadgen; do
     [[ -x $BIN/$b ]] || { echo "$BIN/$b not built" >&2; exit 1; }
 done
 COLLECTOR=${COLLECTOR:-$BIN/dozor-collector}
-[[ -x $COLLECTOR ]] || { echo "$COLLECTOR not built" >&2; exit 1; }
+[[ -x $COLLECTOR ]] || { echo "$COLLECTOR is not executable" >&2; exit 1; }
 command -v mosquitto >/dev/null || PATH=$PATH:/usr/sbin
 for b in mosquitto curl; do
     command -v "$b" >/dev/null || { echo "$b is required" >&2; exit 1; }
@@ -192,6 +195,7 @@ wait_port "$MOSQ_PORT"
 cat >"$WORK/collector.toml" <<EOF
 [mqtt]
 keepalive_secs = ${KEEPALIVE_SECS:-30}
+${REPLAY_SESSION:+replay_session = $REPLAY_SESSION}
 [limits]
 max_msgs_per_host_per_min = 1000000
 [security]
@@ -212,14 +216,14 @@ done
 [[ -n $line ]] || { echo "collector did not start" >&2; exit 1; }
 COLL_HTTP=$(sed -E 's/.*http=([^ ]+).*/\1/' <<<"$line")
 
-echo "# $(date -u +%FT%TZ) $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); HOSTS=$HOSTS MO_COUNT=$MO_COUNT BACKLOG=$BACKLOG RAMP_SECS=$RAMP_SECS"
+echo "# $(date -u +%FT%TZ) $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); HOSTS=$HOSTS MO_COUNT=$MO_COUNT BACKLOG=$BACKLOG RAMP_SECS=$RAMP_SECS REPLAY_TOPICS=${REPLAY_TOPICS:-1} REPLAY_SESSION=${REPLAY_SESSION:-default} COLLECTOR=$COLLECTOR"
 set +e
 "$BIN/dozor-loadgen" --scenario day --mqtt-url "mqtt://127.0.0.1:$MOSQ_PORT" \
     --api-url "http://$COLL_HTTP" --collector-pid "$COLL_PID" --hosts "$HOSTS" \
     --mo-count "$MO_COUNT" --backlog "$BACKLOG" --ramp-secs "$RAMP_SECS" \
     --connections "$CONNECTIONS" --timeout-secs "$TIMEOUT_SECS" \
     --lunch-off-pct "${LUNCH_OFF_PCT:-25}" --noon-kill "${NOON_KILL:-true}" \
-    --replay-rate "${REPLAY_RATE:-0}"
+    --replay-rate "${REPLAY_RATE:-0}" --replay-topics "$([[ ${REPLAY_TOPICS:-1} == 0 ]] && echo false || echo true)"
 rc=$?
 set -e
 metrics=$(curl -s "http://$COLL_HTTP/metrics" || true)

@@ -94,6 +94,9 @@ pub struct RawMqtt {
     pub ingest_queue: usize,
     /// The same queue's bound in MiB (payloads, topics and decoded messages, estimated).
     pub ingest_queue_mib: usize,
+    /// Read replayed messages on a second MQTT session with a queue of its own, behind live
+    /// ones (see `MqttConfig::replay_session`).
+    pub replay_session: bool,
     /// Embedded broker: serve MQTT over TLS with this certificate chain and key (PEM).
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
@@ -127,6 +130,7 @@ impl Default for RawMqtt {
             batched_writes: true,
             ingest_queue: 32_768,
             ingest_queue_mib: 64,
+            replay_session: true,
             tls_cert_file: None,
             tls_key_file: None,
             max_connections: 20_000,
@@ -265,6 +269,14 @@ pub struct MqttConfig {
     pub ingest_queue: usize,
     /// The same queue's bound in bytes (estimated per message, `ingest::queue_cost`).
     pub ingest_queue_bytes: usize,
+    /// Replayed messages (the `…-replay` topics: backlog re-sent from agents' spools) are read
+    /// on a second MQTT session (client id `{client_id}-replay`) into a queue of their own,
+    /// bounded like the live one, and the pipeline takes them only when no live message waits;
+    /// the embedded broker's gateway gives them a backlog window of their own. False (or
+    /// `batched_writes = false`, whose PUBACKs follow one connection): one session reads both,
+    /// and a replay delivered faster than the store keeps up delays live heartbeats behind it
+    /// (docs/reliability.md).
+    pub replay_session: bool,
 }
 
 /// Validated limits.
@@ -597,6 +609,7 @@ impl RawConfig {
                 batched_writes: self.mqtt.batched_writes,
                 ingest_queue: self.mqtt.ingest_queue,
                 ingest_queue_bytes: self.mqtt.ingest_queue_mib << 20,
+                replay_session: self.mqtt.replay_session && self.mqtt.batched_writes,
             },
             http_listen,
             roster_path: self.roster.path,

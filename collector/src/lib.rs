@@ -112,6 +112,7 @@ pub async fn run(
                 tls.as_ref(),
                 *max_connections,
                 *backlog_bytes,
+                cfg.mqtt.replay_session,
                 metrics.clone(),
                 ids.clone(),
                 &tasks,
@@ -145,7 +146,8 @@ pub async fn run(
     let http_addr = http.local_addr()?;
 
     let ingest_cancel = CancellationToken::new();
-    let (client, eventloop) = ingest::client(&cfg.mqtt, &mqtt_host, mqtt_port);
+    let live = ingest::Session::Live;
+    let (client, eventloop) = ingest::client(&cfg.mqtt, live, &mqtt_host, mqtt_port);
     let (in_tx, in_rx) = ingest::queue(&cfg.mqtt);
     metrics.set_ingest_queue(in_tx.probe());
     // With Mosquitto's dynamic security, the collector gives itself its role before it
@@ -165,6 +167,8 @@ pub async fn run(
     };
     let outbox = ingest::Outbox::default();
     tasks.spawn(ingest::run(
+        live,
+        live.filters(&cfg.mqtt),
         client.clone(),
         eventloop,
         in_tx,
@@ -175,6 +179,28 @@ pub async fn run(
         ingest::subscription_qos(&cfg.mqtt),
         ingest_cancel.clone(),
     ));
+    // Replayed backlog on a session and queue of its own, taken only when no live message
+    // waits (docs/reliability.md, "Live and replayed traffic").
+    let replay_rx = cfg.mqtt.replay_session.then(|| {
+        let replay = ingest::Session::Replay;
+        let (replay_client, replay_loop) = ingest::client(&cfg.mqtt, replay, &mqtt_host, mqtt_port);
+        let (replay_tx, replay_rx) = ingest::queue(&cfg.mqtt);
+        metrics.set_replay_queue(replay_tx.probe());
+        tasks.spawn(ingest::run(
+            replay,
+            replay.filters(&cfg.mqtt),
+            replay_client,
+            replay_loop,
+            replay_tx,
+            metrics.clone(),
+            ids.subscribe(),
+            None,
+            outbox.clone(),
+            ingest::subscription_qos(&cfg.mqtt),
+            ingest_cancel.clone(),
+        ));
+        replay_rx
+    });
 
     let state = LiveState::new(StateConfig {
         max_hosts: cfg.limits.max_hosts,
@@ -241,7 +267,7 @@ pub async fn run(
                 pipeline,
                 store,
                 client,
-                in_rx,
+                ingest::Inlet::new(in_rx, replay_rx),
                 snap_tx,
                 Some(alert_tx),
                 cancel,

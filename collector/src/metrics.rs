@@ -100,6 +100,9 @@ pub struct Metrics {
     started: Instant,
     received: AtomicU64,
     received_bytes: AtomicU64,
+    /// The same measure for the publishes of the replay session (`ingest::Session::Replay`),
+    /// which the embedded broker's replay window counts against.
+    replay_received_bytes: AtomicU64,
     accepted: [AtomicU64; 4],
     replayed: AtomicU64,
     duplicates: AtomicU64,
@@ -123,6 +126,8 @@ pub struct Metrics {
     /// (`ingest::queue`); and the most messages it held at once.
     ingest_queue: std::sync::OnceLock<IngestQueueProbe>,
     ingest_queue_peak: AtomicU64,
+    /// The replay session's queue, the same way.
+    replay_queue: std::sync::OnceLock<IngestQueueProbe>,
     /// Last time a rejection was logged, per reason, as ms since `started` (rate-limited log).
     last_log_ms: [AtomicU64; N_DROPS],
     suppressed: [AtomicU64; N_DROPS],
@@ -134,6 +139,7 @@ impl Default for Metrics {
             started: Instant::now(),
             received: AtomicU64::new(0),
             received_bytes: AtomicU64::new(0),
+            replay_received_bytes: AtomicU64::new(0),
             accepted: Default::default(),
             replayed: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
@@ -150,6 +156,7 @@ impl Default for Metrics {
             pipeline_tick_ms: std::sync::atomic::AtomicI64::new(crate::clock::now_ms()),
             ingest_queue: std::sync::OnceLock::new(),
             ingest_queue_peak: AtomicU64::new(0),
+            replay_queue: std::sync::OnceLock::new(),
             last_log_ms: std::array::from_fn(|_| AtomicU64::new(0)),
             suppressed: std::array::from_fn(|_| AtomicU64::new(0)),
         }
@@ -178,6 +185,16 @@ impl Metrics {
     /// Topic and payload bytes of every publish received so far.
     pub fn received_bytes_total(&self) -> u64 {
         self.received_bytes.load(Relaxed)
+    }
+
+    /// Counts the topic and payload bytes of a publish received on the replay session.
+    pub fn replay_received_bytes(&self, n: u64) {
+        self.replay_received_bytes.fetch_add(n, Relaxed);
+    }
+
+    /// Topic and payload bytes of every publish received on the replay session so far.
+    pub fn replay_received_bytes_total(&self) -> u64 {
+        self.replay_received_bytes.load(Relaxed)
     }
 
     pub fn accepted(&self, kind: Kind, replay: bool) {
@@ -245,6 +262,18 @@ impl Metrics {
     /// Publishes waiting in the ingest queue now (0 before the queue exists).
     pub fn ingest_queue_waiting(&self) -> u64 {
         self.ingest_queue
+            .get()
+            .map_or(0, |probe| (probe.0)().0 as u64)
+    }
+
+    /// Where `/metrics` reads the replay session's queue from (set once).
+    pub fn set_replay_queue(&self, probe: IngestQueueProbe) {
+        let _ = self.replay_queue.set(probe);
+    }
+
+    /// Publishes waiting in the replay session's queue now (0 without one).
+    pub fn replay_queue_waiting(&self) -> u64 {
+        self.replay_queue
             .get()
             .map_or(0, |probe| (probe.0)().0 as u64)
     }
@@ -379,6 +408,19 @@ impl Metrics {
                 "The most publishes the ingest queue held at once since the start.",
             )
             .sample(&[], self.ingest_queue_peak.load(Relaxed));
+        }
+        if let Some(probe) = self.replay_queue.get() {
+            let (messages, bytes) = (probe.0)();
+            f.gauge(
+                "dozor_replay_queue_messages",
+                "Replayed publishes read on the replay session waiting for the pipeline.",
+            )
+            .sample(&[], messages as u64);
+            f.gauge(
+                "dozor_replay_queue_bytes",
+                "Their estimated size (mqtt.ingest_queue_mib bounds it, separately).",
+            )
+            .sample(&[], bytes as u64);
         }
         f.write(out);
         let mut registry = prometheus_client::registry::Registry::default();

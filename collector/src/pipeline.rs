@@ -496,11 +496,13 @@ pub async fn run(
     mut p: Pipeline,
     store: Box<dyn Store>,
     client: AsyncClient,
-    mut rx: mpsc::Receiver<Inbound>,
+    rx: impl Into<crate::ingest::Inlet>,
     snapshot_tx: watch::Sender<Arc<Snapshot>>,
     mut alerts: Option<AlertSender>,
     cancel: CancellationToken,
 ) {
+    // Live messages first, then replayed ones (`ingest::Inlet`).
+    let mut rx = rx.into();
     let (job_tx, job_rx) = mpsc::channel::<Job>(2);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Committed>();
     let store_thread = match spawn_store(store, job_rx, done_tx, p.metrics.clone()) {
@@ -545,7 +547,7 @@ pub async fn run(
                 let mut held = Held::default();
                 loop {
                     match next {
-                        Some(Inbound::Msg { publish, recv_ms, decoded, held: h }) => {
+                        Some(Inbound::Msg { publish, generation, recv_ms, decoded, held: h }) => {
                             held.merge(h);
                             let outcome = p.handle(decoded, publish.retain, recv_ms);
                             p.count(&outcome, &publish.topic);
@@ -560,7 +562,7 @@ pub async fn run(
                             if p.cfg.acks_after_commit && publish.qos == QoS::AtLeastOnce {
                                 // Only the packet id is needed to acknowledge: the topic and
                                 // payload are freed now rather than held until the commit.
-                                p.acks.push(PubAckDue { generation: p.generation, pkid: publish.pkid });
+                                p.acks.push(PubAckDue { generation, pkid: publish.pkid });
                             }
                         }
                         Some(Inbound::Connected) => {

@@ -184,6 +184,43 @@ impl Backlog {
     }
 }
 
+/// A second window, for publishes whose topic `matches` (the replay topics: backlog re-sent
+/// from agents' spools), read by a subscriber of its own: the collector reads replays on a
+/// second session and counts what it takes there separately. A replay storm the collector drains
+/// slowly then fills this window, not the live one, and live publishes keep flowing.
+#[derive(Clone)]
+pub struct ReplayWindow {
+    pub backlog: Arc<Backlog>,
+    /// True for a topic that counts against this window.
+    pub matches: fn(&str) -> bool,
+}
+
+impl std::fmt::Debug for ReplayWindow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplayWindow")
+            .field("backlog", &self.backlog)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The topic of a PUBLISH frame; `None` for any other packet or a topic that is not UTF-8.
+pub(crate) fn publish_topic(frame: &[u8]) -> Option<&str> {
+    if frame.first()? >> 4 != 3 {
+        return None;
+    }
+    let mut header = 1;
+    while frame.get(header).is_some_and(|b| b & 0x80 != 0) {
+        header += 1;
+    }
+    header += 1;
+    let len = usize::from(u16::from_be_bytes([
+        *frame.get(header)?,
+        *frame.get(header + 1)?,
+    ]));
+    let start = header + 2;
+    std::str::from_utf8(frame.get(start..start + len)?).ok()
+}
+
 /// Topic and payload bytes of a PUBLISH frame (fixed header included), the measure both sides
 /// of the window count; `None` for any other packet.
 pub(crate) fn publish_bytes(frame: &[u8]) -> Option<u64> {
@@ -235,6 +272,22 @@ mod tests {
         }
         assert_eq!(publish_bytes(&frame(Packet::PingReq)), None);
         assert_eq!(publish_bytes(&[]), None);
+    }
+
+    #[test]
+    fn publish_topic_is_read_from_the_frame() {
+        // A payload long enough for a two-byte remaining length.
+        let mut p = Publish::new(
+            "dozor/v1/mo/host/hb-replay",
+            QoS::AtLeastOnce,
+            vec![7u8; 300],
+        );
+        p.pkid = 1;
+        let f = frame(Packet::Publish(p));
+        assert_eq!(publish_topic(&f), Some("dozor/v1/mo/host/hb-replay"));
+        assert_eq!(publish_topic(&f[..4]), None, "cut short");
+        assert_eq!(publish_topic(&frame(Packet::PingReq)), None);
+        assert_eq!(publish_topic(&[]), None);
     }
 
     fn window(limit: u64) -> (Arc<Backlog>, Arc<AtomicU64>) {

@@ -1,7 +1,7 @@
 //! One client connection: TLS handshake and CONNECT under a deadline, the authorizer's decision,
 //! then the pipe to the broker, judging every client packet on the way.
 
-use crate::backlog::{Backlog, publish_bytes};
+use crate::backlog::{Backlog, ReplayWindow, publish_bytes, publish_topic};
 use crate::grant::{Authorizer, Grant};
 use crate::rules::{self, Framing, MAX_FIXED_HEADER, Verdict};
 use crate::stats::{GateStats, Reason, Slot};
@@ -36,6 +36,7 @@ pub(crate) struct Shared {
     pub(crate) connect_timeout: Duration,
     pub(crate) max_packet_size: usize,
     pub(crate) backlog: Option<Arc<Backlog>>,
+    pub(crate) replay: Option<ReplayWindow>,
     pub(crate) auth: Arc<dyn Authorizer>,
     pub(crate) stats: Arc<GateStats>,
     /// Bumped by `GateHandle::recheck`.
@@ -120,6 +121,7 @@ async fn run(tcp: TcpStream, shared: &Shared, mut slot: Slot) -> End {
         &grant,
         shared.max_packet_size,
         shared.backlog.as_deref(),
+        shared.replay.as_ref(),
     );
     let revoked = async {
         loop {
@@ -223,8 +225,11 @@ async fn refuse(client: &mut Box<dyn ClientIo>, code: ConnectReturnCode, limit: 
 
 /// Reads client packets, judges each, and writes the allowed ones to the broker in batches.
 /// With a `backlog`, counts the PUBLISH bytes forwarded and reads nothing more from the client
-/// while the window is full. Returns at end of stream, on an I/O error, or at the first packet
-/// that must close.
+/// while the window is full. With a `replay` window, publishes on replay topics are counted
+/// and held there instead: while it is full, a connection waits before its next replay publish
+/// only (what it sent after it, live messages included, waits behind it in its own socket; other
+/// connections go on). Returns at end of stream, on an I/O error, or at the first packet that
+/// must close.
 async fn client_to_broker<R, W>(
     client: &mut R,
     broker: &mut W,
@@ -232,6 +237,7 @@ async fn client_to_broker<R, W>(
     grant: &Grant,
     max_packet_size: usize,
     backlog: Option<&Backlog>,
+    replay: Option<&ReplayWindow>,
 ) -> End
 where
     R: AsyncRead + Unpin + ?Sized,
@@ -243,7 +249,13 @@ where
             match rules::next_frame(buf, max_packet_size) {
                 Ok(Framing::Frame(header, frame)) => match rules::judge(grant, header, &frame) {
                     Verdict::Forward => {
-                        if let Some(b) = backlog
+                        let window = match replay {
+                            Some(r) if publish_topic(&frame).is_some_and(r.matches) => {
+                                Some(&*r.backlog)
+                            }
+                            _ => backlog,
+                        };
+                        if let Some(b) = window
                             && let Some(n) = publish_bytes(&frame)
                         {
                             // Checked per publish, not per read: a read of many publishes, or

@@ -10,7 +10,7 @@ mod grant;
 mod rules;
 mod stats;
 
-pub use backlog::{Backlog, Busy, Drained};
+pub use backlog::{Backlog, Busy, Drained, ReplayWindow};
 pub use grant::{Authorizer, Grant, Refusal};
 pub use stats::{GateStats, Reason};
 
@@ -46,6 +46,10 @@ pub struct GateConfig {
     /// Backpressure: while this window is full, connections stop reading their clients (see
     /// [`Backlog`]). `None`: forward as fast as clients send.
     pub backlog: Option<Arc<Backlog>>,
+    /// A window of its own for publishes on replay topics (re-sent backlog), so that a replay
+    /// the subscriber drains slowly never holds back live publishes (see [`ReplayWindow`]).
+    /// `None`: replays count against `backlog` like any publish.
+    pub replay: Option<ReplayWindow>,
 }
 
 impl GateConfig {
@@ -61,6 +65,7 @@ impl GateConfig {
             connect_timeout: Duration::from_secs(5),
             max_packet_size: 64 * 1024,
             backlog: None,
+            replay: None,
         }
     }
 
@@ -156,6 +161,7 @@ pub async fn start(
         connect_timeout: cfg.connect_timeout,
         max_packet_size: cfg.max_packet_size,
         backlog: cfg.backlog.clone(),
+        replay: cfg.replay.clone(),
         auth,
         stats: stats.clone(),
         generation: generation_rx,
@@ -163,6 +169,9 @@ pub async fn start(
     let tracker = TaskTracker::new();
     if let Some(backlog) = &cfg.backlog {
         tracker.spawn(backlog.clone().run(cancel.child_token()));
+    }
+    if let Some(replay) = &cfg.replay {
+        tracker.spawn(replay.backlog.clone().run(cancel.child_token()));
     }
     tracker.spawn(accept_loop(listener, cfg, shared, tracker.clone(), cancel));
     tracker.close();

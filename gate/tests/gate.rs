@@ -657,3 +657,50 @@ async fn unreachable_broker_refuses_with_server_unavailable() {
     }
     gate.wait_count(Reason::UpstreamError, 1).await;
 }
+
+/// A replay window that the subscriber never drains holds back the replaying client's next
+/// replay publish, never another client's live ones (the collector reads replays on a session
+/// of its own: a replay storm must not delay live heartbeats at the gate).
+#[tokio::test]
+async fn a_full_replay_window_holds_back_replays_not_live_publishes() {
+    use dozor_gate::{Backlog, ReplayWindow};
+    let window = |limit| {
+        Backlog::new(
+            limit,
+            Duration::from_secs(3600),
+            Box::new(|| 0),
+            Box::new(|| true),
+        )
+    };
+    let replay = window(64);
+    let gate = TestGate::start(|c| {
+        c.backlog = Some(window(1 << 20));
+        c.replay = Some(ReplayWindow {
+            backlog: replay.clone(),
+            matches: |t| t.ends_with("-replay"),
+        });
+    })
+    .await;
+    let mut watcher = gate.watcher("dozor/#").await;
+    let replaying = gate.client("pc-1").await;
+    for i in 0..3 {
+        replaying
+            .publish(
+                "dozor/v1/pc-1/hb-replay",
+                &format!("old {i} {}", "x".repeat(64)),
+            )
+            .await;
+    }
+    let first = watcher.next_publish().await;
+    assert_eq!(first.topic, "dozor/v1/pc-1/hb-replay");
+    wait_for("the replay window full", || !replay.has_room()).await;
+    let live = gate.client("pc-2").await;
+    live.publish("dozor/v1/pc-2/hb", "now").await;
+    replaying.publish("dozor/v1/pc-1/hb", "also now").await;
+    let next = watcher.next_publish().await;
+    assert_eq!(
+        (next.topic.as_str(), &next.payload[..]),
+        ("dozor/v1/pc-2/hb", &b"now"[..]),
+        "another client's live publish passes the full replay window"
+    );
+}

@@ -8,8 +8,8 @@ mod validate;
 
 pub use payload::*;
 pub use topic::{
-    Kind, MAX_ID_LEN, TOPIC_ROOT, Topic, client_id, parse_username, topic, upstream_filter,
-    username, valid_id,
+    Kind, LIVE, MAX_ID_LEN, REPLAY, TOPIC_ROOT, Topic, UPSTREAM, client_id, parse_username, topic,
+    upstream_filter, username, valid_id,
 };
 pub use validate::{Limits, decode, decode_ack, decode_cfg, valid_text};
 
@@ -37,7 +37,8 @@ pub enum Reject {
     /// `mo`/`host` in the payload differ from the topic.
     #[error("payload identity does not match the topic")]
     IdentityMismatch,
-    /// A value is out of range: NaN, negative, absurd, too long or too many entries.
+    /// A value is out of range: NaN, negative, absurd, too long or too many entries; or a
+    /// message on a replay topic not flagged `replay`.
     #[error("value out of range")]
     BadValue,
     /// The timestamp is implausible.

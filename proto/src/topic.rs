@@ -22,7 +22,31 @@ pub enum Kind {
     Ack,
     /// Downstream (collector → agent): the central probe configuration, retained.
     Cfg,
+    /// A `birth` re-sent from the agent's spool after its live moment (`birth-replay`).
+    BirthReplay,
+    /// A heartbeat re-sent from the spool after its live moment (`hb-replay`).
+    HbReplay,
+    /// A probe round re-sent from the spool after its live moment (`probe-replay`).
+    ProbeReplay,
 }
+
+/// Every kind an agent publishes: the live ones and their replay twins. Brokers let an enrolled
+/// agent publish exactly these on its own `{mo}/{host}` (docs/protocol.md).
+pub const UPSTREAM: [Kind; 7] = [
+    Kind::Birth,
+    Kind::State,
+    Kind::Hb,
+    Kind::Probe,
+    Kind::BirthReplay,
+    Kind::HbReplay,
+    Kind::ProbeReplay,
+];
+
+/// The upstream kinds published live.
+pub const LIVE: [Kind; 4] = [Kind::Birth, Kind::State, Kind::Hb, Kind::Probe];
+
+/// The upstream kinds of replayed messages (old backlog re-sent from an agent's spool).
+pub const REPLAY: [Kind; 3] = [Kind::BirthReplay, Kind::HbReplay, Kind::ProbeReplay];
 
 impl Kind {
     pub const fn as_str(self) -> &'static str {
@@ -33,6 +57,9 @@ impl Kind {
             Kind::Probe => "probe",
             Kind::Ack => "ack",
             Kind::Cfg => "cfg",
+            Kind::BirthReplay => "birth-replay",
+            Kind::HbReplay => "hb-replay",
+            Kind::ProbeReplay => "probe-replay",
         }
     }
 
@@ -44,13 +71,42 @@ impl Kind {
             "probe" => Kind::Probe,
             "ack" => Kind::Ack,
             "cfg" => Kind::Cfg,
+            "birth-replay" => Kind::BirthReplay,
+            "hb-replay" => Kind::HbReplay,
+            "probe-replay" => Kind::ProbeReplay,
             _ => return None,
         })
     }
 
     /// True for the kinds an agent publishes.
     pub const fn is_upstream(self) -> bool {
-        matches!(self, Kind::Birth | Kind::State | Kind::Hb | Kind::Probe)
+        !matches!(self, Kind::Ack | Kind::Cfg)
+    }
+
+    /// True for the replay kinds.
+    pub const fn is_replay(self) -> bool {
+        matches!(self, Kind::BirthReplay | Kind::HbReplay | Kind::ProbeReplay)
+    }
+
+    /// The kind a replayed message of this kind is published as; `None` for kinds that are
+    /// never spooled (`state`) or not upstream.
+    pub const fn replay(self) -> Option<Kind> {
+        match self {
+            Kind::Birth | Kind::BirthReplay => Some(Kind::BirthReplay),
+            Kind::Hb | Kind::HbReplay => Some(Kind::HbReplay),
+            Kind::Probe | Kind::ProbeReplay => Some(Kind::ProbeReplay),
+            _ => None,
+        }
+    }
+
+    /// The live kind of a replay kind (itself for any other): what the payload decodes as.
+    pub const fn live(self) -> Kind {
+        match self {
+            Kind::BirthReplay => Kind::Birth,
+            Kind::HbReplay => Kind::Hb,
+            Kind::ProbeReplay => Kind::Probe,
+            k => k,
+        }
     }
 }
 
@@ -140,6 +196,9 @@ mod tests {
         check("dozor/v1/mo/h/birth", Some(("mo", "h", Kind::Birth)));
         check("dozor/v1/mo/h/ack", Some(("mo", "h", Kind::Ack)));
         check("dozor/v1/mo/h/unknown", None);
+        check("dozor/v1/mo/h/hb-replay", Some(("mo", "h", Kind::HbReplay)));
+        check("dozor/v1/mo/h/state-replay", None);
+        check("dozor/v1/mo/h/ack-replay", None);
         check("dozor/v1/mo/h", None);
         check("dozor/v1/mo/h/hb/extra", None);
         check("dozor/v2/mo/h/hb", None);
@@ -161,5 +220,17 @@ mod tests {
         assert_eq!(t, "dozor/v1/1.2.3/pc-1/probe");
         assert_eq!(Topic::parse(&t).map(|t| t.kind), Ok(Kind::Probe));
         assert_eq!(upstream_filter(Kind::Hb), "dozor/v1/+/+/hb");
+        for k in UPSTREAM {
+            assert!(k.is_upstream());
+            assert_eq!(Kind::parse(k.as_str()), Some(k));
+            assert_eq!(k.is_replay(), REPLAY.contains(&k));
+            assert_eq!(k.is_replay(), !LIVE.contains(&k));
+            if let Some(r) = k.replay() {
+                assert!(r.is_replay());
+                assert_eq!(r.live(), k.live());
+            }
+        }
+        assert_eq!(Kind::State.replay(), None, "state is never spooled");
+        assert!(!Kind::Ack.is_upstream() && !Kind::Cfg.is_upstream());
     }
 }

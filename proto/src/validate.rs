@@ -52,14 +52,19 @@ pub fn decode(topic: &str, payload: &[u8], limits: &Limits) -> Result<Message, R
     }
     let t = Topic::parse(topic)?;
     let text = std::str::from_utf8(payload).map_err(|_| Reject::BadUtf8)?;
-    let msg = match t.kind {
+    let msg = match t.kind.live() {
         Kind::Birth => Message::Birth(parse::<Birth>(text)?),
         Kind::State => Message::State(parse::<State>(text)?),
         Kind::Hb => Message::Hb(parse::<Heartbeat>(text)?),
         Kind::Probe => Message::Probe(parse::<Probe>(text)?),
-        Kind::Ack | Kind::Cfg => return Err(Reject::BadTopic),
+        _ => return Err(Reject::BadTopic),
     };
     let h = msg.header();
+    // A replay topic carries only replays (a live message there would skip the live queue's
+    // priority the other way round; it is the sender's mistake, refused).
+    if t.kind.is_replay() && !h.replay {
+        return Err(Reject::BadValue);
+    }
     if h.mo != t.mo || h.host != t.host {
         return Err(Reject::IdentityMismatch);
     }

@@ -131,6 +131,19 @@ impl SimAgent {
         (t.clone(), sign(&self.key(), &t, &json))
     }
 
+    /// A heartbeat made an hour ago, replayed on `mo`/`host`'s replay topic (`…/hb-replay`),
+    /// signed with its own key: its own backlog, or a forgery for another host.
+    pub fn hb_replay_for(&mut self, mo: &str, host: &str) -> (String, Vec<u8>) {
+        let inst = self.inst.clone();
+        let json = self.hb_json(mo, host, &inst, None);
+        let mut v: serde_json::Value = serde_json::from_slice(&json).expect("heartbeat JSON");
+        v["replay"] = true.into();
+        v["ts"] = (unix_ms() - 3_600_000).into();
+        let json = serde_json::to_vec(&v).expect("heartbeat JSON");
+        let t = topic(mo, host, Kind::HbReplay);
+        (t.clone(), sign(&self.key(), &t, &json))
+    }
+
     /// Its own birth, signed.
     pub fn birth(&mut self, role: Role) -> (String, Vec<u8>) {
         self.seq += 1;

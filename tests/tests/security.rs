@@ -140,6 +140,11 @@ async fn an_identity_cannot_publish_for_another_host_or_mo_nor_write_acks() {
         .await
         .unwrap();
     assert!(att.dropped(Duration::from_secs(5)).await);
+    // The victim's replay topic too: a forged backlog for another host.
+    let mut att = connect(a.options(c.mqtt_port)).await;
+    assert!(att.connected().await);
+    att.publish(a.hb_replay_for(&b.mo, &b.host), false).await;
+    assert!(att.dropped(Duration::from_secs(5)).await);
     // Reading the whole region is refused too.
     let mut att = connect(a.options(c.mqtt_port)).await;
     assert!(att.connected().await);
@@ -173,7 +178,7 @@ async fn an_identity_cannot_publish_for_another_host_or_mo_nor_write_acks() {
     wait_metric(
         &c,
         "dozor_mqtt_gate_closed_total{reason=\"acl_publish\"}",
-        3.0,
+        4.0,
     )
     .await;
     wait_metric(
@@ -195,16 +200,19 @@ async fn an_identity_cannot_publish_for_another_host_or_mo_nor_write_acks() {
     assert_eq!(h["state"], "online", "{h}");
     assert_eq!(h["role"], "server");
     assert!(c.host("made-up-1").await.is_none());
-    // The attacker's own data is still welcome.
+    // The attacker's own data is still welcome, its own replayed backlog included.
     let mut own = connect(a.options(c.mqtt_port)).await;
     assert!(own.connected().await);
     own.publish(a.hb(), false).await;
+    let (mo, host) = (a.mo.clone(), a.host.clone());
+    own.publish(a.hb_replay_for(&mo, &host), false).await;
     wait_metric(
         &c,
         "dozor_messages_accepted_total{kind=\"hb\"}",
-        before + 2.0,
+        before + 3.0,
     )
     .await;
+    assert!(c.metric("dozor_messages_replayed_total").await >= 1.0);
 }
 
 /// A broker that lets anyone publish anything (Mosquitto without ACLs): the collector's own
@@ -627,6 +635,9 @@ async fn mosquitto_with_tls_and_dynsec_holds_each_agent_to_its_own_topics() {
         )
         .await
         .unwrap();
+    // A forged backlog on B's replay topic.
+    let mut a = a;
+    att.publish(a.hb_replay_for(&b.mo, &b.host), false).await;
     let before = accepted_hb(&c).await;
     vb.publish(b.hb(), false).await;
     wait_metric(
@@ -635,6 +646,20 @@ async fn mosquitto_with_tls_and_dynsec_holds_each_agent_to_its_own_topics() {
         before + 1.0,
     )
     .await;
+    // B's own replay is allowed by its role (the collector reads it on its replay session).
+    let (mo, host) = (b.mo.clone(), b.host.clone());
+    vb.publish(b.hb_replay_for(&mo, &host), false).await;
+    wait_metric(
+        &c,
+        "dozor_messages_accepted_total{kind=\"hb\"}",
+        before + 2.0,
+    )
+    .await;
+    assert_eq!(
+        c.metric("dozor_messages_replayed_total").await,
+        1.0,
+        "B's replay only, not A's forgery"
+    );
     // Nothing of B's reached A, and the forged state never reached the collector.
     let mut leaked = 0;
     while let Ok(Some(ev)) =

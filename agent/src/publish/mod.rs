@@ -120,13 +120,32 @@ pub struct Announce {
 /// configured ids) are then published under the enrolled ones, matching their topic and MAC.
 /// `None` if the bytes are not an envelope (they are then discarded).
 pub fn as_replay(stored: &[u8], id: &Identity) -> Option<Vec<u8>> {
+    as_replay_made(stored, id).map(|(bytes, _)| bytes)
+}
+
+/// [`as_replay`], and when the message was made (its `ts`, Unix ms by the agent's clock).
+fn as_replay_made(stored: &[u8], id: &Identity) -> Option<(Vec<u8>, i64)> {
     let mut env: Envelope<Box<RawValue>> = serde_json::from_slice(stored).ok()?;
     env.replay = true;
     if env.mo != id.mo || env.host != id.host {
         env.mo.clone_from(&id.mo);
         env.host.clone_from(&id.host);
     }
-    serde_json::to_vec(&env).ok()
+    let ts = env.ts;
+    serde_json::to_vec(&env).ok().map(|b| (b, ts))
+}
+
+/// The kind a message re-sent from the spool is published as: made at least one heartbeat
+/// interval before `now_ms`, it is backlog and goes on its kind's replay topic
+/// (`…/hb-replay`), which the collector reads on a session and queue of their own, behind live
+/// messages (docs/protocol.md, "Live and replayed messages"); younger, it is still the host's
+/// current state (a resend after a brief reconnect) and goes on the live topic.
+pub fn resend_kind(kind: Kind, made_ms: i64, now_ms: i64, interval_secs: u32) -> Kind {
+    let old = now_ms.saturating_sub(made_ms) >= i64::from(interval_secs) * 1000;
+    match kind.replay() {
+        Some(replay) if old => replay,
+        _ => kind,
+    }
 }
 
 /// The publisher task's state.
@@ -545,8 +564,9 @@ impl Publisher {
             return;
         };
         match self.with_spool(move |s| s.body(seq)).await {
-            Some(Ok(Some(stored))) => match as_replay(&stored, &self.id) {
-                Some(bytes) => {
+            Some(Ok(Some(stored))) => match as_replay_made(&stored, &self.id) {
+                Some((bytes, made)) => {
+                    let kind = resend_kind(kind, made, wall_ms(), self.announce.interval_secs);
                     let sent = self.publish(self.id.topic(kind), false, bytes);
                     let mut spool = self.spool();
                     if sent {

@@ -54,6 +54,41 @@ fn probe() -> Input {
     }
 }
 
+/// The same input made an hour ago.
+fn aged(input: Input) -> Input {
+    const HOUR_MS: i64 = 3_600_000;
+    match input {
+        Input::Sample { ts_ms, sample } => Input::Sample {
+            ts_ms: ts_ms - HOUR_MS,
+            sample,
+        },
+        Input::Probe { ts_ms, probe } => Input::Probe {
+            ts_ms: ts_ms - HOUR_MS,
+            probe,
+        },
+    }
+}
+
+/// Backlog goes on the replay topics, a resend of what is still current on the live ones;
+/// `state` has no replay topic.
+#[test]
+fn resends_older_than_an_interval_are_replays() {
+    let now = 1_750_000_000_000;
+    assert_eq!(resend_kind(Kind::Hb, now - 29_999, now, 30), Kind::Hb);
+    assert_eq!(resend_kind(Kind::Hb, now - 30_000, now, 30), Kind::HbReplay);
+    assert_eq!(
+        resend_kind(Kind::Probe, now - 86_400_000, now, 30),
+        Kind::ProbeReplay
+    );
+    assert_eq!(
+        resend_kind(Kind::Birth, now - 60_000, now, 30),
+        Kind::BirthReplay
+    );
+    // A clock set back since: the message looks fresh, and is sent live, as before.
+    assert_eq!(resend_kind(Kind::Hb, now + 60_000, now, 30), Kind::Hb);
+    assert_eq!(resend_kind(Kind::State, now - 60_000, now, 30), Kind::State);
+}
+
 struct Harness {
     requests: flume::Receiver<Request>,
     net: mpsc::Sender<Net>,
@@ -276,9 +311,10 @@ async fn offline_messages_are_spooled_and_replayed_after_live_ones() {
     let dir = tempfile::tempdir().expect("tempdir");
     let h = start(dir.path(), 1000);
     h.down().await;
+    // Made an hour ago: backlog, re-sent on the replay topics (fresh resends are below).
     for _ in 0..3 {
-        h.inputs.send(sample()).await.expect("send");
-        h.inputs.send(probe()).await.expect("send");
+        h.inputs.send(aged(sample())).await.expect("send");
+        h.inputs.send(aged(probe())).await.expect("send");
     }
     wait_for(|| h.pending().len() == 6).await;
     h.no_request_for(Duration::from_millis(50)).await;
@@ -304,7 +340,11 @@ async fn offline_messages_are_spooled_and_replayed_after_live_ones() {
         let mut orig: Value = serde_json::from_slice(original).expect("json");
         orig["replay"] = json!(true);
         assert_eq!(json, orig);
-        let kind = if i % 2 == 0 { Kind::Hb } else { Kind::Probe };
+        let kind = if i % 2 == 0 {
+            Kind::HbReplay
+        } else {
+            Kind::ProbeReplay
+        };
         assert_eq!(p.topic, topic(MO, HOST, kind));
     }
     h.no_request_for(Duration::from_millis(100)).await;

@@ -35,15 +35,23 @@ pub fn collector_commands(collector_user: &str) -> Value {
     ]})
 }
 
-/// Commands creating one agent's role and client.
-pub fn create_agent(a: &Agent) -> [Value; 2] {
-    let publish = [Kind::Birth, Kind::State, Kind::Hb, Kind::Probe].map(|k| {
-        json!({"acltype": "publishClientSend", "topic": topic(&a.mo, &a.host, k), "allow": true, "priority": 0})
-    });
+/// Commands creating one agent's role and client: it may publish its own upstream kinds
+/// (live and replay) and subscribe to its own downstream ones. A role created before the
+/// replay topics existed gets them added (the full sync at start runs this for every identity;
+/// the plugin refuses what already exists, harmlessly).
+pub fn create_agent(a: &Agent) -> Vec<Value> {
+    let acl = |k| json!({"acltype": "publishClientSend", "topic": topic(&a.mo, &a.host, k), "allow": true, "priority": 0});
+    let publish = dozor_proto::UPSTREAM.map(acl);
     let subscribe = [Kind::Ack, Kind::Cfg].map(|k| {
         json!({"acltype": "subscribeLiteral", "topic": topic(&a.mo, &a.host, k), "allow": true, "priority": 0})
     });
     let acls: Vec<Value> = publish.into_iter().chain(subscribe).collect();
+    let upgrade = dozor_proto::REPLAY.map(|k| {
+        let mut add = acl(k);
+        add["command"] = json!("addRoleACL");
+        add["rolename"] = json!(role_name(&a.mo, &a.host));
+        add
+    });
     [
         json!({"command": "createRole", "rolename": role_name(&a.mo, &a.host), "acls": acls}),
         json!({
@@ -54,6 +62,9 @@ pub fn create_agent(a: &Agent) -> [Value; 2] {
             "roles": [{"rolename": role_name(&a.mo, &a.host)}],
         }),
     ]
+    .into_iter()
+    .chain(upgrade)
+    .collect()
 }
 
 /// Commands removing a revoked agent (deleting the client disconnects it).
@@ -131,7 +142,20 @@ mod tests {
         let mut r = Registry::default();
         r.insert(Agent::new("mo1", "pc-1", &Secret([1; 32])));
         let full = diff(None, &r);
-        assert_eq!(full.len(), 2);
+        assert_eq!(
+            full.len(),
+            5,
+            "role, client, the replay ACLs added to an older role"
+        );
+        for (cmd, kind) in full[2..]
+            .iter()
+            .zip(["birth-replay", "hb-replay", "probe-replay"])
+        {
+            assert_eq!(cmd["command"], "addRoleACL");
+            assert_eq!(cmd["rolename"], "dozor-agent:mo1:pc-1");
+            assert_eq!(cmd["acltype"], "publishClientSend");
+            assert_eq!(cmd["topic"], format!("dozor/v1/mo1/pc-1/{kind}"));
+        }
         assert_eq!(full[1]["clientid"], "dozor-mo1-pc-1");
         assert_eq!(full[1]["username"], "mo1/pc-1");
         let acls = full[0]["acls"].as_array().unwrap();
@@ -141,6 +165,23 @@ mod tests {
                 .unwrap()
                 .starts_with("dozor/v1/mo1/pc-1/")
         }));
+        let published: Vec<&str> = acls
+            .iter()
+            .filter(|a| a["acltype"] == "publishClientSend")
+            .map(|a| a["topic"].as_str().unwrap().rsplit('/').next().unwrap())
+            .collect();
+        assert_eq!(
+            published,
+            [
+                "birth",
+                "state",
+                "hb",
+                "probe",
+                "birth-replay",
+                "hb-replay",
+                "probe-replay"
+            ]
+        );
         // Agents never get to write their own ack.
         assert!(!acls.iter().any(|a| a["acltype"] == "publishClientSend"
             && a["topic"].as_str().unwrap().ends_with("/ack")));

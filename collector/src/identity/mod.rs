@@ -167,7 +167,7 @@ impl Grant {
         Grant {
             mo: mo.to_string(),
             host: host.to_string(),
-            publish: [Kind::Birth, Kind::State, Kind::Hb, Kind::Probe]
+            publish: dozor_proto::UPSTREAM
                 .into_iter()
                 .map(|k| topic(mo, host, k))
                 .collect(),

@@ -2,8 +2,8 @@
 
 use crate::identity::service::Identities;
 use crate::identity::{LoginError, Registry, SecurityMode};
-use dozor_gate::{Authorizer, Backlog, GateConfig, GateStats, Grant, Refusal};
-use dozor_proto::{Kind, MAX_PAYLOAD_BYTES, parse_username, upstream_filter};
+use dozor_gate::{Authorizer, Backlog, GateConfig, GateStats, Grant, Refusal, ReplayWindow};
+use dozor_proto::{Kind, MAX_PAYLOAD_BYTES, Topic, parse_username, upstream_filter};
 use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, SegmentConfig, ServerSettings};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -154,6 +154,8 @@ pub struct Embedded {
 pub struct BrokerStats {
     pub gate: Arc<GateStats>,
     pub backlog: Arc<Backlog>,
+    /// The replay topics' own window (`mqtt.replay_session`).
+    pub replay: Option<Arc<Backlog>>,
 }
 
 /// A subscriber that takes nothing for this long with the window full is assumed to have lost
@@ -177,10 +179,12 @@ impl Authorizer for RegistryAuth {
         if self.mode == SecurityMode::Open {
             // Labs only: anyone publishes any upstream kind and reads any downstream topic,
             // but still nobody writes acks (only the collector, connected directly).
-            let upstream = [Kind::Birth, Kind::State, Kind::Hb, Kind::Probe];
             return Ok(Grant {
                 identity: client_id.to_string(),
-                publish: upstream.iter().map(|k| upstream_filter(*k)).collect(),
+                publish: dozor_proto::UPSTREAM
+                    .iter()
+                    .map(|k| upstream_filter(*k))
+                    .collect(),
                 subscribe: [Kind::Ack, Kind::Cfg]
                     .iter()
                     .map(|k| upstream_filter(*k))
@@ -213,13 +217,17 @@ impl Authorizer for RegistryAuth {
 /// connection caps, a CONNECT deadline and a packet limit. Revoking an identity closes its
 /// connection within a second (the registry's change triggers a recheck). While more than
 /// `backlog_bytes` of forwarded messages are not yet received by the collector (`metrics`),
-/// the gateway stops reading agents' sockets (see [`config`] for why).
+/// the gateway stops reading agents' sockets (see [`config`] for why). With `replay_session`,
+/// the replay topics have a window of their own, as large, drained by the collector's replay
+/// session: a replay storm the collector stores slowly fills that one and pauses only the
+/// connections that replay, never the live heartbeats of the others.
 #[allow(clippy::too_many_arguments)]
 pub async fn start_secured(
     listen: SocketAddr,
     tls: Option<&crate::tls::ServerFiles>,
     max_connections: usize,
     backlog_bytes: u64,
+    replay_session: bool,
     metrics: Arc<crate::metrics::Metrics>,
     ids: Arc<Identities>,
     tasks: &TaskTracker,
@@ -228,6 +236,19 @@ pub async fn start_secured(
     let internal = start(SocketAddr::from(([127, 0, 0, 1], 0)), backlog_bytes)?;
     let mut cfg = GateConfig::new(listen, internal);
     let busy = metrics.clone();
+    let replay = replay_session.then(|| {
+        let (taken, busy) = (metrics.clone(), metrics.clone());
+        Backlog::new(
+            backlog_bytes,
+            BACKLOG_STALL,
+            Box::new(move || taken.replay_received_bytes_total()),
+            Box::new(move || busy.replay_queue_waiting() > 0),
+        )
+    });
+    cfg.replay = replay.clone().map(|backlog| ReplayWindow {
+        backlog,
+        matches: |topic| Topic::parse(topic).is_ok_and(|t| t.kind.is_replay()),
+    });
     let backlog = Backlog::new(
         backlog_bytes,
         BACKLOG_STALL,
@@ -268,6 +289,7 @@ pub async fn start_secured(
         stats: BrokerStats {
             gate: stats,
             backlog,
+            replay,
         },
     })
 }
@@ -317,5 +339,17 @@ pub fn write_metrics(broker: &BrokerStats, out: &mut String) {
         "Times a full backlog was written off because the collector took nothing for 10 s.",
     )
     .sample(&[], b.resets());
+    if let Some(r) = &broker.replay {
+        f.gauge(
+            "dozor_mqtt_broker_replay_backlog_bytes",
+            "Bytes of replayed messages the embedded broker holds for the collector's replay session (a window of mqtt.backlog_kib of its own).",
+        )
+        .sample(&[], r.owed());
+        f.counter(
+            "dozor_mqtt_gate_replay_backlog_pauses_total",
+            "Times the replay window was full and the gateway held back replay publishes.",
+        )
+        .sample(&[], r.pauses());
+    }
     f.write(out);
 }

@@ -1,5 +1,12 @@
-//! MQTT ingest: one task drives rumqttc's event loop, decodes each publish against the wire
-//! contract and hands it to the pipeline. Errors mean back off and reconnect, never exit.
+//! MQTT ingest: one task per session drives rumqttc's event loop, decodes each publish against
+//! the wire contract and hands it to the pipeline. Errors mean back off and reconnect, never
+//! exit.
+//!
+//! Two sessions (docs/reliability.md, "Live and replayed traffic"): the live one reads the live
+//! upstream topics; the replay one, with its own client id and queue, reads the replay topics
+//! (backlog re-sent from agents' spools). The pipeline takes from the replay queue only when the
+//! live one is empty ([`Inlet`]), so a backlog the store drains slowly waits in its own queue
+//! and broker session, never in front of live heartbeats.
 
 pub mod broker;
 
@@ -28,6 +35,9 @@ pub enum Inbound {
     /// durable (manual acks).
     Msg {
         publish: Publish,
+        /// The connection it came on ([`Session::generation`]): its PUBACK is written only on
+        /// that connection.
+        generation: u32,
         recv_ms: i64,
         decoded: Result<Message, Refusal>,
         /// Its share of the queue's byte bound, given back when the message is dropped.
@@ -137,6 +147,7 @@ impl QueueTx {
     async fn send_msg(
         &self,
         publish: Publish,
+        generation: u32,
         recv_ms: i64,
         decoded: Result<Message, Refusal>,
     ) -> Result<bool, ()> {
@@ -158,6 +169,7 @@ impl QueueTx {
         waited |= self.tx.capacity() == 0;
         let msg = Inbound::Msg {
             publish,
+            generation,
             recv_ms,
             decoded,
             held: Held {
@@ -169,8 +181,127 @@ impl QueueTx {
     }
 }
 
-/// Upstream kinds the collector subscribes to.
-pub const SUBSCRIBED: [Kind; 4] = [Kind::Birth, Kind::State, Kind::Hb, Kind::Probe];
+/// Upstream kinds the collector subscribes to, on one session or the other.
+pub const SUBSCRIBED: [Kind; 7] = dozor_proto::UPSTREAM;
+
+/// Which of the collector's MQTT sessions an ingest task drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Session {
+    /// The live upstream topics; with `mqtt.replay_session = false` the replay topics too.
+    Live,
+    /// The replay topics, on a client id of its own (`{client_id}-replay`).
+    Replay,
+}
+
+/// Set in the connection count of the replay session, so that a PUBACK queued for it is
+/// written on it and not on the live one ([`Outbox::pubacks`]).
+const REPLAY_GENERATION: u32 = 1 << 31;
+
+impl Session {
+    /// The topic filters this session subscribes to.
+    pub fn filters(self, cfg: &MqttConfig) -> Vec<String> {
+        let kinds: &[Kind] = match (self, cfg.replay_session) {
+            (Session::Live, true) => &dozor_proto::LIVE,
+            (Session::Live, false) => &SUBSCRIBED,
+            (Session::Replay, _) => &dozor_proto::REPLAY,
+        };
+        kinds.iter().map(|k| upstream_filter(*k)).collect()
+    }
+
+    /// The session's MQTT client id.
+    pub fn client_id(self, cfg: &MqttConfig) -> String {
+        match self {
+            Session::Live => cfg.client_id.clone(),
+            Session::Replay => format!("{}-replay", cfg.client_id),
+        }
+    }
+
+    /// The `n`th connection of this session as the pipeline counts it.
+    fn generation(self, n: u32) -> u32 {
+        match self {
+            Session::Live => n & !REPLAY_GENERATION,
+            Session::Replay => n | REPLAY_GENERATION,
+        }
+    }
+}
+
+/// The pipeline's end of the two ingest queues: a live message is always taken before a
+/// replayed one.
+#[derive(Debug)]
+pub struct Inlet {
+    live: mpsc::Receiver<Inbound>,
+    replay: Option<mpsc::Receiver<Inbound>>,
+    live_done: bool,
+}
+
+impl From<mpsc::Receiver<Inbound>> for Inlet {
+    fn from(live: mpsc::Receiver<Inbound>) -> Inlet {
+        Inlet::new(live, None)
+    }
+}
+
+impl Inlet {
+    pub fn new(live: mpsc::Receiver<Inbound>, replay: Option<mpsc::Receiver<Inbound>>) -> Inlet {
+        Inlet {
+            live,
+            replay,
+            live_done: false,
+        }
+    }
+
+    /// The next message, live first; `None` once both queues are closed and drained.
+    pub async fn recv(&mut self) -> Option<Inbound> {
+        loop {
+            if let Ok(m) = self.try_recv() {
+                return Some(m);
+            }
+            let next = match (&mut self.replay, self.live_done) {
+                (None, true) => return None,
+                (None, false) => Some(self.live.recv().await),
+                (Some(replay), true) => match replay.recv().await {
+                    Some(m) => return Some(m),
+                    None => {
+                        self.replay = None;
+                        continue;
+                    }
+                },
+                (Some(replay), false) => tokio::select! {
+                    biased;
+                    m = self.live.recv() => Some(m),
+                    m = replay.recv() => match m {
+                        Some(m) => return Some(m),
+                        None => None,
+                    },
+                },
+            };
+            match next {
+                Some(Some(m)) => return Some(m),
+                Some(None) => self.live_done = true,
+                // The replay queue closed and is drained.
+                None => self.replay = None,
+            }
+        }
+    }
+
+    /// A message waiting now, live first.
+    pub fn try_recv(&mut self) -> Result<Inbound, mpsc::error::TryRecvError> {
+        match self.live.try_recv() {
+            Ok(m) => Ok(m),
+            Err(e) => match &mut self.replay {
+                Some(r) => r.try_recv().or(Err(e)),
+                None => Err(e),
+            },
+        }
+    }
+
+    /// Closes both queues; what waits in them can still be received.
+    pub fn close(&mut self) {
+        self.live.close();
+        if let Some(r) = &mut self.replay {
+            r.close();
+        }
+    }
+}
 
 /// Largest packet read from the broker. Payloads between the protocol's 16 KiB and this are
 /// read and rejected as `oversized`; a bigger one makes rumqttc fail the connection, and the
@@ -208,8 +339,8 @@ pub fn subscription_qos(cfg: &MqttConfig) -> QoS {
 
 /// Builds the client options: persistent session, wide inflight window, manual acks for an
 /// external broker (see [`acks_after_commit`]).
-pub fn options(cfg: &MqttConfig, host: &str, port: u16) -> MqttOptions {
-    let mut o = MqttOptions::new(cfg.client_id.clone(), host, port);
+pub fn options(cfg: &MqttConfig, session: Session, host: &str, port: u16) -> MqttOptions {
+    let mut o = MqttOptions::new(session.client_id(cfg), host, port);
     if let Some((user, password)) = &cfg.credentials {
         o.set_credentials(user.clone(), password.clone());
     }
@@ -228,8 +359,13 @@ pub fn options(cfg: &MqttConfig, host: &str, port: u16) -> MqttOptions {
 }
 
 /// Creates the client and its event loop.
-pub fn client(cfg: &MqttConfig, host: &str, port: u16) -> (AsyncClient, EventLoop) {
-    AsyncClient::new(options(cfg, host, port), 200_000)
+pub fn client(
+    cfg: &MqttConfig,
+    session: Session,
+    host: &str,
+    port: u16,
+) -> (AsyncClient, EventLoop) {
+    AsyncClient::new(options(cfg, session, host, port), 200_000)
 }
 
 /// What the pipeline sends to the broker in bulk: PUBACKs of committed publishes and the
@@ -248,6 +384,9 @@ pub struct Outbox(Arc<Mutex<Queued>>);
 struct Queued {
     /// (connection, packet id): written only on the connection the publish came on.
     pubacks: Vec<(u32, u16)>,
+    /// The same for the replay session's connections ([`Session::generation`]).
+    replay_pubacks: Vec<(u32, u16)>,
+    /// Written by the live session only.
     publishes: Vec<Publish>,
 }
 
@@ -261,7 +400,14 @@ impl Outbox {
     /// stop, the confirmations of the same messages wake it within a second ([`Outbox::publish`]);
     /// a PUBACK that waits costs at most a redelivered duplicate.
     pub fn pubacks(&self, acks: impl IntoIterator<Item = (u32, u16)>) {
-        self.lock().pubacks.extend(acks);
+        let mut q = self.lock();
+        for a in acks {
+            if a.0 & REPLAY_GENERATION != 0 {
+                q.replay_pubacks.push(a);
+            } else {
+                q.pubacks.push(a);
+            }
+        }
     }
 
     /// Queues QoS 0 publishes and wakes the event loop with the last one, sent through the
@@ -291,7 +437,7 @@ impl Outbox {
     /// Packets waiting to be written.
     pub fn len(&self) -> usize {
         let q = self.lock();
-        q.pubacks.len() + q.publishes.len()
+        q.pubacks.len() + q.replay_pubacks.len() + q.publishes.len()
     }
 
     /// True when nothing waits.
@@ -300,12 +446,14 @@ impl Outbox {
     }
 }
 
-/// Writes the queued packets onto the connection `generation` (the count of connections so
-/// far), one flush for all; PUBACKs of publishes received on an earlier connection are
-/// dropped, the broker redelivers those. Without a connection everything stays queued.
+/// Writes the queued packets of `session` onto its connection `generation` (the count of
+/// connections so far), one flush for all; PUBACKs of publishes received on an earlier
+/// connection are dropped, the broker redelivers those. Without a connection everything stays
+/// queued.
 async fn write_outbox(
     eventloop: &mut EventLoop,
     outbox: &Outbox,
+    session: Session,
     generation: u32,
     buf: &mut Queued,
 ) -> Result<usize, StateError> {
@@ -314,10 +462,22 @@ async fn write_outbox(
     };
     {
         let mut q = outbox.lock();
-        if q.pubacks.is_empty() && q.publishes.is_empty() {
-            return Ok(0);
+        match session {
+            Session::Live => {
+                if q.pubacks.is_empty() && q.publishes.is_empty() {
+                    return Ok(0);
+                }
+                std::mem::swap(&mut q.pubacks, &mut buf.pubacks);
+                std::mem::swap(&mut q.publishes, &mut buf.publishes);
+            }
+            Session::Replay => {
+                if q.replay_pubacks.is_empty() {
+                    return Ok(0);
+                }
+                // Written below like the live session's.
+                std::mem::swap(&mut q.replay_pubacks, &mut buf.pubacks);
+            }
         }
-        std::mem::swap(&mut *q, buf);
     }
     let mut n = 0;
     for (g, pkid) in buf.pubacks.drain(..) {
@@ -412,6 +572,8 @@ fn test_delay() -> Option<Duration> {
 /// and writes what the pipeline queued in `outbox` between polls.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
+    session: Session,
+    filters: Vec<String>,
     client: AsyncClient,
     mut eventloop: EventLoop,
     tx: QueueTx,
@@ -439,7 +601,14 @@ pub async fn run(
     tokio::pin!(cancelled);
     loop {
         if connected
-            && let Err(e) = write_outbox(&mut eventloop, &outbox, generation, &mut out_buf).await
+            && let Err(e) = write_outbox(
+                &mut eventloop,
+                &outbox,
+                session,
+                session.generation(generation),
+                &mut out_buf,
+            )
+            .await
         {
             // The connection broke: the next poll reports it and reconnects. The broker
             // redelivers what the lost PUBACKs were for, and the duplicates are acknowledged
@@ -457,8 +626,13 @@ pub async fn run(
         match ev {
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 metrics.received();
-                // The embedded broker's gateway bounds what it forwards by this (its backlog).
-                metrics.received_bytes((p.topic.len() + p.payload.len()) as u64);
+                // The embedded broker's gateway bounds what it forwards by this (its backlog
+                // windows, one per session).
+                let bytes = (p.topic.len() + p.payload.len()) as u64;
+                match session {
+                    Session::Live => metrics.received_bytes(bytes),
+                    Session::Replay => metrics.replay_received_bytes(bytes),
+                }
                 if let Some(d) = delay {
                     owed += d;
                     if owed >= Duration::from_millis(5) {
@@ -470,7 +644,9 @@ pub async fn run(
                     let reg = registry.as_ref().map(|r| r.borrow());
                     authenticate_decode(&p.topic, &p.payload, reg.as_deref().map(|a| &**a), &limits)
                 };
-                let sent = tx.send_msg(p, now_ms(), decoded).await;
+                let sent = tx
+                    .send_msg(p, session.generation(generation), now_ms(), decoded)
+                    .await;
                 metrics.ingest_queue_depth(tx.in_use().0);
                 match sent {
                     Err(()) => break,
@@ -480,6 +656,7 @@ pub async fn run(
                         tracing::warn!(
                             messages,
                             bytes,
+                            ?session,
                             "ingest queue full (mqtt.ingest_queue, mqtt.ingest_queue_mib): reading \
                              from the broker paused until the pipeline catches up; keep \
                              mqtt.ingest_queue at or above the broker's max_inflight_messages"
@@ -491,6 +668,7 @@ pub async fn run(
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 tracing::info!(
                     session_present = ack.session_present,
+                    ?session,
                     "connected to MQTT broker"
                 );
                 backoff.reset();
@@ -498,7 +676,9 @@ pub async fn run(
                 generation = generation.wrapping_add(1);
                 connect_warned = false;
                 full_warned = false;
-                metrics.set_broker_connected(true);
+                if session == Session::Live {
+                    metrics.set_broker_connected(true);
+                }
                 // After a poisoned session was discarded, persist the session again from the
                 // next reconnect on.
                 eventloop.mqtt_options.set_clean_session(false);
@@ -514,12 +694,14 @@ pub async fn run(
                 {
                     tracing::warn!(error = %e, "dynsec self-provisioning not sent");
                 }
-                for kind in SUBSCRIBED {
-                    if let Err(e) = client.subscribe(upstream_filter(kind), sub_qos).await {
+                for filter in &filters {
+                    if let Err(e) = client.subscribe(filter.clone(), sub_qos).await {
                         tracing::warn!(error = %e, "subscribe failed");
                     }
                 }
-                if tx.send(Inbound::Connected).await.is_err() {
+                // The pipeline's view of the broker (live state, the collector's runs) follows
+                // the live session; replays say nothing about who is online now.
+                if session == Session::Live && tx.send(Inbound::Connected).await.is_err() {
                     break;
                 }
             }
@@ -535,12 +717,14 @@ pub async fn run(
                     tracing::warn!(error = %e, "unreadable message from the broker; discarding the session");
                     eventloop.mqtt_options.set_clean_session(true);
                 }
-                metrics.set_broker_connected(false);
+                if session == Session::Live {
+                    metrics.set_broker_connected(false);
+                }
                 if connected {
                     connected = false;
                     metrics.mqtt_reconnect();
-                    tracing::warn!(error = %e, "MQTT connection lost; reconnecting");
-                    if tx.send(Inbound::Disconnected).await.is_err() {
+                    tracing::warn!(error = %e, ?session, "MQTT connection lost; reconnecting");
+                    if session == Session::Live && tx.send(Inbound::Disconnected).await.is_err() {
                         break;
                     }
                 } else if !connect_warned {
@@ -596,9 +780,9 @@ mod tests {
             tx.warn_full,
             "an external broker's window is worth a warning"
         );
-        assert_eq!(tx.send_msg(publish(10), 0, refused()).await, Ok(false));
-        assert_eq!(tx.send_msg(publish(10), 0, refused()).await, Ok(false));
-        let third = tx.send_msg(publish(10), 0, refused());
+        assert_eq!(tx.send_msg(publish(10), 0, 0, refused()).await, Ok(false));
+        assert_eq!(tx.send_msg(publish(10), 0, 0, refused()).await, Ok(false));
+        let third = tx.send_msg(publish(10), 0, 0, refused());
         tokio::pin!(third);
         assert!(tokio::time::timeout(soon, &mut third).await.is_err());
         drop(rx.recv().await);
@@ -608,9 +792,15 @@ mod tests {
         // dropped, not merely received.
         let (tx, mut rx) = queue(&small(100, 5_000));
         assert_eq!(queue_cost(&publish(1_000)), 2_272);
-        assert_eq!(tx.send_msg(publish(1_000), 0, refused()).await, Ok(false));
-        assert_eq!(tx.send_msg(publish(1_000), 0, refused()).await, Ok(false));
-        let third = tx.send_msg(publish(1_000), 0, refused());
+        assert_eq!(
+            tx.send_msg(publish(1_000), 0, 0, refused()).await,
+            Ok(false)
+        );
+        assert_eq!(
+            tx.send_msg(publish(1_000), 0, 0, refused()).await,
+            Ok(false)
+        );
+        let third = tx.send_msg(publish(1_000), 0, 0, refused());
         tokio::pin!(third);
         assert!(tokio::time::timeout(soon, &mut third).await.is_err());
         let first = rx.recv().await;
@@ -620,7 +810,10 @@ mod tests {
 
         // A message bigger than the whole bound still passes, alone.
         let (tx, _rx) = queue(&small(100, 1_000));
-        assert_eq!(tx.send_msg(publish(4_000), 0, refused()).await, Ok(false));
+        assert_eq!(
+            tx.send_msg(publish(4_000), 0, 0, refused()).await,
+            Ok(false)
+        );
 
         let embedded = MqttConfig {
             ingest_queue: 10,
@@ -664,7 +857,110 @@ mod tests {
             batched_writes: true,
             ingest_queue: 32_768,
             ingest_queue_bytes: 64 << 20,
+            replay_session: true,
         }
+    }
+
+    fn msg(topic: &str) -> Inbound {
+        Inbound::Msg {
+            publish: Publish::new(topic, QoS::AtLeastOnce, vec![]),
+            generation: 0,
+            recv_ms: 0,
+            decoded: Err(Refusal::Unsigned),
+            held: Held::default(),
+        }
+    }
+
+    fn topic_of(m: Option<Inbound>) -> Option<String> {
+        match m {
+            Some(Inbound::Msg { publish, .. }) => Some(publish.topic),
+            Some(other) => Some(format!("{other:?}")),
+            None => None,
+        }
+    }
+
+    /// The pipeline takes a replayed message only when no live one waits, and drains both
+    /// queues once they are closed.
+    #[tokio::test]
+    async fn live_messages_are_taken_before_replayed_ones() {
+        let (live_tx, live_rx) = mpsc::channel(16);
+        let (replay_tx, replay_rx) = mpsc::channel(16);
+        let mut inlet = Inlet::new(live_rx, Some(replay_rx));
+        for i in 0..3 {
+            replay_tx.send(msg(&format!("r{i}"))).await.unwrap();
+        }
+        live_tx.send(msg("l0")).await.unwrap();
+        live_tx.send(msg("l1")).await.unwrap();
+        assert_eq!(topic_of(inlet.recv().await).as_deref(), Some("l0"));
+        assert_eq!(topic_of(inlet.try_recv().ok()).as_deref(), Some("l1"));
+        assert_eq!(topic_of(inlet.recv().await).as_deref(), Some("r0"));
+        live_tx.send(msg("l2")).await.unwrap();
+        assert_eq!(topic_of(inlet.recv().await).as_deref(), Some("l2"));
+        assert_eq!(topic_of(inlet.recv().await).as_deref(), Some("r1"));
+        assert_eq!(topic_of(inlet.recv().await).as_deref(), Some("r2"));
+        // Both empty: a replay arriving while the pipeline waits is taken.
+        let waiting = tokio::spawn(async move { (topic_of(inlet.recv().await), inlet) });
+        replay_tx.send(msg("r3")).await.unwrap();
+        let (first, mut inlet) = waiting.await.unwrap();
+        assert_eq!(first.as_deref(), Some("r3"));
+        replay_tx.send(msg("r4")).await.unwrap();
+        inlet.close();
+        assert!(live_tx.send(msg("late")).await.is_err(), "closed");
+        assert_eq!(
+            topic_of(inlet.recv().await).as_deref(),
+            Some("r4"),
+            "drained"
+        );
+        assert!(inlet.recv().await.is_none());
+        drop((live_tx, replay_tx));
+    }
+
+    /// PUBACKs go back on the session (and connection) their publish came on.
+    #[test]
+    fn pubacks_are_sorted_by_session() {
+        let outbox = Outbox::default();
+        let live = Session::Live.generation(3);
+        let replay = Session::Replay.generation(3);
+        assert_ne!(live, replay);
+        outbox.pubacks([(live, 1), (replay, 2), (live, 3)]);
+        let q = outbox.lock();
+        assert_eq!(q.pubacks, [(live, 1), (live, 3)]);
+        assert_eq!(q.replay_pubacks, [(replay, 2)]);
+    }
+
+    #[test]
+    fn sessions_split_the_filters_unless_switched_off() {
+        let c = cfg(MqttMode::External {
+            host: "mq".into(),
+            port: 1883,
+        });
+        assert_eq!(
+            Session::Live.filters(&c),
+            [
+                "dozor/v1/+/+/birth",
+                "dozor/v1/+/+/state",
+                "dozor/v1/+/+/hb",
+                "dozor/v1/+/+/probe"
+            ]
+        );
+        assert_eq!(
+            Session::Replay.filters(&c),
+            [
+                "dozor/v1/+/+/birth-replay",
+                "dozor/v1/+/+/hb-replay",
+                "dozor/v1/+/+/probe-replay"
+            ]
+        );
+        assert_eq!(Session::Replay.client_id(&c), "c-replay");
+        let one = MqttConfig {
+            replay_session: false,
+            ..c
+        };
+        assert_eq!(
+            Session::Live.filters(&one).len(),
+            7,
+            "one session reads both"
+        );
     }
 
     #[test]
@@ -674,7 +970,7 @@ mod tests {
             port: 1883,
         });
         assert!(acks_after_commit(&external));
-        assert!(options(&external, "mq", 1883).manual_acks());
+        assert!(options(&external, Session::Live, "mq", 1883).manual_acks());
         assert_eq!(subscription_qos(&external), QoS::AtLeastOnce);
         let embedded = cfg(MqttMode::Embedded {
             listen: "127.0.0.1:1883".parse().unwrap(),
@@ -683,7 +979,7 @@ mod tests {
             backlog_bytes: 1 << 20,
         });
         assert!(!acks_after_commit(&embedded));
-        assert!(!options(&embedded, "127.0.0.1", 1883).manual_acks());
+        assert!(!options(&embedded, Session::Live, "127.0.0.1", 1883).manual_acks());
         assert_eq!(subscription_qos(&embedded), QoS::AtMostOnce);
         let unbatched = MqttConfig {
             batched_writes: false,

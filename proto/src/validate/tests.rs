@@ -84,6 +84,29 @@ fn valid_messages_decode() {
     );
 }
 
+/// Replay topics decode as their live kind, only with `replay: true`; `state` has no replay
+/// topic. A live topic still takes replays (agents before the replay topics send them there).
+#[test]
+fn replay_topics_decode_as_their_live_kind() {
+    let replay = |d: &mut serde_json::Value| d["replay"] = serde_json::json!(true);
+    check("hb-replay", hb_json(), replay, Ok(()));
+    check("birth-replay", birth_json(), replay, Ok(()));
+    check("probe-replay", probe_json(), |_| {}, Ok(()));
+    check("hb", hb_json(), replay, Ok(()));
+    check("hb-replay", hb_json(), |_| {}, Err(Reject::BadValue));
+    check(
+        "probe-replay",
+        probe_json(),
+        |d| d["replay"] = serde_json::json!(false),
+        Err(Reject::BadValue),
+    );
+    check("state-replay", state_json(), replay, Err(Reject::BadTopic));
+    check("hb-replay", probe_json(), |_| {}, Err(Reject::BadJson));
+    let bytes = serde_json::to_vec(&probe_json()).unwrap();
+    let m = decode(&topic_of("probe-replay"), &bytes, &Limits::DEFAULT).unwrap();
+    assert_eq!(m.kind(), Kind::Probe);
+}
+
 #[test]
 fn decoded_fields() {
     let bytes = serde_json::to_vec(&probe_json()).unwrap();

@@ -108,6 +108,11 @@ struct Args {
     /// replays 5 msg/s); 0: as fast as the broker takes them.
     #[arg(long, default_value_t = 0)]
     replay_rate: u64,
+    /// `--scenario day`: publish the backlog on the replay topics (`…/hb-replay`), as agents
+    /// since the replay topics do; `false`: on the live topics, as older agents do (and as a
+    /// collector before the replay topics needs).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    replay_topics: bool,
     /// `--scenario restart`: the broker addresses the agents' connections are dealt over,
     /// comma-separated (default: the host of `--mqtt-url`).
     #[arg(long)]
@@ -182,6 +187,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             lunch_off_pct: args.lunch_off_pct.min(100),
             noon_kill: args.noon_kill,
             replay_rate: args.replay_rate,
+            replay_topics: args.replay_topics,
         })
         .await;
     }

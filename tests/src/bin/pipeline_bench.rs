@@ -203,6 +203,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 publish.pkid = 1;
                 let msg = Inbound::Msg {
                     publish,
+                    // The first connection (`Inbound::Connected` above).
+                    generation: 1,
                     recv_ms: now_ms(),
                     decoded,
                     held: Default::default(),

@@ -101,6 +101,8 @@ pub(crate) struct SimHost {
     pub inst: String,
     /// Topic of its heartbeats.
     pub hb_topic: String,
+    /// Topic of its replayed heartbeats (`…/hb-replay`).
+    pub hb_replay_topic: String,
     /// Last sequence number issued (0: none yet).
     seq: u64,
     /// Stable per-host randomness.
@@ -156,6 +158,7 @@ impl SimHost {
         );
         SimHost {
             hb_topic: topic(&mo, &host, Kind::Hb),
+            hb_replay_topic: topic(&mo, &host, Kind::HbReplay),
             mo,
             host,
             inst,

@@ -67,6 +67,9 @@ pub(crate) struct DayArgs {
     pub noon_kill: bool,
     /// Backlog messages per second over all replaying hosts; 0: as fast as the broker takes.
     pub replay_rate: u64,
+    /// Backlog on the replay topics (`…/hb-replay`, agents since the replay topics); false:
+    /// on the live topics, as older agents send it.
+    pub replay_topics: bool,
 }
 
 /// Phase switches shared by the connections.
@@ -242,6 +245,7 @@ pub(crate) async fn run(a: DayArgs) -> anyhow::Result<()> {
             start,
             ramp,
             a.replay_rate as f64 / conns as f64,
+            a.replay_topics,
         )));
     }
     for r in ready {
@@ -636,6 +640,7 @@ async fn drive(
     start: Instant,
     ramp: Duration,
     replay_rate: f64,
+    replay_topics: bool,
 ) {
     let mut buf = Vec::with_capacity(1024);
     let mut cursor = 0usize;
@@ -755,13 +760,13 @@ async fn drive(
                 let ts =
                     crate::now_ms() - elapsed.as_millis() as i64 + s.at.as_millis() as i64 - age;
                 s.h.heartbeat_json_as(next, ts, true, s.boot_ms, &mut buf);
+                let topic = if replay_topics {
+                    s.h.hb_replay_topic.as_str()
+                } else {
+                    s.h.hb_topic.as_str()
+                };
                 if client
-                    .publish(
-                        s.h.hb_topic.as_str(),
-                        QoS::AtLeastOnce,
-                        false,
-                        buf.as_slice(),
-                    )
+                    .publish(topic, QoS::AtLeastOnce, false, buf.as_slice())
                     .await
                     .is_err()
                 {
