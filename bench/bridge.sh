@@ -100,7 +100,7 @@ cat >"$WORK/broker.sh" <<EOF
 #!/usr/bin/env bash
 set -euo pipefail
 ulimit -n \$(ulimit -Hn)
-setsid mosquitto -c "$WORK/\$1/mosquitto.conf" 2>>"$WORK/\$1/log" </dev/null &
+setsid mosquitto -c "$WORK/\$1/mosquitto.conf" >/dev/null 2>>"$WORK/\$1/log" </dev/null &
 echo \$! >"$WORK/\$1.pid"
 echo \$!
 EOF
@@ -184,7 +184,7 @@ done
 chmod -R a+rwX "$WORK"
 CORE_PID=$(bash "$WORK/broker.sh" core)
 wait_port "$CORE_PORT"
-ctl() { mosquitto_ctrl -h 127.0.0.1 -p "$CORE_PORT" -u dozor-collector -P "$ADMIN_PASS" dynsec "$@" >/dev/null; }
+ctl() { mosquitto_ctrl -h 127.0.0.1 -p "$CORE_PORT" -u dozor-collector -P "$ADMIN_PASS" dynsec "$@" 2>&1 >/dev/null | grep -v -e 'without encryption' -e 'visible on the network' -e '^$' >&2 || true; }
 ctl createRole dozor-bridge
 ctl addRoleACL dozor-bridge publishClientSend 'dozor/v1/#' allow
 ctl addRoleACL dozor-bridge publishClientReceive 'dozor/v1/#' allow

@@ -308,7 +308,7 @@ impl Procs {
         for (n, s) in &mut self.0 {
             if n == name {
                 *s = Sampler::new(Some(pid));
-                s.sample();
+                s.phase();
             }
         }
     }
@@ -326,6 +326,19 @@ impl Procs {
         }
         (human.join("; "), kv.join(" "))
     }
+}
+
+/// Incidents by `rule [state]`, with their count.
+fn by_rule(list: &[String]) -> String {
+    let mut m: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for i in list {
+        let rule_state = i.splitn(3, ' ').take(2).collect::<Vec<_>>().join(" ");
+        *m.entry(rule_state).or_insert(0) += 1;
+    }
+    m.iter()
+        .map(|(k, v)| format!("{k} ×{v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Sums of the agents' status files.
@@ -618,7 +631,7 @@ pub(crate) async fn run(a: BridgeArgs) -> anyhow::Result<()> {
     let new = api.incidents_since(&before).await?;
     let d = |k: &str| sum(&st[..1], k) - sum(&st0[..1], k);
     eprintln!(
-        "dozor-loadgen bridge: edge 1 restart ({edge_agents} agents): the broker up again after {up:.1} s; every agent connected {t_conn:.1} s, every host online {t_online:.1} s, everything acknowledged stored {t_stored:.1} s after the stop began; {} connection attempts ({} CONNACKs; refused: {} by CONNACK, {} TCP, {} closed, {} timeouts, {} other); fewest online {min_online} of {n}; {h}; incidents opened by {} s later: {}{}",
+        "dozor-loadgen bridge: edge 1 restart ({edge_agents} agents): the broker up again after {up:.1} s; every agent connected {t_conn:.1} s, every host online {t_online:.1} s, everything acknowledged stored {t_stored:.1} s after the stop began; {} connection attempts ({} CONNACKs; refused: {} by CONNACK, {} TCP, {} closed, {} timeouts, {} other); fewest online {min_online} of {n}; {h}; incidents opened by {} s later: {} ({}){}",
         d("attempts"),
         d("connacks"),
         d("refused_connack"),
@@ -628,6 +641,7 @@ pub(crate) async fn run(a: BridgeArgs) -> anyhow::Result<()> {
         d("other"),
         a.settle_secs,
         new.len(),
+        by_rule(&new),
         new.iter()
             .take(20)
             .map(|s| format!("\n  {s}"))
