@@ -8,10 +8,16 @@
 # upstream topics to a core Mosquitto at QoS 1 and the collector's `ack`/`cfg` back; the
 # collector subscribes to the core with its persistent session. Security as a region runs it
 # (deploy/mosquitto-secure.conf, docs/security.md) but without TLS: every broker runs the
-# dynamic-security plugin, no anonymous clients; the collector is in enrolled mode and the core's
-# dynsec admin, and provisions the core itself; the edges are provisioned with the collector's
-# own dynsec commands by `dozor-loadgen --scenario provision` (the collector provisions only the
-# broker it is connected to). Every agent logs in with its own identity, signs its messages and
+# dynamic-security plugin, no anonymous clients; the collector is in enrolled mode (every message
+# signed by a registered identity). Agents log in at the edges only, so the core holds just the
+# collector's and the bridges' logins (the collector's role is what `identity::dynsec` gives it;
+# `mqtt.dynsec` is off: its commands would copy 30,000 agents into a broker they never use).
+# `dozor-loadgen --scenario provision` enrolls the fleet into the collector's identity.db and
+# writes each edge's dynsec file before the edge starts: the same clients and roles the
+# collector's commands make, password hashes as the plugin makes them. PROVISION=commands sends
+# the collector's commands to the running edges instead: Mosquitto 2.0.11 rewrites its whole
+# dynsec file after every command, so that path is quadratic (docs/benchmarks.md has the figure).
+# Every agent logs in with its own identity, signs its messages and
 # leaves a signed last will; the agents run in EDGES `dozor-loadgen --scenario agents` processes
 # (one per edge, so none exceeds the open-files limit).
 #
@@ -28,6 +34,7 @@
 # SETTLE_SECS (90), BRIDGE_INFLIGHT (1000: the
 # edges' max_inflight_messages, which is also the bridge's window towards the core),
 # CORE_INFLIGHT (20000), EDGE_STOP (TERM: how edge 1 is stopped; KILL for a crash),
+# PROVISION (file; commands),
 # TIMEOUT_SECS (900), BUILD (1; 0 to use the binaries built), PROFILE (release), KEEP (0).
 # Every process started here is killed on exit.
 set -euo pipefail
@@ -185,6 +192,13 @@ chmod -R a+rwX "$WORK"
 CORE_PID=$(bash "$WORK/broker.sh" core)
 wait_port "$CORE_PORT"
 ctl() { mosquitto_ctrl -h 127.0.0.1 -p "$CORE_PORT" -u dozor-collector -P "$ADMIN_PASS" dynsec "$@" 2>&1 >/dev/null | grep -v -e 'without encryption' -e 'visible on the network' -e '^$' >&2 || true; }
+# The collector's role, as `identity::dynsec::collector_commands` makes it.
+ctl createRole dozor-collector
+ctl addRoleACL dozor-collector subscribePattern 'dozor/v1/#' allow
+ctl addRoleACL dozor-collector publishClientReceive 'dozor/v1/#' allow
+ctl addRoleACL dozor-collector publishClientSend 'dozor/v1/+/+/ack' allow
+ctl addRoleACL dozor-collector publishClientSend 'dozor/v1/+/+/cfg' allow
+ctl addClientRole dozor-collector dozor-collector 10
 ctl createRole dozor-bridge
 ctl addRoleACL dozor-bridge publishClientSend 'dozor/v1/#' allow
 ctl addRoleACL dozor-bridge publishClientReceive 'dozor/v1/#' allow
@@ -195,12 +209,19 @@ for e in $(seq "$EDGES"); do
 done
 pids="core:$CORE_PID"
 edges=
+edge_files=
 for e in $(seq "$EDGES"); do
-    p=$(bash "$WORK/broker.sh" "edge$e")
-    wait_port "${EDGE_PORTS[e - 1]}"
-    pids+=",edge$e:$p"
     edges+="${edges:+,}mqtt://127.0.0.1:${EDGE_PORTS[e - 1]}"
+    edge_files+="${edge_files:+,}$WORK/edge$e/dynsec.json"
 done
+start_edges() {
+    local e p
+    for e in $(seq "$EDGES"); do
+        p=$(bash "$WORK/broker.sh" "edge$e")
+        wait_port "${EDGE_PORTS[e - 1]}"
+        pids+=",edge$e:$p"
+    done
+}
 
 # The collector: enrolled mode, the core's dynsec admin.
 printf '%s' "$ADMIN_PASS" >"$WORK/collector-pass"
@@ -210,7 +231,7 @@ type = "external"
 url = "mqtt://127.0.0.1:$CORE_PORT"
 username = "dozor-collector"
 password_file = "$WORK/collector-pass"
-dynsec = true
+dynsec = false
 [security]
 mode = "enrolled"
 EOF
@@ -258,19 +279,17 @@ COLL_PID=$(bash "$WORK/start.sh")
 
 RUN_ID=$(date +%s)
 common=(--hosts "$AGENTS" --mo-count "$MO_COUNT" --run-id "$RUN_ID")
-t=$(date +%s.%N)
-DOZOR_BENCH_EDGE_ADMIN="edge-admin:$ADMIN_PASS" "$BIN/dozor-loadgen" --scenario provision "${common[@]}" \
-    --data-dir "$WORK/data" --edges "$edges" --timeout-secs "${TIMEOUT_SECS:-900}"
-# The collector reloads identity.db and provisions the core: wait until the core's dynsec file
-# holds every agent (plus the admin and the bridges) before the agents start.
-want=$((AGENTS + 1 + EDGES))
-for _ in $(seq "${TIMEOUT_SECS:-900}"); do
-    have=$(grep -c '"username"' "$WORK/core/dynsec.json" 2>/dev/null || true)
-    ((have >= want)) && break
-    sleep 1
-done
-echo "# core broker's dynsec holds $have of $want clients $(secs "$t") s after provisioning began (the collector provisions it); load $(load); core VmHWM $(awk '/^VmHWM/ {print $2, $3}' "/proc/$CORE_PID/status")"
-((have >= want)) || { echo "the collector did not provision the core in time" >&2; exit 1; }
+if [[ ${PROVISION:-file} == commands ]]; then
+    start_edges
+    DOZOR_BENCH_EDGE_ADMIN="edge-admin:$ADMIN_PASS" "$BIN/dozor-loadgen" --scenario provision "${common[@]}" \
+        --data-dir "$WORK/data" --edges "$edges" --timeout-secs "${TIMEOUT_SECS:-900}"
+else
+    "$BIN/dozor-loadgen" --scenario provision "${common[@]}" --data-dir "$WORK/data" --edge-files "$edge_files"
+    start_edges
+fi
+echo "# provisioned, load $(load); edge 1 VmRSS $(awk '/^VmRSS/ {print $2, $3}' "/proc/$(cat "$WORK/edge1.pid")/status") with its dynsec clients loaded"
+# The collector notices identity.db's change (PRAGMA data_version) within seconds.
+sleep 5
 
 STATUS=$WORK/status
 mkdir -p "$STATUS"

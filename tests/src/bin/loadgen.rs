@@ -131,6 +131,10 @@ struct Args {
     /// `--scenario provision`: the edge brokers, comma-separated `mqtt://host:port`.
     #[arg(long)]
     edges: Option<String>,
+    /// `--scenario provision`: instead of `--edges`, the dynamic-security files of the edges
+    /// (not running), comma-separated, written directly.
+    #[arg(long)]
+    edge_files: Option<String>,
     /// `--scenario provision`: the edges' dynamic-security admin, `user:password`.
     #[arg(long, env = "DOZOR_BENCH_EDGE_ADMIN")]
     edge_admin: Option<String>,
@@ -184,9 +188,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .edge_admin
                 .as_deref()
                 .and_then(|a| a.split_once(':'))
-                .context("--scenario provision needs --edge-admin user:password")?;
+                .unwrap_or_default();
             return bridge::provision(bridge::ProvisionArgs {
-                data_dir: args.data_dir.context("--scenario provision needs --data-dir")?,
+                data_dir: args
+                    .data_dir
+                    .context("--scenario provision needs --data-dir")?,
                 spec,
                 edges: args
                     .edges
@@ -196,6 +202,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     .filter(|e| !e.is_empty())
                     .map(parse_mqtt_url)
                     .collect::<anyhow::Result<_>>()?,
+                edge_files: args
+                    .edge_files
+                    .as_deref()
+                    .unwrap_or_default()
+                    .split(',')
+                    .filter(|e| !e.is_empty())
+                    .map(std::path::PathBuf::from)
+                    .collect(),
                 admin: (user.to_string(), pass.to_string()),
                 timeout_secs: args.timeout_secs,
             })

@@ -62,8 +62,12 @@ fn key(mo: &str, host: &str) -> String {
 pub(crate) struct ProvisionArgs {
     pub data_dir: PathBuf,
     pub spec: FleetSpec,
-    /// Edge brokers, `(host, port)`.
+    /// Edge brokers, `(host, port)`, provisioned with dynsec commands.
     pub edges: Vec<(String, u16)>,
+    /// Or the dynamic-security files of stopped edge brokers (made by `mosquitto_ctrl dynsec
+    /// init`), written directly: what the commands would make, without the plugin rewriting its
+    /// whole file after every command.
+    pub edge_files: Vec<PathBuf>,
     pub admin: (String, String),
     pub timeout_secs: u64,
 }
@@ -100,6 +104,28 @@ pub(crate) async fn provision(a: ProvisionArgs) -> anyhow::Result<()> {
         "dozor-loadgen provision: {n} identities written to identity.db in {:.1} s",
         enrolled.as_secs_f64()
     );
+    for (e, file) in a.edge_files.iter().enumerate() {
+        let mut reg = Registry::default();
+        for (i, h) in fleet.hosts.iter().enumerate() {
+            if edge_of(i, a.spec.mo_count, a.edge_files.len()) == e {
+                reg.insert(Agent::new(&h.mo, &h.host, &bench_secret(a.spec.run_id, h)));
+            }
+        }
+        let t = Instant::now();
+        write_dynsec_file(file, &reg, a.spec.run_id)?;
+        let secs = t.elapsed().as_secs_f64();
+        eprintln!(
+            "dozor-loadgen provision: edge {}: {} agents' dynsec clients and roles written to {file:?} in {secs:.1} s",
+            e + 1,
+            reg.len()
+        );
+        out.push(format!(
+            "edge{}_agents={} edge{}_dynsec_file_s={secs:.1}",
+            e + 1,
+            reg.len(),
+            e + 1
+        ));
+    }
     for (e, (host, port)) in a.edges.iter().enumerate() {
         let mut reg = Registry::default();
         for (i, h) in fleet.hosts.iter().enumerate() {
@@ -127,6 +153,92 @@ pub(crate) async fn provision(a: ProvisionArgs) -> anyhow::Result<()> {
     }
     println!("dozor-loadgen-provision {}", out.join(" "));
     Ok(())
+}
+
+/// Iterations of Mosquitto 2.0's dynsec password hash.
+const DYNSEC_ITERATIONS: u32 = 101;
+
+/// PBKDF2-HMAC-SHA512, one 64-byte block: how Mosquitto's dynamic-security plugin stores a
+/// password (base64 of the hash and of a 12-byte salt, with the iterations).
+fn pbkdf2_sha512(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 64] {
+    use hmac::{Hmac, Mac};
+    let mac =
+        Hmac::<sha2::Sha512>::new_from_slice(password).expect("HMAC takes keys of any length");
+    let mut m = mac.clone();
+    m.update(salt);
+    m.update(&1u32.to_be_bytes());
+    let mut u: [u8; 64] = m.finalize().into_bytes().into();
+    let mut t = u;
+    for _ in 1..iterations {
+        let mut m = mac.clone();
+        m.update(&u);
+        u = m.finalize().into_bytes().into();
+        for (a, b) in t.iter_mut().zip(u) {
+            *a ^= b;
+        }
+    }
+    t
+}
+
+fn base64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for c in data.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(A[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Adds the registry's agents to a dynamic-security file, as the collector's commands
+/// (`identity::dynsec::create_agent`) would: one role with the agent's topics, one client
+/// bound to its client id, the password hashed as the plugin hashes it.
+fn write_dynsec_file(path: &Path, reg: &Registry, run_id: u64) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{path:?}"))?;
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{path:?}: JSON"))?;
+    let mut clients = Vec::with_capacity(reg.len());
+    let mut roles = Vec::with_capacity(reg.len());
+    let mut rng = splitmix(run_id ^ 0x5a17);
+    for a in reg.agents() {
+        let [mut role, mut client] = dynsec::create_agent(a);
+        if let Some(r) = role.as_object_mut() {
+            r.remove("command");
+        }
+        let mut salt = [0u8; 12];
+        for c in salt.chunks_mut(4) {
+            rng = splitmix(rng);
+            c.copy_from_slice(&rng.to_le_bytes()[..4]);
+        }
+        let hash = pbkdf2_sha512(
+            a.secret.mqtt_password().as_bytes(),
+            &salt,
+            DYNSEC_ITERATIONS,
+        );
+        if let Some(c) = client.as_object_mut() {
+            c.remove("command");
+            c.insert("password".into(), base64(&hash).into());
+            c.insert("salt".into(), base64(&salt).into());
+            c.insert("iterations".into(), DYNSEC_ITERATIONS.into());
+        }
+        roles.push(role);
+        clients.push(client);
+    }
+    for (k, v) in [("clients", clients), ("roles", roles)] {
+        match doc[k].as_array_mut() {
+            Some(list) => list.extend(v),
+            None => doc[k] = v.into(),
+        }
+    }
+    write_atomic(path, &serde_json::to_vec(&doc)?)
 }
 
 /// Publishes dynsec command batches as the plugin's admin and waits for every answer;
@@ -319,7 +431,9 @@ impl Procs {
         let mut kv = Vec::new();
         for (n, s) in &mut self.0 {
             let (peak, avg, rss) = s.phase();
-            human.push(format!("{n} CPU peak {peak:.0} % avg {avg:.1} % RSS {rss} MiB"));
+            human.push(format!(
+                "{n} CPU peak {peak:.0} % avg {avg:.1} % RSS {rss} MiB"
+            ));
             kv.push(format!(
                 "{tag}_{n}_cpu_peak_pct={peak:.0} {tag}_{n}_cpu_avg_pct={avg:.1} {tag}_{n}_rss_mib={rss}"
             ));
@@ -546,7 +660,9 @@ pub(crate) async fn run(a: BridgeArgs) -> anyhow::Result<()> {
             trace.join(" ")
         );
         let Some(done) = done else {
-            bail!("collector SIG{sig}: not every host's acknowledged messages stored within {deadline:?}")
+            bail!(
+                "collector SIG{sig}: not every host's acknowledged messages stored within {deadline:?}"
+            )
         };
         let t = Instant::now();
         let mut min_online = n;
@@ -596,7 +712,10 @@ pub(crate) async fn run(a: BridgeArgs) -> anyhow::Result<()> {
         let conn = st[0].get("connected").copied().unwrap_or(0);
         let online = api.online().await.unwrap_or(0);
         min_online = min_online.min(online);
-        trace.push(format!("{:.0}s:{conn}/{online}", t0.elapsed().as_secs_f64()));
+        trace.push(format!(
+            "{:.0}s:{conn}/{online}",
+            t0.elapsed().as_secs_f64()
+        ));
         let el = t0.elapsed().as_secs_f64();
         if t_conn.is_none() && conn >= edge_agents {
             t_conn = Some(el);
@@ -698,6 +817,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn passwords_are_hashed_as_mosquitto_does() {
+        // hashlib.pbkdf2_hmac('sha512', b'password', b'salt', n)
+        assert_eq!(
+            hex(&pbkdf2_sha512(b"password", b"salt", 1)),
+            "867f70cf1ade02cff3752599a3a53dc4af34c7a669815ae5d513554e1c8cf252c02d470a285a0501bad999bfe943c08f050235d7d68b1da55e63f73b60a57fce"
+        );
+        assert!(
+            hex(&pbkdf2_sha512(b"password", b"salt", 101))
+                .starts_with("0899b1f8f12cd157a81fc4cc1f8f046f")
+        );
+        assert_eq!(base64(b"ab"), "YWI=");
+        assert_eq!(base64(b"abcd"), "YWJjZA==");
+        assert_eq!(base64(b"abc"), "YWJj");
+    }
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    #[test]
     fn edges_hold_whole_mo_and_secrets_are_per_host() {
         let spec = FleetSpec {
             hosts: 40,
@@ -715,7 +854,11 @@ mod tests {
             3,
             "every edge gets МО"
         );
-        let s: HashSet<String> = f.hosts.iter().map(|h| bench_secret(7, h).to_hex()).collect();
+        let s: HashSet<String> = f
+            .hosts
+            .iter()
+            .map(|h| bench_secret(7, h).to_hex())
+            .collect();
         assert_eq!(s.len(), 40);
         assert_eq!(
             bench_secret(7, &f.hosts[0]).to_hex(),
