@@ -368,7 +368,9 @@ pub(crate) async fn agents(a: AgentsArgs) -> anyhow::Result<()> {
             counts.acked.load(Relaxed),
             std::process::id()
         );
-        write_atomic(&status, line.as_bytes())?;
+        if let Err(e) = write_atomic(&status, line.as_bytes()) {
+            eprintln!("dozor-loadgen agents: {e:#}");
+        }
         text.clear();
         for (k, c) in &acked {
             text.push_str(k);
@@ -376,12 +378,15 @@ pub(crate) async fn agents(a: AgentsArgs) -> anyhow::Result<()> {
             text.push_str(&c.load(Relaxed).to_string());
             text.push('\n');
         }
-        write_atomic(&acked_file, text.as_bytes())?;
+        if let Err(e) = write_atomic(&acked_file, text.as_bytes()) {
+            eprintln!("dozor-loadgen agents: {e:#}");
+        }
     }
 }
 
 fn write_atomic(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
+    // Beside the file, under its own name: `with_extension` would give every `acked.N` one.
+    let tmp = PathBuf::from(format!("{}.tmp", path.display()));
     std::fs::write(&tmp, data).with_context(|| format!("{tmp:?}"))?;
     std::fs::rename(&tmp, path).with_context(|| format!("{path:?}"))?;
     Ok(())
