@@ -334,6 +334,12 @@ impl SimHost {
         self.state_json(ts_ms, dozor_proto::ConnState::Lost, None)
     }
 
+    /// The retained `online` state the agent publishes after each birth, replacing its last
+    /// will's `lost` (`agent/src/publish/mod.rs`).
+    pub(crate) fn online_json(&self, ts_ms: i64) -> (String, Vec<u8>) {
+        self.state_json(ts_ms, dozor_proto::ConnState::Online, None)
+    }
+
     fn state_json(
         &self,
         ts_ms: i64,

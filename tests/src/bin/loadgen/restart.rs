@@ -456,6 +456,19 @@ pub(crate) async fn agent(
                 {
                     c.published.fetch_add(1, Relaxed);
                 }
+                if enrolled {
+                    // As the agent does: a retained `online` replaces the will's `lost`, which
+                    // a broker would otherwise hand the collector again at its next subscribe.
+                    // QoS 0 here (the agent uses 1) so that every PUBACK counted in `acked` is
+                    // a sequenced message's, comparable with what the collector stored.
+                    let (topic, json) = h.lock().expect("host lock").online_json(crate::now_ms());
+                    let _ = client.try_publish(
+                        topic.clone(),
+                        QoS::AtMostOnce,
+                        true,
+                        seal(&topic, json),
+                    );
+                }
             }
             Ok(_) => {}
             Err(e) => {
