@@ -9,6 +9,8 @@
 //! With `--bench-decode` it does not connect and times `dozor_proto::decode` on the same
 //! heartbeats instead.
 
+#[path = "loadgen/bridge.rs"]
+mod bridge;
 #[path = "loadgen/fleet.rs"]
 mod fleet;
 #[path = "loadgen/region.rs"]
@@ -74,9 +76,12 @@ struct Args {
     /// (morning switch-on, one МО's week-long backlog replayed, the report, evening shutdown;
     /// see `loadgen/region.rs` and `bench/region.sh`), or `restart` (one MQTT connection per
     /// agent, then a collector restart with every agent reconnecting; `loadgen/restart.rs`,
-    /// `bench/region-restart.sh`). Needs `--api-url` (and `--api-token` unless the API is
-    /// public to read).
-    #[arg(long, value_parser = ["day", "restart"])]
+    /// `bench/region.sh`); or a Mosquitto bridge tree (`bench/bridge.sh`,
+    /// `loadgen/bridge.rs`): `provision` (enroll the fleet, provision the edges' dynamic
+    /// security), `agents` (one edge's enrolled agents), `bridge` (the measuring side). Needs
+    /// `--api-url` (and `--api-token` unless the API is public to read) except `provision`
+    /// and `agents`.
+    #[arg(long, value_parser = ["day", "restart", "provision", "agents", "bridge"])]
     scenario: Option<String>,
     /// The collector's HTTP API (for `--scenario`), e.g. `http://127.0.0.1:8080`.
     #[arg(long)]
@@ -125,6 +130,38 @@ struct Args {
     /// incidents are counted.
     #[arg(long, default_value_t = 120)]
     settle_secs: u64,
+    /// `--scenario provision`: the collector's data directory (its `identity.db`).
+    #[arg(long)]
+    data_dir: Option<std::path::PathBuf>,
+    /// `--scenario provision`: the edge brokers, comma-separated `mqtt://host:port`.
+    #[arg(long)]
+    edges: Option<String>,
+    /// `--scenario provision`: instead of `--edges`, the dynamic-security files of the edges
+    /// (not running), comma-separated, written directly.
+    #[arg(long)]
+    edge_files: Option<String>,
+    /// `--scenario provision`: the edges' dynamic-security admin, `user:password`.
+    #[arg(long, env = "DOZOR_BENCH_EDGE_ADMIN")]
+    edge_admin: Option<String>,
+    /// `--scenario agents`: which edge's agents this process runs (0-based) …
+    #[arg(long, default_value_t = 0)]
+    slice: usize,
+    /// … of how many edges (`--scenario agents` and `bridge`).
+    #[arg(long, default_value_t = 1)]
+    slices: usize,
+    /// `--scenario agents`/`bridge`: directory of the agents' status files.
+    #[arg(long)]
+    status_dir: Option<std::path::PathBuf>,
+    /// `--scenario bridge`: processes to sample, `name:pid,…`, the collector named `collector`
+    /// and the first edge `edge1`.
+    #[arg(long)]
+    pids: Option<String>,
+    /// `--scenario bridge`: shell command that restarts edge broker 1 and prints its new PID.
+    #[arg(long)]
+    edge_restart_cmd: Option<String>,
+    /// `--scenario bridge`: seconds of steady running measured after every agent is online.
+    #[arg(long, default_value_t = 60)]
+    steady_secs: u64,
 }
 
 /// Progress of one connection, shared between its publisher and its event loop.
@@ -144,6 +181,100 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let (host, port) = parse_mqtt_url(&args.mqtt_url)?;
+    let run_id = args.run_id.unwrap_or_else(|| now_ms() as u64 / 1000);
+    let spec = FleetSpec {
+        hosts: args.hosts.max(1),
+        mo_count: args.mo_count.max(1),
+        run_id,
+    };
+    match args.scenario.as_deref() {
+        Some("provision") => {
+            let (user, pass) = args
+                .edge_admin
+                .as_deref()
+                .and_then(|a| a.split_once(':'))
+                .unwrap_or_default();
+            return bridge::provision(bridge::ProvisionArgs {
+                data_dir: args
+                    .data_dir
+                    .context("--scenario provision needs --data-dir")?,
+                spec,
+                edges: args
+                    .edges
+                    .as_deref()
+                    .unwrap_or_default()
+                    .split(',')
+                    .filter(|e| !e.is_empty())
+                    .map(parse_mqtt_url)
+                    .collect::<anyhow::Result<_>>()?,
+                edge_files: args
+                    .edge_files
+                    .as_deref()
+                    .unwrap_or_default()
+                    .split(',')
+                    .filter(|e| !e.is_empty())
+                    .map(std::path::PathBuf::from)
+                    .collect(),
+                admin: (user.to_string(), pass.to_string()),
+                timeout_secs: args.timeout_secs,
+            })
+            .await;
+        }
+        Some("agents") => {
+            return bridge::agents(bridge::AgentsArgs {
+                hosts_addrs: args
+                    .mqtt_hosts
+                    .as_deref()
+                    .unwrap_or(&host)
+                    .split(',')
+                    .map(str::to_string)
+                    .collect(),
+                port,
+                spec,
+                slice: args.slice,
+                slices: args.slices.max(1),
+                ramp_secs: args.ramp_secs,
+                status_dir: args
+                    .status_dir
+                    .context("--scenario agents needs --status-dir")?,
+            })
+            .await;
+        }
+        Some("bridge") => {
+            let pids = args
+                .pids
+                .as_deref()
+                .unwrap_or_default()
+                .split(',')
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    let (n, pid) = p.split_once(':').context("--pids: name:pid")?;
+                    Ok((n.to_string(), pid.parse().context("--pids: a PID")?))
+                })
+                .collect::<anyhow::Result<_>>()?;
+            return bridge::run(bridge::BridgeArgs {
+                api: args.api_url.context("--scenario needs --api-url")?,
+                token: args.api_token,
+                hosts: args.hosts,
+                slices: args.slices.max(1),
+                status_dir: args
+                    .status_dir
+                    .context("--scenario bridge needs --status-dir")?,
+                pids,
+                restart_cmd: args
+                    .restart_cmd
+                    .context("--scenario bridge needs --restart-cmd")?,
+                edge_restart_cmd: args
+                    .edge_restart_cmd
+                    .context("--scenario bridge needs --edge-restart-cmd")?,
+                steady_secs: args.steady_secs,
+                settle_secs: args.settle_secs,
+                timeout_secs: args.timeout_secs,
+            })
+            .await;
+        }
+        _ => {}
+    }
     if args.scenario.as_deref() == Some("restart") {
         return restart::run(restart::RestartArgs {
             hosts_addrs: args

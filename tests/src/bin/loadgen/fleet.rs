@@ -328,6 +328,27 @@ impl SimHost {
     /// A graceful `offline` (`shutdown`) made at `ts_ms`: retained state carrying the last
     /// sequence number, not sequenced itself.
     pub(crate) fn offline_json(&self, ts_ms: i64) -> (String, Vec<u8>) {
+        self.state_json(ts_ms, dozor_proto::ConnState::Offline, Some("shutdown"))
+    }
+
+    /// The agent's last will (`agent/src/publish/mod.rs`): retained `lost` state carrying the
+    /// last sequence number, made at `ts_ms`.
+    pub(crate) fn will_json(&self, ts_ms: i64) -> (String, Vec<u8>) {
+        self.state_json(ts_ms, dozor_proto::ConnState::Lost, None)
+    }
+
+    /// The retained `online` state the agent publishes after each birth, replacing its last
+    /// will's `lost` (`agent/src/publish/mod.rs`).
+    pub(crate) fn online_json(&self, ts_ms: i64) -> (String, Vec<u8>) {
+        self.state_json(ts_ms, dozor_proto::ConnState::Online, None)
+    }
+
+    fn state_json(
+        &self,
+        ts_ms: i64,
+        state: dozor_proto::ConnState,
+        reason: Option<&str>,
+    ) -> (String, Vec<u8>) {
         let env = Envelope {
             v: SCHEMA_VERSION,
             mo: self.mo.clone(),
@@ -337,8 +358,8 @@ impl SimHost {
             ts: ts_ms,
             replay: false,
             body: dozor_proto::State {
-                state: dozor_proto::ConnState::Offline,
-                reason: Some("shutdown".into()),
+                state,
+                reason: reason.map(str::to_string),
             },
         };
         (topic(&self.mo, &self.host, Kind::State), env.to_json())

@@ -843,7 +843,7 @@ impl Api {
     }
 
     /// `/metrics` as text.
-    async fn metrics(&self) -> anyhow::Result<String> {
+    pub(crate) async fn metrics(&self) -> anyhow::Result<String> {
         let r = self
             .http
             .get(format!("{}/metrics", self.base))
@@ -953,6 +953,11 @@ impl Sampler {
     /// Waits a second and samples.
     pub(crate) async fn tick(&mut self) {
         tokio::time::sleep(Duration::from_secs(1)).await;
+        self.sample();
+    }
+
+    /// Samples now (one of several processes sampled together after one sleep).
+    pub(crate) fn sample(&mut self) {
         let (Some(t), now) = (self.ticks(), Instant::now()) else {
             return;
         };

@@ -57,12 +57,12 @@ pub(crate) struct RestartArgs {
 
 /// Counters shared by every simulated agent.
 #[derive(Default)]
-struct Counts {
+pub(crate) struct Counts {
     /// Clients holding a CONNACK now.
-    connected: AtomicU64,
+    pub connected: AtomicU64,
     /// Connection attempts (each poll after a failure, and the first).
-    attempts: AtomicU64,
-    connacks: AtomicU64,
+    pub attempts: AtomicU64,
+    pub connacks: AtomicU64,
     /// Failures by kind: the broker refused with a CONNACK code, the TCP connect was refused
     /// (nothing listening), the connection was reset or closed by the other side, timeouts,
     /// anything else.
@@ -71,12 +71,16 @@ struct Counts {
     closed: AtomicU64,
     timeout: AtomicU64,
     other: AtomicU64,
-    published: AtomicU64,
+    pub published: AtomicU64,
+    /// PUBACKs from the broker (births and heartbeats).
+    pub acked: AtomicU64,
+    /// No new heartbeats (connections kept): the end of a run that counts losses.
+    pub quiet: AtomicBool,
     stop: AtomicBool,
 }
 
 impl Counts {
-    fn snapshot(&self) -> [u64; 7] {
+    pub(crate) fn snapshot(&self) -> [u64; 7] {
         [
             self.attempts.load(Relaxed),
             self.connacks.load(Relaxed),
@@ -162,6 +166,7 @@ pub(crate) async fn run(a: RestartArgs) -> anyhow::Result<()> {
             a.port,
             ramp.mul_f64(i as f64 / n as f64),
             counts.clone(),
+            AgentOpts::default(),
         )));
     }
     let deadline = Duration::from_secs(a.timeout_secs);
@@ -329,8 +334,26 @@ pub(crate) async fn run(a: RestartArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What an agent does beyond the open-mode default.
+#[derive(Default)]
+pub(crate) struct AgentOpts {
+    /// Enrolled: logs in as its identity (username `{mo}/{host}`, the password derived from
+    /// the secret), signs every message and leaves a signed last will (`lost`, retained), as
+    /// the real agent does.
+    pub secret: Option<dozor_proto::auth::Secret>,
+    /// This agent's messages acknowledged by the broker.
+    pub acked: Option<Arc<AtomicU64>>,
+}
+
 /// One simulated agent: its own connection, reconnecting with the agent's backoff.
-async fn agent(h: SimHost, addr: String, port: u16, at: Duration, c: Arc<Counts>) {
+pub(crate) async fn agent(
+    h: SimHost,
+    addr: String,
+    port: u16,
+    at: Duration,
+    c: Arc<Counts>,
+    o: AgentOpts,
+) {
     tokio::time::sleep(at).await;
     let client_id = dozor_proto::client_id(&h.mo, &h.host);
     let mut opts = MqttOptions::new(client_id, addr, port);
@@ -338,6 +361,15 @@ async fn agent(h: SimHost, addr: String, port: u16, at: Duration, c: Arc<Counts>
         .set_clean_session(false)
         .set_inflight(16)
         .set_max_packet_size(dozor_proto::MAX_PAYLOAD_BYTES + 1024, 64 * 1024);
+    let key = o.secret.as_ref().map(|s| s.mac_key());
+    let seal = move |topic: &str, json: Vec<u8>| match &key {
+        Some(k) => dozor_proto::auth::sign(k, topic, &json),
+        None => json,
+    };
+    if let Some(s) = &o.secret {
+        opts.set_credentials(dozor_proto::username(&h.mo, &h.host), s.mqtt_password());
+    }
+    let enrolled = o.secret.is_some();
     let (client, mut el) = AsyncClient::new(opts, 16);
     el.network_options.set_connection_timeout(10);
     let ack_topic = dozor_proto::topic(&h.mo, &h.host, dozor_proto::Kind::Ack);
@@ -351,16 +383,23 @@ async fn agent(h: SimHost, addr: String, port: u16, at: Duration, c: Arc<Counts>
         tokio::time::Instant::now() + phase,
         Duration::from_secs(u64::from(crate::fleet::INTERVAL_SECS)),
     );
+    let seal = Arc::new(seal);
     let h = Arc::new(std::sync::Mutex::new(h));
     let up = Arc::new(AtomicBool::new(false));
     // Heartbeats in their own task: a select! beside `poll` would cancel it mid-packet.
     let beat = {
-        let (h, up, c, client) = (h.clone(), up.clone(), c.clone(), client.clone());
+        let (h, up, c, client, seal) = (
+            h.clone(),
+            up.clone(),
+            c.clone(),
+            client.clone(),
+            seal.clone(),
+        );
         tokio::spawn(async move {
             let mut buf = Vec::with_capacity(1024);
             loop {
                 hb.tick().await;
-                if !up.load(Relaxed) {
+                if !up.load(Relaxed) || c.quiet.load(Relaxed) {
                     continue;
                 }
                 let topic = {
@@ -369,8 +408,9 @@ async fn agent(h: SimHost, addr: String, port: u16, at: Duration, c: Arc<Counts>
                     h.heartbeat_json_as(seq, crate::now_ms(), false, boot_ms, &mut buf);
                     h.hb_topic.clone()
                 };
+                let payload = seal(&topic, buf.clone());
                 if client
-                    .try_publish(topic, QoS::AtLeastOnce, false, buf.clone())
+                    .try_publish(topic, QoS::AtLeastOnce, false, payload)
                     .is_ok()
                 {
                     c.published.fetch_add(1, Relaxed);
@@ -378,9 +418,28 @@ async fn agent(h: SimHost, addr: String, port: u16, at: Duration, c: Arc<Counts>
             }
         })
     };
+    let set_will = |el: &mut rumqttc::EventLoop| {
+        if enrolled {
+            let (topic, json) = h.lock().expect("host lock").will_json(crate::now_ms());
+            let payload = seal(&topic, json);
+            el.mqtt_options.set_last_will(rumqttc::LastWill::new(
+                topic,
+                payload,
+                QoS::AtLeastOnce,
+                true,
+            ));
+        }
+    };
+    set_will(&mut el);
     c.attempts.fetch_add(1, Relaxed);
     while !c.stop.load(Relaxed) {
         match el.poll().await {
+            Ok(Event::Incoming(Packet::PubAck(_))) => {
+                c.acked.fetch_add(1, Relaxed);
+                if let Some(a) = &o.acked {
+                    a.fetch_add(1, Relaxed);
+                }
+            }
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 backoff.attempt = 0;
                 up.store(true, Relaxed);
@@ -392,10 +451,23 @@ async fn agent(h: SimHost, addr: String, port: u16, at: Duration, c: Arc<Counts>
                     .expect("host lock")
                     .birth_json(crate::now_ms(), boot_ms);
                 if client
-                    .try_publish(topic, QoS::AtLeastOnce, true, json)
+                    .try_publish(topic.clone(), QoS::AtLeastOnce, true, seal(&topic, json))
                     .is_ok()
                 {
                     c.published.fetch_add(1, Relaxed);
+                }
+                if enrolled {
+                    // As the agent does: a retained `online` replaces the will's `lost`, which
+                    // a broker would otherwise hand the collector again at its next subscribe.
+                    // QoS 0 here (the agent uses 1) so that every PUBACK counted in `acked` is
+                    // a sequenced message's, comparable with what the collector stored.
+                    let (topic, json) = h.lock().expect("host lock").online_json(crate::now_ms());
+                    let _ = client.try_publish(
+                        topic.clone(),
+                        QoS::AtMostOnce,
+                        true,
+                        seal(&topic, json),
+                    );
                 }
             }
             Ok(_) => {}
@@ -410,6 +482,7 @@ async fn agent(h: SimHost, addr: String, port: u16, at: Duration, c: Arc<Counts>
                 el.clean();
                 el.pending.clear();
                 tokio::time::sleep(backoff.next_delay()).await;
+                set_will(&mut el);
                 c.attempts.fetch_add(1, Relaxed);
             }
         }
