@@ -143,22 +143,24 @@ impl QueueTx {
         self.tx.send(m).await.map_err(drop)
     }
 
-    /// Hands a publish to the pipeline once both bounds have room. `Ok(true)`: it had to wait.
+    /// Hands a publish to the pipeline once both bounds have room. `Ok(Some(in_use))`: it had
+    /// to wait, and [`QueueTx::in_use`] as it was when it began to wait (read after the wait, the
+    /// queue may already be empty).
     async fn send_msg(
         &self,
         publish: Publish,
         generation: u32,
         recv_ms: i64,
         decoded: Result<Message, Refusal>,
-    ) -> Result<bool, ()> {
+    ) -> Result<Option<(usize, usize)>, ()> {
         let cost = u32::try_from(queue_cost(&publish))
             .unwrap_or(u32::MAX)
             .min(self.max_cost);
-        let mut waited = false;
+        let mut waited = None;
         let permit = match self.bytes.clone().try_acquire_many_owned(cost) {
             Ok(p) => p,
             Err(_) => {
-                waited = true;
+                waited = Some(self.in_use());
                 self.bytes
                     .clone()
                     .acquire_many_owned(cost)
@@ -166,7 +168,9 @@ impl QueueTx {
                     .map_err(drop)?
             }
         };
-        waited |= self.tx.capacity() == 0;
+        if waited.is_none() && self.tx.capacity() == 0 {
+            waited = Some(self.in_use());
+        }
         let msg = Inbound::Msg {
             publish,
             generation,
@@ -650,9 +654,8 @@ pub async fn run(
                 metrics.ingest_queue_depth(tx.in_use().0);
                 match sent {
                     Err(()) => break,
-                    Ok(true) if tx.warn_full && !full_warned => {
+                    Ok(Some((messages, bytes))) if tx.warn_full && !full_warned => {
                         full_warned = true;
-                        let (messages, bytes) = tx.in_use();
                         tracing::warn!(
                             messages,
                             bytes,
@@ -780,40 +783,35 @@ mod tests {
             tx.warn_full,
             "an external broker's window is worth a warning"
         );
-        assert_eq!(tx.send_msg(publish(10), 0, 0, refused()).await, Ok(false));
-        assert_eq!(tx.send_msg(publish(10), 0, 0, refused()).await, Ok(false));
+        assert_eq!(tx.send_msg(publish(10), 0, 0, refused()).await, Ok(None));
+        assert_eq!(tx.send_msg(publish(10), 0, 0, refused()).await, Ok(None));
         let third = tx.send_msg(publish(10), 0, 0, refused());
         tokio::pin!(third);
         assert!(tokio::time::timeout(soon, &mut third).await.is_err());
         drop(rx.recv().await);
-        assert_eq!(third.await, Ok(true), "sent once one was taken");
+        assert_eq!(
+            third.await,
+            Ok(Some((2, 3 * queue_cost(&publish(10))))),
+            "sent once one was taken; it had found two waiting (its own bytes already reserved)"
+        );
 
         // 1,000 payload bytes cost 2,272: two fit in 5,000 bytes, a third waits until one is
         // dropped, not merely received.
         let (tx, mut rx) = queue(&small(100, 5_000));
         assert_eq!(queue_cost(&publish(1_000)), 2_272);
-        assert_eq!(
-            tx.send_msg(publish(1_000), 0, 0, refused()).await,
-            Ok(false)
-        );
-        assert_eq!(
-            tx.send_msg(publish(1_000), 0, 0, refused()).await,
-            Ok(false)
-        );
+        assert_eq!(tx.send_msg(publish(1_000), 0, 0, refused()).await, Ok(None));
+        assert_eq!(tx.send_msg(publish(1_000), 0, 0, refused()).await, Ok(None));
         let third = tx.send_msg(publish(1_000), 0, 0, refused());
         tokio::pin!(third);
         assert!(tokio::time::timeout(soon, &mut third).await.is_err());
         let first = rx.recv().await;
         assert!(tokio::time::timeout(soon, &mut third).await.is_err());
         drop(first);
-        assert_eq!(third.await, Ok(true));
+        assert_eq!(third.await, Ok(Some((2, 2 * 2_272))), "it found two held");
 
         // A message bigger than the whole bound still passes, alone.
         let (tx, _rx) = queue(&small(100, 1_000));
-        assert_eq!(
-            tx.send_msg(publish(4_000), 0, 0, refused()).await,
-            Ok(false)
-        );
+        assert_eq!(tx.send_msg(publish(4_000), 0, 0, refused()).await, Ok(None));
 
         let embedded = MqttConfig {
             ingest_queue: 10,
