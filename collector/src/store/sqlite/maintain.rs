@@ -68,7 +68,12 @@ impl Writer {
                 Ok(())
             })();
             match r {
-                Ok(()) => c.execute_batch("COMMIT")?,
+                Ok(()) => {
+                    if let Err(e) = c.execute_batch("COMMIT") {
+                        let _ = c.execute_batch("ROLLBACK");
+                        return Err(e.into());
+                    }
+                }
                 Err(e) => {
                     let _ = c.execute_batch("ROLLBACK");
                     return Err(e);
@@ -139,7 +144,10 @@ impl Writer {
         let r = self.maintain_tx(c, now, budget, &mut rep);
         match r {
             Ok(()) => {
-                c.execute_batch("COMMIT")?;
+                if let Err(e) = c.execute_batch("COMMIT") {
+                    let _ = c.execute_batch("ROLLBACK");
+                    return Err(e.into());
+                }
                 Ok(rep)
             }
             Err(e) => {

@@ -380,9 +380,11 @@ impl SqliteStore {
         if self.pending.batches == 0 {
             return Ok(());
         }
-        let batch = self.pending.take();
         let c = &self.conn;
+        // BEGIN before taking the batches: a BEGIN that fails (busy, or a transaction left
+        // open) must leave them pending, or the next apply's DELETE would drop their rows.
         c.execute_batch("BEGIN IMMEDIATE")?;
+        let batch = self.pending.take();
         let r = self.w.apply_batch(c, &batch).and_then(|()| {
             c.prepare_cached("DELETE FROM journal WHERE id <= ?1")?
                 .execute([self.pending.last_id])?;
@@ -457,6 +459,16 @@ impl SqliteStore {
         }
         if self.pending.batches >= self.due.batches.saturating_mul(4) {
             self.apply_pending()?;
+        }
+        if !self.conn.is_autocommit() {
+            // A transaction left open by a failed COMMIT elsewhere: the journal row must not
+            // join it (the batch would be acknowledged while not durable). Its work is redone
+            // by the next apply or maintenance.
+            tracing::warn!(
+                "store: a transaction was left open; rolled back before the journal row"
+            );
+            self.conn.execute_batch("ROLLBACK")?;
+            self.w.reset(&self.conn)?;
         }
         self.pending.row.clear();
         journal::encode(batch, &mut self.pending.row);

@@ -1821,3 +1821,73 @@ fn crash_between_journal_commit_and_apply_loses_nothing() {
     let e = SqliteStore::open(&t.path, &cfg, t.roster.clone()).unwrap_err();
     assert!(e.to_string().contains("journal row 77"), "{e}");
 }
+
+/// An apply whose BEGIN fails (another connection holds the write lock past the busy
+/// timeout) keeps its batches pending: the next apply writes them, and deletes no journal row
+/// it did not apply (found in review: the batches were taken before BEGIN and lost).
+#[test]
+fn an_apply_that_cannot_begin_keeps_its_batches() {
+    let batches = journal_batches();
+    let mut direct = T::new("UTC", JOURNAL_ROSTER);
+    direct.store.set_auto_maintain(false);
+    for b in &batches {
+        direct.store.write(b).unwrap();
+        direct.store.settle(true).unwrap();
+    }
+    let raw: RawStore = toml::from_str(
+        "region_tz = \"UTC\"\njournal_apply_ms = 60000\njournal_apply_batches = 10000",
+    )
+    .unwrap();
+    let mut t = T::with_cfg(raw.validate().unwrap(), JOURNAL_ROSTER);
+    t.store.set_auto_maintain(false);
+    let half = batches.len() / 2;
+    for b in &batches[..half] {
+        t.store.write(b).unwrap();
+    }
+    {
+        let other = rusqlite::Connection::open(&t.path).unwrap();
+        other.busy_timeout(std::time::Duration::ZERO).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        t.store
+            .conn
+            .busy_timeout(std::time::Duration::from_millis(50))
+            .unwrap();
+        assert!(t.store.settle(true).is_err(), "the write lock is held");
+        other.execute_batch("ROLLBACK").unwrap();
+    }
+    for b in &batches[half..] {
+        t.store.write(b).unwrap();
+    }
+    t.store.settle(true).unwrap();
+    let now = at(17, 0, 0, 0);
+    direct.store.maintain_now(now).unwrap();
+    t.store.maintain_now(now).unwrap();
+    same_tables(&direct.path, &t.path);
+    assert_eq!(
+        t.store.load_delivery().unwrap(),
+        direct.store.load_delivery().unwrap()
+    );
+}
+
+/// A transaction left open (a failed COMMIT elsewhere) must not swallow a batch's journal
+/// row: the batch is acknowledged once `write` returns, so the row must be committed by then.
+#[test]
+fn a_journal_row_never_joins_a_transaction_left_open() {
+    let batches = journal_batches();
+    let raw: RawStore = toml::from_str(
+        "region_tz = \"UTC\"\njournal_apply_ms = 60000\njournal_apply_batches = 10000",
+    )
+    .unwrap();
+    let mut t = T::with_cfg(raw.validate().unwrap(), JOURNAL_ROSTER);
+    t.store.set_auto_maintain(false);
+    t.store.conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+    t.store.write(&batches[0]).unwrap();
+    let other = rusqlite::Connection::open(&t.path).unwrap();
+    let rows: i64 = other
+        .query_row("SELECT count(*) FROM journal", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        rows, 1,
+        "the journal row is committed, visible to another connection"
+    );
+}
