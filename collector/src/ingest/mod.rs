@@ -382,7 +382,14 @@ pub fn client(
 /// loop ([`run`]). PUBACKs are queued only after their batch is committed, so the guarantee is
 /// unchanged: nothing is acknowledged to the broker before the store has it.
 #[derive(Debug, Clone, Default)]
-pub struct Outbox(Arc<Mutex<Queued>>);
+pub struct Outbox {
+    queued: Arc<Mutex<Queued>>,
+    /// Wakes the replay session's loop when PUBACKs for it are queued: it has no
+    /// confirmations of its own to wake it (see [`Outbox::pubacks`]), and once the broker's
+    /// window of unacknowledged deliveries is full nothing else arrives on it until the
+    /// keep-alive.
+    replay_wake: Arc<tokio::sync::Notify>,
+}
 
 #[derive(Debug, Default)]
 struct Queued {
@@ -396,21 +403,29 @@ struct Queued {
 
 impl Outbox {
     fn lock(&self) -> std::sync::MutexGuard<'_, Queued> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.queued.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Queues PUBACKs of committed publishes: (connection count when received, packet id).
     /// No wake-up: while publishes arrive the event loop has events all the time, and when they
     /// stop, the confirmations of the same messages wake it within a second ([`Outbox::publish`]);
     /// a PUBACK that waits costs at most a redelivered duplicate.
+    /// The replay session's loop is woken (it has no confirmations of its own).
     pub fn pubacks(&self, acks: impl IntoIterator<Item = (u32, u16)>) {
-        let mut q = self.lock();
-        for a in acks {
-            if a.0 & REPLAY_GENERATION != 0 {
-                q.replay_pubacks.push(a);
-            } else {
-                q.pubacks.push(a);
+        let mut replay = false;
+        {
+            let mut q = self.lock();
+            for a in acks {
+                if a.0 & REPLAY_GENERATION != 0 {
+                    q.replay_pubacks.push(a);
+                    replay = true;
+                } else {
+                    q.pubacks.push(a);
+                }
             }
+        }
+        if replay {
+            self.replay_wake.notify_one();
         }
     }
 
@@ -621,8 +636,12 @@ pub async fn run(
             out_buf = Queued::default();
         }
         let ev = tokio::select! {
+            biased;
             _ = &mut cancelled => break,
             ev = eventloop.poll() => ev,
+            // Only between packets in practice: a poll waiting for the network, its requests
+            // or the keep-alive; what it had read stays in its buffers for the next poll.
+            () = outbox.replay_wake.notified(), if session == Session::Replay => continue,
         };
         if let Ok(Event::Incoming(_)) = &ev {
             heard_from_broker(&mut eventloop.state);
@@ -760,6 +779,26 @@ mod tests {
             QoS::AtLeastOnce,
             vec![b'x'; payload_len],
         )
+    }
+
+    /// Queued PUBACKs of the replay session wake its loop (found in review: they waited for
+    /// the keep-alive once the broker's window was full); live ones do not need to.
+    #[tokio::test]
+    async fn replay_pubacks_wake_the_replay_loop() {
+        let soon = Duration::from_millis(50);
+        let outbox = Outbox::default();
+        outbox.pubacks([(1, 7)]);
+        assert!(
+            tokio::time::timeout(soon, outbox.replay_wake.notified())
+                .await
+                .is_err(),
+            "a live PUBACK does not wake the replay loop"
+        );
+        outbox.pubacks([(REPLAY_GENERATION | 1, 8)]);
+        tokio::time::timeout(soon, outbox.replay_wake.notified())
+            .await
+            .expect("woken, even though nobody waited when it was queued");
+        assert_eq!(outbox.len(), 2);
     }
 
     /// Both bounds hold: a publish waits for room in messages and in bytes, and a message's

@@ -209,7 +209,12 @@ fn write_dynsec_file(path: &Path, reg: &Registry, run_id: u64) -> anyhow::Result
     let mut roles = Vec::with_capacity(reg.len());
     let mut rng = splitmix(run_id ^ 0x5a17);
     for a in reg.agents() {
-        let [mut role, mut client] = dynsec::create_agent(a);
+        // createRole and createClient; the rest (addRoleACL of the replay topics for a role
+        // made before them) is already in the role's ACLs.
+        let mut commands = dynsec::create_agent(a).into_iter();
+        let (Some(mut role), Some(mut client)) = (commands.next(), commands.next()) else {
+            anyhow::bail!("dynsec::create_agent made fewer than two commands");
+        };
         if let Some(r) = role.as_object_mut() {
             r.remove("command");
         }
