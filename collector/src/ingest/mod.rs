@@ -613,6 +613,8 @@ pub async fn run(
     let mut generation: u32 = 0;
     let delay = test_delay();
     let mut full_warned = false;
+    // Subscriptions the broker refused, in a row (the retry's backoff).
+    let mut refused_subs: u32 = 0;
     let mut owed = Duration::ZERO;
     // Made once: a `cancelled()` made per packet registered and removed a waiter (two locks)
     // for every publish read.
@@ -726,6 +728,31 @@ pub async fn run(
                 if session == Session::Live && tx.send(Inbound::Connected).await.is_err() {
                     break;
                 }
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack)))
+                if ack
+                    .return_codes
+                    .iter()
+                    .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure)) =>
+            {
+                // E.g. Mosquitto's dynamic security before the live session's provisioning
+                // gave the collector's role these topics (the replay session subscribes at the
+                // same time): without a retry nothing of them would ever arrive.
+                refused_subs = refused_subs.saturating_add(1);
+                let delay = Duration::from_secs(1 << refused_subs.min(5));
+                tracing::warn!(
+                    ?session,
+                    retry_in_secs = delay.as_secs(),
+                    "the MQTT broker refused a subscription (the collector's user may not read \
+                     these topics yet); subscribing again"
+                );
+                let (c, f) = (client.clone(), filters.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    for filter in f {
+                        let _ = c.subscribe(filter, sub_qos).await;
+                    }
+                });
             }
             Ok(_) => {}
             Err(e) => {
