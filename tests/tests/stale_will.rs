@@ -106,14 +106,16 @@ async fn a_will_of_an_older_connection_delivered_after_the_new_birth_is_ignored(
     })
     .await;
     assert!(counted.is_some(), "the late will counted within 30 s");
+    // The live state and the alerts follow the pipeline by a snapshot (about a second): look
+    // for the harm for 3 s. The count of `stale_state` below is the exact check; these show
+    // what the late will did without it.
+    let harm = wait_for(Duration::from_secs(3), || async {
+        let h = c.host(HOST).await?;
+        let incidents = c.get("/api/v1/incidents?rule=server_lost").await;
+        (h["state"] != "online" || incidents.as_array().is_some_and(|a| !a.is_empty()))
+            .then(|| format!("host {h}, incidents {incidents}"))
+    })
+    .await;
+    assert_eq!(harm, None, "a stale will acted");
     assert_eq!(c.metric(STALE).await, 1.0, "the late will counted as stale");
-
-    let h = c.host(HOST).await.expect("host known");
-    assert_eq!(h["state"], "online", "a stale will made the host {h}");
-    let incidents = c.get("/api/v1/incidents?rule=server_lost").await;
-    assert_eq!(
-        incidents.as_array().map_or(0, Vec::len),
-        0,
-        "no server_lost for a server that never left: {incidents}"
-    );
 }

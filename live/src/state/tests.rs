@@ -373,7 +373,7 @@ fn state_of(host: &str, inst: &str, seq: u64, ts: i64, s: ConnState) -> Message 
 /// birth 13. A's will (and its late `online`/`offline`) arriving after B's birth is old news;
 /// B's own will is not, even when a heartbeat took a number between B's connect and birth.
 fn two_connections(t: i64) -> LiveState {
-    let mut s = live();
+    let mut s = LiveState::new(StateConfig::default());
     apply(&mut s, &birth_of("a", "i1", 10, t), t);
     apply(&mut s, &hb("a", 11, t + 1_000), t + 1_000);
     apply(&mut s, &birth_of("a", "i1", 13, t + 5_000), t + 5_000);
@@ -391,7 +391,7 @@ fn a_state_made_on_an_older_connection_is_ignored() {
         (12, ConnState::Offline),
     ] {
         assert_eq!(
-            apply(&mut s, &state_of("a", "i1", seq, t + 6_000), t + 6_000),
+            apply(&mut s, &state_of("a", "i1", seq, t + 6_000, st), t + 6_000),
             None,
             "{st:?} seq {seq}"
         );
@@ -401,14 +401,23 @@ fn a_state_made_on_an_older_connection_is_ignored() {
     for seq in [12, 10] {
         let mut s = two_connections(t);
         assert_eq!(
-            apply(&mut s, &state_of("a", "i1", seq, t + 7_000), t + 7_000),
+            apply(
+                &mut s,
+                &state_of("a", "i1", seq, t + 7_000, ConnState::Lost),
+                t + 7_000
+            ),
             Some((ConnState::Online, ConnState::Lost, Some("last_will".into()))),
             "will {seq}"
         );
     }
     // B's graceful stop carries ≥ its birth's number.
     assert_eq!(
-        apply(&mut s, &state_of("a", "i1", 14, t + 9_500), t + 9_500).map(|x| x.1),
+        apply(
+            &mut s,
+            &state_of("a", "i1", 14, t + 9_500, ConnState::Offline),
+            t + 9_500
+        )
+        .map(|x| x.1),
         Some(ConnState::Offline)
     );
 }
@@ -423,12 +432,12 @@ fn without_the_previous_birth_the_will_just_below_the_birth_is_current() {
     s.admit(MO, "a", t, true).unwrap();
     s.restore_birth((MO, "a", "i1", 13), &birth_body(), t, true);
     assert_eq!(
-        apply(&mut s, &state_of("a", "i1", 11, t), t),
+        apply(&mut s, &state_of("a", "i1", 11, t, ConnState::Lost), t),
         None,
         "an older connection's will"
     );
     assert_eq!(
-        apply(&mut s, &state_of("a", "i2", 1, t), t).map(|x| x.1),
+        apply(&mut s, &state_of("a", "i2", 1, t, ConnState::Lost), t).map(|x| x.1),
         Some(ConnState::Lost),
         "another install"
     );
@@ -436,14 +445,14 @@ fn without_the_previous_birth_the_will_just_below_the_birth_is_current() {
     s.admit(MO, "a", t, true).unwrap();
     s.restore_birth((MO, "a", "i1", 13), &birth_body(), t, true);
     assert_eq!(
-        apply(&mut s, &state_of("a", "i1", 12, t), t).map(|x| x.1),
+        apply(&mut s, &state_of("a", "i1", 12, t, ConnState::Lost), t).map(|x| x.1),
         Some(ConnState::Lost)
     );
     // An older retained birth re-delivered does not move the connection back.
     s.restore_birth((MO, "a", "i1", 10), &birth_body(), t, true);
     assert_eq!(s.get(MO, "a").unwrap().conns.base, 13);
     assert_eq!(
-        apply(&mut s, &state_of("b", "i1", 0, t), t).map(|x| x.1),
+        apply(&mut s, &state_of("b", "i1", 0, t, ConnState::Lost), t).map(|x| x.1),
         Some(ConnState::Lost),
         "no birth known"
     );

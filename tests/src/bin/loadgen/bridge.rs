@@ -209,7 +209,12 @@ fn write_dynsec_file(path: &Path, reg: &Registry, run_id: u64) -> anyhow::Result
     let mut roles = Vec::with_capacity(reg.len());
     let mut rng = splitmix(run_id ^ 0x5a17);
     for a in reg.agents() {
-        let [mut role, mut client] = dynsec::create_agent(a);
+        // The role and the client; the `addRoleACL` commands after them upgrade roles made
+        // before the replay topics, which a role written here already holds.
+        let mut cmds = dynsec::create_agent(a).into_iter();
+        let (Some(mut role), Some(mut client)) = (cmds.next(), cmds.next()) else {
+            bail!("dynsec::create_agent made no role and client")
+        };
         if let Some(r) = role.as_object_mut() {
             r.remove("command");
         }
