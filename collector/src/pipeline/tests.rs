@@ -424,3 +424,48 @@ fn a_cloned_host_id_is_warned_about_and_cleared_when_resolved() {
     assert_eq!(warnings(&p), Some(Vec::new()));
     assert_eq!(counted(&p).as_deref(), Some("1"));
 }
+
+fn state_msg(host: &str, seq: u64, st: dozor_proto::ConnState) -> Message {
+    Message::State(env(
+        MO,
+        host,
+        seq,
+        NOW,
+        false,
+        dozor_proto::State {
+            state: st,
+            reason: None,
+        },
+    ))
+}
+
+#[test]
+fn a_late_will_of_an_older_connection_is_settled_and_changes_nothing() {
+    use dozor_proto::ConnState;
+    let mut p = pipeline(false, Vec::new());
+    // Connection A: birth 5; connection B: birth 8 (its will carries 7, A's carried 4).
+    for seq in [5, 8] {
+        assert!(matches!(
+            p.handle(Ok(birth("srv", seq, Role::Server)), false, NOW),
+            Outcome::Accepted { .. }
+        ));
+    }
+    let stored = p.batch.records.len();
+    assert_eq!(
+        p.handle(Ok(state_msg("srv", 4, ConnState::Lost)), false, NOW),
+        Outcome::Settled(Refusal::StaleState)
+    );
+    assert_eq!(
+        p.batch.records.len(),
+        stored,
+        "no lost marker in the history"
+    );
+    assert_eq!(p.state().get(MO, "srv").unwrap().state, ConnState::Online);
+    // B's own will: the server is lost.
+    let Outcome::Accepted { transition, .. } =
+        p.handle(Ok(state_msg("srv", 7, ConnState::Lost)), false, NOW)
+    else {
+        panic!("B's will refused")
+    };
+    assert_eq!(transition.map(|t| t.to), Some(ConnState::Lost));
+}

@@ -323,3 +323,144 @@ fn slots_apply_like_lookups() {
         Err(StateError::Flood)
     );
 }
+
+fn birth_of(host: &str, inst: &str, seq: u64, ts: i64) -> Message {
+    let mut e = env(
+        host,
+        seq,
+        ts,
+        false,
+        Birth {
+            agent_version: "t".into(),
+            role: Role::Server,
+            site: String::new(),
+            hostname: host.into(),
+            os_name: "Linux".into(),
+            os_version: "1".into(),
+            cpu_model: "c".into(),
+            cpu_count: 1,
+            mem_total_bytes: 1,
+            disks: vec![],
+            boot_time: 1,
+            boot_id: "b".into(),
+            seq_base: seq,
+            interval_secs: 10,
+            keepalive_secs: 30,
+            targets: vec![],
+            prev_end: None,
+        },
+    );
+    e.inst = inst.into();
+    Message::Birth(e)
+}
+
+fn state_of(host: &str, inst: &str, seq: u64, ts: i64, s: ConnState) -> Message {
+    let mut e = env(
+        host,
+        seq,
+        ts,
+        false,
+        StateBody {
+            state: s,
+            reason: None,
+        },
+    );
+    e.inst = inst.into();
+    Message::State(e)
+}
+
+/// Connection A: will made at seq 9, birth 10, heartbeats 11–12. Connection B: will 12,
+/// birth 13. A's will (and its late `online`/`offline`) arriving after B's birth is old news;
+/// B's own will is not, even when a heartbeat took a number between B's connect and birth.
+fn two_connections(t: i64) -> LiveState {
+    let mut s = LiveState::new(StateConfig::default());
+    apply(&mut s, &birth_of("a", "i1", 10, t), t);
+    apply(&mut s, &hb("a", 11, t + 1_000), t + 1_000);
+    apply(&mut s, &birth_of("a", "i1", 13, t + 5_000), t + 5_000);
+    s
+}
+
+#[test]
+fn a_state_made_on_an_older_connection_is_ignored() {
+    let t = 1_700_000_000_000;
+    let mut s = two_connections(t);
+    // A's will, A's online and an offline made before B: all stale.
+    for (seq, st) in [
+        (9, ConnState::Lost),
+        (10, ConnState::Online),
+        (12, ConnState::Offline),
+    ] {
+        assert_eq!(
+            apply(&mut s, &state_of("a", "i1", seq, t + 6_000, st), t + 6_000),
+            None,
+            "{st:?} seq {seq}"
+        );
+        assert_eq!(s.get(MO, "a").unwrap().state, ConnState::Online);
+    }
+    // B's will (made at 12, or at 10 had a heartbeat raced the birth): the host is lost.
+    for seq in [12, 10] {
+        let mut s = two_connections(t);
+        assert_eq!(
+            apply(
+                &mut s,
+                &state_of("a", "i1", seq, t + 7_000, ConnState::Lost),
+                t + 7_000
+            ),
+            Some((ConnState::Online, ConnState::Lost, Some("last_will".into()))),
+            "will {seq}"
+        );
+    }
+    // B's graceful stop carries ≥ its birth's number.
+    assert_eq!(
+        apply(
+            &mut s,
+            &state_of("a", "i1", 14, t + 9_500, ConnState::Offline),
+            t + 9_500
+        )
+        .map(|x| x.1),
+        Some(ConnState::Offline)
+    );
+}
+
+/// Only the previous birth unknown (the collector restarted; the retained birth told it the
+/// current connection): a will below `seq_base − 1` is stale, `seq_base − 1` is current. A
+/// state of another install, or of a host without a birth, is taken as it is.
+#[test]
+fn without_the_previous_birth_the_will_just_below_the_birth_is_current() {
+    let t = 1_700_000_000_000;
+    let mut s = live();
+    s.admit(MO, "a", t, true).unwrap();
+    s.restore_birth((MO, "a", "i1", 13), &birth_body(), t, true);
+    assert_eq!(
+        apply(&mut s, &state_of("a", "i1", 11, t, ConnState::Lost), t),
+        None,
+        "an older connection's will"
+    );
+    assert_eq!(
+        apply(&mut s, &state_of("a", "i2", 1, t, ConnState::Lost), t).map(|x| x.1),
+        Some(ConnState::Lost),
+        "another install"
+    );
+    let mut s = live();
+    s.admit(MO, "a", t, true).unwrap();
+    s.restore_birth((MO, "a", "i1", 13), &birth_body(), t, true);
+    assert_eq!(
+        apply(&mut s, &state_of("a", "i1", 12, t, ConnState::Lost), t).map(|x| x.1),
+        Some(ConnState::Lost)
+    );
+    // An older retained birth re-delivered does not move the connection back.
+    s.restore_birth((MO, "a", "i1", 10), &birth_body(), t, true);
+    assert_eq!(s.get(MO, "a").unwrap().conns.base, 13);
+    assert_eq!(
+        apply(&mut s, &state_of("b", "i1", 0, t, ConnState::Lost), t).map(|x| x.1),
+        Some(ConnState::Lost),
+        "no birth known"
+    );
+}
+
+fn birth_body() -> Birth {
+    match birth_of("x", "i", 1, 0) {
+        Message::Birth(e) => e.body,
+        _ => unreachable!(),
+    }
+}
