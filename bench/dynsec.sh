@@ -103,7 +103,7 @@ EOF
     before_load=$(load)
     c0=$(cpu_ticks "$bpid")
     t0=$(date +%s.%N)
-    RUST_LOG=warn,dozor_collector::identity=info "$collector" --config "$dir/collector.toml" \
+    NO_COLOR=1 RUST_LOG=warn,dozor_collector::identity=info,rumqttc=debug "$collector" --config "$dir/collector.toml" \
         --data-dir "$dir/data" --http-listen "127.0.0.1:$http" >"$dir/collector.log" 2>&1 &
     cpid=$!
     pids+=("$cpid")
@@ -120,14 +120,14 @@ EOF
     local busy cpu sent clients
     busy=$(awk -v a="$t0" -v b="$last" 'BEGIN { printf "%.1f", b - a }')
     cpu=$(awk -v a="$c0" -v b="$prev" -v t="$tick" 'BEGIN { printf "%.2f", (b - a) / t }')
-    sent=$(grep -o 'provisioning broker identities (dynsec) commands=[0-9]*\|commands=[0-9]* *provisioning broker identities' "$dir/collector.log" |
-        grep -o 'commands=[0-9]*' | cut -d= -f2 | awk '{ s += $1 } END { print s + 0 }')
+    sent=$(grep "provisioning broker identities" "$dir/collector.log" 2>/dev/null |
+        { grep -o "commands=[0-9]*" || true; } | cut -d= -f2 | awk "{ s += \$1 } END { print s + 0 }")
     clients=$(mosquitto_ctrl -p "$port" -u dozor-collector -P "$PASS" dynsec listClients 2>/dev/null | grep -c . || true)
     kill "$cpid" "$bpid" 2>/dev/null || true
     wait "$cpid" "$bpid" 2>/dev/null || true
     echo "dynsec case=$case binary=$label identities=$hosts commands_sent=$sent broker_busy_s=$busy broker_cpu_s=$cpu broker_clients_after=$clients load_before=\"$before_load\" load_after=\"$(load)\""
     grep -m3 -i 'dynsec' "$dir/collector.log" | sed 's/^/#   /' >&2 || true
-    rm -rf "$dir"
+    [[ ${KEEP:-0} == 1 ]] || rm -rf "$dir"
 }
 
 for label in before after; do

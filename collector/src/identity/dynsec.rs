@@ -269,19 +269,37 @@ pub fn listing_options(cfg: &MqttConfig, host: &str, port: u16) -> MqttOptions {
 
 /// Lists the broker's dynsec clients and roles on a connection of its own, page by page.
 /// While the broker cannot be reached it keeps trying (nothing could be provisioned meanwhile
-/// anyway); once connected, an error when the broker refuses, drops the connection, or stays
-/// silent for [`LISTING_BOUND`].
+/// anyway); once connected, an error when the broker refuses, drops the connection a third
+/// time, or stays silent for [`LISTING_BOUND`].
 pub async fn list(options: MqttOptions) -> Result<Listing, String> {
     let (client, mut events) = AsyncClient::new(options, 16);
-    let tag = format!("dozor-{}-{}", std::process::id(), crate::clock::now_ms());
+    let base = format!("dozor-{}-{}", std::process::id(), crate::clock::now_ms());
+    // Answers to an earlier connection's requests (resent by the client) carry its tag.
+    let mut tag = format!("{base}-0");
     let mut listing = Listing::default();
     let mut seen = [0usize; 2];
     let mut done = [false; 2];
     let mut connected = false;
+    let mut drops = 0;
     let result = loop {
         let ev = match tokio::time::timeout(LISTING_BOUND, events.poll()).await {
             Err(_) if connected => break Err(format!("no answer within {LISTING_BOUND:?}")),
-            Ok(Err(e)) if connected => break Err(format!("connection lost: {e}")),
+            // Mosquitto disconnects every client of a user whose roles change, and the
+            // collector gives its own user its role at each connect: list again from the
+            // start on a new connection, a few times.
+            Ok(Err(e)) if connected && drops >= 3 => {
+                break Err(format!("connection lost {drops} times, last: {e}"));
+            }
+            Ok(Err(e)) if connected => {
+                tracing::debug!(error = %e, "dynsec listing: connection lost; listing again");
+                drops += 1;
+                connected = false;
+                listing = Listing::default();
+                seen = [0; 2];
+                done = [false; 2];
+                tag = format!("{base}-{drops}");
+                continue;
+            }
             Err(_) => continue,
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "dynsec listing: broker not reachable yet");

@@ -209,7 +209,12 @@ fn write_dynsec_file(path: &Path, reg: &Registry, run_id: u64) -> anyhow::Result
     let mut roles = Vec::with_capacity(reg.len());
     let mut rng = splitmix(run_id ^ 0x5a17);
     for a in reg.agents() {
-        let [mut role, mut client] = dynsec::create_agent(a);
+        // createRole and createClient; the rest (addRoleACL upgrading an older role) is
+        // already in the role's ACLs.
+        let mut made = dynsec::create_agent(a).into_iter();
+        let (Some(mut role), Some(mut client)) = (made.next(), made.next()) else {
+            anyhow::bail!("create_agent made no role and client");
+        };
         if let Some(r) = role.as_object_mut() {
             r.remove("command");
         }
