@@ -121,7 +121,7 @@ EOF
     busy=$(awk -v a="$t0" -v b="$last" 'BEGIN { printf "%.1f", b - a }')
     cpu=$(awk -v a="$c0" -v b="$prev" -v t="$tick" 'BEGIN { printf "%.2f", (b - a) / t }')
     sent=$(grep "provisioning broker identities" "$dir/collector.log" 2>/dev/null |
-        { grep -o "commands=[0-9]*" || true; } | cut -d= -f2 | awk "{ s += \$1 } END { print s + 0 }")
+        { grep -o "commands=[0-9]*" || true; } | cut -d= -f2 | awk "{ s += \$1 } END { print s + 0 }" || true)
     clients=$(mosquitto_ctrl -p "$port" -u dozor-collector -P "$PASS" dynsec listClients 2>/dev/null | grep -c . || true)
     kill "$cpid" "$bpid" 2>/dev/null || true
     wait "$cpid" "$bpid" 2>/dev/null || true

@@ -5,9 +5,8 @@
 //! admin) gives itself the role it needs before subscribing.
 //!
 //! At start the collector asks the broker what it holds (`listClients`, `listRoles`, paged)
-//! and sends only the difference ([`reconcile`]): Mosquitto's plugin rewrites its whole JSON
-//! file after every command, so sending every identity at each start cost time quadratic in
-//! the fleet (docs/benchmarks.md, "dynsec: start against a provisioned broker"). Commands are
+//! and sends only the difference ([`reconcile`]) instead of every identity (docs/benchmarks.md,
+//! "dynsec: a collector start against a provisioned Mosquitto"). Commands are
 //! built here without I/O; [`run`] and [`list`] do the I/O.
 
 use super::{Agent, Registry};
