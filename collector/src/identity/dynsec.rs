@@ -30,6 +30,8 @@ const BATCH: usize = 100;
 /// Clients or roles asked for per listing command. Verbose roles carry their ACLs (about
 /// 1 KB each): 200 stay far below the 1 MiB packet limit of broker and collector.
 const PAGE: usize = 200;
+/// The listing connection's packet limit, as the ingest client's (`ingest::MAX_PACKET`).
+const MAX_PACKET: usize = 1024 * 1024;
 /// How long the broker may stay silent while listing (connecting, or answering one page)
 /// before the collector gives up and sends the full identity set instead.
 pub const LISTING_BOUND: Duration = Duration::from_secs(20);
@@ -262,7 +264,7 @@ pub fn listing_options(cfg: &MqttConfig, host: &str, port: u16) -> MqttOptions {
     }
     o.set_keep_alive(cfg.keepalive)
         .set_clean_session(true)
-        .set_max_packet_size(crate::ingest::MAX_PACKET, crate::ingest::MAX_PACKET);
+        .set_max_packet_size(MAX_PACKET, MAX_PACKET);
     o
 }
 
