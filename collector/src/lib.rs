@@ -156,7 +156,9 @@ pub async fn run(
         (MqttMode::External { .. }, true, Some((user, _))) => {
             tasks.spawn(identity::dynsec::run(
                 client.clone(),
+                identity::dynsec::listing_options(&cfg.mqtt, &mqtt_host, mqtt_port),
                 ids.receiver(),
+                metrics.clone(),
                 ids_cancel.clone(),
             ));
             Some(serde_json::to_vec(&identity::dynsec::collector_commands(

@@ -7,6 +7,16 @@ use prometheus_client::metrics::histogram::Histogram;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+/// The dynamic-security commands the collector sends, as counted on `/metrics`.
+pub const DYNSEC_COMMANDS: [&str; 6] = [
+    "createRole",
+    "createClient",
+    "addRoleACL",
+    "addClientRole",
+    "deleteClient",
+    "deleteRole",
+];
+
 /// Reasons the collector itself (not the decoder) rejects a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Refusal {
@@ -118,6 +128,8 @@ pub struct Metrics {
     store_errors: AtomicU64,
     acks_sent: AtomicU64,
     mqtt_reconnects: AtomicU64,
+    /// Commands sent to Mosquitto's dynamic-security plugin, per [`DYNSEC_COMMANDS`] entry.
+    dynsec_commands: [AtomicU64; DYNSEC_COMMANDS.len()],
     /// Host ids found sent by two or more agent installs at once (cloned machine ids).
     cloned_ids: AtomicU64,
     /// Seconds from handing a batch to the store until it is committed (retries included).
@@ -155,6 +167,7 @@ impl Default for Metrics {
             store_errors: AtomicU64::new(0),
             acks_sent: AtomicU64::new(0),
             mqtt_reconnects: AtomicU64::new(0),
+            dynsec_commands: Default::default(),
             cloned_ids: AtomicU64::new(0),
             store_write: Histogram::new(STORE_WRITE_BUCKETS),
             broker_connected: Default::default(),
@@ -293,6 +306,13 @@ impl Metrics {
         self.mqtt_reconnects.fetch_add(1, Relaxed);
     }
 
+    /// Counts one command sent to the broker's dynamic-security plugin (`identity::dynsec`).
+    pub fn dynsec_sent(&self, command: &str) {
+        if let Some(i) = DYNSEC_COMMANDS.iter().position(|c| *c == command) {
+            self.dynsec_commands[i].fetch_add(1, Relaxed);
+        }
+    }
+
     /// Counts a rejection and logs it, at most once per reason every 10 s.
     pub fn rejected(&self, why: Refusal, topic: &str) {
         let i = why.index();
@@ -397,6 +417,13 @@ impl Metrics {
             "Reconnections of the collector's MQTT client.",
         )
         .sample(&[], self.mqtt_reconnects.load(Relaxed));
+        let f_dynsec = f.counter(
+            "dozor_dynsec_commands_total",
+            "Commands sent to Mosquitto's dynamic-security plugin (mqtt.dynsec), by command.",
+        );
+        for (c, n) in DYNSEC_COMMANDS.iter().zip(&self.dynsec_commands) {
+            f_dynsec.sample(&[("command", c)], n.load(Relaxed));
+        }
         if let Some(probe) = self.ingest_queue.get() {
             let (messages, bytes) = (probe.0)();
             f.gauge(

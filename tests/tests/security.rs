@@ -689,3 +689,136 @@ async fn mosquitto_with_tls_and_dynsec_holds_each_agent_to_its_own_topics() {
     );
     assert!(!connect(with_tls(b.options(m.port))).await.connected().await);
 }
+
+fn dynsec_collector(m: &Mosquitto, dir: &std::path::Path) -> Collector {
+    let conf = dir.join("collector.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[mqtt]\ntype = \"external\"\nurl = \"mqtts://127.0.0.1:{}\"\nca_file = \"{}\"\n\
+             username = \"dozor-collector\"\npassword = \"collector-secret\"\ndynsec = true\n",
+            m.port,
+            m.ca_file().display()
+        ),
+    )
+    .unwrap();
+    Collector::start(
+        &Broker::External(format!("mqtts://127.0.0.1:{}", m.port)),
+        dir,
+        &[
+            "--security-mode",
+            "enrolled",
+            "--config",
+            conf.to_str().unwrap(),
+        ],
+    )
+}
+
+async fn dynsec_sent(c: &Collector, command: &str) -> f64 {
+    c.metric(&format!(
+        "dozor_dynsec_commands_total{{command=\"{command}\"}}"
+    ))
+    .await
+}
+
+/// At start the collector lists what Mosquitto's dynamic-security plugin holds and sends only
+/// the difference (the plugin rewrites its whole file per command, so a full sync per start
+/// is quadratic in the fleet): nothing for identities the broker has, a client deleted behind
+/// its back is re-created, a revoked identity still on the broker is deleted. Agents log in
+/// and are confined as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_sends_mosquitto_only_the_identities_it_lacks() {
+    let m = Mosquitto::start_secure("dozor-collector", "collector-secret");
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = dynsec_collector(&m, dir.path());
+    let tls = tls_client(&m.ca_file());
+    let with_tls = |mut o: MqttOptions| {
+        o.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls.clone()),
+        ));
+        o
+    };
+    let a = SimAgent::enroll(&c, &token(dir.path(), MO_A, &[]), "pc-a").await;
+    let mut b = SimAgent::enroll(&c, &token(dir.path(), MO_B, &[]), "srv-b").await;
+    let d = SimAgent::enroll(&c, &token(dir.path(), MO_A, &[]), "pc-d").await;
+    for agent in [&a, &b, &d] {
+        let conn = connect_when_accepted(|| with_tls(agent.options(m.port))).await;
+        assert!(conn.is_some(), "{} logs in before the restart", agent.host);
+    }
+    assert_eq!(
+        dynsec_sent(&c, "createClient").await,
+        3.0,
+        "one per enrollment"
+    );
+    c.proc.terminate();
+
+    // Behind the collector's back: A's client deleted on the broker, D revoked offline.
+    let ctrl = Command::new("mosquitto_ctrl")
+        .args(["-h", "127.0.0.1", "-p", &m.port.to_string()])
+        .arg("--cafile")
+        .arg(m.ca_file())
+        .args(["-u", "dozor-collector", "-P", "collector-secret"])
+        .args(["dynsec", "deleteClient", &username(&a.mo, &a.host)])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(ctrl.success(), "mosquitto_ctrl dynsec deleteClient");
+    assert!(
+        !connect(with_tls(a.options(m.port))).await.connected().await,
+        "A's client is gone from the broker"
+    );
+    revoke(dir.path(), &d);
+
+    let c = dynsec_collector(&m, dir.path());
+    wait_metric(
+        &c,
+        "dozor_dynsec_commands_total{command=\"deleteClient\"}",
+        1.0,
+    )
+    .await;
+    for (command, sent) in [
+        ("createClient", 1.0),
+        ("createRole", 0.0),
+        ("addRoleACL", 0.0),
+        ("addClientRole", 0.0),
+        ("deleteClient", 1.0),
+        ("deleteRole", 1.0),
+    ] {
+        assert_eq!(dynsec_sent(&c, command).await, sent, "{command} at restart");
+    }
+    let va = connect_when_accepted(|| with_tls(a.options(m.port))).await;
+    assert!(va.is_some(), "A re-created on the broker logs in again");
+    assert!(
+        !connect(with_tls(d.options(m.port))).await.connected().await,
+        "the revoked D is refused by the broker"
+    );
+    // B, untouched, still logs in and is still held to its own topics.
+    let vb = connect_when_accepted(|| with_tls(b.options(m.port))).await;
+    let vb = vb.expect("B logs in after the restart");
+    vb.publish(b.hb(), false).await;
+    wait_metric(&c, "dozor_messages_accepted_total{kind=\"hb\"}", 1.0).await;
+    let before = accepted_hb(&c).await;
+    let (_, forged) = b.hb();
+    vb.client
+        .publish(
+            topic(&a.mo, &a.host, dozor_proto::Kind::Hb),
+            QoS::AtLeastOnce,
+            false,
+            forged,
+        )
+        .await
+        .unwrap();
+    vb.publish(b.hb(), false).await;
+    wait_metric(
+        &c,
+        "dozor_messages_accepted_total{kind=\"hb\"}",
+        before + 1.0,
+    )
+    .await;
+    assert_eq!(
+        c.metric("dozor_messages_rejected_total{reason=\"bad_mac\"}")
+            .await,
+        0.0,
+        "the broker itself dropped B's message on A's topic"
+    );
+}
