@@ -40,6 +40,7 @@
 set -euo pipefail
 export LC_ALL=C
 cd "$(dirname "$0")/.."
+source bench/lib/collector-ctl.sh
 AGENTS=${AGENTS:-30000}
 EDGES=${EDGES:-2}
 MO_COUNT=${MO_COUNT:-300}
@@ -236,34 +237,8 @@ dynsec = false
 mode = "enrolled"
 EOF
 mkdir -p "$WORK/data"
-cat >"$WORK/start.sh" <<EOF
-#!/usr/bin/env bash
-set -euo pipefail
-n=\$(ls "$WORK" | grep -c '^collector[.][0-9]*[.]stdout' || true)
-out="$WORK/collector.\$n.stdout"
-DOZOR_HTTP_PUBLIC_READ=true RUST_LOG=warn,dozor_collector::identity=info setsid "$BIN/dozor-collector" --config "$WORK/collector.toml" \\
-    --data-dir "$WORK/data" --http-listen 127.0.0.1:$HTTP_PORT >"\$out" 2>>"$WORK/collector.stderr" </dev/null &
-pid=\$!
-echo \$pid >"$WORK/collector.pid"
-for _ in \$(seq 1200); do
-    grep -q '^dozor-collector listening' "\$out" 2>/dev/null && { echo \$pid; exit 0; }
-    kill -0 \$pid 2>/dev/null || { tail -5 "$WORK/collector.stderr" >&2; exit 1; }
-    sleep 0.05
-done
-echo "collector did not start" >&2
-exit 1
-EOF
-# Stops the collector with signal \$1, waits for it to exit, starts it again.
-cat >"$WORK/restart.sh" <<EOF
-#!/usr/bin/env bash
-set -euo pipefail
-old=\$(cat "$WORK/collector.pid")
-kill -\$1 \$old
-for _ in \$(seq 600); do kill -0 \$old 2>/dev/null || break; sleep 0.05; done
-kill -0 \$old 2>/dev/null && { echo "collector \$old did not stop in 30 s" >&2; exit 1; }
-echo "# collector \$old stopped by SIG\$1, load \$(cut -d' ' -f1-3 /proc/loadavg)" >&2
-exec bash "$WORK/start.sh"
-EOF
+# start.sh and restart.sh (restart.sh takes the signal as its argument from the load generator).
+write_collector_ctl "$BIN/dozor-collector" "$HTTP_PORT" warn,dozor_collector::identity=info TERM
 # Stops edge 1 (EDGE_STOP), waits for it to exit, starts it again.
 cat >"$WORK/edge-restart.sh" <<EOF
 #!/usr/bin/env bash

@@ -44,6 +44,7 @@ set -euo pipefail
 export LC_ALL=C
 
 cd "$(dirname "$0")/.."
+source bench/lib/collector-ctl.sh
 SCENARIO=${SCENARIO:-day}
 HOSTS=${HOSTS:-7000}
 if [[ $SCENARIO == restart ]]; then
@@ -125,36 +126,8 @@ max_connections = ${MAX_CONNECTIONS:-$((AGENTS + AGENTS / 10))}
 mode = "open"
 EOF
     mkdir -p "$WORK/data"
-    # Starts a collector in its own session, records its PID, waits until it listens; prints
-    # the PID.
-    cat >"$WORK/start.sh" <<EOF
-#!/usr/bin/env bash
-set -euo pipefail
-n=\$(ls "$WORK" | grep -c '^collector[.][0-9]*[.]stdout' || true)
-out="$WORK/collector.\$n.stdout"
-DOZOR_HTTP_PUBLIC_READ=true RUST_LOG=warn setsid "$COLLECTOR" --config "$WORK/collector.toml" \\
-    --data-dir "$WORK/data" --http-listen 127.0.0.1:$HTTP_PORT >"\$out" 2>>"$WORK/collector.stderr" </dev/null &
-pid=\$!
-echo \$pid >"$WORK/collector.pid"
-for _ in \$(seq 1200); do
-    grep -q '^dozor-collector listening' "\$out" 2>/dev/null && { echo \$pid; exit 0; }
-    kill -0 \$pid 2>/dev/null || { tail -5 "$WORK/collector.stderr" >&2; exit 1; }
-    sleep 0.05
-done
-echo "collector did not start" >&2
-exit 1
-EOF
-    # Stops the running collector (RESTART_SIGNAL), waits for it to exit, starts it again.
-    cat >"$WORK/restart.sh" <<EOF
-#!/usr/bin/env bash
-set -euo pipefail
-old=\$(cat "$WORK/collector.pid")
-kill -${RESTART_SIGNAL:-TERM} \$old
-for _ in \$(seq 600); do kill -0 \$old 2>/dev/null || break; sleep 0.05; done
-kill -0 \$old 2>/dev/null && { echo "collector \$old did not stop in 30 s" >&2; exit 1; }
-echo "# collector \$old stopped by SIG${RESTART_SIGNAL:-TERM}, load \$(cut -d' ' -f1-3 /proc/loadavg)" >&2
-exec bash "$WORK/start.sh"
-EOF
+    # start.sh (prints the collector's PID once it listens) and restart.sh (RESTART_SIGNAL).
+    write_collector_ctl "$COLLECTOR" "$HTTP_PORT" warn "${RESTART_SIGNAL:-TERM}"
     COLL_PID=$(bash "$WORK/start.sh")
     addrs=127.0.0.1
     for i in $(seq 2 "$ADDRS"); do addrs+=",127.0.0.$i"; done
