@@ -558,27 +558,7 @@ fn tls_client(ca: &std::path::Path) -> std::sync::Arc<rustls::ClientConfig> {
 async fn mosquitto_with_tls_and_dynsec_holds_each_agent_to_its_own_topics() {
     let m = Mosquitto::start_secure("dozor-collector", "collector-secret");
     let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("collector.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "[mqtt]\ntype = \"external\"\nurl = \"mqtts://127.0.0.1:{}\"\nca_file = \"{}\"\n\
-             username = \"dozor-collector\"\npassword = \"collector-secret\"\ndynsec = true\n",
-            m.port,
-            m.ca_file().display()
-        ),
-    )
-    .unwrap();
-    let c = Collector::start(
-        &Broker::External(format!("mqtts://127.0.0.1:{}", m.port)),
-        dir.path(),
-        &[
-            "--security-mode",
-            "enrolled",
-            "--config",
-            conf.to_str().unwrap(),
-        ],
-    );
+    let c = dynsec_collector(&m, dir.path());
     let tls = tls_client(&m.ca_file());
     let with_tls = |mut o: MqttOptions| {
         o.set_transport(rumqttc::Transport::tls_with_config(

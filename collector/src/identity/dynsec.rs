@@ -28,10 +28,9 @@ pub const RESPONSE_TOPIC: &str = "$CONTROL/dynamic-security/v1/response";
 /// Commands per published message (the plugin handles a list per message).
 const BATCH: usize = 100;
 /// Clients or roles asked for per listing command. Verbose roles carry their ACLs (about
-/// 1 KB each): 200 stay far below the 1 MiB packet limit of broker and collector.
+/// 1 KB each): 200 stay far below the 1 MiB packet limit of broker and collector
+/// (`ingest::MAX_PACKET`, which the listing connection has too).
 const PAGE: usize = 200;
-/// The listing connection's packet limit, as the ingest client's (`ingest::MAX_PACKET`).
-const MAX_PACKET: usize = 1024 * 1024;
 /// How long the broker may stay silent while listing (connecting, or answering one page)
 /// before the collector gives up and sends the full identity set instead.
 pub const LISTING_BOUND: Duration = Duration::from_secs(20);
@@ -253,18 +252,9 @@ pub fn reconcile(now: &Registry, broker: &Listing) -> Vec<Value> {
 /// Options of the short connection that lists the broker: the collector's credentials and
 /// TLS, a client id of its own (`{client_id}-dynsec`), a clean session.
 pub fn listing_options(cfg: &MqttConfig, host: &str, port: u16) -> MqttOptions {
-    let mut o = MqttOptions::new(format!("{}-dynsec", cfg.client_id), host, port);
-    if let Some((user, password)) = &cfg.credentials {
-        o.set_credentials(user.clone(), password.clone());
-    }
-    if let Some(tls) = &cfg.tls {
-        o.set_transport(rumqttc::Transport::tls_with_config(
-            rumqttc::TlsConfiguration::Rustls(tls.clone()),
-        ));
-    }
-    o.set_keep_alive(cfg.keepalive)
-        .set_clean_session(true)
-        .set_max_packet_size(MAX_PACKET, MAX_PACKET);
+    let mut o =
+        crate::ingest::connection_options(cfg, format!("{}-dynsec", cfg.client_id), host, port);
+    o.set_clean_session(true);
     o
 }
 

@@ -341,10 +341,15 @@ pub fn subscription_qos(cfg: &MqttConfig) -> QoS {
     }
 }
 
-/// Builds the client options: persistent session, wide inflight window, manual acks for an
-/// external broker (see [`acks_after_commit`]).
-pub fn options(cfg: &MqttConfig, session: Session, host: &str, port: u16) -> MqttOptions {
-    let mut o = MqttOptions::new(session.client_id(cfg), host, port);
+/// What every collector connection to the broker has: its credentials, TLS, keep-alive and
+/// packet size bound.
+pub fn connection_options(
+    cfg: &MqttConfig,
+    client_id: String,
+    host: &str,
+    port: u16,
+) -> MqttOptions {
+    let mut o = MqttOptions::new(client_id, host, port);
     if let Some((user, password)) = &cfg.credentials {
         o.set_credentials(user.clone(), password.clone());
     }
@@ -354,9 +359,16 @@ pub fn options(cfg: &MqttConfig, session: Session, host: &str, port: u16) -> Mqt
         ));
     }
     o.set_keep_alive(cfg.keepalive)
-        .set_clean_session(false)
+        .set_max_packet_size(MAX_PACKET, MAX_PACKET);
+    o
+}
+
+/// Builds the client options: persistent session, wide inflight window, manual acks for an
+/// external broker (see [`acks_after_commit`]).
+pub fn options(cfg: &MqttConfig, session: Session, host: &str, port: u16) -> MqttOptions {
+    let mut o = connection_options(cfg, session.client_id(cfg), host, port);
+    o.set_clean_session(false)
         .set_manual_acks(acks_after_commit(cfg))
-        .set_max_packet_size(MAX_PACKET, MAX_PACKET)
         .set_inflight(1000)
         .set_request_channel_capacity(200_000);
     o
