@@ -1750,6 +1750,15 @@ fn journal_apply_equals_direct_apply() {
 /// A crash (kill -9, power cut) after batches were committed to the journal and before they
 /// were applied: the committed batches are in the journal only; the next open applies them
 /// before anything reads, and the tables equal those of a direct apply.
+/// A store that applies its journal only when told (`settle(true)`), within a test's run.
+fn lazy_journal() -> StoreConfig {
+    let raw: RawStore = toml::from_str(
+        "region_tz = \"UTC\"\njournal_apply_ms = 60000\njournal_apply_batches = 10000",
+    )
+    .unwrap();
+    raw.validate().unwrap()
+}
+
 #[test]
 fn crash_between_journal_commit_and_apply_loses_nothing() {
     let batches = journal_batches();
@@ -1769,11 +1778,7 @@ fn crash_between_journal_commit_and_apply_loses_nothing() {
         direct.store.write(b).unwrap();
         direct.store.settle(true).unwrap();
     }
-    let raw: RawStore = toml::from_str(
-        "region_tz = \"UTC\"\njournal_apply_ms = 60000\njournal_apply_batches = 10000",
-    )
-    .unwrap();
-    let cfg = raw.validate().unwrap();
+    let cfg = lazy_journal();
     let mut t = T::with_cfg(cfg.clone(), JOURNAL_ROSTER);
     t.store.set_auto_maintain(false);
     // Half applied, half only in the journal when the process dies.
@@ -1834,11 +1839,7 @@ fn an_apply_that_cannot_begin_keeps_its_batches() {
         direct.store.write(b).unwrap();
         direct.store.settle(true).unwrap();
     }
-    let raw: RawStore = toml::from_str(
-        "region_tz = \"UTC\"\njournal_apply_ms = 60000\njournal_apply_batches = 10000",
-    )
-    .unwrap();
-    let mut t = T::with_cfg(raw.validate().unwrap(), JOURNAL_ROSTER);
+    let mut t = T::with_cfg(lazy_journal(), JOURNAL_ROSTER);
     t.store.set_auto_maintain(false);
     let half = batches.len() / 2;
     for b in &batches[..half] {
@@ -1874,11 +1875,7 @@ fn an_apply_that_cannot_begin_keeps_its_batches() {
 #[test]
 fn a_journal_row_never_joins_a_transaction_left_open() {
     let batches = journal_batches();
-    let raw: RawStore = toml::from_str(
-        "region_tz = \"UTC\"\njournal_apply_ms = 60000\njournal_apply_batches = 10000",
-    )
-    .unwrap();
-    let mut t = T::with_cfg(raw.validate().unwrap(), JOURNAL_ROSTER);
+    let mut t = T::with_cfg(lazy_journal(), JOURNAL_ROSTER);
     t.store.set_auto_maintain(false);
     t.store.conn.execute_batch("BEGIN IMMEDIATE").unwrap();
     t.store.write(&batches[0]).unwrap();
