@@ -180,6 +180,9 @@ topic dozor/v1/+/+/birth out 1
 topic dozor/v1/+/+/state out 1
 topic dozor/v1/+/+/hb out 1
 topic dozor/v1/+/+/probe out 1
+topic dozor/v1/+/+/birth-replay out 1
+topic dozor/v1/+/+/hb-replay out 1
+topic dozor/v1/+/+/probe-replay out 1
 EOF
     # Downstream only the topics of this edge's МО (every МО index ≡ e-1 modulo EDGES; МО ids as
     # loadgen/fleet.rs makes them): an edge subscribing to all acks would receive every other
