@@ -245,6 +245,37 @@ pub enum MqttMode {
     External { host: String, port: u16 },
 }
 
+/// Largest packet read from the broker. Payloads between the protocol's 16 KiB and this are
+/// read and rejected as `oversized`; a bigger one makes rumqttc fail the connection, and the
+/// broker would redeliver it to our persistent session forever: `ingest::run` then reconnects
+/// once with a clean session to discard it (counted as `unreadable_packet`). Bounded memory
+/// either way.
+pub const MAX_PACKET: usize = 1024 * 1024;
+
+impl MqttConfig {
+    /// What every collector connection to the broker has: its credentials, TLS, keep-alive and
+    /// packet size bound ([`MAX_PACKET`]).
+    pub fn connection_options(
+        &self,
+        client_id: String,
+        host: &str,
+        port: u16,
+    ) -> rumqttc::MqttOptions {
+        let mut o = rumqttc::MqttOptions::new(client_id, host, port);
+        if let Some((user, password)) = &self.credentials {
+            o.set_credentials(user.clone(), password.clone());
+        }
+        if let Some(tls) = &self.tls {
+            o.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(tls.clone()),
+            ));
+        }
+        o.set_keep_alive(self.keepalive)
+            .set_max_packet_size(MAX_PACKET, MAX_PACKET);
+        o
+    }
+}
+
 /// Validated MQTT settings.
 #[derive(Debug, Clone)]
 pub struct MqttConfig {

@@ -29,7 +29,7 @@ pub const RESPONSE_TOPIC: &str = "$CONTROL/dynamic-security/v1/response";
 const BATCH: usize = 100;
 /// Clients or roles asked for per listing command. Verbose roles carry their ACLs (about
 /// 1 KB each): 200 stay far below the 1 MiB packet limit of broker and collector
-/// (`ingest::MAX_PACKET`, which the listing connection has too).
+/// (`config::MAX_PACKET`, which the listing connection has too).
 const PAGE: usize = 200;
 /// How long the broker may stay silent while listing (connecting, or answering one page)
 /// before the collector gives up and sends the full identity set instead.
@@ -252,8 +252,7 @@ pub fn reconcile(now: &Registry, broker: &Listing) -> Vec<Value> {
 /// Options of the short connection that lists the broker: the collector's credentials and
 /// TLS, a client id of its own (`{client_id}-dynsec`), a clean session.
 pub fn listing_options(cfg: &MqttConfig, host: &str, port: u16) -> MqttOptions {
-    let mut o =
-        crate::ingest::connection_options(cfg, format!("{}-dynsec", cfg.client_id), host, port);
+    let mut o = cfg.connection_options(format!("{}-dynsec", cfg.client_id), host, port);
     o.set_clean_session(true);
     o
 }

@@ -307,11 +307,7 @@ impl Inlet {
     }
 }
 
-/// Largest packet read from the broker. Payloads between the protocol's 16 KiB and this are
-/// read and rejected as `oversized`; a bigger one makes rumqttc fail the connection, and the
-/// broker would redeliver it to our persistent session forever: `run` then reconnects once with
-/// a clean session to discard it (counted as `unreadable_packet`). Bounded memory either way.
-pub const MAX_PACKET: usize = 1024 * 1024;
+pub use crate::config::MAX_PACKET;
 
 /// Whether publishes are acknowledged to the broker only once their effect is durable.
 ///
@@ -341,32 +337,10 @@ pub fn subscription_qos(cfg: &MqttConfig) -> QoS {
     }
 }
 
-/// What every collector connection to the broker has: its credentials, TLS, keep-alive and
-/// packet size bound.
-pub fn connection_options(
-    cfg: &MqttConfig,
-    client_id: String,
-    host: &str,
-    port: u16,
-) -> MqttOptions {
-    let mut o = MqttOptions::new(client_id, host, port);
-    if let Some((user, password)) = &cfg.credentials {
-        o.set_credentials(user.clone(), password.clone());
-    }
-    if let Some(tls) = &cfg.tls {
-        o.set_transport(rumqttc::Transport::tls_with_config(
-            rumqttc::TlsConfiguration::Rustls(tls.clone()),
-        ));
-    }
-    o.set_keep_alive(cfg.keepalive)
-        .set_max_packet_size(MAX_PACKET, MAX_PACKET);
-    o
-}
-
 /// Builds the client options: persistent session, wide inflight window, manual acks for an
 /// external broker (see [`acks_after_commit`]).
 pub fn options(cfg: &MqttConfig, session: Session, host: &str, port: u16) -> MqttOptions {
-    let mut o = connection_options(cfg, session.client_id(cfg), host, port);
+    let mut o = cfg.connection_options(session.client_id(cfg), host, port);
     o.set_clean_session(false)
         .set_manual_acks(acks_after_commit(cfg))
         .set_inflight(1000)
