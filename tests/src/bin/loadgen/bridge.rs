@@ -209,11 +209,11 @@ fn write_dynsec_file(path: &Path, reg: &Registry, run_id: u64) -> anyhow::Result
     let mut roles = Vec::with_capacity(reg.len());
     let mut rng = splitmix(run_id ^ 0x5a17);
     for a in reg.agents() {
-        // The role and the client; the `addRoleACL` commands after them upgrade roles made
-        // before the replay topics, which a role written here already holds.
-        let mut cmds = dynsec::create_agent(a).into_iter();
-        let (Some(mut role), Some(mut client)) = (cmds.next(), cmds.next()) else {
-            bail!("dynsec::create_agent made no role and client")
+        // createRole and createClient; the rest (addRoleACL of the replay topics for a role
+        // made before them) is already in the role's ACLs.
+        let mut commands = dynsec::create_agent(a).into_iter();
+        let (Some(mut role), Some(mut client)) = (commands.next(), commands.next()) else {
+            anyhow::bail!("dynsec::create_agent made fewer than two commands");
         };
         if let Some(r) = role.as_object_mut() {
             r.remove("command");
@@ -521,9 +521,6 @@ fn caught_up(target: &HashMap<String, u64>, stored: &HashMap<String, u64>) -> us
 }
 
 /// A named counter of the collector's `/metrics` (summed over labels).
-/// `state` messages the collector ignored as made on an older connection (a late will).
-const STALE: &str = "dozor_messages_rejected_total{reason=\"stale_state\"}";
-
 async fn metric(api: &Api, name: &str) -> f64 {
     api.metrics()
         .await
@@ -679,23 +676,10 @@ pub(crate) async fn run(a: BridgeArgs) -> anyhow::Result<()> {
         };
         let t = Instant::now();
         let mut min_online = n;
-        // Per second: online / lost / offline / not heard since the restart.
-        let mut states = Vec::new();
         while t.elapsed() < Duration::from_secs(a.settle_secs) {
             procs.tick().await;
-            let [on, off, lost] = api.by_state().await.unwrap_or_default();
-            min_online = min_online.min(on);
-            states.push(format!(
-                "{:.0}s:{on}/{lost}/{off}/{}",
-                t0.elapsed().as_secs_f64(),
-                n.saturating_sub(on + off + lost)
-            ));
+            min_online = min_online.min(api.online().await.unwrap_or(0));
         }
-        eprintln!(
-            "dozor-loadgen bridge: collector SIG{sig}: hosts online/lost/offline/unheard per second after the stop: {}; states ignored as stale since the start: {}",
-            states.join(" "),
-            metric(&api, STALE).await
-        );
         procs.phase("x");
         let new = api.incidents_since(&before).await?;
         eprintln!(
@@ -723,7 +707,6 @@ pub(crate) async fn run(a: BridgeArgs) -> anyhow::Result<()> {
         .copied()
         .unwrap_or(0);
     let st0 = status(&a.status_dir, a.slices);
-    let stale0 = metric(&api, STALE).await;
     procs.phase("x");
     let t0 = Instant::now();
     let pid = run_cmd(&a.edge_restart_cmd).await?;
@@ -737,10 +720,10 @@ pub(crate) async fn run(a: BridgeArgs) -> anyhow::Result<()> {
         procs.tick().await;
         let st = status(&a.status_dir, a.slices);
         let conn = st[0].get("connected").copied().unwrap_or(0);
-        let [online, _, lost] = api.by_state().await.unwrap_or_default();
+        let online = api.online().await.unwrap_or(0);
         min_online = min_online.min(online);
         trace.push(format!(
-            "{:.0}s:{conn}/{online}/{lost}",
+            "{:.0}s:{conn}/{online}",
             t0.elapsed().as_secs_f64()
         ));
         let el = t0.elapsed().as_secs_f64();
@@ -762,7 +745,7 @@ pub(crate) async fn run(a: BridgeArgs) -> anyhow::Result<()> {
     let (h, kv) = procs.phase("edge");
     let st = status(&a.status_dir, a.slices);
     eprintln!(
-        "dozor-loadgen bridge: edge 1 restart: edge agents connected / hosts online / hosts lost per second: {}",
+        "dozor-loadgen bridge: edge 1 restart: edge agents connected / hosts online per second: {}",
         trace.join(" ")
     );
     let (Some(t_conn), Some(t_online), Some(t_stored)) = (t_conn, t_online, t_stored) else {
@@ -775,10 +758,6 @@ pub(crate) async fn run(a: BridgeArgs) -> anyhow::Result<()> {
     }
     procs.phase("x");
     let new = api.incidents_since(&before).await?;
-    eprintln!(
-        "dozor-loadgen bridge: edge 1 restart: states ignored as stale (late wills): {}",
-        metric(&api, STALE).await - stale0
-    );
     let d = |k: &str| sum(&st[..1], k) - sum(&st0[..1], k);
     eprintln!(
         "dozor-loadgen bridge: edge 1 restart ({edge_agents} agents): the broker up again after {up:.1} s; every agent connected {t_conn:.1} s, every host online {t_online:.1} s, everything acknowledged stored {t_stored:.1} s after the stop began; {} connection attempts ({} CONNACKs; refused: {} by CONNACK, {} TCP, {} closed, {} timeouts, {} other); fewest online {min_online} of {n}; {h}; incidents opened by {} s later: {} ({}){}",
