@@ -43,13 +43,10 @@ pub enum Refusal {
     /// A packet the MQTT client cannot read (larger than it reads, or malformed): costs the
     /// broker session once, never the ingest (see `ingest`).
     UnreadablePacket,
-    /// A `state` made on an older connection of the agent than its latest birth (a late last
-    /// will): stored in no history, applied to no live state (docs/reliability.md).
-    StaleState,
 }
 
 impl Refusal {
-    pub const COLLECTOR: [Refusal; 11] = [
+    pub const COLLECTOR: [Refusal; 10] = [
         Refusal::Flood,
         Refusal::TooManyHosts,
         Refusal::UnknownMo,
@@ -60,7 +57,6 @@ impl Refusal {
         Refusal::Unsigned,
         Refusal::BadMac,
         Refusal::UnreadablePacket,
-        Refusal::StaleState,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -76,7 +72,6 @@ impl Refusal {
             Refusal::Unsigned => "unsigned",
             Refusal::BadMac => "bad_mac",
             Refusal::UnreadablePacket => "unreadable_packet",
-            Refusal::StaleState => "stale_state",
         }
     }
 
@@ -93,7 +88,6 @@ impl Refusal {
             Refusal::Unsigned => Reject::ALL.len() + 7,
             Refusal::BadMac => Reject::ALL.len() + 8,
             Refusal::UnreadablePacket => Reject::ALL.len() + 9,
-            Refusal::StaleState => Reject::ALL.len() + 10,
         }
     }
 }

@@ -311,12 +311,8 @@ impl Pipeline {
                     // what is stored, but the live state lost it with the process: take the
                     // inventory (role!) from it, or a crashed server would page nobody.
                     let restored = if let Message::Birth(e) = &msg {
-                        self.state.restore_birth(
-                            (h.mo, h.host, h.inst, h.seq),
-                            &e.body,
-                            recv_ms,
-                            in_roster,
-                        );
+                        self.state
+                            .restore_birth(h.mo, h.host, &e.body, recv_ms, in_roster);
                         true
                     } else {
                         false
@@ -329,11 +325,6 @@ impl Pipeline {
             if !h.replay && !retained {
                 self.watch_clones(&h, recv_ms);
             }
-        }
-        // A `state` of an older connection than the latest birth (a late last will) is old
-        // news: neither the live state nor the history's markers take it.
-        if self.state.is_stale_state(slot, &msg) {
-            return Outcome::Settled(Refusal::StaleState);
         }
         // admit_slot() created the host above; nothing since moved it (only snapshots do).
         let transition = self.state.apply_slot(slot, &msg, recv_ms, retained);

@@ -78,73 +78,6 @@ pub struct Host {
     window_start_ms: i64,
     #[serde(skip)]
     window_count: u32,
-    /// The agent's connections as its births told them: tells a `state` made on an older
-    /// connection from one about the current ([`Conns`]).
-    #[serde(skip)]
-    conns: Conns,
-}
-
-/// The `seq_base` of a host's latest two births on one agent install (`inst`), to tell a
-/// `state` made on an older connection from one about the current connection.
-///
-/// A `state` carries the latest sequence number the agent had issued when it was made
-/// (docs/protocol.md). The last will is made at connect, before that connection's birth takes
-/// `seq_base`; so the current connection's will carries at least the previous connection's
-/// `seq_base`, and a will of any older connection carries less. Through a bridge of brokers a
-/// will of a dropped connection can reach the collector after the agent's new birth (the edge
-/// restarted and sends the wills it kept); without this rule it would turn a connected host
-/// `lost` until its next heartbeat, and open a `server_lost` for a server that never left.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Conns {
-    /// Hash of the `inst` of the births below; 0 with none.
-    inst: u64,
-    /// The latest birth's `seq` (= its `seq_base`); 0: none.
-    base: u64,
-    /// The `seq_base` of the birth before it on the same install; 0: not seen.
-    prev_base: u64,
-}
-
-impl Conns {
-    /// A birth (live or retained; not replayed) of `inst` with sequence number `seq`.
-    fn birth(&mut self, inst: u64, seq: u64) {
-        if inst != self.inst {
-            *self = Conns {
-                inst,
-                base: seq,
-                prev_base: 0,
-            };
-        } else if seq > self.base {
-            self.prev_base = self.base;
-            self.base = seq;
-        }
-    }
-
-    /// True if a `state` of `inst` carrying `seq` was made on a connection older than the
-    /// latest birth's. Unknown installs and hosts without a birth: never stale.
-    fn is_stale(&self, inst: u64, seq: u64, state: ConnState) -> bool {
-        if inst != self.inst || self.base == 0 {
-            return false;
-        }
-        match state {
-            // The will of the current connection carries ≥ the previous `seq_base` (that
-            // connection's birth was issued before it); usually `base − 1`, less only if a
-            // heartbeat took a number between the connect and the birth. Without the previous
-            // birth, `base − 1` is the test: in that race the host is declared lost by the
-            // heartbeat timeout instead of the will.
-            ConnState::Lost if self.prev_base > 0 => seq < self.prev_base,
-            ConnState::Lost => seq.saturating_add(1) < self.base,
-            // `online` follows the birth and `offline` ends the connection: both carry ≥ base.
-            ConnState::Online | ConnState::Offline => seq < self.base,
-        }
-    }
-}
-
-/// FNV-1a of an install id: 8 bytes per host instead of the string.
-fn inst_hash(inst: &str) -> u64 {
-    let h = inst.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    h.max(1)
 }
 
 impl Host {
@@ -172,7 +105,6 @@ impl Host {
             warnings: Vec::new(),
             window_start_ms: now_ms,
             window_count: 0,
-            conns: Conns::default(),
         }
     }
 
@@ -378,17 +310,12 @@ impl LiveState {
         let mut next = (prev, host.reason.clone());
         match msg {
             Message::Birth(e) => {
-                host.conns.birth(inst_hash(h.inst), h.seq);
                 apply_birth(host, &e.body, offset);
                 if live {
                     next = (ConnState::Online, None);
                 }
             }
             Message::State(e) => {
-                if host.conns.is_stale(inst_hash(h.inst), h.seq, e.body.state) {
-                    // Made on an older connection than the latest birth's: old news.
-                    return None;
-                }
                 let reason =
                     e.body.reason.clone().or_else(|| {
                         (e.body.state == ConnState::Lost).then(|| "last_will".to_string())
@@ -413,31 +340,14 @@ impl LiveState {
         set_state(host, next.0, next.1, now_ms, prev)
     }
 
-    /// True if `msg` is a `state` made on an older connection of the agent than the latest
-    /// birth known for the admitted host ([`Conns`]): it must change nothing.
-    pub fn is_stale_state(&self, slot: Slot, msg: &Message) -> bool {
-        let (Message::State(e), Some(host)) = (msg, self.hosts.get(slot.0)) else {
-            return false;
-        };
-        !e.replay && host.conns.is_stale(inst_hash(&e.inst), e.seq, e.body.state)
-    }
-
     /// Takes the inventory of a birth already stored (a retained birth redelivered after a
-    /// restart) when the live state has none yet, and the connection it began (`inst`, `seq`):
-    /// no state change, no sign of life.
-    pub fn restore_birth(
-        &mut self,
-        (mo, host, inst, seq): (&str, &str, &str, u64),
-        b: &Birth,
-        now_ms: i64,
-        in_roster: bool,
-    ) {
-        if let Ok(h) = self.entry(mo, host, now_ms, in_roster) {
-            h.conns.birth(inst_hash(inst), seq);
-            if h.role.is_none() {
-                let offset = h.clock_offset_ms.unwrap_or(0);
-                apply_birth(h, b, offset);
-            }
+    /// restart) when the live state has none yet: no state change, no sign of life.
+    pub fn restore_birth(&mut self, mo: &str, host: &str, b: &Birth, now_ms: i64, in_roster: bool) {
+        if let Ok(h) = self.entry(mo, host, now_ms, in_roster)
+            && h.role.is_none()
+        {
+            let offset = h.clock_offset_ms.unwrap_or(0);
+            apply_birth(h, b, offset);
         }
     }
 
