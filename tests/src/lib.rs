@@ -15,12 +15,30 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+/// A free TCP port on 127.0.0.1 for a server a test starts (Mosquitto, a collector to be
+/// restarted on the same port).
+///
+/// Drawn below the kernel's ephemeral range (32768–60999 here): a port the kernel handed out
+/// for `bind(0)` and released could be given to any outgoing connection before the server binds
+/// it, while a port outside that range is only ever taken by a server asked for it. Each port is
+/// handed out once per test process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    use rand::Rng;
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rng = rand::rng();
+    for _ in 0..1000 {
+        let port = rng.random_range(20_000..32_000);
+        if given.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no free port in 20000..32000 after 1000 tries");
 }
 
 /// The directory holding the built binaries (`target/debug` or `target/release`).

@@ -101,18 +101,20 @@ fn config(listen: SocketAddr, backlog_bytes: u64) -> Config {
 }
 
 /// Starts rumqttd on `listen` in its own threads. It lives as long as the process.
-/// Returns once the port accepts connections.
+///
+/// The listener is bound here and handed to rumqttd (`rumqttd::adopt_listener`, a dozor patch):
+/// with port 0 (the internal listener) a port found by binding and releasing could be taken by
+/// another socket before rumqttd bound it again in its own thread, and the collector would
+/// start without a broker (this happened in CI). Connections made before rumqttd accepts wait
+/// in the listen backlog, so it accepts connections as soon as this returns.
 pub fn start(listen: SocketAddr, backlog_bytes: u64) -> Result<SocketAddr, BrokerError> {
-    // Probe the address first: rumqttd reports bind errors only in its own thread.
-    let probe = std::net::TcpListener::bind(listen).map_err(|source| BrokerError::Bind {
+    let bind_err = |source| BrokerError::Bind {
         addr: listen,
         source,
-    })?;
-    let bound = probe.local_addr().map_err(|source| BrokerError::Bind {
-        addr: listen,
-        source,
-    })?;
-    drop(probe);
+    };
+    let listener = bind_listener(listen).map_err(bind_err)?;
+    let bound = listener.local_addr().map_err(bind_err)?;
+    rumqttd::adopt_listener(listener);
     let mut broker = Broker::new(config(bound, backlog_bytes));
     std::thread::Builder::new()
         .name("mqtt-broker".into())
@@ -122,22 +124,25 @@ pub fn start(listen: SocketAddr, backlog_bytes: u64) -> Result<SocketAddr, Broke
             }
         })
         .map_err(|e| BrokerError::Start(e.to_string()))?;
-    let connect_to = if bound.ip().is_unspecified() {
+    Ok(if bound.ip().is_unspecified() {
         SocketAddr::from(([127, 0, 0, 1], bound.port()))
     } else {
         bound
-    };
-    // Wait until rumqttd holds the port: binding it ourselves then fails. (Connecting to test
-    // readiness would make rumqttd log an aborted connection as an error.)
-    for _ in 0..500 {
-        if std::net::TcpListener::bind(bound).is_err() {
-            return Ok(connect_to);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    Err(BrokerError::Start(format!(
-        "not accepting connections on {connect_to}"
-    )))
+    })
+}
+
+/// Binds and listens as tokio's `TcpListener::bind` does (SO_REUSEADDR, a backlog of 1,024:
+/// a reconnect storm opens one internal connection per agent at once).
+fn bind_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
 }
 
 /// The embedded broker as agents see it.
@@ -352,4 +357,40 @@ pub fn write_metrics(broker: &BrokerStats, out: &mut String) {
         .sample(&[], r.pauses());
     }
     f.write(out);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    /// The port is bound before `start` returns and rumqttd serves on exactly that listener: a
+    /// client connecting at once gets its CONNACK (no probe-then-rebind window to lose).
+    #[test]
+    fn the_embedded_broker_serves_on_the_listener_bound_at_start() {
+        let addr = super::start("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap();
+        assert_ne!(addr.port(), 0);
+        assert!(
+            std::net::TcpListener::bind(addr).is_err(),
+            "the port is held when start returns"
+        );
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        // MQTT 3.1.1 CONNECT, clean session, keep-alive 30 s, client id "t".
+        s.write_all(&[
+            0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 30, 0, 1, b't',
+        ])
+        .unwrap();
+        let mut connack = [0u8; 4];
+        s.read_exact(&mut connack).unwrap();
+        assert_eq!(connack, [0x20, 2, 0, 0]);
+    }
+
+    /// A port another socket holds is refused at start, naming the address.
+    #[test]
+    fn a_taken_port_is_refused_at_start() {
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let e = super::start(held.local_addr().unwrap(), 1 << 20).unwrap_err();
+        assert!(e.to_string().contains("cannot listen on"), "{e}");
+    }
 }

@@ -331,6 +331,26 @@ impl Broker {
     }
 }
 
+// dozor patch (vendor/README.md): listeners bound by the embedding program, by address.
+static ADOPTED: std::sync::Mutex<Vec<std::net::TcpListener>> = std::sync::Mutex::new(Vec::new());
+
+/// dozor patch (vendor/README.md): hands rumqttd a listener already bound (and listening); the
+/// server whose `listen` equals its local address uses it instead of binding its own.
+pub fn adopt_listener(listener: std::net::TcpListener) {
+    ADOPTED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(listener);
+}
+
+fn adopted_listener(addr: SocketAddr) -> Option<std::net::TcpListener> {
+    let mut all = ADOPTED.lock().unwrap_or_else(|e| e.into_inner());
+    let i = all
+        .iter()
+        .position(|l| l.local_addr().is_ok_and(|a| a == addr))?;
+    Some(all.swap_remove(i))
+}
+
 #[derive(Copy, Clone)]
 pub enum LinkType {
     #[cfg(feature = "websocket")]
@@ -380,7 +400,16 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
     }
 
     pub async fn start(&mut self, link_type: LinkType) -> Result<(), Error> {
-        let listener = TcpListener::bind(&self.config.listen).await?;
+        // dozor patch (vendor/README.md): use a listener the embedding program bound already
+        // (`adopt_listener`), so an ephemeral port cannot be taken between probing and binding.
+        let adopted = adopted_listener(self.config.listen);
+        let listener = match adopted {
+            Some(l) => {
+                l.set_nonblocking(true)?;
+                TcpListener::from_std(l)?
+            }
+            None => TcpListener::bind(&self.config.listen).await?,
+        };
         let delay = Duration::from_millis(self.config.next_connection_delay_ms);
         let mut count: usize = 0;
 
