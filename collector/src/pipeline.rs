@@ -107,35 +107,40 @@ struct Committed {
 /// succeeds or the process stops), then reports it committed.
 fn spawn_store(
     mut store: Box<dyn Store>,
-    mut rx: mpsc::Receiver<Job>,
+    rx: flume::Receiver<Job>,
     done: mpsc::UnboundedSender<Committed>,
     metrics: Arc<Metrics>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("store".into())
         .spawn(move || {
+        let mut retry =
+            crate::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
         loop {
-            // While the store defers work (the journal), wake up when it is due; idle otherwise.
-            let job = match store.settle(false) {
-                Ok(Some(wait)) => match rx.try_recv() {
-                    Ok(job) => job,
-                    Err(mpsc::error::TryRecvError::Empty) => {
-                        std::thread::sleep(wait.min(Duration::from_millis(5)));
-                        continue;
-                    }
-                    Err(mpsc::error::TryRecvError::Disconnected) => break,
-                },
-                r => {
-                    if let Err(e) = r {
-                        metrics.store_error();
-                        tracing::warn!(error = %e, "applying the store journal failed; retried");
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                    match rx.blocking_recv() {
-                        Some(job) => job,
-                        None => break,
-                    }
+            // While the store defers work (the journal), wake up when it is due, or to retry a
+            // failed apply with backoff; idle otherwise.
+            let wait = match store.settle(false) {
+                Ok(wait) => {
+                    retry.reset();
+                    wait
                 }
+                Err(e) => {
+                    metrics.store_error();
+                    let delay = retry.next_delay();
+                    tracing::warn!(error = %e, retry_in = ?delay, "applying the store journal failed; retried");
+                    Some(delay)
+                }
+            };
+            let job = match wait {
+                None => match rx.recv() {
+                    Ok(job) => job,
+                    Err(flume::RecvError::Disconnected) => break,
+                },
+                Some(wait) => match rx.recv_timeout(wait) {
+                    Ok(job) => job,
+                    Err(flume::RecvTimeoutError::Timeout) => continue,
+                    Err(flume::RecvTimeoutError::Disconnected) => break,
+                },
             };
             if let Some(at) = job.maintain_at {
                 if let Err(e) = store.maintain(at) {
@@ -503,7 +508,8 @@ pub async fn run(
 ) {
     // Live messages first, then replayed ones (`ingest::Inlet`).
     let mut rx = rx.into();
-    let (job_tx, job_rx) = mpsc::channel::<Job>(2);
+    // A flume channel: sent to from async code, waited on with a deadline by the store thread.
+    let (job_tx, job_rx) = flume::bounded::<Job>(2);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Committed>();
     let store_thread = match spawn_store(store, job_rx, done_tx, p.metrics.clone()) {
         Ok(t) => t,
@@ -583,7 +589,7 @@ pub async fn run(
                     if in_flight < 2 && p.batch.records.len() >= p.cfg.max_batch {
                         let job = p.cut();
                         in_flight += 1;
-                        if job_tx.send(job).await.is_err() { break 'run; }
+                        if job_tx.send_async(job).await.is_err() { break 'run; }
                     }
                     drained += 1;
                     if drained >= DRAIN || !(in_flight < 2 || p.batch.records.len() < p.cfg.max_batch) {
@@ -604,7 +610,7 @@ pub async fn run(
                 if in_flight < 2 && p.batch_due() {
                     let job = p.cut();
                     in_flight += 1;
-                    if job_tx.send(job).await.is_err() { break; }
+                    if job_tx.send_async(job).await.is_err() { break; }
                 }
             }
             _ = second.tick() => {
@@ -621,7 +627,7 @@ pub async fn run(
                     p.last_job = tokio::time::Instant::now();
                     in_flight += 1;
                     let job = Job { batch: Batch::default(), acks: Vec::new(), maintain_at: Some(now) };
-                    if job_tx.send(job).await.is_err() { break; }
+                    if job_tx.send_async(job).await.is_err() { break; }
                 }
             }
             _ = snap.tick() => {
@@ -680,7 +686,7 @@ pub async fn run(
     });
     let job = p.cut();
     in_flight += 1;
-    let _ = job_tx.send(job).await;
+    let _ = job_tx.send_async(job).await;
     drop(job_tx);
     while in_flight > 0 {
         match done_rx.recv().await {

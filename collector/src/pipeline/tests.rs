@@ -71,6 +71,40 @@ async fn an_idle_pipeline_asks_the_store_for_maintenance() {
     assert!((1..=4).contains(&m), "{m} maintenance calls in 4.5 s");
 }
 
+/// A journal apply that fails is retried with backoff by the store thread on its own, not only
+/// when the next batch arrives (an idle collector would otherwise keep it pending for minutes).
+#[test]
+fn a_failed_journal_apply_is_retried_without_waiting_for_a_batch() {
+    struct Flaky(Arc<AtomicUsize>);
+    impl Store for Flaky {
+        fn write(&mut self, _: &Batch) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn load_delivery(&mut self) -> Result<Vec<DeliveryMark>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn settle(&mut self, _: bool) -> Result<Option<Duration>, StoreError> {
+            match self.0.fetch_add(1, Ordering::SeqCst) {
+                0 | 1 => Err(StoreError::Corrupt("database is locked".into())),
+                _ => Ok(None),
+            }
+        }
+    }
+    let settles = Arc::new(AtomicUsize::new(0));
+    let (jobs, rx) = flume::bounded(2);
+    let (done, _done_rx) = mpsc::unbounded_channel();
+    let metrics = Arc::new(Metrics::default());
+    let thread = spawn_store(Box::new(Flaky(settles.clone())), rx, done, metrics).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while settles.load(Ordering::SeqCst) < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Twice failed (retried after 100 ms, then 200 ms), then applied; no job was sent.
+    assert_eq!(settles.load(Ordering::SeqCst), 3);
+    drop(jobs);
+    thread.join().unwrap();
+}
+
 const MO: &str = "mo1";
 const NOW: i64 = 1_700_000_000_000;
 
