@@ -317,6 +317,7 @@ impl SimHost {
                 boot_id: format!("{:016x}", splitmix(self.seed ^ (boot_ms / 1000) as u64)),
                 seq_base: self.seq,
                 prev_end: None,
+                will_seq: None,
                 interval_secs: INTERVAL_SECS,
                 keepalive_secs: 60,
                 targets: Vec::new(),
