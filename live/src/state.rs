@@ -357,6 +357,13 @@ impl LiveState {
             return None;
         }
         let host = Arc::make_mut(self.hosts.get_mut(slot.0)?);
+        if let Message::State(e) = msg
+            && e.body.state == ConnState::Lost
+            && host.will_floor.is_late(inst_hash(h.inst), h.seq)
+        {
+            // A will of an older connection than a birth announced: old news, changes nothing.
+            return None;
+        }
         let live = !retained;
         if live {
             let sample = now_ms - h.ts;
@@ -380,12 +387,6 @@ impl LiveState {
                 }
             }
             Message::State(e) => {
-                if e.body.state == ConnState::Lost
-                    && host.will_floor.is_late(inst_hash(h.inst), h.seq)
-                {
-                    // A will of an older connection than a birth announced: old news.
-                    return None;
-                }
                 let reason =
                     e.body.reason.clone().or_else(|| {
                         (e.body.state == ConnState::Lost).then(|| "last_will".to_string())

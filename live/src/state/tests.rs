@@ -413,6 +413,7 @@ fn a_will_of_an_older_connection_than_the_birth_is_ignored() {
     assert_eq!(apply(&mut s, &late, T + 5_000), None);
     let h = s.get(MO, "a").unwrap();
     assert_eq!((h.state, h.reason.as_deref()), (ConnState::Online, None));
+    assert_eq!(h.last_seen_ms, T + 4_000, "no sign of life either");
     // Only a `lost` is judged: a graceful stop is taken as it comes.
     let offline = state_of("a", "i1", 0, ConnState::Offline);
     let slot = slot_of(&mut s, &offline, T + 5_000);
