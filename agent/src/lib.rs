@@ -201,11 +201,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let stop_net = CancellationToken::new();
     let will_id = id.clone();
     let will_seq = last_seq.clone();
+    // The `seq` the latest will holds, announced in the birth of its connection.
+    let will_made = Arc::new(AtomicU64::new(last_seq.load(Ordering::Relaxed)));
+    let made = will_made.clone();
     tracker.spawn(publish::mqtt::drive(
         eventloop,
         net_tx,
         stop_net.clone(),
-        move || will_id.last_will(will_seq.load(Ordering::Relaxed)),
+        move || {
+            let seq = will_seq.load(Ordering::Relaxed);
+            made.store(seq, Ordering::Relaxed);
+            will_id.last_will(seq)
+        },
     ));
     let inventory = first.inventory.clone();
     tracker.spawn(sample_loop(
@@ -243,6 +250,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     Publisher::new(id, announce, client, spool, last_seq, inventory)
         .with_cfg(cfg_tx)
         .with_alive(stamp, prev_end)
+        .with_will_seq(will_made)
         .run(in_rx, net_rx, shutdown.clone())
         .await;
 

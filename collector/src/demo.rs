@@ -101,6 +101,7 @@ impl SimHost {
             interval_secs: INTERVAL_SECS,
             keepalive_secs: 30,
             prev_end: None,
+            will_seq: None,
             targets: vec![
                 TargetInfo {
                     name: "mis".into(),

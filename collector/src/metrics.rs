@@ -126,6 +126,8 @@ pub struct Metrics {
     dynsec_commands: [AtomicU64; DYNSEC_COMMANDS.len()],
     /// Host ids found sent by two or more agent installs at once (cloned machine ids).
     cloned_ids: AtomicU64,
+    /// Last wills of an older connection than the host's birth, ignored (`Outcome::LateWill`).
+    late_wills: AtomicU64,
     /// Seconds from handing a batch to the store until it is committed (retries included).
     store_write: Histogram,
     /// Readiness inputs (see `health`): the ingest client holds a broker connection.
@@ -163,6 +165,7 @@ impl Default for Metrics {
             mqtt_reconnects: AtomicU64::new(0),
             dynsec_commands: Default::default(),
             cloned_ids: AtomicU64::new(0),
+            late_wills: AtomicU64::new(0),
             store_write: Histogram::new(STORE_WRITE_BUCKETS),
             broker_connected: Default::default(),
             store_busy_since_ms: Default::default(),
@@ -265,6 +268,11 @@ impl Metrics {
     /// A host id was found sent by more agent installs at once than before.
     pub fn cloned_id(&self) {
         self.cloned_ids.fetch_add(1, Relaxed);
+    }
+
+    /// A late last will was ignored.
+    pub fn late_will(&self) {
+        self.late_wills.fetch_add(1, Relaxed);
     }
 
     /// Where `/metrics` reads the ingest queue's depth from (set once; later calls are ignored).
@@ -397,6 +405,11 @@ impl Metrics {
                 "dozor_cloned_machine_ids_total",
                 "Host ids found sent live by two or more agent installs at once (cloned disk images).",
                 &self.cloned_ids,
+            ),
+            (
+                "dozor_states_stale_total",
+                "Last wills (state lost) of an older agent connection than the host's birth, ignored.",
+                &self.late_wills,
             ),
         ] {
             f.counter(n, help).sample(&[], v.load(Relaxed));

@@ -71,6 +71,10 @@ pub enum Outcome {
     /// Refused by policy and its sequence number settled (counted as delivered without being
     /// stored) so that the agent's spool is not blocked by a message refused on every resend.
     Settled(Refusal),
+    /// A late last will: a `state` `lost` made on an older connection of the agent than one
+    /// its births announced (`will_seq`); changes nothing (docs/reliability.md, "Late last
+    /// wills").
+    LateWill,
     /// Already stored: its confirmation is due again. `restored`: a retained birth whose
     /// inventory (role) went back into the live state the restarted collector had lost.
     Duplicate { restored: bool },
@@ -316,8 +320,12 @@ impl Pipeline {
                     // what is stored, but the live state lost it with the process: take the
                     // inventory (role!) from it, or a crashed server would page nobody.
                     let restored = if let Message::Birth(e) = &msg {
-                        self.state
-                            .restore_birth(h.mo, h.host, &e.body, recv_ms, in_roster);
+                        self.state.restore_birth(
+                            (h.mo, h.host, h.inst),
+                            &e.body,
+                            recv_ms,
+                            in_roster,
+                        );
                         true
                     } else {
                         false
@@ -332,6 +340,16 @@ impl Pipeline {
             }
         }
         // admit_slot() created the host above; nothing since moved it (only snapshots do).
+        if let Some(late) = self.state.late_will(slot, &msg) {
+            tracing::debug!(
+                mo = h.mo,
+                host = h.host,
+                seq = late.seq,
+                will_seq = late.will_seq,
+                "ignoring a last will of an older connection than the host's birth"
+            );
+            return Outcome::LateWill;
+        }
         let transition = self.state.apply_slot(slot, &msg, recv_ms, retained);
         if let Some(t) = &transition {
             self.push(Record::Transition(t.clone()));
@@ -352,6 +370,7 @@ impl Pipeline {
     pub fn count(&self, outcome: &Outcome, topic: &str) {
         match outcome {
             Outcome::Rejected(r) | Outcome::Settled(r) => self.metrics.rejected(*r, topic),
+            Outcome::LateWill => self.metrics.late_will(),
             Outcome::Duplicate { .. } => self.metrics.duplicate(),
             Outcome::Accepted { accepted, .. } => self
                 .metrics

@@ -69,6 +69,7 @@ fn birth(mo: &str, host: &str, ts: i64) -> Message {
             interval_secs: 30,
             keepalive_secs: 60,
             prev_end: None,
+            will_seq: None,
             targets: TARGETS
                 .iter()
                 .map(|(n, c)| TargetInfo {

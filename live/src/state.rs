@@ -78,6 +78,67 @@ pub struct Host {
     window_start_ms: i64,
     #[serde(skip)]
     window_count: u32,
+    /// What the host's births said of their connections' last wills ([`WillFloor`]).
+    #[serde(skip)]
+    will_floor: WillFloor,
+}
+
+/// The highest `will_seq` the host's births announced, and the agent install (`inst`) they
+/// were of: tells a late last will of an older connection from the current connection's.
+///
+/// A will (`state` `lost`) carries the latest `seq` the agent had issued at CONNECT, and the
+/// birth of that connection announces it as `will_seq`. Numbers only grow within an `inst`,
+/// so every later connection's will carries at least that much: a `lost` of the same `inst`
+/// below a `will_seq` some birth announced was made on an older connection, which a newer one
+/// has replaced at the broker. Through a bridge of brokers (an edge's restart) or any
+/// reconnect race such a will can reach the collector after the new birth; taken as it
+/// comes, it would turn a connected host `lost` until its next heartbeat, write a false
+/// `lost` marker and open a `server_lost`. The current connection's own will carries exactly
+/// its birth's `will_seq` and is never below it. Agents without `will_seq`: 0, nothing is
+/// ever below it (docs/reliability.md, "Late last wills").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct WillFloor {
+    /// Hash of the `inst` of the births below ([`inst_hash`], never 0); 0: no birth yet.
+    inst: u64,
+    /// The highest `will_seq` those births announced; 0 if none did.
+    seq: u64,
+}
+
+impl WillFloor {
+    /// A birth of `inst` announcing `will_seq`; `live`: received live (a retained birth
+    /// redelivered may be older than one already seen, and a replayed one never comes here).
+    /// Another install's live birth starts over (a reinstalled agent numbers from the start);
+    /// a retained one of another install is not known to be newer and changes nothing.
+    fn birth(&mut self, inst: u64, will_seq: Option<u64>, live: bool) {
+        let w = will_seq.unwrap_or(0);
+        if inst == self.inst {
+            self.seq = self.seq.max(w);
+        } else if live || self.inst == 0 {
+            *self = WillFloor { inst, seq: w };
+        }
+    }
+
+    /// True if a `lost` of `inst` carrying `seq` was made on an older connection than one a
+    /// birth announced.
+    fn is_late(&self, inst: u64, seq: u64) -> bool {
+        inst == self.inst && seq < self.seq
+    }
+}
+
+/// FNV-1a of an install id (never 0): 8 bytes per host instead of the string.
+fn inst_hash(inst: &str) -> u64 {
+    let h = inst.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    h.max(1)
+}
+
+/// A late last will of `msg`'s host ([`LiveState::late_will`]): the will's `seq` and the
+/// `will_seq` of the host's birth it is below.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LateWill {
+    pub seq: u64,
+    pub will_seq: u64,
 }
 
 impl Host {
@@ -105,6 +166,7 @@ impl Host {
             warnings: Vec::new(),
             window_start_ms: now_ms,
             window_count: 0,
+            will_floor: WillFloor::default(),
         }
     }
 
@@ -295,6 +357,13 @@ impl LiveState {
             return None;
         }
         let host = Arc::make_mut(self.hosts.get_mut(slot.0)?);
+        if let Message::State(e) = msg
+            && e.body.state == ConnState::Lost
+            && host.will_floor.is_late(inst_hash(h.inst), h.seq)
+        {
+            // A will of an older connection than a birth announced: old news, changes nothing.
+            return None;
+        }
         let live = !retained;
         if live {
             let sample = now_ms - h.ts;
@@ -310,6 +379,8 @@ impl LiveState {
         let mut next = (prev, host.reason.clone());
         match msg {
             Message::Birth(e) => {
+                host.will_floor
+                    .birth(inst_hash(h.inst), e.body.will_seq, live);
                 apply_birth(host, &e.body, offset);
                 if live {
                     next = (ConnState::Online, None);
@@ -341,14 +412,38 @@ impl LiveState {
     }
 
     /// Takes the inventory of a birth already stored (a retained birth redelivered after a
-    /// restart) when the live state has none yet: no state change, no sign of life.
-    pub fn restore_birth(&mut self, mo: &str, host: &str, b: &Birth, now_ms: i64, in_roster: bool) {
-        if let Ok(h) = self.entry(mo, host, now_ms, in_roster)
-            && h.role.is_none()
-        {
-            let offset = h.clock_offset_ms.unwrap_or(0);
-            apply_birth(h, b, offset);
+    /// restart) when the live state has none yet, and the `will_seq` it announced (of agent
+    /// install `inst`): no state change, no sign of life.
+    pub fn restore_birth(
+        &mut self,
+        (mo, host, inst): (&str, &str, &str),
+        b: &Birth,
+        now_ms: i64,
+        in_roster: bool,
+    ) {
+        if let Ok(h) = self.entry(mo, host, now_ms, in_roster) {
+            h.will_floor.birth(inst_hash(inst), b.will_seq, false);
+            if h.role.is_none() {
+                let offset = h.clock_offset_ms.unwrap_or(0);
+                apply_birth(h, b, offset);
+            }
         }
+    }
+
+    /// `Some` if `msg` is a live or retained `state` `lost` of the admitted host made on an
+    /// older connection than one its births announced ([`WillFloor`]): it must change
+    /// nothing, neither the live state nor the history.
+    pub fn late_will(&self, slot: Slot, msg: &Message) -> Option<LateWill> {
+        let (Message::State(e), Some(host)) = (msg, self.hosts.get(slot.0)) else {
+            return None;
+        };
+        let late = !e.replay
+            && e.body.state == ConnState::Lost
+            && host.will_floor.is_late(inst_hash(&e.inst), e.seq);
+        late.then_some(LateWill {
+            seq: e.seq,
+            will_seq: host.will_floor.seq,
+        })
     }
 
     /// Marks hosts whose heartbeats lapsed as `lost`. Call every second or so.

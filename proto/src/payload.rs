@@ -189,6 +189,13 @@ pub struct Birth {
     /// issue 13 items 8/9 leave it out; a collector then keeps dating by the last message).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prev_end: Option<PrevEnd>,
+    /// The `seq` of the last will (`state` `lost`) the agent gave the broker for the connection
+    /// this birth begins: the latest number it had issued at CONNECT. A `lost` of the same
+    /// `inst` with a lower `seq` was made on an older connection (a late will, e.g. through a
+    /// bridge) and the collector ignores it. Agents before it leave it out (every `lost` is
+    /// then taken as it comes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub will_seq: Option<u64>,
 }
 
 /// The end of an agent's previous run: the last instant it is known to have been alive and

@@ -83,6 +83,10 @@ pub fn decode(topic: &str, payload: &[u8], limits: &Limits) -> Result<Message, R
             {
                 return Err(Reject::BadTimestamp);
             }
+            // The will was made at CONNECT, before this birth took its number.
+            if e.body.will_seq.is_some_and(|w| w >= h.seq) {
+                return Err(Reject::BadValue);
+            }
         }
         Message::State(e) => check_str(e.body.reason.as_deref().unwrap_or(""), limits)?,
         Message::Hb(e) => check_hb(&e.body, limits)?,

@@ -172,6 +172,7 @@ impl SimAgent {
                 interval_secs: 1,
                 keepalive_secs: 30,
                 prev_end: None,
+                will_seq: None,
                 targets: vec![],
             },
         })

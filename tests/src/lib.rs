@@ -301,6 +301,10 @@ pub fn client_with_token(token: &str) -> reqwest::Client {
     );
     reqwest::Client::builder()
         .default_headers(h)
+        // The collector closes a kept-alive connection idle for `http.header_read_timeout_secs`
+        // (10 s): a request reusing one at that moment fails ("error sending request"; seen in
+        // drill 4, which reads /metrics 10 s apart). Never keep one idle that long.
+        .pool_idle_timeout(Duration::from_secs(5))
         .build()
         .expect("HTTP client")
 }

@@ -5,9 +5,15 @@
 //!
 //! Real binaries: a real agent first connects to a second Mosquitto and is killed there with
 //! `kill -9`; the will that broker publishes (its exact bytes) is kept. The same agent (same
-//! data dir, same install) then connects to the collector's Mosquitto and is online. The kept
-//! will is published there, retained, as the bridge would. The collector counts it as
-//! `stale_state` and the server stays online with no incident.
+//! data dir, same install) then connects to the collector's Mosquitto and is online; its birth
+//! announces the `seq` of its new connection's will (`will_seq`), above the kept will's. The
+//! kept will is published there, retained, as the bridge would. The collector counts it in
+//! `dozor_states_stale_total` and the server stays online with no incident. Then the agent is
+//! killed with `kill -9` on the collector's broker: its current connection's will makes the
+//! server `lost` by `last_will` (a rule that threw genuine wills away would show here).
+//!
+//! Without the collector's rule (its binary from before it, `DOZOR_BIN_DIR`) the test fails
+//! at "a stale will acted": the host read `lost` and a `server_lost` opened.
 
 use dozor_tests::*;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -84,7 +90,7 @@ async fn a_will_of_an_older_connection_delivered_after_the_new_birth_is_ignored(
     // 2. The new connection, on the collector's broker.
     let m = Mosquitto::start();
     let c = Collector::start(&Broker::External(m.url()), &dir.path().join("data"), &[]);
-    let _b = Agent::start(&m.url(), MO, HOST, &agent_dir, &agent_args());
+    let mut b = Agent::start(&m.url(), MO, HOST, &agent_dir, &agent_args());
     let online = wait_for(Duration::from_secs(30), || async {
         c.host(HOST)
             .await
@@ -92,8 +98,21 @@ async fn a_will_of_an_older_connection_delivered_after_the_new_birth_is_ignored(
     })
     .await;
     assert!(online.is_some(), "the server online within 30 s");
+    // The new birth announces its connection's will, made after the old connection's birth.
+    let old_seq = json(&will)["seq"].as_u64().expect("the will's seq");
+    let birth_topic = dozor_proto::topic(MO, HOST, dozor_proto::Kind::Birth);
+    let (_bw, mut births) = watch(m.port, "birth-catcher", &birth_topic).await;
+    let (_, birth) = tokio::time::timeout(Duration::from_secs(30), births.recv())
+        .await
+        .expect("the retained birth")
+        .unwrap();
+    let will_seq = json(&birth)["body"]["will_seq"].as_u64();
+    assert!(
+        will_seq.is_some_and(|w| w > old_seq),
+        "birth will_seq {will_seq:?}, old will's seq {old_seq}"
+    );
     const ACCEPTED: &str = "dozor_messages_accepted_total{kind=\"state\"}";
-    const STALE: &str = "dozor_messages_rejected_total{reason=\"stale_state\"}";
+    const STALE: &str = "dozor_states_stale_total";
     let before = c.metric(ACCEPTED).await + c.metric(STALE).await;
 
     // 3. The old will arrives late, retained, as through a bridge.
@@ -118,4 +137,24 @@ async fn a_will_of_an_older_connection_delivered_after_the_new_birth_is_ignored(
     .await;
     assert_eq!(harm, None, "a stale will acted");
     assert_eq!(c.metric(STALE).await, 1.0, "the late will counted as stale");
+
+    // 4. The current connection ends: its own will is honoured.
+    b.proc.kill9();
+    let lost = wait_for(Duration::from_secs(30), || async {
+        c.host(HOST)
+            .await
+            .filter(|h| h["state"] == "lost" && h["reason"] == "last_will")
+    })
+    .await;
+    assert!(
+        lost.is_some(),
+        "the current connection's will makes the server lost within 30 s: {:?}",
+        c.host(HOST).await
+    );
+    assert_eq!(c.metric(STALE).await, 1.0, "the current will is not stale");
+}
+
+/// The JSON of a will as the broker published it (unsigned: the agent is not enrolled).
+fn json(payload: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(payload).expect("the will is JSON")
 }

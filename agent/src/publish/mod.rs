@@ -175,6 +175,10 @@ pub struct Publisher {
     stamp: Option<Stamp>,
     /// How the previous run ended, announced in every `birth` of this run.
     prev_end: Option<PrevEnd>,
+    /// The `seq` of the last will made for the latest connection attempt (set by the closure
+    /// [`mqtt::drive`] asks for the will), announced in the birth as `will_seq`; `None`: not
+    /// announced ([`Publisher::with_will_seq`]).
+    will_seq: Option<Arc<AtomicU64>>,
 }
 
 fn lock(spool: &Mutex<Spool>) -> MutexGuard<'_, Spool> {
@@ -209,7 +213,19 @@ impl Publisher {
             cfg: None,
             stamp: None,
             prev_end: None,
+            will_seq: None,
         }
+    }
+
+    /// Announces in every birth the `seq` of the last will made for the connection: `made` is
+    /// set by the will closure of [`mqtt::drive`] before each connection attempt. Read at the
+    /// CONNACK, it is that connection's will, or a later attempt's (then the birth goes out
+    /// on that later connection, whose will it is): never above the will of the connection
+    /// the birth is sent on, so the collector never takes that connection's will for a late
+    /// one (docs/reliability.md, "Late last wills").
+    pub fn with_will_seq(mut self, made: Arc<AtomicU64>) -> Publisher {
+        self.will_seq = Some(made);
+        self
     }
 
     /// Keeps the "last alive" stamp and announces how the previous run ended.
@@ -465,6 +481,7 @@ impl Publisher {
         let inv = self.inventory.clone();
         let a = self.announce.clone();
         let prev_end = self.prev_end;
+        let will_seq = self.will_seq.as_ref().map(|w| w.load(Ordering::Relaxed));
         let birth = move |seq_base, _| Birth {
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             role: a.role,
@@ -483,6 +500,7 @@ impl Publisher {
             keepalive_secs: a.keepalive_secs,
             targets: a.targets,
             prev_end,
+            will_seq,
         };
         self.send_sequenced(Kind::Birth, wall_ms(), true, birth)
             .await;

@@ -97,6 +97,8 @@ struct Harness {
     task: tokio::task::JoinHandle<()>,
     spool: Arc<Mutex<Spool>>,
     inst: String,
+    /// What `drive`'s will closure would set: the `seq` of the latest will made.
+    will: Arc<AtomicU64>,
 }
 
 fn spool_config(rate: u32) -> SpoolConfig {
@@ -140,7 +142,9 @@ fn start_with(dir: &Path, rate: u32, mac: Option<MacKey>) -> Harness {
     let (net, net_rx) = mpsc::channel(64);
     let (inputs, in_rx) = mpsc::channel(64);
     let shutdown = CancellationToken::new();
-    let publisher = Publisher::new(id, announce, client, spool.clone(), last_seq, inventory());
+    let will = Arc::new(AtomicU64::new(last_seq.load(Ordering::Relaxed)));
+    let publisher = Publisher::new(id, announce, client, spool.clone(), last_seq, inventory())
+        .with_will_seq(will.clone());
     let task = tokio::spawn(publisher.run(in_rx, net_rx, shutdown.clone()));
     Harness {
         requests,
@@ -150,6 +154,7 @@ fn start_with(dir: &Path, rate: u32, mac: Option<MacKey>) -> Harness {
         task,
         spool,
         inst,
+        will,
     }
 }
 
@@ -542,6 +547,32 @@ async fn reconnect_resends_unconfirmed_and_announces_again() {
         [1, 2],
         "the first birth and the heartbeat, not the new birth"
     );
+    h.stop().await;
+}
+
+/// Each birth announces the `seq` of its own connection's will, also when a heartbeat took a
+/// number between the connect (the will) and the birth.
+#[tokio::test]
+async fn every_birth_carries_its_connections_will_seq() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = start(dir.path(), 1000);
+    h.connack().await;
+    let (birth, json) = check(&h.publish().await);
+    assert_eq!(birth.header().seq, 1);
+    assert_eq!(json["body"]["will_seq"], 0);
+    h.publish().await; // state
+    h.inputs.send(sample()).await.expect("send");
+    h.publish().await; // hb 2
+    h.down().await;
+    // `drive` makes the next will at the latest number issued (2); a heartbeat sampled before
+    // the CONNACK takes 3.
+    h.will.store(2, Ordering::Relaxed);
+    h.inputs.send(sample()).await.expect("send");
+    wait_for(|| h.pending().contains(&3)).await;
+    h.connack().await;
+    let (birth, json) = check(&h.publish().await);
+    assert_eq!(birth.header().seq, 4);
+    assert_eq!(json["body"]["will_seq"], 2);
     h.stop().await;
 }
 

@@ -68,6 +68,7 @@ fn mk_host(mo: &str, id: &str, role: Role, now: i64) -> Host {
             interval_secs: 30,
             keepalive_secs: 30,
             prev_end: None,
+            will_seq: None,
             targets: Vec::new(),
         },
     };

@@ -169,6 +169,7 @@ fn birth(host: &str, seq: u64, role: Role) -> Message {
             interval_secs: 10,
             keepalive_secs: 10,
             prev_end: None,
+            will_seq: None,
             targets: Vec::new(),
         },
     ))
@@ -457,4 +458,108 @@ fn a_cloned_host_id_is_warned_about_and_cleared_when_resolved() {
     p.handle(Ok(hb_from("a", "img-1", seq, t)), false, t);
     assert_eq!(warnings(&p), Some(Vec::new()));
     assert_eq!(counted(&p).as_deref(), Some("1"));
+}
+
+fn birth_will(host: &str, seq: u64, will_seq: Option<u64>) -> Message {
+    let Message::Birth(mut e) = birth(host, seq, Role::Server) else {
+        unreachable!("birth makes a birth")
+    };
+    e.body.seq_base = seq;
+    e.body.will_seq = will_seq;
+    Message::Birth(e)
+}
+
+fn lost(host: &str, seq: u64) -> Message {
+    Message::State(env(
+        MO,
+        host,
+        seq,
+        NOW,
+        false,
+        dozor_proto::State {
+            state: dozor_proto::ConnState::Lost,
+            reason: None,
+        },
+    ))
+}
+
+fn stale_counted(p: &Pipeline) -> Option<String> {
+    let mut text = String::new();
+    p.metrics.render(&mut text);
+    text.lines()
+        .find_map(|l| l.strip_prefix("dozor_states_stale_total "))
+        .map(str::to_owned)
+}
+
+/// Connection A: will 0, birth 1, heartbeat 2 (not shown: five messages a minute). Connection
+/// B: will 2, heartbeat 3 between its connect and its birth, birth 4 (`will_seq` 2). A's will arriving after B's birth changes nothing and
+/// is counted; B's own will makes the server lost.
+#[test]
+fn a_late_will_is_ignored_and_counted_and_the_current_one_honoured() {
+    use dozor_proto::ConnState;
+    let mut p = pipeline(false, Vec::new());
+    for m in [
+        birth_will("srv", 1, Some(0)),
+        hb("srv", 3),
+        birth_will("srv", 4, Some(2)),
+    ] {
+        let out = p.handle(Ok(m), false, NOW);
+        assert!(matches!(out, Outcome::Accepted { .. }), "{out:?}");
+    }
+    let stored = p.batch.records.len();
+    let out = p.handle(Ok(lost("srv", 0)), false, NOW);
+    assert_eq!(out, Outcome::LateWill);
+    p.count(&out, "t");
+    assert_eq!(stale_counted(&p).as_deref(), Some("1"));
+    assert_eq!(
+        p.batch.records.len(),
+        stored,
+        "no lost marker in the history"
+    );
+    assert_eq!(p.state().get(MO, "srv").unwrap().state, ConnState::Online);
+    let Outcome::Accepted { transition, .. } = p.handle(Ok(lost("srv", 2)), false, NOW) else {
+        panic!("B's own will refused")
+    };
+    assert_eq!(transition.map(|t| t.to), Some(ConnState::Lost));
+}
+
+/// A restarted collector learns the floor from the retained birth (a duplicate of what it
+/// stored): a retained late will is ignored, the current connection's is taken.
+#[test]
+fn a_retained_birth_after_a_restart_tells_a_late_will() {
+    use dozor_proto::ConnState;
+    for (will, late) in [(5, true), (7, false)] {
+        let mut p = pipeline(false, vec![mark("srv", 8, Vec::new())]);
+        confirmations(&mut p);
+        assert_eq!(
+            p.handle(Ok(birth_will("srv", 8, Some(7))), true, NOW),
+            Outcome::Duplicate { restored: true }
+        );
+        let out = p.handle(Ok(lost("srv", will)), true, NOW);
+        if late {
+            assert_eq!(out, Outcome::LateWill, "will {will}");
+        } else {
+            let Outcome::Accepted { transition, .. } = out else {
+                panic!("{out:?}")
+            };
+            assert_eq!(transition.map(|t| t.to), Some(ConnState::Lost));
+        }
+    }
+}
+
+/// An agent before `will_seq`: every will is taken as it comes, as before.
+#[test]
+fn without_will_seq_a_late_will_is_taken_as_before() {
+    use dozor_proto::ConnState;
+    let mut p = pipeline(false, Vec::new());
+    for m in [birth_will("srv", 1, None), birth_will("srv", 4, None)] {
+        p.handle(Ok(m), false, NOW);
+    }
+    let out = p.handle(Ok(lost("srv", 0)), false, NOW);
+    p.count(&out, "t");
+    let Outcome::Accepted { transition, .. } = out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(transition.map(|t| t.to), Some(ConnState::Lost));
+    assert_eq!(stale_counted(&p).as_deref(), Some("0"));
 }

@@ -88,6 +88,7 @@ impl Sim {
                 at: p.at + self.skew_ms,
                 ..p
             }),
+            will_seq: None,
             targets: Vec::new(),
         };
         let m = Message::Birth(env(mo, host, seq, t + self.skew_ms, false, body));

@@ -196,6 +196,7 @@ pub(crate) fn test_host(
             interval_secs: 30,
             keepalive_secs: 30,
             prev_end: None,
+            will_seq: None,
             targets: Vec::new(),
         },
     };

@@ -323,3 +323,176 @@ fn slots_apply_like_lookups() {
         Err(StateError::Flood)
     );
 }
+
+fn birth_of(host: &str, inst: &str, seq: u64, will_seq: Option<u64>, replay: bool) -> Message {
+    let mut e = env(
+        host,
+        seq,
+        1_700_000_000_000,
+        replay,
+        Birth {
+            agent_version: "t".into(),
+            role: Role::Server,
+            site: String::new(),
+            hostname: host.into(),
+            os_name: "Linux".into(),
+            os_version: "1".into(),
+            cpu_model: "c".into(),
+            cpu_count: 1,
+            mem_total_bytes: 1,
+            disks: vec![],
+            boot_time: 1,
+            boot_id: "b".into(),
+            seq_base: seq,
+            interval_secs: 10,
+            keepalive_secs: 30,
+            targets: vec![],
+            prev_end: None,
+            will_seq,
+        },
+    );
+    e.inst = inst.into();
+    Message::Birth(e)
+}
+
+fn state_of(host: &str, inst: &str, seq: u64, s: ConnState) -> Message {
+    let mut e = env(
+        host,
+        seq,
+        1_700_000_000_000,
+        false,
+        StateBody {
+            state: s,
+            reason: None,
+        },
+    );
+    e.inst = inst.into();
+    Message::State(e)
+}
+
+fn birth_body(will_seq: Option<u64>) -> Birth {
+    match birth_of("x", "i", 1, will_seq, false) {
+        Message::Birth(e) => e.body,
+        _ => unreachable!(),
+    }
+}
+
+const T: i64 = 1_700_000_000_000;
+
+/// Connection A: will made at 0, birth 1, heartbeats 2–3. Connection B: will made at 3, a
+/// heartbeat sampled before its CONNACK takes 4, birth 5 (`will_seq` 3). `will` says whether
+/// the births announce their will's `seq` (agents before it do not).
+fn two_connections(will: bool) -> LiveState {
+    let mut s = LiveState::new(StateConfig::default());
+    let w = |x| will.then_some(x);
+    apply(&mut s, &birth_of("a", "i1", 1, w(0), false), T);
+    apply(&mut s, &hb("a", 2, T + 1_000), T + 1_000);
+    apply(&mut s, &hb("a", 3, T + 2_000), T + 2_000);
+    apply(&mut s, &hb("a", 4, T + 3_000), T + 3_000);
+    apply(&mut s, &birth_of("a", "i1", 5, w(3), false), T + 4_000);
+    s
+}
+
+fn slot_of(s: &mut LiveState, m: &Message, now: i64) -> Slot {
+    let h = m.header();
+    s.admit_slot(h.mo, h.host, now, true).unwrap()
+}
+
+#[test]
+fn a_will_of_an_older_connection_than_the_birth_is_ignored() {
+    let mut s = two_connections(true);
+    let late = state_of("a", "i1", 0, ConnState::Lost);
+    let slot = slot_of(&mut s, &late, T + 5_000);
+    assert_eq!(
+        s.late_will(slot, &late),
+        Some(LateWill {
+            seq: 0,
+            will_seq: 3
+        })
+    );
+    assert_eq!(apply(&mut s, &late, T + 5_000), None);
+    let h = s.get(MO, "a").unwrap();
+    assert_eq!((h.state, h.reason.as_deref()), (ConnState::Online, None));
+    assert_eq!(h.last_seen_ms, T + 4_000, "no sign of life either");
+    // Only a `lost` is judged: a graceful stop is taken as it comes.
+    let offline = state_of("a", "i1", 0, ConnState::Offline);
+    let slot = slot_of(&mut s, &offline, T + 5_000);
+    assert_eq!(s.late_will(slot, &offline), None);
+}
+
+/// B's own will carries 3, its birth's `will_seq`: honoured, although heartbeat 4 took a
+/// number between that will and the birth (what the `seq_base − 1` fallback got wrong).
+#[test]
+fn the_current_connections_will_is_honoured_even_after_a_heartbeat_between_will_and_birth() {
+    let mut s = two_connections(true);
+    let will = state_of("a", "i1", 3, ConnState::Lost);
+    let slot = slot_of(&mut s, &will, T + 5_000);
+    assert_eq!(s.late_will(slot, &will), None);
+    assert_eq!(
+        apply(&mut s, &will, T + 5_000),
+        Some((ConnState::Online, ConnState::Lost, Some("last_will".into())))
+    );
+}
+
+/// Births without `will_seq` (agents before it): every `lost` is taken as it comes, as before.
+#[test]
+fn without_will_seq_every_will_is_taken() {
+    let mut s = two_connections(false);
+    let late = state_of("a", "i1", 0, ConnState::Lost);
+    let slot = slot_of(&mut s, &late, T + 5_000);
+    assert_eq!(s.late_will(slot, &late), None);
+    assert_eq!(
+        apply(&mut s, &late, T + 5_000).map(|x| x.1),
+        Some(ConnState::Lost)
+    );
+}
+
+/// A will that arrives before the new birth is the host's latest news: `lost` until the birth.
+#[test]
+fn a_will_before_the_new_birth_is_taken() {
+    let mut s = LiveState::new(StateConfig::default());
+    apply(&mut s, &birth_of("a", "i1", 1, Some(0), false), T);
+    apply(&mut s, &hb("a", 2, T), T);
+    assert_eq!(
+        apply(&mut s, &state_of("a", "i1", 0, ConnState::Lost), T + 1_000).map(|x| x.1),
+        Some(ConnState::Lost)
+    );
+    assert_eq!(
+        apply(&mut s, &birth_of("a", "i1", 3, Some(2), false), T + 2_000).map(|x| x.1),
+        Some(ConnState::Online)
+    );
+}
+
+/// Replayed births describe the past and move nothing; a retained birth (redelivered at a
+/// collector restart) sets the floor when none is known and never lowers it; a live birth of
+/// another install starts over, a retained one does not; wills of another install are taken.
+#[test]
+fn which_births_move_the_floor() {
+    let mut s = LiveState::new(StateConfig::default());
+    s.admit(MO, "a", T, true).unwrap();
+    s.restore_birth((MO, "a", "i1"), &birth_body(Some(7)), T, true);
+    let floor = |s: &LiveState| s.get(MO, "a").unwrap().will_floor.seq;
+    assert_eq!(floor(&s), 7);
+    s.restore_birth((MO, "a", "i1"), &birth_body(Some(2)), T, true);
+    assert_eq!(floor(&s), 7, "an older retained birth does not lower it");
+    apply(&mut s, &birth_of("a", "i1", 30, Some(20), true), T);
+    assert_eq!(floor(&s), 7, "a replayed birth moves nothing");
+    s.restore_birth((MO, "a", "i2"), &birth_body(Some(50)), T, true);
+    assert_eq!(floor(&s), 7, "a retained birth of another install");
+    assert_eq!(
+        apply(&mut s, &state_of("a", "i2", 1, ConnState::Lost), T).map(|x| x.1),
+        Some(ConnState::Lost),
+        "a will of another install"
+    );
+    apply(&mut s, &birth_of("a", "i2", 3, Some(1), false), T);
+    assert_eq!(floor(&s), 1, "a live birth of a new install starts over");
+    assert_eq!(
+        apply(&mut s, &state_of("a", "i1", 6, ConnState::Lost), T).map(|x| x.1),
+        Some(ConnState::Lost),
+        "the old install's will is not judged against the new install's numbers"
+    );
+    // A host without any birth: nothing is late.
+    let will = state_of("b", "i1", 0, ConnState::Lost);
+    let slot = slot_of(&mut s, &will, T);
+    assert_eq!(s.late_will(slot, &will), None);
+}

@@ -599,3 +599,51 @@ fn birth_prev_end_is_optional_and_checked() {
         Err(Reject::BadJson),
     );
 }
+
+/// `birth.will_seq` round-trips with and without it (an agent before it leaves it out, and a
+/// birth without it is written without it); a will said to be made after its own birth (at or
+/// above the birth's `seq`) is refused `bad_value`.
+#[test]
+fn birth_will_seq_is_optional_and_round_trips() {
+    let decode_birth = |doc: &serde_json::Value| {
+        let bytes = serde_json::to_vec(doc).unwrap();
+        match decode(&topic_of("birth"), &bytes, &Limits::DEFAULT) {
+            Ok(Message::Birth(e)) => e,
+            other => panic!("{other:?}"),
+        }
+    };
+    let old = decode_birth(&birth_json());
+    assert_eq!(old.body.will_seq, None);
+    let json = String::from_utf8(old.to_json()).unwrap();
+    assert!(!json.contains("will_seq"), "{json}");
+    assert_eq!(decode_birth(&serde_json::from_str(&json).unwrap()), old);
+
+    for w in [0, 6] {
+        let mut doc = birth_json();
+        doc["seq"] = 7.into();
+        doc["body"]["seq_base"] = 7.into();
+        doc["body"]["will_seq"] = w.into();
+        let e = decode_birth(&doc);
+        assert_eq!(e.body.will_seq, Some(w));
+        let json = String::from_utf8(e.to_json()).unwrap();
+        assert!(json.contains(&format!("\"will_seq\":{w}")), "{json}");
+        assert_eq!(decode_birth(&serde_json::from_str(&json).unwrap()), e);
+    }
+    for w in [7, 8, u64::MAX] {
+        check(
+            "birth",
+            birth_json(),
+            |d| {
+                d["seq"] = 7.into();
+                d["body"]["will_seq"] = w.into();
+            },
+            Err(Reject::BadValue),
+        );
+    }
+    check(
+        "birth",
+        birth_json(),
+        |d| d["body"]["will_seq"] = (-1).into(),
+        Err(Reject::BadJson),
+    );
+}

@@ -35,6 +35,7 @@ fn birth(mo: &str, host: &str, role: dozor_proto::Role, ts: i64) -> dozor_proto:
             interval_secs: 10,
             keepalive_secs: 10,
             prev_end: None,
+            will_seq: None,
             targets: Vec::new(),
         },
     })

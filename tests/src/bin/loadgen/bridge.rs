@@ -520,6 +520,9 @@ fn caught_up(target: &HashMap<String, u64>, stored: &HashMap<String, u64>) -> us
         .count()
 }
 
+/// Last wills the collector ignored as made on an older connection than the host's birth.
+const STALE: &str = "dozor_states_stale_total";
+
 /// A named counter of the collector's `/metrics` (summed over labels).
 async fn metric(api: &Api, name: &str) -> f64 {
     api.metrics()
@@ -676,10 +679,23 @@ pub(crate) async fn run(a: BridgeArgs) -> anyhow::Result<()> {
         };
         let t = Instant::now();
         let mut min_online = n;
+        // Per second: online / lost / offline / not heard since the restart.
+        let mut states = Vec::new();
         while t.elapsed() < Duration::from_secs(a.settle_secs) {
             procs.tick().await;
-            min_online = min_online.min(api.online().await.unwrap_or(0));
+            let [on, off, lost] = api.by_state().await.unwrap_or_default();
+            min_online = min_online.min(on);
+            states.push(format!(
+                "{:.0}s:{on}/{lost}/{off}/{}",
+                t0.elapsed().as_secs_f64(),
+                n.saturating_sub(on + off + lost)
+            ));
         }
+        eprintln!(
+            "dozor-loadgen bridge: collector SIG{sig}: hosts online/lost/offline/unheard per second after the stop: {}; late wills ignored since the start: {}",
+            states.join(" "),
+            metric(&api, STALE).await
+        );
         procs.phase("x");
         let new = api.incidents_since(&before).await?;
         eprintln!(
@@ -707,6 +723,7 @@ pub(crate) async fn run(a: BridgeArgs) -> anyhow::Result<()> {
         .copied()
         .unwrap_or(0);
     let st0 = status(&a.status_dir, a.slices);
+    let stale0 = metric(&api, STALE).await;
     procs.phase("x");
     let t0 = Instant::now();
     let pid = run_cmd(&a.edge_restart_cmd).await?;
@@ -720,10 +737,10 @@ pub(crate) async fn run(a: BridgeArgs) -> anyhow::Result<()> {
         procs.tick().await;
         let st = status(&a.status_dir, a.slices);
         let conn = st[0].get("connected").copied().unwrap_or(0);
-        let online = api.online().await.unwrap_or(0);
+        let [online, _, lost] = api.by_state().await.unwrap_or_default();
         min_online = min_online.min(online);
         trace.push(format!(
-            "{:.0}s:{conn}/{online}",
+            "{:.0}s:{conn}/{online}/{lost}",
             t0.elapsed().as_secs_f64()
         ));
         let el = t0.elapsed().as_secs_f64();
@@ -745,7 +762,7 @@ pub(crate) async fn run(a: BridgeArgs) -> anyhow::Result<()> {
     let (h, kv) = procs.phase("edge");
     let st = status(&a.status_dir, a.slices);
     eprintln!(
-        "dozor-loadgen bridge: edge 1 restart: edge agents connected / hosts online per second: {}",
+        "dozor-loadgen bridge: edge 1 restart: edge agents connected / hosts online / hosts lost per second: {}",
         trace.join(" ")
     );
     let (Some(t_conn), Some(t_online), Some(t_stored)) = (t_conn, t_online, t_stored) else {
@@ -758,6 +775,10 @@ pub(crate) async fn run(a: BridgeArgs) -> anyhow::Result<()> {
     }
     procs.phase("x");
     let new = api.incidents_since(&before).await?;
+    eprintln!(
+        "dozor-loadgen bridge: edge 1 restart: late wills ignored: {}",
+        metric(&api, STALE).await - stale0
+    );
     let d = |k: &str| sum(&st[..1], k) - sum(&st0[..1], k);
     eprintln!(
         "dozor-loadgen bridge: edge 1 restart ({edge_agents} agents): the broker up again after {up:.1} s; every agent connected {t_conn:.1} s, every host online {t_online:.1} s, everything acknowledged stored {t_stored:.1} s after the stop began; {} connection attempts ({} CONNACKs; refused: {} by CONNACK, {} TCP, {} closed, {} timeouts, {} other); fewest online {min_online} of {n}; {h}; incidents opened by {} s later: {} ({}){}",

@@ -105,6 +105,8 @@ pub(crate) struct SimHost {
     pub hb_replay_topic: String,
     /// Last sequence number issued (0: none yet).
     seq: u64,
+    /// The `seq` of the last will made ([`SimHost::will_json`]), announced in the next birth.
+    will_seq: Option<u64>,
     /// Stable per-host randomness.
     seed: u64,
     /// Windows workstation (no load averages, drive letters) or Linux server.
@@ -163,6 +165,7 @@ impl SimHost {
             host,
             inst,
             seq: 0,
+            will_seq: None,
             seed,
             windows,
             mem_total_bytes,
@@ -317,6 +320,7 @@ impl SimHost {
                 boot_id: format!("{:016x}", splitmix(self.seed ^ (boot_ms / 1000) as u64)),
                 seq_base: self.seq,
                 prev_end: None,
+                will_seq: self.will_seq,
                 interval_secs: INTERVAL_SECS,
                 keepalive_secs: 60,
                 targets: Vec::new(),
@@ -333,7 +337,9 @@ impl SimHost {
 
     /// The agent's last will (`agent/src/publish/mod.rs`): retained `lost` state carrying the
     /// last sequence number, made at `ts_ms`.
-    pub(crate) fn will_json(&self, ts_ms: i64) -> (String, Vec<u8>) {
+    /// The next birth announces its `seq` as `will_seq`, as the agent's does.
+    pub(crate) fn will_json(&mut self, ts_ms: i64) -> (String, Vec<u8>) {
+        self.will_seq = Some(self.seq);
         self.state_json(ts_ms, dozor_proto::ConnState::Lost, None)
     }
 

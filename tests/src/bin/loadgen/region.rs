@@ -856,6 +856,22 @@ impl Api {
         Ok(r.text().await?)
     }
 
+    /// Hosts the collector knows, by live state (`online`, `offline`, `lost`), from its
+    /// `dozor_hosts` gauges: a host not heard since the collector started is in none.
+    pub(crate) async fn by_state(&self) -> anyhow::Result<[usize; 3]> {
+        let text = self.metrics().await?;
+        let mut out = [0; 3];
+        for (i, st) in ["online", "offline", "lost"].iter().enumerate() {
+            let label = format!("state=\"{st}\"");
+            out[i] = text
+                .lines()
+                .filter(|l| l.starts_with("dozor_hosts{") && l.contains(&label))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>() as usize;
+        }
+        Ok(out)
+    }
+
     /// Hosts online by the collector's `dozor_hosts{state="online"}` gauges (cheaper than
     /// listing them).
     pub(crate) async fn online(&self) -> anyhow::Result<usize> {
