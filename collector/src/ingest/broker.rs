@@ -103,10 +103,14 @@ fn config(listen: SocketAddr, backlog_bytes: u64) -> Config {
 }
 
 /// Each direction of an agent's in-process pipe between the gateway and rumqttd holds this much
-/// before its writer waits (a loopback socket's buffers held more; the gateway's backlog window,
+/// before its writer waits, as a full socket buffer made it wait (the gateway's backlog window,
 /// not this, bounds what is owed to the collector). The gateway forwards what one read of an
-/// agent's socket brought (~4 KiB), so it rarely waits; allocated as used, not up front.
-const PIPE_BYTES: usize = 64 * 1024;
+/// agent's socket brought (~4 KiB), so it is one read ahead of rumqttd at most. Kept small
+/// because a pipe's buffer keeps the largest capacity it ever needed (up to twice this), in the
+/// process's memory where a socket's was the kernel's: with 64 KiB, a burst over 1,000
+/// connections left the collector's peak RSS ~100 MB higher than over loopback TCP
+/// (docs/benchmarks.md, "Embedded broker over in-process pipes").
+const PIPE_BYTES: usize = 8 * 1024;
 
 /// rumqttd running in this process.
 #[derive(Debug)]
