@@ -541,8 +541,9 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
     }
 
     /// dozor patch (vendor/README.md): the sleep of `next_connection_delay_ms` between
-    /// connections is skipped when it is 0 (a zero sleep waited for the timer's next 1 ms tick,
-    /// capping accepts near 1,000/s); the loop still yields to the connections' tasks.
+    /// connections is skipped when it is 0 (tokio rounds a deadline up to its timer's next 1 ms
+    /// tick, so a zero sleep could still wait up to 1 ms per connection); the loop still yields
+    /// to the connections' tasks.
     async fn pause(delay: Duration) {
         if delay.is_zero() {
             task::yield_now().await;
