@@ -4,7 +4,8 @@
 #
 # EDGES edge Mosquittos each hold the connections of the agents of their МО (one descriptor per
 # agent per process: 15,000 agents an edge fits the 20,000 open files a process may hold here,
-# where the embedded broker's 3 per agent stopped at 6,000). Each edge bridges the agents'
+# where the embedded broker's 3 per agent stopped at 6,000; 1 per agent since its in-process
+# pipe). Each edge bridges the agents'
 # upstream topics to a core Mosquitto at QoS 1 and the collector's `ack`/`cfg` back; the
 # collector subscribes to the core with its persistent session. Security as a region runs it
 # (deploy/mosquitto-secure.conf, docs/security.md) but without TLS: every broker runs the

@@ -22,7 +22,8 @@
 # HEAPTRACK (empty; a name of COLLECTORS to run under heaptrack, its files kept in KEEP_DIR; it
 # sees only what goes through malloc: SQLite and C libraries, not the collector's Rust
 # allocations, which go to mimalloc), KEEP_DIR (/var/tmp).
-# A collector with N agents needs 3 N + ~40 open files: the hard limit (`ulimit -Hn`) bounds N.
+# A collector with N agents needs N + ~40 open files (3 N before the gate's in-process pipe to
+# rumqttd): the hard limit (`ulimit -Hn`) bounds N.
 set -euo pipefail
 export LC_ALL=C
 cd "$(dirname "$0")/.."

@@ -20,11 +20,12 @@
 # (RESTART_SIGNAL, default TERM; KILL for a crash) and the time until every agent is connected
 # and online again is printed, with the connection attempts and refusals, the gate's refusals,
 # CPU/RSS peaks, and the incidents opened (expected none). The agents' connections are dealt
-# over ADDRS loopback addresses (one source address reaches ~28,000 ports of one destination);
-# the gate's own upstream connections all go from 127.0.0.1 to rumqttd's loopback port, so
-# above ~28,000 agents the ephemeral port range is widened for the run (PORT_RANGE, restored
-# on exit; needs root). The collector needs 3 open files per agent: the script refuses an
-# AGENTS the hard limit (`ulimit -Hn`) cannot hold.
+# over ADDRS loopback addresses (one source address reaches ~28,000 ports of one destination).
+# Collectors before the in-process pipe to rumqttd also opened one loopback connection per
+# agent from 127.0.0.1 to rumqttd's port, so above ~28,000 agents the ephemeral port range is
+# still widened for the run (PORT_RANGE, restored on exit; needs root). The collector needs 1
+# open file per agent (3 before the pipe): the script refuses an AGENTS the hard limit
+# (`ulimit -Hn`) cannot hold.
 #
 # Environment: HOSTS (7000), MO_COUNT (100), BACKLOG (20160), RAMP_SECS (30), CONNECTIONS (8),
 # LUNCH_OFF_PCT (25), NOON_KILL (true), REPLAY_RATE (0: as fast as the broker takes; msg/s over
@@ -102,12 +103,12 @@ wait_port() {
 if [[ $SCENARIO == restart ]]; then
     AGENTS=${AGENTS:-30000}
     ADDRS=${ADDRS:-4}
-    # The collector holds three descriptors per agent (the gate's client and upstream sockets,
-    # rumqttd's end of the latter), the load generator one.
+    # The collector holds one descriptor per agent (its socket at the gate; the gate reaches
+    # rumqttd through an in-memory pipe), the load generator one.
     ulimit -n "$(ulimit -Hn)"
-    need=$((3 * AGENTS + 1024))
+    need=$((AGENTS + 1024))
     if (($(ulimit -n) < need)); then
-        echo "AGENTS=$AGENTS needs $need open files in the collector; the hard limit here is $(ulimit -Hn) (raising it needs CAP_SYS_RESOURCE): at most $((($(ulimit -Hn) - 1024) / 3)) agents" >&2
+        echo "AGENTS=$AGENTS needs $need open files in the collector; the hard limit here is $(ulimit -Hn) (raising it needs CAP_SYS_RESOURCE): at most $(($(ulimit -Hn) - 1024)) agents" >&2
         exit 1
     fi
     if ((AGENTS > 28000)); then

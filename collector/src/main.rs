@@ -586,9 +586,10 @@ fn report_command(
 }
 
 /// Raises the soft limit of open files to the hard limit: with the embedded broker each agent
-/// holds three descriptors in this process (the gateway's socket to the agent, its loopback
-/// socket to rumqttd and rumqttd's end of that; measured: 3.01 per agent at 6,000 agents,
-/// docs/benchmarks.md), so the usual soft limit of 1,024 would stop a region at ~330 agents. Warns when even the hard limit is below what `mqtt.max_connections` needs.
+/// holds one descriptor in this process (the gateway's socket to the agent; the gateway reaches
+/// rumqttd through an in-memory pipe, docs/benchmarks.md "Embedded broker over in-process
+/// pipes"), so the usual soft limit of 1,024 would stop a region at ~1,000 agents. Warns when
+/// even the hard limit is below what `mqtt.max_connections` needs.
 fn raise_open_files(cfg: &dozor_collector::config::Config) {
     let limit = match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(l) => l,
@@ -601,7 +602,7 @@ fn raise_open_files(cfg: &dozor_collector::config::Config) {
         max_connections, ..
     } = &cfg.mqtt.mode
     {
-        let need = (*max_connections as u64) * 3 + 1024;
+        let need = *max_connections as u64 + 1024;
         if limit < need {
             tracing::warn!(
                 limit,

@@ -5,9 +5,9 @@ use crate::backlog::{Backlog, ReplayWindow, publish_bytes, publish_topic};
 use crate::grant::{Authorizer, Grant};
 use crate::rules::{self, Framing, MAX_FIXED_HEADER, Verdict};
 use crate::stats::{GateStats, Reason, Slot};
+use crate::upstream::{Link, Upstream};
 use bytes::{Bytes, BytesMut};
 use rumqttc::mqttbytes::v4::{ConnAck, Connect, ConnectReturnCode, Packet};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -31,7 +31,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> ClientIo for T {}
 
 /// What every connection task shares.
 pub(crate) struct Shared {
-    pub(crate) upstream: SocketAddr,
+    pub(crate) upstream: Upstream,
     pub(crate) tls: Option<TlsAcceptor>,
     pub(crate) connect_timeout: Duration,
     pub(crate) max_packet_size: usize,
@@ -66,7 +66,7 @@ pub(crate) async fn serve(
 async fn run(tcp: TcpStream, shared: &Shared, mut slot: Slot) -> End {
     let mut generation = shared.generation.clone();
     let deadline = Instant::now() + shared.connect_timeout;
-    let (mut client, mut buf, connect, connect_frame) =
+    let (mut client, buf, connect, connect_frame) =
         match timeout_at(deadline, handshake(tcp, shared)).await {
             Ok(Ok(Some(done))) => done,
             Ok(Ok(None)) => return None,
@@ -89,10 +89,10 @@ async fn run(tcp: TcpStream, shared: &Shared, mut slot: Slot) -> End {
         }
     };
 
-    let upstream = match timeout(shared.connect_timeout, TcpStream::connect(shared.upstream)).await
-    {
-        Ok(Ok(upstream)) => upstream,
-        _ => {
+    let upstream = match shared.upstream.open(shared.connect_timeout).await {
+        Ok(upstream) => upstream,
+        Err(e) => {
+            tracing::debug!(error = %e, "MQTT gate: broker unreachable");
             refuse(
                 &mut client,
                 ConnectReturnCode::ServiceUnavailable,
@@ -102,42 +102,87 @@ async fn run(tcp: TcpStream, shared: &Shared, mut slot: Slot) -> End {
             return Some(Reason::UpstreamError);
         }
     };
-    let _ = upstream.set_nodelay(true);
     slot.connected();
     tracing::debug!(identity = %grant.identity, client_id = %connect.client_id, "MQTT gate: admitted");
 
-    let (mut up_read, mut up_write) = upstream.into_split();
-    // The CONNECT goes up exactly as the client sent it.
-    if up_write.write_all(&connect_frame).await.is_err() {
-        return Some(Reason::UpstreamError);
-    }
-    let (mut client_read, mut client_write) = tokio::io::split(client);
-
-    let down = broker_to_client(&mut up_read, &mut client_write);
-    let up = client_to_broker(
-        &mut client_read,
-        &mut up_write,
-        &mut buf,
-        &grant,
-        shared.max_packet_size,
-        shared.backlog.as_deref(),
-        shared.replay.as_ref(),
-    );
-    let revoked = async {
-        loop {
-            if generation.changed().await.is_err() {
-                // The gate is stopping; cancellation closes this connection.
-                std::future::pending::<()>().await;
-            }
-            if !shared.auth.still_valid(&grant) {
-                return;
-            }
-        }
+    let up = Admitted {
+        client,
+        buf,
+        grant,
+        connect_frame,
+        generation,
     };
-    tokio::select! {
-        _ = down => None,
-        end = up => end,
-        () = revoked => Some(Reason::Revoked),
+    match upstream {
+        Link::Tcp(tcp) => {
+            let (read, write) = tcp.into_split();
+            up.pipe(read, write, shared).await
+        }
+        Link::Pipe(pipe) => {
+            let (read, write) = tokio::io::split(pipe);
+            up.pipe(read, write, shared).await
+        }
+    }
+}
+
+/// A client past CONNECT and admission, with its connection to the broker open.
+struct Admitted {
+    client: Box<dyn ClientIo>,
+    /// Client bytes read after the CONNECT.
+    buf: BytesMut,
+    grant: Grant,
+    /// The CONNECT as the client sent it.
+    connect_frame: Bytes,
+    generation: watch::Receiver<u64>,
+}
+
+impl Admitted {
+    /// Sends the CONNECT up, then carries both directions until either side ends, a packet
+    /// closes the connection, or the grant is revoked. Returning drops both connections (the
+    /// broker sees its end close).
+    async fn pipe<R, W>(self, mut up_read: R, mut up_write: W, shared: &Shared) -> End
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let Admitted {
+            client,
+            mut buf,
+            grant,
+            connect_frame,
+            mut generation,
+        } = self;
+        // The CONNECT goes up exactly as the client sent it.
+        if up_write.write_all(&connect_frame).await.is_err() {
+            return Some(Reason::UpstreamError);
+        }
+        let (mut client_read, mut client_write) = tokio::io::split(client);
+
+        let down = broker_to_client(&mut up_read, &mut client_write);
+        let up = client_to_broker(
+            &mut client_read,
+            &mut up_write,
+            &mut buf,
+            &grant,
+            shared.max_packet_size,
+            shared.backlog.as_deref(),
+            shared.replay.as_ref(),
+        );
+        let revoked = async {
+            loop {
+                if generation.changed().await.is_err() {
+                    // The gate is stopping; cancellation closes this connection.
+                    std::future::pending::<()>().await;
+                }
+                if !shared.auth.still_valid(&grant) {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            _ = down => None,
+            end = up => end,
+            () = revoked => Some(Reason::Revoked),
+        }
     }
 }
 

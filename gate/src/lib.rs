@@ -1,18 +1,22 @@
 //! An MQTT 3.1.1 gateway in front of the embedded broker (rumqttd, which has no topic ACLs and
 //! no hooks): it authenticates each CONNECT through an [`Authorizer`], enforces the identity's
 //! topic [`Grant`] on every client packet and bounds connections, pending handshakes and packet
-//! sizes, then forwards allowed traffic to the broker over one loopback TCP connection per
-//! client. Broker→client bytes pass through untouched.
+//! sizes, then forwards allowed traffic to the broker over one connection per client: a TCP
+//! connection ([`Upstream::Tcp`]), or an in-memory pipe to a broker in the same process
+//! ([`Upstream::InProcess`]: no socket, so one descriptor per client instead of three).
+//! Broker→client bytes pass through untouched.
 
 mod backlog;
 mod conn;
 mod grant;
 mod rules;
 mod stats;
+mod upstream;
 
 pub use backlog::{Backlog, Busy, Drained, ReplayWindow};
 pub use grant::{Authorizer, Grant, Refusal};
 pub use stats::{GateStats, Reason};
+pub use upstream::{HandOver, InProcess, Upstream};
 
 use conn::Shared;
 use stats::Slot;
@@ -30,8 +34,8 @@ use tokio_util::task::TaskTracker;
 pub struct GateConfig {
     /// Address clients connect to.
     pub listen: SocketAddr,
-    /// The broker (rumqttd) to forward to, normally on loopback.
-    pub upstream: SocketAddr,
+    /// The broker (rumqttd) to forward to: on TCP, normally loopback, or in this process.
+    pub upstream: Upstream,
     /// TLS for clients; `None` for plain TCP.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Connections open at once, authenticated and pending; more are closed on accept.
@@ -53,12 +57,12 @@ pub struct GateConfig {
 }
 
 impl GateConfig {
-    /// A plain-TCP gate from `listen` to `upstream` with the default limits: 20 000 connections,
-    /// 512 pending, 5 s to CONNECT, 64 KiB packets.
-    pub fn new(listen: SocketAddr, upstream: SocketAddr) -> GateConfig {
+    /// A plain-TCP gate from `listen` to `upstream` (an address, or [`Upstream::InProcess`])
+    /// with the default limits: 20 000 connections, 512 pending, 5 s to CONNECT, 64 KiB packets.
+    pub fn new(listen: SocketAddr, upstream: impl Into<Upstream>) -> GateConfig {
         GateConfig {
             listen,
-            upstream,
+            upstream: upstream.into(),
             tls: None,
             max_connections: 20_000,
             max_pending: 512,
@@ -84,6 +88,11 @@ impl GateConfig {
         // credentials and a will.
         if self.max_packet_size < 256 {
             return bad("max_packet_size", "must be at least 256 bytes");
+        }
+        if let Upstream::InProcess(p) = &self.upstream
+            && p.buffer < upstream::MIN_PIPE_BUFFER
+        {
+            return bad("upstream.buffer", "must be at least 1024 bytes");
         }
         Ok(())
     }
@@ -156,7 +165,7 @@ pub async fn start(
     let stats = Arc::new(GateStats::default());
     let (generation, generation_rx) = watch::channel(0u64);
     let shared = Arc::new(Shared {
-        upstream: cfg.upstream,
+        upstream: cfg.upstream.clone(),
         tls: cfg.tls.clone().map(TlsAcceptor::from),
         connect_timeout: cfg.connect_timeout,
         max_packet_size: cfg.max_packet_size,
@@ -260,6 +269,14 @@ mod tests {
             Some("connect_timeout"),
         );
         check(|c| c.max_packet_size = 100, Some("max_packet_size"));
+        let in_process = |buffer| {
+            Upstream::InProcess(InProcess {
+                buffer,
+                hand_over: std::sync::Arc::new(|_| Ok(())),
+            })
+        };
+        check(|c| c.upstream = in_process(64 * 1024), None);
+        check(|c| c.upstream = in_process(100), Some("upstream.buffer"));
         let message = GateError::Config {
             field: "max_pending",
             why: "must be at least 1",

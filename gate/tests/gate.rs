@@ -2,13 +2,15 @@
 //! TLS, revocation and shutdown.
 
 use bytes::BytesMut;
-use dozor_gate::{Authorizer, GateConfig, GateHandle, GateStats, Grant, Reason, Refusal};
+use dozor_gate::{
+    Authorizer, GateConfig, GateHandle, GateStats, Grant, InProcess, Reason, Refusal, Upstream,
+};
 use rumqttc::mqttbytes::v4::{Connect, Packet as RawPacket, Publish as RawPublish};
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, LastWill, MqttOptions, Packet, Publish,
     QoS, TlsConfiguration, Transport,
 };
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,58 +20,11 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 
+mod common;
+use common::start_broker;
+
 /// Longest any single wait in these tests may take before it counts as a failure.
 const PATIENCE: Duration = Duration::from_secs(10);
-
-/// Starts rumqttd on a free loopback port in its own thread (it lives until the test process
-/// exits) and returns its address once it holds the port.
-fn start_broker() -> SocketAddr {
-    use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-    let addr = probe.local_addr().expect("bound");
-    drop(probe);
-    let server = ServerSettings {
-        name: "test-v4".into(),
-        listen: addr,
-        tls: None,
-        next_connection_delay_ms: 0,
-        connections: ConnectionSettings {
-            connection_timeout_ms: 10_000,
-            max_payload_size: 1024 * 1024,
-            max_inflight_count: 100,
-            auth: None,
-            external_auth: None,
-            dynamic_filters: true,
-        },
-    };
-    let config = Config {
-        id: 0,
-        router: RouterConfig {
-            max_connections: 10_000,
-            max_outgoing_packet_count: 1_000,
-            max_segment_size: 1024 * 1024,
-            max_segment_count: 4,
-            custom_segment: None,
-            initialized_filters: None,
-            shared_subscriptions_strategy: Default::default(),
-        },
-        v4: Some(HashMap::from([("1".to_string(), server)])),
-        ..Default::default()
-    };
-    let mut broker = Broker::new(config);
-    std::thread::spawn(move || {
-        if let Err(e) = broker.start() {
-            eprintln!("rumqttd stopped: {e}");
-        }
-    });
-    for _ in 0..500 {
-        if std::net::TcpListener::bind(addr).is_err() {
-            return addr;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("rumqttd did not take {addr}");
-}
 
 /// Users are named like their client id; the password is `<name>-pw`; `disabled` is refused.
 /// Each may publish under `dozor/v1/<name>/#` and subscribe to `dozor/cmd/<name>`.
@@ -132,10 +87,30 @@ impl Drop for TestGate {
     }
 }
 
+/// How the gate reaches its broker in a test.
+#[derive(Clone, Copy, Debug)]
+enum Via {
+    Tcp,
+    /// In-memory pipes of this many bytes, handed to rumqttd's `Connector`.
+    Pipe(usize),
+}
+
 impl TestGate {
+    /// A gate reaching its broker over TCP.
     async fn start(adjust: impl FnOnce(&mut GateConfig)) -> TestGate {
-        let broker = start_broker();
-        let mut cfg = GateConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), broker);
+        TestGate::start_via(Via::Tcp, adjust).await
+    }
+
+    async fn start_via(via: Via, adjust: impl FnOnce(&mut GateConfig)) -> TestGate {
+        let (broker, connector) = start_broker();
+        let upstream = match via {
+            Via::Tcp => Upstream::Tcp(broker),
+            Via::Pipe(buffer) => Upstream::InProcess(InProcess {
+                buffer,
+                hand_over: Arc::new(move |pipe| connector.connect(pipe)),
+            }),
+        };
+        let mut cfg = GateConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), upstream);
         adjust(&mut cfg);
         let auth = Arc::new(TestAuth::default());
         let cancel = CancellationToken::new();
@@ -650,7 +625,7 @@ async fn unreachable_broker_refuses_with_server_unavailable() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
     let closed_addr = closed.local_addr().expect("bound");
     drop(closed);
-    let gate = TestGate::start(|cfg| cfg.upstream = closed_addr).await;
+    let gate = TestGate::start(|cfg| cfg.upstream = closed_addr.into()).await;
     match Client::connect(gate.options("pc-1")).await {
         Err(ConnectionError::ConnectionRefused(ConnectReturnCode::ServiceUnavailable)) => {}
         other => panic!("expected refusal 3, got {:?}", other.err()),
@@ -663,6 +638,16 @@ async fn unreachable_broker_refuses_with_server_unavailable() {
 /// of its own: a replay storm must not delay live heartbeats at the gate).
 #[tokio::test]
 async fn a_full_replay_window_holds_back_replays_not_live_publishes() {
+    replay_window_holds_back_replays_only(Via::Tcp).await;
+}
+
+/// The same through in-process pipes.
+#[tokio::test]
+async fn a_full_replay_window_holds_back_piped_replays_not_live_publishes() {
+    replay_window_holds_back_replays_only(Via::Pipe(64 * 1024)).await;
+}
+
+async fn replay_window_holds_back_replays_only(via: Via) {
     use dozor_gate::{Backlog, ReplayWindow};
     let window = |limit| {
         Backlog::new(
@@ -673,7 +658,7 @@ async fn a_full_replay_window_holds_back_replays_not_live_publishes() {
         )
     };
     let replay = window(64);
-    let gate = TestGate::start(|c| {
+    let gate = TestGate::start_via(via, |c| {
         c.backlog = Some(window(1 << 20));
         c.replay = Some(ReplayWindow {
             backlog: replay.clone(),
@@ -703,4 +688,149 @@ async fn a_full_replay_window_holds_back_replays_not_live_publishes() {
         ("dozor/v1/pc-2/hb", &b"now"[..]),
         "another client's live publish passes the full replay window"
     );
+}
+
+/// Both ways through in-memory pipes to the broker: a publish reaches a subscriber on the
+/// broker's TCP listener, and the broker's publish reaches the gate's client. The pipe is small
+/// (1 KiB) and the payloads larger, so they cross it in several writes each way.
+#[tokio::test]
+async fn in_process_pipes_carry_both_ways() {
+    let gate = TestGate::start_via(Via::Pipe(1024), |_| {}).await;
+    let mut watcher = gate.watcher("dozor/#").await;
+    let mut pc = gate.client("pc-1").await;
+    pc.subscribe("dozor/cmd/pc-1").await;
+    let up = "u".repeat(5000);
+    pc.publish("dozor/v1/pc-1/metrics", &up).await;
+    let got = watcher.next_publish().await;
+    assert_eq!(got.topic, "dozor/v1/pc-1/metrics");
+    assert_eq!(got.payload.len(), up.len());
+    let down = "d".repeat(5000);
+    watcher.publish("dozor/cmd/pc-1", &down).await;
+    assert_eq!(pc.next_publish().await.payload.len(), down.len());
+    assert_eq!(gate.stats().connections_open(), 1);
+}
+
+/// Connects `name` through the gate with a will on its status topic, raw, so that the test can
+/// drop the socket without a DISCONNECT.
+async fn raw_client_with_will(gate: &TestGate, name: &str) -> TcpStream {
+    let mut tcp = TcpStream::connect(gate.addr).await.expect("connects");
+    let mut connect = Connect::new(name);
+    connect.set_login(name, format!("{name}-pw"));
+    connect.last_will = Some(rumqttc::mqttbytes::v4::LastWill::new(
+        format!("dozor/v1/{name}/status"),
+        "gone",
+        rumqttc::mqttbytes::QoS::AtLeastOnce,
+        false,
+    ));
+    tcp.write_all(&encode(&RawPacket::Connect(connect)))
+        .await
+        .expect("sent");
+    let mut connack = [0u8; 4];
+    timeout(PATIENCE, tcp.read_exact(&mut connack))
+        .await
+        .expect("in time")
+        .expect("CONNACK");
+    assert_eq!(connack, [0x20, 0x02, 0x00, 0x00]);
+    tcp
+}
+
+/// Waits for the will of `name` at `watcher`.
+async fn will_of(watcher: &mut Client, name: &str) {
+    let got = watcher.next_publish().await;
+    assert_eq!(
+        (got.topic.as_str(), &got.payload[..]),
+        (format!("dozor/v1/{name}/status").as_str(), &b"gone"[..])
+    );
+}
+
+/// However a client's connection ends at the gate, the broker's in-process end closes with it
+/// and the client's will is published: the client hanging up, the gate closing it for a
+/// forbidden packet, its identity revoked, the gate stopping.
+#[tokio::test]
+async fn every_way_a_piped_connection_ends_fires_its_will() {
+    let gate = TestGate::start_via(Via::Pipe(64 * 1024), |_| {}).await;
+    let mut watcher = gate.watcher("dozor/v1/+/status").await;
+
+    let hung_up = raw_client_with_will(&gate, "pc-1").await;
+    drop(hung_up);
+    will_of(&mut watcher, "pc-1").await;
+
+    let mut forbidden = raw_client_with_will(&gate, "pc-2").await;
+    let publish = RawPublish::new("dozor/v1/pc-9/m", rumqttc::mqttbytes::QoS::AtMostOnce, "x");
+    forbidden
+        .write_all(&encode(&RawPacket::Publish(publish)))
+        .await
+        .expect("sent");
+    will_of(&mut watcher, "pc-2").await;
+    gate.wait_count(Reason::AclPublish, 1).await;
+
+    let _revoked = raw_client_with_will(&gate, "pc-3").await;
+    gate.auth.revoke("pc-3");
+    gate.handle.recheck();
+    will_of(&mut watcher, "pc-3").await;
+
+    let _stopped = raw_client_with_will(&gate, "pc-4").await;
+    gate.cancel.cancel();
+    will_of(&mut watcher, "pc-4").await;
+    timeout(PATIENCE, gate.handle.stopped())
+        .await
+        .expect("stopped in time");
+}
+
+/// A broker that takes no more pipes (stopped) refuses clients as an unreachable one does.
+#[tokio::test]
+async fn a_broker_refusing_the_pipe_refuses_with_server_unavailable() {
+    let gate = TestGate::start(|cfg| {
+        cfg.upstream = Upstream::InProcess(InProcess {
+            buffer: 4096,
+            hand_over: Arc::new(|_| Err(std::io::ErrorKind::NotConnected.into())),
+        });
+    })
+    .await;
+    match Client::connect(gate.options("pc-1")).await {
+        Err(ConnectionError::ConnectionRefused(ConnectReturnCode::ServiceUnavailable)) => {}
+        other => panic!("expected refusal 3, got {:?}", other.err()),
+    }
+    gate.wait_count(Reason::UpstreamError, 1).await;
+}
+
+/// The backlog window bounds what a client forwards through its pipe as it did through a
+/// socket: with the subscriber taking nothing, the publishes counted until the window was full
+/// reach the broker and no more; once the subscriber has taken them, the rest follow.
+#[tokio::test]
+async fn the_backlog_window_holds_back_publishes_through_pipes() {
+    use dozor_gate::Backlog;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let taken = Arc::new(AtomicU64::new(0));
+    let drained = taken.clone();
+    // Each publish counts 15 topic + 100 payload bytes: the 3rd fills 300 bytes.
+    let window = Backlog::new(
+        300,
+        Duration::from_secs(3600),
+        Box::new(move || drained.load(Ordering::Relaxed)),
+        Box::new(|| true),
+    );
+    let gate =
+        TestGate::start_via(Via::Pipe(64 * 1024), |c| c.backlog = Some(window.clone())).await;
+    let mut watcher = gate.watcher("dozor/#").await;
+    let pc = gate.client("pc-1").await;
+    for i in 0..10 {
+        pc.publish("dozor/v1/pc-1/m", &format!("{i:0>100}")).await;
+    }
+    for _ in 0..3 {
+        watcher.next_publish().await;
+    }
+    assert!(
+        timeout(Duration::from_millis(500), watcher.next_publish())
+            .await
+            .is_err(),
+        "a 4th publish passed the full window"
+    );
+    assert_eq!(window.owed(), 345);
+    // The subscriber takes what it received, as the collector counts it.
+    taken.store(345, Ordering::Relaxed);
+    for _ in 3..10 {
+        watcher.next_publish().await;
+        taken.fetch_add(115, Ordering::Relaxed);
+    }
 }

@@ -2,7 +2,9 @@
 
 use crate::identity::service::Identities;
 use crate::identity::{LoginError, Registry, SecurityMode};
-use dozor_gate::{Authorizer, Backlog, GateConfig, GateStats, Grant, Refusal, ReplayWindow};
+use dozor_gate::{
+    Authorizer, Backlog, GateConfig, GateStats, Grant, InProcess, Refusal, ReplayWindow,
+};
 use dozor_proto::{Kind, MAX_PAYLOAD_BYTES, Topic, parse_username, upstream_filter};
 use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, SegmentConfig, ServerSettings};
 use std::collections::HashMap;
@@ -100,14 +102,34 @@ fn config(listen: SocketAddr, backlog_bytes: u64) -> Config {
     }
 }
 
+/// Each direction of an agent's in-process pipe between the gateway and rumqttd holds this much
+/// before its writer waits, as a full socket buffer made it wait (the gateway's backlog window,
+/// not this, bounds what is owed to the collector). The gateway forwards what one read of an
+/// agent's socket brought (~4 KiB), so it is one read ahead of rumqttd at most. Kept small
+/// because a pipe's buffer keeps the largest capacity it ever needed (up to twice this), in the
+/// process's memory where a socket's was the kernel's: with 64 KiB, a burst over 1,000
+/// connections left the collector's peak RSS ~100 MB higher than over loopback TCP
+/// (docs/benchmarks.md, "Embedded broker over in-process pipes").
+const PIPE_BYTES: usize = 8 * 1024;
+
+/// rumqttd running in this process.
+#[derive(Debug)]
+pub struct Internal {
+    /// Its TCP listener on loopback: the collector's own client and the demo's simulated fleet.
+    pub addr: SocketAddr,
+    /// The way in without a socket, for the gateway (`rumqttd::Connector`, a dozor patch).
+    pub connector: rumqttd::Connector,
+}
+
 /// Starts rumqttd on `listen` in its own threads. It lives as long as the process.
 ///
 /// The listener is bound here and handed to rumqttd (`rumqttd::adopt_listener`, a dozor patch):
 /// with port 0 (the internal listener) a port found by binding and releasing could be taken by
 /// another socket before rumqttd bound it again in its own thread, and the collector would
 /// start without a broker (this happened in CI). Connections made before rumqttd accepts wait
-/// in the listen backlog, so it accepts connections as soon as this returns.
-pub fn start(listen: SocketAddr, backlog_bytes: u64) -> Result<SocketAddr, BrokerError> {
+/// in the listen backlog, and streams handed to the connector in its queue, so it accepts both
+/// as soon as this returns.
+pub fn start(listen: SocketAddr, backlog_bytes: u64) -> Result<Internal, BrokerError> {
     let bind_err = |source| BrokerError::Bind {
         addr: listen,
         source,
@@ -116,6 +138,7 @@ pub fn start(listen: SocketAddr, backlog_bytes: u64) -> Result<SocketAddr, Broke
     let bound = listener.local_addr().map_err(bind_err)?;
     rumqttd::adopt_listener(listener);
     let mut broker = Broker::new(config(bound, backlog_bytes));
+    let connector = broker.connector(bound);
     std::thread::Builder::new()
         .name("mqtt-broker".into())
         .spawn(move || {
@@ -124,11 +147,12 @@ pub fn start(listen: SocketAddr, backlog_bytes: u64) -> Result<SocketAddr, Broke
             }
         })
         .map_err(|e| BrokerError::Start(e.to_string()))?;
-    Ok(if bound.ip().is_unspecified() {
+    let addr = if bound.ip().is_unspecified() {
         SocketAddr::from(([127, 0, 0, 1], bound.port()))
     } else {
         bound
-    })
+    };
+    Ok(Internal { addr, connector })
 }
 
 /// Binds and listens as tokio's `TcpListener::bind` does (SO_REUSEADDR, a backlog of 1,024:
@@ -238,8 +262,19 @@ pub async fn start_secured(
     tasks: &TaskTracker,
     cancel: CancellationToken,
 ) -> anyhow::Result<Embedded> {
-    let internal = start(SocketAddr::from(([127, 0, 0, 1], 0)), backlog_bytes)?;
-    let mut cfg = GateConfig::new(listen, internal);
+    let Internal {
+        addr: internal,
+        connector,
+    } = start(SocketAddr::from(([127, 0, 0, 1], 0)), backlog_bytes)?;
+    // The gateway reaches rumqttd through in-memory pipes, not loopback TCP: one descriptor per
+    // agent (its own socket) instead of three, and no kernel socket work per message.
+    let mut cfg = GateConfig::new(
+        listen,
+        InProcess {
+            buffer: PIPE_BYTES,
+            hand_over: Arc::new(move |pipe| connector.connect(pipe)),
+        },
+    );
     let busy = metrics.clone();
     let replay = replay_session.then(|| {
         let (taken, busy) = (metrics.clone(), metrics.clone());
@@ -367,7 +402,9 @@ mod tests {
     /// client connecting at once gets its CONNACK (no probe-then-rebind window to lose).
     #[test]
     fn the_embedded_broker_serves_on_the_listener_bound_at_start() {
-        let addr = super::start("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap();
+        let addr = super::start("127.0.0.1:0".parse().unwrap(), 1 << 20)
+            .unwrap()
+            .addr;
         assert_ne!(addr.port(), 0);
         assert!(
             std::net::TcpListener::bind(addr).is_err(),
@@ -384,6 +421,36 @@ mod tests {
         let mut connack = [0u8; 4];
         s.read_exact(&mut connack).unwrap();
         assert_eq!(connack, [0x20, 2, 0, 0]);
+    }
+
+    /// The gateway's way in: an in-memory pipe handed to the connector is served like an
+    /// accepted socket (CONNECT answered with a CONNACK, then the link). That closing the pipe
+    /// fires the client's will is tested in the gate's tests (`gate/tests/gate.rs`).
+    #[tokio::test]
+    async fn the_connector_serves_an_in_process_pipe_like_a_socket() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let internal = super::start("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap();
+        let (mut ours, broker) = tokio::io::duplex(super::PIPE_BYTES);
+        internal.connector.connect(broker).unwrap();
+        ours.write_all(&[
+            0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 30, 0, 1, b'p',
+        ])
+        .await
+        .unwrap();
+        let mut connack = [0u8; 4];
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            ours.read_exact(&mut connack),
+        )
+        .await
+        .expect("CONNACK in time")
+        .unwrap();
+        assert_eq!(connack, [0x20, 2, 0, 0]);
+        // A PINGREQ answered proves the link runs on the pipe.
+        ours.write_all(&[0xc0, 0]).await.unwrap();
+        let mut pingresp = [0u8; 2];
+        ours.read_exact(&mut pingresp).await.unwrap();
+        assert_eq!(pingresp, [0xd0, 0]);
     }
 
     /// A port another socket holds is refused at start, naming the address.

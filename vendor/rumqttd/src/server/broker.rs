@@ -67,6 +67,43 @@ pub enum Error {
 pub struct Broker {
     config: Arc<Config>,
     router_tx: Sender<(ConnectionId, Event)>,
+    // dozor patch (vendor/README.md): in-process connections for the server listening on each
+    // address (`Broker::connector`), handed to that server by `start`.
+    streams: HashMap<SocketAddr, (flume::Sender<Box<dyn N>>, flume::Receiver<Box<dyn N>>)>,
+}
+
+/// dozor patch (vendor/README.md): hands a server of this broker streams made by the embedding
+/// program (e.g. one end of `tokio::io::duplex`), each served exactly like a connection accepted
+/// on its listener (MQTT CONNECT, the link, the will when it closes), without a socket. Such a
+/// stream is never TLS and has no tenant id. Dropping the other end closes the connection.
+#[derive(Clone)]
+pub struct Connector {
+    tx: flume::Sender<Box<dyn N>>,
+}
+
+impl Connector {
+    /// Queues `stream` for the server; it serves queued streams in order, as it accepts sockets.
+    /// Fails when the server is not running (it stopped, or no server listens on the address
+    /// the connector was made for).
+    pub fn connect<S>(&self, stream: S) -> io::Result<()>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        self.tx.send(Box::new(stream)).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the broker's server is not running",
+            )
+        })
+    }
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connector")
+            .field("queued", &self.tx.len())
+            .finish()
+    }
 }
 
 impl Broker {
@@ -87,11 +124,19 @@ impl Broker {
                 // Start router first and then cluster in the background
                 let router_tx = router.spawn();
                 // cluster.spawn();
-                Broker { config, router_tx }
+                Broker {
+                    config,
+                    router_tx,
+                    streams: HashMap::new(),
+                }
             }
             None => {
                 let router_tx = router.spawn();
-                Broker { config, router_tx }
+                Broker {
+                    config,
+                    router_tx,
+                    streams: HashMap::new(),
+                }
             }
         }
     }
@@ -155,6 +200,18 @@ impl Broker {
         Ok((link_tx, link_rx))
     }
 
+    /// dozor patch (vendor/README.md): an in-process way into the v4 or v5 server whose `listen`
+    /// is `listen` (see [`Connector`]). Call before `start`; streams handed over before the
+    /// server runs wait for it. If no server listens on `listen`, `start` drops the queue and
+    /// `Connector::connect` fails.
+    pub fn connector(&mut self, listen: SocketAddr) -> Connector {
+        let (tx, _) = self
+            .streams
+            .entry(listen)
+            .or_insert_with(flume::unbounded);
+        Connector { tx: tx.clone() }
+    }
+
     #[tracing::instrument(skip(self))]
     pub fn start(&mut self) -> Result<(), Error> {
         if self.config.v4.is_none()
@@ -205,7 +262,9 @@ impl Broker {
         if let Some(v4_config) = &self.config.v4 {
             for (_, config) in v4_config.clone() {
                 let server_thread = thread::Builder::new().name(config.name.clone());
+                let streams = self.streams.remove(&config.listen).map(|(_, rx)| rx);
                 let mut server = Server::new(config, self.router_tx.clone(), V4);
+                server.streams = streams;
                 let handle = server_thread.spawn(move || {
                     let mut runtime = tokio::runtime::Builder::new_current_thread();
                     let runtime = runtime.enable_all().build().unwrap();
@@ -223,7 +282,9 @@ impl Broker {
         if let Some(v5_config) = &self.config.v5 {
             for (_, config) in v5_config.clone() {
                 let server_thread = thread::Builder::new().name(config.name.clone());
+                let streams = self.streams.remove(&config.listen).map(|(_, rx)| rx);
                 let mut server = Server::new(config, self.router_tx.clone(), V5);
+                server.streams = streams;
                 let handle = server_thread.spawn(move || {
                     let mut runtime = tokio::runtime::Builder::new_current_thread();
                     let runtime = runtime.enable_all().build().unwrap();
@@ -237,6 +298,10 @@ impl Broker {
                 server_thread_handles.push(handle)
             }
         }
+
+        // dozor patch (vendor/README.md): connectors made for an address no server listens on
+        // fail from now on instead of queueing streams nobody serves.
+        self.streams.clear();
 
         #[cfg(not(feature = "websocket"))]
         if self.config.ws.is_some() {
@@ -369,6 +434,14 @@ pub struct Server<P> {
     router_tx: Sender<(ConnectionId, Event)>,
     protocol: P,
     awaiting_will_handler: Arc<Mutex<HashMap<String, Sender<AwaitingWill>>>>,
+    // dozor patch (vendor/README.md): streams from `Connector`s, served like accepted sockets.
+    streams: Option<flume::Receiver<Box<dyn N>>>,
+}
+
+// dozor patch (vendor/README.md): what the accept loop got, a socket or an in-process stream.
+enum Accepted {
+    Socket(io::Result<(TcpStream, SocketAddr)>),
+    Stream(Result<Box<dyn N>, flume::RecvError>),
 }
 
 impl<P: Protocol + Clone + Send + 'static> Server<P> {
@@ -382,6 +455,7 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
             router_tx,
             protocol,
             awaiting_will_handler: Arc::new(Mutex::new(HashMap::default())),
+            streams: None,
         }
     }
 
@@ -421,10 +495,32 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
         );
         loop {
             // Await new network connection.
-            let (stream, addr) = match listener.accept().await {
-                Ok((s, r)) => (s, r),
-                Err(e) => {
+            // dozor patch (vendor/README.md): or a stream from a `Connector`; `addr` is `None`
+            // for those (logged as the peer).
+            let accepted = match &self.streams {
+                Some(streams) => tokio::select! {
+                    a = listener.accept() => Accepted::Socket(a),
+                    s = streams.recv_async() => Accepted::Stream(s),
+                },
+                None => Accepted::Socket(listener.accept().await),
+            };
+            let (stream, addr) = match accepted {
+                Accepted::Socket(Ok((s, r))) => (s, r),
+                Accepted::Socket(Err(e)) => {
                     error!(error=?e, "Unable to accept socket.");
+                    continue;
+                }
+                Accepted::Stream(Ok(network)) => {
+                    // Never TLS, no tenant: as a plain socket from here on.
+                    self.serve(link_type, network, None, None, count, config.clone())
+                        .await;
+                    count += 1;
+                    Self::pause(delay).await;
+                    continue;
+                }
+                Accepted::Stream(Err(_)) => {
+                    // Every connector is gone: sockets only from now on.
+                    self.streams = None;
                     continue;
                 }
             };
@@ -437,13 +533,43 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
                 }
             };
 
+            self.serve(link_type, network, tenant_id, Some(addr), count, config.clone())
+                .await;
+            count += 1;
+            Self::pause(delay).await;
+        }
+    }
+
+    /// dozor patch (vendor/README.md): the sleep of `next_connection_delay_ms` between
+    /// connections is skipped when it is 0 (tokio rounds a deadline up to its timer's next 1 ms
+    /// tick, so a zero sleep could still wait up to 1 ms per connection); the loop still yields
+    /// to the connections' tasks.
+    async fn pause(delay: Duration) {
+        if delay.is_zero() {
+            task::yield_now().await;
+        } else {
+            time::sleep(delay).await;
+        }
+    }
+
+    /// dozor patch (vendor/README.md): the part of the accept loop after TLS, shared by
+    /// accepted sockets and `Connector` streams (unchanged but for `addr` being optional).
+    async fn serve(
+        &self,
+        link_type: LinkType,
+        network: Box<dyn N>,
+        tenant_id: Option<String>,
+        addr: Option<SocketAddr>,
+        count: usize,
+        config: Arc<ConnectionSettings>,
+    ) {
+        {
+
             info!(
                 name=?self.config.name, ?addr, count, tenant=?tenant_id, "accept"
             );
 
-            let config = config.clone();
             let router_tx = self.router_tx.clone();
-            count += 1;
 
             let protocol = self.protocol.clone();
             match link_type {
@@ -453,7 +579,7 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
                         Ok(s) => Box::new(WsStream::new(s)),
                         Err(e) => {
                             error!(error=?e, "Websocket failed handshake");
-                            continue;
+                            return;
                         }
                     };
                     task::spawn(
@@ -489,8 +615,6 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
                     )),
                 ),
             };
-
-            time::sleep(delay).await;
         }
     }
 }
