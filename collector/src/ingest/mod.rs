@@ -651,7 +651,7 @@ pub async fn run(
             Ok(Event::Incoming(Packet::Publish(first))) => {
                 // rumqttc reads up to ten packets per read and hands them out one per poll: the
                 // publishes it has already parsed are taken here in one go, without a turn of
-                // this loop (the outbox's lock, a `select!`, the poll) for each.
+                // this loop (a `select!` with the cancellation, the poll) for each.
                 let mut next = Some(first);
                 let mut closed = false;
                 while let Some(p) = next.take() {
@@ -701,6 +701,21 @@ pub async fn run(
                         Ok(_) => {}
                     }
                     next = next_publish(&mut eventloop.state);
+                    // PUBACKs the pipeline queued meanwhile go out as promptly as before (between
+                    // publishes): the broker's window refills only with them.
+                    if next.is_some()
+                        && let Err(e) = write_outbox(
+                            &mut eventloop,
+                            &outbox,
+                            session,
+                            session.generation(generation),
+                            &mut out_buf,
+                        )
+                        .await
+                    {
+                        tracing::debug!(error = %e, "queued packets not written");
+                        out_buf = Queued::default();
+                    }
                 }
                 metrics.ingest_queue_depth(tx.in_use().0);
                 if closed {
