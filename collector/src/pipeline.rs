@@ -105,6 +105,11 @@ struct PubAckDue {
 struct Committed {
     marks: Vec<DeliveryMark>,
     acks: Vec<PubAckDue>,
+    /// The batch's record vector, emptied on the store thread, for the pipeline's next batch:
+    /// a fresh one grew to `max_batch` records (~0.5 MiB) by doubling for every batch, on
+    /// memory the allocator had often given back to the kernel, so each batch paid page faults
+    /// and zeroing (docs/benchmarks.md, "the tokio side's allocations").
+    records: Vec<Record>,
 }
 
 /// Runs the store on a dedicated thread: writes each batch durably (retrying until it
@@ -150,7 +155,7 @@ fn spawn_store(
                 if let Err(e) = store.maintain(at) {
                     tracing::warn!(error = %e, "store maintenance failed; retried later");
                 }
-                if done.send(Committed { marks: Vec::new(), acks: Vec::new() }).is_err() {
+                if done.send(Committed { marks: Vec::new(), acks: Vec::new(), records: Vec::new() }).is_err() {
                     break;
                 }
                 continue;
@@ -171,10 +176,15 @@ fn spawn_store(
             }
             metrics.set_store_busy_since(0);
             metrics.batch(job.batch.records.len(), started.elapsed());
+            let mut records = job.batch.records;
+            // The records are dropped here, on the store thread, as before; the capacity goes
+            // back to the pipeline.
+            records.clear();
             if done
                 .send(Committed {
                     marks: job.batch.delivery,
                     acks: job.acks,
+                    records,
                 })
                 .is_err()
             {
@@ -217,6 +227,9 @@ pub struct Pipeline {
     /// The delivery key of the message being handled ([`delivery::key_into`]), reused so that
     /// a message costs no key allocation.
     key: String,
+    /// An emptied record vector a committed batch gave back ([`Committed::records`]), for the
+    /// next batch.
+    spare: Vec<Record>,
 }
 
 impl Pipeline {
@@ -246,6 +259,7 @@ impl Pipeline {
             clones: clones::CloneWatch::default(),
             outbox: None,
             key: String::new(),
+            spare: Vec::new(),
         }
     }
 
@@ -469,8 +483,12 @@ impl Pipeline {
     }
 
     fn cut(&mut self) -> Job {
+        let records = match std::mem::take(&mut self.spare) {
+            v if v.capacity() > 0 => v,
+            _ => Vec::with_capacity(self.cfg.max_batch.min(1024)),
+        };
         let fresh = Batch {
-            records: Vec::with_capacity(self.cfg.max_batch.min(1024)),
+            records,
             ..Batch::default()
         };
         let mut batch = std::mem::replace(&mut self.batch, fresh);
@@ -481,6 +499,14 @@ impl Pipeline {
             batch,
             acks: std::mem::take(&mut self.acks),
             maintain_at: None,
+        }
+    }
+
+    /// Keeps the larger of the emptied record vectors for the next batch.
+    fn recycle(&mut self, records: Vec<Record>) {
+        debug_assert!(records.is_empty());
+        if records.capacity() > self.spare.capacity() {
+            self.spare = records;
         }
     }
 
@@ -556,6 +582,7 @@ pub async fn run(
                 in_flight -= 1;
                 p.tracker.committed(&c.marks);
                 p.unacked.extend(c.acks);
+                p.recycle(c.records);
                 p.send_acks(&client);
             }
             _ = cancel.cancelled(), if !stopping => {

@@ -115,10 +115,16 @@ pub(crate) fn message(
     (t, body)
 }
 
+/// Maps keyed by ids from the wire (МО, host): foldhash, as `dozor_live`'s maps. [`Outbox::due`]
+/// looks up every host of the snapshot until it finds a tick's budget of due ones, so while a
+/// fleet's first versions go out it walks the hosts already handed one each tick; with SipHash
+/// that was ~2 % of the tokio workers' samples in the ingest benchmark (docs/benchmarks.md).
+type IdMap<V> = HashMap<String, V, foldhash::fast::RandomState>;
+
 /// Which agents were handed which version: the rest are due.
 #[derive(Debug, Default)]
 pub(crate) struct Outbox {
-    sent: HashMap<String, HashMap<String, u64>>,
+    sent: IdMap<IdMap<u64>>,
     /// (version, hosts of `sent` handed that version): lets a caller whose hosts only ever
     /// grow skip the walk over all of them when no new one appeared ([`Outbox::sent_count`]).
     count: (u64, usize),

@@ -539,6 +539,19 @@ fn poisoned(e: &ConnectionError) -> bool {
     )
 }
 
+/// The next event rumqttc has already read and parsed, if it is a publish; any other event
+/// stays first in its queue for the next poll (order kept).
+fn next_publish(state: &mut rumqttc::MqttState) -> Option<Publish> {
+    match state.events.pop_front() {
+        Some(Event::Incoming(Packet::Publish(p))) => Some(p),
+        Some(other) => {
+            state.events.push_front(other);
+            None
+        }
+        None => None,
+    }
+}
+
 /// Takes a packet just read from the broker as the answer to an outstanding PINGREQ.
 ///
 /// rumqttc sends a PINGREQ every keep-alive and fails the connection (`Last pingreq isn't
@@ -635,44 +648,78 @@ pub async fn run(
             heard_from_broker(&mut eventloop.state);
         }
         match ev {
-            Ok(Event::Incoming(Packet::Publish(p))) => {
-                metrics.received();
-                // The embedded broker's gateway bounds what it forwards by this (its backlog
-                // windows, one per session).
-                let bytes = (p.topic.len() + p.payload.len()) as u64;
-                match session {
-                    Session::Live => metrics.received_bytes(bytes),
-                    Session::Replay => metrics.replay_received_bytes(bytes),
-                }
-                if let Some(d) = delay {
-                    owed += d;
-                    if owed >= Duration::from_millis(5) {
-                        // Blocks this worker thread, as the work it stands for would.
-                        std::thread::sleep(std::mem::take(&mut owed));
+            Ok(Event::Incoming(Packet::Publish(first))) => {
+                // rumqttc reads up to ten packets per read and hands them out one per poll: the
+                // publishes it has already parsed are taken here in one go, without a turn of
+                // this loop (a `select!` with the cancellation, the poll) for each.
+                let mut next = Some(first);
+                let mut closed = false;
+                while let Some(p) = next.take() {
+                    metrics.received();
+                    // The embedded broker's gateway bounds what it forwards by this (its backlog
+                    // windows, one per session).
+                    let bytes = (p.topic.len() + p.payload.len()) as u64;
+                    match session {
+                        Session::Live => metrics.received_bytes(bytes),
+                        Session::Replay => metrics.replay_received_bytes(bytes),
                     }
-                }
-                let decoded = {
-                    let reg = registry.as_ref().map(|r| r.borrow());
-                    authenticate_decode(&p.topic, &p.payload, reg.as_deref().map(|a| &**a), &limits)
-                };
-                let sent = tx
-                    .send_msg(p, session.generation(generation), now_ms(), decoded)
-                    .await;
-                metrics.ingest_queue_depth(tx.in_use().0);
-                match sent {
-                    Err(()) => break,
-                    Ok(Some((messages, bytes))) if tx.warn_full && !full_warned => {
-                        full_warned = true;
-                        tracing::warn!(
-                            messages,
-                            bytes,
-                            ?session,
-                            "ingest queue full (mqtt.ingest_queue, mqtt.ingest_queue_mib): reading \
+                    if let Some(d) = delay {
+                        owed += d;
+                        if owed >= Duration::from_millis(5) {
+                            // Blocks this worker thread, as the work it stands for would.
+                            std::thread::sleep(std::mem::take(&mut owed));
+                        }
+                    }
+                    let decoded = {
+                        let reg = registry.as_ref().map(|r| r.borrow());
+                        authenticate_decode(
+                            &p.topic,
+                            &p.payload,
+                            reg.as_deref().map(|a| &**a),
+                            &limits,
+                        )
+                    };
+                    let sent = tx
+                        .send_msg(p, session.generation(generation), now_ms(), decoded)
+                        .await;
+                    match sent {
+                        Err(()) => {
+                            closed = true;
+                            break;
+                        }
+                        Ok(Some((messages, bytes))) if tx.warn_full && !full_warned => {
+                            full_warned = true;
+                            tracing::warn!(
+                                messages,
+                                bytes,
+                                ?session,
+                                "ingest queue full (mqtt.ingest_queue, mqtt.ingest_queue_mib): reading \
                              from the broker paused until the pipeline catches up; keep \
                              mqtt.ingest_queue at or above the broker's max_inflight_messages"
-                        );
+                            );
+                        }
+                        Ok(_) => {}
                     }
-                    Ok(_) => {}
+                    next = next_publish(&mut eventloop.state);
+                    // PUBACKs the pipeline queued meanwhile go out as promptly as before (between
+                    // publishes): the broker's window refills only with them.
+                    if next.is_some()
+                        && let Err(e) = write_outbox(
+                            &mut eventloop,
+                            &outbox,
+                            session,
+                            session.generation(generation),
+                            &mut out_buf,
+                        )
+                        .await
+                    {
+                        tracing::debug!(error = %e, "queued packets not written");
+                        out_buf = Queued::default();
+                    }
+                }
+                metrics.ingest_queue_depth(tx.in_use().0);
+                if closed {
+                    break;
                 }
             }
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
@@ -878,6 +925,29 @@ mod tests {
             !queue(&embedded).0.warn_full,
             "QoS 0 from the embedded broker is paced so"
         );
+    }
+
+    /// The publishes rumqttc has already parsed are taken in one go, in order, up to the
+    /// first other event, which stays first for the next poll.
+    #[test]
+    fn queued_publishes_are_taken_up_to_another_event() {
+        let mut s = MqttState::new(100, true);
+        s.events
+            .push_back(Event::Incoming(Packet::Publish(publish(1))));
+        s.events
+            .push_back(Event::Incoming(Packet::Publish(publish(2))));
+        s.events.push_back(Event::Incoming(Packet::PingResp));
+        s.events
+            .push_back(Event::Incoming(Packet::Publish(publish(3))));
+        assert_eq!(next_publish(&mut s).map(|p| p.payload.len()), Some(1));
+        assert_eq!(next_publish(&mut s).map(|p| p.payload.len()), Some(2));
+        assert!(next_publish(&mut s).is_none());
+        assert!(next_publish(&mut s).is_none(), "still waiting for the poll");
+        assert!(matches!(
+            s.events.front(),
+            Some(Event::Incoming(Packet::PingResp))
+        ));
+        assert_eq!(s.events.len(), 2);
     }
 
     /// What [`heard_from_broker`] relies on in rumqttc: a second PINGREQ fails while the first
