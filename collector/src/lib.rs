@@ -217,6 +217,7 @@ pub async fn run(
         ack_interval: cfg.mqtt.ack_interval,
         max_insts: cfg.limits.max_hosts.saturating_mul(2),
         acks_after_commit: ingest::acks_after_commit(&cfg.mqtt),
+        judge_late_wills: cfg.security != identity::SecurityMode::Open,
         ..PipelineConfig::default()
     };
     let mut pipeline = Pipeline::new(pcfg, state, marks, roster.clone(), metrics.clone())

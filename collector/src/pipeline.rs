@@ -41,6 +41,11 @@ pub struct PipelineConfig {
     pub acks_after_commit: bool,
     /// With nothing to write for this long, ask the store for its maintenance.
     pub idle_maintain: Duration,
+    /// Believe the `will_seq` of births, and so ignore a last will below it (docs/reliability.md,
+    /// "Late last wills"). Off in `security.mode = "open"`: there anybody may publish a birth for
+    /// any host, and one forged `will_seq` would silence that host's genuine wills; births then
+    /// lose the field before anything reads it.
+    pub judge_late_wills: bool,
 }
 
 impl Default for PipelineConfig {
@@ -58,6 +63,7 @@ impl Default for PipelineConfig {
             max_insts: 400_000,
             acks_after_commit: true,
             idle_maintain: Duration::from_secs(10),
+            judge_late_wills: true,
         }
     }
 }
@@ -286,10 +292,16 @@ impl Pipeline {
         retained: bool,
         recv_ms: i64,
     ) -> Outcome {
-        let msg = match decoded {
+        let mut msg = match decoded {
             Ok(m) => m,
             Err(d) => return Outcome::Rejected(d),
         };
+        if !self.cfg.judge_late_wills
+            && let Message::Birth(e) = &mut msg
+        {
+            // Open mode: a `will_seq` anybody could have forged is not believed.
+            e.body.will_seq = None;
+        }
         let h = msg.header();
         let in_roster = self.roster.contains(h.mo);
         if self.cfg.roster_strict && !in_roster {
@@ -337,6 +349,7 @@ impl Pipeline {
                         self.state.restore_birth(
                             (h.mo, h.host, h.inst),
                             &e.body,
+                            e.replay,
                             recv_ms,
                             in_roster,
                         );

@@ -418,11 +418,16 @@ impl LiveState {
         &mut self,
         (mo, host, inst): (&str, &str, &str),
         b: &Birth,
+        replay: bool,
         now_ms: i64,
         in_roster: bool,
     ) {
         if let Ok(h) = self.entry(mo, host, now_ms, in_roster) {
-            h.will_floor.birth(inst_hash(inst), b.will_seq, false);
+            // A replayed birth is old news: only a retained one redelivered at subscribe moves
+            // the floor ([`WillFloor`]).
+            if !replay {
+                h.will_floor.birth(inst_hash(inst), b.will_seq, false);
+            }
             if h.role.is_none() {
                 let offset = h.clock_offset_ms.unwrap_or(0);
                 apply_birth(h, b, offset);

@@ -547,6 +547,47 @@ fn a_retained_birth_after_a_restart_tells_a_late_will() {
     }
 }
 
+/// A replayed birth (a duplicate from the agent's spool) restores the inventory but is old
+/// news for the wills: it does not move the floor, so the will it would make "late" is taken.
+#[test]
+fn a_replayed_duplicate_birth_does_not_move_the_floor() {
+    use dozor_proto::ConnState;
+    let mut p = pipeline(false, vec![mark("srv", 8, Vec::new())]);
+    confirmations(&mut p);
+    let Message::Birth(mut replayed) = birth_will("srv", 8, Some(7)) else {
+        unreachable!()
+    };
+    replayed.replay = true;
+    assert_eq!(
+        p.handle(Ok(Message::Birth(replayed)), false, NOW),
+        Outcome::Duplicate { restored: true }
+    );
+    let Outcome::Accepted { transition, .. } = p.handle(Ok(lost("srv", 5)), false, NOW) else {
+        panic!("a will judged by a replayed birth")
+    };
+    assert_eq!(transition.map(|t| t.to), Some(ConnState::Lost));
+}
+
+/// `security.mode = "open"`: anybody may publish a birth for any host, so a forged `will_seq`
+/// must not silence a host's wills; every will is taken as it comes.
+#[test]
+fn in_open_mode_no_will_is_judged_late() {
+    use dozor_proto::ConnState;
+    let mut p = pipeline(false, Vec::new());
+    p.cfg.judge_late_wills = false;
+    for m in [
+        birth_will("srv", 1, Some(0)),
+        // A forgery from another PC: a far-ahead birth announcing a huge will_seq.
+        birth_will("srv", u64::MAX - 1, Some(u64::MAX - 2)),
+    ] {
+        p.handle(Ok(m), false, NOW);
+    }
+    let Outcome::Accepted { transition, .. } = p.handle(Ok(lost("srv", 0)), false, NOW) else {
+        panic!("the genuine will was not taken")
+    };
+    assert_eq!(transition.map(|t| t.to), Some(ConnState::Lost));
+}
+
 /// An agent before `will_seq`: every will is taken as it comes, as before.
 #[test]
 fn without_will_seq_a_late_will_is_taken_as_before() {

@@ -470,14 +470,14 @@ fn a_will_before_the_new_birth_is_taken() {
 fn which_births_move_the_floor() {
     let mut s = LiveState::new(StateConfig::default());
     s.admit(MO, "a", T, true).unwrap();
-    s.restore_birth((MO, "a", "i1"), &birth_body(Some(7)), T, true);
+    s.restore_birth((MO, "a", "i1"), &birth_body(Some(7)), false, T, true);
     let floor = |s: &LiveState| s.get(MO, "a").unwrap().will_floor.seq;
     assert_eq!(floor(&s), 7);
-    s.restore_birth((MO, "a", "i1"), &birth_body(Some(2)), T, true);
+    s.restore_birth((MO, "a", "i1"), &birth_body(Some(2)), false, T, true);
     assert_eq!(floor(&s), 7, "an older retained birth does not lower it");
     apply(&mut s, &birth_of("a", "i1", 30, Some(20), true), T);
     assert_eq!(floor(&s), 7, "a replayed birth moves nothing");
-    s.restore_birth((MO, "a", "i2"), &birth_body(Some(50)), T, true);
+    s.restore_birth((MO, "a", "i2"), &birth_body(Some(50)), false, T, true);
     assert_eq!(floor(&s), 7, "a retained birth of another install");
     assert_eq!(
         apply(&mut s, &state_of("a", "i2", 1, ConnState::Lost), T).map(|x| x.1),
