@@ -451,6 +451,22 @@ impl Outbox {
     }
 }
 
+/// [`write_outbox`], and when the connection broke: the next poll reports it and reconnects.
+/// The broker redelivers what the lost PUBACKs were for, and the duplicates are acknowledged
+/// again; a lost confirmation costs the agent a resend (see the pipeline).
+async fn flush_outbox(
+    eventloop: &mut EventLoop,
+    outbox: &Outbox,
+    session: Session,
+    generation: u32,
+    buf: &mut Queued,
+) {
+    if let Err(e) = write_outbox(eventloop, outbox, session, generation, buf).await {
+        tracing::debug!(error = %e, "queued packets not written");
+        *buf = Queued::default();
+    }
+}
+
 /// Writes the queued packets of `session` onto its connection `generation` (the count of
 /// connections so far), one flush for all; PUBACKs of publishes received on an earlier
 /// connection are dropped, the broker redelivers those. Without a connection everything stays
@@ -620,21 +636,15 @@ pub async fn run(
     let cancelled = cancel.cancelled();
     tokio::pin!(cancelled);
     loop {
-        if connected
-            && let Err(e) = write_outbox(
+        if connected {
+            flush_outbox(
                 &mut eventloop,
                 &outbox,
                 session,
                 session.generation(generation),
                 &mut out_buf,
             )
-            .await
-        {
-            // The connection broke: the next poll reports it and reconnects. The broker
-            // redelivers what the lost PUBACKs were for, and the duplicates are acknowledged
-            // again; a lost confirmation costs the agent a resend (see the pipeline).
-            tracing::debug!(error = %e, "queued packets not written");
-            out_buf = Queued::default();
+            .await;
         }
         let ev = tokio::select! {
             biased;
@@ -703,18 +713,15 @@ pub async fn run(
                     next = next_publish(&mut eventloop.state);
                     // PUBACKs the pipeline queued meanwhile go out as promptly as before (between
                     // publishes): the broker's window refills only with them.
-                    if next.is_some()
-                        && let Err(e) = write_outbox(
+                    if next.is_some() {
+                        flush_outbox(
                             &mut eventloop,
                             &outbox,
                             session,
                             session.generation(generation),
                             &mut out_buf,
                         )
-                        .await
-                    {
-                        tracing::debug!(error = %e, "queued packets not written");
-                        out_buf = Queued::default();
+                        .await;
                     }
                 }
                 metrics.ingest_queue_depth(tx.in_use().0);
