@@ -3,8 +3,9 @@
 //! docs/benchmarks.md "A Mosquitto bridge tree") must not make the connected host `lost`, nor
 //! open a `server_lost`.
 //!
-//! Real binaries: a real agent first connects to a second Mosquitto and is killed there with
-//! `kill -9`; the will that broker publishes (its exact bytes) is kept. The same agent (same
+//! Real binaries, in enrolled mode (the region's: every message signed by its host's key): a
+//! real agent enrolls, first connects to a second Mosquitto and is killed there with
+//! `kill -9`; the will that broker publishes (its exact signed bytes) is kept. The same agent (same
 //! data dir, same install) then connects to the collector's Mosquitto and is online; its birth
 //! announces the `seq` of its new connection's will (`will_seq`), above the kept will's. The
 //! kept will is published there, retained, as the bridge would. The collector counts it in
@@ -15,6 +16,7 @@
 //! Without the collector's rule (its binary from before it, `DOZOR_BIN_DIR`) the test fails
 //! at "a stale will acted": the host read `lost` and a `server_lost` opened.
 
+use dozor_tests::enrolled;
 use dozor_tests::*;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use std::time::Duration;
@@ -64,12 +66,27 @@ fn agent_args() -> Vec<&'static str> {
 async fn a_will_of_an_older_connection_delivered_after_the_new_birth_is_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let agent_dir = dir.path().join("agent");
+    let cdir = dir.path().join("data");
     let topic = dozor_proto::topic(MO, HOST, dozor_proto::Kind::State);
 
-    // 1. The old connection, on another broker: its will is kept.
+    // The collector as a region runs it: enrolled (an `open` collector believes no births'
+    // `will_seq`, since anybody could forge them there). Its broker is a plain Mosquitto: the
+    // messages' signatures are what the collector checks.
+    let m = Mosquitto::start();
+    let c = Collector::start(
+        &Broker::External(m.url()),
+        &cdir,
+        &["--security-mode", "enrolled"],
+    );
+    let mut args: Vec<String> = agent_args().iter().map(|a| a.to_string()).collect();
+    args.extend(enrolled::enroll_args(&c, &enrolled::token(&cdir, MO, &[])));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+
+    // 1. The old connection, on another broker: its (signed) will is kept. The agent enrolls
+    //    with the collector over HTTP first.
     let other = Mosquitto::start();
     let (_w, mut states) = watch(other.port, "will-catcher", &topic).await;
-    let mut a = Agent::start(&other.url(), MO, HOST, &agent_dir, &agent_args());
+    let mut a = Agent::start(&other.url(), MO, HOST, &agent_dir, &args);
     // The agent's retained `online` follows its birth: the connection is up.
     let online = tokio::time::timeout(Duration::from_secs(30), states.recv())
         .await
@@ -87,10 +104,8 @@ async fn a_will_of_an_older_connection_delivered_after_the_new_birth_is_ignored(
         }
     };
 
-    // 2. The new connection, on the collector's broker.
-    let m = Mosquitto::start();
-    let c = Collector::start(&Broker::External(m.url()), &dir.path().join("data"), &[]);
-    let mut b = Agent::start(&m.url(), MO, HOST, &agent_dir, &agent_args());
+    // 2. The new connection, on the collector's broker (same data dir: the same identity).
+    let mut b = Agent::start(&m.url(), MO, HOST, &agent_dir, &args);
     let online = wait_for(Duration::from_secs(30), || async {
         c.host(HOST)
             .await
@@ -154,7 +169,7 @@ async fn a_will_of_an_older_connection_delivered_after_the_new_birth_is_ignored(
     assert_eq!(c.metric(STALE).await, 1.0, "the current will is not stale");
 }
 
-/// The JSON of a will as the broker published it (unsigned: the agent is not enrolled).
+/// The JSON of a will as the broker published it (signed: `{"mac":…,` then the envelope).
 fn json(payload: &[u8]) -> serde_json::Value {
     serde_json::from_slice(payload).expect("the will is JSON")
 }
