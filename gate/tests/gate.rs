@@ -620,17 +620,22 @@ async fn cancellation_closes_connections_and_stops_accepting() {
     );
 }
 
+/// A client of `gate` is refused with "server unavailable" (3), counted as an upstream error.
+async fn refused_as_unavailable(gate: &TestGate) {
+    match Client::connect(gate.options("pc-1")).await {
+        Err(ConnectionError::ConnectionRefused(ConnectReturnCode::ServiceUnavailable)) => {}
+        other => panic!("expected refusal 3, got {:?}", other.err()),
+    }
+    gate.wait_count(Reason::UpstreamError, 1).await;
+}
+
 #[tokio::test]
 async fn unreachable_broker_refuses_with_server_unavailable() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
     let closed_addr = closed.local_addr().expect("bound");
     drop(closed);
     let gate = TestGate::start(|cfg| cfg.upstream = closed_addr.into()).await;
-    match Client::connect(gate.options("pc-1")).await {
-        Err(ConnectionError::ConnectionRefused(ConnectReturnCode::ServiceUnavailable)) => {}
-        other => panic!("expected refusal 3, got {:?}", other.err()),
-    }
-    gate.wait_count(Reason::UpstreamError, 1).await;
+    refused_as_unavailable(&gate).await;
 }
 
 /// A replay window that the subscriber never drains holds back the replaying client's next
@@ -787,11 +792,7 @@ async fn a_broker_refusing_the_pipe_refuses_with_server_unavailable() {
         });
     })
     .await;
-    match Client::connect(gate.options("pc-1")).await {
-        Err(ConnectionError::ConnectionRefused(ConnectReturnCode::ServiceUnavailable)) => {}
-        other => panic!("expected refusal 3, got {:?}", other.err()),
-    }
-    gate.wait_count(Reason::UpstreamError, 1).await;
+    refused_as_unavailable(&gate).await;
 }
 
 /// The backlog window bounds what a client forwards through its pipe as it did through a

@@ -1690,6 +1690,18 @@ fn journal_batches() -> Vec<Batch> {
 }
 
 /// Asserts equal tables, naming the first that differs (not printing whole tables).
+/// Runs both stores' maintenance at the same time and compares their tables and delivery marks.
+fn same_after_maintenance(direct: &mut T, t: &mut T) {
+    let now = at(17, 0, 0, 0);
+    direct.store.maintain_now(now).unwrap();
+    t.store.maintain_now(now).unwrap();
+    same_tables(&direct.path, &t.path);
+    assert_eq!(
+        t.store.load_delivery().unwrap(),
+        direct.store.load_delivery().unwrap()
+    );
+}
+
 fn same_tables(a: &Path, b: &Path) {
     for ((ta, ra), (tb, rb)) in dump(a).into_iter().zip(dump(b)) {
         assert_eq!(ta, tb);
@@ -1809,14 +1821,7 @@ fn crash_between_journal_commit_and_apply_loses_nothing() {
     assert_eq!(count("SELECT count(*) FROM journal"), 0);
     assert!(count("SELECT coalesce(sum(n), 0) FROM rollups") > stale);
     // (The start-up apply ran maintenance, the reference did not yet.)
-    let now = at(17, 0, 0, 0);
-    direct.store.maintain_now(now).unwrap();
-    t.store.maintain_now(now).unwrap();
-    same_tables(&direct.path, &t.path);
-    assert_eq!(
-        t.store.load_delivery().unwrap(),
-        direct.store.load_delivery().unwrap()
-    );
+    same_after_maintenance(&mut direct, &mut t);
     // A damaged row is an error naming it, not a guess.
     {
         let c = rusqlite::Connection::open(&t.path).unwrap();
@@ -1860,14 +1865,7 @@ fn an_apply_that_cannot_begin_keeps_its_batches() {
         t.store.write(b).unwrap();
     }
     t.store.settle(true).unwrap();
-    let now = at(17, 0, 0, 0);
-    direct.store.maintain_now(now).unwrap();
-    t.store.maintain_now(now).unwrap();
-    same_tables(&direct.path, &t.path);
-    assert_eq!(
-        t.store.load_delivery().unwrap(),
-        direct.store.load_delivery().unwrap()
-    );
+    same_after_maintenance(&mut direct, &mut t);
 }
 
 /// A transaction left open (a failed COMMIT elsewhere) must not swallow a batch's journal
