@@ -87,6 +87,10 @@ pub struct RawMqtt {
     pub keepalive_secs: u64,
     /// How often confirmations of stored data are sent to each active agent.
     pub ack_interval_ms: u64,
+    /// A host confirmed less than this ago is confirmed again only once it has passed: one
+    /// confirmation per this interval for a host sending many messages a second (replays,
+    /// switch-on bursts), one per message for a host sending once per interval.
+    pub ack_host_gap_ms: u64,
     /// Bulk writes to the broker (see `MqttConfig::batched_writes`).
     pub batched_writes: bool,
     /// Publishes read from the broker and waiting for the pipeline, at most (see
@@ -127,6 +131,7 @@ impl Default for RawMqtt {
             client_id: "dozor-collector".into(),
             keepalive_secs: 30,
             ack_interval_ms: 1000,
+            ack_host_gap_ms: 5000,
             batched_writes: true,
             ingest_queue: 32_768,
             ingest_queue_mib: 64,
@@ -283,6 +288,8 @@ pub struct MqttConfig {
     pub client_id: String,
     pub keepalive: Duration,
     pub ack_interval: Duration,
+    /// See `RawMqtt::ack_host_gap_ms`.
+    pub ack_host_gap: Duration,
     /// The collector's own login (external broker; the embedded one gets a random one).
     pub credentials: Option<(String, String)>,
     /// TLS towards the broker (`mqtts://`).
@@ -554,6 +561,12 @@ impl RawConfig {
         if !(50..=60_000).contains(&self.mqtt.ack_interval_ms) {
             return Err(invalid("mqtt.ack_interval_ms", "must be 50..=60000"));
         }
+        if self.mqtt.ack_host_gap_ms > 60_000 {
+            return Err(invalid(
+                "mqtt.ack_host_gap_ms",
+                "must be 0..=60000 (and below the agents' spool.flush_after_secs)",
+            ));
+        }
         if !(1_000..=1_000_000).contains(&self.mqtt.ingest_queue) {
             return Err(invalid(
                 "mqtt.ingest_queue",
@@ -634,6 +647,7 @@ impl RawConfig {
                 client_id: self.mqtt.client_id,
                 keepalive: Duration::from_secs(self.mqtt.keepalive_secs),
                 ack_interval: Duration::from_millis(self.mqtt.ack_interval_ms),
+                ack_host_gap: Duration::from_millis(self.mqtt.ack_host_gap_ms),
                 credentials,
                 tls,
                 dynsec: self.mqtt.dynsec,
@@ -890,6 +904,7 @@ mod tests {
         );
         check("[mqtt]\nlisten = \"nope\"", "mqtt.listen");
         check("[mqtt]\ningest_queue = 100", "mqtt.ingest_queue");
+        check("[mqtt]\nack_host_gap_ms = 600000", "mqtt.ack_host_gap_ms");
         check("[mqtt]\ningest_queue_mib = 0", "mqtt.ingest_queue_mib");
         check("[http]\nlisten = \"1.2.3.4\"", "http.listen");
         check(

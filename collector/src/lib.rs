@@ -215,6 +215,7 @@ pub async fn run(
         max_future_ms: cfg.limits.max_future.as_millis() as i64,
         max_age_ms: cfg.limits.max_age.as_millis() as i64,
         ack_interval: cfg.mqtt.ack_interval,
+        ack_host_gap: cfg.mqtt.ack_host_gap,
         max_insts: cfg.limits.max_hosts.saturating_mul(2),
         acks_after_commit: ingest::acks_after_commit(&cfg.mqtt),
         judge_late_wills: cfg.security != identity::SecurityMode::Open,

@@ -34,6 +34,8 @@ pub struct PipelineConfig {
     /// …or when its oldest record is this old.
     pub max_batch_delay: Duration,
     pub ack_interval: Duration,
+    /// A host confirmed less than this ago waits until it has passed (`Tracker::take_due`).
+    pub ack_host_gap: Duration,
     pub snapshot_interval: Duration,
     pub max_insts: usize,
     /// Acknowledge MQTT publishes only after their batch is committed (manual acks); when
@@ -59,6 +61,7 @@ impl Default for PipelineConfig {
             max_batch: 5_000,
             max_batch_delay: Duration::from_millis(50),
             ack_interval: Duration::from_secs(1),
+            ack_host_gap: Duration::from_millis(crate::config::RawMqtt::default().ack_host_gap_ms),
             snapshot_interval: Duration::from_millis(500),
             max_insts: 400_000,
             acks_after_commit: true,
@@ -696,7 +699,8 @@ pub async fn run(
             }
             _ = ack.tick() => {
                 let mut out = Vec::new();
-                p.tracker.take_due(|mo, host, inst, seq| out.push((mo.to_string(), host.to_string(), Ack { v: SCHEMA_VERSION, inst: inst.to_string(), acked_seq: seq, ts: 0 })));
+                let gap = i64::try_from(p.cfg.ack_host_gap.as_millis()).unwrap_or(i64::MAX);
+                p.tracker.take_due(now_ms(), gap, |mo, host, inst, seq| out.push((mo.to_string(), host.to_string(), Ack { v: SCHEMA_VERSION, inst: inst.to_string(), acked_seq: seq, ts: 0 })));
                 let now = now_ms();
                 let mut n = 0;
                 let reg = p.registry.as_ref().map(|r| r.borrow().clone());

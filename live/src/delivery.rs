@@ -94,6 +94,8 @@ struct Inst {
     confirmed: Option<u64>,
     /// A confirmation is due (new data committed, or a duplicate showed the agent missed one).
     due: bool,
+    /// When the last confirmation was sent (ms since the epoch; `i64::MIN`: never).
+    confirmed_at_ms: i64,
     /// Touched since the last batch was cut.
     dirty: bool,
     /// Messages of this instance written to the store (each number once).
@@ -162,6 +164,7 @@ impl Tracker {
                     committed: m.contiguous,
                     confirmed: None,
                     due: true,
+                    confirmed_at_ms: i64::MIN,
                     dirty: false,
                     stored: m.stored,
                     refused: m.refused,
@@ -318,14 +321,30 @@ impl Tracker {
         }
     }
 
-    /// Confirmations to send now: (mo, host, inst, acked_seq) for each instance with one due.
-    pub fn take_due(&mut self, mut f: impl FnMut(&str, &str, &str, u64)) {
+    /// Confirmations to send at `now_ms`: (mo, host, inst, acked_seq) for each instance with
+    /// one due, except those confirmed less than `min_gap_ms` ago: they stay due and go once the
+    /// gap has passed, with everything committed by then. A host sending once per interval is
+    /// confirmed at the next call after each message; a host sending many a second (a replay,
+    /// the switch-on burst, a benchmark) once per `min_gap_ms`, which spares the broker one
+    /// retained publish per message in exactly the storms that load it most.
+    pub fn take_due(
+        &mut self,
+        now_ms: i64,
+        min_gap_ms: i64,
+        mut f: impl FnMut(&str, &str, &str, u64),
+    ) {
         for i in self.insts.values_mut().filter(|i| i.due) {
-            i.due = false;
-            if i.confirmed != Some(i.committed) && i.committed > 0 {
-                i.confirmed = Some(i.committed);
-                f(&i.mo, &i.host, &i.inst, i.committed);
+            if i.confirmed == Some(i.committed) || i.committed == 0 {
+                i.due = false;
+                continue;
             }
+            if now_ms.saturating_sub(i.confirmed_at_ms) < min_gap_ms {
+                continue;
+            }
+            i.due = false;
+            i.confirmed = Some(i.committed);
+            i.confirmed_at_ms = now_ms;
+            f(&i.mo, &i.host, &i.inst, i.committed);
         }
     }
 }
@@ -354,6 +373,7 @@ fn entry<'a>(
                 committed: 0,
                 confirmed: None,
                 due: false,
+                confirmed_at_ms: i64::MIN,
                 dirty: true,
                 stored: 0,
                 refused: 0,
@@ -435,17 +455,56 @@ mod tests {
         t.record("a", "mo", "h", 1);
         t.record("a", "mo", "h", 2);
         let mut sent = vec![];
-        t.take_due(|_, _, i, s| sent.push((i.to_string(), s)));
+        t.take_due(0, 0, |_, _, i, s| sent.push((i.to_string(), s)));
         assert!(sent.is_empty(), "nothing committed yet");
         let marks = t.take_dirty();
         t.committed(&marks);
-        t.take_due(|_, _, i, s| sent.push((i.to_string(), s)));
+        t.take_due(0, 0, |_, _, i, s| sent.push((i.to_string(), s)));
         assert_eq!(sent, vec![("a".to_string(), 2)]);
-        t.take_due(|_, _, i, s| sent.push((i.to_string(), s)));
+        t.take_due(0, 0, |_, _, i, s| sent.push((i.to_string(), s)));
         assert_eq!(sent.len(), 1, "no repeat without news");
         t.confirm_again("a");
-        t.take_due(|_, _, i, s| sent.push((i.to_string(), s)));
+        t.take_due(0, 0, |_, _, i, s| sent.push((i.to_string(), s)));
         assert_eq!(sent.len(), 2, "a duplicate asks for the confirmation again");
+    }
+
+    /// A host confirmed a moment ago waits out the gap, then gets one confirmation for all it
+    /// sent meanwhile; a host quiet for longer than the gap is confirmed at once.
+    #[test]
+    fn a_busy_host_is_confirmed_once_per_gap() {
+        let mut t = Tracker::new(10, vec![]);
+        let mut sent = vec![];
+        let mut commit = |t: &mut Tracker, seq| {
+            t.record("a", "mo", "h", seq);
+            let marks = t.take_dirty();
+            t.committed(&marks);
+        };
+        commit(&mut t, 1);
+        t.take_due(10_000, 5_000, |_, _, i, s| sent.push((i.to_string(), s)));
+        assert_eq!(sent, vec![("a".to_string(), 1)], "the first at once");
+        for (seq, now) in [(2, 11_000), (3, 12_000), (4, 14_999)] {
+            commit(&mut t, seq);
+            t.take_due(now, 5_000, |_, _, i, s| sent.push((i.to_string(), s)));
+        }
+        assert_eq!(sent.len(), 1, "within the gap: held");
+        t.confirm_again("a");
+        t.take_due(14_999, 5_000, |_, _, i, s| sent.push((i.to_string(), s)));
+        assert_eq!(sent.len(), 1, "a duplicate within the gap: held too");
+        t.take_due(15_000, 5_000, |_, _, i, s| sent.push((i.to_string(), s)));
+        assert_eq!(
+            sent[1],
+            ("a".to_string(), 4),
+            "after it: everything at once"
+        );
+        t.take_due(40_000, 5_000, |_, _, i, s| sent.push((i.to_string(), s)));
+        assert_eq!(sent.len(), 2, "no news, no confirmation");
+        commit(&mut t, 5);
+        t.take_due(40_000, 5_000, |_, _, i, s| sent.push((i.to_string(), s)));
+        assert_eq!(
+            sent[2],
+            ("a".to_string(), 5),
+            "quiet for longer than the gap: at once"
+        );
     }
 
     #[test]
@@ -575,8 +634,8 @@ mod tests {
                     one.committed(&a);
                     steps.committed(&b);
                     let (mut ca, mut cb) = (vec![], vec![]);
-                    one.take_due(|m, h, i, s| ca.push(format!("{m}/{h}/{i}={s}")));
-                    steps.take_due(|m, h, i, s| cb.push(format!("{m}/{h}/{i}={s}")));
+                    one.take_due(0, 0, |m, h, i, s| ca.push(format!("{m}/{h}/{i}={s}")));
+                    steps.take_due(0, 0, |m, h, i, s| cb.push(format!("{m}/{h}/{i}={s}")));
                     ca.sort();
                     cb.sort();
                     prop_assert_eq!(ca, cb);

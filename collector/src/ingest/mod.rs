@@ -978,6 +978,7 @@ mod tests {
             client_id: "c".into(),
             keepalive: Duration::from_secs(30),
             ack_interval: Duration::from_secs(1),
+            ack_host_gap: Duration::from_secs(5),
             credentials: None,
             tls: None,
             dynsec: false,

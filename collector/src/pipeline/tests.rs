@@ -219,7 +219,7 @@ fn delivery(p: &Pipeline, host: &str) -> Option<(u64, u64, u64)> {
 fn confirmations(p: &mut Pipeline) -> Vec<(String, u64)> {
     let mut out = Vec::new();
     p.tracker
-        .take_due(|_, host, _, seq| out.push((host.to_string(), seq)));
+        .take_due(0, 0, |_, host, _, seq| out.push((host.to_string(), seq)));
     out
 }
 
