@@ -474,7 +474,7 @@ mod tests {
     fn a_busy_host_is_confirmed_once_per_gap() {
         let mut t = Tracker::new(10, vec![]);
         let mut sent = vec![];
-        let mut commit = |t: &mut Tracker, seq| {
+        let commit = |t: &mut Tracker, seq| {
             t.record("a", "mo", "h", seq);
             let marks = t.take_dirty();
             t.committed(&marks);
