@@ -342,7 +342,13 @@ impl Pipeline {
             };
             // One lookup: room, duplicate check, record, and settling below the agent's
             // oldest spooled number (once the message is known to be new).
-            match self.tracker.take(&self.key, h.mo, h.host, h.seq, oldest) {
+            // Live messages sample the clone watch, at most once per instance per
+            // `CLONE_SAMPLE_MS`, through this same lookup.
+            let note = (!h.replay && !retained).then_some((recv_ms, clones::CLONE_SAMPLE_MS));
+            let (taken, noted) = self
+                .tracker
+                .take_noting(&self.key, h.mo, h.host, h.seq, oldest, note);
+            match taken {
                 Taken::New => {}
                 Taken::Duplicate => {
                     // A retained birth redelivered after a collector restart is a duplicate of
@@ -365,7 +371,7 @@ impl Pipeline {
                 Taken::WindowFull => return Outcome::Rejected(Refusal::SeqWindow),
                 Taken::NoRoom => return Outcome::Rejected(Refusal::TooManyHosts),
             }
-            if !h.replay && !retained {
+            if noted {
                 self.watch_clones(&h, recv_ms);
             }
         }

@@ -96,6 +96,9 @@ struct Inst {
     due: bool,
     /// When the last confirmation was sent (ms since the epoch; `i64::MIN`: never).
     confirmed_at_ms: i64,
+    /// When [`Tracker::take_noting`] last reported a new number of this instance as due for
+    /// noting (`i64::MIN`: never).
+    noted_ms: i64,
     /// Touched since the last batch was cut.
     dirty: bool,
     /// Messages of this instance written to the store (each number once).
@@ -165,6 +168,7 @@ impl Tracker {
                     confirmed: None,
                     due: true,
                     confirmed_at_ms: i64::MIN,
+                    noted_ms: i64::MIN,
                     dirty: false,
                     stored: m.stored,
                     refused: m.refused,
@@ -234,25 +238,48 @@ impl Tracker {
         seq: u64,
         oldest: Option<u64>,
     ) -> Taken {
+        self.take_noting(key, mo, host, seq, oldest, None).0
+    }
+
+    /// [`Tracker::take`], and with `note = Some((now_ms, every_ms))` also whether a new number
+    /// of this instance is the first one in `every_ms` (then `now_ms` is remembered): lets the
+    /// caller sample per-instance bookkeeping (the clone watch) from the lookup it already
+    /// pays for, instead of a lookup of its own for every message.
+    pub fn take_noting(
+        &mut self,
+        key: &str,
+        mo: &str,
+        host: &str,
+        seq: u64,
+        oldest: Option<u64>,
+        note: Option<(i64, i64)>,
+    ) -> (Taken, bool) {
         if self.insts.len() >= self.max_insts && !self.insts.contains_key(key) {
-            return Taken::NoRoom;
+            return (Taken::NoRoom, false);
         }
         let i = entry(&mut self.insts, &mut self.dirty, key, mo, host);
         if seq <= i.contiguous || i.above.contains(&seq) {
             i.due = true;
             i.confirmed = None;
-            return Taken::Duplicate;
+            return (Taken::Duplicate, false);
         }
         if i.above.len() >= MAX_ABOVE && seq > i.contiguous + 1 {
-            return Taken::WindowFull;
+            return (Taken::WindowFull, false);
         }
         mark(i, seq);
         i.stored += 1;
         if let Some(oldest) = oldest {
             settle(i, oldest);
         }
+        let noted = match note {
+            Some((now_ms, every_ms)) if now_ms.saturating_sub(i.noted_ms) >= every_ms => {
+                i.noted_ms = now_ms;
+                true
+            }
+            _ => false,
+        };
         set_dirty(&mut self.dirty, i);
-        Taken::New
+        (Taken::New, noted)
     }
 
     /// Progress of every instance, in no particular order (readers sort what they show).
@@ -374,6 +401,7 @@ fn entry<'a>(
                 confirmed: None,
                 due: false,
                 confirmed_at_ms: i64::MIN,
+                noted_ms: i64::MIN,
                 dirty: true,
                 stored: 0,
                 refused: 0,
@@ -505,6 +533,36 @@ mod tests {
             ("a".to_string(), 5),
             "quiet for longer than the gap: at once"
         );
+    }
+
+    /// `take_noting` reports the first new number of an instance in each interval, per
+    /// instance, and never a duplicate or a message taken without `note`.
+    #[test]
+    fn new_numbers_are_noted_once_per_interval_per_instance() {
+        let mut t = Tracker::new(10, vec![]);
+        let take = |t: &mut Tracker, k: &str, seq, note| t.take_noting(k, "mo", k, seq, None, note);
+        assert_eq!(
+            take(&mut t, "a", 1, Some((0, 10))),
+            (Taken::New, true),
+            "the first"
+        );
+        assert_eq!(
+            take(&mut t, "b", 1, Some((1, 10))),
+            (Taken::New, true),
+            "another instance"
+        );
+        assert_eq!(take(&mut t, "a", 2, Some((9, 10))), (Taken::New, false));
+        assert_eq!(
+            take(&mut t, "a", 2, Some((10, 10))),
+            (Taken::Duplicate, false)
+        );
+        assert_eq!(take(&mut t, "a", 3, None), (Taken::New, false));
+        assert_eq!(
+            take(&mut t, "a", 4, Some((10, 10))),
+            (Taken::New, true),
+            "next interval"
+        );
+        assert_eq!(take(&mut t, "b", 2, Some((10, 10))), (Taken::New, false));
     }
 
     #[test]

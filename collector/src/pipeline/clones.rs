@@ -23,6 +23,12 @@ type IdMap<V> = HashMap<String, V, foldhash::fast::RandomState>;
 /// clones that are switched on in turns during a working day.
 pub(crate) const CLONE_WINDOW_MS: i64 = 10 * 60_000;
 
+/// The pipeline tells the watch of an instance's live messages at most once per this
+/// interval (its first message always): an instance's "last heard" is then at most this
+/// stale, against a window of ten minutes, and the watch costs one lookup per instance per
+/// 10 s instead of one per message (4 % of the collector's CPU in a 60,000 msg/s burst).
+pub(crate) const CLONE_SAMPLE_MS: i64 = 10_000;
+
 /// At most this many instances are remembered per host id (the newest).
 const MAX_INSTS: usize = 8;
 
