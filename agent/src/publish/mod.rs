@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::alive::Stamp;
 use crate::collect::{Inventory, Sample};
-use crate::spool::{Replay, Spool, SpoolError};
+use crate::spool::{AckError, Replay, Spool, SpoolError};
 use crate::wall_ms;
 pub use mqtt::Net;
 
@@ -135,6 +135,15 @@ fn as_replay_made(stored: &[u8], id: &Identity) -> Option<(Vec<u8>, i64)> {
     serde_json::to_vec(&env).ok().map(|b| (b, ts))
 }
 
+/// A stored envelope with its `seq` replaced (the counter skipped ahead, see
+/// [`Spool::skip_past`]); everything else as stored (a birth's `seq_base` keeps the old
+/// number: nothing reads it). `None` if the bytes are not an envelope.
+fn renumbered(stored: &[u8], seq: u64) -> Option<Vec<u8>> {
+    let mut env: Envelope<Box<RawValue>> = serde_json::from_slice(stored).ok()?;
+    env.seq = seq;
+    serde_json::to_vec(&env).ok()
+}
+
 /// The kind a message re-sent from the spool is published as: made at least one heartbeat
 /// interval before `now_ms`, it is backlog and goes on its kind's replay topic
 /// (`…/hb-replay`), which the collector reads on a session and queue of their own, behind live
@@ -168,6 +177,9 @@ pub struct Publisher {
     rejected_acks: u64,
     /// When a refused ack was last logged.
     reject_logged: Option<Instant>,
+    /// Times the counter skipped ahead of a verified ack beyond it (the counter had gone
+    /// back: a restored backup), since start.
+    counter_skips: u64,
     /// Where `cfg` messages go (the `central` task); `None`: not subscribed.
     cfg: Option<mpsc::Sender<Vec<u8>>>,
     /// The "last alive" stamp ([`crate::alive`]): rewritten at the run's first heartbeat and
@@ -210,6 +222,7 @@ impl Publisher {
             replay_at: Instant::now(),
             rejected_acks: 0,
             reject_logged: None,
+            counter_skips: 0,
             cfg: None,
             stamp: None,
             prev_end: None,
@@ -557,8 +570,78 @@ impl Publisher {
                 tracing::debug!(acked, confirmed = n, "collector confirmed messages");
                 self.replay_at = Instant::now();
             }
+            Err(SpoolError::Ack(AckError::Future { acked, last })) => {
+                self.skip_counter(acked, last).await;
+            }
             Err(SpoolError::Ack(e)) => tracing::warn!(error = %e, "ignoring an ack"),
             Err(e) => tracing::error!(error = %e, "could not apply a confirmation"),
+        }
+    }
+
+    /// The collector confirmed `acked`, more than this agent issued (`last`): its counter went
+    /// back for this `inst` (the data directory restored from a backup, a VM snapshot
+    /// reverted), so every message it numbers up to `acked` is dropped at the collector as a
+    /// duplicate. Reached only with an ack of this `inst` that passed the signature check
+    /// when enrolled (a forged one never moves the counter); in open mode acks are unsigned
+    /// and it applies too (docs/reliability.md, "A counter that goes back").
+    ///
+    /// The spool skips its counter past `acked` (durably) and re-numbers this run's messages
+    /// above it; then the connection is closed with a DISCONNECT (the broker discards its
+    /// will, whose number is below the collector's will floor) and the driver reconnects with
+    /// a will made after the skip; the birth of that connection announces it.
+    async fn skip_counter(&mut self, acked: u64, last: u64) {
+        let skip = self
+            .with_spool(move |s| s.skip_past(acked, Instant::now(), renumbered))
+            .await;
+        let skip = match skip {
+            Some(Ok(Some(skip))) => skip,
+            // Not ahead any more (cannot happen: one task owns the spool).
+            Some(Ok(None)) | None => return,
+            Some(Err(e)) => {
+                self.rejected_acks += 1;
+                tracing::warn!(
+                    error = %e,
+                    rejected_total = self.rejected_acks,
+                    "ignoring an ack"
+                );
+                return;
+            }
+        };
+        self.counter_skips += 1;
+        self.last_seq
+            .store(skip.next_seq.saturating_sub(1), Ordering::Relaxed);
+        tracing::warn!(
+            acked,
+            last,
+            next_seq = skip.next_seq,
+            renumbered = skip.renumbered,
+            dropped = skip.dropped,
+            skips_total = self.counter_skips,
+            "the collector confirmed sequence numbers this agent has not issued: its state was \
+             restored from a backup or a snapshot; the counter skips ahead, this run's messages \
+             are re-sent under new numbers and the agent reconnects"
+        );
+        if let Some(e) = &skip.error {
+            tracing::error!(error = %e, "spool write failed: the skip is held in memory");
+        }
+        self.replay_at = Instant::now();
+        if !self.connected {
+            // The next connection's will is made after the skip already.
+            return;
+        }
+        match self.client.try_disconnect() {
+            Ok(()) => {
+                // Nothing more goes out on the closing connection: what is made meanwhile is
+                // spooled and sent on the next one, after its birth. The driver's report of
+                // the closed connection then reads as a known outage (debug).
+                self.connected = false;
+                self.down_reported = true;
+                self.spool().index_mut().disconnected();
+                self.flush_spool().await;
+            }
+            // The next reconnect makes the new will; until then a will of this connection
+            // would be taken as late.
+            Err(e) => tracing::warn!(error = %e, "could not queue the disconnect after the skip"),
         }
     }
 

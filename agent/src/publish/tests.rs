@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::config::{SpoolConfig, Synchronous};
+use crate::spool::{MAX_SKIP_TO as MAX_SKIP_TO_TEST, SEQ_BLOCK};
 
 const MO: &str = "1.2.643.5.1.13.13.12.2.27.1234";
 const HOST: &str = "pc-01";
@@ -99,6 +100,8 @@ struct Harness {
     inst: String,
     /// What `drive`'s will closure would set: the `seq` of the latest will made.
     will: Arc<AtomicU64>,
+    /// What `drive`'s will closure reads: the latest number issued.
+    last_seq: Arc<AtomicU64>,
 }
 
 fn spool_config(rate: u32) -> SpoolConfig {
@@ -143,8 +146,15 @@ fn start_with(dir: &Path, rate: u32, mac: Option<MacKey>) -> Harness {
     let (inputs, in_rx) = mpsc::channel(64);
     let shutdown = CancellationToken::new();
     let will = Arc::new(AtomicU64::new(last_seq.load(Ordering::Relaxed)));
-    let publisher = Publisher::new(id, announce, client, spool.clone(), last_seq, inventory())
-        .with_will_seq(will.clone());
+    let publisher = Publisher::new(
+        id,
+        announce,
+        client,
+        spool.clone(),
+        last_seq.clone(),
+        inventory(),
+    )
+    .with_will_seq(will.clone());
     let task = tokio::spawn(publisher.run(in_rx, net_rx, shutdown.clone()));
     Harness {
         requests,
@@ -155,6 +165,7 @@ fn start_with(dir: &Path, rate: u32, mac: Option<MacKey>) -> Harness {
         spool,
         inst,
         will,
+        last_seq,
     }
 }
 
@@ -400,8 +411,10 @@ async fn bad_acks_never_panic_nor_delete() {
         .await;
     h.ack_payload(br#"{"v":1,"inst":"x","acked_seq":-1,"ts":0}"#.to_vec())
         .await;
-    h.ack(99).await; // beyond anything issued
+    // Beyond any number an agent issues (a forgery: never moves the counter; beyond what
+    // was issued but sane is a restored backup, see `a_future_ack_skips_…`).
     h.ack(u64::MAX).await;
+    h.ack(MAX_SKIP_TO_TEST + 1).await;
     h.ack(0).await;
     // An unrelated topic.
     let p = Publish::new("dozor/v1/x/y/cfg", QoS::AtLeastOnce, b"{}".to_vec());
@@ -742,5 +755,108 @@ async fn forged_or_unsigned_acks_never_delete_and_signed_ones_apply() {
     assert_eq!(h.pending(), [2], "nothing forged deleted anything");
     h.ack_payload(h.signed_ack(&k, &ack_topic, 2)).await;
     wait_for(|| h.pending().is_empty()).await;
+    h.stop().await;
+}
+
+impl Harness {
+    /// What `drive` does before a connection attempt: the will made at the latest number.
+    fn make_will(&self) -> u64 {
+        let seq = self.last_seq.load(Ordering::Relaxed);
+        self.will.store(seq, Ordering::Relaxed);
+        seq
+    }
+}
+
+/// A restored backup: the collector's ack confirms more than the agent issued. The counter
+/// skips past it (durably), this run's messages are re-sent under new numbers, and the agent
+/// reconnects, so its will and birth are above the collector's floor.
+#[tokio::test]
+async fn a_future_ack_skips_the_counter_renumbers_and_reconnects() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = start(dir.path(), 1000);
+    h.make_will();
+    h.connack().await;
+    h.publish().await; // birth 1
+    h.publish().await; // state
+    h.inputs.send(sample()).await.expect("send");
+    let (_, hb) = check(&h.publish().await);
+    assert_eq!(hb["seq"], 2);
+    wait_for(|| h.pending() == [1, 2]).await;
+
+    h.ack(500).await;
+    let first = 500 + 1 + SEQ_BLOCK;
+    assert!(
+        matches!(h.request().await, Request::Disconnect(_)),
+        "the connection (and its will, below the floor) is given up"
+    );
+    wait_for(|| h.pending() == [first, first + 1]).await;
+    assert_eq!(h.last_seq.load(Ordering::Relaxed), first + 1);
+    // Nothing more on the closing connection: a heartbeat made now is spooled.
+    h.inputs.send(sample()).await.expect("send");
+    wait_for(|| h.pending().len() == 3).await;
+    h.no_request_for(Duration::from_millis(50)).await;
+    // Durable already: the file holds the new numbers and the counter above them.
+    let mut on_disk = lock(&h.spool).store_mut().seqs().expect("seqs");
+    on_disk.sort_unstable();
+    assert_eq!(on_disk, [first, first + 1, first + 2]);
+
+    // The driver sees the connection close and connects again with a will made now.
+    h.down().await;
+    let will = h.make_will();
+    assert_eq!(will, first + 2);
+    h.connack().await;
+    let (birth, json) = check(&h.publish().await);
+    assert_eq!(birth.header().seq, first + 3);
+    assert_eq!(
+        json["body"]["will_seq"], will,
+        "the birth announces the new will"
+    );
+    h.publish().await; // state
+    // This run's messages again, under their new numbers, bodies unchanged.
+    let (m, json) = check(&h.publish().await);
+    assert_eq!((m.header().seq, m.header().replay), (first, true));
+    assert_eq!(json["body"]["seq_base"], 1, "the first birth, as stored");
+    let (m, json) = check(&h.publish().await);
+    assert_eq!(m.header().seq, first + 1);
+    assert_eq!(json["body"]["cpu_pct"], 12.5);
+    let (m, _) = check(&h.publish().await);
+    assert_eq!(m.header().seq, first + 2);
+    // The collector's retained ack for 500 again: nothing to do.
+    h.ack(500).await;
+    h.no_request_for(Duration::from_millis(100)).await;
+    h.ack(first + 3).await;
+    wait_for(|| h.pending().is_empty()).await;
+    h.stop().await;
+}
+
+/// Enrolled: an ack beyond the counter that is not signed with this host's key (another PC
+/// on the broker) never moves the counter; a signed one does.
+#[tokio::test]
+async fn an_unverified_future_ack_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let k = key(3);
+    let h = start_with(dir.path(), 1000, Some(k.clone()));
+    h.connack().await;
+    h.publish().await; // birth 1
+    h.publish().await; // state
+    wait_for(|| h.pending() == [1]).await;
+    let ack_topic = topic(MO, HOST, Kind::Ack);
+    h.ack(500).await; // unsigned
+    h.ack_payload(h.signed_ack(&key(9), &ack_topic, 500)).await;
+    h.ack_payload(h.signed_ack(&k, &topic(MO, "pc-02", Kind::Ack), 500))
+        .await;
+    // Signed, but absurd: refused too.
+    h.ack_payload(h.signed_ack(&k, &ack_topic, u64::MAX)).await;
+    h.no_request_for(Duration::from_millis(100)).await;
+    assert_eq!(h.pending(), [1]);
+    h.inputs.send(probe()).await.expect("send");
+    let (m, _) = check_signed(&h.publish().await, &k);
+    assert_eq!(m.header().seq, 2, "the counter did not move");
+    assert_eq!(h.last_seq.load(Ordering::Relaxed), 2);
+
+    h.ack_payload(h.signed_ack(&k, &ack_topic, 500)).await;
+    assert!(matches!(h.request().await, Request::Disconnect(_)));
+    let first = 500 + 1 + SEQ_BLOCK;
+    wait_for(|| h.pending() == [first, first + 1]).await;
     h.stop().await;
 }

@@ -12,6 +12,12 @@ use tokio::time::Instant;
 /// Longest resend backoff: `resend_after` times 2^4 (16 min with the default 60 s).
 pub const MAX_BACKOFF_EXP: u32 = 4;
 
+/// The largest `acked_seq` the counter is ever moved past ([`SpoolIndex::skip_past`]): 2^53,
+/// the largest integer a JSON reader working in doubles (a dashboard) still reads exactly, and
+/// so far below `u64::MAX` (and SQLite's `i64`) that no sum on the counter can overflow. At ten
+/// messages a second an agent would reach it in 28 million years: an ack beyond it is forged.
+pub const MAX_SKIP_TO: u64 = 1 << 53;
+
 /// Bounds and pacing.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limits {
@@ -100,9 +106,25 @@ pub enum Replay {
 /// An acknowledgement that cannot be right.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AckError {
-    /// The collector confirmed a number this spool has not issued yet.
+    /// The collector confirmed a number this spool has not issued yet: the counter went back
+    /// (a restored backup), see [`SpoolIndex::skip_past`].
     #[error("acked_seq {acked} is beyond the last issued {last}")]
     Future { acked: u64, last: u64 },
+    /// A confirmation beyond [`MAX_SKIP_TO`]: no collector ever sends it; refused.
+    #[error("acked_seq {acked} is beyond any number an agent issues ({MAX_SKIP_TO})")]
+    Absurd { acked: u64 },
+}
+
+/// What [`SpoolIndex::skip_past`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// The last number issued before the skip.
+    pub last: u64,
+    /// Messages of this run re-numbered above the skip, `(old, new)`, oldest first: their
+    /// payloads must be rewritten with the new number (then [`SpoolIndex::resize`]).
+    pub renumbered: Vec<(u64, u64)>,
+    /// Messages held from before this run, removed and counted as dropped.
+    pub dropped: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -136,8 +158,11 @@ pub struct SpoolIndex {
     dirty_since: Option<Instant>,
     /// After a failed write, no new attempt before this instant.
     retry_at: Option<Instant>,
-    /// Numbers abandoned at restarts (issued or not, never durable), persisted for ledgers.
+    /// Numbers abandoned at restarts (issued or not, never durable) or jumped over by
+    /// [`SpoolIndex::skip_past`], persisted for ledgers.
     skipped: u64,
+    /// The counter when the spool was opened: every number from it on was issued by this run.
+    opened_at: u64,
 }
 
 impl SpoolIndex {
@@ -180,6 +205,7 @@ impl SpoolIndex {
             dirty_since: None,
             retry_at: None,
             skipped: 0,
+            opened_at: next_seq,
         }
     }
 
@@ -344,6 +370,71 @@ impl SpoolIndex {
             self.pass = Pass::Running { cursor: 0 };
         }
         Ok(Some(acked_seq))
+    }
+
+    /// The collector confirmed `acked`, beyond the last number issued: the counter went BACK
+    /// for this `inst` (the state directory restored from a backup, a VM snapshot reverted),
+    /// and every number up to `acked` is taken at the collector, which drops what carries
+    /// one as a duplicate. The counter skips ahead so the next number is above `acked` plus a
+    /// margin of one counter block (numbers the old run issued and the collector stores
+    /// above its contiguous mark are not in `acked`); the numbers jumped over count in
+    /// `skipped`. Everything held has a number up to `acked`: messages of this run (made after
+    /// the counter went back; the collector dropped them) are re-numbered above the skip, in
+    /// order, to be sent again; messages from before this run (in a restore, the backup's,
+    /// which the old run sent on and the collector has) are removed and counted as dropped —
+    /// an upper bound, like every drop. Their rows are deleted with the next write, which the
+    /// caller makes at once, so the counter is durable before anything is sent.
+    ///
+    /// `None` if `acked` is below the next number (nothing to skip); an error beyond
+    /// [`MAX_SKIP_TO`], which leaves everything as it was.
+    pub fn skip_past(&mut self, acked: u64, now: Instant) -> Result<Option<Skipped>, AckError> {
+        if acked < self.next_seq {
+            return Ok(None);
+        }
+        if acked > MAX_SKIP_TO {
+            return Err(AckError::Absurd { acked });
+        }
+        let last = self.last_seq();
+        // No overflow: acked ≤ 2^53 and the block is a small constant.
+        let mut next = acked + 1 + self.limits.seq_block.max(1);
+        self.skipped += next - self.next_seq;
+        let mut renumbered = Vec::new();
+        let mut dropped = 0;
+        for mut e in std::mem::take(&mut self.entries) {
+            self.removed(&e);
+            if e.seq >= self.opened_at {
+                renumbered.push((e.seq, next));
+                e.seq = next;
+                e.sent_at = None;
+                e.mem_since = Some(now);
+                self.bytes += u64::from(e.len);
+                self.entries.push_back(e);
+                next += 1;
+            } else {
+                self.dropped += 1;
+                dropped += 1;
+            }
+        }
+        self.next_seq = next;
+        self.touch(now);
+        self.backoff_exp = 0;
+        if self.connected {
+            self.pass = Pass::Running { cursor: 0 };
+        }
+        Ok(Some(Skipped {
+            last,
+            renumbered,
+            dropped,
+        }))
+    }
+
+    /// The payload of `seq` was rewritten to `len` bytes.
+    pub fn resize(&mut self, seq: u64, len: u32) {
+        if let Some(i) = self.position(seq) {
+            let e = &mut self.entries[i];
+            self.bytes = self.bytes - u64::from(e.len) + u64::from(len);
+            e.len = len;
+        }
     }
 
     /// A change only the next write records (a drop, a delete) happened at `now`.
@@ -1047,5 +1138,102 @@ mod tests {
             0,
             "older files have no mark: nothing skipped"
         );
+    }
+
+    #[test]
+    fn a_future_ack_skips_the_counter_and_renumbers_this_runs_messages() {
+        let t = Instant::now();
+        // Two messages in the file from an earlier run (a backup's), counter at 5.
+        let held = vec![
+            Entry::new(3, Kind::Hb, T0, 10),
+            Entry::new(4, Kind::Hb, T0, 10),
+        ];
+        let mut ix = SpoolIndex::new(limits(), held, 5, 0, t);
+        ix.connected(t);
+        let a = ix.append(Kind::Birth, T0, 20, T0, t).seq;
+        let b = ix.append(Kind::Hb, T0, 30, T0, t).seq;
+        assert_eq!((a, b), (5, 6));
+        assert_eq!(ix.ack(7, t), Err(AckError::Future { acked: 7, last: 6 }));
+
+        // The collector holds everything up to 100 of this inst: the counter skips past it
+        // and a block (100), this run's messages are re-numbered in order, the backup's
+        // are settled as dropped.
+        let skip = ix.skip_past(100, t).expect("sane").expect("ahead");
+        assert_eq!(
+            skip,
+            Skipped {
+                last: 6,
+                renumbered: vec![(5, 201), (6, 202)],
+                dropped: 2,
+            }
+        );
+        assert_eq!(ix.next_seq(), 203);
+        assert_eq!(seqs(&ix), [201, 202]);
+        assert_eq!(
+            ix.stats(),
+            SpoolStats {
+                pending: 2,
+                bytes: 50,
+                dropped: 2,
+                oldest_seq: Some(201)
+            }
+        );
+        assert_eq!(ix.skipped(), 201 - 7, "numbers jumped over");
+        assert!(ix.entries().all(|e| !e.is_durable()));
+        // Written at once: the new numbers' payloads, the old rows deleted, the new counter.
+        assert!(ix.flush_due(t));
+        let plan = ix.take_flush(false);
+        assert_eq!(plan.insert, [201, 202]);
+        assert_eq!(plan.delete_through, Some(4));
+        assert_eq!((plan.next_seq, plan.flushed_seq), (303, 203));
+        ix.flushed(&plan);
+        // Re-numbered messages are due again, oldest first.
+        let (sent, _) = drain(&mut ix, t, 10);
+        assert_eq!(sent, [201, 202]);
+        // The counter never goes back: the same ack again confirms nothing, asks no skip.
+        assert_eq!(ix.ack(100, t), Ok(None));
+        assert_eq!(ix.skip_past(100, t), Ok(None));
+        assert_eq!(ix.skip_past(150, t), Ok(None));
+        assert_eq!(ix.append(Kind::Hb, T0, 1, T0, t).seq, 203);
+        assert_eq!(ix.ack(202, t), Ok(Some(202)));
+        assert_eq!(seqs(&ix), [203]);
+    }
+
+    #[test]
+    fn an_absurd_ack_never_moves_the_counter() {
+        let t = Instant::now();
+        let mut ix = index(t);
+        ix.append(Kind::Hb, T0, 10, T0, t);
+        for acked in [MAX_SKIP_TO + 1, u64::MAX - 1, u64::MAX] {
+            assert_eq!(ix.skip_past(acked, t), Err(AckError::Absurd { acked }));
+        }
+        assert_eq!((ix.next_seq(), seqs(&ix)), (2, vec![1]));
+        assert_eq!(ix.skipped(), 0);
+        // The bound itself is taken, and no sum on the counter overflows after it.
+        let skip = ix.skip_past(MAX_SKIP_TO, t).expect("sane").expect("ahead");
+        assert_eq!(skip.renumbered, [(1, MAX_SKIP_TO + 101)]);
+        assert_eq!(ix.next_seq(), MAX_SKIP_TO + 102);
+        let plan = ix.take_flush(false);
+        assert_eq!(plan.next_seq, MAX_SKIP_TO + 202);
+        // Beyond it nothing more can push it.
+        assert_eq!(ix.skip_past(MAX_SKIP_TO + 101, t), Ok(None));
+        assert_eq!(
+            ix.skip_past(MAX_SKIP_TO + 102, t),
+            Err(AckError::Absurd {
+                acked: MAX_SKIP_TO + 102
+            })
+        );
+    }
+
+    #[test]
+    fn resize_keeps_the_byte_count() {
+        let t = Instant::now();
+        let mut ix = index(t);
+        let s = ix.append(Kind::Hb, T0, 10, T0, t).seq;
+        ix.resize(s, 14);
+        ix.resize(99, 1000);
+        assert_eq!(ix.stats().bytes, 14);
+        assert_eq!(ix.ack(s, t), Ok(Some(s)));
+        assert_eq!(ix.stats().bytes, 0);
     }
 }

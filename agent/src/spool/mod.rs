@@ -15,7 +15,10 @@ use std::time::Duration;
 use dozor_proto::{Kind, SpoolStats};
 use tokio::time::Instant;
 
-pub use index::{AckError, Appended, Entry, Flush, Limits, MAX_BACKOFF_EXP, Replay, SpoolIndex};
+pub use index::{
+    AckError, Appended, Entry, Flush, Limits, MAX_BACKOFF_EXP, MAX_SKIP_TO, Replay, Skipped,
+    SpoolIndex,
+};
 pub use store::{Loaded, Row, Store};
 
 use crate::config::SpoolConfig;
@@ -81,6 +84,22 @@ pub struct Spool {
     inst: String,
     /// When a drop was last logged at warn level (a full spool drops on every append).
     drop_logged: Option<std::time::Instant>,
+}
+
+/// The result of [`Spool::skip_past`].
+#[derive(Debug)]
+pub struct Skip {
+    /// The last number issued before the skip.
+    pub last: u64,
+    /// The number the next message gets.
+    pub next_seq: u64,
+    /// Messages of this run sent again under new numbers.
+    pub renumbered: usize,
+    /// Messages removed and counted as dropped (from before this run, or unreadable).
+    pub dropped: u64,
+    /// Set when the write that records the skip failed: the skip holds in memory and the
+    /// write is retried like any other (the new counter is above the file's, so at once).
+    pub error: Option<SpoolError>,
 }
 
 /// A full spool is reported at warn level at most this often; other drops go to debug.
@@ -280,6 +299,53 @@ impl Spool {
         let removed = usize::try_from(before - self.index.stats().pending).unwrap_or(0);
         self.forget_mem_through(through);
         Ok(removed)
+    }
+
+    /// The collector confirmed `acked`, beyond the last number issued (the counter went back:
+    /// a restored backup): skips the counter past it, re-numbers this run's messages with
+    /// `rewrite(payload, new_seq)` (a payload it cannot rewrite is dropped) and writes the
+    /// file at once, so a crash right after resumes above the skip. See
+    /// [`SpoolIndex::skip_past`]. `Ok(None)`: `acked` is not ahead (nothing done); an error
+    /// for an absurd `acked` (nothing done either).
+    pub fn skip_past(
+        &mut self,
+        acked: u64,
+        now: Instant,
+        rewrite: impl Fn(&[u8], u64) -> Option<Vec<u8>>,
+    ) -> Result<Option<Skip>, SpoolError> {
+        let Some(skipped) = self.index.skip_past(acked, now)? else {
+            return Ok(None);
+        };
+        let mut held = std::mem::take(&mut self.mem);
+        let mut lost = 0;
+        for &(old, new) in &skipped.renumbered {
+            let body = match held.remove(&old) {
+                Some(b) => Some(b),
+                None => self.store.body(old).unwrap_or_else(|e| {
+                    tracing::error!(seq = old, error = %self.db(e), "could not read a spooled message");
+                    None
+                }),
+            };
+            match body.and_then(|b| rewrite(&b, new)) {
+                Some(b) => {
+                    self.index
+                        .resize(new, u32::try_from(b.len()).unwrap_or(u32::MAX));
+                    self.mem.insert(new, b);
+                }
+                None => {
+                    self.index.forget(new);
+                    lost += 1;
+                }
+            }
+        }
+        let error = self.write(now, false).err();
+        Ok(Some(Skip {
+            last: skipped.last,
+            next_seq: self.index.next_seq(),
+            renumbered: skipped.renumbered.len() - lost,
+            dropped: skipped.dropped + lost as u64,
+            error,
+        }))
     }
 
     fn log_drop(&mut self, through: u64) {

@@ -103,6 +103,87 @@ fn crash_skips_the_reserved_numbers_and_keeps_what_was_written() {
     assert_eq!(s.index().skipped(), next - 4);
 }
 
+/// What the publisher's rewrite does, for the test bodies: the JSON's `seq` replaced.
+fn reseq(b: &[u8], seq: u64) -> Option<Vec<u8>> {
+    let mut v: serde_json::Value = serde_json::from_slice(b).ok()?;
+    v["seq"] = seq.into();
+    serde_json::to_vec(&v).ok()
+}
+
+#[test]
+fn a_skip_past_a_future_ack_is_durable_and_renumbers_this_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t = Instant::now();
+    // The backup: three messages in the file, closed cleanly (counter exactly 4).
+    let mut s = open(dir.path(), 1 << 20);
+    for _ in 0..3 {
+        s.append(Kind::Hb, T0, T0, t, |seq, _| body(seq, 50));
+    }
+    s.close(t).expect("close");
+    drop(s);
+    // Restored and started: this run numbers from 4 on, one written (link down), one in
+    // memory (link up).
+    let mut s = open(dir.path(), 1 << 20);
+    let a = s.append(Kind::Hb, T0, T0, t, |seq, _| body(seq, 50)).seq;
+    s.index_mut().connected(t);
+    let b = s.append(Kind::Probe, T0, T0, t, |seq, _| body(seq, 60)).seq;
+    assert_eq!((a, b), (4, 5));
+    assert!(!s.index().get(b).expect("b").is_durable());
+    // The collector's ack says 1000 of this inst are taken.
+    assert!(matches!(
+        s.ack(1000, t),
+        Err(SpoolError::Ack(AckError::Future {
+            acked: 1000,
+            last: 5
+        }))
+    ));
+    let skip = s.skip_past(1000, t, reseq).expect("sane").expect("ahead");
+    assert!(skip.error.is_none());
+    let first = 1000 + 1 + SEQ_BLOCK;
+    assert_eq!(
+        (skip.last, skip.next_seq, skip.renumbered, skip.dropped),
+        (5, first + 2, 2, 3)
+    );
+    assert_eq!(s.body(first).expect("read"), reseq(&body(a, 50), first));
+    assert_eq!(
+        s.body(first + 1).expect("read"),
+        reseq(&body(b, 60), first + 1)
+    );
+    // Written at once: a crash right now (no close) resumes above the skip.
+    assert_eq!(s.store_mut().seqs().expect("seqs"), [first, first + 1]);
+    assert!(s.next_flush().is_none(), "nothing left unwritten");
+    drop(s);
+    let mut s = open(dir.path(), 1 << 20);
+    assert_eq!(
+        s.index().entries().map(|e| e.seq).collect::<Vec<_>>(),
+        [first, first + 1]
+    );
+    assert_eq!(s.body(first).expect("read"), reseq(&body(a, 50), first));
+    assert_eq!(s.stats().dropped, 3);
+    let next = s.append(Kind::Hb, T0, T0, t, |seq, _| body(seq, 10)).seq;
+    assert!(next > first + 1, "the counter never goes back: {next}");
+    // The same ack again: nothing to skip, nothing confirmed.
+    assert!(s.skip_past(1000, t, reseq).expect("sane").is_none());
+    assert_eq!(s.ack(1000, t).expect("ack"), 0);
+    // A payload that cannot be rewritten is dropped, not sent under its old number.
+    let dir2 = tempfile::tempdir().expect("tempdir");
+    let mut s = open(dir2.path(), 1 << 20);
+    s.append(Kind::Hb, T0, T0, t, |seq, _| body(seq, 10));
+    let skip = s
+        .skip_past(10, t, |_, _| None)
+        .expect("sane")
+        .expect("ahead");
+    assert_eq!((skip.renumbered, skip.dropped), (0, 1));
+    assert_eq!(s.stats().pending, 0);
+    // An absurd ack changes nothing.
+    let before = s.index().next_seq();
+    assert!(matches!(
+        s.skip_past(u64::MAX, t, reseq),
+        Err(SpoolError::Ack(AckError::Absurd { .. }))
+    ));
+    assert_eq!(s.index().next_seq(), before);
+}
+
 #[test]
 fn stats_passed_to_the_message_count_it() {
     let dir = tempfile::tempdir().expect("tempdir");
