@@ -173,7 +173,8 @@ pub struct Publisher {
     /// Packet ids written and not yet acknowledged by the broker.
     unacked: HashSet<u16>,
     replay_at: Instant,
-    /// Acks refused because their signature is missing or wrong, since start.
+    /// Acks refused because their signature is missing or wrong, or their number is absurd
+    /// (beyond [`crate::spool::MAX_SKIP_TO`]), since start.
     rejected_acks: u64,
     /// When a refused ack was last logged.
     reject_logged: Option<Instant>,
@@ -533,19 +534,7 @@ impl Publisher {
                     &verified[..]
                 }
                 Err(e) => {
-                    self.rejected_acks += 1;
-                    let now = Instant::now();
-                    if self
-                        .reject_logged
-                        .is_none_or(|t| now.duration_since(t) >= REJECT_LOG_EVERY)
-                    {
-                        self.reject_logged = Some(now);
-                        tracing::warn!(
-                            error = %e,
-                            rejected_total = self.rejected_acks,
-                            "ignoring an ack that is not signed for this host"
-                        );
-                    }
+                    self.reject_ack(&e, "ignoring an ack that is not signed for this host");
                     return;
                 }
             },
@@ -598,12 +587,7 @@ impl Publisher {
             // Not ahead any more (cannot happen: one task owns the spool).
             Some(Ok(None)) | None => return,
             Some(Err(e)) => {
-                self.rejected_acks += 1;
-                tracing::warn!(
-                    error = %e,
-                    rejected_total = self.rejected_acks,
-                    "ignoring an ack"
-                );
+                self.reject_ack(&e, "ignoring an ack beyond any number an agent issues");
                 return;
             }
         };
@@ -642,6 +626,19 @@ impl Publisher {
             // The next reconnect makes the new will; until then a will of this connection
             // would be taken as late.
             Err(e) => tracing::warn!(error = %e, "could not queue the disconnect after the skip"),
+        }
+    }
+
+    /// Counts a refused ack (forged, unsigned, absurd) and logs it at most once a minute.
+    fn reject_ack(&mut self, error: &dyn std::fmt::Display, what: &'static str) {
+        self.rejected_acks += 1;
+        let now = Instant::now();
+        if self
+            .reject_logged
+            .is_none_or(|t| now.duration_since(t) >= REJECT_LOG_EVERY)
+        {
+            self.reject_logged = Some(now);
+            tracing::warn!(%error, rejected_total = self.rejected_acks, "{what}");
         }
     }
 

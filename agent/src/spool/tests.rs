@@ -286,6 +286,8 @@ enum Op {
     /// Ack the n-th pending message (modulo), or beyond the last issued if there is none.
     Ack(u8),
     AckFuture(u8),
+    /// The collector confirms this far beyond the last issued (a restored backup).
+    Skip(u16),
     Crash,
     Connect,
     Disconnect,
@@ -298,6 +300,7 @@ fn op() -> impl Strategy<Value = Op> {
         6 => (1u16..600).prop_map(Op::Append),
         3 => any::<u8>().prop_map(Op::Ack),
         1 => any::<u8>().prop_map(Op::AckFuture),
+        1 => any::<u16>().prop_map(Op::Skip),
         1 => Just(Op::Crash),
         1 => Just(Op::Connect),
         1 => Just(Op::Disconnect),
@@ -337,6 +340,8 @@ proptest! {
         let mut max_issued = 0u64;
         let mut dropped = 0u64;
         let mut connected = false;
+        // The first number of the current run (since the last open).
+        let mut run_first = s.index().next_seq();
 
         for op in ops {
             match op {
@@ -370,6 +375,34 @@ proptest! {
                     let r = s.ack(s.index().last_seq() + 1 + u64::from(n), now);
                     prop_assert!(matches!(r, Err(SpoolError::Ack(_))));
                 }
+                Op::Skip(n) => {
+                    let acked = s.index().last_seq() + u64::from(n);
+                    let skip = s.skip_past(acked, now, reseq).expect("sane");
+                    if n == 0 {
+                        prop_assert!(skip.is_none());
+                        continue;
+                    }
+                    let skip = skip.expect("ahead");
+                    prop_assert!(skip.error.is_none());
+                    // This run's messages under new numbers above the skip, in order; the
+                    // earlier ones dropped; all of it in the file at once.
+                    let mut next = acked + 1 + SEQ_BLOCK;
+                    let mut renumbered = BTreeMap::new();
+                    for (seq, (bytes, _)) in std::mem::take(&mut model) {
+                        if seq >= run_first {
+                            let b = reseq(&bytes, next).expect("JSON");
+                            issued.insert(next, b.clone());
+                            renumbered.insert(next, (b, None));
+                            next += 1;
+                        } else {
+                            dropped += 1;
+                        }
+                    }
+                    model = renumbered;
+                    prop_assert_eq!(s.index().next_seq(), next);
+                    prop_assert!(s.index().entries().all(Entry::is_durable));
+                    max_issued = next - 1;
+                }
                 Op::Crash => {
                     // A power cut: the process and its memory are gone, the file stays.
                     drop(s);
@@ -394,6 +427,7 @@ proptest! {
                         .collect();
                     dropped = s.stats().dropped;
                     prop_assert!(s.index().next_seq() > max_issued, "a number would be reused");
+                    run_first = s.index().next_seq();
                     connected = false;
                 }
                 Op::Connect => {
