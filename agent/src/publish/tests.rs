@@ -847,6 +847,15 @@ async fn an_unverified_future_ack_changes_nothing() {
         .await;
     // Signed, but absurd: refused too.
     h.ack_payload(h.signed_ack(&k, &ack_topic, u64::MAX)).await;
+    // Signed, for another instance of this host (an earlier install): not this counter's.
+    let other = Ack {
+        v: SCHEMA_VERSION,
+        inst: "0123456789abcdef".into(),
+        acked_seq: 500,
+        ts: wall_ms(),
+    };
+    let other = auth::sign(&k, &ack_topic, &serde_json::to_vec(&other).expect("json"));
+    h.ack_payload(other).await;
     h.no_request_for(Duration::from_millis(100)).await;
     assert_eq!(h.pending(), [1]);
     h.inputs.send(probe()).await.expect("send");
