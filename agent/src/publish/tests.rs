@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::config::{SpoolConfig, Synchronous};
-use crate::spool::{MAX_SKIP_TO as MAX_SKIP_TO_TEST, SEQ_BLOCK};
+use crate::spool::{MAX_SKIP_TO as MAX_SKIP_TO_TEST, SKIP_MARGIN};
 
 const MO: &str = "1.2.643.5.1.13.13.12.2.27.1234";
 const HOST: &str = "pc-01";
@@ -784,7 +784,7 @@ async fn a_future_ack_skips_the_counter_renumbers_and_reconnects() {
     wait_for(|| h.pending() == [1, 2]).await;
 
     h.ack(500).await;
-    let first = 500 + 1 + SEQ_BLOCK;
+    let first = 500 + 1 + SKIP_MARGIN;
     assert!(
         matches!(h.request().await, Request::Disconnect(_)),
         "the connection (and its will, below the floor) is given up"
@@ -865,7 +865,7 @@ async fn an_unverified_future_ack_changes_nothing() {
 
     h.ack_payload(h.signed_ack(&k, &ack_topic, 500)).await;
     assert!(matches!(h.request().await, Request::Disconnect(_)));
-    let first = 500 + 1 + SEQ_BLOCK;
+    let first = 500 + 1 + SKIP_MARGIN;
     wait_for(|| h.pending() == [first, first + 1]).await;
     h.stop().await;
 }

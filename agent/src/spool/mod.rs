@@ -16,8 +16,8 @@ use dozor_proto::{Kind, SpoolStats};
 use tokio::time::Instant;
 
 pub use index::{
-    AckError, Appended, Entry, Flush, Limits, MAX_BACKOFF_EXP, MAX_SKIP_TO, Replay, Skipped,
-    SpoolIndex,
+    AckError, Appended, Entry, Flush, Limits, MAX_BACKOFF_EXP, MAX_SKIP_TO, Replay, SKIP_MARGIN,
+    Skipped, SpoolIndex,
 };
 pub use store::{Loaded, Row, Store};
 
@@ -152,6 +152,7 @@ impl Spool {
             loaded.dropped,
             now,
         );
+        index.set_unconfirmed_from(loaded.unconfirmed_from);
         let skipped_before = loaded.skipped;
         let skipped = index.skip_unwritten(loaded.flushed_seq, loaded.skipped);
         let mut spool = Spool {

@@ -114,11 +114,14 @@ fn reseq(b: &[u8], seq: u64) -> Option<Vec<u8>> {
 fn a_skip_past_a_future_ack_is_durable_and_renumbers_this_run() {
     let dir = tempfile::tempdir().expect("tempdir");
     let t = Instant::now();
-    // The backup: three messages in the file, closed cleanly (counter exactly 4).
+    // The backup: three messages in the file, the collector reached (an ack applied),
+    // closed cleanly (counter exactly 4).
     let mut s = open(dir.path(), 1 << 20);
     for _ in 0..3 {
         s.append(Kind::Hb, T0, T0, t, |seq, _| body(seq, 50));
     }
+    s.index_mut().connected(t);
+    s.ack(0, t).expect("ack");
     s.close(t).expect("close");
     drop(s);
     // Restored and started: this run numbers from 4 on, one written (link down), one in
@@ -139,7 +142,7 @@ fn a_skip_past_a_future_ack_is_durable_and_renumbers_this_run() {
     ));
     let skip = s.skip_past(1000, t, reseq).expect("sane").expect("ahead");
     assert!(skip.error.is_none());
-    let first = 1000 + 1 + SEQ_BLOCK;
+    let first = 1000 + 1 + SKIP_MARGIN;
     assert_eq!(
         (skip.last, skip.next_seq, skip.renumbered, skip.dropped),
         (5, first + 2, 2, 3)
@@ -182,6 +185,64 @@ fn a_skip_past_a_future_ack_is_durable_and_renumbers_this_run() {
         Err(SpoolError::Ack(AckError::Absurd { .. }))
     ));
     assert_eq!(s.index().next_seq(), before);
+}
+
+/// A restored PC whose channel stays down across restarts: every run since the restore (the
+/// collector confirmed nothing since) is re-numbered at the skip, not only the current one;
+/// once an ack applied, a later restart starts a new boundary.
+#[test]
+fn the_unconfirmed_boundary_survives_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t = Instant::now();
+    // The backup: two messages (1, 2), the collector reached once (acked 0 = nothing).
+    let mut s = open(dir.path(), 1 << 20);
+    for _ in 0..2 {
+        s.append(Kind::Hb, T0, T0, t, |seq, _| body(seq, 50));
+    }
+    s.index_mut().connected(t);
+    s.ack(0, t).expect("ack");
+    s.close(t).expect("close");
+    drop(s);
+    // Restored: run 1 (link down) makes 3 and is switched off cleanly; run 2 makes 4.
+    let mut s = open(dir.path(), 1 << 20);
+    assert_eq!(s.index().unconfirmed_from(), 3);
+    s.append(Kind::Hb, T0, T0, t, |seq, _| body(seq, 50));
+    s.close(t).expect("close");
+    drop(s);
+    let mut s = open(dir.path(), 1 << 20);
+    assert_eq!(
+        s.index().unconfirmed_from(),
+        3,
+        "kept: nothing confirmed since"
+    );
+    s.append(Kind::Probe, T0, T0, t, |seq, _| body(seq, 60));
+    let skip = s.skip_past(500, t, reseq).expect("sane").expect("ahead");
+    let first = 500 + 1 + SKIP_MARGIN;
+    assert_eq!(
+        (skip.renumbered, skip.dropped),
+        (2, 2),
+        "runs 1 and 2 re-sent"
+    );
+    assert_eq!(s.body(first).expect("read"), reseq(&body(3, 50), first));
+    assert_eq!(
+        s.body(first + 1).expect("read"),
+        reseq(&body(4, 60), first + 1)
+    );
+    // Across a crash the re-numbered messages stay unconfirmed.
+    drop(s);
+    let mut s = open(dir.path(), 1 << 20);
+    assert_eq!(s.index().unconfirmed_from(), 3);
+    // The collector confirms: the next run starts a boundary of its own.
+    s.index_mut().connected(t);
+    assert_eq!(s.ack(first, t).expect("ack"), 1);
+    s.close(t).expect("close");
+    drop(s);
+    let s = open(dir.path(), 1 << 20);
+    assert_eq!(s.index().unconfirmed_from(), s.index().next_seq());
+    assert_eq!(
+        s.index().entries().map(|e| e.seq).collect::<Vec<_>>(),
+        [first + 1]
+    );
 }
 
 #[test]
@@ -340,8 +401,11 @@ proptest! {
         let mut max_issued = 0u64;
         let mut dropped = 0u64;
         let mut connected = false;
-        // The first number of the current run (since the last open).
-        let mut run_first = s.index().next_seq();
+        // `unconfirmed_from`: the counter at the first open since an ack last applied (None:
+        // one applied in this run; `opened` then), and the last value it had.
+        let mut opened = s.index().next_seq();
+        let mut unconfirmed = Some(opened);
+        let mut last_unconfirmed = opened;
 
         for op in ops {
             match op {
@@ -369,6 +433,7 @@ proptest! {
                     if let Some(&seq) = model.keys().nth(usize::from(n) % model.len().max(1)) {
                         s.ack(seq, now).expect("ack");
                         model.retain(|k, _| *k > seq);
+                        unconfirmed = None;
                     }
                 }
                 Op::AckFuture(n) => {
@@ -386,10 +451,14 @@ proptest! {
                     prop_assert!(skip.error.is_none());
                     // This run's messages under new numbers above the skip, in order; the
                     // earlier ones dropped; all of it in the file at once.
-                    let mut next = acked + 1 + SEQ_BLOCK;
+                    let mut next = acked + 1 + SKIP_MARGIN;
+                    let from = unconfirmed.unwrap_or(opened);
+                    prop_assert_eq!(s.index().unconfirmed_from(), from);
+                    unconfirmed = Some(from);
+                    last_unconfirmed = from;
                     let mut renumbered = BTreeMap::new();
                     for (seq, (bytes, _)) in std::mem::take(&mut model) {
-                        if seq >= run_first {
+                        if seq >= from {
                             let b = reseq(&bytes, next).expect("JSON");
                             issued.insert(next, b.clone());
                             renumbered.insert(next, (b, None));
@@ -427,7 +496,18 @@ proptest! {
                         .collect();
                     dropped = s.stats().dropped;
                     prop_assert!(s.index().next_seq() > max_issued, "a number would be reused");
-                    run_first = s.index().next_seq();
+                    opened = s.index().next_seq();
+                    // Kept across the restart; a clear not yet written leaves the last value.
+                    let reopened = s.index().unconfirmed_from();
+                    match unconfirmed {
+                        Some(v) => prop_assert_eq!(reopened, v),
+                        None => prop_assert!(
+                            reopened == opened || reopened == last_unconfirmed,
+                            "unconfirmed_from {} after a clear", reopened
+                        ),
+                    }
+                    unconfirmed = Some(reopened);
+                    last_unconfirmed = reopened;
                     connected = false;
                 }
                 Op::Connect => {
