@@ -31,6 +31,8 @@ pub use mqtt::Net;
 pub const OFFLINE_ACK_TIMEOUT: Duration = Duration::from_secs(3);
 /// Rejected (unsigned or forged) acks are logged at most this often.
 const REJECT_LOG_EVERY: Duration = Duration::from_secs(60);
+/// Proof of a cloned data directory is logged (at error level) at most this often.
+const CLONE_LOG_EVERY: Duration = Duration::from_secs(600);
 /// How often the age bound of the spool is applied.
 const EXPIRE_EVERY: Duration = Duration::from_secs(60);
 
@@ -181,6 +183,17 @@ pub struct Publisher {
     /// Times the counter skipped ahead of a verified ack beyond it (the counter had gone
     /// back: a restored backup), since start.
     counter_skips: u64,
+    /// When a skip was last logged (clones skip each other on nearly every message).
+    skip_logged: Option<Instant>,
+    /// The lowest number of the last skip: a later ack beyond the counter that confirms it or
+    /// more proves another live agent numbers in this `inst` (a cloned data directory).
+    skipped_to: Option<u64>,
+    /// Skips that proved a clone, since start; when the last one was logged.
+    clone_skips: u64,
+    clone_logged: Option<Instant>,
+    /// The connection was closed by the agent after a skip: the driver's report of it is
+    /// expected, and is not the start of an outage.
+    closing_for_skip: bool,
     /// Where `cfg` messages go (the `central` task); `None`: not subscribed.
     cfg: Option<mpsc::Sender<Vec<u8>>>,
     /// The "last alive" stamp ([`crate::alive`]): rewritten at the run's first heartbeat and
@@ -224,6 +237,11 @@ impl Publisher {
             rejected_acks: 0,
             reject_logged: None,
             counter_skips: 0,
+            skip_logged: None,
+            skipped_to: None,
+            clone_skips: 0,
+            clone_logged: None,
+            closing_for_skip: false,
             cfg: None,
             stamp: None,
             prev_end: None,
@@ -452,15 +470,20 @@ impl Publisher {
             }
             Net::Event(_) => {}
             Net::Down { error, retry_in } => {
-                if self.connected {
+                if std::mem::take(&mut self.closing_for_skip) {
+                    // The agent closed it itself (`skip_counter`): not an outage, so a failing
+                    // reconnect after it is still warned about, once.
+                    tracing::debug!(%error, ?retry_in, "closed after the counter skip; reconnecting");
+                } else if self.connected {
                     tracing::info!(%error, ?retry_in, "disconnected from the broker; reconnecting");
+                    self.down_reported = true;
                 } else if self.down_reported {
                     tracing::debug!(%error, ?retry_in, "broker still unreachable");
                 } else {
                     // Say it once per outage; the spool keeps everything until the broker is back.
                     tracing::warn!(%error, ?retry_in, "cannot connect to the broker; retrying");
+                    self.down_reported = true;
                 }
-                self.down_reported = true;
                 self.connected = false;
                 self.queued = 0;
                 self.unacked.clear();
@@ -476,6 +499,7 @@ impl Publisher {
     async fn on_connected(&mut self) {
         self.connected = true;
         self.down_reported = false;
+        self.closing_for_skip = false;
         self.queued = 0;
         self.unacked.clear();
         self.spool().index_mut().connected(Instant::now());
@@ -594,17 +618,46 @@ impl Publisher {
         self.counter_skips += 1;
         self.last_seq
             .store(skip.next_seq.saturating_sub(1), Ordering::Relaxed);
-        tracing::warn!(
-            acked,
-            last,
-            next_seq = skip.next_seq,
-            renumbered = skip.renumbered,
-            dropped = skip.dropped,
-            skips_total = self.counter_skips,
-            "the collector confirmed sequence numbers this agent has not issued: its state was \
-             restored from a backup or a snapshot; the counter skips ahead, this run's messages \
-             are re-sent under new numbers and the agent reconnects"
-        );
+        let now = Instant::now();
+        if self.skipped_to.is_some_and(|s| acked >= s) {
+            // Numbers this agent skipped to were confirmed without it issuing them: another
+            // live agent numbers in this inst (a disk image taken after the first start).
+            // Both keep skipping each other; only deleting one's state ends it.
+            self.clone_skips += 1;
+            if self
+                .clone_logged
+                .is_none_or(|t| now.duration_since(t) >= CLONE_LOG_EVERY)
+            {
+                self.clone_logged = Some(now);
+                tracing::error!(
+                    acked,
+                    clone_skips_total = self.clone_skips,
+                    skips_total = self.counter_skips,
+                    "another running agent uses this agent's spool instance: its data directory \
+                     was cloned (a disk image taken after the agent's first start); stop the \
+                     agent on one of the PCs, delete its data directory (spool.db, \
+                     identity.json) and start it again (docs/security.md, \"Cloned disk images\")"
+                );
+            }
+        }
+        self.skipped_to = Some(acked.saturating_add(1 + crate::spool::SKIP_MARGIN));
+        if self
+            .skip_logged
+            .is_none_or(|t| now.duration_since(t) >= REJECT_LOG_EVERY)
+        {
+            self.skip_logged = Some(now);
+            tracing::warn!(
+                acked,
+                last,
+                next_seq = skip.next_seq,
+                renumbered = skip.renumbered,
+                dropped = skip.dropped,
+                skips_total = self.counter_skips,
+                "the collector confirmed sequence numbers this agent has not issued: its state \
+                 was restored from a backup or a snapshot (or cloned); the counter skips ahead, \
+                 this run's messages are re-sent under new numbers and the agent reconnects"
+            );
+        }
         if let Some(e) = &skip.error {
             tracing::error!(error = %e, "spool write failed: the skip is held in memory");
         }
@@ -619,7 +672,7 @@ impl Publisher {
                 // spooled and sent on the next one, after its birth. The driver's report of
                 // the closed connection then reads as a known outage (debug).
                 self.connected = false;
-                self.down_reported = true;
+                self.closing_for_skip = true;
                 self.spool().index_mut().disconnected();
                 self.flush_spool().await;
             }

@@ -869,3 +869,101 @@ async fn an_unverified_future_ack_changes_nothing() {
     wait_for(|| h.pending() == [first, first + 1]).await;
     h.stop().await;
 }
+
+/// Log lines of the current thread (the test's runtime runs the publisher on it).
+#[derive(Clone, Default)]
+struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("logs").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn capture(&self) -> tracing::subscriber::DefaultGuard {
+        let w = self.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || w.clone())
+            .finish();
+        tracing::subscriber::set_default(sub)
+    }
+
+    /// Lines at `level` containing `text`.
+    fn count(&self, level: &str, text: &str) -> usize {
+        let all = String::from_utf8_lossy(&self.0.lock().expect("logs")).into_owned();
+        all.lines()
+            .filter(|l| l.contains(level) && l.contains(text))
+            .count()
+    }
+}
+
+impl Harness {
+    /// Requests until the DISCONNECT a skip sends.
+    async fn until_disconnect(&self) {
+        while !matches!(self.request().await, Request::Disconnect(_)) {}
+    }
+}
+
+/// The agent's own DISCONNECT after a skip is not an outage: a reconnect that then fails for
+/// real is warned about, once. A second agent numbering in this inst (a data directory cloned
+/// after the first start) shows as an ack beyond the numbers this agent skipped to: named at
+/// error level, and neither the skips nor the proof flood the log.
+#[tokio::test]
+async fn clones_and_outages_after_a_skip_are_told_once() {
+    let logs = Logs::default();
+    let _guard = logs.capture();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = start(dir.path(), 1000);
+    h.connack().await;
+    h.publish().await; // birth 1
+    h.publish().await; // state
+    wait_for(|| h.pending() == [1]).await;
+    h.ack(500).await;
+    h.until_disconnect().await;
+    let first = 500 + 1 + SKIP_MARGIN;
+    wait_for(|| h.pending() == [first]).await;
+    const SKIP: &str = "confirmed sequence numbers this agent has not issued";
+    const DOWN: &str = "cannot connect to the broker";
+    assert_eq!(logs.count("WARN", SKIP), 1);
+    // The driver reports the closed connection (expected), then the broker is really gone.
+    h.down().await;
+    h.inputs.send(sample()).await.expect("send");
+    wait_for(|| h.pending().len() == 2).await;
+    assert_eq!(
+        logs.count("WARN", DOWN),
+        0,
+        "the agent's own close is no outage"
+    );
+    h.down().await;
+    h.down().await;
+    h.inputs.send(sample()).await.expect("send");
+    wait_for(|| h.pending().len() == 3).await;
+    assert_eq!(
+        logs.count("WARN", DOWN),
+        1,
+        "a real outage after the skip, once"
+    );
+
+    // The clone: it skipped past this agent's numbers and the collector confirms its own.
+    const CLONE: &str = "its data directory was cloned";
+    for round in 1..=3u64 {
+        h.connack().await;
+        let next = lock(&h.spool).index().next_seq();
+        h.ack(next + 1000).await;
+        h.until_disconnect().await;
+        wait_for(|| lock(&h.spool).index().next_seq() > next + 1000).await;
+        h.down().await;
+        assert_eq!(logs.count("ERROR", CLONE), 1, "round {round}");
+    }
+    assert_eq!(logs.count("WARN", SKIP), 1, "skips are throttled");
+    assert_eq!(logs.count("WARN", DOWN), 1);
+    h.stop().await;
+}
