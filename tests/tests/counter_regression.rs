@@ -45,6 +45,31 @@ async fn contiguous_reaches(c: &Collector, at_least: u64, what: &str) -> serde_j
     }
 }
 
+/// The delivery row once the agent is gone and the collector is done with it: `contiguous` ==
+/// `committed` and the row unchanged for 2 s (on a loaded machine the last heartbeat can be
+/// taken well after the agent exited).
+async fn settled(c: &Collector) -> serde_json::Value {
+    let mut last: Option<(serde_json::Value, std::time::Instant)> = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let row = delivery(c).await.expect("the row");
+        let done = row["contiguous"] == row["committed"];
+        match &last {
+            Some((prev, since)) if *prev == row => {
+                if done && since.elapsed() >= Duration::from_secs(2) {
+                    return row;
+                }
+            }
+            _ => last = Some((row.clone(), std::time::Instant::now())),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the delivery row never settled: {row}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
     for e in std::fs::read_dir(from).expect("read_dir") {
@@ -135,15 +160,14 @@ async fn a_restored_backup_is_heard_again_at_once() {
     let row = contiguous_reaches(&c, backup_last + 256 + 3, "after the crash").await;
     assert_eq!(row["inst"], inst.as_str(), "one install, one inst");
     assert_eq!(a.proc.terminate(), Some(0));
-    let high = delivery(&c).await.expect("the row")["contiguous"]
-        .as_u64()
-        .expect("contiguous");
-    let stored_before = delivery(&c).await.expect("the row")["stored"]
-        .as_u64()
-        .expect("stored");
+    // The collector may still be taking the agent's last messages: wait until everything
+    // stored is committed (what acks confirm) and nothing moved for 2 s.
+    let row = settled(&c).await;
+    let high = row["contiguous"].as_u64().expect("contiguous");
+    let stored_before = row["stored"].as_u64().expect("stored");
     // The collector's retained ack for this inst confirms the high mark (acks go out every
     // second): what a restored agent finds on the broker days later.
-    let acked = wait_for(Duration::from_secs(10), || async {
+    let acked = wait_for(Duration::from_secs(20), || async {
         let ack = retained(m.port, dozor_proto::Kind::Ack).await;
         (ack["acked_seq"].as_u64() == Some(high)).then_some(())
     })
