@@ -598,10 +598,12 @@ impl Publisher {
     /// when enrolled (a forged one never moves the counter); in open mode acks are unsigned
     /// and it applies too (docs/reliability.md, "A counter that goes back").
     ///
-    /// The spool skips its counter past `acked` (durably) and re-numbers this run's messages
-    /// above it; then the connection is closed with a DISCONNECT (the broker discards its
-    /// will, whose number is below the collector's will floor) and the driver reconnects with
-    /// a will made after the skip; the birth of that connection announces it.
+    /// The spool skips its counter past `acked` (durably) and re-numbers the messages issued
+    /// since the collector last confirmed anything above it; then the connection is closed
+    /// with a DISCONNECT (the broker discards its will, whose number is below the collector's
+    /// will floor) and the driver reconnects with a will made after the skip; the birth of
+    /// that connection announces it. A skip is logged at most once a minute; an ack beyond
+    /// the numbers of the last skip proves a clone and is logged at error level.
     async fn skip_counter(&mut self, acked: u64, last: u64) {
         let skip = self
             .with_spool(move |s| s.skip_past(acked, Instant::now(), renumbered))
@@ -655,7 +657,7 @@ impl Publisher {
                 skips_total = self.counter_skips,
                 "the collector confirmed sequence numbers this agent has not issued: its state \
                  was restored from a backup or a snapshot (or cloned); the counter skips ahead, \
-                 this run's messages are re-sent under new numbers and the agent reconnects"
+                 unconfirmed messages are re-sent under new numbers and the agent reconnects"
             );
         }
         if let Some(e) = &skip.error {

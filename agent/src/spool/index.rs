@@ -134,10 +134,10 @@ pub enum AckError {
 pub struct Skipped {
     /// The last number issued before the skip.
     pub last: u64,
-    /// Messages of this run re-numbered above the skip, `(old, new)`, oldest first: their
+    /// Unconfirmed messages (see [`SpoolIndex::unconfirmed_from`]) re-numbered above the skip, `(old, new)`, oldest first: their
     /// payloads must be rewritten with the new number (then [`SpoolIndex::resize`]).
     pub renumbered: Vec<(u64, u64)>,
-    /// Messages held from before this run, removed and counted as dropped.
+    /// Older messages held (the backup's), removed and counted as dropped.
     pub dropped: u64,
 }
 

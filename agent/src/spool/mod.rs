@@ -93,9 +93,9 @@ pub struct Skip {
     pub last: u64,
     /// The number the next message gets.
     pub next_seq: u64,
-    /// Messages of this run sent again under new numbers.
+    /// Unconfirmed messages sent again under new numbers (see `unconfirmed_from`).
     pub renumbered: usize,
-    /// Messages removed and counted as dropped (from before this run, or unreadable).
+    /// Messages removed and counted as dropped (older than `unconfirmed_from`, or unreadable).
     pub dropped: u64,
     /// Set when the write that records the skip failed: the skip holds in memory and the
     /// write is retried like any other (the new counter is above the file's, so at once).
@@ -303,7 +303,7 @@ impl Spool {
     }
 
     /// The collector confirmed `acked`, beyond the last number issued (the counter went back:
-    /// a restored backup): skips the counter past it, re-numbers this run's messages with
+    /// a restored backup): skips the counter past it, re-numbers the unconfirmed messages with
     /// `rewrite(payload, new_seq)` (a payload it cannot rewrite is dropped) and writes the
     /// file at once, so a crash right after resumes above the skip. See
     /// [`SpoolIndex::skip_past`]. `Ok(None)`: `acked` is not ahead (nothing done); an error
