@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::alive::Stamp;
 use crate::collect::{Inventory, Sample};
-use crate::spool::{Replay, Spool, SpoolError};
+use crate::spool::{AckError, Replay, Spool, SpoolError};
 use crate::wall_ms;
 pub use mqtt::Net;
 
@@ -31,6 +31,8 @@ pub use mqtt::Net;
 pub const OFFLINE_ACK_TIMEOUT: Duration = Duration::from_secs(3);
 /// Rejected (unsigned or forged) acks are logged at most this often.
 const REJECT_LOG_EVERY: Duration = Duration::from_secs(60);
+/// Proof of a cloned data directory is logged (at error level) at most this often.
+const CLONE_LOG_EVERY: Duration = Duration::from_secs(600);
 /// How often the age bound of the spool is applied.
 const EXPIRE_EVERY: Duration = Duration::from_secs(60);
 
@@ -135,6 +137,15 @@ fn as_replay_made(stored: &[u8], id: &Identity) -> Option<(Vec<u8>, i64)> {
     serde_json::to_vec(&env).ok().map(|b| (b, ts))
 }
 
+/// A stored envelope with its `seq` replaced (the counter skipped ahead, see
+/// [`Spool::skip_past`]); everything else as stored (a birth's `seq_base` keeps the old
+/// number: nothing reads it). `None` if the bytes are not an envelope.
+fn renumbered(stored: &[u8], seq: u64) -> Option<Vec<u8>> {
+    let mut env: Envelope<Box<RawValue>> = serde_json::from_slice(stored).ok()?;
+    env.seq = seq;
+    serde_json::to_vec(&env).ok()
+}
+
 /// The kind a message re-sent from the spool is published as: made at least one heartbeat
 /// interval before `now_ms`, it is backlog and goes on its kind's replay topic
 /// (`…/hb-replay`), which the collector reads on a session and queue of their own, behind live
@@ -164,10 +175,25 @@ pub struct Publisher {
     /// Packet ids written and not yet acknowledged by the broker.
     unacked: HashSet<u16>,
     replay_at: Instant,
-    /// Acks refused because their signature is missing or wrong, since start.
+    /// Acks refused because their signature is missing or wrong, or their number is absurd
+    /// (beyond [`crate::spool::MAX_SKIP_TO`]), since start.
     rejected_acks: u64,
     /// When a refused ack was last logged.
     reject_logged: Option<Instant>,
+    /// Times the counter skipped ahead of a verified ack beyond it (the counter had gone
+    /// back: a restored backup), since start.
+    counter_skips: u64,
+    /// When a skip was last logged (clones skip each other on nearly every message).
+    skip_logged: Option<Instant>,
+    /// The lowest number of the last skip: a later ack beyond the counter that confirms it or
+    /// more proves another live agent numbers in this `inst` (a cloned data directory).
+    skipped_to: Option<u64>,
+    /// Skips that proved a clone, since start; when the last one was logged.
+    clone_skips: u64,
+    clone_logged: Option<Instant>,
+    /// The connection was closed by the agent after a skip: the driver's report of it is
+    /// expected, and is not the start of an outage.
+    closing_for_skip: bool,
     /// Where `cfg` messages go (the `central` task); `None`: not subscribed.
     cfg: Option<mpsc::Sender<Vec<u8>>>,
     /// The "last alive" stamp ([`crate::alive`]): rewritten at the run's first heartbeat and
@@ -210,6 +236,12 @@ impl Publisher {
             replay_at: Instant::now(),
             rejected_acks: 0,
             reject_logged: None,
+            counter_skips: 0,
+            skip_logged: None,
+            skipped_to: None,
+            clone_skips: 0,
+            clone_logged: None,
+            closing_for_skip: false,
             cfg: None,
             stamp: None,
             prev_end: None,
@@ -438,15 +470,20 @@ impl Publisher {
             }
             Net::Event(_) => {}
             Net::Down { error, retry_in } => {
-                if self.connected {
+                if std::mem::take(&mut self.closing_for_skip) {
+                    // The agent closed it itself (`skip_counter`): not an outage, so a failing
+                    // reconnect after it is still warned about, once.
+                    tracing::debug!(%error, ?retry_in, "closed after the counter skip; reconnecting");
+                } else if self.connected {
                     tracing::info!(%error, ?retry_in, "disconnected from the broker; reconnecting");
+                    self.down_reported = true;
                 } else if self.down_reported {
                     tracing::debug!(%error, ?retry_in, "broker still unreachable");
                 } else {
                     // Say it once per outage; the spool keeps everything until the broker is back.
                     tracing::warn!(%error, ?retry_in, "cannot connect to the broker; retrying");
+                    self.down_reported = true;
                 }
-                self.down_reported = true;
                 self.connected = false;
                 self.queued = 0;
                 self.unacked.clear();
@@ -462,6 +499,7 @@ impl Publisher {
     async fn on_connected(&mut self) {
         self.connected = true;
         self.down_reported = false;
+        self.closing_for_skip = false;
         self.queued = 0;
         self.unacked.clear();
         self.spool().index_mut().connected(Instant::now());
@@ -520,19 +558,7 @@ impl Publisher {
                     &verified[..]
                 }
                 Err(e) => {
-                    self.rejected_acks += 1;
-                    let now = Instant::now();
-                    if self
-                        .reject_logged
-                        .is_none_or(|t| now.duration_since(t) >= REJECT_LOG_EVERY)
-                    {
-                        self.reject_logged = Some(now);
-                        tracing::warn!(
-                            error = %e,
-                            rejected_total = self.rejected_acks,
-                            "ignoring an ack that is not signed for this host"
-                        );
-                    }
+                    self.reject_ack(&e, "ignoring an ack that is not signed for this host");
                     return;
                 }
             },
@@ -557,8 +583,117 @@ impl Publisher {
                 tracing::debug!(acked, confirmed = n, "collector confirmed messages");
                 self.replay_at = Instant::now();
             }
+            Err(SpoolError::Ack(AckError::Future { acked, last })) => {
+                self.skip_counter(acked, last).await;
+            }
             Err(SpoolError::Ack(e)) => tracing::warn!(error = %e, "ignoring an ack"),
             Err(e) => tracing::error!(error = %e, "could not apply a confirmation"),
+        }
+    }
+
+    /// The collector confirmed `acked`, more than this agent issued (`last`): its counter went
+    /// back for this `inst` (the data directory restored from a backup, a VM snapshot
+    /// reverted), so every message it numbers up to `acked` is dropped at the collector as a
+    /// duplicate. Reached only with an ack of this `inst` that passed the signature check
+    /// when enrolled (a forged one never moves the counter); in open mode acks are unsigned
+    /// and it applies too (docs/reliability.md, "A counter that goes back").
+    ///
+    /// The spool skips its counter past `acked` (durably) and re-numbers the messages issued
+    /// since the collector last confirmed anything above it; then the connection is closed
+    /// with a DISCONNECT (the broker discards its will, whose number is below the collector's
+    /// will floor) and the driver reconnects with a will made after the skip; the birth of
+    /// that connection announces it. A skip is logged at most once a minute; an ack beyond
+    /// the numbers of the last skip proves a clone and is logged at error level.
+    async fn skip_counter(&mut self, acked: u64, last: u64) {
+        let skip = self
+            .with_spool(move |s| s.skip_past(acked, Instant::now(), renumbered))
+            .await;
+        let skip = match skip {
+            Some(Ok(Some(skip))) => skip,
+            // Not ahead any more (cannot happen: one task owns the spool).
+            Some(Ok(None)) | None => return,
+            Some(Err(e)) => {
+                self.reject_ack(&e, "ignoring an ack beyond any number an agent issues");
+                return;
+            }
+        };
+        self.counter_skips += 1;
+        self.last_seq
+            .store(skip.next_seq.saturating_sub(1), Ordering::Relaxed);
+        let now = Instant::now();
+        if self.skipped_to.is_some_and(|s| acked >= s) {
+            // Numbers this agent skipped to were confirmed without it issuing them: another
+            // live agent numbers in this inst (a disk image taken after the first start).
+            // Both keep skipping each other; only deleting one's state ends it.
+            self.clone_skips += 1;
+            if self
+                .clone_logged
+                .is_none_or(|t| now.duration_since(t) >= CLONE_LOG_EVERY)
+            {
+                self.clone_logged = Some(now);
+                tracing::error!(
+                    acked,
+                    clone_skips_total = self.clone_skips,
+                    skips_total = self.counter_skips,
+                    "another running agent uses this agent's spool instance: its data directory \
+                     was cloned (a disk image taken after the agent's first start); stop the \
+                     agent on one of the PCs, delete its data directory (spool.db, \
+                     identity.json) and start it again (docs/security.md, \"Cloned disk images\")"
+                );
+            }
+        }
+        self.skipped_to = Some(acked.saturating_add(1 + crate::spool::SKIP_MARGIN));
+        if self
+            .skip_logged
+            .is_none_or(|t| now.duration_since(t) >= REJECT_LOG_EVERY)
+        {
+            self.skip_logged = Some(now);
+            tracing::warn!(
+                acked,
+                last,
+                next_seq = skip.next_seq,
+                renumbered = skip.renumbered,
+                dropped = skip.dropped,
+                skips_total = self.counter_skips,
+                "the collector confirmed sequence numbers this agent has not issued: its state \
+                 was restored from a backup or a snapshot (or cloned); the counter skips ahead, \
+                 unconfirmed messages are re-sent under new numbers and the agent reconnects"
+            );
+        }
+        if let Some(e) = &skip.error {
+            tracing::error!(error = %e, "spool write failed: the skip is held in memory");
+        }
+        self.replay_at = Instant::now();
+        if !self.connected {
+            // The next connection's will is made after the skip already.
+            return;
+        }
+        match self.client.try_disconnect() {
+            Ok(()) => {
+                // Nothing more goes out on the closing connection: what is made meanwhile is
+                // spooled and sent on the next one, after its birth. The driver's report of
+                // the closed connection then reads as a known outage (debug).
+                self.connected = false;
+                self.closing_for_skip = true;
+                self.spool().index_mut().disconnected();
+                self.flush_spool().await;
+            }
+            // The next reconnect makes the new will; until then a will of this connection
+            // would be taken as late.
+            Err(e) => tracing::warn!(error = %e, "could not queue the disconnect after the skip"),
+        }
+    }
+
+    /// Counts a refused ack (forged, unsigned, absurd) and logs it at most once a minute.
+    fn reject_ack(&mut self, error: &dyn std::fmt::Display, what: &'static str) {
+        self.rejected_acks += 1;
+        let now = Instant::now();
+        if self
+            .reject_logged
+            .is_none_or(|t| now.duration_since(t) >= REJECT_LOG_EVERY)
+        {
+            self.reject_logged = Some(now);
+            tracing::warn!(%error, rejected_total = self.rejected_acks, "{what}");
         }
     }
 

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::config::{SpoolConfig, Synchronous};
+use crate::spool::{MAX_SKIP_TO as MAX_SKIP_TO_TEST, SKIP_MARGIN};
 
 const MO: &str = "1.2.643.5.1.13.13.12.2.27.1234";
 const HOST: &str = "pc-01";
@@ -99,6 +100,8 @@ struct Harness {
     inst: String,
     /// What `drive`'s will closure would set: the `seq` of the latest will made.
     will: Arc<AtomicU64>,
+    /// What `drive`'s will closure reads: the latest number issued.
+    last_seq: Arc<AtomicU64>,
 }
 
 fn spool_config(rate: u32) -> SpoolConfig {
@@ -143,8 +146,15 @@ fn start_with(dir: &Path, rate: u32, mac: Option<MacKey>) -> Harness {
     let (inputs, in_rx) = mpsc::channel(64);
     let shutdown = CancellationToken::new();
     let will = Arc::new(AtomicU64::new(last_seq.load(Ordering::Relaxed)));
-    let publisher = Publisher::new(id, announce, client, spool.clone(), last_seq, inventory())
-        .with_will_seq(will.clone());
+    let publisher = Publisher::new(
+        id,
+        announce,
+        client,
+        spool.clone(),
+        last_seq.clone(),
+        inventory(),
+    )
+    .with_will_seq(will.clone());
     let task = tokio::spawn(publisher.run(in_rx, net_rx, shutdown.clone()));
     Harness {
         requests,
@@ -155,6 +165,7 @@ fn start_with(dir: &Path, rate: u32, mac: Option<MacKey>) -> Harness {
         spool,
         inst,
         will,
+        last_seq,
     }
 }
 
@@ -400,8 +411,10 @@ async fn bad_acks_never_panic_nor_delete() {
         .await;
     h.ack_payload(br#"{"v":1,"inst":"x","acked_seq":-1,"ts":0}"#.to_vec())
         .await;
-    h.ack(99).await; // beyond anything issued
+    // Beyond any number an agent issues (a forgery: never moves the counter; beyond what
+    // was issued but sane is a restored backup, see `a_future_ack_skips_…`).
     h.ack(u64::MAX).await;
+    h.ack(MAX_SKIP_TO_TEST + 1).await;
     h.ack(0).await;
     // An unrelated topic.
     let p = Publish::new("dozor/v1/x/y/cfg", QoS::AtLeastOnce, b"{}".to_vec());
@@ -742,5 +755,215 @@ async fn forged_or_unsigned_acks_never_delete_and_signed_ones_apply() {
     assert_eq!(h.pending(), [2], "nothing forged deleted anything");
     h.ack_payload(h.signed_ack(&k, &ack_topic, 2)).await;
     wait_for(|| h.pending().is_empty()).await;
+    h.stop().await;
+}
+
+impl Harness {
+    /// What `drive` does before a connection attempt: the will made at the latest number.
+    fn make_will(&self) -> u64 {
+        let seq = self.last_seq.load(Ordering::Relaxed);
+        self.will.store(seq, Ordering::Relaxed);
+        seq
+    }
+}
+
+/// A restored backup: the collector's ack confirms more than the agent issued. The counter
+/// skips past it (durably), this run's messages are re-sent under new numbers, and the agent
+/// reconnects, so its will and birth are above the collector's floor.
+#[tokio::test]
+async fn a_future_ack_skips_the_counter_renumbers_and_reconnects() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = start(dir.path(), 1000);
+    h.make_will();
+    h.connack().await;
+    h.publish().await; // birth 1
+    h.publish().await; // state
+    h.inputs.send(sample()).await.expect("send");
+    let (_, hb) = check(&h.publish().await);
+    assert_eq!(hb["seq"], 2);
+    wait_for(|| h.pending() == [1, 2]).await;
+
+    h.ack(500).await;
+    let first = 500 + 1 + SKIP_MARGIN;
+    assert!(
+        matches!(h.request().await, Request::Disconnect(_)),
+        "the connection (and its will, below the floor) is given up"
+    );
+    wait_for(|| h.pending() == [first, first + 1]).await;
+    assert_eq!(h.last_seq.load(Ordering::Relaxed), first + 1);
+    // Nothing more on the closing connection: a heartbeat made now is spooled.
+    h.inputs.send(sample()).await.expect("send");
+    wait_for(|| h.pending().len() == 3).await;
+    h.no_request_for(Duration::from_millis(50)).await;
+    // Durable already: the file holds the new numbers and the counter above them.
+    let mut on_disk = lock(&h.spool).store_mut().seqs().expect("seqs");
+    on_disk.sort_unstable();
+    assert_eq!(on_disk, [first, first + 1, first + 2]);
+
+    // The driver sees the connection close and connects again with a will made now.
+    h.down().await;
+    let will = h.make_will();
+    assert_eq!(will, first + 2);
+    h.connack().await;
+    let (birth, json) = check(&h.publish().await);
+    assert_eq!(birth.header().seq, first + 3);
+    assert_eq!(
+        json["body"]["will_seq"], will,
+        "the birth announces the new will"
+    );
+    h.publish().await; // state
+    // This run's messages again, under their new numbers, bodies unchanged.
+    let (m, json) = check(&h.publish().await);
+    assert_eq!((m.header().seq, m.header().replay), (first, true));
+    assert_eq!(json["body"]["seq_base"], 1, "the first birth, as stored");
+    let (m, json) = check(&h.publish().await);
+    assert_eq!(m.header().seq, first + 1);
+    assert_eq!(json["body"]["cpu_pct"], 12.5);
+    let (m, _) = check(&h.publish().await);
+    assert_eq!(m.header().seq, first + 2);
+    // The collector's retained ack for 500 again: nothing to do.
+    h.ack(500).await;
+    h.no_request_for(Duration::from_millis(100)).await;
+    h.ack(first + 3).await;
+    wait_for(|| h.pending().is_empty()).await;
+    h.stop().await;
+}
+
+/// Enrolled: an ack beyond the counter that is not signed with this host's key (another PC
+/// on the broker) never moves the counter; a signed one does.
+#[tokio::test]
+async fn an_unverified_future_ack_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let k = key(3);
+    let h = start_with(dir.path(), 1000, Some(k.clone()));
+    h.connack().await;
+    h.publish().await; // birth 1
+    h.publish().await; // state
+    wait_for(|| h.pending() == [1]).await;
+    let ack_topic = topic(MO, HOST, Kind::Ack);
+    h.ack(500).await; // unsigned
+    h.ack_payload(h.signed_ack(&key(9), &ack_topic, 500)).await;
+    h.ack_payload(h.signed_ack(&k, &topic(MO, "pc-02", Kind::Ack), 500))
+        .await;
+    // Signed, but absurd: refused too.
+    h.ack_payload(h.signed_ack(&k, &ack_topic, u64::MAX)).await;
+    // Signed, for another instance of this host (an earlier install): not this counter's.
+    let other = Ack {
+        v: SCHEMA_VERSION,
+        inst: "0123456789abcdef".into(),
+        acked_seq: 500,
+        ts: wall_ms(),
+    };
+    let other = auth::sign(&k, &ack_topic, &serde_json::to_vec(&other).expect("json"));
+    h.ack_payload(other).await;
+    h.no_request_for(Duration::from_millis(100)).await;
+    assert_eq!(h.pending(), [1]);
+    h.inputs.send(probe()).await.expect("send");
+    let (m, _) = check_signed(&h.publish().await, &k);
+    assert_eq!(m.header().seq, 2, "the counter did not move");
+    assert_eq!(h.last_seq.load(Ordering::Relaxed), 2);
+
+    h.ack_payload(h.signed_ack(&k, &ack_topic, 500)).await;
+    assert!(matches!(h.request().await, Request::Disconnect(_)));
+    let first = 500 + 1 + SKIP_MARGIN;
+    wait_for(|| h.pending() == [first, first + 1]).await;
+    h.stop().await;
+}
+
+/// Log lines of the current thread (the test's runtime runs the publisher on it).
+#[derive(Clone, Default)]
+struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("logs").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn capture(&self) -> tracing::subscriber::DefaultGuard {
+        let w = self.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || w.clone())
+            .finish();
+        tracing::subscriber::set_default(sub)
+    }
+
+    /// Lines at `level` containing `text`.
+    fn count(&self, level: &str, text: &str) -> usize {
+        let all = String::from_utf8_lossy(&self.0.lock().expect("logs")).into_owned();
+        all.lines()
+            .filter(|l| l.contains(level) && l.contains(text))
+            .count()
+    }
+}
+
+impl Harness {
+    /// Requests until the DISCONNECT a skip sends.
+    async fn until_disconnect(&self) {
+        while !matches!(self.request().await, Request::Disconnect(_)) {}
+    }
+}
+
+/// The agent's own DISCONNECT after a skip is not an outage: a reconnect that then fails for
+/// real is warned about, once. A second agent numbering in this inst (a data directory cloned
+/// after the first start) shows as an ack beyond the numbers this agent skipped to: named at
+/// error level, and neither the skips nor the proof flood the log.
+#[tokio::test]
+async fn clones_and_outages_after_a_skip_are_told_once() {
+    let logs = Logs::default();
+    let _guard = logs.capture();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = start(dir.path(), 1000);
+    h.connack().await;
+    h.publish().await; // birth 1
+    h.publish().await; // state
+    wait_for(|| h.pending() == [1]).await;
+    h.ack(500).await;
+    h.until_disconnect().await;
+    let first = 500 + 1 + SKIP_MARGIN;
+    wait_for(|| h.pending() == [first]).await;
+    const SKIP: &str = "confirmed sequence numbers this agent has not issued";
+    const DOWN: &str = "cannot connect to the broker";
+    assert_eq!(logs.count("WARN", SKIP), 1);
+    // The driver reports the closed connection (expected), then the broker is really gone.
+    h.down().await;
+    h.inputs.send(sample()).await.expect("send");
+    wait_for(|| h.pending().len() == 2).await;
+    assert_eq!(
+        logs.count("WARN", DOWN),
+        0,
+        "the agent's own close is no outage"
+    );
+    h.down().await;
+    h.down().await;
+    h.inputs.send(sample()).await.expect("send");
+    wait_for(|| h.pending().len() == 3).await;
+    assert_eq!(
+        logs.count("WARN", DOWN),
+        1,
+        "a real outage after the skip, once"
+    );
+
+    // The clone: it skipped past this agent's numbers and the collector confirms its own.
+    const CLONE: &str = "its data directory was cloned";
+    for round in 1..=3u64 {
+        h.connack().await;
+        let next = lock(&h.spool).index().next_seq();
+        h.ack(next + 1000).await;
+        h.until_disconnect().await;
+        wait_for(|| lock(&h.spool).index().next_seq() > next + 1000).await;
+        h.down().await;
+        assert_eq!(logs.count("ERROR", CLONE), 1, "round {round}");
+    }
+    assert_eq!(logs.count("WARN", SKIP), 1, "skips are throttled");
+    assert_eq!(logs.count("WARN", DOWN), 1);
     h.stop().await;
 }

@@ -12,6 +12,24 @@ use tokio::time::Instant;
 /// Longest resend backoff: `resend_after` times 2^4 (16 min with the default 60 s).
 pub const MAX_BACKOFF_EXP: u32 = 4;
 
+/// How far past a confirmation beyond the counter the counter skips
+/// ([`SpoolIndex::skip_past`]). The collector's ack is its contiguous mark: the timeline that
+/// went on without this agent may have left a gap there (a message dropped on a full spool) and
+/// the collector may already store numbers above it (a replay under way when that timeline
+/// ended). Each of those would be dropped as a duplicate if issued again, so the margin must
+/// exceed every number a spool can hold: 2^20 (a million; a full default spool of 64 MiB holds
+/// about 130 000 messages, 14 days of heartbeats and probes about 80 000). Numbers are free:
+/// the collector settles the jumped range through the next heartbeat's `oldest_seq`.
+pub const SKIP_MARGIN: u64 = 1 << 20;
+
+/// The largest `acked_seq` the counter is ever moved past ([`SpoolIndex::skip_past`]):
+/// 2^53 − 2^32, so that after the largest skip ([`SKIP_MARGIN`] above it) the counter still has
+/// 2^32 − 2^20 numbers (130 years at one message a second) before 2^53, the largest integer a
+/// JSON reader working in doubles (a dashboard) still reads exactly; and so far below
+/// `u64::MAX` (and SQLite's `i64`) that no sum on the counter can overflow. At ten messages a
+/// second an agent would reach it in 28 million years: an ack beyond it is forged.
+pub const MAX_SKIP_TO: u64 = (1 << 53) - (1 << 32);
+
 /// Bounds and pacing.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limits {
@@ -76,6 +94,8 @@ pub struct Flush {
     pub flushed_seq: u64,
     pub dropped: u64,
     pub skipped: u64,
+    /// See [`SpoolIndex::set_unconfirmed_from`]; `None` deletes the key.
+    pub unconfirmed_from: Option<u64>,
 }
 
 /// The result of [`SpoolIndex::append`].
@@ -100,9 +120,25 @@ pub enum Replay {
 /// An acknowledgement that cannot be right.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AckError {
-    /// The collector confirmed a number this spool has not issued yet.
+    /// The collector confirmed a number this spool has not issued yet: the counter went back
+    /// (a restored backup), see [`SpoolIndex::skip_past`].
     #[error("acked_seq {acked} is beyond the last issued {last}")]
     Future { acked: u64, last: u64 },
+    /// A confirmation beyond [`MAX_SKIP_TO`]: no collector ever sends it; refused.
+    #[error("acked_seq {acked} is beyond any number an agent issues ({MAX_SKIP_TO})")]
+    Absurd { acked: u64 },
+}
+
+/// What [`SpoolIndex::skip_past`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// The last number issued before the skip.
+    pub last: u64,
+    /// Unconfirmed messages (see [`SpoolIndex::unconfirmed_from`]) re-numbered above the skip, `(old, new)`, oldest first: their
+    /// payloads must be rewritten with the new number (then [`SpoolIndex::resize`]).
+    pub renumbered: Vec<(u64, u64)>,
+    /// Older messages held (the backup's), removed and counted as dropped.
+    pub dropped: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -136,8 +172,15 @@ pub struct SpoolIndex {
     dirty_since: Option<Instant>,
     /// After a failed write, no new attempt before this instant.
     retry_at: Option<Instant>,
-    /// Numbers abandoned at restarts (issued or not, never durable), persisted for ledgers.
+    /// Numbers abandoned at restarts (issued or not, never durable) or jumped over by
+    /// [`SpoolIndex::skip_past`], persisted for ledgers.
     skipped: u64,
+    /// The counter when the spool was opened: every number from it on was issued by this run.
+    opened_at: u64,
+    /// Persisted: the counter at the first open since the collector last confirmed anything
+    /// (every number from it on was issued by a run that has not reached the collector since,
+    /// this one or an earlier one); `None` once a confirmation applied in this run.
+    unconfirmed_from: Option<u64>,
 }
 
 impl SpoolIndex {
@@ -180,7 +223,22 @@ impl SpoolIndex {
             dirty_since: None,
             retry_at: None,
             skipped: 0,
+            opened_at: next_seq,
+            unconfirmed_from: Some(next_seq),
         }
+    }
+
+    /// At open: `stored` is the file's `unconfirmed_from`. Kept when present (the earlier runs
+    /// since the last confirmation never reached the collector: a restored PC switched off
+    /// before its channel came back), else this open's counter.
+    pub fn set_unconfirmed_from(&mut self, stored: Option<u64>) {
+        self.unconfirmed_from = Some(stored.map_or(self.opened_at, |u| u.min(self.opened_at)));
+    }
+
+    /// Every held number from this one on was issued since the collector last confirmed
+    /// anything: the messages [`SpoolIndex::skip_past`] re-numbers rather than drops.
+    pub fn unconfirmed_from(&self) -> u64 {
+        self.unconfirmed_from.unwrap_or(self.opened_at)
     }
 
     /// Numbers abandoned at restarts since the spool was created (see [`Flush::flushed_seq`]).
@@ -329,6 +387,11 @@ impl SpoolIndex {
                 removed = true;
             }
         }
+        if self.unconfirmed_from.take().is_some() {
+            // The collector is reached on this timeline: held messages of earlier runs are
+            // now only the collector's to settle (see `skip_past`).
+            self.touch(now);
+        }
         if self.delete_through.is_some() {
             // Deleting confirmed rows waits for the next write (at most `flush_after`): a
             // crash before it only replays them, and the collector recognises duplicates.
@@ -344,6 +407,76 @@ impl SpoolIndex {
             self.pass = Pass::Running { cursor: 0 };
         }
         Ok(Some(acked_seq))
+    }
+
+    /// The collector confirmed `acked`, beyond the last number issued: the counter went BACK
+    /// for this `inst` (the state directory restored from a backup, a VM snapshot reverted),
+    /// and every number up to `acked` is taken at the collector, which drops what carries
+    /// one as a duplicate. The counter skips ahead so the next number is above `acked` plus
+    /// [`SKIP_MARGIN`] (numbers the old timeline issued and the collector stores above its
+    /// contiguous mark are not in `acked`); the numbers jumped over count in `skipped`.
+    /// Everything held has a number up to `acked`: messages issued since the collector last
+    /// confirmed anything (by this run or earlier runs that never reached it, see
+    /// [`SpoolIndex::unconfirmed_from`]; made after the counter went back, the collector
+    /// dropped them) are re-numbered above the skip, in order, to be sent again; older ones
+    /// (in a restore, the backup's, which the old timeline sent on and the collector has)
+    /// are removed and counted as dropped —
+    /// an upper bound, like every drop. Their rows are deleted with the next write, which the
+    /// caller makes at once, so the counter is durable before anything is sent.
+    ///
+    /// `None` if `acked` is below the next number (nothing to skip); an error beyond
+    /// [`MAX_SKIP_TO`], which leaves everything as it was.
+    pub fn skip_past(&mut self, acked: u64, now: Instant) -> Result<Option<Skipped>, AckError> {
+        if acked < self.next_seq {
+            return Ok(None);
+        }
+        if acked > MAX_SKIP_TO {
+            return Err(AckError::Absurd { acked });
+        }
+        let last = self.last_seq();
+        let from = self.unconfirmed_from();
+        // No overflow: acked ≤ MAX_SKIP_TO, far below u64::MAX.
+        let mut next = acked + 1 + SKIP_MARGIN;
+        self.skipped += next - self.next_seq;
+        let mut renumbered = Vec::new();
+        let mut dropped = 0;
+        for mut e in std::mem::take(&mut self.entries) {
+            self.removed(&e);
+            if e.seq >= from {
+                renumbered.push((e.seq, next));
+                e.seq = next;
+                e.sent_at = None;
+                e.mem_since = Some(now);
+                self.bytes += u64::from(e.len);
+                self.entries.push_back(e);
+                next += 1;
+            } else {
+                self.dropped += 1;
+                dropped += 1;
+            }
+        }
+        self.next_seq = next;
+        // Still unconfirmed: the re-numbered messages stay this timeline's across a restart.
+        self.unconfirmed_from = Some(from);
+        self.touch(now);
+        self.backoff_exp = 0;
+        if self.connected {
+            self.pass = Pass::Running { cursor: 0 };
+        }
+        Ok(Some(Skipped {
+            last,
+            renumbered,
+            dropped,
+        }))
+    }
+
+    /// The payload of `seq` was rewritten to `len` bytes.
+    pub fn resize(&mut self, seq: u64, len: u32) {
+        if let Some(i) = self.position(seq) {
+            let e = &mut self.entries[i];
+            self.bytes = self.bytes - u64::from(e.len) + u64::from(len);
+            e.len = len;
+        }
     }
 
     /// A change only the next write records (a drop, a delete) happened at `now`.
@@ -411,6 +544,7 @@ impl SpoolIndex {
             flushed_seq: self.next_seq,
             dropped: self.dropped,
             skipped: self.skipped,
+            unconfirmed_from: self.unconfirmed_from,
         }
     }
 
@@ -1047,5 +1181,137 @@ mod tests {
             0,
             "older files have no mark: nothing skipped"
         );
+    }
+
+    #[test]
+    fn a_future_ack_skips_the_counter_and_renumbers_this_runs_messages() {
+        let t = Instant::now();
+        // Two messages in the file from an earlier run (a backup's), counter at 5.
+        let held = vec![
+            Entry::new(3, Kind::Hb, T0, 10),
+            Entry::new(4, Kind::Hb, T0, 10),
+        ];
+        let mut ix = SpoolIndex::new(limits(), held, 5, 0, t);
+        ix.connected(t);
+        let a = ix.append(Kind::Birth, T0, 20, T0, t).seq;
+        let b = ix.append(Kind::Hb, T0, 30, T0, t).seq;
+        assert_eq!((a, b), (5, 6));
+        assert_eq!(ix.ack(7, t), Err(AckError::Future { acked: 7, last: 6 }));
+
+        // The collector holds everything up to 100 of this inst: the counter skips past it
+        // and the margin, this run's messages are re-numbered in order, the backup's are
+        // settled as dropped.
+        let skip = ix.skip_past(100, t).expect("sane").expect("ahead");
+        let first = 101 + SKIP_MARGIN;
+        assert_eq!(
+            skip,
+            Skipped {
+                last: 6,
+                renumbered: vec![(5, first), (6, first + 1)],
+                dropped: 2,
+            }
+        );
+        assert_eq!(ix.next_seq(), first + 2);
+        assert_eq!(seqs(&ix), [first, first + 1]);
+        assert_eq!(
+            ix.stats(),
+            SpoolStats {
+                pending: 2,
+                bytes: 50,
+                dropped: 2,
+                oldest_seq: Some(first)
+            }
+        );
+        assert_eq!(ix.skipped(), first - 7, "numbers jumped over");
+        assert!(ix.entries().all(|e| !e.is_durable()));
+        // Written at once: the new numbers' payloads, the old rows deleted, the new counter.
+        assert!(ix.flush_due(t));
+        let plan = ix.take_flush(false);
+        assert_eq!(plan.insert, [first, first + 1]);
+        assert_eq!(plan.delete_through, Some(4));
+        assert_eq!((plan.next_seq, plan.flushed_seq), (first + 102, first + 2));
+        assert_eq!(plan.unconfirmed_from, Some(5), "still unconfirmed");
+        ix.flushed(&plan);
+        // Re-numbered messages are due again, oldest first.
+        let (sent, _) = drain(&mut ix, t, 10);
+        assert_eq!(sent, [first, first + 1]);
+        // The counter never goes back: the same ack again confirms nothing, asks no skip.
+        assert_eq!(ix.ack(100, t), Ok(None));
+        assert_eq!(ix.skip_past(100, t), Ok(None));
+        assert_eq!(ix.skip_past(first - 1, t), Ok(None));
+        assert_eq!(ix.append(Kind::Hb, T0, 1, T0, t).seq, first + 2);
+        assert_eq!(ix.ack(first + 1, t), Ok(Some(first + 1)));
+        assert_eq!(seqs(&ix), [first + 2]);
+        assert_eq!(ix.take_flush(false).unconfirmed_from, None, "confirmed");
+    }
+
+    /// The old timeline left a gap at the collector (a message it dropped on a full spool)
+    /// and the collector stores 300 numbers above it (a replay under way when that timeline
+    /// ended): the ack says 100, yet 102..=401 are taken too. The skip's margin clears every
+    /// one of them, so no re-numbered or new message lands on a stored number.
+    #[test]
+    fn a_skip_clears_numbers_stored_above_a_gap() {
+        let t = Instant::now();
+        let stored: std::collections::BTreeSet<u64> = (1..=100).chain(102..=401).collect();
+        let mut ix = SpoolIndex::new(limits(), vec![], 50, 0, t);
+        ix.connected(t);
+        for _ in 0..5 {
+            ix.append(Kind::Hb, T0, 10, T0, t);
+        }
+        let skip = ix.skip_past(100, t).expect("sane").expect("ahead");
+        for _ in 0..500 {
+            ix.append(Kind::Hb, T0, 1, T0, t);
+        }
+        let issued: Vec<u64> = skip
+            .renumbered
+            .iter()
+            .map(|&(_, new)| new)
+            .chain(seqs(&ix))
+            .collect();
+        assert_eq!(issued.len(), 5 + 5 + 500);
+        assert!(issued.iter().all(|s| !stored.contains(s) && *s > 401));
+        // The whole margin is above the most numbers a spool holds (64 MiB of ~500 bytes).
+        const { assert!(SKIP_MARGIN > (64 << 20) / 500) };
+    }
+
+    #[test]
+    fn an_absurd_ack_never_moves_the_counter() {
+        let t = Instant::now();
+        let mut ix = index(t);
+        ix.append(Kind::Hb, T0, 10, T0, t);
+        for acked in [MAX_SKIP_TO + 1, 1 << 53, u64::MAX - 1, u64::MAX] {
+            assert_eq!(ix.skip_past(acked, t), Err(AckError::Absurd { acked }));
+        }
+        assert_eq!((ix.next_seq(), seqs(&ix)), (2, vec![1]));
+        assert_eq!(ix.skipped(), 0);
+        // The bound itself is taken, and the counter stays below 2^53 with room to spare.
+        let skip = ix.skip_past(MAX_SKIP_TO, t).expect("sane").expect("ahead");
+        let first = MAX_SKIP_TO + 1 + SKIP_MARGIN;
+        assert_eq!(skip.renumbered, [(1, first)]);
+        assert_eq!(ix.next_seq(), first + 1);
+        let plan = ix.take_flush(false);
+        assert_eq!(plan.next_seq, first + 101);
+        assert!(
+            (1u64 << 53) - plan.next_seq > 4_000_000_000,
+            "room below 2^53"
+        );
+        // Beyond it nothing more can push it.
+        assert_eq!(ix.skip_past(first, t), Ok(None));
+        assert_eq!(
+            ix.skip_past(first + 1, t),
+            Err(AckError::Absurd { acked: first + 1 })
+        );
+    }
+
+    #[test]
+    fn resize_keeps_the_byte_count() {
+        let t = Instant::now();
+        let mut ix = index(t);
+        let s = ix.append(Kind::Hb, T0, 10, T0, t).seq;
+        ix.resize(s, 14);
+        ix.resize(99, 1000);
+        assert_eq!(ix.stats().bytes, 14);
+        assert_eq!(ix.ack(s, t), Ok(Some(s)));
+        assert_eq!(ix.stats().bytes, 0);
     }
 }

@@ -15,7 +15,10 @@ use std::time::Duration;
 use dozor_proto::{Kind, SpoolStats};
 use tokio::time::Instant;
 
-pub use index::{AckError, Appended, Entry, Flush, Limits, MAX_BACKOFF_EXP, Replay, SpoolIndex};
+pub use index::{
+    AckError, Appended, Entry, Flush, Limits, MAX_BACKOFF_EXP, MAX_SKIP_TO, Replay, SKIP_MARGIN,
+    Skipped, SpoolIndex,
+};
 pub use store::{Loaded, Row, Store};
 
 use crate::config::SpoolConfig;
@@ -83,6 +86,22 @@ pub struct Spool {
     drop_logged: Option<std::time::Instant>,
 }
 
+/// The result of [`Spool::skip_past`].
+#[derive(Debug)]
+pub struct Skip {
+    /// The last number issued before the skip.
+    pub last: u64,
+    /// The number the next message gets.
+    pub next_seq: u64,
+    /// Unconfirmed messages sent again under new numbers (see `unconfirmed_from`).
+    pub renumbered: usize,
+    /// Messages removed and counted as dropped (older than `unconfirmed_from`, or unreadable).
+    pub dropped: u64,
+    /// Set when the write that records the skip failed: the skip holds in memory and the
+    /// write is retried like any other (the new counter is above the file's, so at once).
+    pub error: Option<SpoolError>,
+}
+
 /// A full spool is reported at warn level at most this often; other drops go to debug.
 const DROP_LOG_EVERY: Duration = Duration::from_secs(600);
 
@@ -133,6 +152,7 @@ impl Spool {
             loaded.dropped,
             now,
         );
+        index.set_unconfirmed_from(loaded.unconfirmed_from);
         let skipped_before = loaded.skipped;
         let skipped = index.skip_unwritten(loaded.flushed_seq, loaded.skipped);
         let mut spool = Spool {
@@ -280,6 +300,53 @@ impl Spool {
         let removed = usize::try_from(before - self.index.stats().pending).unwrap_or(0);
         self.forget_mem_through(through);
         Ok(removed)
+    }
+
+    /// The collector confirmed `acked`, beyond the last number issued (the counter went back:
+    /// a restored backup): skips the counter past it, re-numbers the unconfirmed messages with
+    /// `rewrite(payload, new_seq)` (a payload it cannot rewrite is dropped) and writes the
+    /// file at once, so a crash right after resumes above the skip. See
+    /// [`SpoolIndex::skip_past`]. `Ok(None)`: `acked` is not ahead (nothing done); an error
+    /// for an absurd `acked` (nothing done either).
+    pub fn skip_past(
+        &mut self,
+        acked: u64,
+        now: Instant,
+        rewrite: impl Fn(&[u8], u64) -> Option<Vec<u8>>,
+    ) -> Result<Option<Skip>, SpoolError> {
+        let Some(skipped) = self.index.skip_past(acked, now)? else {
+            return Ok(None);
+        };
+        let mut held = std::mem::take(&mut self.mem);
+        let mut lost = 0;
+        for &(old, new) in &skipped.renumbered {
+            let body = match held.remove(&old) {
+                Some(b) => Some(b),
+                None => self.store.body(old).unwrap_or_else(|e| {
+                    tracing::error!(seq = old, error = %self.db(e), "could not read a spooled message");
+                    None
+                }),
+            };
+            match body.and_then(|b| rewrite(&b, new)) {
+                Some(b) => {
+                    self.index
+                        .resize(new, u32::try_from(b.len()).unwrap_or(u32::MAX));
+                    self.mem.insert(new, b);
+                }
+                None => {
+                    self.index.forget(new);
+                    lost += 1;
+                }
+            }
+        }
+        let error = self.write(now, false).err();
+        Ok(Some(Skip {
+            last: skipped.last,
+            next_seq: self.index.next_seq(),
+            renumbered: skipped.renumbered.len() - lost,
+            dropped: skipped.dropped + lost as u64,
+            error,
+        }))
     }
 
     fn log_drop(&mut self, through: u64) {

@@ -23,6 +23,8 @@ pub struct Loaded {
     pub flushed_seq: Option<u64>,
     pub dropped: u64,
     pub skipped: u64,
+    /// See [`super::SpoolIndex::set_unconfirmed_from`] (absent: none, or an older agent).
+    pub unconfirmed_from: Option<u64>,
     pub entries: Vec<Entry>,
 }
 
@@ -106,11 +108,15 @@ impl Store {
     }
 
     fn meta_u64(&self, key: &str) -> rusqlite::Result<u64> {
+        Ok(self.meta_opt(key)?.unwrap_or(0))
+    }
+
+    fn meta_opt(&self, key: &str) -> rusqlite::Result<Option<u64>> {
         let v: Option<i64> = self
             .conn
             .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
             .optional()?;
-        Ok(v.map_or(0, unsql))
+        Ok(v.map(unsql))
     }
 
     /// Reads the instance id, counters and the index of every stored message (not payloads).
@@ -123,14 +129,8 @@ impl Store {
         let next_seq = self.meta_u64("next_seq")?;
         let dropped = self.meta_u64("dropped")?;
         let skipped = self.meta_u64("skipped")?;
-        let flushed_seq: Option<i64> = self
-            .conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'flushed_seq'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let flushed_seq = self.meta_opt("flushed_seq")?;
+        let unconfirmed_from = self.meta_opt("unconfirmed_from")?;
         let mut stmt = self
             .conn
             .prepare("SELECT seq, kind, ts, length(body) FROM msg ORDER BY seq")?;
@@ -155,9 +155,10 @@ impl Store {
         Ok(Loaded {
             inst,
             next_seq,
-            flushed_seq: flushed_seq.map(unsql),
+            flushed_seq,
             dropped,
             skipped,
+            unconfirmed_from,
             entries,
         })
     }
@@ -188,6 +189,14 @@ impl Store {
             tx.prepare_cached("INSERT OR REPLACE INTO meta VALUES (?1, ?2)")?
                 .execute(params![key, sql(v)])?;
         }
+        match plan.unconfirmed_from {
+            Some(v) => tx
+                .prepare_cached("INSERT OR REPLACE INTO meta VALUES ('unconfirmed_from', ?1)")?
+                .execute([sql(v)])?,
+            None => tx
+                .prepare_cached("DELETE FROM meta WHERE key = 'unconfirmed_from'")?
+                .execute([])?,
+        };
         tx.commit()
     }
 

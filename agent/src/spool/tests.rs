@@ -103,6 +103,148 @@ fn crash_skips_the_reserved_numbers_and_keeps_what_was_written() {
     assert_eq!(s.index().skipped(), next - 4);
 }
 
+/// What the publisher's rewrite does, for the test bodies: the JSON's `seq` replaced.
+fn reseq(b: &[u8], seq: u64) -> Option<Vec<u8>> {
+    let mut v: serde_json::Value = serde_json::from_slice(b).ok()?;
+    v["seq"] = seq.into();
+    serde_json::to_vec(&v).ok()
+}
+
+#[test]
+fn a_skip_past_a_future_ack_is_durable_and_renumbers_this_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t = Instant::now();
+    // The backup: three messages in the file, the collector reached (an ack applied),
+    // closed cleanly (counter exactly 4).
+    let mut s = open(dir.path(), 1 << 20);
+    for _ in 0..3 {
+        s.append(Kind::Hb, T0, T0, t, |seq, _| body(seq, 50));
+    }
+    s.index_mut().connected(t);
+    s.ack(0, t).expect("ack");
+    s.close(t).expect("close");
+    drop(s);
+    // Restored and started: this run numbers from 4 on, one written (link down), one in
+    // memory (link up).
+    let mut s = open(dir.path(), 1 << 20);
+    let a = s.append(Kind::Hb, T0, T0, t, |seq, _| body(seq, 50)).seq;
+    s.index_mut().connected(t);
+    let b = s.append(Kind::Probe, T0, T0, t, |seq, _| body(seq, 60)).seq;
+    assert_eq!((a, b), (4, 5));
+    assert!(!s.index().get(b).expect("b").is_durable());
+    // The collector's ack says 1000 of this inst are taken.
+    assert!(matches!(
+        s.ack(1000, t),
+        Err(SpoolError::Ack(AckError::Future {
+            acked: 1000,
+            last: 5
+        }))
+    ));
+    let skip = s.skip_past(1000, t, reseq).expect("sane").expect("ahead");
+    assert!(skip.error.is_none());
+    let first = 1000 + 1 + SKIP_MARGIN;
+    assert_eq!(
+        (skip.last, skip.next_seq, skip.renumbered, skip.dropped),
+        (5, first + 2, 2, 3)
+    );
+    assert_eq!(s.body(first).expect("read"), reseq(&body(a, 50), first));
+    assert_eq!(
+        s.body(first + 1).expect("read"),
+        reseq(&body(b, 60), first + 1)
+    );
+    // Written at once: a crash right now (no close) resumes above the skip.
+    assert_eq!(s.store_mut().seqs().expect("seqs"), [first, first + 1]);
+    assert!(s.next_flush().is_none(), "nothing left unwritten");
+    drop(s);
+    let mut s = open(dir.path(), 1 << 20);
+    assert_eq!(
+        s.index().entries().map(|e| e.seq).collect::<Vec<_>>(),
+        [first, first + 1]
+    );
+    assert_eq!(s.body(first).expect("read"), reseq(&body(a, 50), first));
+    assert_eq!(s.stats().dropped, 3);
+    let next = s.append(Kind::Hb, T0, T0, t, |seq, _| body(seq, 10)).seq;
+    assert!(next > first + 1, "the counter never goes back: {next}");
+    // The same ack again: nothing to skip, nothing confirmed.
+    assert!(s.skip_past(1000, t, reseq).expect("sane").is_none());
+    assert_eq!(s.ack(1000, t).expect("ack"), 0);
+    // A payload that cannot be rewritten is dropped, not sent under its old number.
+    let dir2 = tempfile::tempdir().expect("tempdir");
+    let mut s = open(dir2.path(), 1 << 20);
+    s.append(Kind::Hb, T0, T0, t, |seq, _| body(seq, 10));
+    let skip = s
+        .skip_past(10, t, |_, _| None)
+        .expect("sane")
+        .expect("ahead");
+    assert_eq!((skip.renumbered, skip.dropped), (0, 1));
+    assert_eq!(s.stats().pending, 0);
+    // An absurd ack changes nothing.
+    let before = s.index().next_seq();
+    assert!(matches!(
+        s.skip_past(u64::MAX, t, reseq),
+        Err(SpoolError::Ack(AckError::Absurd { .. }))
+    ));
+    assert_eq!(s.index().next_seq(), before);
+}
+
+/// A restored PC whose channel stays down across restarts: every run since the restore (the
+/// collector confirmed nothing since) is re-numbered at the skip, not only the current one;
+/// once an ack applied, a later restart starts a new boundary.
+#[test]
+fn the_unconfirmed_boundary_survives_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t = Instant::now();
+    // The backup: two messages (1, 2), the collector reached once (acked 0 = nothing).
+    let mut s = open(dir.path(), 1 << 20);
+    for _ in 0..2 {
+        s.append(Kind::Hb, T0, T0, t, |seq, _| body(seq, 50));
+    }
+    s.index_mut().connected(t);
+    s.ack(0, t).expect("ack");
+    s.close(t).expect("close");
+    drop(s);
+    // Restored: run 1 (link down) makes 3 and is switched off cleanly; run 2 makes 4.
+    let mut s = open(dir.path(), 1 << 20);
+    assert_eq!(s.index().unconfirmed_from(), 3);
+    s.append(Kind::Hb, T0, T0, t, |seq, _| body(seq, 50));
+    s.close(t).expect("close");
+    drop(s);
+    let mut s = open(dir.path(), 1 << 20);
+    assert_eq!(
+        s.index().unconfirmed_from(),
+        3,
+        "kept: nothing confirmed since"
+    );
+    s.append(Kind::Probe, T0, T0, t, |seq, _| body(seq, 60));
+    let skip = s.skip_past(500, t, reseq).expect("sane").expect("ahead");
+    let first = 500 + 1 + SKIP_MARGIN;
+    assert_eq!(
+        (skip.renumbered, skip.dropped),
+        (2, 2),
+        "runs 1 and 2 re-sent"
+    );
+    assert_eq!(s.body(first).expect("read"), reseq(&body(3, 50), first));
+    assert_eq!(
+        s.body(first + 1).expect("read"),
+        reseq(&body(4, 60), first + 1)
+    );
+    // Across a crash the re-numbered messages stay unconfirmed.
+    drop(s);
+    let mut s = open(dir.path(), 1 << 20);
+    assert_eq!(s.index().unconfirmed_from(), 3);
+    // The collector confirms: the next run starts a boundary of its own.
+    s.index_mut().connected(t);
+    assert_eq!(s.ack(first, t).expect("ack"), 1);
+    s.close(t).expect("close");
+    drop(s);
+    let s = open(dir.path(), 1 << 20);
+    assert_eq!(s.index().unconfirmed_from(), s.index().next_seq());
+    assert_eq!(
+        s.index().entries().map(|e| e.seq).collect::<Vec<_>>(),
+        [first + 1]
+    );
+}
+
 #[test]
 fn stats_passed_to_the_message_count_it() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -205,6 +347,8 @@ enum Op {
     /// Ack the n-th pending message (modulo), or beyond the last issued if there is none.
     Ack(u8),
     AckFuture(u8),
+    /// The collector confirms this far beyond the last issued (a restored backup).
+    Skip(u16),
     Crash,
     Connect,
     Disconnect,
@@ -217,6 +361,7 @@ fn op() -> impl Strategy<Value = Op> {
         6 => (1u16..600).prop_map(Op::Append),
         3 => any::<u8>().prop_map(Op::Ack),
         1 => any::<u8>().prop_map(Op::AckFuture),
+        1 => any::<u16>().prop_map(Op::Skip),
         1 => Just(Op::Crash),
         1 => Just(Op::Connect),
         1 => Just(Op::Disconnect),
@@ -256,6 +401,11 @@ proptest! {
         let mut max_issued = 0u64;
         let mut dropped = 0u64;
         let mut connected = false;
+        // `unconfirmed_from`: the counter at the first open since an ack last applied (None:
+        // one applied in this run; `opened` then), and the last value it had.
+        let mut opened = s.index().next_seq();
+        let mut unconfirmed = Some(opened);
+        let mut last_unconfirmed = opened;
 
         for op in ops {
             match op {
@@ -283,11 +433,44 @@ proptest! {
                     if let Some(&seq) = model.keys().nth(usize::from(n) % model.len().max(1)) {
                         s.ack(seq, now).expect("ack");
                         model.retain(|k, _| *k > seq);
+                        unconfirmed = None;
                     }
                 }
                 Op::AckFuture(n) => {
                     let r = s.ack(s.index().last_seq() + 1 + u64::from(n), now);
                     prop_assert!(matches!(r, Err(SpoolError::Ack(_))));
+                }
+                Op::Skip(n) => {
+                    let acked = s.index().last_seq() + u64::from(n);
+                    let skip = s.skip_past(acked, now, reseq).expect("sane");
+                    if n == 0 {
+                        prop_assert!(skip.is_none());
+                        continue;
+                    }
+                    let skip = skip.expect("ahead");
+                    prop_assert!(skip.error.is_none());
+                    // This run's messages under new numbers above the skip, in order; the
+                    // earlier ones dropped; all of it in the file at once.
+                    let mut next = acked + 1 + SKIP_MARGIN;
+                    let from = unconfirmed.unwrap_or(opened);
+                    prop_assert_eq!(s.index().unconfirmed_from(), from);
+                    unconfirmed = Some(from);
+                    last_unconfirmed = from;
+                    let mut renumbered = BTreeMap::new();
+                    for (seq, (bytes, _)) in std::mem::take(&mut model) {
+                        if seq >= from {
+                            let b = reseq(&bytes, next).expect("JSON");
+                            issued.insert(next, b.clone());
+                            renumbered.insert(next, (b, None));
+                            next += 1;
+                        } else {
+                            dropped += 1;
+                        }
+                    }
+                    model = renumbered;
+                    prop_assert_eq!(s.index().next_seq(), next);
+                    prop_assert!(s.index().entries().all(Entry::is_durable));
+                    max_issued = next - 1;
                 }
                 Op::Crash => {
                     // A power cut: the process and its memory are gone, the file stays.
@@ -313,6 +496,18 @@ proptest! {
                         .collect();
                     dropped = s.stats().dropped;
                     prop_assert!(s.index().next_seq() > max_issued, "a number would be reused");
+                    opened = s.index().next_seq();
+                    // Kept across the restart; a clear not yet written leaves the last value.
+                    let reopened = s.index().unconfirmed_from();
+                    match unconfirmed {
+                        Some(v) => prop_assert_eq!(reopened, v),
+                        None => prop_assert!(
+                            reopened == opened || reopened == last_unconfirmed,
+                            "unconfirmed_from {} after a clear", reopened
+                        ),
+                    }
+                    unconfirmed = Some(reopened);
+                    last_unconfirmed = reopened;
                     connected = false;
                 }
                 Op::Connect => {
