@@ -309,8 +309,16 @@ impl Engine {
             tr.guard_ms = tr.guard_ms.max(t.at_ms);
         }
         // A server switched off inside a planned work or a silence is never told, not even
-        // before the next evaluation.
-        self.apply_silences(t.at_ms, &mut out);
+        // before the next evaluation. Only this incident: the others were judged when they
+        // changed, and the next evaluation judges all.
+        let ids: Vec<u64> = self
+            .open_by_key
+            .get(&key)
+            .copied()
+            .into_iter()
+            .chain(self.unsynced.iter().copied())
+            .collect();
+        self.apply_silences_to(t.at_ms, ids, &mut out);
         self.sync_all(t.at_ms, false, &mut out);
         out
     }
@@ -674,6 +682,19 @@ impl Engine {
     }
 
     fn apply_silences(&mut self, now: i64, out: &mut Vec<Change>) {
+        let ids: Vec<u64> = self
+            .open_by_key
+            .values()
+            .chain(self.unsynced.iter())
+            .copied()
+            .collect();
+        self.apply_silences_to(now, ids, out);
+    }
+
+    /// [`Engine::apply_silences`] for the incidents `ids` only: a transition touches one
+    /// incident, and walking every open one for each of a storm's thousands of transitions
+    /// made the storm quadratic (docs/benchmarks.md, the bridge tree's edge restart).
+    fn apply_silences_to(&mut self, now: i64, ids: Vec<u64>, out: &mut Vec<Change>) {
         let silences: Vec<&Silence> = self
             .cfg
             .silences
@@ -681,12 +702,6 @@ impl Engine {
             .chain(&self.api_silences)
             .chain(&self.planned_silences)
             .filter(|s| s.active(now))
-            .collect();
-        let ids: Vec<u64> = self
-            .open_by_key
-            .values()
-            .chain(self.unsynced.iter())
-            .copied()
             .collect();
         for id in ids {
             let Some(t) = self.tracks.get_mut(&id) else {

@@ -188,6 +188,9 @@ pub(crate) struct AlertService {
     planned: Option<tokio::sync::watch::Receiver<Arc<Vec<crate::store::planned::Entry>>>>,
     last_now: i64,
     last_publish: i64,
+    /// Inside [`AlertService::begin_batch`] … [`AlertService::end_batch`]: the latest time
+    /// and whether anything changed, persisted once at the end (`None`: not batching).
+    batch: Option<(i64, bool)>,
 }
 
 impl std::fmt::Debug for AlertService {
@@ -263,6 +266,7 @@ impl AlertService {
             planned: None,
             last_now: now,
             last_publish: now,
+            batch: None,
         })
     }
 
@@ -366,12 +370,48 @@ impl AlertService {
     }
 
     fn after(&mut self, now: i64, changes: &[Change]) {
+        self.dispatch(changes);
+        match &mut self.batch {
+            Some((at, changed)) => {
+                *at = (*at).max(now);
+                *changed |= !changes.is_empty();
+            }
+            None => self.persist(now, !changes.is_empty()),
+        }
+    }
+
+    /// From here until [`AlertService::end_batch`], inputs tell the notifiers of their changes
+    /// at once but write the journal and publish the incident list only at the end: the
+    /// alert task applies what waits in its channel as one batch.
+    pub(crate) fn begin_batch(&mut self) {
+        self.batch.get_or_insert((i64::MIN, false));
+    }
+
+    /// Ends a batch: the journal write and the publication of everything it changed.
+    pub(crate) fn end_batch(&mut self) {
+        if let Some((at, changed)) = self.batch.take()
+            && at != i64::MIN
+        {
+            self.persist(at, changed);
+        }
+    }
+
+    /// Hands the changes people are told of to the notifiers.
+    fn dispatch(&mut self, changes: &[Change]) {
         let tz = self.engine.config().tz;
         let url = self.public_url.as_deref();
         for c in changes.iter().filter(|c| c.notify) {
             let n = Notification::new(c, text::render(c, tz, url), url);
             self.notifier.dispatch(Arc::new(n));
         }
+    }
+
+    /// Applies the API's acknowledgements, writes what changed to the journal and publishes
+    /// the incident list (when something `changed`, an acknowledgement came, or every
+    /// `PUBLISH_EVERY_MS`). Once per input, or once per batch of inputs
+    /// ([`AlertService::apply_batch`]): both cost O(incidents), and once per input a storm's
+    /// thousands of transitions made them quadratic.
+    fn persist(&mut self, now: i64, changed: bool) {
         // Acknowledgements from the API are applied and published under their lock, so an
         // answered `POST …/ack` is never undone by a publish racing it.
         let mut acks = self.handle.acks();
@@ -391,7 +431,7 @@ impl AlertService {
                 .fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %e, "incident journal write failed");
         }
-        if acked || !changes.is_empty() || now - self.last_publish >= PUBLISH_EVERY_MS {
+        if acked || changed || now - self.last_publish >= PUBLISH_EVERY_MS {
             self.last_publish = now;
             let list: Vec<Incident> = self.engine.incidents().cloned().collect();
             let mut g = self

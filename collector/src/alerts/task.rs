@@ -39,6 +39,9 @@ pub enum AlertInput {
 
 /// Inputs the channel holds before the pipeline keeps them in its backlog.
 pub(crate) const CHANNEL: usize = 4_096;
+/// Inputs the alert task applies before it writes the journal and publishes the incident
+/// list (both O(incidents); once per input, a storm of transitions made them quadratic).
+pub(crate) const BATCH: usize = 1_024;
 /// Transitions and replays the pipeline keeps while the channel is full; beyond, dropped.
 pub(crate) const BACKLOG: usize = 65_536;
 
@@ -144,7 +147,18 @@ pub(crate) fn spawn(
         .name("alerts".into())
         .spawn(move || {
             while let Some(input) = rx.blocking_recv() {
+                // What else waits is applied with it, and written and published once.
+                svc.begin_batch();
                 svc.apply(input);
+                for _ in 1..BATCH {
+                    match rx.try_recv() {
+                        Ok(input) => {
+                            svc.apply(input);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                svc.end_batch();
             }
         })?;
     Ok((sender, thread))
