@@ -409,7 +409,7 @@ impl AlertService {
     /// Applies the API's acknowledgements, writes what changed to the journal and publishes
     /// the incident list (when something `changed`, an acknowledgement came, or every
     /// `PUBLISH_EVERY_MS`). Once per input, or once per batch of inputs
-    /// ([`AlertService::apply_batch`]): both cost O(incidents), and once per input a storm's
+    /// ([`AlertService::begin_batch`]): both cost O(incidents), and once per input a storm's
     /// thousands of transitions made them quadratic.
     fn persist(&mut self, now: i64, changed: bool) {
         // Acknowledgements from the API are applied and published under their lock, so an
