@@ -33,6 +33,16 @@ pub const OFFLINE_ACK_TIMEOUT: Duration = Duration::from_secs(3);
 const REJECT_LOG_EVERY: Duration = Duration::from_secs(60);
 /// Proof of a cloned data directory is logged (at error level) at most this often.
 const CLONE_LOG_EVERY: Duration = Duration::from_secs(600);
+/// True when a throttled log line is due: `last` was never, or at least `every` before `now`
+/// (then `last` becomes `now`).
+fn log_due(last: &mut Option<Instant>, now: Instant, every: Duration) -> bool {
+    if last.is_some_and(|t| now.duration_since(t) < every) {
+        return false;
+    }
+    *last = Some(now);
+    true
+}
+
 /// How often the age bound of the spool is applied.
 const EXPIRE_EVERY: Duration = Duration::from_secs(60);
 
@@ -624,13 +634,9 @@ impl Publisher {
         if self.skipped_to.is_some_and(|s| acked >= s) {
             // Numbers this agent skipped to were confirmed without it issuing them: another
             // live agent numbers in this inst (a disk image taken after the first start).
-            // Both keep skipping each other; only deleting one's state ends it.
+            // Each keeps pushing the other's counter ahead; only deleting one's state ends it.
             self.clone_skips += 1;
-            if self
-                .clone_logged
-                .is_none_or(|t| now.duration_since(t) >= CLONE_LOG_EVERY)
-            {
-                self.clone_logged = Some(now);
+            if log_due(&mut self.clone_logged, now, CLONE_LOG_EVERY) {
                 tracing::error!(
                     acked,
                     clone_skips_total = self.clone_skips,
@@ -643,11 +649,7 @@ impl Publisher {
             }
         }
         self.skipped_to = Some(acked.saturating_add(1 + crate::spool::SKIP_MARGIN));
-        if self
-            .skip_logged
-            .is_none_or(|t| now.duration_since(t) >= REJECT_LOG_EVERY)
-        {
-            self.skip_logged = Some(now);
+        if log_due(&mut self.skip_logged, now, REJECT_LOG_EVERY) {
             tracing::warn!(
                 acked,
                 last,
@@ -688,11 +690,7 @@ impl Publisher {
     fn reject_ack(&mut self, error: &dyn std::fmt::Display, what: &'static str) {
         self.rejected_acks += 1;
         let now = Instant::now();
-        if self
-            .reject_logged
-            .is_none_or(|t| now.duration_since(t) >= REJECT_LOG_EVERY)
-        {
-            self.reject_logged = Some(now);
+        if log_due(&mut self.reject_logged, now, REJECT_LOG_EVERY) {
             tracing::warn!(%error, rejected_total = self.rejected_acks, "{what}");
         }
     }

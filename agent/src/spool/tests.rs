@@ -110,20 +110,25 @@ fn reseq(b: &[u8], seq: u64) -> Option<Vec<u8>> {
     serde_json::to_vec(&v).ok()
 }
 
+/// The backup of the skip tests: `n` heartbeats in a new spool at `dir`, the collector reached
+/// (an ack of 0 applied), closed cleanly (counter exactly `n + 1`).
+fn backup(dir: &Path, n: usize, t: Instant) {
+    let mut s = open(dir, 1 << 20);
+    for _ in 0..n {
+        s.append(Kind::Hb, T0, T0, t, |seq, _| body(seq, 50));
+    }
+    s.index_mut().connected(t);
+    s.ack(0, t).expect("ack");
+    s.close(t).expect("close");
+}
+
 #[test]
 fn a_skip_past_a_future_ack_is_durable_and_renumbers_this_run() {
     let dir = tempfile::tempdir().expect("tempdir");
     let t = Instant::now();
     // The backup: three messages in the file, the collector reached (an ack applied),
     // closed cleanly (counter exactly 4).
-    let mut s = open(dir.path(), 1 << 20);
-    for _ in 0..3 {
-        s.append(Kind::Hb, T0, T0, t, |seq, _| body(seq, 50));
-    }
-    s.index_mut().connected(t);
-    s.ack(0, t).expect("ack");
-    s.close(t).expect("close");
-    drop(s);
+    backup(dir.path(), 3, t);
     // Restored and started: this run numbers from 4 on, one written (link down), one in
     // memory (link up).
     let mut s = open(dir.path(), 1 << 20);
@@ -195,14 +200,7 @@ fn the_unconfirmed_boundary_survives_restarts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let t = Instant::now();
     // The backup: two messages (1, 2), the collector reached once (acked 0 = nothing).
-    let mut s = open(dir.path(), 1 << 20);
-    for _ in 0..2 {
-        s.append(Kind::Hb, T0, T0, t, |seq, _| body(seq, 50));
-    }
-    s.index_mut().connected(t);
-    s.ack(0, t).expect("ack");
-    s.close(t).expect("close");
-    drop(s);
+    backup(dir.path(), 2, t);
     // Restored: run 1 (link down) makes 3 and is switched off cleanly; run 2 makes 4.
     let mut s = open(dir.path(), 1 << 20);
     assert_eq!(s.index().unconfirmed_from(), 3);
